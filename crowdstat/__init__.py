@@ -1,0 +1,2 @@
+"""crowdstat: placeholder, filled in below."""
+__version__ = "0.1.0"
