@@ -1,0 +1,5 @@
+import sys
+
+from crowdstat.cli import main
+
+sys.exit(main())

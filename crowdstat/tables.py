@@ -1,0 +1,410 @@
+"""Read and validate vote tables, honeypot truth and program sizes (host side, no JAX).
+
+Formats are specified in ``docs/formats.md``. Every problem found is reported at once in a
+:class:`VoteTableError` naming the source (file name or ``<DataFrame>``), the 1-based data row
+(the header is not a row) and the column. Nothing is dropped silently.
+
+The result is a :class:`VoteTable`: the integer-coded :class:`~crowdstat._typing.VoteArrays`
+every estimator shares, plus the original ids to write results back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import pandas as pd
+
+from crowdstat._typing import VoteArrays
+
+__all__ = ["VoteTableError", "VoteTable", "read_votes", "read_frame", "parse_labels"]
+
+Source = Union[str, os.PathLike, pd.DataFrame]
+
+VOTE_COLUMNS = ("program", "line", "annotator", "label")
+TRUTH_COLUMNS = ("program", "line", "truth")
+PROGRAM_COLUMNS = ("program", "n_lines")
+
+_POS = {"1", "+1", "1.0", "+1.0", "correct", "true"}
+_NEG_PM = {"-1", "-1.0", "wrong"}  # the +1/-1 coding
+_NEG_01 = {"0", "0.0", "false"}  # the 1/0 coding
+_MAX_LISTED = 20
+
+
+class VoteTableError(ValueError):
+    """A vote, truth or program table is invalid. ``problems`` lists (row, column, message)."""
+
+    def __init__(self, source: str, problems: list[tuple[int | None, str | None, str]]):
+        self.source = source
+        self.problems = problems
+        lines = []
+        for row, col, msg in problems[:_MAX_LISTED]:
+            where = []
+            if row is not None:
+                where.append(f"row {row}")
+            if col is not None:
+                where.append(f"column '{col}'")
+            lines.append(f"  {source}: {', '.join(where)}: {msg}" if where else f"  {source}: {msg}")
+        more = len(problems) - _MAX_LISTED
+        if more > 0:
+            lines.append(f"  ... and {more} more problem(s)")
+        n = len(problems)
+        super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''} in the table:\n" + "\n".join(lines))
+
+
+def _source_name(source: Source) -> str:
+    if isinstance(source, pd.DataFrame):
+        return "<DataFrame>"
+    return os.fspath(source)
+
+
+def read_frame(source: Source, what: str = "table") -> tuple[pd.DataFrame, np.ndarray, str]:
+    """Load a CSV / Parquet / JSONL file or copy a DataFrame.
+
+    Returns the frame, the 1-based row number of each record as the user counts it (data
+    rows for CSV/Parquet/DataFrame, file lines for JSONL) and the source name.
+    """
+    name = _source_name(source)
+    if isinstance(source, pd.DataFrame):
+        df = source.reset_index(drop=True).copy()
+        return df, np.arange(1, len(df) + 1), name
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{name}: no such {what} file")
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+    if suffix in (".csv", ".csv.gz", ".tsv", ".txt"):
+        sep = "\t" if suffix == ".tsv" else ","
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, sep=sep)
+        except pd.errors.EmptyDataError:
+            raise VoteTableError(name, [(None, None, "the file is empty (no header, no rows)")]) from None
+        except pd.errors.ParserError as e:
+            raise VoteTableError(name, [(None, None, f"not a valid CSV file: {e}")]) from None
+        return df, np.arange(1, len(df) + 1), name
+    if suffix in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+        return df.reset_index(drop=True), np.arange(1, len(df) + 1), name
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        records, rows, problems = [], [], []
+        with open(path, encoding="utf-8") as fh:
+            for i, text in enumerate(fh, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    problems.append((i, None, f"not valid JSON ({e.msg} at column {e.colno})"))
+                    continue
+                if not isinstance(obj, dict):
+                    problems.append((i, None, f"expected a JSON object, got {type(obj).__name__}"))
+                    continue
+                records.append(obj)
+                rows.append(i)
+        if problems:
+            raise VoteTableError(name, problems)
+        return pd.DataFrame.from_records(records), np.asarray(rows, dtype=np.int64), name
+    raise ValueError(f"{name}: unknown file type '{path.suffix}' (expected .csv, .tsv, .parquet or .jsonl)")
+
+
+def _check_columns(df: pd.DataFrame, required: tuple[str, ...], name: str) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise VoteTableError(
+            name,
+            [(None, c, f"missing column (the table has {list(map(str, df.columns))}; required: {list(required)})") for c in missing],
+        )
+    extra = [str(c) for c in df.columns if c not in required]
+    if extra:
+        warnings.warn(f"{name}: ignoring extra column(s) {extra}", stacklevel=3)
+
+
+def _missing_mask(col: pd.Series) -> np.ndarray:
+    """True where a field is absent: None, NaN, or an empty / blank string."""
+    miss = col.isna().to_numpy()
+    if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+        s = col.astype("string")
+        blank = s.str.strip().eq("").fillna(True).to_numpy(dtype=bool)
+        miss = miss | blank
+    return miss
+
+
+def _ids(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> np.ndarray:
+    """String ids; integral floats (1.0 from a numeric column) are written without '.0'."""
+    miss = _missing_mask(col)
+    for r in rows[miss]:
+        problems.append((int(r), column, "empty field (missing value / NaN)"))
+    if pd.api.types.is_float_dtype(col.dtype):
+        vals = col.to_numpy()
+        out = np.array([str(int(v)) if np.isfinite(v) and float(v).is_integer() else str(v) for v in vals], dtype=object)
+    else:
+        out = col.astype(str).to_numpy(dtype=object)
+    return out
+
+
+def _integers(col: pd.Series, rows: np.ndarray, column: str, problems: list, minimum: int) -> np.ndarray:
+    miss = _missing_mask(col)
+    for r in rows[miss]:
+        problems.append((int(r), column, "empty field (missing value / NaN)"))
+    if pd.api.types.is_bool_dtype(col.dtype):
+        num = pd.Series(np.full(len(col), np.nan))
+    else:
+        num = pd.to_numeric(col.astype(str).str.strip() if not pd.api.types.is_numeric_dtype(col.dtype) else col, errors="coerce")
+    vals = num.to_numpy(dtype=float)
+    bad = ~miss & ~(np.isfinite(vals) & (np.floor(vals) == vals) & (vals >= minimum))
+    for r, raw in zip(rows[bad], col[bad]):
+        problems.append((int(r), column, f"expected an integer >= {minimum}, got {raw!r}"))
+    out = np.where(np.isfinite(vals), vals, -1).astype(np.int64)
+    return out
+
+
+def parse_labels(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> np.ndarray:
+    """Map a label column to int8 +1/-1.
+
+    Accepted: ``+1``/``-1``, ``1``/``0``, ``correct``/``wrong`` (case-insensitive), booleans.
+    One table uses one coding: ``-1`` together with ``0`` is an error (is ``0`` "wrong" or
+    "no vote"?), reported at every row of the less frequent of the two.
+    """
+    miss = _missing_mask(col)
+    for r in rows[miss]:
+        problems.append((int(r), column, "empty field (missing value / NaN)"))
+    s = col.astype(str).str.strip().str.lower().to_numpy(dtype=object)
+    pos = np.isin(s, list(_POS))
+    neg_pm = np.isin(s, list(_NEG_PM))
+    neg_01 = np.isin(s, list(_NEG_01))
+    bad = ~miss & ~(pos | neg_pm | neg_01)
+    for r, raw in zip(rows[bad], col[bad]):
+        problems.append((int(r), column, f"unknown label {raw!r} (expected +1/-1, 1/0 or correct/wrong)"))
+    if neg_pm.any() and neg_01.any():
+        minority = neg_01 if neg_01.sum() <= neg_pm.sum() else neg_pm
+        other = "-1" if minority is neg_01 else "0"
+        for r, raw in zip(rows[minority], col[minority]):
+            problems.append(
+                (int(r), column, f"label {raw!r} mixes the 1/0 coding with the +1/-1 coding used elsewhere (e.g. {other!r})")
+            )
+    return np.where(pos, 1, -1).astype(np.int8)
+
+
+def _duplicates(keys: pd.DataFrame, rows: np.ndarray, what: str, problems: list, column: str) -> None:
+    dup = keys.duplicated(keep="first").to_numpy()
+    if not dup.any():
+        return
+    group = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
+    first = np.full(group.max() + 1, -1, dtype=np.int64)
+    first_pos = np.flatnonzero(~dup)
+    first[group[first_pos]] = first_pos
+    for i in np.flatnonzero(dup):
+        key = tuple(v.item() if hasattr(v, "item") else v for v in keys.iloc[i])
+        problems.append((int(rows[i]), column, f"duplicate {what} {key} (first given at row {int(rows[first[group[i]]])})"))
+
+
+@dataclass(frozen=True)
+class VoteTable:
+    """Validated, integer-coded votes plus the original ids.
+
+    Attributes
+    ----------
+    arrays : VoteArrays
+        The shared pytree (numpy arrays; kernels move them to the device).
+    programs : np.ndarray
+        Program ids (str) by program index (order of first appearance).
+    annotators : np.ndarray
+        Annotator ids (str) by annotator index (order of first appearance).
+    line_numbers : np.ndarray
+        The original line number of each line index.
+    n_votes_per_line : np.ndarray
+        Votes on each line.
+    source : str
+        Name of the vote source, for messages.
+    """
+
+    arrays: VoteArrays
+    programs: np.ndarray
+    annotators: np.ndarray
+    line_numbers: np.ndarray
+    n_votes_per_line: np.ndarray
+    source: str
+    has_program_sizes: bool = False
+
+    @property
+    def n_annotators(self) -> int:
+        return int(self.annotators.shape[0])
+
+    @property
+    def n_programs(self) -> int:
+        return int(self.programs.shape[0])
+
+    @property
+    def n_lines(self) -> int:
+        return int(self.line_numbers.shape[0])
+
+    @property
+    def n_votes(self) -> int:
+        return self.arrays.n_votes
+
+    @property
+    def n_honeypots(self) -> int:
+        return int(np.count_nonzero(self.arrays.truth))
+
+    def lines_frame(self) -> pd.DataFrame:
+        """``program, line`` of every line index, in line-index order."""
+        return pd.DataFrame(
+            {"program": self.programs[self.arrays.line_program], "line": self.line_numbers}
+        )
+
+    def votes_frame(self) -> pd.DataFrame:
+        """The votes back as a table ``program, line, annotator, label`` (line-sorted)."""
+        a = self.arrays
+        return pd.DataFrame(
+            {
+                "program": self.programs[a.line_program[a.line]],
+                "line": self.line_numbers[a.line],
+                "annotator": self.annotators[a.annotator],
+                "label": a.label.astype(np.int64),
+            }
+        )
+
+
+def read_votes(votes: Source, truth: Source | None = None, programs: Source | None = None) -> VoteTable:
+    """Read, validate and integer-code a vote table (and optional honeypot truth, program sizes).
+
+    Parameters
+    ----------
+    votes
+        Path (``.csv``, ``.parquet``, ``.jsonl``) or DataFrame with columns
+        ``program, line, annotator, label``.
+    truth
+        Optional honeypot truth ``program, line, truth``.
+    programs
+        Optional program sizes ``program, n_lines`` (for coverage).
+
+    Raises
+    ------
+    VoteTableError
+        Naming the source, row and column of every problem.
+    """
+    df, rows, name = read_frame(votes, "vote")
+    _check_columns(df, VOTE_COLUMNS, name)
+    if len(df) == 0:
+        raise VoteTableError(name, [(None, None, "the table has no votes (empty table)")])
+    problems: list = []
+    prog = _ids(df["program"], rows, "program", problems)
+    line_no = _integers(df["line"], rows, "line", problems, minimum=0)
+    ann = _ids(df["annotator"], rows, "annotator", problems)
+    label = parse_labels(df["label"], rows, "label", problems)
+    if not problems:
+        _duplicates(
+            pd.DataFrame({"program": prog, "line": line_no, "annotator": ann}), rows, "vote (program, line, annotator)",
+            problems, "annotator",
+        )
+    if problems:
+        problems.sort(key=lambda p: (p[0] or 0))
+        raise VoteTableError(name, problems)
+
+    prog_code, prog_ids = pd.factorize(prog, sort=False)
+    ann_code, ann_ids = pd.factorize(ann, sort=False)
+    prog_ids = np.asarray(prog_ids, dtype=object)
+    ann_ids = np.asarray(ann_ids, dtype=object)
+    n_prog = len(prog_ids)
+    # Lines: unique (program index, line number), program-major then by line number.
+    key = prog_code.astype(np.int64) * (int(line_no.max()) + 1) + line_no
+    ukey, line_idx = np.unique(key, return_inverse=True)
+    line_program = (ukey // (int(line_no.max()) + 1)).astype(np.int32)
+    line_numbers = (ukey % (int(line_no.max()) + 1)).astype(np.int64)
+    order = np.argsort(line_idx, kind="stable")
+    v_line = line_idx[order].astype(np.int32)
+    v_ann = ann_code[order].astype(np.int32)
+    v_label = label[order]
+    n_lines = len(ukey)
+    n_votes_per_line = np.bincount(v_line, minlength=n_lines).astype(np.int64)
+    annotated = np.bincount(line_program, minlength=n_prog).astype(np.int32)
+
+    truth_arr = np.zeros(n_lines, dtype=np.int8)
+    if truth is not None:
+        truth_arr = _read_truth(truth, prog_ids, ukey, int(line_no.max()) + 1)
+
+    program_size = annotated.copy()
+    has_sizes = False
+    if programs is not None:
+        program_size = _read_programs(programs, prog_ids, annotated)
+        has_sizes = True
+
+    arrays = VoteArrays(
+        line=v_line, annotator=v_ann, label=v_label, line_program=line_program, truth=truth_arr, program_size=program_size
+    )
+    return VoteTable(
+        arrays=arrays,
+        programs=prog_ids,
+        annotators=ann_ids,
+        line_numbers=line_numbers,
+        n_votes_per_line=n_votes_per_line,
+        source=name,
+        has_program_sizes=has_sizes,
+    )
+
+
+def _read_truth(truth: Source, prog_ids: np.ndarray, ukey: np.ndarray, base: int) -> np.ndarray:
+    df, rows, name = read_frame(truth, "truth")
+    _check_columns(df, TRUTH_COLUMNS, name)
+    out = np.zeros(len(ukey), dtype=np.int8)
+    if len(df) == 0:
+        warnings.warn(f"{name}: the truth table is empty (no honeypot lines)", stacklevel=3)
+        return out
+    problems: list = []
+    prog = _ids(df["program"], rows, "program", problems)
+    line_no = _integers(df["line"], rows, "line", problems, minimum=0)
+    t = parse_labels(df["truth"], rows, "truth", problems)
+    if not problems:
+        _duplicates(pd.DataFrame({"program": prog, "line": line_no}), rows, "truth for (program, line)", problems, "line")
+    if not problems:
+        pidx = pd.Index(prog_ids).get_indexer(prog)
+        unknown = pidx < 0
+        for r, p in zip(rows[unknown], prog[unknown]):
+            problems.append((int(r), "program", f"truth for program {p!r}, which has no vote in the vote table"))
+        known = ~unknown
+        key = pidx.astype(np.int64) * base + line_no
+        pos = np.searchsorted(ukey, key)
+        pos_c = np.minimum(pos, len(ukey) - 1)
+        hit = known & (line_no < base) & (ukey[pos_c] == key)
+        for r, p, ln in zip(rows[known & ~hit], prog[known & ~hit], line_no[known & ~hit]):
+            problems.append((int(r), "line", f"truth for line {int(ln)} of program {p!r}, which nobody voted on"))
+        if not problems:
+            out[pos_c[hit]] = t[hit]
+    if problems:
+        problems.sort(key=lambda p: (p[0] or 0))
+        raise VoteTableError(name, problems)
+    return out
+
+
+def _read_programs(programs: Source, prog_ids: np.ndarray, annotated: np.ndarray) -> np.ndarray:
+    df, rows, name = read_frame(programs, "program")
+    _check_columns(df, PROGRAM_COLUMNS, name)
+    problems: list = []
+    prog = _ids(df["program"], rows, "program", problems)
+    n = _integers(df["n_lines"], rows, "n_lines", problems, minimum=1)
+    if not problems:
+        _duplicates(pd.DataFrame({"program": prog}), rows, "program", problems, "program")
+    if problems:
+        raise VoteTableError(name, problems)
+    idx = pd.Index(prog).get_indexer(prog_ids)
+    missing = prog_ids[idx < 0]
+    for p in missing:
+        problems.append((None, "program", f"program {p!r} of the vote table has no size here"))
+    size = np.where(idx >= 0, n[np.maximum(idx, 0)], 0).astype(np.int32)
+    short = (idx >= 0) & (size < annotated)
+    for i in np.flatnonzero(short):
+        problems.append(
+            (int(rows[idx[i]]), "n_lines", f"program {prog_ids[i]!r} has {annotated[i]} annotated lines but n_lines={size[i]}")
+        )
+    if problems:
+        raise VoteTableError(name, problems)
+    extra = sorted(set(prog) - set(prog_ids))
+    if extra:
+        warnings.warn(
+            f"{name}: {len(extra)} program(s) have no vote and get no reward: {extra[:10]}", stacklevel=3
+        )
+    return size
