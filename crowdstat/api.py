@@ -296,7 +296,7 @@ def _fit_table(table: VoteTable, method: str, p: dict) -> FitResult:
         _, post, rw = post_mod.posteriors_and_rewards(w, arrays, jnp.asarray(prior_logit, dtype), jnp.asarray(p["tau"], dtype))
         post = np.asarray(post)
         w = np.asarray(w)
-        rel = 1.0 / (1.0 + np.exp(-w.astype(np.float64)))
+        rel = 0.5 * (1.0 + np.tanh(0.5 * w.astype(np.float64)))  # stable sigmoid
     diagnostics["seconds_fit"] = time.perf_counter() - t0
     diagnostics["dtype"] = str(jnp.dtype(dtype))
     return _result(table, method, p, w, rel, post, rw, diagnostics, trajectory)
