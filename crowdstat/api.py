@@ -26,7 +26,7 @@ from crowdstat.tables import VoteTable, read_votes
 
 __all__ = ["METHODS", "FitResult", "fit", "parse_gamma", "save_dir_atomically"]
 
-METHODS = ("majority", "sequential", "proximal")
+METHODS = ("majority", "sequential", "proximal", "em1", "em2", "bayes")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "common": {"prior": 0.5, "tau": 0.5, "delta": 1e-6, "x64": False},
@@ -43,6 +43,18 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "nu": 0.7,
         "max_outer": 100,
     },
+    # Baselines (crowdstat/baselines): parameters are passed through to the baseline's function.
+    "em1": {"maxiter": 100, "tol": 1e-6},
+    "em2": {"maxiter": 100, "tol": 1e-6},
+    "bayes": {"num_warmup": 500, "num_samples": 500, "num_chains": 2, "a": 2.0, "b": 1.0, "seed": 0, "credible": 0.9},
+}
+
+# method -> (module, function) for baselines; each returns crowdstat.baselines.BaselineFit and is
+# called as fn(table.arrays, dtype=..., prior=..., delta=..., **method_params).
+_BASELINES = {
+    "em1": ("crowdstat.baselines.dawid_skene", "em_one_coin"),
+    "em2": ("crowdstat.baselines.dawid_skene", "em_two_coin"),
+    "bayes": ("crowdstat.baselines.bayes", "nuts"),
 }
 
 
@@ -265,7 +277,20 @@ def _fit_table(table: VoteTable, method: str, p: dict) -> FitResult:
     trajectory = None
     t0 = time.perf_counter()
 
-    if method == "majority":
+    extra_ann: dict = {}
+    extra_line: dict = {}
+    if method in _BASELINES:
+        import importlib
+
+        mod, fn = _BASELINES[method]
+        base_params = {k: p[k] for k in _DEFAULTS[method]}
+        bf = getattr(importlib.import_module(mod), fn)(table.arrays, dtype=dtype, prior=p["prior"], delta=delta, **base_params)
+        post = np.asarray(bf.posterior)
+        rw = post_mod.rewards(jnp.asarray(post, dtype), arrays, jnp.asarray(p["tau"], dtype))
+        w, rel = np.asarray(bf.weight), np.asarray(bf.reliability)
+        diagnostics.update(bf.diagnostics)
+        extra_ann, extra_line = dict(bf.annotator_columns), dict(bf.line_columns)
+    elif method == "majority":
         from crowdstat.baselines.majority import majority
 
         post, rel, w = majority(arrays, jnp.zeros(m, dtype), jnp.asarray(delta, dtype))
@@ -299,7 +324,12 @@ def _fit_table(table: VoteTable, method: str, p: dict) -> FitResult:
         rel = 0.5 * (1.0 + np.tanh(0.5 * w.astype(np.float64)))  # stable sigmoid
     diagnostics["seconds_fit"] = time.perf_counter() - t0
     diagnostics["dtype"] = str(jnp.dtype(dtype))
-    return _result(table, method, p, w, rel, post, rw, diagnostics, trajectory)
+    res = _result(table, method, p, w, rel, post, rw, diagnostics, trajectory)
+    for k, v in extra_ann.items():
+        res.annotators[k] = np.asarray(v)
+    for k, v in extra_line.items():
+        res.lines[k] = np.asarray(v)
+    return res
 
 
 def _fit_proximal(table, arrays, p, dtype, prior_logit, diagnostics):

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("votes", help="vote table: .csv, .parquet or .jsonl with columns program,line,annotator,label")
     f.add_argument("--truth", help="honeypot truth table: program,line,truth")
     f.add_argument("--programs", help="program sizes: program,n_lines (for coverage)")
-    f.add_argument("--method", required=True, choices=("majority", "sequential", "proximal"))
+    f.add_argument("--method", required=True, choices=("majority", "sequential", "proximal", "em1", "em2", "bayes"))
     f.add_argument("--out", required=True, help="output directory (replaced atomically)")
     g = f.add_argument_group("common")
     g.add_argument("--prior", type=float, default=0.5, help="p0, prior probability that a line is correct (default 0.5)")
@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--maxiter", type=int, default=10000)
     x.add_argument("--intercept", action="store_true", help="fit an unpenalised intercept b (used as logit(p0))")
     x.add_argument("--latent", action="store_true", help="latent-truth variant (automatic without --truth)")
+    b = f.add_argument_group("baselines (em1, em2: Dawid-Skene EM; bayes: NUTS)")
+    b.add_argument("--em-maxiter", type=int, default=100, help="EM iterations cap (default 100)")
+    b.add_argument("--em-tol", type=float, default=1e-6, help="EM stops when the log-likelihood gain is below this (default 1e-6)")
+    b.add_argument("--num-warmup", type=int, default=500)
+    b.add_argument("--num-samples", type=int, default=500)
+    b.add_argument("--num-chains", type=int, default=2)
+    b.add_argument("--beta-a", type=float, default=2.0, help="Beta(a, b) prior on reliabilities (default 2, 1)")
+    b.add_argument("--beta-b", type=float, default=1.0)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--credible", type=float, default=0.9, help="credible interval mass (default 0.9)")
     return parser
 
 
@@ -66,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         params.update(
             gamma=args.gamma, accelerated=not args.ista, stepsize=args.stepsize, tol=args.tol, maxiter=args.maxiter,
             intercept=args.intercept, latent=True if args.latent else None, nu=args.nu,
+        )
+    elif args.method in ("em1", "em2"):
+        params.update(maxiter=args.em_maxiter, tol=args.em_tol)
+    elif args.method == "bayes":
+        params.update(
+            num_warmup=args.num_warmup, num_samples=args.num_samples, num_chains=args.num_chains, a=args.beta_a,
+            b=args.beta_b, seed=args.seed, credible=args.credible,
         )
     try:
         with warnings.catch_warnings():
