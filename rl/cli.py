@@ -18,6 +18,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "annotate": ("rl.annotate", "simulate annotators voting on the lines of programs"),
     "export": ("rl.labelstudio", "export programs as a line-labelling task file (Label Studio JSON or CSV)"),
     "import": ("rl.labelstudio", "import labelling results back into a vote table"),
+    "generate": ("rl.rollouts", "sample completions with the current policy and write a rollout file"),
+    "train": ("rl.ppo", "PPO with LoRA on rollouts and their crowd rewards"),
+    "grpo": ("rl.grpo", "TRL GRPOTrainer with a crowd-backed reward function (comparison trainer)"),
+    "warmstart": ("rl.sft", "supervised warm start of a tiny model on the synthetic code benchmark"),
+    "loop": ("rl.loop", "Algorithm 1 end to end: generate, annotate, aggregate, train, evaluate; resumable"),
 }
 
 
