@@ -29,9 +29,9 @@ __all__ = ["METHODS", "FitResult", "fit", "parse_gamma", "save_dir_atomically"]
 METHODS = ("majority", "sequential", "proximal", "em1", "em2", "bayes")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "common": {"prior": 0.5, "tau": 0.5, "delta": 1e-6, "x64": False},
+    "common": {"prior": 0.5, "tau": 0.5, "delta": 1e-6, "x64": False, "progress": False},
     "majority": {},
-    "sequential": {"lam": 1.0, "nu": 0.7, "pbar_honeypot": 0.99, "w_max": math.inf, "keep_trajectory": True},
+    "sequential": {"lam": 1.0, "nu": 0.7, "pbar_honeypot": 0.99, "w_max": math.inf, "keep_trajectory": None},
     "proximal": {
         "gamma": "1%",
         "accelerated": True,
@@ -48,6 +48,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "em2": {"maxiter": 100, "tol": 1e-6},
     "bayes": {"num_warmup": 500, "num_samples": 500, "num_chains": 2, "a": 2.0, "b": 1.0, "seed": 0, "credible": 0.9},
 }
+
+_TRAJECTORY_AUTO_LIMIT = 20_000_000  # floats (80 MB in float32)
 
 # method -> (module, function) for baselines; each returns crowdstat.baselines.BaselineFit and is
 # called as fn(table.arrays, dtype=..., prior=..., delta=..., **method_params).
@@ -188,12 +190,14 @@ class FitResult:
         }
 
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write lines.csv, annotators.csv, rewards.jsonl, fit.json into ``out_dir`` atomically."""
+        """Write lines.csv, annotators.csv, rewards.jsonl, fit.json (and trajectory.csv for sequential) atomically."""
 
         def write(tmp: Path) -> None:
             self.lines.to_csv(tmp / "lines.csv", index=False, float_format="%.17g")
             self.annotators.to_csv(tmp / "annotators.csv", index=False, float_format="%.17g")
             write_rewards(tmp / "rewards.jsonl", self.reward_records())
+            if self.trajectory is not None:
+                self.trajectory.to_csv(tmp / "trajectory.csv", float_format="%.17g")
             atomic_write_text(tmp / "fit.json", json.dumps(self.fit_record(), indent=2, allow_nan=False) + "\n")
 
         return save_dir_atomically(out_dir, write)
@@ -237,9 +241,10 @@ def fit(votes, truth=None, method: str = "sequential", programs=None, **params) 
     programs : path or DataFrame, optional
         ``program, n_lines`` for coverage.
     **params
-        Common: ``prior`` (p0 = 0.5), ``tau`` (0.5), ``delta`` (1e-6), ``x64`` (False).
+        Common: ``prior`` (p0 = 0.5), ``tau`` (0.5), ``delta`` (1e-6), ``x64`` (False),
+        ``progress`` (False; a tqdm bar over tasks for long sequential runs).
         sequential (eq. 8): ``lam`` (1), ``nu`` (0.7), ``pbar_honeypot`` (0.99), ``w_max`` (inf),
-        ``keep_trajectory`` (True).
+        ``keep_trajectory`` (None = keep it while n_tasks x n_annotators <= 2e7).
         proximal: ``gamma`` (``"1%"``: a number is absolute, ``"X%"`` is X percent of gamma_max),
         ``accelerated`` (True = FISTA, False = ISTA), ``tol`` (relative duality gap; 1e-5 in
         float32, 1e-10 in float64), ``maxiter`` (10000), ``intercept`` (False), ``stepsize``
@@ -306,11 +311,18 @@ def _fit_table(table: VoteTable, method: str, p: dict) -> FitResult:
             blocks = jax.tree.map(jnp.asarray, seq.task_blocks(table.arrays))
             sp = seq.make_params(p["lam"], p["pbar_honeypot"], p["w_max"], delta, p["prior"], dtype)
             st0 = seq.init(m, p["nu"], delta, p["w_max"], dtype)
-            state, info = seq.run(blocks, st0.w, sp, keep_trajectory=bool(p["keep_trajectory"]))
-            w = state.w
-            if p["keep_trajectory"]:
-                trajectory = pd.DataFrame(np.asarray(info.w), index=pd.Index(table.programs, name="program"), columns=table.annotators)
-            n_upd = np.asarray(info.n_updates)
+            keep = p["keep_trajectory"]
+            if keep is None:  # auto: keep the (n_tasks x n_annotators) trajectory while it stays small
+                keep = table.n_programs * m <= _TRAJECTORY_AUTO_LIMIT
+                if not keep:
+                    warnings.warn(
+                        f"sequential: not keeping the weight trajectory ({table.n_programs} tasks x {m} annotators); "
+                        "pass keep_trajectory=True to force it",
+                        stacklevel=3,
+                    )
+            w, traj, n_upd = _run_sequential_chunked(seq, blocks, st0.w, sp, bool(keep), bool(p["progress"]))
+            if keep:
+                trajectory = pd.DataFrame(traj, index=pd.Index(table.programs, name="program"), columns=table.annotators)
             diagnostics.update(
                 {"tasks": int(table.n_programs), "votes_that_moved_a_weight": int(n_upd.sum()), "max_abs_weight": float(jnp.max(jnp.abs(w)))}
             )
@@ -330,6 +342,45 @@ def _fit_table(table: VoteTable, method: str, p: dict) -> FitResult:
     for k, v in extra_line.items():
         res.lines[k] = np.asarray(v)
     return res
+
+
+_SEQ_CHUNK = 4096  # tasks per compiled scan call when showing progress
+
+
+def _run_sequential_chunked(seq, blocks, w0, params, keep: bool, progress: bool):
+    """Run eq. (8); with ``progress`` and many tasks, scan fixed-size chunks and tick a tqdm bar.
+
+    Chunks have one padded size (the last is padded with empty tasks, which are no-ops), so the
+    scan compiles once whatever the number of tasks.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    n_tasks = blocks.label.shape[0]
+    if not progress or n_tasks <= _SEQ_CHUNK:
+        state, info = seq.run(blocks, w0, params, keep_trajectory=keep)
+        return state.w, (np.asarray(info.w) if keep else None), np.asarray(info.n_updates)
+    from tqdm.auto import tqdm
+
+    w, trajs, upds = w0, [], []
+    with tqdm(total=n_tasks, desc="sequential (eq. 8)", unit="task") as bar:
+        for start in range(0, n_tasks, _SEQ_CHUNK):
+            stop = min(start + _SEQ_CHUNK, n_tasks)
+            pad = _SEQ_CHUNK - (stop - start)
+
+            def cut(x, start=start, stop=stop, pad=pad):
+                if x.ndim < 2:  # n_lines_block: not per task
+                    return x
+                part = x[start:stop]
+                return jnp.concatenate([part, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else part
+
+            state, info = seq.run(jax.tree.map(cut, blocks), w, params, keep_trajectory=keep)
+            w = state.w
+            if keep:
+                trajs.append(np.asarray(info.w)[: stop - start])
+            upds.append(np.asarray(info.n_updates)[: stop - start])
+            bar.update(stop - start)
+    return w, (np.concatenate(trajs) if keep else None), np.concatenate(upds)
 
 
 def _fit_proximal(table, arrays, p, dtype, prior_logit, diagnostics):

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from crowdstat.rewards_io import RewardFileError
     from crowdstat.tables import VoteTableError
 
-    params = {"prior": args.prior, "tau": args.tau, "delta": args.delta, "x64": args.x64}
+    params = {"prior": args.prior, "tau": args.tau, "delta": args.delta, "x64": args.x64, "progress": sys.stderr.isatty()}
     if args.method == "sequential":
         params.update(lam=args.lam, nu=args.nu, pbar_honeypot=args.pbar_honeypot, w_max=args.w_max)
     elif args.method == "proximal":

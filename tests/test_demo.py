@@ -22,4 +22,5 @@ def test_demo_runs_and_writes_summary_and_plot(tmp_path):
     png = (out / "trajectories.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
     for d in (out / "fits").iterdir():
-        assert sorted(p.name for p in d.iterdir()) == ["annotators.csv", "fit.json", "lines.csv", "rewards.jsonl"]
+        assert {"annotators.csv", "fit.json", "lines.csv", "rewards.jsonl"} <= {p.name for p in d.iterdir()}
+        assert ("trajectory.csv" in {p.name for p in d.iterdir()}) == d.name.startswith("sequential")

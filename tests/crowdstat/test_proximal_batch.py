@@ -146,3 +146,15 @@ def test_float32_default_keeps_dtype_and_agrees_with_float64():
     assert r32.diagnostics["converged"]
     np.testing.assert_allclose(r32.annotators["weight"], r64.annotators["weight"], atol=2e-3)
     np.testing.assert_allclose(r32.lines["posterior"], r64.lines["posterior"], atol=1e-3)
+
+
+def test_sequential_chunked_progress_equals_one_scan(monkeypatch):
+    from crowdstat import api
+
+    monkeypatch.setattr(api, "_SEQ_CHUNK", 7)  # 20 programs -> 3 chunks, the last padded
+    _, votes, tr = _problem(seed=2)
+    one = cs.fit(votes, tr, method="sequential", lam=0.1, x64=True)
+    chunked = cs.fit(votes, tr, method="sequential", lam=0.1, x64=True, progress=True)
+    np.testing.assert_array_equal(one.annotators["weight"], chunked.annotators["weight"])
+    np.testing.assert_array_equal(one.trajectory.to_numpy(), chunked.trajectory.to_numpy())
+    assert one.diagnostics["votes_that_moved_a_weight"] == chunked.diagnostics["votes_that_moved_a_weight"]
