@@ -1,0 +1,146 @@
+"""Timing, memory and machine helpers shared by the benchmark modules.
+
+Every timing is the median of repeated runs inside one process; for jitted code the first call
+(trace + compile + run) is reported apart as ``compile_s`` = first call - steady-state median.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+
+def block(x):
+    """Wait for JAX results (no-op for NumPy / Python values)."""
+    try:
+        import jax
+
+        return jax.block_until_ready(x)
+    except Exception:  # noqa: BLE001 - not a JAX value
+        return x
+
+
+def timeit(fn: Callable[[], Any], repeat: int = 5, warmup: bool = True, min_time: float = 0.0) -> dict:
+    """Median wall time of ``fn()`` over ``repeat`` runs (after one warm-up call if ``warmup``).
+
+    Returns ``{"first_s", "median_s", "min_s", "runs", "times_s", "result"}``; ``first_s`` is the
+    warm-up call (for jitted code: trace + compile + one run).
+    """
+    first = None
+    result = None
+    if warmup:
+        t = time.perf_counter()
+        result = block(fn())
+        first = time.perf_counter() - t
+    times = []
+    t_start = time.perf_counter()
+    while len(times) < repeat or (time.perf_counter() - t_start < min_time and len(times) < 50):
+        gc.collect()
+        t = time.perf_counter()
+        result = block(fn())
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    return {"first_s": first, "median_s": med, "min_s": min(times), "runs": len(times), "times_s": times, "result": result}
+
+
+def jit_timing(fn: Callable[[], Any], repeat: int = 5, min_time: float = 0.0) -> dict:
+    """Like :func:`timeit`, plus ``compile_s`` = first call - median (trace + compile)."""
+    r = timeit(fn, repeat=repeat, warmup=True, min_time=min_time)
+    r["compile_s"] = max(r["first_s"] - r["median_s"], 0.0)
+    return r
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB.
+
+    VmHWM from /proc/self/status (the high-water mark of this address space). ``ru_maxrss`` is
+    the fallback only: Linux carries it across ``execve``, so a child started by a big parent
+    would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def copy_bandwidth(nbytes: int = 256 * 2**20, repeat: int = 7) -> float:
+    """Measured memory copy bandwidth in bytes/s, counting read + write (np.copyto of ``nbytes``)."""
+    import numpy as np
+
+    a = np.ones(nbytes // 8, np.float64)
+    b = np.empty_like(a)
+    np.copyto(b, a)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        np.copyto(b, a)
+        times.append(time.perf_counter() - t)
+    return 2.0 * a.nbytes / statistics.median(times)
+
+
+def machine_info() -> dict:
+    """Load, CPU, versions, env flags and the BLAS kernel NumPy uses (threadpoolctl)."""
+    import numpy as np
+
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "numpy": np.__version__,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import jax
+
+        info["jax"] = jax.__version__
+        info["jax_devices"] = [str(d) for d in jax.devices()]
+    except Exception as e:  # noqa: BLE001
+        info["jax"] = f"unavailable: {e}"
+    try:
+        import sklearn
+
+        info["sklearn"] = sklearn.__version__
+    except ImportError:
+        info["sklearn"] = None
+    try:
+        import crowdkit  # noqa: F401
+        from importlib.metadata import version
+
+        info["crowd_kit"] = version("crowd-kit")
+    except ImportError:
+        info["crowd_kit"] = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["threadpools"] = [
+            {k: p.get(k) for k in ("user_api", "internal_api", "version", "architecture", "num_threads", "filepath")}
+            for p in threadpool_info()
+        ]
+    except ImportError:
+        info["threadpools"] = "threadpoolctl not installed"
+    return info
+
+
+def ns_per(seconds: float | None, n: int) -> float | None:
+    return None if seconds is None else seconds / n * 1e9

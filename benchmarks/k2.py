@@ -1,0 +1,170 @@
+"""K2: the sequential update, eq. (8), over all tasks.
+
+Competitors, same data and parameters (lam = 0.05, w_max = 8 so that the weights stay finite
+over 10^5 tasks, pbar_honeypot = 0.99, nu = 0.7):
+- crowdstat: ``sequential.run`` (one compiled ``lax.scan`` over padded task blocks, float32,
+  no trajectory); the host-side grouping ``task_blocks`` is reported apart (done once per table);
+- numpy: a Python loop over tasks with vectorised NumPy inside each task (float64);
+- python: a Python loop over tasks and votes (the paper's sample-code style).
+The two loop baselines cost a constant per task, so they are timed on the first tasks up to
+``loop_cap`` votes and reported per vote. Equality: crowdstat in float64 against the NumPy
+loop on those tasks (the weights must agree to 1e-9) before the timings count.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from benchmarks._util import jit_timing, ns_per, timeit
+
+PARAMS = {"lam": 0.05, "pbar_honeypot": 0.99, "w_max": 8.0, "delta": 1e-6, "prior": 0.5, "nu": 0.7}
+
+
+def _logit(p):
+    return float(np.log(p) - np.log1p(-p))
+
+
+def task_slices(v):
+    """Vote offsets of each task (votes are sorted by line, lines by program)."""
+    n_prog = v.program_size.shape[0]
+    vpt = np.bincount(v.line_program[v.line], minlength=n_prog)
+    return np.concatenate([[0], np.cumsum(vpt)])
+
+
+def numpy_loop(v, n_tasks, w0, p):
+    lam, cap, lph, pl, wmax = p["lam"], _logit(1 - p["delta"]), _logit(p["pbar_honeypot"]), _logit(p["prior"]), p["w_max"]
+    off = task_slices(v)
+    lstart = np.concatenate([[0], np.cumsum(np.bincount(v.line_program))])
+    w = w0.astype(np.float64).copy()
+    line, ann, lab = v.line, v.annotator, v.label.astype(np.float64)
+    truth_v = v.truth[v.line].astype(np.float64)
+    for k in range(n_tasks):
+        a0, a1 = off[k], off[k + 1]
+        ll = line[a0:a1] - lstart[k]
+        a = ann[a0:a1]
+        e = lab[a0:a1]
+        tr = truth_v[a0:a1]
+        lsum = np.bincount(ll, weights=e * w[a], minlength=lstart[k + 1] - lstart[k]) + pl
+        lv = lsum[ll]
+        hp = tr != 0
+        r = np.where(hp, tr, np.sign(lv))
+        lp = np.where(hp, lph, np.minimum(np.abs(lv), cap))
+        np.add.at(w, a, lam * e * r * lp)
+        w[a] = np.clip(w[a], -wmax, wmax)
+    return w
+
+
+def python_loop(tasks, w0, p):
+    """Paper sample-code style: per task, dict of line logits from the pre-task weights, then updates."""
+    lam, cap, lph, pl, wmax = p["lam"], _logit(1 - p["delta"]), _logit(p["pbar_honeypot"]), _logit(p["prior"]), p["w_max"]
+    w = list(w0)
+    for votes in tasks:
+        logit = defaultdict(lambda: pl)
+        for j, i, e, t in votes:
+            logit[j] += e * w[i]
+        upd = []
+        for j, i, e, t in votes:
+            if t != 0:
+                r, lp = t, lph
+            else:
+                lj = logit[j]
+                r = (lj > 0) - (lj < 0)
+                lp = min(abs(lj), cap)
+            upd.append((i, lam * e * r * lp))
+        for i, s in upd:
+            w[i] += s
+        for i, _ in upd:
+            w[i] = min(max(w[i], -wmax), wmax)
+    return w
+
+
+def run(sizes, repeat=5, loop_cap=10**6, seed=0, check_float32=True):
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.data import synth
+    from crowdstat import sequential as seq
+
+    p = PARAMS
+    rows = []
+    for n in sizes:
+        s = synth(n, seed=seed)
+        v = s.votes
+        n = v.n_votes
+        m = s.n_annotators
+        t_blocks = timeit(lambda: seq.task_blocks(v), repeat=1)
+        blocks_np = t_blocks["result"]
+        n_tasks = blocks_np.label.shape[0]
+        off = task_slices(v)
+        n_sub = int(np.searchsorted(off, min(n, loop_cap), side="right")) - 1
+        n_sub = max(n_sub, 1)
+        votes_sub = int(off[n_sub])
+
+        # Equality first: crowdstat float64 on the first n_sub tasks vs the NumPy loop.
+        w0_np = np.full(m, _logit(p["nu"]))
+        with jax.enable_x64(True):
+            sub = jax.tree.map(lambda x: jnp.asarray(x[:n_sub]) if x.ndim == 2 else jnp.asarray(x), blocks_np)
+            prm = seq.make_params(p["lam"], p["pbar_honeypot"], p["w_max"], p["delta"], p["prior"], jnp.float64)
+            st0 = seq.init(m, p["nu"], p["delta"], p["w_max"], jnp.float64)
+            st, _ = seq.run(sub, st0.w, prm, keep_trajectory=False)
+            w_cs64 = np.asarray(st.w)
+        t_np = timeit(lambda: numpy_loop(v, n_sub, w0_np, p), repeat=max(1, min(3, repeat // 2)), warmup=False)
+        err = float(np.max(np.abs(w_cs64 - t_np["result"])))
+        assert err < 1e-9, f"K2 crowdstat (float64) != NumPy loop at n={n}: max |dw| = {err:.3g}"
+
+        # Plain Python on the same tasks.
+        lstart = np.concatenate([[0], np.cumsum(np.bincount(v.line_program))])
+        tv = v.truth[v.line]
+        tasks = []
+        for k in range(n_sub):
+            a0, a1 = off[k], off[k + 1]
+            tasks.append(list(zip((v.line[a0:a1] - lstart[k]).tolist(), v.annotator[a0:a1].tolist(), v.label[a0:a1].tolist(), tv[a0:a1].tolist())))
+        t_py = timeit(lambda: python_loop(tasks, w0_np.tolist(), p), repeat=1, warmup=False)
+        err_py = float(np.max(np.abs(np.asarray(t_py["result"]) - t_np["result"])))
+        assert err_py < 1e-9, f"K2 python loop != NumPy loop: {err_py:.3g}"
+
+        # crowdstat, float32 (the default), all tasks.
+        blocks = jax.device_put(blocks_np)
+        prm32 = seq.make_params(p["lam"], p["pbar_honeypot"], p["w_max"], p["delta"], p["prior"], jnp.float32)
+        w0 = seq.init(m, p["nu"], p["delta"], p["w_max"], jnp.float32).w
+        f = lambda: seq.run(blocks, w0, prm32, keep_trajectory=False)[0].w  # noqa: E731
+        t_cs = jit_timing(f, repeat=repeat, min_time=0.3)
+        w32 = np.asarray(t_cs["result"])
+        assert np.all(np.isfinite(w32))
+        # float32 vs float64 over many tasks: sign(l_j) decisions can flip near 0; reported, not asserted.
+        dev32 = None
+        if check_float32:
+            sub32 = jax.device_put(jax.tree.map(lambda x: x[:n_sub] if x.ndim == 2 else x, blocks_np))
+            w32_sub = np.asarray(seq.run(sub32, w0, prm32, keep_trajectory=False)[0].w)
+            dev32 = float(np.max(np.abs(w32_sub - w_cs64)))
+
+        cs_ns = ns_per(t_cs["median_s"], n)
+        np_ns = ns_per(t_np["median_s"], votes_sub)
+        py_ns = ns_per(t_py["median_s"], votes_sub)
+        rows.append(
+            {
+                "n_votes": n,
+                "n_tasks": n_tasks,
+                "block_shape": list(blocks_np.label.shape),
+                "task_blocks_s": t_blocks["median_s"],
+                "crowdstat_ns_per_vote": cs_ns,
+                "crowdstat_s": t_cs["median_s"],
+                "crowdstat_compile_s": t_cs["compile_s"],
+                "numpy_ns_per_vote": np_ns,
+                "python_ns_per_vote": py_ns,
+                "loop_votes_timed": votes_sub,
+                "max_abs_dw_float64_vs_numpy": err,
+                "max_abs_dw_float32_vs_float64": dev32,
+                "speedup_vs_numpy": np_ns / cs_ns,
+                "speedup_vs_python": py_ns / cs_ns,
+                "runs": t_cs["runs"],
+            }
+        )
+        print(
+            f"  K2 n={n:>9,} ({n_tasks} tasks, block {blocks_np.label.shape[1]}): crowdstat {cs_ns:.2f} ns/vote "
+            f"(compile {t_cs['compile_s']:.2f}s, task_blocks {t_blocks['median_s']:.2f}s), numpy loop {np_ns:.0f}, python {py_ns:.0f} ns/vote",
+            flush=True,
+        )
+    return rows
