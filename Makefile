@@ -31,3 +31,22 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
+
+# Benchmarks (docs/performance.md): a separate venv, because crowd-kit 1.4.2 needs
+# scikit-learn<1.6 (the `bench` extra) and the dev extra pins 1.9.1. OPENBLAS_CORETYPE and
+# OPENBLAS_L2_SIZE are unset for the benchmark command only (they slow a current NumPy here).
+# `make bench BENCH_ARGS=--smoke` runs the tiny version.
+BENCH_VENV := .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS ?=
+.PHONY: bench
+
+$(BENCH_STAMP): pyproject.toml
+	@test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install -q --upgrade pip
+	$(BENCH_PY) -m pip install -q -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BENCH_PY) -m benchmarks.run $(BENCH_ARGS)
