@@ -1,0 +1,1064 @@
+"""Run untrusted (model-generated) Python in separate, resource-limited processes.
+
+Nothing here ever ``exec``s a program in the caller's process. The design:
+
+* :class:`Sandbox` starts ``workers`` long-lived *zygote* processes: fresh interpreters
+  (``python -s -B rl/sandbox.py --worker``) with a scrubbed environment, in their own
+  session, each in its own network namespace when the kernel allows it
+  (``unshare(CLONE_NEWNET)`` through ctypes; Python 3.11 has no ``os.unshare``).
+  A zygote pre-imports the common standard-library modules once.
+* Per job the zygote forks a *monitor*. The monitor tries ``unshare(CLONE_NEWPID)``; if that
+  works it forks an init process (pid 1 of a new pid namespace) which forks the runner,
+  so that when the init exits or is killed the kernel kills every process of the
+  program (fork bombs, daemons). Without a pid namespace the monitor forks the runner
+  directly, in a new session, and the whole process group is killed afterwards.
+  Either way the runner's parent is a sacrificial process, never the zygote or the caller.
+* The runner redirects stdin to /dev/null and stdout/stderr to pipes, closes every other
+  descriptor except a private result pipe, moves into a fresh temporary directory,
+  drops root privileges (to ``nobody``) when it has them, applies the rlimits
+  (CPU, address space, file size, processes, no core files), and runs
+  ``setup``, ``program`` and each test in one namespace, reporting progress and the
+  outcome as JSON lines on the result pipe (never on stdout: a program that prints
+  "passed", closes stdout or calls ``sys.exit(0)`` cannot pass by doing so).
+* The zygote enforces the wall clock (SIGKILL to the whole process tree), caps the
+  captured output, removes the temporary directory and maps what happened to a status.
+
+This is process isolation + rlimits + optional namespaces. It is *not* a container: no
+seccomp filter, no read-only filesystem, no chroot. See docs/sandbox.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+__all__ = [
+    "STATUSES",
+    "Limits",
+    "Job",
+    "ExecResult",
+    "Sandbox",
+    "SandboxError",
+    "run_one",
+]
+
+STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "killed")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-program resource limits.
+
+    timeout_s: wall clock, from fork to exit (the whole process tree is killed after it).
+    cpu_s: RLIMIT_CPU (seconds of CPU time; SIGXCPU, then SIGKILL one second later).
+    memory_mb: RLIMIT_AS (address space) in MiB.
+    file_size_mb: RLIMIT_FSIZE in MiB (bigger writes raise SIGXFSZ -> "crashed").
+    max_output_bytes: stdout and stderr are each truncated to this many bytes.
+    max_processes: RLIMIT_NPROC (effective for non-root users; root is dropped to nobody).
+    """
+
+    timeout_s: float = 5.0
+    cpu_s: int = 10
+    memory_mb: int = 1024
+    file_size_mb: int = 16
+    max_output_bytes: int = 65536
+    max_processes: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "cpu_s", "memory_mb", "file_size_mb", "max_output_bytes", "max_processes"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"Limits.{name} must be a positive number, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One program to run.
+
+    program: the full Python source (line numbers in results refer to it).
+    tests: snippets run in order after the program, in the same namespace; each is one test.
+    setup: code run before the program (e.g. imports the tests need).
+    """
+
+    program: str
+    tests: tuple[str, ...] = ()
+    setup: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.program, str):
+            raise TypeError(f"Job.program must be str, got {type(self.program).__name__}")
+        if isinstance(self.tests, str):
+            raise TypeError("Job.tests must be a tuple of code strings, got a single str")
+        if not isinstance(self.tests, tuple):
+            object.__setattr__(self, "tests", tuple(self.tests))
+        if not all(isinstance(t, str) for t in self.tests):
+            raise TypeError("every entry of Job.tests must be a str")
+        if not isinstance(self.setup, str):
+            raise TypeError(f"Job.setup must be str, got {type(self.setup).__name__}")
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What happened to one :class:`Job`.
+
+    status: one of STATUSES.
+    failing_test: index into Job.tests of the first failing test (for timeout/memory/crash:
+        the test that was running); None if passed or if the setup/program itself failed.
+    exception_type: the exception's class name (or e.g. "SIGSEGV" for a signal), else None.
+    line: 1-based line in Job.program of the innermost traceback frame in the program source.
+    message: a one-line human-readable explanation.
+    stdout, stderr: captured output, each capped at Limits.max_output_bytes.
+    duration_s: wall-clock seconds of the run.
+    network_isolated: whether the program ran in its own (empty) network namespace.
+    pid_isolated: whether the program ran in its own pid namespace (addition).
+    """
+
+    status: str
+    failing_test: int | None
+    exception_type: str | None
+    line: int | None
+    message: str
+    stdout: str
+    stderr: str
+    duration_s: float
+    network_isolated: bool
+    pid_isolated: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SandboxError(RuntimeError):
+    """The sandbox machinery itself failed (not the program)."""
+
+
+# ----------------------------------------------------------------------------------------
+# Worker (zygote) side. Everything below up to the Sandbox class runs inside the worker
+# interpreter, which imports only the standard library.
+# ----------------------------------------------------------------------------------------
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+CAP_DAC_READ_SEARCH = 2
+NOBODY = 65534
+GRACE_S = 0.5  # after the in-process alarm, how long until SIGKILL
+_PREIMPORT = (
+    "array bisect builtins cmath collections collections.abc copy dataclasses datetime decimal "
+    "enum fractions functools hashlib heapq io itertools json linecache math numbers operator "
+    "random re statistics string sys textwrap traceback typing unicodedata"
+).split()
+
+_libc = None
+
+
+def _get_libc():
+    global _libc
+    if _libc is None:
+        import ctypes
+        import ctypes.util
+
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    return _libc
+
+
+def _unshare(flags: int) -> tuple[bool, str]:
+    try:
+        import ctypes
+
+        libc = _get_libc()
+        if libc.unshare(ctypes.c_int(flags)) == 0:
+            return True, ""
+        err = ctypes.get_errno()
+        return False, os.strerror(err)
+    except Exception as e:  # pragma: no cover - no libc / no unshare symbol
+        return False, repr(e)
+
+
+def _write_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _isolate_network() -> tuple[bool, str]:
+    """Put the calling process in a new, empty network namespace (loopback down)."""
+    ok, err = _unshare(CLONE_NEWNET)
+    if ok:
+        return True, ""
+    # Unprivileged: a user namespace first (maps our own uid/gid), then the netns.
+    uid, gid = os.getuid(), os.getgid()
+    ok2, err2 = _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+    if ok2:
+        try:
+            _write_file("/proc/self/setgroups", "deny")
+            _write_file("/proc/self/uid_map", f"{uid} {uid} 1")
+            _write_file("/proc/self/gid_map", f"{gid} {gid} 1")
+        except OSError:
+            pass
+        return True, ""
+    return False, f"unshare(CLONE_NEWNET): {err}; with a user namespace: {err2}"
+
+
+def _prctl(option: int, arg: int) -> bool:
+    try:
+        return _get_libc().prctl(option, arg, 0, 0, 0) == 0
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _read_msg(fd: int):
+    head = _read_exact(fd, 4)
+    if head is None:
+        return None
+    (n,) = struct.unpack("!I", head)
+    body = _read_exact(fd, n)
+    if body is None:
+        return None
+    return json.loads(body.decode("utf-8"))
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _write_msg(fd: int, obj) -> None:
+    body = json.dumps(obj).encode("utf-8")
+    data = struct.pack("!I", len(body)) + body
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class _SandboxTimeout(BaseException):
+    """Raised inside the runner by the wall-clock alarm."""
+
+
+def _drop_root() -> None:
+    """Become ``nobody`` (so RLIMIT_NPROC applies and root-owned files are read-only),
+    keeping only CAP_DAC_READ_SEARCH so the interpreter can still read its standard
+    library when it lives somewhere ``nobody`` may not read (e.g. /root/.pyenv)."""
+    import ctypes
+
+    libc = _get_libc()
+    libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    hdr = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (Data * 2)()
+    keep = 1 << CAP_DAC_READ_SEARCH
+    data[0].effective = data[0].permitted = keep
+    if libc.capset(ctypes.byref(hdr), data) != 0:
+        # Could not keep the capability: stay nobody without it.
+        data[0].effective = data[0].permitted = 0
+        libc.capset(ctypes.byref(hdr), data)
+    libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+
+
+def _program_line(tb, filename: str = "<program>") -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str) -> None:
+    """The process that runs the program. Never returns."""
+    import builtins
+    import io
+    import linecache
+    import resource
+    import traceback
+
+    res_fd = fds["res_w"]
+    my_pid = os.getpid()
+    try:
+        os.setsid()
+    except OSError:
+        pass
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(fds["out_w"], 1)
+    os.dup2(fds["err_w"], 2)
+    # Move the result pipe to a high descriptor and close everything else.
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soft = 1024 if soft in (resource.RLIM_INFINITY, -1) or soft > 65536 else soft
+    high = max(10, soft - 1 - int(nonce[:4], 16) % max(1, min(256, soft // 2)))
+    os.dup2(res_fd, high)
+    res_fd = high
+    os.closerange(3, res_fd)
+    os.closerange(res_fd + 1, 65536)
+    os.set_inheritable(res_fd, False)
+
+    def _close_res_in_child():
+        try:
+            os.close(res_fd)
+        except OSError:
+            pass
+
+    os.register_at_fork(after_in_child=_close_res_in_child)
+
+    def emit(obj) -> None:
+        if os.getpid() != my_pid:
+            return
+        obj["nonce"] = nonce
+        data = (json.dumps(obj) + "\n").encode("utf-8", "backslashreplace")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(res_fd, view):]
+        except OSError:
+            pass
+
+    try:
+        os.chdir(workdir)
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONIOENCODING": "utf-8",
+            "HOME": workdir,
+            "TMPDIR": workdir,
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+        os.environ.clear()
+        os.environ.update(env)
+        import tempfile
+
+        tempfile.tempdir = workdir
+        if os.geteuid() == 0:
+            _drop_root()
+        mb = 1024 * 1024
+        cpu = int(limits["cpu_s"])
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        resource.setrlimit(resource.RLIMIT_AS, (int(limits["memory_mb"]) * mb,) * 2)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(limits["file_size_mb"]) * mb,) * 2)
+        resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["max_processes"]),) * 2)
+    except BaseException as e:  # setup of the sandbox failed: report, never run the program
+        emit({"kind": "final", "status": "crashed", "stage": "sandbox", "exception_type": type(e).__name__,
+              "line": None, "message": f"sandbox setup failed: {e!r}"})
+        os._exit(70)
+
+    for sig in (signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXCPU):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
+                                  errors="backslashreplace", line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                                  errors="backslashreplace", line_buffering=True)
+    sys.argv = ["<program>"]
+    sys.setrecursionlimit(1000)
+
+    def on_alarm(signum, frame):
+        raise _SandboxTimeout(f"wall-clock limit of {limits['timeout_s']} s exceeded")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+
+    program = job["program"]
+    setup = job["setup"]
+    tests = job["tests"]
+    sources = [("<setup>", setup, None)] + [("<program>", program, None)]
+    sources += [(f"<test {i}>", t, i) for i, t in enumerate(tests)]
+    for fname, src, _ in sources:
+        linecache.cache[fname] = (len(src), None, src.splitlines(True), fname)
+
+    ns: dict = {"__name__": "__sandbox__", "__builtins__": builtins}
+    outcome = {"kind": "final", "status": "passed", "stage": None, "exception_type": None,
+               "line": None, "message": "all tests passed" if tests else "program ran without error"}
+    signal.setitimer(signal.ITIMER_REAL, float(limits["timeout_s"]))
+    try:
+        for fname, src, idx in sources:
+            emit({"kind": "stage", "stage": fname, "test": idx})
+            code = compile(src, fname, "exec", dont_inherit=True)
+            exec(code, ns)
+    except BaseException as e:  # noqa: BLE001 - every way out of the program is an outcome
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if os.getpid() != my_pid:  # a forked child of the program fell through
+            os._exit(0)
+        if isinstance(e, _SandboxTimeout):
+            status = "timeout"
+        elif isinstance(e, MemoryError):
+            status = "memory"
+        else:
+            status = "failed"
+        line = _program_line(e.__traceback__)
+        if isinstance(e, SyntaxError) and e.filename == "<program>" and line is None:
+            line = e.lineno
+        try:
+            msg = str(e)
+        except BaseException:  # noqa: BLE001
+            msg = "<unprintable exception>"
+        outcome.update(status=status, stage=fname, test=idx, exception_type=type(e).__name__,
+                       line=line, message=(msg if isinstance(e, _SandboxTimeout)
+                                           else f"{type(e).__name__}: {msg}" if msg else type(e).__name__)[:2000])
+        try:
+            traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        except BaseException:  # noqa: BLE001
+            pass
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    if os.getpid() != my_pid:
+        os._exit(0)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+    emit(outcome)
+    os._exit(0)
+
+
+def _monitor(job, limits, fds, workdir, nonce) -> None:
+    """Fallback mode only (no pid namespace): the runner's sacrificial parent.
+
+    Forks the runner, waits for it, kills what is left of its process group and reports
+    the runner's wait status on the control pipe. Never returns."""
+    ctl = fds["ctl_w"]
+    try:
+        for k in ("out_r", "err_r", "res_r", "ctl_r"):
+            os.close(fds[k])
+        child = os.fork()
+        if child == 0:
+            os.close(ctl)
+            _runner(job, limits, fds, workdir, nonce)
+        for k in ("out_w", "err_w", "res_w"):
+            os.close(fds[k])
+        os.write(ctl, f"P {child}\n".encode())
+        status = _reap_until(child)
+        try:
+            os.killpg(child, signal.SIGKILL)  # leftovers in the runner's group
+        except OSError:
+            pass
+        os.write(ctl, f"R {status}\n".encode())
+    except BaseException:  # noqa: BLE001
+        os._exit(71)
+    os._exit(0)
+
+
+def _reap_until(pid: int) -> int:
+    while True:
+        try:
+            got, st = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return -1
+        if got == pid:
+            return st
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+class _Zygote:
+    """State of one worker process.
+
+    Preferred mode (``pid_ns``): the zygote is pid 1 of its own pid namespace (and sits in
+    its own network namespace). Per job it forks the runner directly (one fork); the runner
+    cannot signal it (init is immune to signals from inside its namespace, and the runner is
+    not root), and after every job ``kill(-1, SIGKILL)`` removes every other process of the
+    namespace, including daemonised or ``setsid`` fork-bomb children.
+
+    Fallback mode (no pid namespace): a sacrificial monitor process forks the runner in a
+    new session; the session's process group is killed after the job.
+    """
+
+    def __init__(self, pid_ns: bool) -> None:
+        self.pid_ns = pid_ns and os.getpid() == 1
+        self.netns, self.netns_error = _isolate_network() if not _NET_DONE else _NET_DONE
+        self.subreaper = True if self.pid_ns else _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        for mod in _PREIMPORT:
+            try:
+                __import__(mod)
+            except ImportError:  # pragma: no cover
+                pass
+
+    def reap_all(self, block: bool) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    def run(self, job: dict, limits: dict) -> dict:
+        import shutil
+        import tempfile
+
+        nonce = os.urandom(16).hex()
+        workdir = tempfile.mkdtemp(prefix="rl-sandbox-")
+        try:
+            if os.geteuid() == 0:
+                os.chown(workdir, NOBODY, NOBODY)
+            return self._run(job, limits, workdir, nonce)
+        finally:
+            if self.pid_ns:
+                try:
+                    os.kill(-1, signal.SIGKILL)  # everything in our namespace except us
+                except OSError:
+                    pass
+                self.reap_all(block=True)
+            else:
+                self.reap_all(block=False)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run(self, job: dict, limits: dict, workdir: str, nonce: str) -> dict:
+        cap = int(limits["max_output_bytes"])
+        timeout = float(limits["timeout_s"])
+        fds = {}
+        for name in ("out", "err", "res", "ctl"):
+            r, w = os.pipe()
+            fds[name + "_r"], fds[name + "_w"] = r, w
+        t0 = time.monotonic()
+        child = os.fork()
+        if child == 0:
+            if self.pid_ns:
+                for k in ("out_r", "err_r", "res_r", "ctl_r", "ctl_w"):
+                    os.close(fds[k])
+                _runner(job, limits, fds, workdir, nonce)
+            _monitor(job, limits, fds, workdir, nonce)
+        for k in ("out_w", "err_w", "res_w", "ctl_w"):
+            os.close(fds[k])
+        out_r, err_r, res_r, ctl_r = fds["out_r"], fds["err_r"], fds["res_r"], fds["ctl_r"]
+        bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray(), ctl_r: bytearray()}
+        dropped = {out_r: 0, err_r: 0}
+        caps = {out_r: cap, err_r: cap, res_r: 1 << 20, ctl_r: 4096}
+        open_fds = set(bufs)
+        poller = select.poll()
+        for fd in open_fds:
+            poller.register(fd, select.POLLIN)
+        pidfd = None
+        if self.pid_ns:
+            kill_target: int | None = child
+            try:
+                pidfd = os.pidfd_open(child)
+                poller.register(pidfd, select.POLLIN)
+            except (AttributeError, OSError):
+                pidfd = None
+        else:
+            kill_target = None
+        deadline = t0 + timeout + GRACE_S
+        runner_status: int | None = None
+        mon_status: int | None = None
+        killed_by_us = False
+        end_time = None
+        drain_until = None
+
+        def kill_all(monitor_too: bool = True) -> None:
+            if kill_target is not None:
+                for f in (os.killpg, os.kill):
+                    try:
+                        f(kill_target, signal.SIGKILL)
+                    except OSError:
+                        pass
+            if not self.pid_ns and monitor_too:
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except OSError:
+                    pass
+
+        def child_done() -> None:
+            nonlocal runner_status, mon_status, end_time
+            try:
+                got, st = os.waitpid(child, os.WNOHANG)
+            except ChildProcessError:
+                got, st = child, -1
+            if got == child:
+                end_time = end_time or time.monotonic()
+                if self.pid_ns:
+                    runner_status = st
+                else:
+                    mon_status = st
+
+        while True:
+            now = time.monotonic()
+            finished = runner_status is not None or mon_status is not None or killed_by_us
+            if not finished and now >= deadline:
+                killed_by_us = True
+                end_time = now
+                kill_all()
+                finished = True
+            if finished and drain_until is None:
+                # the runner is gone: collect what is still in the pipes, briefly
+                if self.pid_ns:
+                    try:
+                        os.kill(-1, signal.SIGKILL)
+                    except OSError:
+                        pass
+                drain_until = now + 0.5
+            if drain_until is not None and (now >= drain_until or not (open_fds - {ctl_r})):
+                break
+            if pidfd is None and self.pid_ns and runner_status is None:
+                child_done()
+                if runner_status is not None:
+                    continue
+                wait_ms = 5
+            else:
+                limit_t = drain_until if drain_until is not None else deadline
+                wait_ms = max(0, int((limit_t - now) * 1000)) + 1
+            for fd, _ev in poller.poll(wait_ms):
+                if fd == pidfd:
+                    poller.unregister(pidfd)
+                    os.close(pidfd)
+                    pidfd = -1
+                    child_done()
+                    continue
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+                    if fd == ctl_r and not self.pid_ns:
+                        # the monitor exited (or was killed): wait for it
+                        try:
+                            _, mon_status = os.waitpid(child, 0)
+                        except ChildProcessError:
+                            mon_status = -1
+                        end_time = end_time or time.monotonic()
+                    continue
+                buf = bufs[fd]
+                room = caps[fd] - len(buf)
+                if room > 0:
+                    buf += chunk[:room]
+                if len(chunk) > room and fd in dropped:
+                    dropped[fd] += len(chunk) - max(room, 0)
+                if fd == ctl_r:
+                    for ln in bytes(buf).decode(errors="replace").splitlines():
+                        parts = ln.split()
+                        if len(parts) == 2 and parts[0] == "P" and kill_target is None:
+                            kill_target = int(parts[1])
+                        elif len(parts) == 2 and parts[0] == "R" and runner_status is None:
+                            runner_status = int(parts[1])
+                            end_time = end_time or time.monotonic()
+        if end_time is None:
+            end_time = time.monotonic()
+        # leftovers of the runner's group; the monitor only if it has not reported
+        kill_all(monitor_too=killed_by_us or runner_status is None)
+        for fd in list(bufs) + ([pidfd] if pidfd not in (None, -1) else []):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.pid_ns:
+            if runner_status is None:
+                try:
+                    _, runner_status = os.waitpid(child, 0)
+                except ChildProcessError:
+                    runner_status = -1
+        elif mon_status is None:
+            try:
+                _, mon_status = os.waitpid(child, 0)
+            except ChildProcessError:
+                mon_status = 0
+        return self._outcome(limits, bufs, dropped, out_r, err_r, res_r, nonce, end_time - t0,
+                             killed_by_us, runner_status, mon_status)
+
+    def _outcome(self, limits, bufs, dropped, out_r, err_r, res_r, nonce, duration, killed_by_us,
+                 runner_status, mon_status) -> dict:
+        timeout = float(limits["timeout_s"])
+        final = None
+        stage = None
+        for ln in bytes(bufs[res_r]).decode("utf-8", errors="replace").splitlines():
+            try:
+                obj = json.loads(ln)
+            except ValueError:
+                continue
+            if not isinstance(obj, dict) or obj.get("nonce") != nonce:
+                continue
+            if obj.get("kind") == "stage":
+                stage = obj
+            elif obj.get("kind") == "final" and final is None:
+                final = obj
+
+        def text(fd: int) -> str:
+            s = bytes(bufs[fd]).decode("utf-8", errors="backslashreplace")
+            if dropped.get(fd):
+                s += f"\n[... {dropped[fd]} more bytes truncated by the sandbox]"
+            return s
+
+        out = dict(status="crashed", failing_test=None, exception_type=None, line=None, message="",
+                   stdout=text(out_r), stderr=text(err_r), duration_s=round(duration, 6),
+                   network_isolated=self.netns, pid_isolated=self.pid_ns)
+        running_test = stage.get("test") if stage else None
+        if not isinstance(running_test, int):
+            running_test = None
+        mon_signal = None
+        if mon_status is not None and mon_status >= 0 and os.WIFSIGNALED(mon_status):
+            mon_signal = os.WTERMSIG(mon_status)
+
+        if killed_by_us:
+            out.update(status="timeout", failing_test=running_test,
+                       message=f"wall-clock limit of {timeout:g} s exceeded; process tree killed")
+        elif final is not None and mon_signal is None:
+            status = final.get("status")
+            if status not in STATUSES:
+                status = "crashed"
+            ft = final.get("test")
+            out.update(status=status, message=str(final.get("message", ""))[:2000],
+                       exception_type=final.get("exception_type") if status != "timeout" else None,
+                       line=final.get("line") if isinstance(final.get("line"), int) else None,
+                       failing_test=ft if status != "passed" and isinstance(ft, int) else None)
+        elif mon_signal is not None:
+            out.update(status="killed", failing_test=running_test, exception_type=_signal_name(mon_signal),
+                       message=f"the sandbox monitor (the program's parent) was killed by "
+                               f"{_signal_name(mon_signal)}, presumably by the program")
+        elif runner_status is None or runner_status < 0:
+            out.update(status="crashed", failing_test=running_test,
+                       message="the program's process ended without a status report")
+        elif os.WIFSIGNALED(runner_status):
+            sig = os.WTERMSIG(runner_status)
+            name = _signal_name(sig)
+            out.update(failing_test=running_test, exception_type=name)
+            if sig == signal.SIGXCPU:
+                out.update(status="timeout", message=f"CPU time limit of {limits['cpu_s']} s exceeded (SIGXCPU)")
+            elif sig == signal.SIGXFSZ:
+                out.update(status="crashed",
+                           message=f"file size limit of {limits['file_size_mb']} MB exceeded (SIGXFSZ)")
+            elif sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
+                         signal.SIGSYS, signal.SIGTRAP):
+                out.update(status="crashed", message=f"the program crashed with {name}")
+            else:
+                out.update(status="killed", message=f"the program was killed by {name}")
+        else:
+            code = os.WEXITSTATUS(runner_status) if os.WIFEXITED(runner_status) else runner_status
+            out.update(status="crashed", failing_test=running_test, exception_type="SystemExit",
+                       message=f"the program exited (code {code}) before all tests ran, "
+                               f"without reporting a result (os._exit or a closed result channel)")
+        return out
+
+
+_NET_DONE: tuple[bool, str] | None = None
+
+
+def _worker_main() -> None:
+    """Entry point of a worker: requests on stdin (fd 0), replies on stdout (fd 1)."""
+    global _NET_DONE, z_pid
+    # The protocol descriptors move away from 0/1/2 so nothing can write into them by accident.
+    proto_in = os.dup(0)
+    proto_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
+        sys.path.pop(0)
+    # Network namespace first (it may need a user namespace, which must come before the
+    # pid namespace), then a pid namespace whose init is the zygote proper.
+    _NET_DONE = _isolate_network()
+    pid_ns, _ = (False, "disabled") if os.environ.get("RL_SANDBOX_NO_PIDNS") else _unshare(CLONE_NEWPID)
+    if pid_ns:
+        try:
+            zyg = os.fork()
+        except OSError:
+            zyg, pid_ns = 0, False
+        if zyg != 0:
+            # The outer process only waits: the zygote (pid 1 inside) talks to the caller.
+            os.close(proto_in)
+            os.close(proto_out)
+            while True:
+                try:
+                    _, st = os.waitpid(zyg, 0)
+                    break
+                except ChildProcessError:
+                    st = 0
+                    break
+            os._exit(0)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    z_pid = os.getpid()
+    z = _Zygote(pid_ns)
+    _write_msg(proto_out, {"ready": True, "network_isolated": z.netns, "netns_error": z.netns_error,
+                           "pid_isolated": z.pid_ns, "uid": os.getuid()})
+    while True:
+        req = _read_msg(proto_in)
+        if req is None or req.get("cmd") == "exit":
+            break
+        try:
+            reply = {"ok": True, "result": z.run(req["job"], req["limits"])}
+        except BaseException as e:  # noqa: BLE001
+            reply = {"ok": False, "error": repr(e)}
+        if os.getpid() != z_pid:  # pragma: no cover - defensive: a forked child escaped
+            os._exit(0)
+        _write_msg(proto_out, reply)
+    os._exit(0)
+
+
+z_pid = os.getpid()
+
+
+# ----------------------------------------------------------------------------------------
+# Caller side
+# ----------------------------------------------------------------------------------------
+
+_WORKER_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONHASHSEED": "0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONIOENCODING": "utf-8",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+class _Worker:
+    def __init__(self, pid_namespace: bool = True) -> None:
+        env = dict(_WORKER_ENV)
+        if not pid_namespace:
+            env["RL_SANDBOX_NO_PIDNS"] = "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-s", "-B", os.path.abspath(__file__), "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd="/",
+            close_fds=True,
+            start_new_session=True,
+        )
+        hello = self._recv(timeout=60.0)
+        if not hello or not hello.get("ready"):
+            self.kill()
+            raise SandboxError("a sandbox worker failed to start")
+        self.network_isolated = bool(hello["network_isolated"])
+        self.netns_error = hello.get("netns_error", "")
+        self.pid_isolated = bool(hello.get("pid_isolated"))
+
+    def _recv(self, timeout: float):
+        fd = self.proc.stdout.fileno()
+        end = time.monotonic() + timeout
+        buf = bytearray()
+        need = 4
+        header_done = False
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            r, _, _ = select.select([fd], [], [], left)
+            if not r:
+                return None
+            chunk = os.read(fd, need - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+            if len(buf) == need:
+                if not header_done:
+                    (n,) = struct.unpack("!I", bytes(buf))
+                    need, buf, header_done = n, bytearray(), True
+                    if n == 0:
+                        return None
+                else:
+                    return json.loads(bytes(buf).decode("utf-8"))
+
+    def request(self, job: Job, limits: Limits) -> dict | None:
+        msg = {"cmd": "run", "job": {"program": job.program, "tests": list(job.tests), "setup": job.setup},
+               "limits": asdict(limits)}
+        try:
+            _write_msg(self.proc.stdin.fileno(), msg)
+        except OSError:
+            return None
+        # The zygote enforces the limits; this is a backstop against a wedged zygote.
+        return self._recv(timeout=limits.timeout_s + GRACE_S + 30.0)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            pass
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.alive():
+            try:
+                _write_msg(self.proc.stdin.fileno(), {"cmd": "exit"})
+                self.proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+
+
+class Sandbox:
+    """A pool of pre-forked sandbox workers. Use as a context manager.
+
+    >>> with Sandbox(workers=2) as sb:
+    ...     sb.run(Job("def f(x):\\n    return x + 1\\n", tests=("assert f(1) == 2",))).status
+    'passed'
+    """
+
+    def __init__(self, workers: int = 2, limits: Limits = Limits(), *, pid_namespace: bool = True):
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits, got {type(limits).__name__}")
+        self.n_workers = workers
+        self.limits = limits
+        self.pid_namespace = pid_namespace
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.restarts = 0
+        try:
+            for _ in range(workers):
+                w = _Worker(pid_namespace)
+                self._all.append(w)
+                self._idle.put(w)
+        except BaseException:
+            self.close()
+            raise
+        self.network_isolated = all(w.network_isolated for w in self._all)
+        self.netns_error = next((w.netns_error for w in self._all if w.netns_error), "")
+        self.pid_isolated = all(w.pid_isolated for w in self._all)
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            workers = list(self._all)
+            self._all.clear()
+        for w in workers:
+            w.close()
+
+    def _replace(self, dead: _Worker) -> _Worker:
+        dead.kill()
+        w = _Worker(self.pid_namespace)
+        with self._lock:
+            if dead in self._all:
+                self._all.remove(dead)
+            self._all.append(w)
+            self.restarts += 1
+        return w
+
+    def run(self, job: Job) -> ExecResult:
+        if self._closed:
+            raise SandboxError("the Sandbox is closed")
+        if not isinstance(job, Job):
+            raise TypeError(f"run() takes a Job, got {type(job).__name__}")
+        w = self._idle.get()
+        try:
+            reply = None
+            for _attempt in range(2):
+                if not w.alive():
+                    w = self._replace(w)
+                reply = w.request(job, self.limits)
+                if reply is not None:
+                    break
+                w = self._replace(w)  # the worker died or wedged; retry once on a fresh one
+            if reply is None:
+                return ExecResult("crashed", None, None, None, "the sandbox worker died twice running this job",
+                                  "", "", 0.0, w.network_isolated)
+            if not reply.get("ok"):
+                raise SandboxError(f"sandbox worker error: {reply.get('error')}")
+            return ExecResult(**reply["result"])
+        finally:
+            self._idle.put(w)
+
+    def map(self, jobs: Iterable[Job], progress: bool = False) -> list[ExecResult]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        jobs = list(jobs)
+        results: list[ExecResult | None] = [None] * len(jobs)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(jobs), desc="sandbox", unit="prog")
+        try:
+            with ThreadPoolExecutor(max_workers=self.n_workers) as ex:
+                futs = {ex.submit(self.run, j): i for i, j in enumerate(jobs)}
+                from concurrent.futures import as_completed
+
+                for f in as_completed(futs):
+                    results[futs[f]] = f.result()
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return results  # type: ignore[return-value]
+
+
+def run_one(job: Job, limits: Limits = Limits()) -> ExecResult:
+    """Run one job in a throwaway single-worker Sandbox."""
+    with Sandbox(workers=1, limits=limits) as sb:
+        return sb.run(job)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
+    _worker_main()

