@@ -149,10 +149,22 @@ def pick_dtype(device: torch.device, dtype=None) -> torch.dtype:
 
 
 def load_tokenizer(name_or_path):
-    """The tokenizer of a model directory, set up for generation: left padding, a pad token."""
-    from transformers import AutoTokenizer
+    """The tokenizer of a model directory, set up for generation: left padding, a pad token.
 
-    tok = AutoTokenizer.from_pretrained(name_or_path)
+    A directory whose ``tokenizer_config.json`` names the generic ``TokenizersBackend`` /
+    ``PreTrainedTokenizerFast`` class (our character tokenizer) is loaded with that class:
+    transformers 5.23's ``AutoTokenizer`` forces ``Qwen2Tokenizer`` on every ``model_type=qwen2``
+    directory (``MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS``), which swaps in a byte-level
+    pre-tokenizer and decoder and silently breaks a character vocabulary.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    cfg = Path(name_or_path) / "tokenizer_config.json"
+    cls_name = json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class") if cfg.is_file() else None
+    if cls_name in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        tok = PreTrainedTokenizerFast.from_pretrained(name_or_path)
+    else:
+        tok = AutoTokenizer.from_pretrained(name_or_path)
     tok.padding_side = "left"
     if tok.pad_token is None:
         if tok.eos_token is None:
