@@ -13,10 +13,14 @@ indented body, e.g.::
         y = x * 3                            <- completion (canonical solution)
         return y + 4
 
-Split (deterministic by ``seed``): for every template the constant combinations are
-shuffled and a quarter of them (at least one) is reserved for held-out problems, so held-out
-problems use constant combinations never seen in training. A few templates
-(``HELDOUT_ONLY``) appear only in the held-out set: recombinations of trained templates.
+Split (deterministic by ``seed``): for every template with two or more constants, the constant
+combinations are shuffled and a quarter of them (at least one) is reserved for held-out
+problems, so these use combinations never seen in training (each constant value itself is
+seen). Templates with one constant contribute new held-out *instances* (fresh examples and
+tests, training constants): with a single constant an unseen combination is an unseen value,
+which a tiny character model does not copy from the comment (measured: held-out pass@1 0.03
+when every template held out values). A few templates (``HELDOUT_ONLY``) appear only in the
+held-out set: recombinations of trained templates. ``hold_single=True`` restores the strict split.
 
 Each template also has systematic, plausible bugs (one line changed: wrong operator, wrong
 comparison, swapped arguments, off by one), used for the supervised warm start: a fraction of
@@ -32,7 +36,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 try:  # the shared benchmark type (sandbox jobs, pass@k, annotation all consume it)
-    from rl.benchmarks import Problem
+    from rl.benchmarks import Problem as _BaseProblem
+
+    @dataclass(frozen=True)
+    class Problem(_BaseProblem):
+        """An :class:`rl.benchmarks.Problem` whose program is prompt + completion (HumanEval style)."""
+
+        def program(self, completion: str) -> str:
+            if not isinstance(completion, str):
+                raise TypeError(f"{self.task_id}: completion must be str, got {type(completion).__name__}")
+            return self.prompt + completion
+
 except ImportError:  # pragma: no cover - only until rl/benchmarks.py lands; same fields and methods
 
     @dataclass(frozen=True)
@@ -276,13 +290,18 @@ def make_benchmark(
     n_tests: int = 5,
     heldout_fraction: float = 0.25,
     templates: tuple[str, ...] | None = None,
+    hold_single: bool = False,
 ) -> SyntheticBenchmark:
     """Build the benchmark deterministically from ``seed``.
 
     Training problems: ``n_train_per_template`` per trained template, with constants drawn from
     that template's training combinations (a combination can recur with other test inputs).
-    Held-out problems: ``n_heldout_per_template`` per template (trained and ``HELDOUT_ONLY``),
-    with constants drawn from the reserved combinations (cycling through them).
+    Held-out problems: ``n_heldout_per_template`` per template (trained and ``HELDOUT_ONLY``).
+    Templates with two or more constants: constants from the reserved combinations (cycling
+    through them), never seen in training. Templates with one constant: new instances (fresh
+    examples and tests) with training constants, unless ``hold_single`` (then their held-out
+    constant values are unseen too, and a tiny model scores ~0 on them).
+    ``heldout_combos[template]`` lists the reserved combinations ([] for instance-only templates).
     """
     if n_tests < 3:
         raise ValueError(f"n_tests must be >= 3 (two are shown as examples), got {n_tests}")
@@ -302,7 +321,14 @@ def make_benchmark(
         held, trn = combos[:n_held], combos[n_held:]
         if name in HELDOUT_ONLY:
             held, trn = combos, []
-        held_combos[name] = held
+        elif len(t.consts) == 1 and not hold_single:
+            # one constant: an unseen value is an unseen *program* for a tiny model (it memorises
+            # per-template constants rather than copying them from the comment: pass@1 ~ 0, nothing
+            # to reinforce). Held-out problems of these templates are new instances (new examples and
+            # tests) with training constants; only multi-constant templates hold out combinations.
+            held, trn = combos, combos
+            held_combos[name] = []
+        held_combos.setdefault(name, held)
         for i in range(n_train_per_template if trn else 0):
             c = rng.choice(trn)
             p = _problem(t, c, "train", i, rng, n_tests)

@@ -36,11 +36,23 @@ def test_deterministic_by_seed(bench):
 
 
 def test_heldout_constants_never_in_training(bench):
+    multi = {t.name for t in TEMPLATES if len(t.consts) > 1}
+    assert {"mul_add", "replace_char", "sub_mul"} <= multi
     for p in bench.train:
         held = bench.heldout_combos[template_of(p.task_id)]
         assert bench.consts[p.task_id] not in held, p.task_id
     for p in bench.heldout:
-        assert bench.consts[p.task_id] in bench.heldout_combos[template_of(p.task_id)]
+        t = template_of(p.task_id)
+        if t in multi or t in HELDOUT_ONLY:
+            assert bench.consts[p.task_id] in bench.heldout_combos[t]
+        else:
+            assert bench.heldout_combos[t] == []
+    train_tests = {p.tests for p in bench.train}
+    assert not any(p.tests in train_tests for p in bench.heldout)
+    strict = make_benchmark(seed=3, n_train_per_template=6, n_heldout_per_template=3, hold_single=True)
+    for p in strict.train:
+        assert strict.consts[p.task_id] not in strict.heldout_combos[template_of(p.task_id)]
+    assert all(strict.consts[p.task_id] in strict.heldout_combos[template_of(p.task_id)] for p in strict.heldout)
 
 
 def test_prompt_shape(bench):
