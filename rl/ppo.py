@@ -262,8 +262,10 @@ class PPOTrainer:
         lp, v = self.wrapped(b["input_ids"], b["attention_mask"], b["position_ids"], b["P"], b["C"])
         return lp, v, b["completion_mask"]
 
-    def _micro(self, idx: list[int]) -> int:
-        return max(1, self.config.minibatch_size // self.config.grad_accum_steps)
+    @property
+    def micro_batch_size(self) -> int:
+        """Rollouts per forward/backward pass: minibatch_size / grad_accum_steps."""
+        return self.config.minibatch_size // self.config.grad_accum_steps
 
     # -- the update -----------------------------------------------------------------------------
 
@@ -293,7 +295,7 @@ class PPOTrainer:
         B = len(rollouts)
         C = max(len(r.completion_ids) for r in rollouts)
         dev = self.device
-        micro = self._micro(list(range(B)))
+        micro = self.micro_batch_size
 
         def grid(rows: list[list[float]]) -> torch.Tensor:
             out = torch.zeros(B, C, dtype=torch.float32)

@@ -207,9 +207,12 @@ def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def completion_forward(model, batch: dict, *, hidden: bool = False):
     """Forward pass on a :func:`pack` batch: per completion token log probs [B, C] (and last hidden [B, C, H])."""
     P, C = batch["P"], batch["C"]
+    # logits_to_keep: the LM head runs on the last C + 1 positions only (columns P-1 .. P+C-1),
+    # not on the prompt: with a 150k vocabulary that is most of the activation memory
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"], output_hidden_states=hidden, use_cache=False)
-    logits = out.logits[:, P - 1: P + C - 1]
+                position_ids=batch["position_ids"], output_hidden_states=hidden, use_cache=False,
+                logits_to_keep=C + 1)
+    logits = out.logits[:, -(C + 1): -1] if out.logits.shape[1] != P + C else out.logits[:, P - 1: P + C - 1]
     lp = gather_logprobs(logits, batch["input_ids"][:, P: P + C])
     if hidden:
         return lp, out.hidden_states[-1][:, P - 1: P + C - 1]

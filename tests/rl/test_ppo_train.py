@@ -69,15 +69,12 @@ def test_mean_reward_rises(trained):
     assert first < 0.25  # a random policy (1/13 expected)
     assert last > first + 0.3, scores
     for h in history:
-        assert all(math.isfinite(v) for v in h.values() if isinstance(v, float) and k_finite(h, v))
+        # explained variance is undefined (nan) when the returns have no variance
+        assert all(math.isfinite(v) for k, v in h.items() if k != "value/explained_variance"), h
         assert 0.0 <= h["policy/clipfrac"] <= 1.0
         assert h["logprob/rollout_mismatch_max"] < 1e-4  # stored sampling-time log probs = recomputed
     assert history[0]["kl/k1_mean"] == pytest.approx(0.0, abs=1e-6)  # LoRA B = 0: policy = reference
     assert history[-1]["kl/k1_mean"] > 0.5  # and it moved away from the reference
-
-
-def k_finite(h, v):
-    return v is not h.get("value/explained_variance")  # undefined (nan) when returns have no variance
 
 
 def test_only_lora_and_value_head_changed(trained):
