@@ -133,10 +133,12 @@ def default_target_modules(model_type: str) -> tuple[str, ...] | str:
 
 
 def pick_device(device=None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
+    """``device`` if given, else CUDA when available (``cuda:$LOCAL_RANK`` under ``accelerate launch``), else CPU."""
     if device is not None:
         return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device("cpu")
 
 
 def pick_dtype(device: torch.device, dtype=None) -> torch.dtype:

@@ -272,7 +272,9 @@ class PPOTrainer:
     def step(self, rollouts: list[Rollout], token_rewards: list[list[float]]) -> dict:
         """One PPO update on a batch of rollouts and their per-token rewards; returns statistics.
 
-        Empty completions (no tokens) carry no action and are skipped (counted in ``n_empty``).
+        Empty completions (no tokens) carry no action: they are masked out (counted in ``n_empty``).
+        In a multi-process run each process passes its own, equally sized, share of the rollouts;
+        DDP averages the gradients (whitening statistics are per process).
         """
         from tqdm.auto import tqdm
 
@@ -286,14 +288,13 @@ class PPOTrainer:
                                  f"{len(r.completion_ids)} completion tokens")
             if not all(math.isfinite(x) for x in tr):
                 raise ValueError(f"PPOTrainer.step: program {r.program!r}: non-finite token reward")
-        keep = [i for i, r in enumerate(rollouts) if r.completion_ids]
-        n_empty = len(rollouts) - len(keep)
-        if not keep:
+        n_empty = sum(not r.completion_ids for r in rollouts)
+        if n_empty == len(rollouts):
             raise ValueError("PPOTrainer.step: every completion is empty; nothing to train on")
-        rollouts = [rollouts[i] for i in keep]
-        token_rewards = [token_rewards[i] for i in keep]
+        # empty completions stay in the batch as all-masked rows (so that every process of a
+        # multi-GPU run makes the same number of forward/backward passes)
         B = len(rollouts)
-        C = max(len(r.completion_ids) for r in rollouts)
+        C = max(1, max(len(r.completion_ids) for r in rollouts))
         dev = self.device
         micro = self.micro_batch_size
 
@@ -511,25 +512,34 @@ def run(args) -> int:
     records = load_rewards(args.rewards, rollouts, prompt_lines=args.prompt_lines)
     rewards = [token_rewards(r, records[r.program], config.reward_mode, line_reward=args.line_reward) for r in rollouts]
     _cpu_threads()
+    prev_stats = ""
+    if args.adapter and (Path(args.adapter) / "train_stats.jsonl").is_file():  # read now: --out may be --adapter
+        prev_stats = (Path(args.adapter) / "train_stats.jsonl").read_text(encoding="utf-8")
     if args.adapter:
         trainer = PPOTrainer.load(args.adapter, args.model, config=config, progress=True)
     else:
         model, tok = load_policy(args.model, LoraSpec(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout))
         trainer = PPOTrainer(model, tok, config, progress=True)
-    bs = args.batch_size if args.batch_size > 0 else len(rollouts)
     order = torch.randperm(len(rollouts), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    acc = trainer.accelerator
+    world, rank = acc.num_processes, acc.process_index
+    if world > 1:  # data parallel: each process takes an equal share (DDP needs equal pass counts)
+        n_use = len(order) // world * world
+        if n_use < len(order):
+            print(f"warning: {len(order) - n_use} rollout(s) left out so that {world} processes get equal shares",
+                  file=sys.stderr)
+        order = order[rank:n_use:world]
+    bs = (args.batch_size // world if args.batch_size > 0 else len(order)) or 1
     log = []
-    for s in tqdm(range(0, len(rollouts), bs), desc="train", unit="step", file=sys.stderr):
+    for s in tqdm(range(0, len(order), bs), desc="train", unit="step", file=sys.stderr, disable=not acc.is_main_process):
         idx = order[s: s + bs]
         st = trainer.step([rollouts[i] for i in idx], [rewards[i] for i in idx])
         log.append(st)
-        print(json.dumps({k: st[k] for k in ("step", "reward/score_mean", "kl/k1_mean", "policy/clipfrac",
+        if acc.is_main_process:
+            print(json.dumps({k: st[k] for k in ("step", "reward/score_mean", "kl/k1_mean", "policy/clipfrac",
                                               "loss/value", "time_s")}), file=sys.stderr)
     out = trainer.save(args.out)
-    if trainer.accelerator.is_main_process:
-        prev = (out / "train_stats.jsonl").read_text(encoding="utf-8") if (out / "train_stats.jsonl").exists() else ""
-        if not prev and args.adapter and (Path(args.adapter) / "train_stats.jsonl").is_file():
-            prev = (Path(args.adapter) / "train_stats.jsonl").read_text(encoding="utf-8")
-        atomic_write_text(out / "train_stats.jsonl", prev + "".join(json.dumps(s) + "\n" for s in log))
+    if acc.is_main_process:
+        atomic_write_text(out / "train_stats.jsonl", prev_stats + "".join(json.dumps(s) + "\n" for s in log))
     print(f"trained {len(log)} PPO step(s) on {len(rollouts)} rollouts; saved to {out}", file=sys.stderr)
     return 0

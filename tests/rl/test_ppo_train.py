@@ -187,6 +187,10 @@ def test_cli_train_lines_mode_and_resume(model_path, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "b" / "trainer_state.json").read_text())["n_steps"] == 4
     assert len((tmp_path / "b" / "train_stats.jsonl").read_text().splitlines()) == 4
     assert (model_path / "model.safetensors").read_bytes() == base_bytes  # the base model is never written
+    assert train("--adapter", str(tmp_path / "b"), "--out", str(tmp_path / "b")) == 0  # resume in place
+    assert json.loads((tmp_path / "b" / "trainer_state.json").read_text())["n_steps"] == 6
+    assert [json.loads(x)["step"] for x in (tmp_path / "b" / "train_stats.jsonl").read_text().splitlines()] == [
+        1, 2, 3, 4, 5, 6]
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt_id": "p", "prompt": "a\n"}) + "\n")
