@@ -1,0 +1,160 @@
+"""rl loop: end to end on a tiny model, resume after an injected crash equals an uninterrupted run,
+pause mode for a human round trip, config validation, and the crowd pipeline's pieces."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rl.loop import (CrowdRewarder, LoopConfig, PausedForAnnotation, Population, load_config, line_truth,
+                     run_rounds)
+from rl.sft import SFTConfig, warm_start
+from rl.synthetic import make_benchmark
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ws") / "model"
+    warm_start(out, SFTConfig(steps=8, batch_size=16, hidden_size=32, num_layers=1, num_heads=4,
+                              n_train_per_template=3, lr=3e-3, threads=2), progress=False)
+    return out
+
+
+def _cfg(model, out, **kw):
+    base = dict(model=str(model), out=str(out), rounds=2, prompts_per_round=3, samples=4, max_new_tokens=20,
+                reward_source="sequential", bench={"seed": 0, "n_train_per_template": 3},
+                eval={"n": 2, "temperature": 0.8, "n_problems": 4, "every": 1},
+                ppo={"learning_rate": 1e-3, "ppo_epochs": 1, "minibatch_size": 6, "reward_mode": "lines"},
+                lora={"r": 4, "alpha": 8}, threads=2, seed=1)
+    base.update(kw)
+    return LoopConfig(**base)
+
+
+def _adapter(run_dir):
+    from safetensors.torch import load_file
+
+    st = json.loads((run_dir / "state.json").read_text())
+    return st, load_file(str(run_dir / st["checkpoint"] / "adapter_model.safetensors"))
+
+
+def test_line_truth():
+    prompt = "# p\ndef f(x):\n"
+    canon = "    y = x * 2\n    return y + 1\n"
+    assert line_truth(prompt, canon, canon, True) == [(3, True), (4, True)]
+    assert line_truth(prompt, "    y = x + 2\n    return y + 1\n", canon, False) == [(3, False), (4, True)]
+    # matching lines but failing (truncated): the last line is blamed
+    assert line_truth(prompt, "    y = x * 2\n", canon, False) == [(3, False)]
+    assert line_truth(prompt, "\n\n", canon, False) == []
+
+
+def test_population_biases():
+    pop = Population([{"kind": "reliable", "flip": 0.1}, {"kind": "adversary", "flip": 0.8},
+                      {"kind": "lenient", "accept": 1.0}, {"kind": "examples", "flip": 0.0}])
+    rng = random.Random(0)
+    truths = [(i, i % 2 == 0) for i in range(4000)]
+    votes = pop.votes(rng, "p", truths, shown_pass=True)
+    acc = {}
+    for (_, ln, who, lab) in votes:
+        acc.setdefault(who, []).append((lab == 1) == (ln % 2 == 0))
+    rate = {k[:-2]: sum(v) / len(v) for k, v in acc.items()}
+    assert abs(rate["reliable"] - 0.9) < 0.03 and abs(rate["adversary"] - 0.2) < 0.03
+    assert abs(rate["lenient"] - 0.5) < 0.03 and abs(rate["examples"] - 0.5) < 0.03  # both say "correct" always
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Population([{"kind": "oracle"}])
+
+
+def test_crowd_rewarder_sources(tmp_path):
+    b = make_benchmark(seed=0, n_train_per_template=2, n_heldout_per_template=1)
+    probs = b.train[:6]
+    items = [(f"p{i}", p, p.canonical_solution if i % 2 == 0 else b.buggy_completions(p)[0])
+             for i, p in enumerate(probs)]
+    recs, scored, _ = CrowdRewarder("true_lines", tmp_path / "t").rewards(items, "b1")
+    assert [recs[f"p{i}"]["reward"] == 1.0 for i in range(6)] == [i % 2 == 0 for i in range(6)]
+    recs, scored, _ = CrowdRewarder("execution", tmp_path / "e").rewards(items, "b1")
+    assert [s.passed for s in scored] == [i % 2 == 0 for i in range(6)]
+    assert all(recs[f"p{i}"]["reward"] == 1.0 for i in range(0, 6, 2))
+    assert all(recs[f"p{i}"]["reward"] < 1.0 for i in range(1, 6, 2))
+    # a reliable crowd through `crowdstat fit` (subprocess) recovers the line truth
+    rw = CrowdRewarder("majority", tmp_path / "m", population=Population([{"kind": "reliable", "count": 5, "flip": 0.05}]))
+    recs, scored, info = rw.rewards(items, "b1")
+    assert info["line_accuracy"] >= 0.9
+    assert (tmp_path / "m" / "b1" / "fit" / "rewards.jsonl").exists()
+    assert [recs[f"p{i}"]["reward"] == 1.0 for i in range(6)] == [i % 2 == 0 for i in range(6)]
+
+
+def test_config_files(tmp_path):
+    (tmp_path / "c.toml").write_text('model = "m"\nrounds = 4\nreward_source = "proximal"\n[ppo]\nlearning_rate = 0.0001\n')
+    cfg = load_config(tmp_path / "c.toml")
+    assert cfg.rounds == 4 and cfg.reward_source == "proximal" and cfg.ppo == {"learning_rate": 0.0001}
+    (tmp_path / "bad.json").write_text(json.dumps({"model": "m", "roundz": 3}))
+    with pytest.raises(ValueError, match=r"bad.json: unknown loop config keys \['roundz'\]"):
+        load_config(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="reward_source must be one of"):
+        LoopConfig(model="m", reward_source="vibes")
+
+
+def test_loop_end_to_end_and_resume_equals_uninterrupted(tiny_model, tmp_path, monkeypatch):
+    a = tmp_path / "a"
+    st_a = run_rounds(_cfg(tiny_model, a), progress=False)
+    assert st_a["round"] == 2 and [h["round"] for h in st_a["history"]] == [0, 1, 2]
+    lines = (a / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [0, 1, 2]
+    h1 = st_a["history"][1]
+    assert 0.0 <= h1["mean_reward"] <= 1.0 and 0.0 <= h1["pass@1"] <= 1.0 and h1["ppo_steps"] == 1
+    assert set(h1["reliability"]) and len(h1["reliability"]) == 9  # the default population
+    assert list((a / "tb").glob("events.out.tfevents.*"))
+    assert (a / "rounds" / "r002" / "rewards.jsonl").exists()
+    assert sorted(p.name for p in (a / "checkpoints").iterdir()) == ["round_002"]  # older ones removed
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_rounds(_cfg(tiny_model, a), progress=False)
+
+    # the same run, crashed after round 2's PPO step (before its checkpoint), then resumed
+    b = tmp_path / "b"
+    monkeypatch.setenv("RL_LOOP_CRASH", "after_train:2")
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run_rounds(_cfg(tiny_model, b), progress=False)
+    assert json.loads((b / "state.json").read_text())["round"] == 1
+    monkeypatch.delenv("RL_LOOP_CRASH")
+    st_b = run_rounds(_cfg(tiny_model, b), resume=True, progress=False)
+    assert st_b["round"] == 2
+    _, wa = _adapter(a)
+    _, wb = _adapter(b)
+    assert wa.keys() == wb.keys() and len(wa) > 0
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    def strip(h):  # wall-clock timings differ, nothing else may
+        h = {k: v for k, v in h.items() if k != "seconds"}
+        if "ppo" in h:
+            h["ppo"] = {k: v for k, v in h["ppo"].items() if k != "time_s"}
+        return h
+
+    assert [strip(h) for h in st_a["history"]] == [strip(h) for h in st_b["history"]]
+    # LoRA actually moved: B starts at zero
+    assert any(float(v.abs().max()) > 0 for k, v in wa.items() if "lora_B" in k)
+
+
+def test_pause_mode_round_trip(tiny_model, tmp_path):
+    out = tmp_path / "p"
+    cfg = _cfg(tiny_model, out, rounds=1, annotate="pause", reward_source="majority")
+    with pytest.raises(PausedForAnnotation, match="waits for human votes"):
+        run_rounds(cfg, progress=False)
+    rdir = out / "rounds" / "r001"
+    assert (rdir / "PAUSED.txt").exists() and not (out / "checkpoints").exists()
+    # a "human" votes +1 on every non-blank completion line
+    rows = ["program,line,annotator,label"]
+    for ln in (rdir / "rollouts.jsonl").read_text().splitlines():
+        r = json.loads(ln)
+        n_prompt = r["prompt"].count("\n")
+        for i, t in enumerate(r["completion"].split("\n")):
+            if t.strip():
+                rows.append(f"{r['program']},{n_prompt + 1 + i},human,1")
+    (rdir / "votes.csv").write_text("\n".join(rows) + "\n")
+    st = run_rounds(cfg, resume=True, progress=False)
+    assert st["round"] == 1
+    voted = {r.split(",")[0] for r in rows[1:]}
+    recs = [json.loads(x) for x in (rdir / "rewards.jsonl").read_text().splitlines()]
+    assert all(r["reward"] == 1.0 for r in recs if r["program"] in voted)
