@@ -161,8 +161,9 @@ def _path(v, X, t, m, gmax, n_path, lib_tol, repeat, vmap=True):
         rel_path = [(_f(X, t, np.asarray(w), gm) - lb) / lb for w, gm, lb in zip(t_path["result"].w, gammas, f_lb)]
         t_vmap, rel_vmap = {"median_s": float("nan"), "compile_s": float("nan")}, [0.0]
         if vmap:  # cold starts, all gammas at once
-            vsolve = jax.jit(jax.vmap(lambda gg, lip: px.solve(data, gg, z, 0.0, 1.0 / lip, 1e-7, maxiter=100_000), in_axes=(0, None)))
-            t_vmap = jit_timing(lambda: vsolve(g, px.lipschitz(data, m)), repeat=repeat)
+            # Data as arguments, never closed over (closed-over arrays become constants XLA tries to fold).
+            vsolve = jax.jit(jax.vmap(lambda d, gg, w0, lip: px.solve(d, gg, w0, 0.0, 1.0 / lip, 1e-7, maxiter=100_000), in_axes=(None, 0, None, None)))
+            t_vmap = jit_timing(lambda: vsolve(data, g, z, px.lipschitz(data, m)), repeat=repeat)
             rel_vmap = [(_f(X, t, np.asarray(w), gm) - lb) / lb for w, gm, lb in zip(t_vmap["result"].w, gammas, f_lb)]
     assert max(rel_path) <= REL and max(rel_vmap) <= REL
 
@@ -174,8 +175,13 @@ def _path(v, X, t, m, gmax, n_path, lib_tol, repeat, vmap=True):
                 ws.append(_sk_model("liblinear", 1.0 / gm, lib_tol, 1000).fit(X, t).coef_.ravel())
         return ws
 
-    t_sk = timeit(sk_loop, repeat=1, warmup=False)
-    rel_sk = [(_f(X, t, w, gm) - lb) / lb for w, gm, lb in zip(t_sk["result"], gammas, f_lb)]
+    # The loosest liblinear tolerance (from the single-gamma one down) at which every gamma of the
+    # path is within REL of its certified bound.
+    for lib_tol in [x for x in (1e-4, 1e-6, 1e-8, 1e-10) if x <= lib_tol]:
+        t_sk = timeit(sk_loop, repeat=1, warmup=False)
+        rel_sk = [(_f(X, t, w, gm) - lb) / lb for w, gm, lb in zip(t_sk["result"], gammas, f_lb)]
+        if max(rel_sk) <= REL:
+            break
     res = {
         "n_annotators": m,
         "n_gammas": n_path,

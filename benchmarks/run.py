@@ -277,6 +277,9 @@ def main(argv=None) -> int:
 
     f = out / f"{stem}.json"
     f.write_text(json.dumps(clean(res), indent=1) + "\n")
+    from benchmarks.report import markdown
+
+    (out / f"{stem}.md").write_text(markdown(clean(res)))
     print(f"\nwrote {f} and {len(res['plots'])} plot(s); total {res['total_seconds']:.0f}s (load {res['machine']['loadavg_end']})")
     return 0
 
