@@ -31,16 +31,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import select
 import signal
 import struct
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass
-from typing import Iterable
 
 __all__ = [
     "STATUSES",
@@ -53,97 +48,6 @@ __all__ = [
 ]
 
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "killed")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-program resource limits.
-
-    timeout_s: wall clock, from fork to exit (the whole process tree is killed after it).
-    cpu_s: RLIMIT_CPU (seconds of CPU time; SIGXCPU, then SIGKILL one second later).
-    memory_mb: RLIMIT_AS (address space) in MiB.
-    file_size_mb: RLIMIT_FSIZE in MiB (bigger writes raise SIGXFSZ -> "crashed").
-    max_output_bytes: stdout and stderr are each truncated to this many bytes.
-    max_processes: RLIMIT_NPROC (effective for non-root users; root is dropped to nobody).
-    """
-
-    timeout_s: float = 5.0
-    cpu_s: int = 10
-    memory_mb: int = 1024
-    file_size_mb: int = 16
-    max_output_bytes: int = 65536
-    max_processes: int = 64
-
-    def __post_init__(self) -> None:
-        for name in ("timeout_s", "cpu_s", "memory_mb", "file_size_mb", "max_output_bytes", "max_processes"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"Limits.{name} must be a positive number, got {v!r}")
-
-
-@dataclass(frozen=True)
-class Job:
-    """One program to run.
-
-    program: the full Python source (line numbers in results refer to it).
-    tests: snippets run in order after the program, in the same namespace; each is one test.
-    setup: code run before the program (e.g. imports the tests need).
-    """
-
-    program: str
-    tests: tuple[str, ...] = ()
-    setup: str = ""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.program, str):
-            raise TypeError(f"Job.program must be str, got {type(self.program).__name__}")
-        if isinstance(self.tests, str):
-            raise TypeError("Job.tests must be a tuple of code strings, got a single str")
-        if not isinstance(self.tests, tuple):
-            object.__setattr__(self, "tests", tuple(self.tests))
-        if not all(isinstance(t, str) for t in self.tests):
-            raise TypeError("every entry of Job.tests must be a str")
-        if not isinstance(self.setup, str):
-            raise TypeError(f"Job.setup must be str, got {type(self.setup).__name__}")
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """What happened to one :class:`Job`.
-
-    status: one of STATUSES.
-    failing_test: index into Job.tests of the first failing test (for timeout/memory/crash:
-        the test that was running); None if passed or if the setup/program itself failed.
-    exception_type: the exception's class name (or e.g. "SIGSEGV" for a signal), else None.
-    line: 1-based line in Job.program of the innermost traceback frame in the program source.
-    message: a one-line human-readable explanation.
-    stdout, stderr: captured output, each capped at Limits.max_output_bytes.
-    duration_s: wall-clock seconds of the run.
-    network_isolated: whether the program ran in its own (empty) network namespace.
-    pid_isolated: whether the program ran in its own pid namespace (addition).
-    """
-
-    status: str
-    failing_test: int | None
-    exception_type: str | None
-    line: int | None
-    message: str
-    stdout: str
-    stderr: str
-    duration_s: float
-    network_isolated: bool
-    pid_isolated: bool = False
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class SandboxError(RuntimeError):
-    """The sandbox machinery itself failed (not the program)."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -161,10 +65,12 @@ PR_SET_KEEPCAPS = 8
 CAP_DAC_READ_SEARCH = 2
 NOBODY = 65534
 GRACE_S = 0.5  # after the in-process alarm, how long until SIGKILL
+# Modules HumanEval/MBPP programs and the harness use, imported once per zygote. Kept small on
+# purpose: every page of the zygote is copied-on-write into each runner (hashlib alone, with
+# OpenSSL, adds 4 MB and would make each fork slower).
 _PREIMPORT = (
-    "array bisect builtins cmath collections collections.abc copy dataclasses datetime decimal "
-    "enum fractions functools hashlib heapq io itertools json linecache math numbers operator "
-    "random re statistics string sys textwrap traceback typing unicodedata"
+    "array bisect builtins cmath collections collections.abc copy functools heapq io itertools "
+    "linecache math operator random re resource string traceback typing"
 ).split()
 
 _libc = None
@@ -174,9 +80,14 @@ def _get_libc():
     global _libc
     if _libc is None:
         import ctypes
-        import ctypes.util
 
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # dlopen(NULL): the interpreter's own symbols, libc included (ctypes.util.find_library
+        # would spawn ldconfig and pull subprocess into the zygote).
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.unshare
+        except (OSError, AttributeError):  # pragma: no cover
+            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
     return _libc
 
 
@@ -261,6 +172,26 @@ class _SandboxTimeout(BaseException):
     """Raised inside the runner by the wall-clock alarm."""
 
 
+_CAP_STRUCTS = None
+_STAGE_MAP = None  # a shared anonymous page: the runner writes the stage it is in
+
+
+def _cap_structs():
+    global _CAP_STRUCTS
+    if _CAP_STRUCTS is None:
+        import ctypes
+
+        class Header(ctypes.Structure):
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+        class Data(ctypes.Structure):
+            _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                        ("inheritable", ctypes.c_uint32)]
+
+        _CAP_STRUCTS = (Header, Data * 2)  # the array type too: ctypes creates it on first use
+    return _CAP_STRUCTS
+
+
 def _drop_root() -> None:
     """Become ``nobody`` (so RLIMIT_NPROC applies and root-owned files are read-only),
     keeping only CAP_DAC_READ_SEARCH so the interpreter can still read its standard
@@ -272,16 +203,9 @@ def _drop_root() -> None:
     os.setgroups([])
     os.setgid(NOBODY)
     os.setuid(NOBODY)
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
-
+    Header, Data2 = _cap_structs()
     hdr = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (Data * 2)()
+    data = Data2()
     keep = 1 << CAP_DAC_READ_SEARCH
     data[0].effective = data[0].permitted = keep
     if libc.capset(ctypes.byref(hdr), data) != 0:
@@ -300,8 +224,11 @@ def _program_line(tb, filename: str = "<program>") -> int | None:
     return line
 
 
-def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str) -> None:
-    """The process that runs the program. Never returns."""
+def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str, new_session: bool = True) -> None:
+    """The process that runs the program. Never returns.
+
+    ``new_session``: start a new session (fallback mode, where its process group is what
+    gets killed). In the pid-namespace mode the whole namespace is cleaned instead."""
     import builtins
     import io
     import linecache
@@ -310,22 +237,21 @@ def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str) -> Non
 
     res_fd = fds["res_w"]
     my_pid = os.getpid()
-    try:
-        os.setsid()
-    except OSError:
-        pass
+    if new_session:
+        try:
+            os.setsid()
+        except OSError:
+            pass
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(fds["out_w"], 1)
     os.dup2(fds["err_w"], 2)
-    # Move the result pipe to a high descriptor and close everything else.
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    soft = 1024 if soft in (resource.RLIM_INFINITY, -1) or soft > 65536 else soft
-    high = max(10, soft - 1 - int(nonce[:4], 16) % max(1, min(256, soft // 2)))
-    os.dup2(res_fd, high)
-    res_fd = high
-    os.closerange(3, res_fd)
-    os.closerange(res_fd + 1, 65536)
+    # The result pipe becomes fd 3; everything else is closed. (A low number keeps the
+    # descriptor table small, which makes close_range and exit cheap.)
+    if res_fd != 3:
+        os.dup2(res_fd, 3)
+        res_fd = 3
+    os.closerange(4, 65536)
     os.set_inheritable(res_fd, False)
 
     def _close_res_in_child():
@@ -363,11 +289,11 @@ def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str) -> Non
             "OPENBLAS_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
         }
-        os.environ.clear()
-        os.environ.update(env)
-        import tempfile
-
-        tempfile.tempdir = workdir
+        for k in [k for k in os.environ if k not in env]:
+            del os.environ[k]  # (the zygote's environment is already scrubbed)
+        for k, v in env.items():
+            if os.environ.get(k) != v:
+                os.environ[k] = v
         if os.geteuid() == 0:
             _drop_root()
         mb = 1024 * 1024
@@ -407,14 +333,16 @@ def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str) -> Non
     sources += [(f"<test {i}>", t, i) for i, t in enumerate(tests)]
     for fname, src, _ in sources:
         linecache.cache[fname] = (len(src), None, src.splitlines(True), fname)
+    stage_map = _STAGE_MAP
 
     ns: dict = {"__name__": "__sandbox__", "__builtins__": builtins}
     outcome = {"kind": "final", "status": "passed", "stage": None, "exception_type": None,
                "line": None, "message": "all tests passed" if tests else "program ran without error"}
     signal.setitimer(signal.ITIMER_REAL, float(limits["timeout_s"]))
     try:
-        for fname, src, idx in sources:
-            emit({"kind": "stage", "stage": fname, "test": idx})
+        for code_no, (fname, src, idx) in enumerate(sources, 1):
+            if stage_map is not None and os.getpid() == my_pid:
+                struct.pack_into("q", stage_map, 0, code_no)  # shared with the zygote: no syscall
             code = compile(src, fname, "exec", dont_inherit=True)
             exec(code, ns)
     except BaseException as e:  # noqa: BLE001 - every way out of the program is an outcome
@@ -490,6 +418,38 @@ def _reap_until(pid: int) -> int:
             return st
 
 
+def _mkdtemp(root: str) -> str:
+    """A fresh private directory (tempfile/shutil stay out of the zygote: smaller forks)."""
+    for _ in range(100):
+        path = os.path.join(root, "rl-sandbox-" + os.urandom(8).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:  # pragma: no cover
+            continue
+    raise FileExistsError(f"cannot create a working directory in {root}")  # pragma: no cover
+
+
+def _rmtree(path: str) -> None:
+    """Remove a directory tree without following symlinks; errors are ignored."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        entries = []
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                _rmtree(e.path)
+            else:
+                os.unlink(e.path)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
 def _signal_name(sig: int) -> str:
     try:
         return signal.Signals(sig).name
@@ -519,6 +479,22 @@ class _Zygote:
                 __import__(mod)
             except ImportError:  # pragma: no cover
                 pass
+        global _STAGE_MAP
+        import mmap
+
+        _STAGE_MAP = mmap.mmap(-1, mmap.PAGESIZE)
+        _cap_structs()
+        _get_libc()
+        # Working directories on tmpfs when there is one (cheaper to create and remove).
+        self.tmp_root = os.environ.get("TMPDIR") or "/tmp"
+        if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
+            self.tmp_root = "/dev/shm"
+        # Move every object to the permanent generation: the runners' garbage collections
+        # then do not touch (and copy-on-write) the zygote's pages.
+        import gc
+
+        gc.collect()
+        gc.freeze()
 
     def reap_all(self, block: bool) -> None:
         while True:
@@ -530,11 +506,8 @@ class _Zygote:
                 return
 
     def run(self, job: dict, limits: dict) -> dict:
-        import shutil
-        import tempfile
-
         nonce = os.urandom(16).hex()
-        workdir = tempfile.mkdtemp(prefix="rl-sandbox-")
+        workdir = _mkdtemp(self.tmp_root)
         try:
             if os.geteuid() == 0:
                 os.chown(workdir, NOBODY, NOBODY)
@@ -548,7 +521,7 @@ class _Zygote:
                 self.reap_all(block=True)
             else:
                 self.reap_all(block=False)
-            shutil.rmtree(workdir, ignore_errors=True)
+            _rmtree(workdir)
 
     def _run(self, job: dict, limits: dict, workdir: str, nonce: str) -> dict:
         cap = int(limits["max_output_bytes"])
@@ -557,13 +530,15 @@ class _Zygote:
         for name in ("out", "err", "res", "ctl"):
             r, w = os.pipe()
             fds[name + "_r"], fds[name + "_w"] = r, w
+        if _STAGE_MAP is not None:
+            struct.pack_into("q", _STAGE_MAP, 0, 0)
         t0 = time.monotonic()
         child = os.fork()
         if child == 0:
             if self.pid_ns:
                 for k in ("out_r", "err_r", "res_r", "ctl_r", "ctl_w"):
                     os.close(fds[k])
-                _runner(job, limits, fds, workdir, nonce)
+                _runner(job, limits, fds, workdir, nonce, new_session=False)
             _monitor(job, limits, fds, workdir, nonce)
         for k in ("out_w", "err_w", "res_w", "ctl_w"):
             os.close(fds[k])
@@ -571,7 +546,8 @@ class _Zygote:
         bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray(), ctl_r: bytearray()}
         dropped = {out_r: 0, err_r: 0}
         caps = {out_r: cap, err_r: cap, res_r: 1 << 20, ctl_r: 4096}
-        open_fds = set(bufs)
+        # The result pipe is read once the runner is gone (it holds at most a few KB).
+        open_fds = {out_r, err_r, ctl_r}
         poller = select.poll()
         for fd in open_fds:
             poller.register(fd, select.POLLIN)
@@ -682,6 +658,15 @@ class _Zygote:
                             end_time = end_time or time.monotonic()
         if end_time is None:
             end_time = time.monotonic()
+        os.set_blocking(res_r, False)
+        while len(bufs[res_r]) < caps[res_r]:
+            try:
+                chunk = os.read(res_r, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            bufs[res_r] += chunk
         # leftovers of the runner's group; the monitor only if it has not reported
         kill_all(monitor_too=killed_by_us or runner_status is None)
         for fd in list(bufs) + ([pidfd] if pidfd not in (None, -1) else []):
@@ -707,7 +692,8 @@ class _Zygote:
                  runner_status, mon_status) -> dict:
         timeout = float(limits["timeout_s"])
         final = None
-        stage = None
+        code_no = struct.unpack_from("q", _STAGE_MAP, 0)[0] if _STAGE_MAP is not None else 0
+        stage = {"test": code_no - 3} if code_no >= 3 else None
         for ln in bytes(bufs[res_r]).decode("utf-8", errors="replace").splitlines():
             try:
                 obj = json.loads(ln)
@@ -715,9 +701,7 @@ class _Zygote:
                 continue
             if not isinstance(obj, dict) or obj.get("nonce") != nonce:
                 continue
-            if obj.get("kind") == "stage":
-                stage = obj
-            elif obj.get("kind") == "final" and final is None:
+            if obj.get("kind") == "final" and final is None:
                 final = obj
 
         def text(fd: int) -> str:
@@ -833,10 +817,115 @@ def _worker_main() -> None:
 
 z_pid = os.getpid()
 
+if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
+    # A zygote stops here: the caller-side code below (dataclasses, threads, subprocess)
+    # would only make every fork copy more memory.
+    _worker_main()
+
 
 # ----------------------------------------------------------------------------------------
-# Caller side
+# Caller side: the public types and the pool
 # ----------------------------------------------------------------------------------------
+
+import queue  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from typing import Iterable  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-program resource limits.
+
+    timeout_s: wall clock, from fork to exit (the whole process tree is killed after it).
+    cpu_s: RLIMIT_CPU (seconds of CPU time; SIGXCPU, then SIGKILL one second later).
+    memory_mb: RLIMIT_AS (address space) in MiB.
+    file_size_mb: RLIMIT_FSIZE in MiB (bigger writes raise SIGXFSZ -> "crashed").
+    max_output_bytes: stdout and stderr are each truncated to this many bytes.
+    max_processes: RLIMIT_NPROC (effective for non-root users; root is dropped to nobody).
+    """
+
+    timeout_s: float = 5.0
+    cpu_s: int = 10
+    memory_mb: int = 1024
+    file_size_mb: int = 16
+    max_output_bytes: int = 65536
+    max_processes: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "cpu_s", "memory_mb", "file_size_mb", "max_output_bytes", "max_processes"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"Limits.{name} must be a positive number, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One program to run.
+
+    program: the full Python source (line numbers in results refer to it).
+    tests: snippets run in order after the program, in the same namespace; each is one test.
+    setup: code run before the program (e.g. imports the tests need).
+    """
+
+    program: str
+    tests: tuple[str, ...] = ()
+    setup: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.program, str):
+            raise TypeError(f"Job.program must be str, got {type(self.program).__name__}")
+        if isinstance(self.tests, str):
+            raise TypeError("Job.tests must be a tuple of code strings, got a single str")
+        if not isinstance(self.tests, tuple):
+            object.__setattr__(self, "tests", tuple(self.tests))
+        if not all(isinstance(t, str) for t in self.tests):
+            raise TypeError("every entry of Job.tests must be a str")
+        if not isinstance(self.setup, str):
+            raise TypeError(f"Job.setup must be str, got {type(self.setup).__name__}")
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What happened to one :class:`Job`.
+
+    status: one of STATUSES.
+    failing_test: index into Job.tests of the first failing test (for timeout/memory/crash:
+        the test that was running); None if passed or if the setup/program itself failed.
+    exception_type: the exception's class name (or e.g. "SIGSEGV" for a signal), else None.
+    line: 1-based line in Job.program of the innermost traceback frame in the program source.
+    message: a one-line human-readable explanation.
+    stdout, stderr: captured output, each capped at Limits.max_output_bytes.
+    duration_s: wall-clock seconds of the run.
+    network_isolated: whether the program ran in its own (empty) network namespace.
+    pid_isolated: whether the program ran in its own pid namespace (addition).
+    """
+
+    status: str
+    failing_test: int | None
+    exception_type: str | None
+    line: int | None
+    message: str
+    stdout: str
+    stderr: str
+    duration_s: float
+    network_isolated: bool
+    pid_isolated: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SandboxError(RuntimeError):
+    """The sandbox machinery itself failed (not the program)."""
+
+
+
 
 _WORKER_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -1059,6 +1148,3 @@ def run_one(job: Job, limits: Limits = Limits()) -> ExecResult:
     with Sandbox(workers=1, limits=limits) as sb:
         return sb.run(job)
 
-
-if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
-    _worker_main()
