@@ -1,18 +1,15 @@
 """Test-process setup: float64 JAX (crowdstat itself never touches jax.config), seeded fixtures."""
 
-import os
-import sys
-
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
-# `tests` is not a package: make `strategies` and `reference.oracles` importable from any test.
-sys.path.insert(0, os.path.dirname(__file__))
-
+# `tests` and `tests/crowdstat` are packages (tests/__init__.py, tests/crowdstat/__init__.py), so
+# pytest puts the repository root on sys.path and `import crowdstat` always finds the real package,
+# never the directory tests/crowdstat. Never put tests/ itself on sys.path.
 import pytest  # noqa: E402
 
-from strategies import random_tables  # noqa: E402
+from tests.strategies import random_tables  # noqa: E402
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 import crowdstat as cs
-from reference import oracles as O
-from strategies import random_tables
+from tests.reference import oracles as O
+from tests.strategies import random_tables
 
 RTOL = 1e-9
 ATOL = 1e-9
@@ -372,3 +372,63 @@ def test_label_codings_are_equivalent(coding):
     res = _fit(v2, t2, "sequential", lam=0.5)
     np.testing.assert_array_equal(res.annotators["weight"], ref.annotators["weight"])
     np.testing.assert_array_equal(res.lines["posterior"], ref.lines["posterior"])
+
+
+# ================================================================ more parameters
+
+
+def test_proximal_default_tolerance_x64_is_tight_enough():
+    """x64 with the default tol (relative gap 1e-10): weights within 1e-6 of the converged solve."""
+    votes_df, truth_df, votes, truth, E, t = _prox_problem(0)
+    for frac in [0.01, 0.1]:
+        gamma = frac * O.gamma_max(E, t)
+        res = _fit(votes_df, truth_df, "proximal", gamma=gamma)
+        assert res.diagnostics["rel_gap"] <= 1e-10 and res.diagnostics["converged"]
+        w, _ = O.l1_logistic(E, t, gamma)
+        np.testing.assert_allclose(res.annotators["weight"].to_numpy(dtype=float), w, atol=W_ATOL)
+
+
+@pytest.mark.parametrize("delta", [1e-2, 1e-4])
+def test_delta_caps_the_step_and_clips_probabilities(delta):
+    votes_df, truth_df = random_tables(7, n_programs=5, max_lines=4, n_annotators=5, p_vote=0.8, p_honeypot=0.3)
+    votes, truth = O.frame_to_votes(votes_df), O.frame_to_truth(truth_df)
+    res = _fit(votes_df, truth_df, "sequential", delta=delta, pbar_honeypot=1.0)  # 1 -> 1 - delta
+    w, _ = O.sequential(votes, truth, delta=delta, pbar_honeypot=1.0)
+    ann = O.annotators_in_order(votes)
+    np.testing.assert_allclose(res.annotators["weight"].astype(float), [w[a] for a in ann], rtol=RTOL, atol=ATOL)
+    res = _fit(votes_df, truth_df, "majority", delta=delta)
+    _, rel, wt = O.majority(votes, delta=delta)
+    for a, got in zip(ann, res.annotators["weight"]):
+        if wt[a] is not None:
+            assert got == pytest.approx(wt[a], rel=1e-9, abs=1e-9)
+
+
+def test_majority_ties_are_not_counted_at_tau_one_half():
+    """reward counts P_j > tau strictly: a tied line (P = 1/2) is not 'correct' at tau = 1/2."""
+    votes = pd.DataFrame(
+        {"program": ["p"] * 5, "line": [1, 1, 2, 3, 3], "annotator": ["a", "b", "a", "a", "b"], "label": [1, -1, 1, -1, -1]}
+    )
+    res = _fit(votes, None, "majority")
+    assert res.lines["posterior"].tolist() == [0.5, 1.0, 0.0]
+    assert res.rewards["reward"].iloc[0] == pytest.approx(1 / 3)
+    assert res.rewards["reward_soft"].iloc[0] == pytest.approx(0.5)
+
+
+def test_extra_columns_are_ignored():
+    votes_df, truth_df = random_tables(14, n_programs=4, max_lines=5, n_annotators=5)
+    ref = _fit(votes_df, truth_df, "sequential", lam=0.5)
+    with pytest.warns(UserWarning, match="comment"):
+        res = _fit(votes_df.assign(comment="x"), truth_df, "sequential", lam=0.5)
+    pd.testing.assert_frame_equal(res.annotators, ref.annotators)
+    pd.testing.assert_frame_equal(res.lines, ref.lines)
+
+
+def test_latent_variant_runs_and_posteriors_follow_eq7():
+    """No truth: the latent-truth variant (MATH.md leaves it loose; only self-consistency is checked)."""
+    votes_df, _ = random_tables(15, n_programs=6, max_lines=6, n_annotators=6, p_vote=0.7)
+    votes = O.frame_to_votes(votes_df)
+    res = _fit(votes_df, None, "proximal", gamma="5%")
+    w = _weights(res)
+    assert all(np.isfinite(list(w.values())))
+    post = O.posteriors(votes, w, prior_logit=res.diagnostics.get("intercept", 0.0) or 0.0)
+    _check_lines(res, votes, post)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import crowdstat as cs
-from reference import oracles as O
-from strategies import random_tables
+from tests.reference import oracles as O
+from tests.strategies import random_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ["lines.csv", "annotators.csv", "rewards.jsonl", "fit.json"]

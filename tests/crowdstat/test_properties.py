@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import crowdstat as cs
-from reference import oracles as O
-from strategies import fixed_shape_tables, vote_tables
+from tests.reference import oracles as O
+from tests.strategies import fixed_shape_tables, vote_tables
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 METHODS = ["majority", "sequential", "proximal"]

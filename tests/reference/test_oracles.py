@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from reference import oracles as O
-from strategies import random_tables
+from tests.reference import oracles as O
+from tests.strategies import random_tables
 
 
 def _dense_problem(seed, n=60, m=6, p_vote=0.8):
