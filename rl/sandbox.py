@@ -172,6 +172,26 @@ class _SandboxTimeout(BaseException):
     """Raised inside the runner by the wall-clock alarm."""
 
 
+_TIMEOUT_S = 0.0
+
+
+def _on_alarm(signum, frame):
+    raise _SandboxTimeout(f"wall-clock limit of {_TIMEOUT_S:g} s exceeded")
+
+
+def _prepare_process_for_runners() -> None:
+    """Done once in the zygote; every runner inherits it."""
+    for sig in (signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXCPU):
+        try:
+            signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGXFSZ and SIGPIPE by default
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+    signal.signal(signal.SIGALRM, _on_alarm)  # the zygote itself never arms the timer
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
+
+
 _CAP_STRUCTS = None
 _STAGE_MAP = None  # a shared anonymous page: the runner writes the stage it is in
 
@@ -308,23 +328,12 @@ def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str, new_se
               "line": None, "message": f"sandbox setup failed: {e!r}"})
         os._exit(70)
 
-    for sig in (signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXCPU):
-        try:
-            signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
-                                  errors="backslashreplace", line_buffering=True)
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
-                                  errors="backslashreplace", line_buffering=True)
+    # Signal dispositions, sys.stdout/err settings and the SIGALRM handler were set up once
+    # in the zygote (see _Zygote.__init__) and are inherited: less work per fork.
+    global _TIMEOUT_S
+    _TIMEOUT_S = limits["timeout_s"]
     sys.argv = ["<program>"]
     sys.setrecursionlimit(1000)
-
-    def on_alarm(signum, frame):
-        raise _SandboxTimeout(f"wall-clock limit of {limits['timeout_s']} s exceeded")
-
-    signal.signal(signal.SIGALRM, on_alarm)
 
     program = job["program"]
     setup = job["setup"]
@@ -485,6 +494,7 @@ class _Zygote:
         _STAGE_MAP = mmap.mmap(-1, mmap.PAGESIZE)
         _cap_structs()
         _get_libc()
+        _prepare_process_for_runners()
         # Working directories on tmpfs when there is one (cheaper to create and remove).
         self.tmp_root = os.environ.get("TMPDIR") or "/tmp"
         if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
