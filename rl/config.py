@@ -44,7 +44,7 @@ class PPOConfig:
     max_grad_norm : gradient clipping norm (<= 0 disables).
     reward_mode : "program", "soft" or "lines" (rl.rewards.token_rewards).
     mixed_precision : "no", "fp16", "bf16" or "auto" ("no" on CPU, bf16/fp16 on GPU).
-    seed : seed of the value-head init and minibatch shuffling.
+    seed : seed of the minibatch shuffling (the value head starts at zero).
     """
 
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (LoRA weights and value head)."})
@@ -64,7 +64,7 @@ class PPOConfig:
         default="no",
         metadata={"help": "Mixed precision: no, fp16, bf16, or auto (no on CPU, bf16/fp16 on GPU).", "choices": MIXED_PRECISION},
     )
-    seed: int = field(default=0, metadata={"help": "Seed of value-head init and minibatch shuffling."})
+    seed: int = field(default=0, metadata={"help": "Seed of the minibatch shuffling."})
 
     def __post_init__(self) -> None:
         for name in ("ppo_epochs", "minibatch_size", "grad_accum_steps"):

@@ -235,7 +235,6 @@ class PPOTrainer:
         on_gpu = torch.cuda.is_available()
         self.mixed_precision = _resolve_mixed_precision(config.mixed_precision, on_gpu)
         self.accelerator = Accelerator(mixed_precision=self.mixed_precision, cpu=not on_gpu)
-        torch.manual_seed(config.seed)
         hidden = model.config.hidden_size
         value_head = nn.Linear(hidden, 1)
         nn.init.zeros_(value_head.weight)
