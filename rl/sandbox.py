@@ -2,31 +2,31 @@
 
 Nothing here ever ``exec``s a program in the caller's process. The design:
 
-* :class:`Sandbox` starts ``workers`` long-lived *zygote* processes: fresh interpreters
+* :class:`Sandbox` starts ``workers`` long-lived worker interpreters
   (``python -s -B rl/sandbox.py --worker``) with a scrubbed environment, in their own
-  session, each in its own network namespace when the kernel allows it
-  (``unshare(CLONE_NEWNET)`` through ctypes; Python 3.11 has no ``os.unshare``).
-  A zygote pre-imports the common standard-library modules once.
-* Per job the zygote forks a *monitor*. The monitor tries ``unshare(CLONE_NEWPID)``; if that
-  works it forks an init process (pid 1 of a new pid namespace) which forks the runner,
-  so that when the init exits or is killed the kernel kills every process of the
-  program (fork bombs, daemons). Without a pid namespace the monitor forks the runner
-  directly, in a new session, and the whole process group is killed afterwards.
-  Either way the runner's parent is a sacrificial process, never the zygote or the caller.
+  session. Each unshares a network namespace when the kernel allows it
+  (``unshare(CLONE_NEWNET)`` through ctypes; Python 3.11 has no ``os.unshare``), then a pid
+  namespace, and forks the *zygote*, pid 1 of that namespace, which pre-imports the common
+  standard-library modules once.
+* Per program the zygote forks one *runner* (no interpreter start per program). The runner
+  cannot signal the zygote (init ignores signals from inside its namespace; the runner is not
+  root) and sees nothing outside the namespace; after every program the zygote sends
+  ``kill(-1, SIGKILL)`` inside it, which removes fork bombs, daemons and ``setsid`` children.
+  Without a pid namespace (fallback) a sacrificial monitor forks the runner in a new session
+  and its process group is killed afterwards.
 * The runner redirects stdin to /dev/null and stdout/stderr to pipes, closes every other
-  descriptor except a private result pipe, moves into a fresh temporary directory,
-  drops root privileges (to ``nobody``) when it has them, applies the rlimits
-  (CPU, address space, file size, processes, no core files), and runs
-  ``setup``, ``program`` and each test in one namespace, reporting progress and the
-  outcome as JSON lines on the result pipe (never on stdout: a program that prints
-  "passed", closes stdout or calls ``sys.exit(0)`` cannot pass by doing so).
+  descriptor except a private result pipe, moves into a fresh temporary directory, drops
+  root privileges (to a per-worker uid) when it has them, applies the rlimits (CPU, address
+  space, file size, processes, no core files), and runs ``setup``, ``program`` and each test
+  in one namespace. It reports the outcome as a JSON line with a per-job nonce on the result
+  pipe (never on stdout: a program that prints "passed", closes stdout or calls
+  ``sys.exit(0)`` cannot pass by doing so) and its current stage in a shared page.
 * The zygote enforces the wall clock (SIGKILL to the whole process tree), caps the
   captured output, removes the temporary directory and maps what happened to a status.
 
-This is process isolation + rlimits + optional namespaces. It is *not* a container: no
-seccomp filter, no read-only filesystem, no chroot. See docs/sandbox.md.
+This is process isolation + rlimits + namespaces. It is *not* a container: no seccomp
+filter, no read-only filesystem, no chroot. See docs/sandbox.md.
 """
-
 from __future__ import annotations
 
 import json
@@ -64,6 +64,11 @@ PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
 CAP_DAC_READ_SEARCH = 2
 NOBODY = 65534
+# When the sandbox runs as root, runners drop to an unprivileged uid of their own per worker
+# (1000000 + the worker's pid; no passwd entry needed), so RLIMIT_NPROC counts each worker's
+# programs separately and runners of different workers cannot signal each other.
+SANDBOX_UID_BASE = 1_000_000
+_RUN_UID = NOBODY
 GRACE_S = 0.5  # after the in-process alarm, how long until SIGKILL
 # Modules HumanEval/MBPP programs and the harness use, imported once per zygote. Kept small on
 # purpose: every page of the zygote is copied-on-write into each runner (hashlib alone, with
@@ -213,23 +218,24 @@ def _cap_structs():
 
 
 def _drop_root() -> None:
-    """Become ``nobody`` (so RLIMIT_NPROC applies and root-owned files are read-only),
+    """Become the worker's unprivileged uid (so RLIMIT_NPROC applies and root-owned files are
+    read-only),
     keeping only CAP_DAC_READ_SEARCH so the interpreter can still read its standard
-    library when it lives somewhere ``nobody`` may not read (e.g. /root/.pyenv)."""
+    library when it lives somewhere other users may not read (e.g. /root/.pyenv)."""
     import ctypes
 
     libc = _get_libc()
     libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
     os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
+    os.setgid(_RUN_UID)
+    os.setuid(_RUN_UID)
     Header, Data2 = _cap_structs()
     hdr = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
     data = Data2()
     keep = 1 << CAP_DAC_READ_SEARCH
     data[0].effective = data[0].permitted = keep
     if libc.capset(ctypes.byref(hdr), data) != 0:
-        # Could not keep the capability: stay nobody without it.
+        # Could not keep the capability: stay unprivileged without it.
         data[0].effective = data[0].permitted = 0
         libc.capset(ctypes.byref(hdr), data)
     libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
@@ -520,7 +526,7 @@ class _Zygote:
         workdir = _mkdtemp(self.tmp_root)
         try:
             if os.geteuid() == 0:
-                os.chown(workdir, NOBODY, NOBODY)
+                os.chown(workdir, _RUN_UID, _RUN_UID)
             return self._run(job, limits, workdir, nonce)
         finally:
             if self.pid_ns:
@@ -776,7 +782,7 @@ _NET_DONE: tuple[bool, str] | None = None
 
 def _worker_main() -> None:
     """Entry point of a worker: requests on stdin (fd 0), replies on stdout (fd 1)."""
-    global _NET_DONE, z_pid
+    global _NET_DONE, z_pid, _RUN_UID
     # The protocol descriptors move away from 0/1/2 so nothing can write into them by accident.
     proto_in = os.dup(0)
     proto_out = os.dup(1)
@@ -787,6 +793,7 @@ def _worker_main() -> None:
         sys.path.pop(0)
     # Network namespace first (it may need a user namespace, which must come before the
     # pid namespace), then a pid namespace whose init is the zygote proper.
+    _RUN_UID = SANDBOX_UID_BASE + os.getpid()
     _NET_DONE = _isolate_network()
     pid_ns, _ = (False, "disabled") if os.environ.get("RL_SANDBOX_NO_PIDNS") else _unshare(CLONE_NEWPID)
     if pid_ns:
@@ -810,7 +817,8 @@ def _worker_main() -> None:
     z_pid = os.getpid()
     z = _Zygote(pid_ns)
     _write_msg(proto_out, {"ready": True, "network_isolated": z.netns, "netns_error": z.netns_error,
-                           "pid_isolated": z.pid_ns, "uid": os.getuid()})
+                           "pid_isolated": z.pid_ns,
+                           "run_uid": _RUN_UID if os.geteuid() == 0 else os.geteuid()})
     while True:
         req = _read_msg(proto_in)
         if req is None or req.get("cmd") == "exit":
@@ -853,7 +861,7 @@ class Limits:
     memory_mb: RLIMIT_AS (address space) in MiB.
     file_size_mb: RLIMIT_FSIZE in MiB (bigger writes raise SIGXFSZ -> "crashed").
     max_output_bytes: stdout and stderr are each truncated to this many bytes.
-    max_processes: RLIMIT_NPROC (effective for non-root users; root is dropped to nobody).
+    max_processes: RLIMIT_NPROC (root is first dropped to a per-worker uid, so it applies).
     """
 
     timeout_s: float = 5.0
@@ -970,6 +978,7 @@ class _Worker:
         self.network_isolated = bool(hello["network_isolated"])
         self.netns_error = hello.get("netns_error", "")
         self.pid_isolated = bool(hello.get("pid_isolated"))
+        self.run_uid = hello.get("run_uid")
 
     def _recv(self, timeout: float):
         fd = self.proc.stdout.fileno()
