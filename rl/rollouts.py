@@ -316,6 +316,9 @@ def generate(model, tokenizer, prompts: list[tuple[str, str]], *, n: int, temper
             batch = pack([it[2] for it in chunk], [[] for _ in chunk], pad_id, device)
             P = batch["P"]
             gen_kw = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=list(eos_ids) or None)
+            # sample from the policy itself: override a checkpoint's generation_config defaults
+            # (Qwen2.5-Coder ships top_k=20, top_p=0.8, repetition_penalty=1.1)
+            gen_kw.update(repetition_penalty=1.0)
             if temperature > 0:
                 gen_kw.update(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0)
             else:

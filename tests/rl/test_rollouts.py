@@ -203,3 +203,24 @@ def test_cli_generate(policy, tmp_path):
     assert [r.program for r in rs] == ["add#0", "add#1", "neg#0", "neg#1"]
     assert [r.task_id for r in rs] == ["T/add", "T/add", "T/neg", "T/neg"]
     assert all(r.logprobs == r.ref_logprobs for r in rs)  # no adapter: reference = policy
+
+
+def test_checkpoint_generation_defaults_do_not_change_the_sampler(policy):
+    """A checkpoint's generation_config (Qwen ships top_k=20, top_p=0.8, repetition_penalty) must not
+    bend sampling away from the policy: with top_k=1 left in place, all samples would be identical."""
+    _, model, tok = policy
+    gc = model.generation_config
+    saved = (gc.top_k, gc.top_p, gc.repetition_penalty)
+    gc.top_k, gc.top_p, gc.repetition_penalty = 1, 0.1, 5.0
+    try:
+        rs = generate(model, tok, PROMPTS[:1], n=6, temperature=1.0, max_new_tokens=8, seed=0)
+        ref = generate(model, tok, PROMPTS[:1], n=6, temperature=0.0, max_new_tokens=8, seed=0)
+    finally:
+        gc.top_k, gc.top_p, gc.repetition_penalty = saved
+    assert len({tuple(r.completion_ids) for r in rs}) > 1
+    # greedy under repetition_penalty=5 would avoid repeats; the plain argmax path must equal argmax of logprobs
+    for r in ref:
+        ids = torch.tensor([r.prompt_ids + r.completion_ids])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, len(r.prompt_ids) - 1: -1]
+        assert logits.argmax(-1).tolist() == r.completion_ids
