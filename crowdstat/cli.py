@@ -58,11 +58,121 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--beta-b", type=float, default=1.0)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--credible", type=float, default=0.9, help="credible interval mass (default 0.9)")
+    _add_simulate(sub)
+    _add_compare(sub)
     return parser
+
+
+def _add_simulate(sub) -> None:
+    s = sub.add_parser(
+        "simulate",
+        help="simulate a crowd voting on lines of code; write votes.csv, truth.csv, true_lines.csv, annotators.csv",
+        description=(
+            "Simulate annotators voting on programs of K lines (crowdstat.simulate; docs/study.md). "
+            "SPEC is a comma-separated list of kind:count[@params][~decay] groups, kinds expert@p (0.95), "
+            "novice@p (0.7), reliable@p (0.8), spammer (p = 1/2), adversary@p (0.3, < 1/2), twocoin@sens/spec (0.9/0.6: "
+            "P(+1 | correct) / P(-1 | wrong)); ~decay = fatigue rate per vote cast, rates decay to 1/2 as exp(-decay n). "
+            "Example: expert:3@0.95,novice:4@0.7,spammer:2,adversary:1@0.3,twocoin:2@0.9/0.6"
+        ),
+    )
+    s.add_argument("--population", required=True, metavar="SPEC", help="annotator population, e.g. 'expert:3@0.95,spammer:2'")
+    s.add_argument("--programs", type=int, default=50, help="number of programs (tasks) (default 50)")
+    s.add_argument("--lines", type=int, default=6, help="lines per program (default 6)")
+    s.add_argument("--honeypots", type=float, default=0.2, help="fraction of programs that are honeypots (default 0.2)")
+    s.add_argument("--placement", choices=("first", "random"), default="first", help="honeypot programs first (Algorithm 1) or scattered")
+    s.add_argument("--design", choices=("program", "line"), default="program", help="r annotators per program (all its lines) or per line")
+    s.add_argument("--per-item", type=int, default=None, metavar="R", help="annotators per program/line (default: all)")
+    s.add_argument("--p-buggy", type=float, default=0.5, help="P(program is buggy) (default 0.5)")
+    s.add_argument("--p-wrong", type=float, default=0.4, help="P(line wrong | buggy program) (default 0.4)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="output directory (replaced atomically)")
+
+
+def _add_compare(sub) -> None:
+    c = sub.add_parser(
+        "compare",
+        help="run several methods on one data set and write a metrics table and figures",
+        description=(
+            "Fit several methods (crowdstat.fit) on one vote table and score them against the true lines "
+            "(honeypot lines excluded) and, with --true-annotators, the true reliabilities. A method spec may carry "
+            "parameters: 'sequential:lam=0.1:w_max=10', 'proximal:gamma=5%%'."
+        ),
+    )
+    c.add_argument("votes", help="vote table (program,line,annotator,label)")
+    c.add_argument("--truth", help="honeypot truth (program,line,truth)")
+    c.add_argument("--true-lines", required=True, help="truth of every line (program,line,truth)")
+    c.add_argument("--true-annotators", help="true reliabilities (annotator,p[,kind]), e.g. annotators.csv of crowdstat simulate")
+    c.add_argument("--methods", default="majority,sequential,proximal", help="comma-separated method specs (default majority,sequential,proximal)")
+    c.add_argument("--x64", action="store_true", help="compute in float64")
+    c.add_argument("--out", required=True, help="output directory (replaced atomically)")
+
+
+def _main_simulate(args) -> int:
+    import json
+
+    from crowdstat.api import save_dir_atomically
+    from crowdstat.simulate import parse_population, simulate_arrays, to_frames
+
+    try:
+        pop = parse_population(args.population)
+        arr = simulate_arrays(
+            args.seed, pop, args.programs, args.lines, args.p_buggy, args.p_wrong, args.honeypots, args.per_item,
+            args.design, args.placement,
+        )
+    except ValueError as e:
+        print(f"crowdstat: error: {e}", file=sys.stderr)
+        return 2
+    sim = to_frames(arr, pop)
+
+    def write(tmp):
+        sim.votes.to_csv(tmp / "votes.csv", index=False)
+        sim.truth.to_csv(tmp / "truth.csv", index=False)
+        sim.true_lines.to_csv(tmp / "true_lines.csv", index=False)
+        sim.reliability.to_csv(tmp / "annotators.csv", index=False, float_format="%.9g")
+        settings = {k: getattr(args, k) for k in ("population", "programs", "lines", "honeypots", "placement", "design", "per_item", "p_buggy", "p_wrong", "seed")}
+        (tmp / "simulation.json").write_text(json.dumps(settings, indent=2) + "\n")
+
+    out = save_dir_atomically(args.out, write)
+    print(
+        f"crowdstat simulate: {len(sim.votes)} votes, {args.programs} programs x {args.lines} lines, {pop.m} annotators, "
+        f"{sim.truth['program'].nunique() if len(sim.truth) else 0} honeypot programs (seed {args.seed}) -> {out}"
+    )
+    return 0
+
+
+def _main_compare(args) -> int:
+    from crowdstat.compare import MethodUnavailable, compare, write_outputs
+    from crowdstat.rewards_io import RewardFileError
+    from crowdstat.tables import VoteTableError
+
+    methods = [m for m in args.methods.split(",") if m.strip()]
+    try:
+        cmp = compare(
+            args.votes, truth=args.truth, true_lines=args.true_lines, true_annotators=args.true_annotators, methods=methods,
+            common={"x64": args.x64}, progress=True,
+        )
+        meta = {k: getattr(args, k) for k in ("votes", "truth", "true_lines", "true_annotators", "methods", "x64")}
+        out = write_outputs(cmp, args.out, meta)
+    except MethodUnavailable as e:
+        print(f"crowdstat: error: {e}. Drop it from --methods.", file=sys.stderr)
+        return 2
+    except (VoteTableError, RewardFileError, ValueError, TypeError, FileNotFoundError) as e:
+        print(f"crowdstat: error: {e}", file=sys.stderr)
+        return 2
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
+        print(cmp.metrics.drop(columns=["warnings"]).to_string(index=False))
+    print(f"-> {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "simulate":
+        return _main_simulate(args)
+    if args.command == "compare":
+        return _main_compare(args)
     if args.command != "fit":  # pragma: no cover - argparse enforces the choices
         return 2
     from crowdstat.api import fit

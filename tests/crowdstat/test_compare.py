@@ -1,0 +1,101 @@
+"""crowdstat.compare and the `crowdstat simulate` / `crowdstat compare` commands end to end."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crowdstat import compare as C
+from crowdstat import simulate as S
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = ROOT / ".venv" / "bin" / "python"
+SPEC = "expert:2@0.95,novice:2@0.7,spammer:1,adversary:1@0.25"
+
+
+def run(*args):
+    exe = str(PY) if PY.exists() else sys.executable
+    return subprocess.run([exe, "-m", "crowdstat", *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+def test_parse_method():
+    assert C.parse_method("majority") == ("majority", {})
+    assert C.parse_method("sequential:lam=0.1:w_max=10") == ("sequential", {"lam": 0.1, "w_max": 10})
+    assert C.parse_method("proximal:gamma=5%:intercept=true") == ("proximal", {"gamma": "5%", "intercept": True})
+    with pytest.raises(ValueError, match="key=value"):
+        C.parse_method("sequential:lam")
+
+
+def test_unavailable_method_is_a_clear_error(monkeypatch):
+    from crowdstat import api
+
+    ok, why = C.available("nonsense")
+    assert not ok and "unknown method" in why
+    monkeypatch.setitem(api._BASELINES, "em1", ("crowdstat.baselines.not_landed_yet", "em_one_coin"))
+    ok, why = C.available("em1")
+    assert not ok and "not available" in why
+    sim = S.simulate_votes(0, [0.9, 0.8, 0.6], n_programs=6, lines_per_program=2)
+    with pytest.raises(C.MethodUnavailable, match="em1"):
+        C.compare(sim.votes, sim.truth, sim.true_lines, methods=["majority", "em1"])
+
+
+def test_compare_in_process_scores_against_truth():
+    pop = S.parse_population(SPEC)
+    sim = S.to_frames(S.simulate_arrays(1, pop, 40, 4, honeypot_fraction=0.25), pop)
+    cmp = C.compare(sim.votes, sim.truth, sim.true_lines, sim.reliability, methods=["majority", "sequential:lam=0.1"])
+    m = cmp.metrics.set_index("method")
+    assert list(m.index) == ["majority", "sequential:lam=0.1"]
+    assert (m["n_eval_lines"] == 30 * 4).all()  # honeypot lines excluded
+    # recompute majority's accuracy by hand from the votes
+    v = sim.votes.merge(sim.true_lines, on=["program", "line"])
+    v = v[~v["program"].isin(sim.truth["program"])]
+    g = v.groupby(["program", "line"]).agg(s=("label", "sum"), t=("truth", "first"))
+    hand = np.mean(np.where(g["s"] > 0, 1, -1) == g["t"])
+    assert m.loc["majority", "accuracy"] == pytest.approx(hand)
+    assert 0.5 < m.loc["sequential:lam=0.1", "accuracy"] <= 1
+    assert {"log_loss", "brier", "ece", "reliability_rmse", "detection_auc", "seconds"} <= set(m.columns)
+    assert m.loc["majority", "detection_auc"] == pytest.approx(1.0)  # 4 good vs spammer + adversary, 120+ votes each
+
+
+def test_cli_simulate_and_compare_end_to_end(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "cmp"
+    r = run("simulate", "--population", SPEC + ",twocoin:1@0.9/0.6,novice:1@0.8~0.01", "--programs", "24", "--lines", "3",
+            "--honeypots", "0.25", "--per-item", "5", "--seed", "4", "--out", str(data))
+    assert r.returncode == 0, r.stderr
+    votes = pd.read_csv(data / "votes.csv")
+    assert list(votes.columns) == ["program", "line", "annotator", "label"] and len(votes) == 24 * 3 * 5
+    truth = pd.read_csv(data / "truth.csv")
+    assert list(truth.columns) == ["program", "line", "truth"] and truth["program"].nunique() == 6
+    ann = pd.read_csv(data / "annotators.csv")
+    assert len(ann) == 8 and {"annotator", "kind", "p"} <= set(ann.columns)
+    r = run("compare", str(data / "votes.csv"), "--truth", str(data / "truth.csv"), "--true-lines", str(data / "true_lines.csv"),
+            "--true-annotators", str(data / "annotators.csv"), "--methods", "majority,sequential:lam=0.1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    met = pd.read_csv(out / "metrics.csv")
+    assert list(met["method"]) == ["majority", "sequential:lam=0.1"]
+    assert met["accuracy"].between(0, 1).all() and np.isfinite(met["log_loss"]).all()
+    assert "| majority |" in (out / "metrics.md").read_text()
+    lines = pd.read_csv(out / "lines.csv")
+    assert len(lines) == 72 and "posterior[majority]" in lines.columns
+    for png in ("reliability_diagram.png", "reliabilities.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # an unknown method: exit 2, clear message, nothing written
+    r = run("compare", str(data / "votes.csv"), "--true-lines", str(data / "true_lines.csv"), "--methods", "majority,em3",
+            "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "em3" in r.stderr and not (tmp_path / "bad").exists()
+    r = run("simulate", "--population", "wizard:3", "--out", str(tmp_path / "bad2"))
+    assert r.returncode == 2 and "unknown kind" in r.stderr
+
+
+@pytest.mark.slow
+def test_cli_compare_all_methods(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "cmp"
+    assert run("simulate", "--population", SPEC, "--programs", "30", "--lines", "3", "--seed", "1", "--out", str(data)).returncode == 0
+    r = run("compare", str(data / "votes.csv"), "--truth", str(data / "truth.csv"), "--true-lines", str(data / "true_lines.csv"),
+            "--true-annotators", str(data / "annotators.csv"), "--methods", "majority,sequential,proximal,em1,em2,bayes",
+            "--x64", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_csv(out / "metrics.csv")) == 6
