@@ -25,13 +25,14 @@ def random_tables(
     reliabilities=None,
     full: bool = False,
     shuffle: bool = True,
+    program_names=None,
 ):
     """Seeded simulated crowd: a true label per line, each annotator votes with prob p_vote and
     is right with its reliability. Returns (votes, truth) DataFrames (+1/-1 coding).
 
     ``full=True`` gives every program ``max_lines`` lines and every annotator a vote on every line
     (fixed shapes: one JAX compilation for many tables). Rows are shuffled within a program-order
-    preserving scheme unless ``shuffle=False``.
+    preserving scheme unless ``shuffle=False``. ``program_names[i]`` renames program i.
     """
     rng = np.random.default_rng(seed)
     if reliabilities is None:
@@ -57,6 +58,10 @@ def random_tables(
         votes = votes.sample(frac=1.0, random_state=seed)
         key = votes["program"].str[1:].astype(int)
         votes = votes.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
+    if program_names is not None:  # e.g. names whose sorted order differs from first appearance
+        names = {f"p{i}": str(n) for i, n in enumerate(program_names)}
+        votes["program"] = votes["program"].map(names)
+        truth = [(names[p], l, t) for p, l, t in truth]
     return votes, pd.DataFrame(truth, columns=TRUTH_COLUMNS)
 
 

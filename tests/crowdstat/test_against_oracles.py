@@ -432,3 +432,29 @@ def test_latent_variant_runs_and_posteriors_follow_eq7():
     assert all(np.isfinite(list(w.values())))
     post = O.posteriors(votes, w, prior_logit=res.diagnostics.get("intercept", 0.0) or 0.0)
     _check_lines(res, votes, post)
+
+
+@pytest.mark.parametrize("method", ["majority", "sequential", "proximal"])
+def test_programs_keep_first_appearance_order_not_sorted_order(method):
+    """Program ids whose sorted (lexical or numeric) order differs from their first appearance."""
+    names = ["zeta", "10", "9", "alpha", "b", "0"]
+    votes_df, truth_df = random_tables(16, n_programs=6, max_lines=5, n_annotators=5, p_honeypot=0.5, program_names=names)
+    assert list(dict.fromkeys(votes_df["program"])) == names
+    votes, truth = O.frame_to_votes(votes_df), O.frame_to_truth(truth_df)
+    res = _fit(votes_df, truth_df, method, **({"lam": 0.5} if method == "sequential" else {}))
+    assert list(dict.fromkeys(res.lines["program"])) == names
+    assert res.rewards["program"].tolist() == names
+    if method == "sequential":
+        assert [str(i) for i in res.trajectory.index] == names
+        w, _ = O.sequential(votes, truth, lam=0.5)
+    elif method == "majority":
+        post, _, _ = O.majority(votes)
+        _check_lines(res, votes, post)
+        return
+    else:
+        E, t, _ = O.design(votes, truth)
+        w = dict(zip(O.annotators_in_order(votes), O.l1_logistic(E, t, 0.01 * O.gamma_max(E, t))[0]))
+    post = O.posteriors(votes, w)
+    tol = dict(rtol=RTOL, atol=ATOL) if method == "sequential" else dict(rtol=0, atol=1e-6)
+    np.testing.assert_allclose(res.lines["posterior"].astype(float), [post[k] for k in O.lines_in_order(votes)], **tol)
+    _check_rewards(res, O.posteriors(votes, _weights(res)))

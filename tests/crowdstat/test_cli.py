@@ -167,3 +167,23 @@ def test_result_save_writes_the_same_files(run, tmp_path):
             else:
                 assert x[k] == y[k], k
     assert not [p for p in tmp_path.iterdir() if p.name != "saved"]  # no temporary left over
+
+
+def test_cli_absolute_gamma_and_ista(data, tmp_path):
+    """`--gamma 0.3` is absolute; `--ista` converges to the same minimiser as the dense oracle."""
+    out = tmp_path / "ista"
+    r = subprocess.run(
+        [str(ROOT / ".venv/bin/python"), "-m", "crowdstat", "fit", str(data / "votes.csv"),
+         "--truth", str(data / "truth.csv"), "--method", "proximal", "--x64", "--gamma", "0.3",
+         "--ista", "--tol", "1e-12", "--maxiter", "100000", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr
+    fj = json.loads((out / "fit.json").read_text())
+    diag = fj.get("diagnostics", fj)
+    assert diag["gamma"] == pytest.approx(0.3, rel=1e-15)
+    votes = O.frame_to_votes(_read_csv(data / "votes.csv"))
+    truth = O.frame_to_truth(_read_csv(data / "truth.csv"))
+    E, t, _ = O.design(votes, truth)
+    w, _ = O.l1_logistic(E, t, 0.3)
+    np.testing.assert_allclose(_read_csv(out / "annotators.csv")["weight"], w, atol=1e-6)
