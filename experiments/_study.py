@@ -1,0 +1,163 @@
+"""Shared helpers of the simulation study (experiments/exp*.py; docs/study.md).
+
+Every experiment: simulates replicates with ``crowdstat.simulate.simulate_replicates`` (one key
+split + vmap), fits each method through ``crowdstat.compare.compare`` (i.e. ``crowdstat.fit``),
+and reports means with 95% Student-t intervals over replicates (``crowdstat.metrics.replicate_interval``).
+Seeds are recorded in every JSON result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "experiments" / "results"
+FIGURES = ROOT / "docs" / "figures"
+
+from crowdstat import simulate as S  # noqa: E402
+from crowdstat.compare import available, compare  # noqa: E402
+from crowdstat.metrics import replicate_interval  # noqa: E402
+
+# The method specs of the study (crowdstat.compare syntax). Bayes runs with reduced NUTS settings.
+ALL_METHODS = [
+    "majority",
+    "sequential:lam=1",
+    "sequential:lam=0.1",
+    "proximal:gamma=1%",
+    "em1",
+    "em2",
+    "bayes:num_warmup=300:num_samples=300:num_chains=1",
+]
+SHORT = {
+    "bayes:num_warmup=300:num_samples=300:num_chains=1": "bayes",
+    "proximal:gamma=1%": "proximal",
+}
+
+
+def short(spec: str) -> str:
+    return SHORT.get(spec, spec)
+
+
+def usable(methods, skip=()) -> tuple[list[str], list[str]]:
+    """(methods available in this installation, [missing ones with the reason])."""
+    ok, missing = [], []
+    for m in methods:
+        name = m.split(":")[0]
+        if name in skip:
+            continue
+        good, why = available(name)
+        (ok if good else missing).append(m if good else f"{m}: {why}")
+    return ok, missing
+
+
+def replicates(seed: int, n: int, population, **kw) -> list:
+    """``n`` simulated data sets (one key split + vmap) as host tables."""
+    pop = S.parse_population(population) if isinstance(population, str) else population
+    arr = S.simulate_replicates(seed, n, pop, **kw)
+    return [S.to_frames(S.replicate(arr, i), pop) for i in range(n)]
+
+
+def score_all(sims, methods, progress_desc=None, **extra) -> pd.DataFrame:
+    """compare() on every replicate; one row per (replicate, method) with ``extra`` columns."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    it = enumerate(sims)
+    if progress_desc:
+        it = tqdm(list(it), desc=progress_desc, unit="rep", leave=False)
+    for r, sim in it:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cmp = compare(sim.votes, sim.truth if len(sim.truth) else None, sim.true_lines, sim.reliability, methods=methods)
+        df = cmp.metrics.copy()
+        df["replicate"] = r
+        for k, v in extra.items():
+            df[k] = v
+        rows.append(df)
+    return pd.concat(rows, ignore_index=True)
+
+
+def summarize(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean and 95% t-interval over replicates of each metric, per group."""
+    out = []
+    for keys, g in df.groupby(by, sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        row = dict(zip(by, keys))
+        row["n_replicates"] = int(g["replicate"].nunique())
+        for m in metrics:
+            ri = replicate_interval(g[m].to_numpy(np.float64))
+            row[m] = ri["mean"]
+            row[f"{m}_lo"] = ri["lo"]
+            row[f"{m}_hi"] = ri["hi"]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def fmt(row, m, digits=3) -> str:
+    return f"{row[m]:.{digits}f} [{row[m + '_lo']:.{digits}f}, {row[m + '_hi']:.{digits}f}]"
+
+
+def markdown(df: pd.DataFrame, cols: list[str], interval_metrics=(), digits=3) -> str:
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = []
+    for _, r in df.iterrows():
+        cells = []
+        for c in cols:
+            if c in interval_metrics:
+                cells.append(fmt(r, c, digits))
+            elif isinstance(r[c], float):
+                cells.append(f"{r[c]:.{digits}g}")
+            else:
+                cells.append(str(r[c]))
+        body.append("| " + " | ".join(cells) + " |")
+    return head + "\n".join(body) + "\n"
+
+
+def write_results(name: str, payload: dict, tables: dict[str, pd.DataFrame] | None = None) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    import crowdstat
+    import jax
+
+    payload = {
+        "experiment": name,
+        "crowdstat_version": crowdstat.__version__,
+        "jax_version": jax.__version__,
+        "python": platform.python_version(),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu_note": f"{os.cpu_count()} CPU cores shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end)",
+        **payload,
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    for tname, df in (tables or {}).items():
+        df.to_csv(RESULTS / f"{name}_{tname}.csv", index=False, float_format="%.6g")
+
+
+def _jsonable(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, pd.DataFrame):
+        return json.loads(x.to_json(orient="records"))
+    return str(x)
+
+
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as p
+
+    return p
