@@ -126,13 +126,14 @@ def test_gap_nonnegative_and_zero_weights_iff_gamma_at_least_gamma_max(data, fra
     gamma = max(frac, 1e-3) * gm
     res = cs.fit(votes, truth=truth, method="proximal", x64=True, gamma=gamma, tol=1e-12)
     d = res.diagnostics
-    assert d["gap"] >= 0 and d["dual_value"] <= d["objective"]
+    # >= 0 up to rounding of f - D (the exact contract is the strict-xfail test in test_against_oracles)
+    assert d["gap"] >= -4e-16 * abs(d["objective"])
     assert d["gamma_max"] == pytest.approx(gm, rel=1e-12)
     w = res.annotators["weight"].to_numpy(dtype=float)
     assert np.all(w == 0) == (frac >= 1.0)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=vote_tables(), lam=st.sampled_from([0.1, 0.5, 1.0]), w_max=st.sampled_from([2.0, float("inf")]))
 def test_sequential_matches_oracle_on_arbitrary_tables(data, lam, w_max):
     votes, truth = data
@@ -144,3 +145,37 @@ def test_sequential_matches_oracle_on_arbitrary_tables(data, lam, w_max):
     np.testing.assert_allclose(res.trajectory.to_numpy(dtype=float), [[r[a] for a in ann] for _, r in traj], rtol=1e-9, atol=1e-9)
     post = O.posteriors(ov, w)
     np.testing.assert_allclose(res.lines["posterior"].astype(float), [post[k] for k in O.lines_in_order(ov)], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.slow
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=vote_tables(max_programs=6, max_lines=8, max_annotators=10), lam=st.sampled_from([0.1, 0.5, 1.0]), w_max=st.sampled_from([2.0, float("inf")]))
+def test_sequential_matches_oracle_on_arbitrary_tables_long(data, lam, w_max):
+    votes, truth = data
+    res = cs.fit(votes, truth=truth if len(truth) else None, method="sequential", x64=True, lam=lam, w_max=w_max)
+    ov = O.frame_to_votes(votes)
+    w, traj = O.sequential(ov, O.frame_to_truth(truth), lam=lam, w_max=w_max)
+    ann = O.annotators_in_order(ov)
+    np.testing.assert_allclose(res.annotators["weight"].astype(float), [w[a] for a in ann], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(res.trajectory.to_numpy(dtype=float), [[r[a] for a in ann] for _, r in traj], rtol=1e-9, atol=1e-9)
+    post = O.posteriors(ov, w)
+    np.testing.assert_allclose(res.lines["posterior"].astype(float), [post[k] for k in O.lines_in_order(ov)], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@given(data=vote_tables(max_programs=4, max_lines=6, max_annotators=5, min_honeypots=4), frac=st.floats(0.01, 0.9))
+def test_proximal_matches_oracle_on_arbitrary_tables_long(data, frac):
+    votes, truth = data
+    ov, ot = O.frame_to_votes(votes), O.frame_to_truth(truth)
+    E, t, _ = O.design(ov, ot)
+    gm = O.gamma_max(E, t)
+    assume(gm > 0 and _well_posed(votes, truth))
+    gamma = frac * gm
+    w, info = O.l1_logistic(E, t, gamma)
+    assume(info["polished"])  # an isolated minimiser (otherwise weights need not be unique)
+    res = cs.fit(votes, truth=truth, method="proximal", x64=True, gamma=gamma, tol=1e-12)
+    np.testing.assert_allclose(res.annotators["weight"].to_numpy(dtype=float), w, atol=1e-6)
+    d = res.diagnostics
+    assert d["gap"] >= -4e-16 * abs(d["objective"])
+    assert d["objective"] == pytest.approx(info["objective"], rel=1e-9)
