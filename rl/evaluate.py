@@ -164,9 +164,15 @@ def evaluate(model, tokenizer, problems, n: int, temperature: float, max_new_tok
 
 
 def load_model(name_or_path: str, device: str | None = None):
-    """(model, tokenizer, device) via AutoModelForCausalLM/AutoTokenizer.from_pretrained."""
+    """(model, tokenizer, device) via AutoModelForCausalLM.from_pretrained and rl.models.load_tokenizer.
+
+    ``load_tokenizer`` (not AutoTokenizer) because transformers 5.23's AutoTokenizer forces
+    Qwen2Tokenizer on every qwen2 directory, which breaks locally trained character vocabularies.
+    """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from rl.models import load_tokenizer
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -176,7 +182,7 @@ def load_model(name_or_path: str, device: str | None = None):
     else:
         dtype = torch.float32
         torch.set_num_threads(max(1, min(os.cpu_count() or 1, 16)))
-    tok = AutoTokenizer.from_pretrained(name_or_path)
+    tok = load_tokenizer(name_or_path)
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
     model.to(dev)
     model.eval()
