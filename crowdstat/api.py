@@ -237,7 +237,9 @@ def fit(votes, truth=None, method: str = "sequential", programs=None, **params) 
         ``program, line, annotator, label`` (CSV, Parquet, JSONL or DataFrame; docs/formats.md).
     truth : path or DataFrame, optional
         Honeypot truth ``program, line, truth``.
-    method : {"majority", "sequential", "proximal"}
+    method : {"majority", "sequential", "proximal", "em1", "em2", "bayes"}
+        ``em1`` / ``em2``: one- / two-coin Dawid-Skene EM; ``bayes``: one-coin full Bayes by NUTS
+        (docs/baselines.md).
     programs : path or DataFrame, optional
         ``program, n_lines`` for coverage.
     **params
@@ -249,6 +251,9 @@ def fit(votes, truth=None, method: str = "sequential", programs=None, **params) 
         ``accelerated`` (True = FISTA, False = ISTA), ``tol`` (relative duality gap; 1e-5 in
         float32, 1e-10 in float64), ``maxiter`` (10000), ``intercept`` (False), ``stepsize``
         (None = 1/L), ``latent`` (None = automatic when there is no truth), ``nu``, ``max_outer``.
+        em1 / em2: ``maxiter`` (100), ``tol`` (1e-6, relative log-likelihood gain).
+        bayes: ``num_warmup`` (500), ``num_samples`` (500), ``num_chains`` (2), ``a``, ``b``
+        (Beta(2, 1) prior on reliabilities), ``seed`` (0), ``credible`` (0.9).
 
     Returns
     -------
