@@ -194,12 +194,13 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (< 1 min), for CI")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--only", default="k1,k2,k3,agg,e2e,memory")
+    ap.add_argument("--stem", default=None, help="output file stem (default: results, or smoke with --smoke)")
     args = ap.parse_args(argv)
     cfg = SMOKE if args.smoke else FULL
     only = set(args.only.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "smoke" if args.smoke else "results"
+    stem = args.stem or ("smoke" if args.smoke else "results")
     t0 = time.perf_counter()
     res: dict = {"mode": "smoke" if args.smoke else "full", "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
     res["machine"] = _util.machine_info()
