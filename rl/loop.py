@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import difflib
 import json
 import math
@@ -69,6 +70,9 @@ __all__ = [
 
 CROWD_METHODS = ("majority", "sequential", "proximal", "em1", "em2", "bayes")
 SOURCES = CROWD_METHODS + ("true_lines", "execution")
+#: "simple": :func:`line_truth` below (what experiments/rl_synthetic.py used); "rl.lines": the
+#: shared rule of rl.lines (AST units, renaming-aware diff, the raising line is wrong)
+LINE_RULES = ("simple", "rl.lines")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,11 +220,14 @@ class CrowdRewarder:
 
     def __init__(self, source: str, workdir: str | Path, *, population: Population | None = None,
                  honeypot_fraction: float = 0.1, crowd_args: list[str] | None = None, cumulative: bool = True,
-                 sandbox=None, seed: int = 0, tau: float = 0.5):
+                 sandbox=None, seed: int = 0, tau: float = 0.5, line_rule: str = "simple"):
         if source not in SOURCES:
             raise ValueError(f"reward source must be one of {SOURCES}, got {source!r}")
         if not 0.0 <= honeypot_fraction <= 1.0:
             raise ValueError(f"honeypot_fraction must be in [0, 1], got {honeypot_fraction}")
+        if line_rule not in LINE_RULES:
+            raise ValueError(f"line_rule must be one of {LINE_RULES}, got {line_rule!r}")
+        self.line_rule = line_rule
         self.source = source
         self.workdir = Path(workdir)
         self.population = population or Population(DEFAULT_POPULATION)
@@ -253,8 +260,14 @@ class CrowdRewarder:
                 k = r.failing_test  # tests run in order; those before the failing one passed
             else:
                 k = 0
-            out.append(Scored(prog, p.task_id, r.status == "passed", k / n if n else 0.0, k >= 2,
-                              line_truth(p.prompt, c, p.canonical_solution, r.status == "passed")))
+            if self.line_rule == "rl.lines":
+                from rl.lines import line_truth as shared_rule
+
+                truths = sorted((ln, v == 1) for ln, v in
+                                shared_rule(p.program(c), p.canonical_program, r, prompt=p.prompt).items())
+            else:
+                truths = line_truth(p.prompt, c, p.canonical_solution, r.status == "passed")
+            out.append(Scored(prog, p.task_id, r.status == "passed", k / n if n else 0.0, k >= 2, truths))
         return out
 
     # -- records
@@ -413,6 +426,7 @@ class LoopConfig:
         held-out problems of each template; 0 = all), n_problems (random subset; 0 = all),
         every (rounds), max_new_tokens).
     seed: generation, crowd and LoRA-init seed. threads: torch CPU threads.
+    line_rule: "simple" (this module's :func:`line_truth`) or "rl.lines" (the shared rule).
     """
 
     model: str = ""
@@ -435,8 +449,11 @@ class LoopConfig:
     eval: dict = field(default_factory=lambda: {"n": 10, "temperature": 0.8, "n_problems": 0, "every": 1})
     seed: int = 0
     threads: int = 2
+    line_rule: str = "simple"
 
     def __post_init__(self) -> None:
+        if self.line_rule not in LINE_RULES:
+            raise ValueError(f"loop config: line_rule must be one of {LINE_RULES}, got {self.line_rule!r}")
         if not self.model:
             raise ValueError("loop config: 'model' (the warm-started model directory) is required")
         if self.reward_source not in SOURCES:
@@ -527,8 +544,11 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
     out.mkdir(parents=True, exist_ok=True)
     if resume and state_file.exists():
         state = json.loads(state_file.read_text())
-        if state["config"] != json.loads(json.dumps(cfg_dict)):
-            diff = sorted(k for k in cfg_dict if json.loads(json.dumps(cfg_dict))[k] != state["config"].get(k))
+        now = json.loads(json.dumps(cfg_dict))
+        defaults = {k: f.default for k, f in LoopConfig.__dataclass_fields__.items() if k not in state["config"]
+                    and f.default is not dataclasses.MISSING}
+        diff = sorted(k for k in now if now[k] != state["config"].get(k, defaults.get(k, object())))
+        if diff:
             raise ValueError(f"{state_file}: the run was started with another config (differs in {diff}); "
                              "resume with the same config")
     else:
@@ -584,7 +604,8 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
     with Sandbox(workers=2) as sb:
         rewarder = CrowdRewarder(cfg.reward_source, out / "crowdwork", population=Population(cfg.population,
                                  cfg.votes_per_line), honeypot_fraction=cfg.honeypot_fraction,
-                                 crowd_args=[str(a) for a in cfg.crowd_args], sandbox=sb, seed=cfg.seed)
+                                 crowd_args=[str(a) for a in cfg.crowd_args], sandbox=sb, seed=cfg.seed,
+                                 line_rule=cfg.line_rule)
         if state["round"] == 0 and not state["history"]:
             t0 = time.time()
             if initial_eval is not None:  # the same base model and eval seed were evaluated already
