@@ -480,15 +480,6 @@ def test_proximal_intercept_gamma_max():
     np.testing.assert_allclose(res.annotators["weight"].to_numpy(dtype=float), w, atol=W_ATOL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "crowdstat reports diagnostics['gap'] = f - D unclamped: on a one-vote problem (one annotator votes -1 on "
-        "a honeypot with truth -1, gamma=0.005 i.e. '1%', x64, tol=1e-12) it returns gap=-6.9e-18 and "
-        "rel_gap=-2.2e-16, violating the documented certificate gap >= 0 (MATH.md 'Dual bound'). "
-        "Fix: report max(f - D, 0) (and rel_gap from it)"
-    ),
-)
 def test_reported_gap_is_never_negative():
     votes = pd.DataFrame({"program": ["p0"], "line": [0], "annotator": ["a0"], "label": [-1]})
     truth = pd.DataFrame({"program": ["p0"], "line": [0], "truth": [-1]})
