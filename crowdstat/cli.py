@@ -169,6 +169,11 @@ def _main_compare(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from crowdstat._cache import enable_compilation_cache
+
+    # A CLI process compiles its drivers and exits: keep compiled programs on disk between runs
+    # (CROWDSTAT_NO_COMPILE_CACHE=1 turns this off; CROWDSTAT_CACHE_DIR moves it).
+    enable_compilation_cache()
     if args.command == "simulate":
         return _main_simulate(args)
     if args.command == "compare":
