@@ -179,7 +179,7 @@ def test_bad_programs_table(tmp_path, case, rows, row):
 
 def _cli(*args):
     return subprocess.run(
-        [str(ROOT / ".venv/bin/python"), "-m", "crowdstat", "fit", *map(str, args)],
+        [sys.executable, "-m", "crowdstat", "fit", *map(str, args)],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
 

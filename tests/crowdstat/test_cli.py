@@ -1,6 +1,7 @@
 """`python -m crowdstat fit` end to end on a small CSV: the four documented files, their
 columns, the reward file through cs.read_rewards, fit.json, and equality with cs.fit."""
 
+import sys
 import json
 import subprocess
 from pathlib import Path
@@ -49,7 +50,7 @@ def data(tmp_path_factory):
 
 def _run(d, method, out):
     r = subprocess.run(
-        [str(ROOT / ".venv/bin/python"), "-m", "crowdstat", "fit", str(d / "votes.csv"),
+        [sys.executable, "-m", "crowdstat", "fit", str(d / "votes.csv"),
          "--truth", str(d / "truth.csv"), "--programs", str(d / "programs.csv"),
          "--method", method, "--x64", *RUNS[method], "--out", str(out)],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
@@ -173,7 +174,7 @@ def test_cli_absolute_gamma_and_ista(data, tmp_path):
     """`--gamma 0.3` is absolute; `--ista` converges to the same minimiser as the dense oracle."""
     out = tmp_path / "ista"
     r = subprocess.run(
-        [str(ROOT / ".venv/bin/python"), "-m", "crowdstat", "fit", str(data / "votes.csv"),
+        [sys.executable, "-m", "crowdstat", "fit", str(data / "votes.csv"),
          "--truth", str(data / "truth.csv"), "--method", "proximal", "--x64", "--gamma", "0.3",
          "--ista", "--tol", "1e-12", "--maxiter", "100000", "--out", str(out)],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
