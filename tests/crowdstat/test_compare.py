@@ -82,12 +82,20 @@ def test_cli_simulate_and_compare_end_to_end(tmp_path):
     assert len(lines) == 72 and "posterior[majority]" in lines.columns
     for png in ("reliability_diagram.png", "reliabilities.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
-    # an unknown method: exit 2, clear message, nothing written
-    r = run("compare", str(data / "votes.csv"), "--true-lines", str(data / "true_lines.csv"), "--methods", "majority,em3",
-            "--out", str(tmp_path / "bad"))
-    assert r.returncode == 2 and "em3" in r.stderr and not (tmp_path / "bad").exists()
-    r = run("simulate", "--population", "wizard:3", "--out", str(tmp_path / "bad2"))
-    assert r.returncode == 2 and "unknown kind" in r.stderr
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    from crowdstat.cli import main
+
+    sim = S.simulate_votes(0, [0.9, 0.8, 0.6], n_programs=6, lines_per_program=2)
+    sim.votes.to_csv(tmp_path / "votes.csv", index=False)
+    sim.true_lines.to_csv(tmp_path / "true_lines.csv", index=False)
+    # an unknown method: exit 2, a clear message, nothing written, nothing fitted
+    rc = main(["compare", str(tmp_path / "votes.csv"), "--true-lines", str(tmp_path / "true_lines.csv"),
+               "--methods", "majority,em3", "--out", str(tmp_path / "bad")])
+    assert rc == 2 and "em3" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["simulate", "--population", "wizard:3", "--out", str(tmp_path / "bad2")]) == 2
+    assert "unknown kind" in capsys.readouterr().err and not (tmp_path / "bad2").exists()
 
 
 @pytest.mark.slow

@@ -122,23 +122,23 @@ def test_replicates_are_split_and_vmapped(pop):
     assert "while" not in str(jaxpr)
 
 
-def test_designs_and_honeypot_placement():
-    pop = S.parse_population("novice:6@0.7")
-    prog = S.simulate_arrays(0, pop, 40, 3, annotators_per_item=2, design="program", honeypot_fraction=0.25)
+def test_designs_and_honeypot_placement(pop):
+    # the module's shape (P, K, 6): design "program" + placement "first" reuses the compiled core
+    prog = S.simulate_arrays(0, pop, P, K, annotators_per_item=2, design="program", honeypot_fraction=0.25)
     lab = np.asarray(prog.label) != 0
     assert (lab.sum(-1) == 2).all()
     assert (lab == lab[:, :1, :]).all()  # the same two annotators on every line of a program
-    np.testing.assert_array_equal(np.asarray(prog.honeypot), np.arange(40) < 10)
-    line = S.simulate_arrays(0, pop, 40, 3, annotators_per_item=2, design="line", honeypot_fraction=0.25, honeypot_placement="random")
+    np.testing.assert_array_equal(np.asarray(prog.honeypot), np.arange(P) < 50)
+    line = S.simulate_arrays(0, pop, P, K, annotators_per_item=2, design="line", honeypot_fraction=0.25, honeypot_placement="random")
     lab = np.asarray(line.label) != 0
     assert (lab.sum(-1) == 2).all()
     assert not (lab == lab[:, :1, :]).all()
     hp = np.asarray(line.honeypot)
-    assert hp.sum() == 10 and not hp[:10].all()
+    assert hp.sum() == 50 and not hp[:50].all()
     with pytest.raises(ValueError, match="annotators_per_item"):
-        S.simulate_arrays(0, pop, 40, 3, annotators_per_item=7)
+        S.simulate_arrays(0, pop, P, K, annotators_per_item=7)
     with pytest.raises(ValueError, match="design"):
-        S.simulate_arrays(0, pop, 40, 3, design="task")
+        S.simulate_arrays(0, pop, P, K, design="task")
 
 
 def test_frames_follow_formats_and_load(sim, pop):
@@ -165,3 +165,12 @@ def test_float64_population_keeps_dtype():
         pop = S.parse_population("novice:2@0.7", dtype=jnp.float64)
         s = S.simulate_arrays(0, pop, 5, 2)
         assert s.p_vote.dtype == jnp.float64
+
+
+def test_runtime_settings_do_not_retrace(pop, sim):
+    # probabilities, honeypot fraction and r are runtime arguments: one compiled program per shape/design
+    S.simulate_arrays(3, pop, P, K, 0.5, 0.4, 0.2)
+    n0 = S._simulate_arrays._cache_size()
+    S.simulate_arrays(4, pop, P, K, 0.3, 0.7, 0.05, annotators_per_item=3)
+    S.simulate_arrays(5, pop, P, K, 0.9, 0.1, 0.5, annotators_per_item=2)
+    assert S._simulate_arrays._cache_size() == n0
