@@ -109,6 +109,7 @@ def test_bad_parameters(kw, match):
         bayes.nuts(table.arrays, **args)
 
 
+@pytest.mark.slow  # ~2 min of NUTS compilation on 2 cores; the log joint and label-switching tests cover the model by default
 def test_fit_facade_columns_tiny_run():
     """One tiny NUTS run through crowdstat.fit: documented columns, diagnostics, honeypots exact."""
     votes, truth, _ = simulate(5, 24, np.array([0.9, 0.8, 0.75, 0.85, 0.7]), p_vote=0.8, honeypot=0.25)
