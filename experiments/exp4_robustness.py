@@ -53,7 +53,8 @@ def main(argv=None):
     summ = summarize(df, ["sweep", "level", "method"], metrics)
 
     P = plt()
-    fig, axes = P.subplots(1, 6, figsize=(27, 4.4))
+    fig, axes = P.subplots(2, 3, figsize=(17, 9))
+    axes = axes.T.ravel()  # columns: adversaries, two-coin, fatigue
     panels = [("adversaries", "accuracy"), ("adversaries", "log_loss"), ("twocoin", "accuracy"), ("twocoin", "log_loss"),
               ("fatigue", "accuracy"), ("fatigue", "reliability_rmse")]
     meths = list(summ["method"].unique())
