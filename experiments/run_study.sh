@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The simulation study (docs/study.md), one command per experiment. Usage:
-#   experiments/run_study.sh            # full size (tens of minutes on 2 shared cores)
-#   experiments/run_study.sh --quick    # CI-sized (the numbers in docs/study.md unless stated)
+#   experiments/run_study.sh            # full size, the numbers in docs/study.md (~35 min on 2 shared cores)
+#   experiments/run_study.sh --quick    # CI-sized (5 replicates; a few minutes per experiment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
