@@ -133,6 +133,60 @@ def _missing_mask(col: pd.Series) -> np.ndarray:
     return miss
 
 
+def _fast_dtype(col: pd.Series) -> bool:
+    """Dtypes whose per-value ``str`` equals pandas' ``astype(str)`` (the factorised fast paths)."""
+    d = col.dtype
+    return (
+        d == object
+        or pd.api.types.is_string_dtype(d)
+        or pd.api.types.is_bool_dtype(d)
+        or pd.api.types.is_integer_dtype(d)
+        or pd.api.types.is_float_dtype(d)
+    )
+
+
+def _factorized(col: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, uniques, missing mask): per-row work done once on the distinct values.
+
+    ``missing`` is :func:`_missing_mask` computed on the distinct values (NA, or a blank string
+    in an object / string column) and taken back to the rows by code.
+    """
+    codes, uniques = pd.factorize(col, sort=False, use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object)
+    if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+        blank_u = np.fromiter((str(u).strip() == "" for u in uniques), bool, uniques.shape[0])
+    else:
+        blank_u = np.zeros(uniques.shape[0], bool)
+    miss = (codes < 0) | blank_u[np.maximum(codes, 0)]
+    return codes, uniques, miss
+
+
+def _id_str(v, is_float: bool) -> str:
+    if is_float:
+        return str(int(v)) if np.isfinite(v) and float(v).is_integer() else str(v)
+    return str(v)
+
+
+def _id_codes(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fast :func:`_ids` + ``pd.factorize``: (codes, string ids in order of first appearance).
+
+    Distinct raw values with the same string (``1`` and ``"1"`` in an object column) share one
+    id, exactly as when the strings are factorised. Returns None for other dtypes (the caller
+    then uses :func:`_ids`). Missing fields are reported as :func:`_ids` does.
+    """
+    if not _fast_dtype(col):
+        return None
+    codes, uniques, miss = _factorized(col)
+    for r in rows[miss]:
+        problems.append((int(r), column, "empty field (missing value / NaN)"))
+    is_float = pd.api.types.is_float_dtype(col.dtype)
+    ustr = np.array([_id_str(u, is_float) for u in uniques], dtype=object)
+    if ustr.shape[0] == 0:
+        return codes.astype(np.int64), ustr
+    merged, ids = pd.factorize(ustr, sort=False)
+    return np.where(codes >= 0, merged[np.maximum(codes, 0)], -1).astype(np.int64), np.asarray(ids, dtype=object)
+
+
 def _ids(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> np.ndarray:
     """String ids; integral floats (1.0 from a numeric column) are written without '.0'."""
     miss = _missing_mask(col)
@@ -169,13 +223,23 @@ def parse_labels(col: pd.Series, rows: np.ndarray, column: str, problems: list) 
     One table uses one coding: ``-1`` together with ``0`` is an error (is ``0`` "wrong" or
     "no vote"?), reported at every row of the less frequent of the two.
     """
-    miss = _missing_mask(col)
+    if _fast_dtype(col):
+        # The string tests run on the distinct values only (a label column has a handful).
+        codes, uniques, miss = _factorized(col)
+        su = np.array([str(u).strip().lower() for u in uniques], dtype=object)
+        known = codes >= 0
+        ci = np.maximum(codes, 0)
+        pos = known & np.isin(su, list(_POS))[ci] if su.shape[0] else np.zeros(len(col), bool)
+        neg_pm = known & np.isin(su, list(_NEG_PM))[ci] if su.shape[0] else np.zeros(len(col), bool)
+        neg_01 = known & np.isin(su, list(_NEG_01))[ci] if su.shape[0] else np.zeros(len(col), bool)
+    else:
+        miss = _missing_mask(col)
+        s = col.astype(str).str.strip().str.lower().to_numpy(dtype=object)
+        pos = np.isin(s, list(_POS))
+        neg_pm = np.isin(s, list(_NEG_PM))
+        neg_01 = np.isin(s, list(_NEG_01))
     for r in rows[miss]:
         problems.append((int(r), column, "empty field (missing value / NaN)"))
-    s = col.astype(str).str.strip().str.lower().to_numpy(dtype=object)
-    pos = np.isin(s, list(_POS))
-    neg_pm = np.isin(s, list(_NEG_PM))
-    neg_01 = np.isin(s, list(_NEG_01))
     bad = ~miss & ~(pos | neg_pm | neg_01)
     for r, raw in zip(rows[bad], col[bad]):
         problems.append((int(r), column, f"unknown label {raw!r} (expected +1/-1, 1/0 or correct/wrong)"))
@@ -292,23 +356,41 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
     if len(df) == 0:
         raise VoteTableError(name, [(None, None, "the table has no votes (empty table)")])
     problems: list = []
-    prog = _ids(df["program"], rows, "program", problems)
+    fast_prog = _id_codes(df["program"], rows, "program", problems)
+    prog = _ids(df["program"], rows, "program", problems) if fast_prog is None else None
     line_no = _integers(df["line"], rows, "line", problems, minimum=0)
-    ann = _ids(df["annotator"], rows, "annotator", problems)
+    fast_ann = _id_codes(df["annotator"], rows, "annotator", problems)
+    ann = _ids(df["annotator"], rows, "annotator", problems) if fast_ann is None else None
     label = parse_labels(df["label"], rows, "label", problems)
+    if fast_prog is not None:
+        prog_code, prog_ids = fast_prog
+    else:
+        prog_code, prog_ids = pd.factorize(prog, sort=False)
+    if fast_ann is not None:
+        ann_code, ann_ids = fast_ann
+    else:
+        ann_code, ann_ids = pd.factorize(ann, sort=False)
+    prog_ids = np.asarray(prog_ids, dtype=object)
+    ann_ids = np.asarray(ann_ids, dtype=object)
     if not problems:
-        _duplicates(
-            pd.DataFrame({"program": prog, "line": line_no, "annotator": ann}), rows, "vote (program, line, annotator)",
-            problems, "annotator",
-        )
+        # Duplicates: one integer key per vote, sorted once; the row-by-row report (pandas) only if any.
+        lmax = int(line_no.max()) + 1
+        n_a = max(len(ann_ids), 1)
+        if max(len(prog_ids), 1) * lmax * n_a < 2**62:
+            key = np.sort((prog_code.astype(np.int64) * lmax + line_no) * n_a + ann_code)
+            dup = len(key) > 1 and bool(np.any(key[1:] == key[:-1]))
+        else:  # the packed key could overflow int64
+            o = np.lexsort((ann_code, line_no, prog_code))
+            same = (np.diff(prog_code[o]) == 0) & (np.diff(line_no[o]) == 0) & (np.diff(ann_code[o]) == 0)
+            dup = bool(np.any(same))
+        if dup:
+            _duplicates(
+                pd.DataFrame({"program": prog_ids[prog_code], "line": line_no, "annotator": ann_ids[ann_code]}), rows,
+                "vote (program, line, annotator)", problems, "annotator",
+            )
     if problems:
         problems.sort(key=lambda p: (p[0] or 0))
         raise VoteTableError(name, problems)
-
-    prog_code, prog_ids = pd.factorize(prog, sort=False)
-    ann_code, ann_ids = pd.factorize(ann, sort=False)
-    prog_ids = np.asarray(prog_ids, dtype=object)
-    ann_ids = np.asarray(ann_ids, dtype=object)
     n_prog = len(prog_ids)
     # Lines: unique (program index, line number), program-major then by line number.
     key = prog_code.astype(np.int64) * (int(line_no.max()) + 1) + line_no
