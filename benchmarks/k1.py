@@ -1,7 +1,10 @@
 """K1: line posteriors (eq. 7) and rewards.
 
 Competitors, same data, same weights:
-- crowdstat: ``posterior.posteriors_and_rewards`` (jitted, float32), the votes already on device;
+- crowdstat: ``posterior.posteriors_and_rewards_ell`` (jitted, float32) on the ELLPACK layout
+  built once on the host (``posterior.ell_layout``, its build time reported apart, like a sort
+  done once); also the vote-list kernel ``posterior.posteriors_and_rewards`` (one sorted
+  segment-sum), which needs no layout;
 - numpy: vectorised, two ``np.bincount`` segment sums (float64, NumPy's natural dtype);
 - python: the paper's sample-code style, a dict loop over votes (timed on at most
   ``python_cap`` votes, reported per vote; it is linear in the votes);
@@ -75,18 +78,28 @@ def run(sizes, repeat=5, python_cap=10**6, seed=0):
         vd = jax.device_put(v)
         w32 = jnp.asarray(w64, jnp.float32)
         pl, tu = jnp.asarray(prior_logit, jnp.float32), jnp.asarray(tau, jnp.float32)
-        f = lambda: posterior.posteriors_and_rewards(w32, vd, pl, tu)  # noqa: E731
+        import time as _time
+
+        t0 = _time.perf_counter()
+        layout = posterior.ell_layout(v)
+        layout_s = _time.perf_counter() - t0
+        assert layout is not None, "benchmark data has uniform votes per line: the ELL layout must apply"
+        f = lambda: posterior.posteriors_and_rewards_ell(w32, layout, pl, tu)  # noqa: E731
         t_cs = jit_timing(f, repeat=repeat, min_time=0.5)  # first call = trace + compile
-        l_cs, p_cs, rw = t_cs["result"]
-        err_p = float(np.max(np.abs(np.asarray(p_cs, np.float64) - p_ref)))
-        err_l = float(np.max(np.abs(np.asarray(l_cs, np.float64) - l_ref) / np.maximum(1.0, np.abs(l_ref))))
-        # Reward s = c / k can differ only where a posterior sits within float32 rounding of tau.
+        f_seg = lambda: posterior.posteriors_and_rewards(w32, vd, pl, tu)  # noqa: E731
+        t_seg = jit_timing(f_seg, repeat=repeat, min_time=0.5)
+        l_seg = t_seg["result"][0]
+        err_l = float(np.max(np.abs(np.asarray(l_seg, np.float64) - l_ref) / np.maximum(1.0, np.abs(l_ref))))
         near = np.abs(p_ref - tau) < 1e-5
-        ok_r = np.allclose(np.asarray(rw.reward_soft, np.float64), rs_ref, atol=1e-5)
-        ok = err_p < 1e-5 and err_l < 1e-5 and ok_r
-        assert ok, f"K1 crowdstat != reference at n={n}: max|dP|={err_p:.3g}, rel dl={err_l:.3g}, rewards ok={ok_r}"
-        if not near.any():
-            assert np.allclose(np.asarray(rw.reward, np.float64), r_ref, atol=1e-6)
+        for name, (p_cs, rw) in (("ell", t_cs["result"]), ("segment", t_seg["result"][1:])):
+            err_p = float(np.max(np.abs(np.asarray(p_cs, np.float64) - p_ref)))
+            # Reward s = c / k can differ only where a posterior sits within float32 rounding of tau.
+            ok_r = np.allclose(np.asarray(rw.reward_soft, np.float64), rs_ref, atol=1e-5)
+            ok = err_p < 1e-5 and err_l < 1e-5 and ok_r
+            assert ok, f"K1 crowdstat ({name}) != reference at n={n}: max|dP|={err_p:.3g}, rel dl={err_l:.3g}, rewards ok={ok_r}"
+            if not near.any():
+                assert np.allclose(np.asarray(rw.reward, np.float64), r_ref, atol=1e-6)
+        err_p = float(np.max(np.abs(np.asarray(t_cs["result"][0], np.float64) - p_ref)))
 
         t_np = timeit(lambda: numpy_vectorised(v, w64, prior_logit, tau), repeat=max(3, repeat // 2))
 
@@ -107,6 +120,9 @@ def run(sizes, repeat=5, python_cap=10**6, seed=0):
                 "crowdstat_ns_per_vote": ns_per(t_cs["median_s"], n),
                 "crowdstat_s": t_cs["median_s"],
                 "crowdstat_compile_s": t_cs["compile_s"],
+                "ell_layout_build_s": layout_s,
+                "segment_ns_per_vote": ns_per(t_seg["median_s"], n),
+                "segment_compile_s": t_seg["compile_s"],
                 "numpy_ns_per_vote": ns_per(t_np["median_s"], n),
                 "numpy_s": t_np["median_s"],
                 "python_ns_per_vote": py_ns,
@@ -119,8 +135,8 @@ def run(sizes, repeat=5, python_cap=10**6, seed=0):
         )
         print(
             f"  K1 n={n:>9,}: crowdstat {rows[-1]['crowdstat_ns_per_vote']:.2f} ns/vote "
-            f"(compile {t_cs['compile_s']:.2f}s), numpy {rows[-1]['numpy_ns_per_vote']:.2f}, python {py_ns:.0f} ns/vote",
+            f"(compile {t_cs['compile_s']:.2f}s, layout {layout_s:.2f}s; vote-list {rows[-1]['segment_ns_per_vote']:.2f}), numpy {rows[-1]['numpy_ns_per_vote']:.2f}, python {py_ns:.0f} ns/vote",
             flush=True,
         )
-        del vd
+        del vd, layout
     return rows

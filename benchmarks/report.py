@@ -22,9 +22,10 @@ def markdown(res: dict) -> str:
     )
     if res.get("k1"):
         out += ["", "**K1 posteriors (eq. 7) + rewards**, ns per vote (median), compile apart", "",
-                "| votes | crowdstat | compile (s) | NumPy | Python loop | bandwidth limit | x NumPy | x Python |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| votes | crowdstat (ELL) | compile (s) | layout build (s) | crowdstat vote-list | NumPy | Python loop | bandwidth limit | x NumPy | x Python |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in res["k1"]:
-            out.append(f"| {r['n_votes']:.0e} | {r['crowdstat_ns_per_vote']:.2f} | {r['crowdstat_compile_s']:.2f} | {r['numpy_ns_per_vote']:.2f} | "
+            out.append(f"| {r['n_votes']:.0e} | {r['crowdstat_ns_per_vote']:.2f} | {r['crowdstat_compile_s']:.2f} | {_f(r.get('ell_layout_build_s'), '.2f')} | "
+                       f"{_f(r.get('segment_ns_per_vote'), '.2f')} | {r['numpy_ns_per_vote']:.2f} | "
                        f"{r['python_ns_per_vote']:.0f} | {bw.get('limit_ns_per_vote', float('nan')):.2f} | {r['speedup_vs_numpy']:.1f} | {r['speedup_vs_python']:.0f} |")
     if res.get("k2"):
         out += ["", "**K2 sequential update (eq. 8)**, ns per vote (median); loops timed on the first <= 10^6 votes", "",

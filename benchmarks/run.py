@@ -145,7 +145,7 @@ def plots(res: dict, out: Path, stem: str) -> list[str]:
 
     files = []
     series = {
-        "k1": ("K1 posteriors + rewards", [("crowdstat_ns_per_vote", "crowdstat"), ("numpy_ns_per_vote", "NumPy (bincount)"), ("python_ns_per_vote", "Python loop")]),
+        "k1": ("K1 posteriors + rewards", [("crowdstat_ns_per_vote", "crowdstat (ELL layout)"), ("segment_ns_per_vote", "crowdstat (vote list)"), ("numpy_ns_per_vote", "NumPy (bincount)"), ("python_ns_per_vote", "Python loop")]),
         "k2": ("K2 sequential update", [("crowdstat_ns_per_vote", "crowdstat scan"), ("numpy_ns_per_vote", "NumPy per task"), ("python_ns_per_vote", "Python loop")]),
     }
     for key, (title, cols) in series.items():
@@ -155,7 +155,8 @@ def plots(res: dict, out: Path, stem: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(5.5, 4))
         x = [r["n_votes"] for r in rows]
         for col, label in cols:
-            ax.loglog(x, [r[col] for r in rows], "o-", label=label)
+            if all(col in r for r in rows):
+                ax.loglog(x, [r[col] for r in rows], "o-", label=label)
         if key == "k1":
             ax.axhline(res["bandwidth"]["limit_ns_per_vote"], ls="--", c="gray", label="bandwidth limit (9 B/vote)")
             ax.axhline(1.0, ls=":", c="red", label="target 1 ns/vote")

@@ -5,18 +5,46 @@
 
 Kernels are pure and un-jitted so they compose under jit / vmap / scan; :func:`posteriors_and_rewards`
 is the jitted driver.
+
+Two layouts of the same votes:
+
+- the vote list (``VoteArrays``, sorted by line): eq. 7 is one sorted segment-sum. General, but
+  XLA:CPU runs a scatter as a scalar loop (1-3 ns a vote at 1e6-1e7 votes on this machine);
+- :class:`EllLayout` (ELLPACK, built once on the host by :func:`ell_layout`): slot ``(k, j)`` holds
+  the k-th vote on line j as one int32 index into the table ``[0, -w_0, +w_0, -w_1, +w_1, ...]``
+  (0 = padding). Eq. 7 is then ``sum_k table[slots[k]]``, k_max gathers that XLA fuses into one
+  vectorised pass reading 4 bytes a vote (0.3-0.6 ns a vote here). The per-program sums use the
+  same trick over ``(m_max, n_programs)`` line indices. It pays when the vote counts per line
+  (and line counts per program) are near-uniform, which is how annotation is run; the builder
+  refuses (returns ``None``) when padding would more than double the work, and the segment-sum
+  path is used.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crowdstat._typing import VoteArrays
 
-__all__ = ["Rewards", "line_logits", "line_posteriors", "rewards", "posteriors_and_rewards", "logit", "clip_prob"]
+__all__ = [
+    "Rewards",
+    "EllLayout",
+    "ell_layout",
+    "line_logits",
+    "line_logits_ell",
+    "line_posteriors",
+    "rewards",
+    "rewards_ell",
+    "posteriors_and_rewards",
+    "posteriors_and_rewards_ell",
+    "logit",
+    "clip_prob",
+]
 
 
 class Rewards(NamedTuple):
@@ -51,9 +79,11 @@ def line_logits(w: jax.Array, votes: VoteArrays, prior_logit=0.0) -> jax.Array:
     -------
     Float[Array, "n_lines"]
     """
-    contrib = votes.label.astype(w.dtype) * w[votes.annotator]
+    # Indices come from crowdstat.tables (0 <= annotator < len(w), line < n_lines, checked when the
+    # table is read), so the bounds checks of the default gather / scatter modes are dropped.
+    contrib = votes.label.astype(w.dtype) * w.at[votes.annotator].get(mode="promise_in_bounds")
     n_lines = votes.line_program.shape[0]
-    s = jax.ops.segment_sum(contrib, votes.line, num_segments=n_lines, indices_are_sorted=True)
+    s = jax.ops.segment_sum(contrib, votes.line, num_segments=n_lines, indices_are_sorted=True, mode="promise_in_bounds")
     return s + jnp.asarray(prior_logit, w.dtype)
 
 
@@ -69,7 +99,7 @@ def rewards(posterior: jax.Array, votes: VoteArrays, tau=0.5) -> Rewards:
     """
     n_prog = votes.program_size.shape[0]
     dtype = posterior.dtype
-    seg = lambda x: jax.ops.segment_sum(x, votes.line_program, num_segments=n_prog, indices_are_sorted=True)  # noqa: E731
+    seg = lambda x: jax.ops.segment_sum(x, votes.line_program, num_segments=n_prog, indices_are_sorted=True, mode="promise_in_bounds")  # noqa: E731
     k = seg(jnp.ones_like(posterior))
     c = seg((posterior > tau).astype(dtype))
     soft = seg(posterior)
@@ -88,3 +118,129 @@ def posteriors_and_rewards(w, votes: VoteArrays, prior_logit, tau):
     l = line_logits(w, votes, prior_logit)
     p = jax.nn.sigmoid(l)
     return l, p, rewards(p, votes, tau)
+
+
+# ---------------------------------------------------------------------------------------------
+# ELLPACK layout
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class EllLayout:
+    """Votes of each line (and lines of each program) in padded columns; see the module docstring.
+
+    ``slots[k, j] = 1 + 2 * annotator + (label > 0)`` for the k-th vote on line j, 0 past the
+    line's last vote. ``prog_lines[m, g]`` is the m-th line of program g, ``n_lines`` (a zero
+    slot) past the program's last line; shape ``(0, n_programs)`` when the programs are too
+    uneven, and the program sums fall back to a segment-sum over ``line_program``.
+    """
+
+    slots: jax.Array  # shape=(k_max, n_lines), int32
+    prog_lines: jax.Array  # shape=(m_max, n_programs) or (0, n_programs), int32
+    line_program: jax.Array  # shape=(n_lines,), int32 (for the fallback)
+    n_annotated: jax.Array  # shape=(n_programs,), int32, k = annotated lines per program
+    program_size: jax.Array  # shape=(n_programs,), int32
+    n_annotators: int = field(default=0, metadata=dict(static=True))  # max annotator id + 1
+
+    @property
+    def n_lines(self) -> int:
+        return int(self.slots.shape[1])
+
+
+def _ell_columns(seg: np.ndarray, n_seg: int, values: np.ndarray, pad, max_width: int, max_fill: float):
+    """Place ``values`` (sorted by ``seg``) in a (width, n_seg) array column by segment; None if too ragged."""
+    counts = np.bincount(seg, minlength=n_seg)
+    width = int(counts.max()) if counts.size else 0
+    if width == 0 or width > max_width or width * n_seg > max_fill * max(len(values), 1):
+        return None, counts
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(seg)) - starts[seg]
+    out = np.full((width, n_seg), pad, dtype=np.int32)
+    out[rank, seg] = values
+    return out, counts
+
+
+def ell_layout(votes: VoteArrays, max_width: int = 64, max_fill: float = 2.0) -> EllLayout | None:
+    """Build the ELLPACK layout of ``votes`` once on the host (O(n_votes) NumPy).
+
+    Returns ``None`` when some line has more than ``max_width`` votes or padding would make the
+    layout larger than ``max_fill`` times the vote list: use the vote-list kernels then.
+    """
+    line = np.asarray(votes.line)
+    ann = np.asarray(votes.annotator).astype(np.int64)
+    lab = np.asarray(votes.label)
+    n_lines = int(np.asarray(votes.line_program).shape[0])
+    if line.size and np.any(np.diff(line) < 0):
+        raise ValueError("ell_layout: votes.line must be sorted ascending (as crowdstat.tables builds it)")
+    if ann.size and ann.max() >= 2**30:
+        raise ValueError("ell_layout: more than 2**30 annotators do not fit an int32 slot index")
+    slot_values = (1 + 2 * ann + (lab > 0)).astype(np.int32)
+    slots, _ = _ell_columns(line, n_lines, slot_values, 0, max_width, max_fill)
+    if slots is None:
+        return None
+    lp = np.asarray(votes.line_program).astype(np.int64)
+    n_prog = int(np.asarray(votes.program_size).shape[0])
+    prog_lines, k = _ell_columns(lp, n_prog, np.arange(n_lines, dtype=np.int32), n_lines, max_width, max_fill)
+    if prog_lines is None:
+        prog_lines = np.zeros((0, n_prog), np.int32)
+    return EllLayout(
+        slots=jnp.asarray(slots),
+        prog_lines=jnp.asarray(prog_lines),
+        line_program=jnp.asarray(np.asarray(votes.line_program, np.int32)),
+        n_annotated=jnp.asarray(k.astype(np.int32)),
+        program_size=jnp.asarray(np.asarray(votes.program_size, np.int32)),
+        n_annotators=int(ann.max()) + 1 if ann.size else 0,
+    )
+
+
+def _check_width(w, layout: EllLayout) -> None:
+    if w.shape[0] < layout.n_annotators:
+        raise ValueError(f"w has {w.shape[0]} entries but the votes name {layout.n_annotators} annotators")
+
+
+def line_logits_ell(w: jax.Array, layout: EllLayout, prior_logit=0.0) -> jax.Array:
+    """Eq. (7) on the ELLPACK layout: ``prior_logit + sum_k table[slots[k]]`` (same result as :func:`line_logits`)."""
+    _check_width(w, layout)
+    table = jnp.concatenate([jnp.zeros((1,), w.dtype), jnp.stack([-w, w], axis=1).reshape(-1)])
+    acc = jnp.full((layout.slots.shape[1],), prior_logit, w.dtype)
+    for k in range(layout.slots.shape[0]):  # k_max is static: one fused pass over the slots
+        acc = acc + table.at[layout.slots[k]].get(mode="promise_in_bounds")
+    return acc
+
+
+def rewards_ell(posterior: jax.Array, layout: EllLayout, tau=0.5) -> Rewards:
+    """:func:`rewards` on the ELLPACK layout."""
+    dtype = posterior.dtype
+    k = layout.n_annotated.astype(dtype)
+    hit = (posterior > tau).astype(dtype)
+    if layout.prog_lines.shape[0] == 0:
+        n_prog = layout.n_annotated.shape[0]
+        seg = lambda x: jax.ops.segment_sum(x, layout.line_program, num_segments=n_prog, indices_are_sorted=True, mode="promise_in_bounds")  # noqa: E731
+        c, soft = seg(hit), seg(posterior)
+    else:
+        zero = jnp.zeros((1,), dtype)
+        p_ext, h_ext = jnp.concatenate([posterior, zero]), jnp.concatenate([hit, zero])
+        c = jnp.zeros_like(k)
+        soft = jnp.zeros_like(k)
+        for m in range(layout.prog_lines.shape[0]):
+            idx = layout.prog_lines[m]
+            c = c + h_ext.at[idx].get(mode="promise_in_bounds")
+            soft = soft + p_ext.at[idx].get(mode="promise_in_bounds")
+    kk = jnp.maximum(k, 1.0)
+    return Rewards(
+        reward=c / kk,
+        reward_soft=soft / kk,
+        n_annotated=layout.n_annotated,
+        coverage=k / jnp.maximum(layout.program_size.astype(dtype), 1.0),
+    )
+
+
+@jax.jit
+def posteriors_and_rewards_ell(w, layout: EllLayout, prior_logit, tau):
+    """Jitted driver on the ELLPACK layout: (P, Rewards), equal to :func:`posteriors_and_rewards`.
+
+    The logits stay inside the fused computation (writing them out would add 4 bytes a line of
+    output traffic); :func:`line_logits_ell` gives them when needed.
+    """
+    p = jax.nn.sigmoid(line_logits_ell(w, layout, prior_logit))
+    return p, rewards_ell(p, layout, tau)
