@@ -115,7 +115,7 @@ def train_grpo(model_path: str | Path, out_dir: str | Path, s: GRPOSettings = GR
     from transformers import AutoModelForCausalLM
     from trl import GRPOTrainer
 
-    from rl.loop import CrowdRewarder, Population
+    from rl.loop import DEFAULT_POPULATION, CrowdRewarder
     from rl.models import default_target_modules, load_tokenizer
     from rl.sandbox import Sandbox
     from rl.synthetic import make_benchmark
@@ -140,8 +140,8 @@ def train_grpo(model_path: str | Path, out_dir: str | Path, s: GRPOSettings = GR
     with Sandbox(workers=2) as sb:
         funcs = reward_funcs
         if funcs is None:
-            rewarder = CrowdRewarder(s.reward_source, out_dir / "crowdwork", population=Population(
-                _population()), honeypot_fraction=s.honeypot_fraction, crowd_args=[str(a) for a in s.crowd_args],
+            rewarder = CrowdRewarder(s.reward_source, out_dir / "crowdwork", population=DEFAULT_POPULATION,
+                honeypot_fraction=s.honeypot_fraction, crowd_args=[str(a) for a in s.crowd_args],
                 sandbox=sb, seed=s.seed)
             funcs = [crowd_reward_func(rewarder, by_task, s.reward_field)]
         trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=grpo_config(s, out_dir / "trainer"),
@@ -154,12 +154,6 @@ def train_grpo(model_path: str | Path, out_dir: str | Path, s: GRPOSettings = GR
                "history": getattr(funcs[0], "history", None)}
     (out_dir / "grpo.json").write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def _population():
-    from rl.loop import DEFAULT_POPULATION
-
-    return [dict(d) for d in DEFAULT_POPULATION]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -6,7 +6,8 @@ For each round r = 1..R:
    ``samples`` completions from the current policy (:func:`rl.rollouts.generate`);
    ``rounds/rNNN/rollouts.jsonl``.
 2. **annotate**: every completion runs in the sandbox; each completion line gets a truth
-   (:func:`line_truth`); a simulated population (:class:`Population`) votes on every line;
+   (:func:`rl.lines.line_truth`, the shared rule); a simulated population
+   (:mod:`rl.population`, ``population`` spec) votes on every annotated line;
    a ``honeypot_fraction`` of the programs reveal their line truth (``truth.csv``).
    ``annotate = "pause"`` instead writes the programs and stops, with instructions; place
    ``votes.csv`` (and optionally ``truth.csv``) in the round directory and run again with
@@ -31,11 +32,13 @@ The same crowd reward pipeline (:class:`CrowdRewarder`) backs the GRPO reward fu
 
 Design notes (what is simulated and how)
 ----------------------------------------
-Line truth: a program that passes all tests has every completion line correct; otherwise the
-completion lines are aligned to the canonical body (``difflib``) and lines outside matching
-blocks are wrong (if every line matches but the program fails, e.g. truncated, its last line
-is wrong). Annotators are simulated here (types below) so that biased raters exist: raters who
-accept anything, raters who approve a program whose shown examples pass, adversaries, spammers.
+Line truth: :func:`rl.lines.line_truth` on ``prompt + completion`` with the prompt as the
+unannotated prefix (pass -> every annotated line correct; else an AST-unit diff against the
+canonical program, renaming-aware, plus the line that raised). The crowd: :func:`rl.population.simulate`
+with the ``population`` spec (default :data:`DEFAULT_POPULATION`), which has biased raters: a lazy
+rater who accepts most lines unseen, an ``examples`` rater who approves every line of a program
+whose shown examples pass, adversaries, a spammer. One line rule and one simulator serve
+``rl annotate``, this loop and :mod:`rl.grpo`.
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -52,16 +54,15 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "LoopConfig",
-    "Population",
     "CrowdRewarder",
-    "line_truth",
-    "pass_at_k",
+    "DEFAULT_POPULATION",
     "run_rounds",
     "load_config",
     "add_arguments",
@@ -70,21 +71,18 @@ __all__ = [
 
 CROWD_METHODS = ("majority", "sequential", "proximal", "em1", "em2", "bayes")
 SOURCES = CROWD_METHODS + ("true_lines", "execution")
-#: "simple": :func:`line_truth` below (what experiments/rl_synthetic.py used); "rl.lines": the
-#: shared rule of rl.lines (AST units, renaming-aware diff, the raising line is wrong)
-LINE_RULES = ("simple", "rl.lines")
 
 
 # ---------------------------------------------------------------------------------------------
 # small utilities
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _write_text(path: Path, text: str) -> None:
+    """Atomic write (:func:`crowdstat.rewards_io.atomic_write_text`), creating the directory."""
+    from crowdstat.rewards_io import atomic_write_text
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:
@@ -94,107 +92,22 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    _atomic_write(path, buf.getvalue())
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
-    from rl.passk import pass_at_k_one
-
-    return float(pass_at_k_one(n, c, k))
+    _write_text(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------
-# line truth and the simulated crowd
+# the simulated crowd (rl.population) and the line truth (rl.lines)
+
+#: the biased crowd of the study (rl.population spec): 2 reliable raters, 2 noisy ones, one who
+#: approves every line of a program whose shown examples pass, one lazy rater who accepts 80 % of
+#: lines unseen, a spammer and 2 adversaries
+DEFAULT_POPULATION = "expert:2@0.9,novice:2@0.65,examples:1@0.9,lazy:1@0.8,spammer:1,adversary:2@0.2"
 
 
-def completion_lines(prompt: str, completion: str) -> list[tuple[int, str]]:
-    """``(line number in prompt + completion, text)`` of the non-blank completion lines."""
-    offset = prompt.count("\n")  # the prompt ends with a newline: completion starts on line offset+1
-    out = []
-    for i, text in enumerate(completion.split("\n")):
-        if text.strip():
-            out.append((offset + 1 + i, text))
-    return out
+def _population(spec):
+    from rl.population import Population, parse_population
 
-
-def line_truth(prompt: str, completion: str, canonical: str, passed: bool) -> list[tuple[int, bool]]:
-    """Truth of each non-blank completion line (see the module docstring)."""
-    lines = completion_lines(prompt, completion)
-    if passed:
-        return [(ln, True) for ln, _ in lines]
-    got = [t.rstrip() for _, t in lines]
-    ref = [t.rstrip() for t in canonical.split("\n") if t.strip()]
-    ok = [False] * len(got)
-    for block in difflib.SequenceMatcher(a=got, b=ref, autojunk=False).get_matching_blocks():
-        for i in range(block.a, block.a + block.size):
-            ok[i] = True
-    if ok and all(ok):
-        ok[-1] = False
-    return [(ln, o) for (ln, _), o in zip(lines, ok)]
-
-
-@dataclass
-class Population:
-    """A simulated crowd. ``spec`` is a list of ``{"kind": ..., "count": n, ...}``:
-
-    - ``reliable`` / ``noisy``: the true label, flipped with probability ``flip``.
-    - ``lenient``: votes "correct" with probability ``accept`` whatever the truth, else truthful.
-    - ``examples``: votes "correct" on every line of a program that passes the two examples shown
-      in the prompt (a plausible-bug acceptor); otherwise truthful with ``flip``.
-    - ``spammer``: "correct" with probability ``p`` (default 0.5), independent of the line.
-    - ``adversary``: the true label flipped with probability ``flip`` (> 0.5).
-
-    ``votes_per_line``: each line gets votes from this many annotators drawn at random (None: all).
-    """
-
-    spec: list[dict]
-    votes_per_line: int | None = None
-
-    def __post_init__(self) -> None:
-        kinds = {"reliable", "noisy", "lenient", "examples", "spammer", "adversary"}
-        self.annotators: list[tuple[str, dict]] = []
-        for i, s in enumerate(self.spec):
-            if s.get("kind") not in kinds:
-                raise ValueError(f"population entry {i}: kind must be one of {sorted(kinds)}, got {s.get('kind')!r}")
-            for j in range(int(s.get("count", 1))):
-                self.annotators.append((f"{s['kind']}{len(self.annotators):02d}", s))
-        if not self.annotators:
-            raise ValueError("population: no annotators")
-        if self.votes_per_line is not None and not 1 <= self.votes_per_line <= len(self.annotators):
-            raise ValueError(f"votes_per_line must be in [1, {len(self.annotators)}], got {self.votes_per_line}")
-
-    def vote(self, rng: random.Random, spec: dict, truth: bool, shown_pass: bool) -> bool:
-        k = spec["kind"]
-        if k in ("reliable", "noisy", "adversary"):
-            return truth if rng.random() >= spec.get("flip", 0.1) else not truth
-        if k == "lenient":
-            return True if rng.random() < spec.get("accept", 0.8) else truth
-        if k == "examples":
-            if shown_pass:
-                return True
-            return truth if rng.random() >= spec.get("flip", 0.1) else not truth
-        return rng.random() < spec.get("p", 0.5)  # spammer
-
-    def votes(self, rng: random.Random, program: str, truths: list[tuple[int, bool]], shown_pass: bool) -> list[tuple]:
-        out = []
-        for ln, t in truths:
-            who = self.annotators
-            if self.votes_per_line is not None:
-                who = rng.sample(self.annotators, self.votes_per_line)
-            for name, spec in who:
-                out.append((program, ln, name, 1 if self.vote(rng, spec, t, shown_pass) else -1))
-        return out
-
-
-DEFAULT_POPULATION = [
-    {"kind": "reliable", "count": 2, "flip": 0.1},
-    {"kind": "noisy", "count": 2, "flip": 0.35},
-    {"kind": "examples", "count": 1, "flip": 0.1},
-    {"kind": "lenient", "count": 1, "accept": 0.8},
-    {"kind": "spammer", "count": 1},
-    {"kind": "adversary", "count": 2, "flip": 0.8},
-]
+    return spec if isinstance(spec, Population) else parse_population(spec)
 
 
 @dataclass
@@ -218,19 +131,20 @@ class CrowdRewarder:
     and proximal estimators see every earlier round; rewards are returned for this call's programs.
     """
 
-    def __init__(self, source: str, workdir: str | Path, *, population: Population | None = None,
+    def __init__(self, source: str, workdir: str | Path, *, population=None, per_program: int | None = None,
                  honeypot_fraction: float = 0.1, crowd_args: list[str] | None = None, cumulative: bool = True,
-                 sandbox=None, seed: int = 0, tau: float = 0.5, line_rule: str = "simple"):
+                 sandbox=None, seed: int = 0, tau: float = 0.5):
         if source not in SOURCES:
             raise ValueError(f"reward source must be one of {SOURCES}, got {source!r}")
         if not 0.0 <= honeypot_fraction <= 1.0:
             raise ValueError(f"honeypot_fraction must be in [0, 1], got {honeypot_fraction}")
-        if line_rule not in LINE_RULES:
-            raise ValueError(f"line_rule must be one of {LINE_RULES}, got {line_rule!r}")
-        self.line_rule = line_rule
         self.source = source
         self.workdir = Path(workdir)
-        self.population = population or Population(DEFAULT_POPULATION)
+        self.population = _population(population if population is not None else DEFAULT_POPULATION)
+        n = len(self.population)
+        if per_program is not None and not 1 <= per_program <= n:
+            raise ValueError(f"per_program must be between 1 and the population size {n}, got {per_program!r}")
+        self.per_program = per_program
         self.honeypot_fraction = honeypot_fraction
         self.crowd_args = list(crowd_args or [])
         self.cumulative = cumulative
@@ -242,6 +156,7 @@ class CrowdRewarder:
     # -- execution + truth
     def score(self, items: list[tuple[str, Any, str]]) -> list[Scored]:
         """``items``: ``(program id, Problem, completion)``. Runs every program in the sandbox."""
+        from rl.lines import line_truth
         from rl.sandbox import Job, Sandbox
 
         own = self.sandbox is None
@@ -260,13 +175,9 @@ class CrowdRewarder:
                 k = r.failing_test  # tests run in order; those before the failing one passed
             else:
                 k = 0
-            if self.line_rule == "rl.lines":
-                from rl.lines import line_truth as shared_rule
-
-                truths = sorted((ln, v == 1) for ln, v in
-                                shared_rule(p.program(c), p.canonical_program, r, prompt=p.prompt).items())
-            else:
-                truths = line_truth(p.prompt, c, p.canonical_solution, r.status == "passed")
+            # the prompt (comment, examples, signature) is never annotated: pass it as the prefix
+            truths = sorted((ln, v == 1) for ln, v in
+                            line_truth(p.program(c), p.canonical_program, r, prompt=p.prompt).items())
             out.append(Scored(prog, p.task_id, r.status == "passed", k / n if n else 0.0, k >= 2, truths))
         return out
 
@@ -302,11 +213,17 @@ class CrowdRewarder:
                     post = [s.pass_frac] * len(lines)
                 recs[s.program] = self._record(s.program, n_lines[s.program], lines, post, self.source, self.tau)
         else:
-            rng = random.Random(f"{self.seed}/{tag}")
             if votes_file is None:
-                votes, truth = [], []
-                for s in scored:
-                    votes.extend(self.population.votes(rng, s.program, s.truths, s.shown_pass))
+                import numpy as np
+
+                from rl.population import simulate
+
+                key = zlib.crc32(f"{self.seed}/{tag}".encode())
+                votes, _ = simulate([(s.program, [ln for ln, _ in s.truths], [1 if t else -1 for _, t in s.truths],
+                                      s.shown_pass) for s in scored],
+                                    self.population, np.random.default_rng([self.seed, key]), self.per_program)
+                rng = random.Random(f"{self.seed}/{tag}")
+                truth = []
                 hp = [s for s in scored if s.truths and rng.random() < self.honeypot_fraction]
                 for s in hp:
                     truth.extend((s.program, ln, 1 if t else -1) for ln, t in s.truths)
@@ -350,7 +267,7 @@ class CrowdRewarder:
                     rows_t.extend([f"{b['tag']}:{r[0]}", *r[1:]] for r in list(csv.reader(f))[1:])
         _write_csv(crowd / "votes_all.csv", ["program", "line", "annotator", "label"], rows_v)
         _write_csv(crowd / "truth_all.csv", ["program", "line", "truth"], rows_t)
-        _atomic_write(index, json.dumps(batches, indent=1))
+        _write_text(index, json.dumps(batches, indent=1))
         return crowd / "votes_all.csv", (crowd / "truth_all.csv") if rows_t else None
 
     def _fit(self, votes: Path, truth: Path | None, out: Path) -> dict:
@@ -381,6 +298,7 @@ class CrowdRewarder:
 def evaluate_pass(model, tokenizer, problems, *, n: int, temperature: float, max_new_tokens: int, seed: int,
                   sandbox, batch_size: int = 64, progress: bool = False) -> dict:
     """Sample ``n`` completions per problem; unbiased pass@1 and pass@10 (if n >= 10), per template too."""
+    from rl.passk import pass_at_k_one as pass_at_k
     from rl.rollouts import generate
     from rl.sandbox import Job
     from rl.synthetic import template_of
@@ -418,7 +336,8 @@ class LoopConfig:
     prompts_per_round, samples, temperature, max_new_tokens: generation per round.
     reward_source: a crowdstat method (majority, sequential, proximal, em1, em2, bayes),
         ``true_lines`` or ``execution``. crowd_args: extra ``crowdstat fit`` options.
-    annotate: ``simulate`` or ``pause`` (human round trip). population, votes_per_line,
+    annotate: ``simulate`` or ``pause`` (human round trip). population (an :mod:`rl.population`
+        spec: compact string or list of objects), per_program (annotators per program; None = all),
         honeypot_fraction: the simulated crowd.
     ppo: rl.ppo.PPOConfig fields. lora: rl.models.LoraSpec fields.
     bench: rl.synthetic.make_benchmark arguments. eval: held-out evaluation (n samples at round 0
@@ -426,7 +345,6 @@ class LoopConfig:
         held-out problems of each template; 0 = all), n_problems (random subset; 0 = all),
         every (rounds), max_new_tokens).
     seed: generation, crowd and LoRA-init seed. threads: torch CPU threads.
-    line_rule: "simple" (this module's :func:`line_truth`) or "rl.lines" (the shared rule).
     """
 
     model: str = ""
@@ -439,8 +357,8 @@ class LoopConfig:
     reward_source: str = "sequential"
     crowd_args: list = field(default_factory=list)
     annotate: str = "simulate"
-    population: list = field(default_factory=lambda: [dict(d) for d in DEFAULT_POPULATION])
-    votes_per_line: int | None = None
+    population: Any = DEFAULT_POPULATION
+    per_program: int | None = None
     honeypot_fraction: float = 0.1
     ppo: dict = field(default_factory=lambda: {"learning_rate": 1e-4, "ppo_epochs": 2, "minibatch_size": 32,
                                                "reward_mode": "lines"})
@@ -449,11 +367,8 @@ class LoopConfig:
     eval: dict = field(default_factory=lambda: {"n": 10, "temperature": 0.8, "n_problems": 0, "every": 1})
     seed: int = 0
     threads: int = 2
-    line_rule: str = "simple"
 
     def __post_init__(self) -> None:
-        if self.line_rule not in LINE_RULES:
-            raise ValueError(f"loop config: line_rule must be one of {LINE_RULES}, got {self.line_rule!r}")
         if not self.model:
             raise ValueError("loop config: 'model' (the warm-started model directory) is required")
         if self.reward_source not in SOURCES:
@@ -462,7 +377,10 @@ class LoopConfig:
             raise ValueError(f"loop config: annotate must be 'simulate' or 'pause', got {self.annotate!r}")
         if self.rounds < 1 or self.prompts_per_round < 1 or self.samples < 1:
             raise ValueError("loop config: rounds, prompts_per_round and samples must be >= 1")
-        Population(self.population, self.votes_per_line)  # validates
+        n = len(_population(self.population))  # validates the spec
+        if self.per_program is not None and not 1 <= self.per_program <= n:
+            raise ValueError(f"loop config: per_program must be between 1 and the population size {n}, "
+                             f"got {self.per_program!r}")
 
 
 def load_config(path: str | Path, **overrides) -> LoopConfig:
@@ -553,7 +471,7 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
                              "resume with the same config")
     else:
         state = {"round": 0, "history": [], "config": json.loads(json.dumps(cfg_dict)), "checkpoint": None}
-        _atomic_write(out / "config.json", json.dumps(cfg_dict, indent=1))
+        _write_text(out / "config.json", json.dumps(cfg_dict, indent=1))
 
     bench = make_benchmark(**cfg.bench)
     by_task = {p.task_id: p for p in bench.train + bench.heldout}
@@ -592,8 +510,8 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
     t_start = time.time()
 
     def commit(st: dict) -> None:
-        _atomic_write(state_file, json.dumps(st, indent=1))
-        _atomic_write(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st["history"]))
+        _write_text(state_file, json.dumps(st, indent=1))
+        _write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st["history"]))
 
     def log(h: dict) -> None:
         for k in ("pass@1", "pass@10", "mean_reward", "true_line_frac", "exec_pass_rate", "line_accuracy"):
@@ -602,10 +520,9 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
         tb.flush()
 
     with Sandbox(workers=2) as sb:
-        rewarder = CrowdRewarder(cfg.reward_source, out / "crowdwork", population=Population(cfg.population,
-                                 cfg.votes_per_line), honeypot_fraction=cfg.honeypot_fraction,
-                                 crowd_args=[str(a) for a in cfg.crowd_args], sandbox=sb, seed=cfg.seed,
-                                 line_rule=cfg.line_rule)
+        rewarder = CrowdRewarder(cfg.reward_source, out / "crowdwork", population=cfg.population,
+                                 per_program=cfg.per_program, honeypot_fraction=cfg.honeypot_fraction,
+                                 crowd_args=[str(a) for a in cfg.crowd_args], sandbox=sb, seed=cfg.seed)
         if state["round"] == 0 and not state["history"]:
             t0 = time.time()
             if initial_eval is not None:  # the same base model and eval seed were evaluated already
@@ -648,7 +565,7 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
                         f"  put the votes in {votes_file} (program,line,annotator,label; lines numbered in `code`)\n"
                         f"  optional honeypot truth: {rdir / 'truth.csv'} (program,line,truth)\n"
                         f"  then run: rl loop --config <the same config> --resume\n")
-                    _atomic_write(rdir / "PAUSED.txt", instructions)
+                    _write_text(rdir / "PAUSED.txt", instructions)
                     tb.close()
                     raise PausedForAnnotation(instructions)
                 truth_file = rdir / "truth.csv" if (rdir / "truth.csv").exists() else None

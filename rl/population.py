@@ -18,6 +18,9 @@ kind           params (default)            model
                                            specificity = P(vote correct | line correct)
 ``lazy``       ``a`` (0.5)                 accepts a line unseen with probability a, else votes the
                                            truth: sensitivity 1 - a, specificity 1 (a biased rater)
+``examples``   ``p`` (0.9)                 checks only the examples shown in the prompt: votes
+                                           "correct" on every line of a program whose shown examples
+                                           pass (the plausible-bug acceptor); otherwise one-coin p
 =============  ==========================  ==========================================================
 
 ``count`` defaults to 1. The same population as JSON (a string starting with ``[`` or a path to a
@@ -33,6 +36,11 @@ Votes
 replacement with the Generator, and each of them labels every annotated line of the program:
 vote = truth with probability specificity (truth correct) or sensitivity (truth wrong), else the
 opposite label. Draws go program by program in input order, so a seed fixes everything.
+An ``examples`` annotator is the one kind whose vote depends on the program, not only on the
+line: a program may carry a fourth field ``shown_pass`` (its two prompt examples pass), and then
+every ``examples`` annotator votes +1 on all its lines (the random draws are made all the same,
+so the other annotators' votes do not depend on it). Its nominal sensitivity/specificity (p, p)
+hold for programs whose shown examples fail.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ KINDS = {
     "spammer": ("q", 0.5),
     "twocoin": ("sens/spec", None),
     "lazy": ("a", 0.5),
+    "examples": ("p", 0.9),
 }
 
 _ENTRY = re.compile(r"^\s*([a-z]+)\s*(?::\s*(\d+)\s*)?(?:@\s*([^,]*?)\s*)?$")
@@ -63,7 +72,9 @@ _ENTRY = re.compile(r"^\s*([a-z]+)\s*(?::\s*(\d+)\s*)?(?:@\s*([^,]*?)\s*)?$")
 @dataclass(frozen=True)
 class Annotator:
     """One simulated annotator: id, kind, sensitivity = P(vote wrong | wrong),
-    specificity = P(vote correct | correct), and p for one-coin kinds (else None)."""
+    specificity = P(vote correct | correct), and p for one-coin kinds (else None).
+    ``kind == "examples"``: (p, p) on programs whose shown examples fail; +1 on every line of a
+    program whose shown examples pass (see :func:`simulate`)."""
 
     id: str
     kind: str
@@ -101,6 +112,8 @@ def _make(kind: str, count: int, params: dict, where: str) -> list[tuple[str, fl
     if form == "p":
         if kind == "adversary" and v >= 0.5:
             raise ValueError(f"{where}: an adversary has p < 0.5, got {v} (use onecoin for p >= 0.5)")
+        if kind == "examples":  # not one-coin overall: its accuracy depends on the programs
+            return [(kind, v, v, None)] * count
         return [(kind, v, v, v)] * count
     if form == "q":  # spammer: says correct with probability q
         return [(kind, round(1.0 - v, 12), v, 0.5 if v == 0.5 else None)] * count
@@ -199,8 +212,10 @@ def simulate(programs, population: Population, rng: np.random.Generator, per_pro
 
     Parameters
     ----------
-    programs : iterable of ``(program_id, lines, truth)`` with ``truth[i]`` in {+1, -1} the true
-        label of ``lines[i]``.
+    programs : iterable of ``(program_id, lines, truth)`` or ``(program_id, lines, truth,
+        shown_pass)`` with ``truth[i]`` in {+1, -1} the true label of ``lines[i]`` and
+        ``shown_pass`` (default False) whether the program passes the examples shown in its
+        prompt (only ``examples`` annotators look at it).
     population : the annotators.
     rng : a numpy Generator (all draws come from it, program by program).
     per_program : annotators per program (None: all of them).
@@ -216,9 +231,18 @@ def simulate(programs, population: Population, rng: np.random.Generator, per_pro
         raise ValueError(f"per_program must be between 1 and the population size {n}, got {per_program!r}")
     sens, spec = population.sensitivity, population.specificity
     ids = [a.id for a in population.annotators]
+    shown_acceptor = np.array([a.kind == "examples" for a in population.annotators])
     rows = []
     seen = {a: [0, 0] for a in ids}
-    for pid, lines, truth in programs:
+    for prog in programs:
+        if len(prog) == 3:
+            (pid, lines, truth), shown_pass = prog, False
+        elif len(prog) == 4:
+            pid, lines, truth, shown_pass = prog
+        else:
+            raise ValueError(f"program entries are (id, lines, truth[, shown_pass]), got {len(prog)} fields")
+        if len(lines) != len(truth):
+            raise ValueError(f"program {pid!r}: {len(lines)} lines but {len(truth)} truth labels")
         t = np.asarray(truth, dtype=np.int64)
         if t.size and not np.isin(t, (-1, 1)).all():
             raise ValueError(f"program {pid!r}: truth must be +1/-1, got {sorted(set(t.tolist()))}")
@@ -226,6 +250,8 @@ def simulate(programs, population: Population, rng: np.random.Generator, per_pro
         u = rng.random((len(who), len(t)))
         p_true = np.where(t[None, :] == 1, spec[who][:, None], sens[who][:, None])
         votes = np.where(u < p_true, t[None, :], -t[None, :])
+        if shown_pass:
+            votes = np.where(shown_acceptor[who][:, None], 1, votes)
         for j, a in enumerate(who):
             seen[ids[a]][0] += int((t == -1).sum())
             seen[ids[a]][1] += int((t == 1).sum())

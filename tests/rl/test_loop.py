@@ -10,8 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rl.loop import (CrowdRewarder, LoopConfig, PausedForAnnotation, Population, load_config, line_truth,
-                     run_rounds)
+from rl.loop import DEFAULT_POPULATION, CrowdRewarder, LoopConfig, PausedForAnnotation, load_config, run_rounds
 from rl.sft import SFTConfig, warm_start
 from rl.synthetic import make_benchmark
 
@@ -41,30 +40,19 @@ def _adapter(run_dir):
     return st, load_file(str(run_dir / st["checkpoint"] / "adapter_model.safetensors"))
 
 
-def test_line_truth():
-    prompt = "# p\ndef f(x):\n"
-    canon = "    y = x * 2\n    return y + 1\n"
-    assert line_truth(prompt, canon, canon, True) == [(3, True), (4, True)]
-    assert line_truth(prompt, "    y = x + 2\n    return y + 1\n", canon, False) == [(3, False), (4, True)]
-    # matching lines but failing (truncated): the last line is blamed
-    assert line_truth(prompt, "    y = x * 2\n", canon, False) == [(3, False)]
-    assert line_truth(prompt, "\n\n", canon, False) == []
+def test_default_population_is_the_biased_crowd():
+    from rl.population import parse_population
 
-
-def test_population_biases():
-    pop = Population([{"kind": "reliable", "flip": 0.1}, {"kind": "adversary", "flip": 0.8},
-                      {"kind": "lenient", "accept": 1.0}, {"kind": "examples", "flip": 0.0}])
-    rng = random.Random(0)
-    truths = [(i, i % 2 == 0) for i in range(4000)]
-    votes = pop.votes(rng, "p", truths, shown_pass=True)
-    acc = {}
-    for (_, ln, who, lab) in votes:
-        acc.setdefault(who, []).append((lab == 1) == (ln % 2 == 0))
-    rate = {k[:-2]: sum(v) / len(v) for k, v in acc.items()}
-    assert abs(rate["reliable"] - 0.9) < 0.03 and abs(rate["adversary"] - 0.2) < 0.03
-    assert abs(rate["lenient"] - 0.5) < 0.03 and abs(rate["examples"] - 0.5) < 0.03  # both say "correct" always
-    with pytest.raises(ValueError, match="kind must be one of"):
-        Population([{"kind": "oracle"}])
+    pop = parse_population(DEFAULT_POPULATION)
+    assert [a.id for a in pop.annotators] == ["expert01", "expert02", "novice01", "novice02", "examples01", "lazy01",
+                                             "spammer01", "adversary01", "adversary02"]
+    by = {a.id: a for a in pop.annotators}
+    assert (by["lazy01"].sensitivity, by["lazy01"].specificity) == pytest.approx((0.2, 1.0))
+    assert by["adversary02"].p == 0.2 and by["examples01"].kind == "examples"
+    with pytest.raises(ValueError, match="unknown annotator kind"):
+        LoopConfig(model="m", population="oracle:2")
+    with pytest.raises(ValueError, match="per_program must be between 1 and the population size 9"):
+        LoopConfig(model="m", per_program=10)
 
 
 def test_crowd_rewarder_sources(tmp_path):
@@ -74,18 +62,24 @@ def test_crowd_rewarder_sources(tmp_path):
              for i, p in enumerate(probs)]
     recs, scored, _ = CrowdRewarder("true_lines", tmp_path / "t").rewards(items, "b1")
     assert [recs[f"p{i}"]["reward"] == 1.0 for i in range(6)] == [i % 2 == 0 for i in range(6)]
-    recs2, scored2, _ = CrowdRewarder("true_lines", tmp_path / "t2", line_rule="rl.lines").rewards(items, "b1")
-    assert [recs2[f"p{i}"]["reward"] == 1.0 for i in range(6)] == [i % 2 == 0 for i in range(6)]
-    # both rules blame exactly the changed line of these one-line-bug programs
-    assert [s.truths for s in scored2] == [s.truths for s in scored]
-    with pytest.raises(ValueError, match="line_rule must be one of"):
-        CrowdRewarder("true_lines", tmp_path / "x", line_rule="vibes")
+    # the line truth is rl.lines' rule with the prompt as the unannotated prefix: exactly the changed
+    # line of these one-line-bug programs is wrong, and the prompt's `def` line is never annotated
+    from rl.lines import line_truth
+
+    for (prog, p, c), sc in zip(items, scored):
+        first = p.prompt.count("\n") + 1
+        assert [ln for ln, _ in sc.truths] == list(range(first, first + len(c.splitlines())))
+        canon = p.canonical_solution.splitlines()
+        assert [t for _, t in sc.truths] == [a == b for a, b in zip(c.splitlines(), canon)] or sc.passed
+        assert dict(sc.truths) == {ln: v == 1 for ln, v in line_truth(p.program(c), p.canonical_program, sc.passed,
+                                                                      prompt=p.prompt).items()}
+    assert sum(not t for s in scored for _, t in s.truths) == 3  # one wrong line per buggy program
     recs, scored, _ = CrowdRewarder("execution", tmp_path / "e").rewards(items, "b1")
     assert [s.passed for s in scored] == [i % 2 == 0 for i in range(6)]
     assert all(recs[f"p{i}"]["reward"] == 1.0 for i in range(0, 6, 2))
     assert all(recs[f"p{i}"]["reward"] < 1.0 for i in range(1, 6, 2))
     # a reliable crowd through `crowdstat fit` (subprocess) recovers the line truth
-    rw = CrowdRewarder("majority", tmp_path / "m", population=Population([{"kind": "reliable", "count": 5, "flip": 0.05}]))
+    rw = CrowdRewarder("majority", tmp_path / "m", population="expert:5@0.95")
     recs, scored, info = rw.rewards(items, "b1")
     assert info["line_accuracy"] >= 0.9
     assert (tmp_path / "m" / "b1" / "fit" / "rewards.jsonl").exists()

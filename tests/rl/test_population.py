@@ -114,3 +114,24 @@ def test_realised_reliability():
     assert pop.realised_reliability(nov, 3, 7) == 0.7
     assert pop.realised_reliability(two, 2, 8) == pytest.approx((2 * 0.9 + 8 * 0.6) / 10, abs=0, rel=1e-15)
     assert pop.realised_reliability(lazy, 0, 0) == 0.75
+
+
+def test_examples_rater_accepts_programs_whose_shown_examples_pass():
+    p = pop.parse_population("examples:1@0.9,expert:1@0.9")
+    ex, expert = p.annotators
+    assert (ex.kind, ex.sensitivity, ex.specificity, ex.p) == ("examples", 0.9, 0.9, None)
+    assert pop.parse_population("examples").annotators[0].sensitivity == 0.9  # default p
+    truth = [-1, 1] * 1000
+    lines = list(range(1, 2001))
+    shown, _ = pop.simulate([("a", lines, truth, True)], p, np.random.default_rng(5))
+    hidden, _ = pop.simulate([("a", lines, truth, False)], p, np.random.default_rng(5))
+    three, _ = pop.simulate([("a", lines, truth)], p, np.random.default_rng(5))
+    assert hidden == three  # shown_pass defaults to False
+    ex_shown = [lab for _, _, a, lab in shown if a == "examples01"]
+    assert ex_shown == [1] * 2000  # approves every line, the wrong ones too
+    acc = np.mean([lab == t for (_, ln, a, lab) in hidden if a == "examples01" for t in [truth[ln - 1]]])
+    assert abs(acc - 0.9) < 0.03  # one-coin 0.9 when the shown examples fail
+    # the other annotators' votes do not depend on shown_pass (same draws)
+    assert [r for r in shown if r[2] == "expert01"] == [r for r in hidden if r[2] == "expert01"]
+    with pytest.raises(ValueError, match="2 lines but 3 truth labels"):
+        pop.simulate([("b", [1, 2], [1, 1, -1])], p, np.random.default_rng(0))
