@@ -9,7 +9,7 @@ weights held *before* the task, then applied together:
     w   <- clip(w, -w_max, w_max)
 
 The scan runs over fixed-size padded task blocks (:func:`task_blocks`), so there is no Python
-loop over tasks or votes, and one compiled program serves every table whose blocks have the
+loop over tasks or votes (on the CPU the same loop runs as a native FFI kernel, see :func:`run`), and one compiled program serves every table whose blocks have the
 same padded shape. ``lam``, ``pbar_honeypot``, ``w_max``, ``delta`` and the prior are runtime
 arguments (vmappable), not compile-time constants.
 """
@@ -107,29 +107,89 @@ def init(n_annotators: int, nu=0.7, delta=1e-6, w_max=np.inf, dtype=jnp.float32)
     return SequentialState(w=w, n_tasks=jnp.zeros((), jnp.int32))
 
 
+# Up to this many annotators the clip runs over the whole weight vector (one vectorised pass,
+# cheaper than a second scatter); above it only the touched entries are clipped. Both equal
+# MATH.md's w <- clip(w) because untouched entries are already inside [-w_max, w_max] (w0 is
+# clipped once in :func:`run`).
+FULL_CLIP_MAX = 4096
+
+
 def update(state: SequentialState, block, params: SequentialParams) -> tuple[SequentialState, SequentialInfo]:
-    """One task of eq. (8). ``block`` is one row of :class:`TaskBlocks` (line_local, annotator, label, truth)."""
+    """One task of eq. (8). ``block`` is one row of :class:`TaskBlocks` (line_local, annotator, label, truth).
+
+    ``w`` must already lie in [-w_max, w_max] (as :func:`init` and :func:`run` make it).
+    """
     line_local, ann, label, truth, n_lines_block = block
     w = state.w
     dtype = w.dtype
     lab = label.astype(dtype)  # 0 on padding, so padded votes contribute nothing below
     lb = n_lines_block.shape[0]
-    l_line = jax.ops.segment_sum(lab * w[ann], line_local, num_segments=lb) + params.prior_logit
-    lv = l_line[line_local]  # pre-task logit of each vote's line
+    # Indices come from task_blocks (annotator < len(w), line_local < Lb): no bounds checks.
+    w_v = w.at[ann].get(mode="promise_in_bounds")
+    l_line = jax.ops.segment_sum(lab * w_v, line_local, num_segments=lb, mode="promise_in_bounds") + params.prior_logit
+    lv = l_line.at[line_local].get(mode="promise_in_bounds")  # pre-task logit of each vote's line
     is_hp = truth != 0
     r = jnp.where(is_hp, truth.astype(dtype), jnp.sign(lv))
     logit_pbar = jnp.where(is_hp, params.logit_pbar_honeypot, jnp.minimum(jnp.abs(lv), params.logit_cap))
     step = params.lam * lab * r * logit_pbar
-    w = w.at[ann].add(step)
-    # Clip only the touched entries: O(B) per task, not O(n_annotators).
-    w = w.at[ann].set(jnp.clip(w[ann], -params.w_max, params.w_max))
+    w = w.at[ann].add(step, mode="promise_in_bounds")
+    if w.shape[0] <= FULL_CLIP_MAX:
+        w = jnp.clip(w, -params.w_max, params.w_max)
+    else:  # clip only the touched entries: O(B) per task, not O(n_annotators)
+        w = w.at[ann].set(jnp.clip(w.at[ann].get(mode="promise_in_bounds"), -params.w_max, params.w_max), mode="promise_in_bounds")
     n_upd = jnp.sum((step != 0).astype(jnp.int32))
     return SequentialState(w=w, n_tasks=state.n_tasks + 1), SequentialInfo(w=w, n_updates=n_upd)
 
 
-@partial(jax.jit, static_argnames=("keep_trajectory",))
-def run(blocks: TaskBlocks, w0: jax.Array, params: SequentialParams, keep_trajectory: bool = True):
-    """Eq. (8) over all tasks as one compiled ``lax.scan``.
+def _use_native(backend: str) -> str | None:
+    if backend not in ("auto", "native", "xla"):
+        raise ValueError(f"backend must be 'auto', 'native' or 'xla', got {backend!r}")
+    if backend == "xla" or jax.default_backend() != "cpu":
+        if backend == "native":
+            raise ValueError("backend='native' runs on the CPU only; the default backend is " + jax.default_backend())
+        return None
+    from crowdstat import _native
+
+    name = _native.sequential_target()
+    if name is None and backend == "native":
+        raise RuntimeError("backend='native': the native kernel could not be built or is disabled (CROWDSTAT_NATIVE=0)")
+    return name
+
+
+def _run_native(name: str, blocks: TaskBlocks, w0: jax.Array, params: SequentialParams, keep_trajectory: bool):
+    dtype = w0.dtype
+    suffix = {jnp.dtype(jnp.float32): "f32", jnp.dtype(jnp.float64): "f64"}.get(jnp.dtype(dtype))
+    if suffix is None:
+        raise TypeError(f"the native sequential kernel takes float32 or float64 weights, got {dtype}")
+    n_tasks, n_ann = blocks.label.shape[0], w0.shape[0]
+    p = jnp.stack([params.lam, params.logit_pbar_honeypot, params.w_max, params.logit_cap, params.prior_logit]).astype(dtype)
+    out = (
+        jax.ShapeDtypeStruct((n_ann,), dtype),
+        jax.ShapeDtypeStruct((n_tasks,), jnp.int32),
+        jax.ShapeDtypeStruct((n_tasks if keep_trajectory else 0, n_ann), dtype),
+    )
+    call = jax.ffi.ffi_call(f"{name}_{suffix}", out, vmap_method="sequential")
+    w, n_upd, traj = call(
+        jnp.asarray(blocks.line_local, jnp.int32),
+        jnp.asarray(blocks.annotator, jnp.int32),
+        jnp.asarray(blocks.label, jnp.int8),
+        jnp.asarray(blocks.truth, jnp.int8),
+        w0,
+        p,
+        n_lines_block=np.int64(blocks.n_lines_block.shape[0]),
+    )
+    state = SequentialState(w=w, n_tasks=jnp.asarray(n_tasks, jnp.int32))
+    return state, SequentialInfo(w=traj if keep_trajectory else None, n_updates=n_upd)
+
+
+@partial(jax.jit, static_argnames=("keep_trajectory", "backend"))
+def run(blocks: TaskBlocks, w0: jax.Array, params: SequentialParams, keep_trajectory: bool = True, backend: str = "auto"):
+    """Eq. (8) over all tasks as one compiled program.
+
+    ``backend="auto"`` runs the native CPU kernel (:mod:`crowdstat._native`, a C++ loop called
+    through the XLA FFI inside this jitted function) when the default backend is the CPU and the
+    kernel is available, else the pure-JAX ``lax.scan`` over task blocks (``backend="xla"``, also
+    the path on GPU/TPU). Both give the same weights (float32 rounding aside).
 
     Returns
     -------
@@ -139,6 +199,10 @@ def run(blocks: TaskBlocks, w0: jax.Array, params: SequentialParams, keep_trajec
         Per task (leading axis n_tasks): the weights after the task (if ``keep_trajectory``,
         else ``None``) and the number of votes that moved a weight.
     """
+    w0 = jnp.clip(w0, -params.w_max, params.w_max)  # MATH.md: weights live in [-w_max, w_max]
+    name = _use_native(backend)
+    if name is not None:
+        return _run_native(name, blocks, w0, params, keep_trajectory)
     nlb = blocks.n_lines_block
 
     def body(state, xs):

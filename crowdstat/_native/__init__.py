@@ -1,0 +1,98 @@
+"""Native CPU kernels, called from jitted code through the XLA FFI.
+
+XLA:CPU runs a ``lax.scan`` whose body is a dozen small gathers and scatters as a dozen
+separate thunks per step, about 1-2 microseconds a step whatever the work inside. The
+sequential update (eq. 8) is such a scan over tasks, so on the CPU it runs here instead: a
+plain C++ loop (``sequential.cc``) registered as an FFI target and called with
+``jax.ffi.ffi_call`` inside the same jitted function, so there is no host round trip.
+
+The shared library is compiled on first use with the system C++ compiler against the headers
+jaxlib ships (``jax.ffi.include_dir()``), into a per-user cache keyed by the source and the
+jaxlib version (``$CROWDSTAT_NATIVE_CACHE``, default ``~/.cache/crowdstat/native``); the build
+goes to a temporary file that is renamed into place. Without a compiler, or with
+``CROWDSTAT_NATIVE=0``, the kernels report ``None`` and callers use the pure-JAX version (the
+same numbers: the tests compare both).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+__all__ = ["sequential_target", "enabled", "library_path"]
+
+_SRC = Path(__file__).with_name("sequential.cc")
+_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC"]
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def enabled() -> bool:
+    """False when ``CROWDSTAT_NATIVE`` is 0/false/no/off."""
+    return os.environ.get("CROWDSTAT_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("CROWDSTAT_NATIVE_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "crowdstat" / "native"
+
+
+def library_path() -> Path:
+    """Where the compiled library for this source and jaxlib lives (built or not)."""
+    import jax
+    import jaxlib
+
+    key = hashlib.sha256(_SRC.read_bytes() + jaxlib.__version__.encode() + " ".join(_FLAGS).encode() + jax.ffi.include_dir().encode()).hexdigest()[:16]
+    return _cache_root() / key / "libcrowdstat_native.so"
+
+
+def _build() -> Path:
+    import jax
+
+    out = library_path()
+    if out.exists():
+        return out
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if not cxx:
+        raise RuntimeError("no C++ compiler found (set CXX)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        cmd = [cxx, *_FLAGS, "-I", jax.ffi.include_dir(), str(_SRC), "-o", tmp]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+        os.replace(tmp, out)  # atomic: a concurrent build renames an identical file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def sequential_target() -> str | None:
+    """Name prefix of the registered FFI targets (``<name>_f32`` / ``<name>_f64``), or None if unavailable."""
+    with _lock:
+        if "sequential" not in _state:
+            _state["sequential"] = None
+            if enabled():
+                try:
+                    import jax
+
+                    lib = ctypes.cdll.LoadLibrary(str(_build()))
+                    for suffix, sym in (("f32", "CrowdstatSequentialF32"), ("f64", "CrowdstatSequentialF64")):
+                        jax.ffi.register_ffi_target(f"crowdstat_sequential_{suffix}", jax.ffi.pycapsule(getattr(lib, sym)), platform="cpu")
+                    _state["sequential"] = "crowdstat_sequential"
+                except Exception as e:  # noqa: BLE001 - any failure means: use the lax.scan version
+                    warnings.warn(f"crowdstat: native sequential kernel unavailable ({e}); using the lax.scan version", RuntimeWarning, stacklevel=2)
+        return _state["sequential"]
