@@ -2,8 +2,10 @@
 
 Competitors, same data and parameters (lam = 0.05, w_max = 8 so that the weights stay finite
 over 10^5 tasks, pbar_honeypot = 0.99, nu = 0.7):
-- crowdstat: ``sequential.run`` (one compiled ``lax.scan`` over padded task blocks, float32,
-  no trajectory); the host-side grouping ``task_blocks`` is reported apart (done once per table);
+- crowdstat: ``sequential.run`` (float32, no trajectory) with its default CPU backend, the native
+  kernel called through the XLA FFI inside the jitted function; also the pure-JAX ``lax.scan``
+  over padded task blocks (``backend="xla"``, the GPU path); the host-side grouping
+  ``task_blocks`` is reported apart (done once per table);
 - numpy: a Python loop over tasks with vectorised NumPy inside each task (float64);
 - python: a Python loop over tasks and votes (the paper's sample-code style).
 The two loop baselines cost a constant per task, so they are timed on the first tasks up to
@@ -110,6 +112,9 @@ def run(sizes, repeat=5, loop_cap=10**6, seed=0, check_float32=True):
             st0 = seq.init(m, p["nu"], p["delta"], p["w_max"], jnp.float64)
             st, _ = seq.run(sub, st0.w, prm, keep_trajectory=False)
             w_cs64 = np.asarray(st.w)
+            st_x, _ = seq.run(sub, st0.w, prm, keep_trajectory=False, backend="xla")
+            err_x = float(np.max(np.abs(np.asarray(st_x.w) - w_cs64)))
+            assert err_x < 1e-9, f"K2 crowdstat scan != native at n={n}: {err_x:.3g}"
         t_np = timeit(lambda: numpy_loop(v, n_sub, w0_np, p), repeat=max(1, min(3, repeat // 2)), warmup=False)
         err = float(np.max(np.abs(w_cs64 - t_np["result"])))
         assert err < 1e-9, f"K2 crowdstat (float64) != NumPy loop at n={n}: max |dw| = {err:.3g}"
@@ -131,6 +136,11 @@ def run(sizes, repeat=5, loop_cap=10**6, seed=0, check_float32=True):
         w0 = seq.init(m, p["nu"], p["delta"], p["w_max"], jnp.float32).w
         f = lambda: seq.run(blocks, w0, prm32, keep_trajectory=False)[0].w  # noqa: E731
         t_cs = jit_timing(f, repeat=repeat, min_time=0.3)
+        f_x = lambda: seq.run(blocks, w0, prm32, keep_trajectory=False, backend="xla")[0].w  # noqa: E731
+        t_x = jit_timing(f_x, repeat=repeat, min_time=0.3)
+        from crowdstat import _native
+
+        backend = "native" if _native.sequential_target() is not None else "xla"
         w32 = np.asarray(t_cs["result"])
         assert np.all(np.isfinite(w32))
         # float32 vs float64 over many tasks: sign(l_j) decisions can flip near 0; reported, not asserted.
@@ -152,6 +162,9 @@ def run(sizes, repeat=5, loop_cap=10**6, seed=0, check_float32=True):
                 "crowdstat_ns_per_vote": cs_ns,
                 "crowdstat_s": t_cs["median_s"],
                 "crowdstat_compile_s": t_cs["compile_s"],
+                "crowdstat_backend": backend,
+                "scan_ns_per_vote": ns_per(t_x["median_s"], n),
+                "scan_compile_s": t_x["compile_s"],
                 "numpy_ns_per_vote": np_ns,
                 "python_ns_per_vote": py_ns,
                 "loop_votes_timed": votes_sub,
@@ -164,7 +177,7 @@ def run(sizes, repeat=5, loop_cap=10**6, seed=0, check_float32=True):
         )
         print(
             f"  K2 n={n:>9,} ({n_tasks} tasks, block {blocks_np.label.shape[1]}): crowdstat {cs_ns:.2f} ns/vote "
-            f"(compile {t_cs['compile_s']:.2f}s, task_blocks {t_blocks['median_s']:.2f}s), numpy loop {np_ns:.0f}, python {py_ns:.0f} ns/vote",
+            f"({backend}; compile {t_cs['compile_s']:.2f}s, task_blocks {t_blocks['median_s']:.2f}s; lax.scan {ns_per(t_x['median_s'], n):.2f}), numpy loop {np_ns:.0f}, python {py_ns:.0f} ns/vote",
             flush=True,
         )
     return rows

@@ -29,10 +29,10 @@ def markdown(res: dict) -> str:
                        f"{r['python_ns_per_vote']:.0f} | {bw.get('limit_ns_per_vote', float('nan')):.2f} | {r['speedup_vs_numpy']:.1f} | {r['speedup_vs_python']:.0f} |")
     if res.get("k2"):
         out += ["", "**K2 sequential update (eq. 8)**, ns per vote (median); loops timed on the first <= 10^6 votes", "",
-                "| votes | tasks | crowdstat | compile (s) | task_blocks (s) | NumPy per task | Python loop | x NumPy | x Python | max dw f32 vs f64 |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| votes | tasks | crowdstat (native FFI) | compile (s) | task_blocks (s) | crowdstat lax.scan | NumPy per task | Python loop | x NumPy | x Python | max dw f32 vs f64 |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in res["k2"]:
-            out.append(f"| {r['n_votes']:.0e} | {r['n_tasks']} | {r['crowdstat_ns_per_vote']:.1f} | {r['crowdstat_compile_s']:.2f} | {r['task_blocks_s']:.2f} | "
+            out.append(f"| {r['n_votes']:.0e} | {r['n_tasks']} | {r['crowdstat_ns_per_vote']:.1f} | {r['crowdstat_compile_s']:.2f} | {r['task_blocks_s']:.2f} | {_f(r.get('scan_ns_per_vote'), '.1f')} | "
                        f"{r['numpy_ns_per_vote']:.0f} | {r['python_ns_per_vote']:.0f} | {r['speedup_vs_numpy']:.1f} | {r['speedup_vs_python']:.1f} | "
                        f"{_f(r.get('max_abs_dw_float32_vs_float64'), '.1e')} |")
     k3 = res.get("k3") or {}

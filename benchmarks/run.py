@@ -146,7 +146,7 @@ def plots(res: dict, out: Path, stem: str) -> list[str]:
     files = []
     series = {
         "k1": ("K1 posteriors + rewards", [("crowdstat_ns_per_vote", "crowdstat (ELL layout)"), ("segment_ns_per_vote", "crowdstat (vote list)"), ("numpy_ns_per_vote", "NumPy (bincount)"), ("python_ns_per_vote", "Python loop")]),
-        "k2": ("K2 sequential update", [("crowdstat_ns_per_vote", "crowdstat scan"), ("numpy_ns_per_vote", "NumPy per task"), ("python_ns_per_vote", "Python loop")]),
+        "k2": ("K2 sequential update", [("crowdstat_ns_per_vote", "crowdstat (native FFI)"), ("scan_ns_per_vote", "crowdstat lax.scan"), ("numpy_ns_per_vote", "NumPy per task"), ("python_ns_per_vote", "Python loop")]),
     }
     for key, (title, cols) in series.items():
         rows = res.get(key) or []
