@@ -6,9 +6,9 @@ sequential update (eq. 8) is such a scan over tasks, so on the CPU it runs here 
 plain C++ loop (``sequential.cc``) registered as an FFI target and called with
 ``jax.ffi.ffi_call`` inside the same jitted function, so there is no host round trip.
 
-The shared library is compiled on first use with the system C++ compiler against the headers
-jaxlib ships (``jax.ffi.include_dir()``), into a per-user cache keyed by the source and the
-jaxlib version (``$CROWDSTAT_NATIVE_CACHE``, default ``~/.cache/crowdstat/native``); the build
+The shared library is compiled on first use (about 5-10 s) with the system C++ compiler
+(``-O3 -march=native``) against the headers jaxlib ships (``jax.ffi.include_dir()``), into a
+per-user cache keyed by the source, the jaxlib version and the CPU's feature flags (``$CROWDSTAT_NATIVE_CACHE``, default ``~/.cache/crowdstat/native``); the build
 goes to a temporary file that is renamed into place. Without a compiler, or with
 ``CROWDSTAT_NATIVE=0``, the kernels report ``None`` and callers use the pure-JAX version (the
 same numbers: the tests compare both).
@@ -29,7 +29,7 @@ from pathlib import Path
 __all__ = ["sequential_target", "enabled", "library_path"]
 
 _SRC = Path(__file__).with_name("sequential.cc")
-_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC"]
+_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -47,12 +47,29 @@ def _cache_root() -> Path:
     return Path(base) / "crowdstat" / "native"
 
 
+def _cpu_signature() -> bytes:
+    """The CPU's feature flags: the library is built with -march=native, so a cache shared by
+    machines with different CPUs must not hand one machine another's build."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.encode()
+    except OSError:
+        pass
+    import platform
+
+    return (platform.machine() + platform.processor()).encode()
+
+
 def library_path() -> Path:
-    """Where the compiled library for this source and jaxlib lives (built or not)."""
+    """Where the compiled library for this source, jaxlib and CPU lives (built or not)."""
     import jax
     import jaxlib
 
-    key = hashlib.sha256(_SRC.read_bytes() + jaxlib.__version__.encode() + " ".join(_FLAGS).encode() + jax.ffi.include_dir().encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        _SRC.read_bytes() + jaxlib.__version__.encode() + " ".join(_FLAGS).encode() + jax.ffi.include_dir().encode() + _cpu_signature()
+    ).hexdigest()[:16]
     return _cache_root() / key / "libcrowdstat_native.so"
 
 
