@@ -847,8 +847,8 @@ def _worker_main() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
-    if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
-        sys.path.pop(0)
+    if sys.path and sys.path[0] in ("", os.path.dirname(os.path.abspath(__file__))):
+        sys.path.pop(0)  # the script's directory, or the current one (with -c)
     # Started with -S (no site module, no .pth files: a smaller zygote is cheaper to fork);
     # the site-packages directories the caller's interpreter uses are added back as plain
     # path entries, so programs can import what is installed, as before.
@@ -899,7 +899,7 @@ def _worker_main() -> None:
 
 z_pid = os.getpid()
 
-if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+if __name__ in ("__main__", "_rl_sandbox_worker") and sys.argv[1:2] == ["--worker"]:
     # A zygote stops here: the caller-side code below (dataclasses, threads, subprocess)
     # would only make every fork copy more memory.
     _worker_main()
@@ -1036,13 +1036,53 @@ def _site_dirs() -> list[str]:
     return [d for d in dirs if os.path.isdir(d)]
 
 
+# How a worker starts: ``python -s -S -B -c _BOOT PATH --worker SITE_DIRS...`` reads this
+# module's compiled code (marshal, from the caller, length-prefixed on stdin) and runs it.
+# Compiling the 1000-line module in every worker would leave ~3.5 MB of the compiler's
+# freed memory resident in the zygote's heap, and every page of it would be copied into
+# (page tables) and torn down with every runner: unmarshalling costs ~0.2 MB.
+_BOOT = """\
+import marshal, os, sys
+def _read(n):
+    b = bytearray()
+    while len(b) < n:
+        c = os.read(0, n - len(b))
+        if not c:
+            os._exit(3)
+        b += c
+    return bytes(b)
+_code = marshal.loads(_read(int.from_bytes(_read(8), "big")))
+del _read
+sys.argv = sys.argv[1:]
+exec(_code, {"__name__": "_rl_sandbox_worker", "__file__": sys.argv[0], "__builtins__": __builtins__})
+"""
+_WORKER_CODE: bytes | None = None
+
+
+def _worker_code() -> bytes:
+    global _WORKER_CODE
+    if _WORKER_CODE is None:
+        import marshal
+
+        path = os.path.abspath(__file__)
+        with open(path, encoding="utf-8") as f:
+            _WORKER_CODE = marshal.dumps(compile(f.read(), path, "exec", dont_inherit=True))
+    return _WORKER_CODE
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class _Worker:
     def __init__(self, pid_namespace: bool = True) -> None:
         env = dict(_WORKER_ENV)
         if not pid_namespace:
             env["RL_SANDBOX_NO_PIDNS"] = "1"
         self.proc = subprocess.Popen(
-            [sys.executable, "-s", "-S", "-B", os.path.abspath(__file__), "--worker", *_site_dirs()],
+            [sys.executable, "-s", "-S", "-B", "-c", _BOOT, os.path.abspath(__file__), "--worker", *_site_dirs()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -1051,6 +1091,11 @@ class _Worker:
             close_fds=True,
             start_new_session=True,
         )
+        code = _worker_code()
+        try:
+            _write_all(self.proc.stdin.fileno(), len(code).to_bytes(8, "big") + code)
+        except OSError:
+            pass  # the worker died: reported just below
         hello = self._recv(timeout=60.0)
         if not hello or not hello.get("ready"):
             self.kill()
