@@ -124,3 +124,17 @@ def test_ell_bad_input():
     unsorted = v._replace(line=v.line[::-1].copy())
     with pytest.raises(ValueError, match="sorted"):
         posterior.ell_layout(unsorted)
+
+
+def test_ell_int32_slots_above_16384_annotators():
+    rng = np.random.default_rng(3)
+    v = _uniform(300, 3, 20000, 5, rng)
+    lay = posterior.ell_layout(v)
+    assert lay.slots.dtype == jnp.int32 and lay.n_annotators == int(v.annotator.max()) + 1
+    small = posterior.ell_layout(v._replace(annotator=(v.annotator % 1000).astype(np.int32)))
+    assert small is not None and small.slots.dtype == jnp.int16
+    w = jnp.asarray(rng.normal(size=20000))
+    p, _ = posterior.posteriors_and_rewards_ell(w, lay, 0.0, 0.5)
+    wn = np.asarray(w)
+    l_ref = np.bincount(v.line, weights=wn[v.annotator] * v.label, minlength=300)
+    np.testing.assert_allclose(np.asarray(p), 1 / (1 + np.exp(-l_ref)), atol=1e-6)
