@@ -25,16 +25,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["default_cache_dir", "enable_compilation_cache"]
+__all__ = ["default_cache_dir", "enable_compilation_cache", "user_cache_dir"]
+
+
+def user_cache_dir(sub: str, env_var: str) -> Path:
+    """``$<env_var>``, else ``$XDG_CACHE_HOME/crowdstat/<sub>``, else ``~/.cache/crowdstat/<sub>``."""
+    env = os.environ.get(env_var)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "crowdstat" / sub
 
 
 def default_cache_dir() -> Path:
     """``$CROWDSTAT_CACHE_DIR``, else ``$XDG_CACHE_HOME/crowdstat/jax``, else ``~/.cache/crowdstat/jax``."""
-    env = os.environ.get("CROWDSTAT_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "crowdstat" / "jax"
+    return user_cache_dir("jax", "CROWDSTAT_CACHE_DIR")
 
 
 def enable_compilation_cache(path: str | os.PathLike | None = None, min_compile_time_secs: float = 0.0) -> str | None:

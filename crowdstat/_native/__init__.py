@@ -40,11 +40,9 @@ def enabled() -> bool:
 
 
 def _cache_root() -> Path:
-    env = os.environ.get("CROWDSTAT_NATIVE_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "crowdstat" / "native"
+    from crowdstat._cache import user_cache_dir
+
+    return user_cache_dir("native", "CROWDSTAT_NATIVE_CACHE")
 
 
 def _cpu_signature() -> bytes:
