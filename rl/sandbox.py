@@ -30,6 +30,7 @@ filter, no read-only filesystem, no chroot. See docs/sandbox.md.
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import select
 import signal
@@ -151,7 +152,7 @@ def _read_msg(fd: int):
     body = _read_exact(fd, n)
     if body is None:
         return None
-    return json.loads(body.decode("utf-8"))
+    return marshal.loads(body)
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -165,7 +166,7 @@ def _read_exact(fd: int, n: int) -> bytes | None:
 
 
 def _write_msg(fd: int, obj) -> None:
-    body = json.dumps(obj).encode("utf-8")
+    body = marshal.dumps(obj)
     data = struct.pack("!I", len(body)) + body
     view = memoryview(data)
     while view:
@@ -1129,7 +1130,7 @@ class _Worker:
                     if n == 0:
                         return None
                 else:
-                    return json.loads(bytes(buf).decode("utf-8"))
+                    return marshal.loads(bytes(buf))
 
     def request(self, job: Job, limits: Limits) -> dict | None:
         msg = {"cmd": "run", "job": {"program": job.program, "tests": list(job.tests), "setup": job.setup},

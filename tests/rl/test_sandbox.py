@@ -228,6 +228,14 @@ def test_killing_the_parent_does_not_kill_the_pool(sb):
     assert_pool_ok(sb)
 
 
+def test_killing_its_process_group_does_not_kill_the_pool(sb):
+    restarts = sb.restarts
+    r = sb.run(Job("import os, signal\nos.killpg(os.getpgrp(), signal.SIGKILL)\n"))
+    assert r.status in ("killed", "failed")
+    assert_pool_ok(sb)
+    assert sb.restarts == restarts
+
+
 def test_kill_everything_does_not_kill_the_pool_or_caller(sb):
     r = sb.run(Job("import os, signal\nos.kill(-1, signal.SIGKILL)\n"))
     assert r.status in ("passed", "failed", "killed")
