@@ -29,14 +29,18 @@ filter, no read-only filesystem, no chroot. See docs/sandbox.md.
 """
 from __future__ import annotations
 
+import builtins
 import json
+import linecache
 import marshal
 import os
+import resource
 import select
 import signal
 import struct
 import sys
 import time
+import traceback
 
 __all__ = [
     "STATUSES",
@@ -321,12 +325,8 @@ def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str, new_se
 
     ``new_session``: start a new session (fallback mode, where its process group is what
     gets killed). In the pid-namespace mode the whole namespace is cleaned instead."""
-    import builtins
-    import io
-    import linecache
-    import resource
-    import traceback
-
+    # (builtins, linecache, resource, traceback: module globals, imported once by the
+    # zygote; an import statement here would touch, and copy-on-write, their specs.)
     res_fd = fds["res_w"]
     my_pid = os.getpid()
     if new_session:
@@ -368,10 +368,9 @@ def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str, new_se
 
     try:
         os.chdir(workdir)
-        # The zygote's environment is exactly _RUNNER_ENV (see _scrub_environment); only
-        # the per-program entries are set here.
-        os.environ["HOME"] = workdir
-        os.environ["TMPDIR"] = workdir
+        # The environment is _RUNNER_ENV (see _scrub_environment) plus HOME and TMPDIR, which
+        # the zygote set to this working directory just before forking (written there, the
+        # pages are not copied here).
         if os.geteuid() == 0:
             _drop_root()
         mb = 1024 * 1024
@@ -602,27 +601,34 @@ class _Zygote:
         cap = int(limits["max_output_bytes"])
         timeout = float(limits["timeout_s"])
         fds = {}
-        for name in ("out", "err", "res", "ctl"):
+        # The control pipe only exists for the fallback's monitor.
+        for name in ("out", "err", "res") if self.pid_ns else ("out", "err", "res", "ctl"):
             r, w = os.pipe()
             fds[name + "_r"], fds[name + "_w"] = r, w
         if _STAGE_MAP is not None:
             struct.pack_into("q", _STAGE_MAP, 0, 0)
+        os.environ["HOME"] = os.environ["TMPDIR"] = workdir  # inherited by the runner
         t0 = time.monotonic()
         child = os.fork()
         if child == 0:
             if self.pid_ns:
-                for k in ("out_r", "err_r", "res_r", "ctl_r", "ctl_w"):
+                for k in ("out_r", "err_r", "res_r"):
                     os.close(fds[k])
                 _runner(job, limits, fds, workdir, nonce, new_session=False)
             _monitor(job, limits, fds, workdir, nonce)
         for k in ("out_w", "err_w", "res_w", "ctl_w"):
-            os.close(fds[k])
-        out_r, err_r, res_r, ctl_r = fds["out_r"], fds["err_r"], fds["res_r"], fds["ctl_r"]
-        bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray(), ctl_r: bytearray()}
+            if k in fds:
+                os.close(fds[k])
+        out_r, err_r, res_r, ctl_r = fds["out_r"], fds["err_r"], fds["res_r"], fds.get("ctl_r", -1)
+        bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
+        caps = {out_r: cap, err_r: cap, res_r: 1 << 20}
         dropped = {out_r: 0, err_r: 0}
-        caps = {out_r: cap, err_r: cap, res_r: 1 << 20, ctl_r: 4096}
         # The result pipe is read once the runner is gone (it holds at most a few KB).
-        open_fds = {out_r, err_r, ctl_r}
+        open_fds = {out_r, err_r}
+        if ctl_r >= 0:
+            bufs[ctl_r] = bytearray()
+            caps[ctl_r] = 4096
+            open_fds.add(ctl_r)
         poller = select.poll()
         for fd in open_fds:
             poller.register(fd, select.POLLIN)
