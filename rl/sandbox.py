@@ -1024,10 +1024,6 @@ _WORKER_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONIOENCODING": "utf-8",
     "OMP_NUM_THREADS": "1",
-    # Resolve every dynamic symbol when the worker loads its libraries: otherwise each
-    # runner resolves (and copies-on-write the GOT pages of) every libc/libpython function
-    # the zygote never called itself. The zygote removes it from the environment runners get.
-    "LD_BIND_NOW": "1",
 }
 
 
