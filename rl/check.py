@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -78,38 +77,17 @@ def read_samples(path: Path, problems: dict, benchmark: str) -> list[dict]:
     return samples
 
 
-def _tmp_sibling(path: Path) -> tuple[int, str]:
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-
-
 def write_jsonl_atomic(path: Path, rows) -> None:
-    path = Path(path)
-    fd, tmp = _tmp_sibling(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """One JSON object per line, through a temporary sibling file and os.replace."""
+    from crowdstat.rewards_io import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    fd, tmp = _tmp_sibling(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from crowdstat.rewards_io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def summarize(task_ids: list[str], results, limits, network_isolated: bool, benchmark: str) -> dict:
