@@ -1069,7 +1069,8 @@ def _worker_code() -> bytes:
 
         path = os.path.abspath(__file__)
         with open(path, encoding="utf-8") as f:
-            _WORKER_CODE = marshal.dumps(compile(f.read(), path, "exec", dont_inherit=True))
+            # optimize=0: the same code whatever -O the caller runs with
+            _WORKER_CODE = marshal.dumps(compile(f.read(), path, "exec", dont_inherit=True, optimize=0))
     return _WORKER_CODE
 
 
