@@ -41,6 +41,9 @@ __all__ = [
     "lipschitz",
     "solve",
     "path",
+    "SOLVERS",
+    "resolve_solver",
+    "vote_pairs",
     "default_tol",
     "em_one_coin",
 ]
@@ -54,6 +57,11 @@ class L1Data(NamedTuple):
     label: jax.Array  # shape=(n_votes,), float, +-1 (0 for padding)
     q: jax.Array  # shape=(n_rows,), float, soft label P(line correct) of each row
     row_mask: jax.Array  # shape=(n_rows,), bool, False for padding rows
+    # shape=(2, n_pairs), int32: for every row, each unordered pair of its votes (u, v) with
+    # annotator[u] < annotator[v], sorted by (annotator[u], annotator[v]). The Newton solver builds
+    # the Hessian E^T D E from it with one sorted segment sum; None when there would be too many
+    # pairs or too many annotators for the dense Hessian (Newton then falls back to FISTA).
+    pairs: jax.Array | None = None
 
 
 class ProxState(NamedTuple):
@@ -88,13 +96,47 @@ def training_data(votes: VoteArrays, dtype=jnp.float32, rows: np.ndarray | None 
     keep = remap[line] >= 0
     r = remap[line[keep]]
     order = np.argsort(r, kind="stable")
+    r_sorted = r[order]
     return L1Data(
-        row=jnp.asarray(r[order].astype(np.int32)),
+        row=jnp.asarray(r_sorted.astype(np.int32)),
         annotator=jnp.asarray(np.asarray(votes.annotator)[keep][order]),
         label=jnp.asarray(np.asarray(votes.label)[keep][order], dtype),
         q=jnp.asarray(q, dtype),
         row_mask=jnp.ones(rows.shape[0], bool),
+        pairs=vote_pairs(r_sorted, np.asarray(votes.annotator)[keep][order], rows.shape[0]),
     )
+
+
+MAX_PAIRS = 2**25  # more vote pairs than this: no ``L1Data.pairs`` (Newton's Hessian would be too big)
+
+
+def vote_pairs(row_sorted: np.ndarray, annotator: np.ndarray, n_rows: int, max_pairs: int = MAX_PAIRS, max_annotators: int | None = None):
+    """The (2, n_pairs) int32 ``L1Data.pairs`` of votes sorted by row, or None (see L1Data)."""
+    from crowdstat.newton import DENSE_E_MAX, DENSE_MAX
+
+    max_annotators = DENSE_MAX - 1 if max_annotators is None else max_annotators
+    nv = row_sorted.shape[0]
+    if nv == 0:
+        return jnp.zeros((2, 0), jnp.int32)
+    annotator = np.asarray(annotator, np.int64)
+    if int(annotator.max()) + 1 > max_annotators:
+        return None
+    if int(annotator.max()) + 2 <= DENSE_E_MAX:  # few annotators: Newton uses a dense E instead
+        return None
+    counts = np.bincount(row_sorted, minlength=n_rows)
+    if int(np.sum(counts * (counts - 1) // 2)) > max_pairs:
+        return None
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(nv) - start[row_sorted]
+    partners = (counts[row_sorted] - pos - 1).astype(np.int64)  # later votes of the same row
+    total = int(partners.sum())
+    u = np.repeat(np.arange(nv, dtype=np.int64), partners)
+    first = np.cumsum(partners) - partners
+    v = u + 1 + (np.arange(total, dtype=np.int64) - np.repeat(first, partners))
+    swap = annotator[u] > annotator[v]
+    u, v = np.where(swap, v, u), np.where(swap, u, v)
+    order = np.argsort(annotator[u] * (int(annotator.max()) + 1) + annotator[v], kind="stable")
+    return jnp.asarray(np.stack([u[order], v[order]]).astype(np.int32))
 
 
 def matvec(w, data: L1Data):
@@ -192,7 +234,36 @@ def _certificate(w, b, data: L1Data, gamma, intercept: bool):
     return _dual.gap(obj, alpha, data.q, lambda a: rmatvec(a, data, m), gamma, intercept, data.row_mask)
 
 
-@partial(jax.jit, static_argnames=("accelerated", "intercept", "maxiter", "check_every"))
+SOLVERS = ("auto", "newton", "fista")
+AUTO_NEWTON_RATIO = 8  # 'auto' picks Newton only if (m + 1)^2 <= this * n_votes
+
+
+def resolve_solver(solver: str, data: L1Data, m: int, accelerated: bool = True) -> str:
+    """The solver :func:`solve` runs: 'newton', 'fista' or 'ista' (static, from shapes only).
+
+    'auto' (the default) is proximal Newton when it applies (m + 1 <= newton.DENSE_MAX, and
+    ``data.pairs`` or few annotators), ``accelerated`` is set and the dense Hessian is not large
+    against the data, (m + 1)^2 <= AUTO_NEWTON_RATIO * n_votes (a Newton iteration costs O(m^2)
+    for the Hessian and the CD sweeps, a FISTA step O(n_votes); measured in docs/performance.md);
+    otherwise FISTA (ISTA when ``accelerated=False``). 'newton' where it does not apply is an error.
+    """
+    from crowdstat import newton as _newton
+
+    if solver not in SOLVERS:
+        raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
+    if solver == "newton":
+        if not _newton.applicable(data, m):
+            raise ValueError(
+                f"solver='newton' needs m + 1 <= {_newton.DENSE_MAX} annotators (got m = {m}) and L1Data.pairs "
+                "(built by training_data unless there are too many vote pairs); use solver='fista'"
+            )
+        return "newton"
+    if solver == "auto" and accelerated and _newton.applicable(data, m) and (m + 1) ** 2 <= AUTO_NEWTON_RATIO * data.label.shape[0]:
+        return "newton"
+    return "fista" if accelerated else "ista"
+
+
+@partial(jax.jit, static_argnames=("accelerated", "intercept", "maxiter", "check_every", "solver"))
 def solve(
     data: L1Data,
     gamma,
@@ -205,8 +276,9 @@ def solve(
     intercept: bool = False,
     maxiter: int = 10000,
     check_every: int = 10,
+    solver: str = "auto",
 ) -> ProxState:
-    """Minimise f(w, b) by ISTA / FISTA until the relative duality gap is <= tol (or maxiter).
+    """Minimise f(w, b) until the relative duality gap is <= tol (or maxiter).
 
     Parameters
     ----------
@@ -215,19 +287,33 @@ def solve(
         L1 weight (runtime: vmappable).
     w0, b0 : warm start (b0 ignored and kept fixed at its value without intercept).
     stepsize : scalar
-        eta; 1/L for FISTA, any value in (0, 2/L) for ISTA.
+        eta; 1/L for FISTA, any value in (0, 2/L) for ISTA (unused by Newton).
     tol : scalar
         Relative duality gap to stop at.
+    solver : {"auto", "newton", "fista"}
+        "newton": proximal Newton (:mod:`crowdstat.newton`; ``iter_num`` counts outer Newton
+        steps); "fista": FISTA, or ISTA with ``accelerated=False``; "auto" (default): Newton when
+        it applies (see :func:`resolve_solver`), else FISTA / ISTA.
 
     Returns
     -------
     ProxState with the solution, ``iter_num`` and the last certificate (objective, dual, gap).
     """
+    return _solve(data, gamma, w0, b0, stepsize, tol, accelerated, intercept, maxiter, check_every, solver)
+
+
+def _solve(data, gamma, w0, b0, stepsize, tol, accelerated, intercept, maxiter, check_every, solver, prep=None):
     dtype = w0.dtype
     gamma = jnp.asarray(gamma, dtype)
     eta = jnp.asarray(stepsize, dtype)
     m = w0.shape[0]
     b0 = jnp.asarray(b0, dtype)
+    kind = resolve_solver(solver, data, m, accelerated)
+    if kind == "newton":
+        from crowdstat import newton as _newton
+
+        w, b, it, info, _ = _newton.solve(data, gamma, w0, b0, jnp.asarray(tol, dtype), intercept=intercept, maxiter=maxiter, prep=prep)
+        return ProxState(w, b, w, b, jnp.ones((), dtype), it, info.objective, info.dual_value, info.gap, info.rel_gap)
 
     def prox_step(_, c):
         w, b, yw, yb, t = c
@@ -260,20 +346,25 @@ def solve(
     s0 = ProxState(
         w0, b0, w0, b0, jnp.ones((), dtype), jnp.zeros((), jnp.int32), info0.objective, info0.dual_value, info0.gap, info0.rel_gap
     )
-    del m
     return jax.lax.while_loop(cond, body, s0)
 
 
-@partial(jax.jit, static_argnames=("accelerated", "intercept", "maxiter", "check_every"))
-def path(data: L1Data, gammas, w0, b0, stepsize, tol, *, accelerated=True, intercept=False, maxiter=10000, check_every=10):
+@partial(jax.jit, static_argnames=("accelerated", "intercept", "maxiter", "check_every", "solver"))
+def path(data: L1Data, gammas, w0, b0, stepsize, tol, *, accelerated=True, intercept=False, maxiter=10000, check_every=10, solver="auto"):
     """Warm-started regularisation path over ``gammas`` (give them from gamma_max down).
 
-    Returns a ProxState whose fields have a leading axis len(gammas).
+    Returns a ProxState whose fields have a leading axis len(gammas). ``solver`` as in :func:`solve`.
     """
+
+    prep = None
+    if resolve_solver(solver, data, w0.shape[0], accelerated) == "newton":
+        from crowdstat import newton as _newton
+
+        prep = _newton.prepare(data, w0.shape[0], intercept)  # once for the whole path
 
     def step(carry, g):
         w, b = carry
-        s = solve(data, g, w, b, stepsize, tol, accelerated=accelerated, intercept=intercept, maxiter=maxiter, check_every=check_every)
+        s = _solve(data, g, w, b, stepsize, tol, accelerated, intercept, maxiter, check_every, solver, prep)
         return (s.w, s.b), s
 
     _, states = jax.lax.scan(step, (w0, jnp.asarray(b0, w0.dtype)), gammas)
