@@ -32,73 +32,51 @@ sys.path.insert(0, str(ROOT))
 SOURCES = ("true_lines", "majority", "sequential", "proximal", "execution")
 NOTES = """## Commands
 
-    python experiments/rl_synthetic.py            # full: 3 seeds x 5 sources, 4 rounds of 16 x 8
-    python experiments/rl_synthetic.py --quick    # 2 seeds, 2 rounds of 8 x 8, 2 held-out problems per template
-    python experiments/rl_synthetic.py --report-only   # figure + this page from the results JSON
-    rl warmstart --out models/ws --steps 400 --batch-size 32 --hidden-size 128 --num-layers 2 --hold-single
-    rl loop --config loop.json [--resume]         # one run (JSON or TOML, rl.loop.LoopConfig); exit 3 = paused for votes
+    nice -n 15 python experiments/rl_synthetic.py           # full: warm start + 3 seeds x 5 sources, 2 worker processes
+    python experiments/rl_synthetic.py --quick               # 1 seed, 2 rounds of 8 x 8, 1 held-out problem per template
+    python experiments/rl_synthetic.py --report-only         # figure + this page from the results JSON
+    rl warmstart --out models/ws                             # the warm start alone (rl.sft defaults = the study's)
+    rl loop --config loop.json [--resume]                    # one run (JSON or TOML, rl.loop.LoopConfig); exit 3 = paused for votes
     rl grpo --model models/ws --out runs/grpo --reward-source sequential --steps 20   # TRL GRPO comparison
 
-The study is restartable: finished runs are read back, an interrupted run resumes from its
-last checkpointed round (``rl.loop`` writes adapter + value head + optimizer + RNG state +
-round counter atomically after every round).
+The study is restartable: the warm start is cached in `experiments/cache/rl_synthetic/warmstart`
+(reused when its settings match), each seed's round-0 evaluation in `before-s<seed>.json`, and an
+interrupted run resumes from its last checkpointed round (`rl.loop` writes adapter + value head +
+optimizer + RNG state + round counter atomically after every round). Runs execute in 2 worker
+processes of 1 torch thread each (`workers`, `threads` in the config); the warm start uses 2 threads.
 
 ## How the crowd is made to matter
 
-Nine simulated annotators vote on every completion line: 2 reliable (flip 0.1), 2 noisy
-(flip 0.35), 1 "examples" rater (approves every line of a program whose two shown examples
-pass, the classic plausible-bug acceptor), 1 lenient rater (approves with probability 0.8
-whatever the truth), 1 spammer (coin flip), 2 adversaries (flip 0.8). On a wrong line the
-expected number of "correct" votes is about 3.9 of 9 (4.8 when the shown examples pass), on a correct
-line about 6 of 9, so
-majority voting is barely better than chance on lines the examples rater or the lenient rater
-approve, while a reliability-weighted estimator with honeypots (15 % of programs reveal their
-line truth) can learn to discount the spammer and invert the adversaries. The table's "crowd
-line accuracy" column is the agreement of the aggregated line decisions (posterior > 0.5)
-with the line truth in the last round.
-
-## What this run shows (and does not)
-
-- pass@1 rose by +0.007 to +0.012 on average for every reward source (per-seed changes between
-  -0.004 and +0.026; every 95 % interval includes 0), with 3 seeds and 2 PPO updates per run: no
-  reward source is distinguishable from another, or clearly from zero, in pass@1. Crowd rewards
-  did not beat the truth-based sources (true_lines, execution); they did not lose either,
-  within this noise. pass@10 moved by at most a few problems either way.
-- Where the crowd estimators do differ is the reward signal itself: the reliability-weighted
-  estimators recovered the line truth far better than majority voting (crowd line accuracy in
-  the last round: sequential 0.96, proximal 0.94, majority 0.80), and majority voting
-  inflated the mean training reward to ~0.4 against 0.14-0.26 under true_lines, because the
-  lenient, examples and adversarial raters approve wrong lines. With so few updates the
-  policy barely moves, so this difference in reward quality did not yet reach pass@1.
-- Templates that regressed by more than 0.02 (1-4 of 23 per source, e.g. `scale`,
-  `replace_char`, `reverse_suffix`) are largely the same across sources, which points at
-  sampling noise on 2 problems x 10 samples per template rather than at a reward source.
-  `count_greater`, `square_plus`, `keep_greater` and the unseen `sub_mul` stay at or near 0:
-  nothing correct is sampled to reinforce.
-- Runtime: seeds 0 and 1 took 2151 s (36 min) on the machine shared with other jobs (load
-  average 15-20); seed 2 was added afterwards with `--seeds 0 1 2` (finished runs are read back)
-  in 340 s once the load had dropped. The warm start (774 s) was cached from an earlier call.
-- A conclusive comparison needs the full configuration (3 seeds, 4 rounds of 16 x 8, 4 held-out
-  problems per template), better more rounds still (the notes saw gains after 25-100 updates).
+Nine simulated annotators (`rl.population`, spec
+`expert:2@0.9,novice:2@0.65,examples:1@0.9,lazy:1@0.8,spammer:1,adversary:2@0.2`) vote on every
+annotated completion line: 2 reliable (accuracy 0.9), 2 noisy (0.65), 1 "examples" rater (approves
+every line of a program whose two shown examples pass, the classic plausible-bug acceptor; else
+accuracy 0.9), 1 lazy rater (accepts 80 % of lines unseen, else truthful), 1 spammer (coin flip),
+2 adversaries (accuracy 0.2). On a wrong line the expected number of "correct" votes is about 3.9
+of 9 (4.8 when the shown examples pass), on a correct line about 6 of 9, so majority voting is
+barely better than chance on lines the examples or lazy rater approve, while a reliability-weighted
+estimator with honeypots (15 % of programs reveal their line truth) can learn to discount the
+spammer and invert the adversaries. The "crowd line accuracy" column is the agreement of the
+aggregated line decisions (posterior > 0.5) with the line truth in the last round.
 
 ## Caveats (read before quoting a number)
 
-- Quick run: few PPO updates (one per round) and few seeds. Changes of pass@1 of a few
-  points are inside seed and sampling noise (46 or 92 held-out problems, n=10 samples).
-- The warm start was trained with ``hold_single=True`` (a quarter of the values of
-  one-constant templates never seen); the held-out set of those templates consists of new
-  instances that may use these values, which RL prompts (drawn from the full training split)
-  can contain. Multi-constant templates hold out unseen combinations; ``sub_mul`` and
-  ``keep_less`` are never trained.
-- Line truth uses ``rl.loop.line_truth`` (pass -> all lines correct; else a line diff against
-  the canonical body); ``line_rule = "rl.lines"`` switches to the shared AST rule.
-- The simulated population lives in ``rl.loop.Population`` (rl.population / rl annotate had
-  not landed when this ran); votes go through ``crowdstat fit`` in a subprocess, rewards through
-  ``rl.rewards`` (reward mode ``lines``: 2P-1 on each line's last token).
-- Timings were measured on a 2-core machine shared with several other jobs (load average
-  15-20); torch used 1 thread per process because 2 threads under that oversubscription were
-  3-10x slower per step (measured).
+- Held-out problems: multi-constant templates use constant combinations never seen in training;
+  one-constant templates use new instances (new examples and tests) with training constants
+  (`hold_single=False`: with unseen values the tiny model scores ~0, nothing to reinforce);
+  `sub_mul` and `keep_less` are never trained (they stay near 0).
+- Evaluation: the first 3 held-out problems of each of the 23 templates (69 problems), 10
+  samples at T = 0.8; the rounds between use 4 samples (noisier). The "before" numbers are the
+  warm-started model evaluated once per seed with that seed's evaluation seed and shared by the
+  five sources of the seed, so the per-seed changes are paired.
+- Line truth: `rl.lines.line_truth` (the rule `rl annotate` uses) on prompt + completion with the
+  prompt as the unannotated prefix. Rewards reach PPO through `rl.rewards` (reward mode `lines`:
+  2P - 1 on each line's last token); `execution` gives every line the share of tests passed.
+- Timings: a 2-core machine shared with other jobs (their load is recorded at the top); the
+  wall time includes the warm start only when it was built in this call (see the first line).
 """
+#: the reading of the committed full run (written after looking at its numbers)
+READING = ""
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -146,7 +124,47 @@ def warm_start_cached(cache: Path, sft: dict) -> tuple[Path, dict]:
             return out, saved
         print(f"warm start: {out} was built with other settings; rebuilding", flush=True)
     s = warm_start(out, cfg)
-    return out, s
+    return out, {**s, "_built": True}
+
+
+def _eval_job(job: dict) -> dict:
+    """Round-0 (before RL) evaluation of the warm-started model with a seed's evaluation seed."""
+    import torch
+
+    from rl.loop import LoopConfig, evaluate_heldout
+
+    torch.set_num_threads(job["threads"])
+    out = Path(job["file"])
+    if out.exists():
+        return json.loads(out.read_text())
+    t0 = time.time()
+    cfg = LoopConfig(model=job["model"], out="-", seed=job["seed"], **job["loop"])
+    e = evaluate_heldout(cfg)
+    e["seconds"] = time.time() - t0
+    _atomic(out, json.dumps(e))
+    return e
+
+
+def _run_job(job: dict) -> dict:
+    """One (reward source, seed) run of the loop; resumes an interrupted run, reads back a finished one."""
+    import torch
+
+    from rl.loop import LoopConfig, run_rounds
+
+    torch.set_num_threads(job["threads"])
+    ev = Path(job["eval_file"])
+    while not ev.exists():  # the seed's round-0 evaluation runs in the other worker
+        time.sleep(2)
+    before = json.loads(ev.read_text())
+    rd = Path(job["out"])
+    cfg = LoopConfig(model=job["model"], out=str(rd), reward_source=job["source"], seed=job["seed"], **job["loop"])
+    t0 = time.time()
+    st = run_rounds(cfg, resume=(rd / "state.json").exists(), progress=False, initial_eval=before)
+    h0, hl = st["history"][0], st["history"][-1]
+    print(f"[{job['source']} seed {job['seed']}] pass@1 {h0['pass@1']:.3f} -> {hl['pass@1']:.3f}  "
+          f"pass@10 {h0.get('pass@10', float('nan')):.3f} -> {hl.get('pass@10', float('nan')):.3f}"
+          f"  ({time.time() - t0:.0f} s)", flush=True)
+    return {"source": job["source"], "seed": job["seed"], "history": st["history"], "seconds_this_call": time.time() - t0}
 
 
 def main(argv=None) -> int:
@@ -155,6 +173,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer seeds/rounds (the config's 'quick' overrides)")
     ap.add_argument("--sources", nargs="*", default=None, help=f"subset of {SOURCES}")
     ap.add_argument("--seeds", nargs="*", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="parallel runs, each a process with the config's 'threads' torch threads (default: config)")
     ap.add_argument("--cache", default=str(ROOT / "experiments/cache/rl_synthetic"))
     ap.add_argument("--runs", default=None, help="run directories (default: <cache>/runs[-quick])")
     ap.add_argument("--results", default=str(ROOT / "experiments/results/rl_synthetic.json"))
@@ -170,46 +190,63 @@ def main(argv=None) -> int:
         print(f"rewrote {args.figure} and {args.doc} from {args.results}")
         return 0
 
-    import torch
-
-    from rl.loop import LoopConfig, run_rounds
+    import multiprocessing as mp
 
     t_start = time.time()
     scfg = load_study_config(Path(args.config), args.quick)
-    torch.set_num_threads(int(scfg.get("threads", 2)))
     sources = tuple(args.sources or scfg.get("sources", SOURCES))
     seeds = tuple(args.seeds if args.seeds is not None else scfg["seeds"])
+    workers = int(args.workers or scfg.get("workers", 2))
+    threads = int(scfg.get("threads", 1))
     cache = Path(args.cache)
     runs = Path(args.runs or cache / ("runs-quick" if args.quick else "runs"))
+    load0 = os.getloadavg()[0]
     model, ws = warm_start_cached(cache, scfg["sft"])
+    built = ws.pop("_built", False)
     t_ws = time.time() - t_start
 
+    cmd = "python experiments/rl_synthetic.py" + (" --quick" if args.quick else "")
+    if args.sources:
+        cmd += " --sources " + " ".join(args.sources)
+    if args.seeds is not None:
+        cmd += " --seeds " + " ".join(map(str, args.seeds))
     results: dict = {"label": "QUICK (reduced settings; see settings)" if args.quick else "full",
-                     "command": "python experiments/rl_synthetic.py" + (" --quick" if args.quick else "")
-                     + (" --seeds " + " ".join(map(str, args.seeds)) if args.seeds is not None else ""),
-                     "settings": scfg, "sources": list(sources), "seeds": list(seeds),
-                     "warm_start": {"seconds_when_built": ws.get("seconds"), "n_parameters": ws.get("n_parameters"),
-                                    "loss_last10": ws.get("loss_last10")},
+                     "command": cmd, "settings": scfg, "sources": list(sources), "seeds": list(seeds),
+                     "workers": workers, "threads_per_worker": threads, "loadavg_start": load0,
+                     "warm_start_built_this_call": built, "seconds_warm_start_this_call": t_ws,
+                     "warm_start": {k: ws.get(k) for k in ("seconds", "n_parameters", "loss_last10", "heldout")}
+                     | {"seconds_when_built": ws.get("seconds")},
                      "runs": {}}
-    before_eval: dict[int, dict] = {}
-    for seed in seeds:
+    # jobs: each seed's round-0 evaluation, then its runs (a run waits for its seed's evaluation)
+    ev_file = {seed: runs / f"before-s{seed}.json" for seed in seeds}
+    jobs: list[tuple[str, dict]] = []
+    base = {"model": str(model), "threads": threads, "loop": scfg["loop"]}
+    for i, seed in enumerate(seeds):
+        jobs.append(("eval", {**base, "seed": seed, "file": str(ev_file[seed])}))
+        if i == 0 and len(seeds) > 1:  # keep the second worker busy while seed 0's evaluation runs
+            jobs.append(("eval", {**base, "seed": seeds[1], "file": str(ev_file[seeds[1]])}))
         for src in sources:
-            rd = runs / f"{src}-s{seed}"
-            loop_cfg = LoopConfig(model=str(model), out=str(rd), reward_source=src, seed=seed, **scfg["loop"])
-            t0 = time.time()
-            resume = (rd / "state.json").exists()
-            st = run_rounds(loop_cfg, resume=resume, progress=True, initial_eval=before_eval.get(seed))
-            h0 = st["history"][0]
-            before_eval.setdefault(seed, {k: v for k, v in h0.items() if k.startswith("pass@") or k == "per_template"})
-            results["runs"][f"{src}-s{seed}"] = {
-                "source": src, "seed": seed, "history": st["history"], "seconds_this_call": time.time() - t0}
-            print(f"[{src} seed {seed}] pass@1 {h0['pass@1']:.3f} -> {st['history'][-1]['pass@1']:.3f}  "
-                  f"pass@10 {h0.get('pass@10', float('nan')):.3f} -> {st['history'][-1].get('pass@10', float('nan')):.3f}"
-                  f"  ({time.time() - t0:.0f} s)", flush=True)
+            jobs.append(("run", {**base, "seed": seed, "source": src, "out": str(runs / f"{src}-s{seed}"),
+                                 "eval_file": str(ev_file[seed])}))
+    seen_eval: set = set()
+    jobs = [j for j in jobs if j[0] == "run" or (j[1]["seed"] not in seen_eval and not seen_eval.add(j[1]["seed"]))]
+    runs.mkdir(parents=True, exist_ok=True)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, maxtasksperchild=1) as pool:
+        pending = [(kind, job, pool.apply_async(_eval_job if kind == "eval" else _run_job, (job,))) for kind, job in jobs]
+        for kind, job, res in pending:
+            r = res.get()
+            if kind == "eval":
+                continue
+            results["runs"][f"{job['source']}-s{job['seed']}"] = r
             summarize(results, sources, seeds)
             results["seconds_total"] = time.time() - t_start
             results["seconds_warm_start_this_call"] = t_ws
             _atomic(Path(args.results), json.dumps(results, indent=1))
+    results["before_eval_seconds"] = {s: json.loads(ev_file[s].read_text()).get("seconds") for s in seeds}
+    results["seconds_total"] = time.time() - t_start
+    results["loadavg_end"] = os.getloadavg()[0]
+    _atomic(Path(args.results), json.dumps(results, indent=1))
     plot(results, sources, Path(args.figure))
     write_doc(results, sources, Path(args.doc), Path(args.figure))
     print(f"done in {time.time() - t_start:.0f} s -> {args.results}, {args.doc}", flush=True)
@@ -224,6 +261,8 @@ def summarize(results: dict, sources, seeds) -> None:
             continue
         d: dict = {"seeds": [r["seed"] for r in rs]}
         for k in ("pass@1", "pass@10"):
+            if not all(k in r["history"][0] and k in r["history"][-1] for r in rs):
+                continue  # pass@10 needs n >= 10 samples
             d[f"{k}_before"] = _interval([r["history"][0][k] for r in rs])
             d[f"{k}_after"] = _interval([r["history"][-1][k] for r in rs])
             d[f"{k}_delta"] = _interval([r["history"][-1][k] - r["history"][0][k] for r in rs])
@@ -291,9 +330,13 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
     lines = [
         "# RL from crowd rewards on the synthetic benchmark" + (" (QUICK run)" if "QUICK" in results["label"] else ""),
         "",
-        f"Generated by `{results['command']}` ({results['seconds_total'] / 60:.1f} min this call, "
-        f"warm start {results['warm_start']['seconds_when_built'] or 0:.0f} s when built; "
-        f"label: **{results['label']}**). Seeds requested: {results['seeds']}; completed per source: see the table.",
+        f"Generated by `{results['command']}` under `nice -n 15`: **{results['seconds_total'] / 60:.1f} min wall "
+        f"for this call**, of which the warm start {results.get('seconds_warm_start_this_call', 0):.0f} s "
+        f"({'built in this call' if results.get('warm_start_built_this_call') else 'cached from an earlier call; it took ' + format(results['warm_start']['seconds_when_built'] or 0, '.0f') + ' s when built'}); "
+        f"{results.get('workers', 1)} worker processes x {results.get('threads_per_worker', 1)} torch thread; "
+        f"load average (1 min) at start / end {results.get('loadavg_start', float('nan')):.1f} / "
+        f"{results.get('loadavg_end', float('nan')):.1f} on the 2 cores shared with other jobs. "
+        f"Label: **{results['label']}**. Seeds: {results['seeds']}.",
         "",
         "## Setup",
         "",
@@ -307,11 +350,10 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
         f"- RL: `rl.loop` (Algorithm 1), {L['rounds']} rounds x {L['prompts_per_round']} prompts x {L['samples']} "
         f"samples, PPO with LoRA (r={L['lora']['r']}), lr {L['ppo']['learning_rate']}, "
         f"{L['ppo'].get('ppo_epochs', 4)} PPO epochs, reward mode `{L['ppo'].get('reward_mode', 'lines')}`.",
-        "- Crowd (simulated, all vote on every completion line): " + ", ".join(
-            f"{p.get('count', 1)} {p['kind']}" + (f" (flip {p['flip']})" if 'flip' in p else "")
-            + (f" (accept {p['accept']})" if 'accept' in p else "") for p in L["population"])
+        f"- Crowd (simulated by `rl.population`, all vote on every annotated completion line): "
+        f"`{L['population'] if isinstance(L['population'], str) else json.dumps(L['population'])}`"
         + f"; honeypot fraction {L['honeypot_fraction']}. `examples` raters approve every line of a program "
-          "whose two shown examples pass; `lenient` raters approve with the given probability whatever the truth.",
+          "whose two shown examples pass; the `lazy` rater accepts 80 % of lines unseen.",
         "- Reward sources: `true_lines` (line truth, no crowd), `majority` / `sequential` / `proximal` "
         "(`crowdstat fit` in a subprocess on the votes of all rounds so far), `execution` (share of tests passed).",
         "",
@@ -360,6 +402,8 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
             row.append(f"{v['before']:.2f} -> {v['after']:.2f}" if v else "-")
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Raw numbers: `experiments/results/rl_synthetic.json`.", ""]
+    if READING and "QUICK" not in results["label"]:
+        lines += [READING.rstrip(), ""]
     lines += [NOTES.rstrip(), ""]
     _atomic(path, "\n".join(lines))
 

@@ -58,7 +58,7 @@ class GRPOSettings:
     honeypot_fraction: float = 0.1
     crowd_args: list = field(default_factory=list)
     bench_seed: int = 0
-    n_train_per_template: int = 40
+    n_train_per_template: int = 200
     seed: int = 0
     threads: int = 2
 

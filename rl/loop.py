@@ -65,6 +65,7 @@ __all__ = [
     "DEFAULT_POPULATION",
     "run_rounds",
     "load_config",
+    "evaluate_heldout",
     "add_arguments",
     "run",
 ]
@@ -296,7 +297,7 @@ class CrowdRewarder:
 
 
 def evaluate_pass(model, tokenizer, problems, *, n: int, temperature: float, max_new_tokens: int, seed: int,
-                  sandbox, batch_size: int = 64, progress: bool = False) -> dict:
+                  sandbox, batch_size: int = 64, progress: bool = False, stop: list | None = None) -> dict:
     """Sample ``n`` completions per problem; unbiased pass@1 and pass@10 (if n >= 10), per template too."""
     from rl.passk import pass_at_k_one as pass_at_k
     from rl.rollouts import generate
@@ -304,7 +305,7 @@ def evaluate_pass(model, tokenizer, problems, *, n: int, temperature: float, max
     from rl.synthetic import template_of
 
     ro = generate(model, tokenizer, [(p.task_id, p.prompt) for p in problems], n=n, temperature=temperature,
-                  max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, progress=progress)
+                  max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, progress=progress, stop=stop)
     by_task = {p.task_id: p for p in problems}
     res = sandbox.map([Job(by_task[r.prompt_id].program(r.completion), tests=by_task[r.prompt_id].tests)
                        for r in ro], progress=progress)
@@ -333,7 +334,9 @@ class LoopConfig:
     """``rl loop`` settings (a JSON or TOML file; unknown keys are an error).
 
     model: warm-started model directory. out: run directory. rounds: R.
-    prompts_per_round, samples, temperature, max_new_tokens: generation per round.
+    prompts_per_round, samples, temperature, max_new_tokens, stop: generation per round (``stop``:
+        strings that end a completion, e.g. ``["\\ndef", "\\nclass", "\\nif __name__"]`` for a
+        pretrained code LLM; also used by the evaluation).
     reward_source: a crowdstat method (majority, sequential, proximal, em1, em2, bayes),
         ``true_lines`` or ``execution``. crowd_args: extra ``crowdstat fit`` options.
     annotate: ``simulate`` or ``pause`` (human round trip). population (an :mod:`rl.population`
@@ -354,6 +357,7 @@ class LoopConfig:
     samples: int = 8
     temperature: float = 1.0
     max_new_tokens: int = 64
+    stop: list = field(default_factory=list)
     reward_source: str = "sequential"
     crowd_args: list = field(default_factory=list)
     annotate: str = "simulate"
@@ -363,7 +367,7 @@ class LoopConfig:
     ppo: dict = field(default_factory=lambda: {"learning_rate": 1e-4, "ppo_epochs": 2, "minibatch_size": 32,
                                                "reward_mode": "lines"})
     lora: dict = field(default_factory=lambda: {"r": 8, "alpha": 16})
-    bench: dict = field(default_factory=lambda: {"seed": 0})
+    bench: dict = field(default_factory=lambda: {"seed": 0, "n_train_per_template": 200})  # as rl.sft's default
     eval: dict = field(default_factory=lambda: {"n": 10, "temperature": 0.8, "n_problems": 0, "every": 1})
     seed: int = 0
     threads: int = 2
@@ -436,6 +440,49 @@ def _crash_hook(where: str, rnd: int) -> None:
         raise RuntimeError(f"RL_LOOP_CRASH: injected crash at {where} of round {rnd}")
 
 
+def _heldout_problems(cfg: LoopConfig, bench) -> list:
+    """The held-out problems the loop evaluates on (``eval.per_template``, ``eval.n_problems``)."""
+    heldout = bench.heldout
+    per_t = int(cfg.eval.get("per_template", 0) or 0)
+    if per_t:  # the first k held-out problems of every template
+        from rl.synthetic import template_of
+
+        seen: dict[str, int] = {}
+        kept = []
+        for p in heldout:
+            t = template_of(p.task_id)
+            if seen.get(t, 0) < per_t:
+                seen[t] = seen.get(t, 0) + 1
+                kept.append(p)
+        heldout = kept
+    n_eval = int(cfg.eval.get("n_problems", 0) or 0)
+    if n_eval and n_eval < len(heldout):
+        heldout = random.Random(f"eval/{cfg.seed}").sample(heldout, n_eval)
+    return heldout
+
+
+def _eval_settings(cfg: LoopConfig) -> dict:
+    return dict(n=int(cfg.eval.get("n", 10)), temperature=float(cfg.eval.get("temperature", 0.8)),
+                max_new_tokens=int(cfg.eval.get("max_new_tokens", cfg.max_new_tokens)), seed=10_000 + cfg.seed,
+                stop=list(cfg.stop) or None)
+
+
+def evaluate_heldout(cfg: LoopConfig) -> dict:
+    """The round-0 evaluation of ``run_rounds`` (the base model, the run's held-out set and eval seed);
+    pass it as ``initial_eval`` to runs of the same model, seed and eval settings."""
+    import torch
+
+    from rl.models import load_policy
+    from rl.sandbox import Sandbox
+    from rl.synthetic import make_benchmark
+
+    torch.set_num_threads(cfg.threads)
+    model, tok = load_policy(cfg.model, None)
+    with Sandbox(workers=2) as sb:
+        return evaluate_pass(model, tok, _heldout_problems(cfg, make_benchmark(**cfg.bench)), sandbox=sb,
+                             **_eval_settings(cfg))
+
+
 def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, initial_eval: dict | None = None) -> dict:
     """Run (or resume) the loop; returns the final state (``history`` = one metrics dict per round).
 
@@ -475,22 +522,7 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
 
     bench = make_benchmark(**cfg.bench)
     by_task = {p.task_id: p for p in bench.train + bench.heldout}
-    heldout = bench.heldout
-    per_t = int(cfg.eval.get("per_template", 0) or 0)
-    if per_t:  # the first k held-out problems of every template
-        from rl.synthetic import template_of
-
-        seen: dict[str, int] = {}
-        kept = []
-        for p in heldout:
-            t = template_of(p.task_id)
-            if seen.get(t, 0) < per_t:
-                seen[t] = seen.get(t, 0) + 1
-                kept.append(p)
-        heldout = kept
-    n_eval = int(cfg.eval.get("n_problems", 0) or 0)
-    if n_eval and n_eval < len(heldout):
-        heldout = random.Random(f"eval/{cfg.seed}").sample(heldout, n_eval)
+    heldout = _heldout_problems(cfg, bench)
     ppo_cfg = PPOConfig(**{"seed": cfg.seed, **cfg.ppo})
     if state["checkpoint"]:
         trainer = PPOTrainer.load(out / state["checkpoint"], cfg.model, config=ppo_cfg)
@@ -503,8 +535,7 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
     from torch.utils.tensorboard import SummaryWriter
 
     tb = SummaryWriter(str(out / "tb"))
-    ev = dict(n=int(cfg.eval.get("n", 10)), temperature=float(cfg.eval.get("temperature", 0.8)),
-              max_new_tokens=int(cfg.eval.get("max_new_tokens", cfg.max_new_tokens)), seed=10_000 + cfg.seed)
+    ev = _eval_settings(cfg)
     every = int(cfg.eval.get("every", 1))
     n_mid = int(cfg.eval.get("n_mid", ev["n"]))  # samples per problem at intermediate rounds
     t_start = time.time()
@@ -550,7 +581,7 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
                 rollouts = generate(model, tok, [(p.task_id, p.prompt) for p in probs], n=cfg.samples,
                                     temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                                     seed=cfg.seed * 100_003 + rnd, task_ids=[p.task_id for p in probs],
-                                    batch_size=64)
+                                    batch_size=64, stop=list(cfg.stop) or None)
                 write_rollouts(ro_file, rollouts)
             _crash_hook("after_generate", rnd)
             # 2-3. annotate + aggregate

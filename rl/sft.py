@@ -35,17 +35,27 @@ class SFTConfig:
     bench_seed, n_train_per_template, hold_single: the synthetic benchmark (rl.synthetic.make_benchmark;
     hold_single=True keeps a quarter of the values of one-constant templates out of the warm start).
     seed: torch and data-order seed.
+
+    What made the warm start work (measured on this 2-core machine, held-out pass@1 / pass@10 at
+    T=0.8, n=10, 92 held-out problems): 2 layers, d=128, 400 x 32 examples drawn from 40 training
+    problems per template with ``hold_single=True`` gave 0.145; ``hold_single=False`` 0.198 / 0.60
+    (4 layers at 300 x 32: 0.175 / 0.63; depth was not the bottleneck). The model failed to put
+    the comment's constant into the code (``add 8 to x`` -> ``return x + 9``): with 40 problems
+    per template every prompt recurs ~15 times and the model fits prompts instead of the rule.
+    200 problems per template and 600 x 48 examples: 0.59 / 0.88 (loss 0.030). Sorting batches by
+    length (less padding) made batches template-homogeneous and hurt (0.154 at 800 x 32).
+    The defaults (500 x 48, 200 per template) sit between, leaving headroom for RL.
     """
 
     steps: int = 500
-    batch_size: int = 64
+    batch_size: int = 48
     lr: float = 3e-3
     weight_decay: float = 0.01
     hidden_size: int = 128
-    num_layers: int = 4
+    num_layers: int = 2
     num_heads: int = 4
     bench_seed: int = 0
-    n_train_per_template: int = 40
+    n_train_per_template: int = 200
     seed: int = 0
     threads: int = 2
     hold_single: bool = False

@@ -10,7 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rl.loop import DEFAULT_POPULATION, CrowdRewarder, LoopConfig, PausedForAnnotation, load_config, run_rounds
+from rl.loop import (DEFAULT_POPULATION, CrowdRewarder, LoopConfig, PausedForAnnotation, evaluate_heldout, load_config,
+                     run_rounds)
 from rl.sft import SFTConfig, warm_start
 from rl.synthetic import make_benchmark
 
@@ -111,6 +112,9 @@ def test_loop_end_to_end_and_resume_equals_uninterrupted(tiny_model, tmp_path, m
     assert sorted(p.name for p in (a / "checkpoints").iterdir()) == ["round_002"]  # older ones removed
     with pytest.raises(FileExistsError, match="--resume"):
         run_rounds(_cfg(tiny_model, a), progress=False)
+    # the study evaluates round 0 once per seed and passes it as initial_eval: it must be the same
+    e0 = evaluate_heldout(_cfg(tiny_model, tmp_path / "unused"))
+    assert {k: e0[k] for k in ("pass@1", "per_template")} == {k: st_a["history"][0][k] for k in ("pass@1", "per_template")}
 
     # the same run, crashed after round 2's PPO step (before its checkpoint), then resumed
     b = tmp_path / "b"
