@@ -185,6 +185,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.report_only:
         results = json.loads(Path(args.results).read_text())
+        summarize(results, results["sources"], results["seeds"])
         plot(results, results["sources"], Path(args.figure))
         write_doc(results, results["sources"], Path(args.doc), Path(args.figure))
         print(f"rewrote {args.figure} and {args.doc} from {args.results}")
@@ -269,7 +270,9 @@ def summarize(results: dict, sources, seeds) -> None:
         # learning curve: pass@1 per round (PPO updates), mean over seeds
         n_r = min(len(r["history"]) for r in rs)
         d["curve"] = [{"ppo_steps": rs[0]["history"][i]["ppo_steps"],
-                       **_interval([r["history"][i]["pass@1"] for r in rs])} for i in range(n_r)]
+                       "n_samples": rs[0]["history"][i].get("n_eval"),
+                       **_interval([r["history"][i]["pass@1"] for r in rs])} for i in range(n_r)
+                      if all("pass@1" in r["history"][i] for r in rs)]  # rounds with an evaluation
         d["mean_reward_per_round"] = [sum(r["history"][i].get("mean_reward", float("nan")) for r in rs) / len(rs)
                                       for i in range(1, n_r)]
         d["line_accuracy_per_round"] = [sum(r["history"][i].get("line_accuracy", float("nan")) for r in rs) / len(rs)
@@ -304,7 +307,7 @@ def plot(results: dict, sources, path: Path) -> None:
         m = [c["mean"] for c in d["curve"]]
         ax.plot(x, m, marker="o", label=src)
         ax.fill_between(x, [c["min"] for c in d["curve"]], [c["max"] for c in d["curve"]], alpha=0.12)
-    ax.set_xlabel("PPO updates (one per round)")
+    ax.set_xlabel("PPO steps (one per round, each on that round's rollouts)")
     ax.set_ylabel("held-out pass@1 (sampled, T=0.8)")
     ax.set_title("pass@1 vs training step (mean over seeds; band = min-max)" + (" [QUICK]" if "QUICK" in
                                                                                  results["label"] else ""), fontsize=9)
@@ -373,12 +376,27 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
                      f"{'-' if math.isnan(la) else f'{la:.3f}'} |")
     lines += [
         "",
-        "Paired per-seed changes (after - before, same evaluation seed): " + "; ".join(
-            f"{src} pass@1 " + ", ".join(f"{r['history'][-1]['pass@1'] - r['history'][0]['pass@1']:+.3f}"
-                                        for k, r in results["runs"].items() if r["source"] == src)
-            + " / mean training reward per round " + ", ".join(
-                f"{x:.2f}" for x in results["summary"][src]["mean_reward_per_round"])
-            for src in sources if src in results["summary"]) + ".",
+        "### Paired per-seed changes (after - before; the same held-out problems and evaluation seed)",
+        "",
+        "| reward source | " + " | ".join(f"seed {sd}: pass@1" for sd in results["seeds"]) + " | "
+        + " | ".join(f"seed {sd}: pass@10" for sd in results["seeds"]) + " | mean training reward per round |",
+        "|---|" + "---|" * (2 * len(results["seeds"]) + 1),
+    ]
+    for src in sources:
+        if src not in results["summary"]:
+            continue
+        cells = []
+        for k in ("pass@1", "pass@10"):
+            for sd in results["seeds"]:
+                r = results["runs"].get(f"{src}-s{sd}")
+                if r is None or k not in r["history"][-1]:
+                    cells.append("-")
+                else:
+                    b, a = r["history"][0][k], r["history"][-1][k]
+                    cells.append(f"{b:.3f} -> {a:.3f} ({a - b:+.3f})")
+        mr = ", ".join(f"{x:.2f}" for x in results["summary"][src]["mean_reward_per_round"])
+        lines.append(f"| {src} | " + " | ".join(cells) + f" | {mr} |")
+    lines += [
         "",
         "A template counts as improved / regressed when its mean pass@1 over seeds moved by more than 0.02.",
         "With few seeds the t-intervals are wide; differences inside them are not evidence.",
