@@ -9,8 +9,10 @@ min f. Each solver is timed at the loosest of its own tolerances whose objective
 over its relative-gap ``tol`` (1e-4, 1e-5, 1e-6, 1e-7), the same rule for both. crowdstat is also
 timed at relative gap 1e-7, which *certifies* equal objective by itself (``*_certified_*``).
 
-crowdstat's row uses its default solver (``solver="auto"``): proximal Newton (crowdstat/newton.py)
-up to newton.DENSE_MAX annotators, FISTA above; FISTA is timed beside it at every size. For the
+crowdstat's row uses its default solver (``solver="auto"``): proximal Newton (crowdstat/newton.py;
+on the CPU its coordinate descent is the native FFI kernel, for any number of annotators; without
+it, the dense Hessian up to newton.DENSE_MAX annotators and FISTA above); FISTA is timed beside it
+at every size. For the
 gamma path (20 values from gamma_max down to gamma_max / 100) crowdstat's warm-started ``path``
 (one compiled scan; Newton, and FISTA for reference) and the vmapped ``solve`` are compared with
 a loop of scikit-learn fits at the tolerance found above.

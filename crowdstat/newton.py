@@ -8,17 +8,31 @@ Outer iteration k at (w, b), z = E w + b, s = sigmoid(z), alpha = s - q (masked 
     Delta = g^T d + gamma (||w + d_w||_1 - ||w||_1)  (< 0 unless d = 0)
 
 stopping on the relative duality gap of :mod:`crowdstat.dual`, exactly as the FISTA solver. The
-coordinate descent runs on the working set {i : w_i != 0 or |g_i| > gamma} (plus the intercept),
-compacted with ``jnp.nonzero(size=...)`` so that the loop length is the set's size, with the
-dense (m + 1) x (m + 1) Hessian and the model gradient G = g + H d kept up to date (O(m) a
-coordinate). H is built each outer iteration either as a dense product (E dense, for few
-annotators) or by a scatter-add over the pairs of votes of each row (``L1Data.slots``: the votes
-of each row padded to a fixed width). Everything is static-shaped and stays inside one jitted
-``while_loop``: no host round trips. For more than :data:`DENSE_MAX` annotators the dense
-Hessian does not fit the budget and :func:`crowdstat.proximal.solve` falls back to FISTA.
+coordinate descent (CD) runs on the working set {i : w_i != 0 or |g_i| > gamma} (plus the
+intercept). Three ways to run it, chosen from static information (:func:`hessian_mode`):
+
+- 'dense_e' (m + 1 <= 64): E dense, H = E^T D E a matmul, CD in a jitted loop over H's rows;
+- 'native' (the CPU default): liblinear's matrix-free column-wise CD as a C++ kernel called
+  through the XLA FFI (``crowdstat/_native/newton_cd.cc``), any m; H is never formed;
+- 'pairs' (no native kernel, m + 1 <= DENSE_MAX): the dense (m + 1)^2 Hessian in float32 from one
+  sorted segment sum over the pairs of votes of each row (``L1Data.pairs``), CD in a jitted loop.
+
+Everything else (gradient, line search, certificate) is jitted XLA with static shapes inside one
+``while_loop``: no host round trips. Without the native kernel and above DENSE_MAX annotators
+:func:`crowdstat.proximal.solve` falls back to FISTA.
 """
 
 from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +40,7 @@ import jax.numpy as jnp
 from crowdstat import dual as _dual
 from crowdstat.prox import soft_threshold
 
-__all__ = ["DENSE_MAX", "DENSE_E_MAX", "applicable", "hessian_mode", "prepare", "hessian", "solve"]
+__all__ = ["DENSE_MAX", "DENSE_E_MAX", "HESSIAN_DTYPE", "applicable", "hessian_mode", "native_available", "prepare", "hessian", "solve"]
 
 DENSE_MAX = 4096  # largest m + 1 with the dense Hessian (4097^2 float64 = 134 MB)
 DENSE_E_MAX = 64  # up to this m + 1, H = E_dense^T D E_dense (a matmul) instead of the pair scatter
@@ -39,20 +53,89 @@ HESSIAN_DTYPE = jnp.float32
 _MAX_HALVINGS = 40
 
 
-def hessian_mode(data, m: int) -> str | None:
-    """'dense_e', 'pairs' or None (Newton not applicable), from static shapes only."""
+_NATIVE_SRC = Path(__file__).with_name("_native") / "newton_cd.cc"
+_native_lock = threading.Lock()
+_native_state: dict = {}
+
+
+def _native_library() -> Path:
+    import jaxlib
+
+    from crowdstat import _native
+
+    key = hashlib.sha256(
+        _NATIVE_SRC.read_bytes() + jaxlib.__version__.encode() + " ".join(_native._FLAGS).encode() + jax.ffi.include_dir().encode()
+        + _native._cpu_signature()
+    ).hexdigest()[:16]
+    out = _native._cache_root() / key / "libcrowdstat_newton.so"
+    if out.exists():
+        return out
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if not cxx:
+        raise RuntimeError("no C++ compiler found (set CXX)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        cmd = [cxx, *_native._FLAGS, "-I", jax.ffi.include_dir(), str(_NATIVE_SRC), "-o", tmp]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def native_available() -> bool:
+    """Whether the native CD kernels (crowdstat/_native/newton_cd.cc) are built and registered.
+
+    Only on the CPU backend, and not with ``CROWDSTAT_NATIVE=0``; built on first use (a few
+    seconds) into the same per-user cache as crowdstat/_native.
+    """
+    with _native_lock:
+        if "ok" not in _native_state:
+            _native_state["ok"] = False
+            from crowdstat import _native
+
+            if _native.enabled() and jax.default_backend() == "cpu":
+                try:
+                    lib = ctypes.cdll.LoadLibrary(str(_native_library()))
+                    for name in ("Csc", "NewtonCd"):
+                        for suffix in ("F32", "F64"):
+                            jax.ffi.register_ffi_target(f"crowdstat_{name.lower()}_{suffix.lower()}", jax.ffi.pycapsule(getattr(lib, f"Crowdstat{name}{suffix}")), platform="cpu")
+                    _native_state["ok"] = True
+                except Exception as e:  # noqa: BLE001 - any failure: the pure-XLA Hessian path
+                    warnings.warn(f"crowdstat: native Newton kernel unavailable ({e}); using the dense-Hessian version", RuntimeWarning, stacklevel=2)
+        return _native_state["ok"]
+
+
+def hessian_mode(data, m: int, native: bool | None = None) -> str | None:
+    """'native', 'dense_e', 'pairs' or None (Newton not applicable), from static information only.
+
+    'dense_e' for few annotators (m + 1 <= DENSE_E_MAX: H = E^T D E as a matmul); else 'native'
+    (the CPU default when the kernel builds: matrix-free column-wise CD in C++, any m); else the
+    dense Hessian from the vote pairs ('pairs', m + 1 <= DENSE_MAX and L1Data.pairs).
+    """
     j1 = m + 1
     n = data.q.shape[0]
+    if j1 <= DENSE_E_MAX and n * j1 <= _DENSE_E_CELLS:
+        return "dense_e"
+    if native is None:
+        native = native_available()
+    if native:
+        return "native"
     pairs = getattr(data, "pairs", None)
     if j1 > DENSE_MAX:
         return None
-    if (j1 <= DENSE_E_MAX or pairs is None) and n * j1 <= _DENSE_E_CELLS:
+    if pairs is None and n * j1 <= _DENSE_E_CELLS:
         return "dense_e"
     return "pairs" if pairs is not None else None
 
 
-def applicable(data, m: int) -> bool:
-    return hessian_mode(data, m) is not None
+def applicable(data, m: int, native: bool | None = None) -> bool:
+    return hessian_mode(data, m, native) is not None
 
 
 def _loss_rows(z, q, mask):
@@ -60,15 +143,31 @@ def _loss_rows(z, q, mask):
     return jnp.where(mask, per, 0.0)
 
 
-def prepare(data, m: int, intercept: bool):
+def _suffix(dtype) -> str:
+    d = jnp.dtype(dtype)
+    if d == jnp.float32:
+        return "f32"
+    if d == jnp.float64:
+        return "f64"
+    raise TypeError(f"the native Newton kernels take float32 or float64, got {d}")
+
+
+def prepare(data, m: int, intercept: bool, native: bool | None = None):
     """The loop-invariant part of the Hessian (index arithmetic on the pair list, or the dense E).
 
     Computed once per solve, or once per path (:func:`crowdstat.proximal.path` passes it to every
     gamma's solve), outside the Newton loop.
     """
-    mode = hessian_mode(data, m)
+    mode = hessian_mode(data, m, native)
     dtype = data.q.dtype
     j1 = m + 1
+    if mode == "native":
+        nv = data.label.shape[0]
+        out = (jax.ShapeDtypeStruct((m + 1,), jnp.int32), jax.ShapeDtypeStruct((nv,), jnp.int32), jax.ShapeDtypeStruct((nv,), dtype))
+        col_ptr, crow, cval = jax.ffi.ffi_call(f"crowdstat_csc_{_suffix(dtype)}", out, vmap_method="sequential")(
+            data.row.astype(jnp.int32), data.annotator.astype(jnp.int32), data.label.astype(dtype)
+        )
+        return {"col_ptr": col_ptr, "crow": crow, "cval": cval}
     if mode == "dense_e":
         e = jnp.zeros((data.q.shape[0], j1), dtype).at[data.row, data.annotator].add(data.label)
         if intercept:
@@ -103,12 +202,6 @@ def hessian(prep, data, m: int, intercept: bool, dw):
         col = col.at[m].set(jnp.sum(dw))
         h = h.at[:, m].set(col).at[m, :].set(col)
     return h
-
-
-def _hessian_builder(data, m: int, intercept: bool, mode: str | None = None):
-    """hess(dw) for tests: :func:`prepare` then :func:`hessian`."""
-    prep = prepare(data, m, intercept)
-    return lambda dw: hessian(prep, data, m, intercept, dw)
 
 
 _UNROLL = 4
@@ -157,7 +250,7 @@ def _cd(h, g, x, pen, active, max_sweeps: int, inner_tol):
     return d, sw
 
 
-def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps: int = 50, inner_tol=None, prep=None):
+def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps: int = 50, inner_tol=None, prep=None, native=None):
     """Proximal Newton. Returns (w, b, outer iterations, DualInfo, total CD sweeps).
 
     Call it through ``proximal.solve(..., solver="newton")``. The inner CD stops when a sweep moves
@@ -169,7 +262,7 @@ def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps
     dtype = w0.dtype
     m = w0.shape[0]
     if prep is None:
-        prep = prepare(data, m, intercept)
+        prep = prepare(data, m, intercept, native)
     gamma = jnp.asarray(gamma, dtype)
     b0 = jnp.asarray(b0, dtype)
     mask, q = data.row_mask, data.q
@@ -193,15 +286,24 @@ def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps
         w, b, it, z, alpha, gw, stalled, info, n_sweeps = c
         s = jax.nn.sigmoid(z)
         dw = jnp.where(mask, s * (1.0 - s), 0.0)
-        h = hessian(prep, data, m, intercept, dw)
         gb = jnp.sum(alpha) if intercept else jnp.zeros((), dtype)
         g = jnp.concatenate([gw, gb[None]])
         x = jnp.concatenate([w, b[None]])
         active = jnp.concatenate([(w != 0) | (jnp.abs(gw) > gamma), jnp.full(1, intercept)])
         kappa = jnp.clip(_KAPPA_SCALE * jnp.sqrt(info.rel_gap), _KAPPA_MIN, _KAPPA_MAX) if inner_tol is None else jnp.asarray(inner_tol, dtype)
-        d, sw = _cd(h, g, x, pen, active, max_sweeps, kappa)
-        dw_, db = d[:m], (d[m] if intercept else jnp.zeros((), dtype))
-        ed = matvec(dw_, data) + db
+        if "col_ptr" in prep:  # native: matrix-free column-wise CD, returns A d too
+            out = (jax.ShapeDtypeStruct((m + 1,), dtype), jax.ShapeDtypeStruct(z.shape, dtype), jax.ShapeDtypeStruct((1,), jnp.int32))
+            params = jnp.stack([kappa.astype(dtype), jnp.asarray(max_sweeps, dtype)])
+            d, ed, sw = jax.ffi.ffi_call(f"crowdstat_newtoncd_{_suffix(dtype)}", out, vmap_method="sequential")(
+                prep["col_ptr"], prep["crow"], prep["cval"], dw, g, x, pen, active.astype(jnp.int8), params
+            )
+            sw = sw[0]
+            dw_, db = d[:m], (d[m] if intercept else jnp.zeros((), dtype))
+        else:
+            h = hessian(prep, data, m, intercept, dw)
+            d, sw = _cd(h, g, x, pen, active, max_sweeps, kappa)
+            dw_, db = d[:m], (d[m] if intercept else jnp.zeros((), dtype))
+            ed = matvec(dw_, data) + db
         # Differences taken term by term (not as differences of large sums), so that steps near
         # the optimum, where the decrease is ~1e-12 of f, are still measured correctly.
         decrease = jnp.vdot(g, d) + gamma * jnp.sum(jnp.abs(w + dw_) - jnp.abs(w))

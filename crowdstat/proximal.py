@@ -110,9 +110,15 @@ def training_data(votes: VoteArrays, dtype=jnp.float32, rows: np.ndarray | None 
 MAX_PAIRS = 2**25  # more vote pairs than this: no ``L1Data.pairs`` (Newton's Hessian would be too big)
 
 
-def vote_pairs(row_sorted: np.ndarray, annotator: np.ndarray, n_rows: int, max_pairs: int = MAX_PAIRS, max_annotators: int | None = None):
-    """The (2, n_pairs) int32 ``L1Data.pairs`` of votes sorted by row, or None (see L1Data)."""
-    from crowdstat.newton import DENSE_E_MAX, DENSE_MAX
+def vote_pairs(
+    row_sorted: np.ndarray, annotator: np.ndarray, n_rows: int, max_pairs: int = MAX_PAIRS, max_annotators: int | None = None, force: bool = False
+):
+    """The (2, n_pairs) int32 ``L1Data.pairs`` of votes sorted by row, or None (see L1Data).
+
+    None also when Newton will not need it (few annotators, or the native kernel is available),
+    unless ``force``.
+    """
+    from crowdstat.newton import DENSE_E_MAX, DENSE_MAX, native_available
 
     max_annotators = DENSE_MAX - 1 if max_annotators is None else max_annotators
     nv = row_sorted.shape[0]
@@ -121,7 +127,9 @@ def vote_pairs(row_sorted: np.ndarray, annotator: np.ndarray, n_rows: int, max_p
     annotator = np.asarray(annotator, np.int64)
     if int(annotator.max()) + 1 > max_annotators:
         return None
-    if int(annotator.max()) + 2 <= DENSE_E_MAX:  # few annotators: Newton uses a dense E instead
+    if not force and int(annotator.max()) + 2 <= DENSE_E_MAX:  # few annotators: Newton uses a dense E instead
+        return None
+    if not force and native_available():  # the native CD needs no Hessian
         return None
     counts = np.bincount(row_sorted, minlength=n_rows)
     if int(np.sum(counts * (counts - 1) // 2)) > max_pairs:
@@ -241,24 +249,26 @@ AUTO_NEWTON_RATIO = 8  # 'auto' picks Newton only if (m + 1)^2 <= this * n_votes
 def resolve_solver(solver: str, data: L1Data, m: int, accelerated: bool = True) -> str:
     """The solver :func:`solve` runs: 'newton', 'fista' or 'ista' (static, from shapes only).
 
-    'auto' (the default) is proximal Newton when it applies (m + 1 <= newton.DENSE_MAX, and
-    ``data.pairs`` or few annotators), ``accelerated`` is set and the dense Hessian is not large
-    against the data, (m + 1)^2 <= AUTO_NEWTON_RATIO * n_votes (a Newton iteration costs O(m^2)
-    for the Hessian and the CD sweeps, a FISTA step O(n_votes); measured in docs/performance.md);
-    otherwise FISTA (ISTA when ``accelerated=False``). 'newton' where it does not apply is an error.
+    'auto' (the default) is proximal Newton when ``accelerated`` is set and Newton applies
+    (:func:`crowdstat.newton.hessian_mode`): always with the native CPU kernel (matrix-free
+    coordinate descent, any m); with the dense Hessian (no native kernel: m + 1 <= newton.DENSE_MAX
+    and ``data.pairs`` or few annotators) only if (m + 1)^2 <= AUTO_NEWTON_RATIO * n_votes (an
+    iteration then costs O(m^2), a FISTA step O(n_votes)). Otherwise FISTA (ISTA when
+    ``accelerated=False``). 'newton' where it does not apply is an error.
     """
     from crowdstat import newton as _newton
 
     if solver not in SOLVERS:
         raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
+    mode = _newton.hessian_mode(data, m)
     if solver == "newton":
-        if not _newton.applicable(data, m):
+        if mode is None:
             raise ValueError(
-                f"solver='newton' needs m + 1 <= {_newton.DENSE_MAX} annotators (got m = {m}) and L1Data.pairs "
-                "(built by training_data unless there are too many vote pairs); use solver='fista'"
+                f"solver='newton' needs the native kernel (CPU), or m + 1 <= {_newton.DENSE_MAX} annotators (got m = {m}) "
+                "and L1Data.pairs (built by training_data unless there are too many vote pairs); use solver='fista'"
             )
         return "newton"
-    if solver == "auto" and accelerated and _newton.applicable(data, m) and (m + 1) ** 2 <= AUTO_NEWTON_RATIO * data.label.shape[0]:
+    if solver == "auto" and accelerated and mode is not None and (mode == "native" or (m + 1) ** 2 <= AUTO_NEWTON_RATIO * data.label.shape[0]):
         return "newton"
     return "fista" if accelerated else "ista"
 
@@ -360,7 +370,7 @@ def path(data: L1Data, gammas, w0, b0, stepsize, tol, *, accelerated=True, inter
     if resolve_solver(solver, data, w0.shape[0], accelerated) == "newton":
         from crowdstat import newton as _newton
 
-        prep = _newton.prepare(data, w0.shape[0], intercept)  # once for the whole path
+        prep = _newton.prepare(data, w0.shape[0], intercept)  # once for the whole path (CSC or pair indices)
 
     def step(carry, g):
         w, b = carry

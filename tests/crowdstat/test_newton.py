@@ -1,12 +1,14 @@
 """Proximal Newton (crowdstat/newton.py via proximal.solve(solver="newton")) against the NumPy oracle.
 
 Two problem shapes are reused throughout so that each jitted variant compiles once: a small one
-(m = 7 annotators, the Hessian from a dense E) and a wider one (m = 70, the Hessian from the
-sorted vote-pair list, ``L1Data.pairs``). The oracle (tests/reference/oracles.py, FISTA to a
+(m = 7 annotators, the Hessian from a dense E) and a wider one (m = 70: the native column-wise
+CD kernel when it builds, which is what proximal.solve runs; the pure-XLA dense Hessian from the
+sorted vote-pair list, ``L1Data.pairs``, is checked too). The oracle (tests/reference/oracles.py, FISTA to a
 relative gap of 1e-13 plus an active-set Newton polish) is self-checked against scikit-learn.
 """
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +41,13 @@ def _problem(seed, kind):
         line_program=np.arange(n, dtype=np.int32), truth=t.astype(np.int8), program_size=np.ones(n, np.int32),
     )
     data = proximal.training_data(votes, jnp.float64)
+    if kind == "pairs":  # the pair list for the pure-XLA Hessian (training_data skips it when the native kernel is there)
+        data = data._replace(pairs=proximal.vote_pairs(np.asarray(data.row), np.asarray(data.annotator), n, force=True))
     return E, t, data
+
+
+_xla_newton = jax.jit(partial(newton.solve, intercept=False, maxiter=1000, native=False))
+_xla_newton_b = jax.jit(partial(newton.solve, intercept=True, maxiter=1000, native=False))
 
 
 def _newton(data, gamma, m, tol=TOL, w0=None, b0=0.0, intercept=False):
@@ -51,7 +59,8 @@ def _newton(data, gamma, m, tol=TOL, w0=None, b0=0.0, intercept=False):
 def test_hessian_modes_and_pairs_structure(kind):
     E, t, data = _problem(0, kind)
     m = E.shape[1]
-    assert newton.hessian_mode(data, m) == kind
+    assert newton.hessian_mode(data, m, native=False) == kind
+    assert newton.hessian_mode(data, m, native=True) == ("native" if kind == "pairs" else kind)
     assert proximal.resolve_solver("auto", data, m) == "newton"
     if kind == "pairs":
         u, v = np.asarray(data.pairs)
@@ -63,7 +72,8 @@ def test_hessian_modes_and_pairs_structure(kind):
     # The Hessian builder equals E^T D E (with the intercept column) computed densely.
     dw = jnp.asarray(np.random.default_rng(1).uniform(0.05, 0.25, E.shape[0]))
     for intercept in (False, True):
-        h = np.asarray(newton._hessian_builder(data, m, intercept, kind)(dw))
+        prep = newton.prepare(data, m, intercept, native=False)
+        h = np.asarray(newton.hessian(prep, data, m, intercept, dw))
         A = np.hstack([E, np.ones((E.shape[0], 1)) if intercept else np.zeros((E.shape[0], 1))])
         assert h.dtype == np.float32  # newton.HESSIAN_DTYPE: the model only shapes the step
         np.testing.assert_allclose(h, A.T @ (np.asarray(dw)[:, None] * A), rtol=2e-6, atol=1e-6)
@@ -157,6 +167,25 @@ def test_path_and_vmap_equal_cold_solves():
     assert np.all(np.asarray(batched.rel_gap) <= TOL)
 
 
+def test_pure_xla_pair_hessian_and_native_agree_with_oracle():
+    E, t, data = _problem(9, "pairs")
+    m = E.shape[1]
+    gamma = 0.05 * O.gamma_max(E, t)
+    w_ref, _ = O.l1_logistic(E, t, gamma)
+    w, _, _, info, _ = _xla_newton(data, jnp.float64(gamma), jnp.zeros(m), jnp.float64(0.0), jnp.float64(TOL))
+    np.testing.assert_allclose(np.asarray(w), w_ref, atol=1e-6)
+    assert float(info.rel_gap) <= TOL
+    gmb = float(proximal.gamma_max(data, m, intercept=True))
+    wb, bb, _, info_b, _ = _xla_newton_b(data, jnp.float64(0.1 * gmb), jnp.zeros(m), proximal._b_at_zero(data), jnp.float64(TOL))
+    w_ref_b, b_ref = O.l1_logistic_intercept(E, t, 0.1 * gmb)
+    np.testing.assert_allclose(np.asarray(wb), w_ref_b, atol=1e-6)
+    assert abs(float(bb) - b_ref) <= 1e-6 and float(info_b.rel_gap) <= TOL
+    if newton.native_available():  # what proximal.solve runs for this shape
+        assert newton.hessian_mode(data, m) == "native"
+        nat = _newton(data, gamma, m)
+        np.testing.assert_allclose(np.asarray(nat.w), np.asarray(w), atol=1e-7)
+
+
 def test_float32_default_tolerance():
     E, t, data64 = _problem(8, "dense_e")
     m = E.shape[1]
@@ -168,14 +197,16 @@ def test_float32_default_tolerance():
     np.testing.assert_allclose(np.asarray(st.w, np.float64), w_ref, atol=2e-3)
 
 
-def test_bad_input_errors():
+def test_bad_input_errors(monkeypatch):
     E, t, data = _problem(0, "pairs")
     m = E.shape[1]
     with pytest.raises(ValueError, match="solver"):
         proximal.solve(data, 0.1, jnp.zeros(m), 0.0, 1.0, 1e-6, solver="bogus")
     with pytest.raises(ValueError, match="solver"):
         proximal.path(data, jnp.ones(2), jnp.zeros(m), 0.0, 1.0, 1e-6, solver="lbfgs")
-    # Too many annotators for the dense Hessian: 'newton' refuses, 'auto' falls back to FISTA.
+    # Without the native kernel: too many annotators for the dense Hessian, 'newton' refuses and
+    # 'auto' falls back to FISTA.
+    monkeypatch.setitem(newton._native_state, "ok", False)
     big = newton.DENSE_MAX + 5
     with pytest.raises(ValueError, match="newton"):
         proximal.solve(data, 0.1, jnp.zeros(big), 0.0, 1.0, 1e-6, solver="newton")
@@ -189,5 +220,8 @@ def test_bad_input_errors():
     assert proximal.resolve_solver("auto", data, m, accelerated=False) == "ista"
     # The pair list is refused above the budget.
     row = np.repeat(np.arange(3), 4)
-    assert proximal.vote_pairs(row, np.tile(np.arange(64, 68), 3), 3, max_pairs=17) is None
-    assert proximal.vote_pairs(row, np.tile(np.arange(64, 68), 3), 3).shape == (2, 18)
+    assert proximal.vote_pairs(row, np.tile(np.arange(64, 68), 3), 3, max_pairs=17, force=True) is None
+    assert proximal.vote_pairs(row, np.tile(np.arange(64, 68), 3), 3, force=True).shape == (2, 18)
+    # With the native kernel, any number of annotators.
+    monkeypatch.setitem(newton._native_state, "ok", True)
+    assert newton.hessian_mode(no_pairs, big, native=True) == "native"
