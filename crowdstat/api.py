@@ -35,6 +35,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "proximal": {
         "gamma": "1%",
         "accelerated": True,
+        "solver": "auto",
         "tol": None,
         "maxiter": 10000,
         "intercept": False,
@@ -248,7 +249,8 @@ def fit(votes, truth=None, method: str = "sequential", programs=None, **params) 
         sequential (eq. 8): ``lam`` (1), ``nu`` (0.7), ``pbar_honeypot`` (0.99), ``w_max`` (inf),
         ``keep_trajectory`` (None = keep it while n_tasks x n_annotators <= 2e7).
         proximal: ``gamma`` (``"1%"``: a number is absolute, ``"X%"`` is X percent of gamma_max),
-        ``accelerated`` (True = FISTA, False = ISTA), ``tol`` (relative duality gap; 1e-5 in
+        ``solver`` ("auto" = proximal Newton where it applies, else FISTA; "newton"; "fista"),
+        ``accelerated`` (True = FISTA, False = ISTA, for the first-order solvers), ``tol`` (relative duality gap; 1e-5 in
         float32, 1e-10 in float64), ``maxiter`` (10000), ``intercept`` (False), ``stepsize``
         (None = 1/L), ``latent`` (None = automatic when there is no truth), ``nu``, ``max_outer``.
         em1 / em2: ``maxiter`` (100), ``tol`` (1e-6, relative log-likelihood gain).
@@ -431,20 +433,25 @@ def _fit_proximal(table, arrays, p, dtype, prior_logit, diagnostics):
     intercept = bool(p["intercept"])
     gmax = float(px.gamma_max(data, m, intercept))
     gamma = gamma_val * gmax if rel else gamma_val
-    lip = float(px.lipschitz(data, m, intercept))
-    eta = p["stepsize"] if p["stepsize"] is not None else 1.0 / lip
-    if not p["accelerated"] and not 0 < eta < 2.0 / lip:
-        raise ValueError(f"stepsize: ISTA needs eta in (0, 2/L) = (0, {2.0 / lip:.6g}), got {eta}")
+    solver = px.resolve_solver(p["solver"], data, m, bool(p["accelerated"]))
+    lip = None
+    if solver == "newton":  # no step size: the Newton direction and a line search
+        eta = 1.0
+    else:  # power iterations for L only where a first-order step needs it
+        lip = float(px.lipschitz(data, m, intercept))
+        eta = p["stepsize"] if p["stepsize"] is not None else 1.0 / lip
+        if solver == "ista" and not 0 < eta < 2.0 / lip:
+            raise ValueError(f"stepsize: ISTA needs eta in (0, 2/L) = (0, {2.0 / lip:.6g}), got {eta}")
     b0 = px._b_at_zero(data, delta) if intercept else jnp.asarray(0.0, dtype)
     st = px.solve(
         data, jnp.asarray(gamma, dtype), jnp.zeros(m, dtype), b0, jnp.asarray(eta, dtype), jnp.asarray(tol, dtype),
-        accelerated=bool(p["accelerated"]), intercept=intercept, maxiter=int(p["maxiter"]),
+        accelerated=bool(p["accelerated"]), intercept=intercept, maxiter=int(p["maxiter"]), solver="fista" if solver == "ista" else solver,
     )
     converged = bool(float(st.rel_gap) <= tol)
     diagnostics.update(
         {
             "variant": "supervised (honeypot lines)",
-            "solver": "FISTA" if p["accelerated"] else "ISTA",
+            "solver": {"newton": "proximal Newton", "fista": "FISTA", "ista": "ISTA"}[solver],
             "objective": float(st.objective),
             "dual_value": float(st.dual_value),
             "gap": float(st.gap),
@@ -455,7 +462,7 @@ def _fit_proximal(table, arrays, p, dtype, prior_logit, diagnostics):
             "gamma": gamma,
             "gamma_max": gmax,
             "lipschitz": lip,
-            "stepsize": float(eta),
+            "stepsize": float(eta) if lip is not None else None,
             "intercept": float(st.b) if intercept else 0.0,
             "n_training_lines": int(data.q.shape[0]),
             "n_filtered_out": int(np.sum(np.asarray(st.w) == 0)),

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.add_argument("--ista", action="store_true", help="plain ISTA instead of FISTA")
     x.add_argument("--stepsize", type=float, default=None, help="ISTA/FISTA step eta (default 1/L); ISTA needs 0 < eta < 2/L")
+    x.add_argument("--solver", choices=("auto", "newton", "fista"), default="auto",
+                   help="proximal solver: auto = proximal Newton where it applies (CPU native kernel, or few annotators), else FISTA")
     x.add_argument("--tol", type=float, default=None, help="relative duality gap to stop at (default 1e-5 float32, 1e-10 float64)")
     x.add_argument("--maxiter", type=int, default=10000)
     x.add_argument("--intercept", action="store_true", help="fit an unpenalised intercept b (used as logit(p0))")
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         params.update(lam=args.lam, nu=args.nu, pbar_honeypot=args.pbar_honeypot, w_max=args.w_max)
     elif args.method == "proximal":
         params.update(
-            gamma=args.gamma, accelerated=not args.ista, stepsize=args.stepsize, tol=args.tol, maxiter=args.maxiter,
+            gamma=args.gamma, accelerated=not args.ista, solver="fista" if args.ista else args.solver, stepsize=args.stepsize, tol=args.tol, maxiter=args.maxiter,
             intercept=args.intercept, latent=True if args.latent else None, nu=args.nu,
         )
     elif args.method in ("em1", "em2"):

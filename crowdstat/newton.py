@@ -24,16 +24,6 @@ Everything else (gradient, line search, certificate) is jitted XLA with static s
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-import threading
-import warnings
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 
@@ -53,62 +43,16 @@ HESSIAN_DTYPE = jnp.float32
 _MAX_HALVINGS = 40
 
 
-_NATIVE_SRC = Path(__file__).with_name("_native") / "newton_cd.cc"
-_native_lock = threading.Lock()
-_native_state: dict = {}
-
-
-def _native_library() -> Path:
-    import jaxlib
-
-    from crowdstat import _native
-
-    key = hashlib.sha256(
-        _NATIVE_SRC.read_bytes() + jaxlib.__version__.encode() + " ".join(_native._FLAGS).encode() + jax.ffi.include_dir().encode()
-        + _native._cpu_signature()
-    ).hexdigest()[:16]
-    out = _native._cache_root() / key / "libcrowdstat_newton.so"
-    if out.exists():
-        return out
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if not cxx:
-        raise RuntimeError("no C++ compiler found (set CXX)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        cmd = [cxx, *_native._FLAGS, "-I", jax.ffi.include_dir(), str(_NATIVE_SRC), "-o", tmp]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
-
-
 def native_available() -> bool:
     """Whether the native CD kernels (crowdstat/_native/newton_cd.cc) are built and registered.
 
     Only on the CPU backend, and not with ``CROWDSTAT_NATIVE=0``; built on first use (a few
-    seconds) into the same per-user cache as crowdstat/_native.
+    seconds) into the same per-user cache as the other kernels of :mod:`crowdstat._native`.
     """
-    with _native_lock:
-        if "ok" not in _native_state:
-            _native_state["ok"] = False
-            from crowdstat import _native
+    from crowdstat import _native
 
-            if _native.enabled() and jax.default_backend() == "cpu":
-                try:
-                    lib = ctypes.cdll.LoadLibrary(str(_native_library()))
-                    for name in ("Csc", "NewtonCd"):
-                        for suffix in ("F32", "F64"):
-                            jax.ffi.register_ffi_target(f"crowdstat_{name.lower()}_{suffix.lower()}", jax.ffi.pycapsule(getattr(lib, f"Crowdstat{name}{suffix}")), platform="cpu")
-                    _native_state["ok"] = True
-                except Exception as e:  # noqa: BLE001 - any failure: the pure-XLA Hessian path
-                    warnings.warn(f"crowdstat: native Newton kernel unavailable ({e}); using the dense-Hessian version", RuntimeWarning, stacklevel=2)
-        return _native_state["ok"]
+    targets = {f"crowdstat_{n.lower()}_{sfx.lower()}": f"Crowdstat{n}{sfx}" for n in ("Csc", "NewtonCd") for sfx in ("F32", "F64")}
+    return _native.register("newton_cd.cc", targets, "Newton coordinate-descent")
 
 
 def hessian_mode(data, m: int, native: bool | None = None) -> str | None:

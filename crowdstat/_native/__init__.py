@@ -26,9 +26,10 @@ import threading
 import warnings
 from pathlib import Path
 
-__all__ = ["sequential_target", "enabled", "library_path"]
+__all__ = ["register", "sequential_target", "enabled", "library_path"]
 
-_SRC = Path(__file__).with_name("sequential.cc")
+_DIR = Path(__file__).parent
+_SRC = _DIR / "sequential.cc"
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
 _lock = threading.Lock()
 _state: dict = {}
@@ -60,21 +61,22 @@ def _cpu_signature() -> bytes:
     return (platform.machine() + platform.processor()).encode()
 
 
-def library_path() -> Path:
-    """Where the compiled library for this source, jaxlib and CPU lives (built or not)."""
+def library_path(source: str = "sequential.cc") -> Path:
+    """Where the compiled library of ``source`` (in this folder) for this jaxlib and CPU lives (built or not)."""
     import jax
     import jaxlib
 
+    src = _DIR / source
     key = hashlib.sha256(
-        _SRC.read_bytes() + jaxlib.__version__.encode() + " ".join(_FLAGS).encode() + jax.ffi.include_dir().encode() + _cpu_signature()
+        src.read_bytes() + jaxlib.__version__.encode() + " ".join(_FLAGS).encode() + jax.ffi.include_dir().encode() + _cpu_signature()
     ).hexdigest()[:16]
-    return _cache_root() / key / "libcrowdstat_native.so"
+    return _cache_root() / key / f"libcrowdstat_{Path(source).stem}.so"
 
 
-def _build() -> Path:
+def _build(source: str) -> Path:
     import jax
 
-    out = library_path()
+    out = library_path(source)
     if out.exists():
         return out
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
@@ -84,7 +86,7 @@ def _build() -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        cmd = [cxx, *_FLAGS, "-I", jax.ffi.include_dir(), str(_SRC), "-o", tmp]
+        cmd = [cxx, *_FLAGS, "-I", jax.ffi.include_dir(), str(_DIR / source), "-o", tmp]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
@@ -95,19 +97,29 @@ def _build() -> Path:
     return out
 
 
-def sequential_target() -> str | None:
-    """Name prefix of the registered FFI targets (``<name>_f32`` / ``<name>_f64``), or None if unavailable."""
-    with _lock:
-        if "sequential" not in _state:
-            _state["sequential"] = None
-            if enabled():
-                try:
-                    import jax
+def register(source: str, targets: dict[str, str], what: str) -> bool:
+    """Build ``source`` once, register each FFI target name -> exported symbol on the CPU.
 
-                    lib = ctypes.cdll.LoadLibrary(str(_build()))
-                    for suffix, sym in (("f32", "CrowdstatSequentialF32"), ("f64", "CrowdstatSequentialF64")):
-                        jax.ffi.register_ffi_target(f"crowdstat_sequential_{suffix}", jax.ffi.pycapsule(getattr(lib, sym)), platform="cpu")
-                    _state["sequential"] = "crowdstat_sequential"
-                except Exception as e:  # noqa: BLE001 - any failure means: use the lax.scan version
-                    warnings.warn(f"crowdstat: native sequential kernel unavailable ({e}); using the lax.scan version", RuntimeWarning, stacklevel=2)
-        return _state["sequential"]
+    Returns False (after one RuntimeWarning naming ``what``) when the kernels are disabled
+    (``CROWDSTAT_NATIVE=0``), the default backend is not the CPU, or the build fails.
+    """
+    with _lock:
+        if source not in _state:
+            _state[source] = False
+            import jax
+
+            if enabled() and jax.default_backend() == "cpu":
+                try:
+                    lib = ctypes.cdll.LoadLibrary(str(_build(source)))
+                    for name, sym in targets.items():
+                        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, sym)), platform="cpu")
+                    _state[source] = True
+                except Exception as e:  # noqa: BLE001 - any failure means: use the pure-JAX version
+                    warnings.warn(f"crowdstat: native {what} kernel unavailable ({e}); using the pure-JAX version", RuntimeWarning, stacklevel=3)
+        return _state[source]
+
+
+def sequential_target() -> str | None:
+    """Name prefix of the registered eq. 8 FFI targets (``<name>_f32`` / ``<name>_f64``), or None if unavailable."""
+    ok = register("sequential.cc", {"crowdstat_sequential_f32": "CrowdstatSequentialF32", "crowdstat_sequential_f64": "CrowdstatSequentialF64"}, "sequential")
+    return "crowdstat_sequential" if ok else None

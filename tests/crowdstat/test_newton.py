@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from crowdstat import _native
 from crowdstat import newton, proximal
 from crowdstat._typing import VoteArrays
 from tests.reference import oracles as O
@@ -206,7 +207,7 @@ def test_bad_input_errors(monkeypatch):
         proximal.path(data, jnp.ones(2), jnp.zeros(m), 0.0, 1.0, 1e-6, solver="lbfgs")
     # Without the native kernel: too many annotators for the dense Hessian, 'newton' refuses and
     # 'auto' falls back to FISTA.
-    monkeypatch.setitem(newton._native_state, "ok", False)
+    monkeypatch.setitem(_native._state, "newton_cd.cc", False)
     big = newton.DENSE_MAX + 5
     with pytest.raises(ValueError, match="newton"):
         proximal.solve(data, 0.1, jnp.zeros(big), 0.0, 1.0, 1e-6, solver="newton")
@@ -223,5 +224,5 @@ def test_bad_input_errors(monkeypatch):
     assert proximal.vote_pairs(row, np.tile(np.arange(64, 68), 3), 3, max_pairs=17, force=True) is None
     assert proximal.vote_pairs(row, np.tile(np.arange(64, 68), 3), 3, force=True).shape == (2, 18)
     # With the native kernel, any number of annotators.
-    monkeypatch.setitem(newton._native_state, "ok", True)
+    monkeypatch.setitem(_native._state, "newton_cd.cc", True)
     assert newton.hessian_mode(no_pairs, big, native=True) == "native"
