@@ -120,6 +120,11 @@ benchmarks), 1.9 at the end.
   at 5e-4. On an earlier, weaker warm start, lr 2e-3 drifted (KL 5 nats per completion, training
   pass rate 0.18 -> 0.08 in 3 rounds). More rounds and seeds would be needed to rank the crowd
   methods.
+- **Moving code under the run**: `crowdstat fit` runs as a fresh subprocess every round, and
+  other work changed crowdstat's proximal solver (Newton coordinate descent, `solver=auto`)
+  in the shared working tree during this run (commits at 01:28 and 01:37; the runs took
+  01:30-01:45). The `proximal` runs may therefore mix solver versions between rounds. The
+  estimates should agree to solver tolerance, but that was not checked run by run.
 """
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
