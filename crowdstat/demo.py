@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     d = results["proximal gamma=1%"].diagnostics
     print(
         f"\nproximal: objective {d['objective']:.6g}, dual {d['dual_value']:.6g}, relative gap {d['rel_gap']:.2e}, "
-        f"{d['iterations']} FISTA iterations; {d['n_filtered_out']} annotators filtered out (w = 0)"
+        f"{d['iterations']} {d['solver']} iterations; {d['n_filtered_out']} annotators filtered out (w = 0)"
     )
     print(
         "Note: with lam = 1 the sequential weights grow with every vote (MATH.md: the update feeds on |l_j|); "
