@@ -1016,15 +1016,8 @@ class SandboxError(RuntimeError):
 
 
 
-_WORKER_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "LANG": "C.UTF-8",
-    "LC_ALL": "C.UTF-8",
-    "PYTHONHASHSEED": "0",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "PYTHONIOENCODING": "utf-8",
-    "OMP_NUM_THREADS": "1",
-}
+# The workers start from the same scrubbed environment their runners get (nothing inherited).
+_WORKER_ENV = dict(_RUNNER_ENV)
 
 
 def _site_dirs() -> list[str]:
