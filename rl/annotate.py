@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from rl import lines as _lines
+from rl.jsonl import read_objects
 from rl import population as _pop
 
 __all__ = ["add_arguments", "run", "load_programs", "parse_label", "annotate", "write_outputs"]
@@ -132,41 +133,28 @@ def load_programs(path: Path) -> list[dict]:
     if not path.is_file():
         raise ValueError(f"{path}: programs file not found")
     out, seen = [], {}
-    with path.open(encoding="utf-8") as f:
-        for row, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            where = f"{path}:{row}"
-            try:
-                rec = json.loads(text)
-            except ValueError as e:
-                raise ValueError(f"{where}: malformed JSON: {e}") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{where}: expected a JSON object")
-            for k in ("program", "code"):
-                if k not in rec:
-                    raise ValueError(f"{where}: missing field {k!r}")
-            pid = rec["program"]
-            if isinstance(pid, bool) or not isinstance(pid, (str, int)) or (isinstance(pid, str) and not pid.strip()):
-                raise ValueError(f"{where}: program id must be a non-empty string, got {pid!r}")
-            pid = str(pid)
-            if pid in seen:
-                raise ValueError(f"{where}: duplicate program id {pid!r} (first at line {seen[pid]})")
-            seen[pid] = row
-            if not isinstance(rec["code"], str):
-                raise ValueError(f"{where}: code must be a string")
-            item = {"program": pid, "code": rec["code"], "row": row, "where": where}
-            n_lines = max(1, len(rec["code"].splitlines()))
-            if rec.get("truth") is not None:
-                item["truth"] = _parse_truth(rec["truth"], where, n_lines)
-            elif rec.get("task_id") is not None:
-                if not isinstance(rec["task_id"], (str, int)) or isinstance(rec["task_id"], bool):
-                    raise ValueError(f"{where}: task_id must be a string, got {rec['task_id']!r}")
-            else:
-                raise ValueError(f"{where}: needs 'truth' (per-line labels) or 'task_id' (truth from execution)")
-            if rec.get("task_id") is not None:
-                item["task_id"] = rec["task_id"]
-            out.append(item)
+    for row, where, rec in read_objects(path, ("program", "code")):
+        pid = rec["program"]
+        if isinstance(pid, bool) or not isinstance(pid, (str, int)) or (isinstance(pid, str) and not pid.strip()):
+            raise ValueError(f"{where}: program id must be a non-empty string, got {pid!r}")
+        pid = str(pid)
+        if pid in seen:
+            raise ValueError(f"{where}: duplicate program id {pid!r} (first at line {seen[pid]})")
+        seen[pid] = row
+        if not isinstance(rec["code"], str):
+            raise ValueError(f"{where}: code must be a string")
+        item = {"program": pid, "code": rec["code"], "row": row, "where": where}
+        n_lines = max(1, len(rec["code"].splitlines()))
+        if rec.get("truth") is not None:
+            item["truth"] = _parse_truth(rec["truth"], where, n_lines)
+        elif rec.get("task_id") is not None:
+            if not isinstance(rec["task_id"], (str, int)) or isinstance(rec["task_id"], bool):
+                raise ValueError(f"{where}: task_id must be a string, got {rec['task_id']!r}")
+        else:
+            raise ValueError(f"{where}: needs 'truth' (per-line labels) or 'task_id' (truth from execution)")
+        if rec.get("task_id") is not None:
+            item["task_id"] = rec["task_id"]
+        out.append(item)
     if not out:
         raise ValueError(f"{path}: no programs")
     return out

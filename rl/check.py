@@ -23,6 +23,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from rl.jsonl import read_objects
+
 __all__ = ["add_arguments", "run", "read_samples", "check_samples", "write_json_atomic", "write_jsonl_atomic"]
 
 KS = (1, 10, 100)
@@ -49,29 +51,16 @@ def read_samples(path: Path, problems: dict, benchmark: str) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"samples file not found: {path}")
     samples = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise ValueError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            for k in ("task_id", "completion"):
-                if k not in obj:
-                    raise ValueError(f"{where}: missing field {k!r}")
-            if not isinstance(obj["completion"], str):
-                raise ValueError(f"{where}: field 'completion' must be a string, got {type(obj['completion']).__name__}")
-            try:
-                tid = parse_task_id(obj["task_id"], benchmark)
-            except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
-            if tid not in problems:
-                raise ValueError(f"{where}: unknown task_id {obj['task_id']!r} for benchmark {benchmark!r}")
-            samples.append({"_task": tid, "_obj": obj})
+    for _, where, obj in read_objects(path, ("task_id", "completion")):
+        if not isinstance(obj["completion"], str):
+            raise ValueError(f"{where}: field 'completion' must be a string, got {type(obj['completion']).__name__}")
+        try:
+            tid = parse_task_id(obj["task_id"], benchmark)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if tid not in problems:
+            raise ValueError(f"{where}: unknown task_id {obj['task_id']!r} for benchmark {benchmark!r}")
+        samples.append({"_task": tid, "_obj": obj})
     if not samples:
         raise ValueError(f"{path}: no samples")
     return samples

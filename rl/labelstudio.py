@@ -44,6 +44,7 @@ import sys
 from pathlib import Path
 
 from rl import lines as _lines
+from rl.jsonl import read_objects
 
 __all__ = ["LABEL_CONFIG", "add_export_arguments", "run_export", "add_import_arguments", "run_import",
            "load_programs", "export_labelstudio", "export_csv", "import_labelstudio", "import_csv"]
@@ -77,37 +78,27 @@ def load_programs(path: Path) -> list[dict]:
     if not path.is_file():
         raise ValueError(f"{path}: programs file not found")
     out, seen = [], set()
-    with path.open(encoding="utf-8") as f:
-        for row, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            where = f"{path}:{row}"
-            try:
-                rec = json.loads(text)
-            except ValueError as e:
-                raise ValueError(f"{where}: malformed JSON: {e}") from None
-            if not isinstance(rec, dict) or "program" not in rec or "code" not in rec:
-                raise ValueError(f"{where}: expected an object with 'program' and 'code'")
-            pid, code = str(rec["program"]), rec["code"]
-            if not isinstance(code, str):
-                raise ValueError(f"{where}: code must be a string")
-            if pid in seen:
-                raise ValueError(f"{where}: duplicate program id {pid!r}")
-            seen.add(pid)
-            n = len(code.split("\n"))
-            if rec.get("lines") is not None:
-                ls = rec["lines"]
-                if (not isinstance(ls, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in ls)
-                        or not all(1 <= x <= n for x in ls)):
-                    raise ValueError(f"{where}: lines must be a list of line numbers in 1..{n}, got {ls!r}")
-                ls = sorted(set(ls))
-            else:
-                prompt = rec.get("prompt") or ""
-                ls = _lines.annotated_lines(code, prompt if code.startswith(prompt) else "")
-            if not ls:
-                print(f"warning: {where}: program {pid!r} has no annotated lines; not exported", file=sys.stderr)
-                continue
-            out.append({"program": pid, "code": code, "lines": ls})
+    for row, where, rec in read_objects(path, ("program", "code")):
+        pid, code = str(rec["program"]), rec["code"]
+        if not isinstance(code, str):
+            raise ValueError(f"{where}: code must be a string")
+        if pid in seen:
+            raise ValueError(f"{where}: duplicate program id {pid!r}")
+        seen.add(pid)
+        n = len(code.split("\n"))
+        if rec.get("lines") is not None:
+            ls = rec["lines"]
+            if (not isinstance(ls, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in ls)
+                    or not all(1 <= x <= n for x in ls)):
+                raise ValueError(f"{where}: lines must be a list of line numbers in 1..{n}, got {ls!r}")
+            ls = sorted(set(ls))
+        else:
+            prompt = rec.get("prompt") or ""
+            ls = _lines.annotated_lines(code, prompt if code.startswith(prompt) else "")
+        if not ls:
+            print(f"warning: {where}: program {pid!r} has no annotated lines; not exported", file=sys.stderr)
+            continue
+        out.append({"program": pid, "code": code, "lines": ls})
     if not out:
         raise ValueError(f"{path}: no programs to export")
     return out
