@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ import pandas as pd
 
 from crowdstat import __version__
 from crowdstat.rewards_io import SCHEMA_VERSION, atomic_write_text, write_rewards
+from crowdstat.rewards_io import atomic_write_dir as save_dir_atomically
 from crowdstat.tables import VoteTable, read_votes
 
 __all__ = ["METHODS", "FitResult", "fit", "parse_gamma", "save_dir_atomically"]
@@ -202,31 +201,6 @@ class FitResult:
             atomic_write_text(tmp / "fit.json", json.dumps(self.fit_record(), indent=2, allow_nan=False) + "\n")
 
         return save_dir_atomically(out_dir, write)
-
-
-def save_dir_atomically(out_dir: str | os.PathLike, writer) -> Path:
-    """Run ``writer(tmp_dir)`` in a temporary sibling directory, then rename it to ``out_dir``.
-
-    An existing ``out_dir`` is replaced only after the new one is complete; if ``writer`` fails,
-    nothing is left behind and an existing ``out_dir`` is untouched.
-    """
-    out = Path(out_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        writer(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rmdir(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
 
 def fit(votes, truth=None, method: str = "sequential", programs=None, **params) -> FitResult:

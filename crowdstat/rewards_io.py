@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["SCHEMA_VERSION", "FIELDS", "RewardFileError", "write_rewards", "read_rewards", "validate_record", "atomic_write_text"]
+__all__ = ["SCHEMA_VERSION", "FIELDS", "RewardFileError", "write_rewards", "read_rewards", "validate_record", "atomic_write_text", "atomic_write_dir"]
 
 SCHEMA_VERSION = 1
 
@@ -54,6 +55,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_dir(out_dir: str | os.PathLike, writer) -> Path:
+    """Run ``writer(tmp_dir)`` in a temporary sibling directory, then rename it to ``out_dir``.
+
+    An existing ``out_dir`` is replaced only after the new one is complete; if ``writer`` fails,
+    nothing is left behind and an existing ``out_dir`` is untouched. Returns the resolved path.
+    """
+    out = Path(out_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        writer(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rmdir(old)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
 def _is_num(x) -> bool:

@@ -37,16 +37,15 @@ import csv
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from crowdstat.rewards_io import atomic_write_dir
 from rl import lines as _lines
-from rl.jsonl import read_objects
 from rl import population as _pop
+from rl.jsonl import read_objects
 
 __all__ = ["add_arguments", "run", "load_programs", "parse_label", "annotate", "write_outputs"]
 
@@ -264,10 +263,8 @@ def _pm(v: int) -> str:
 
 def write_outputs(out: Path, ordered, votes, seen, population: _pop.Population, meta: dict) -> None:
     """Write the output directory atomically (temporary sibling, then rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent)))
-    try:
+
+    def write(tmp: Path) -> None:
         files = {
             "votes.csv": _csv([(p, ln, a, _pm(lab)) for p, ln, a, lab in votes], ("program", "line", "annotator", "label")),
             "truth.csv": _csv([(it["program"], ln, _pm(t)) for it in ordered if it["honeypot"]
@@ -295,16 +292,8 @@ def write_outputs(out: Path, ordered, votes, seen, population: _pop.Population, 
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=str(out.parent)))
-            os.rename(out, old / "d")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_write_dir(out, write)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,16 +25,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from crowdstat.rewards_io import atomic_write_dir
 from rl.config import PPOConfig, add_dataclass_arguments, dataclass_from_args
 from rl.rollouts import Rollout, completion_forward, pack
 
@@ -410,9 +408,8 @@ class PPOTrainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            out_dir.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-            try:
+
+            def write(tmp: Path) -> None:
                 acc.unwrap_model(self.wrapped).policy.save_pretrained(tmp)
                 save_file({k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
                           str(tmp / VALUE_HEAD_FILE))
@@ -421,16 +418,8 @@ class PPOTrainer:
                          "mixed_precision": self.mixed_precision}
                 (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
                 torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-                old = None
-                if out_dir.exists():
-                    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-                    os.replace(out_dir, old)
-                os.replace(tmp, out_dir)
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+
+            atomic_write_dir(out_dir, write)
         acc.wait_for_everyone()
         return out_dir
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from crowdstat.rewards_io import atomic_write_dir
 
 __all__ = ["SFTConfig", "warm_start", "add_arguments", "run"]
 
@@ -62,26 +62,6 @@ class SFTConfig:
     hold_single: bool = False
 
 
-def _atomic_dir(out: Path) -> Path:
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _commit_dir(tmp: Path, out: Path) -> None:
-    out = Path(out)
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
-
-
 def all_texts(bench) -> list[str]:
     """Every text the tokenizer must cover: prompts, canonical and buggy solutions."""
     texts = []
@@ -102,10 +82,9 @@ def warm_start(out: str | Path, cfg: SFTConfig = SFTConfig(), progress: bool = T
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_dir(out)
-    try:
+    result: dict = {}
+
+    def write(tmp: Path) -> None:  # the model directory appears only when complete
         bench = make_benchmark(seed=cfg.bench_seed, n_train_per_template=cfg.n_train_per_template,
                                hold_single=cfg.hold_single)
         tok = train_char_tokenizer(all_texts(bench), tmp)
@@ -166,11 +145,10 @@ def warm_start(out: str | Path, cfg: SFTConfig = SFTConfig(), progress: bool = T
             "frac_buggy_examples": sum(not ok for _, _, ok in data) / len(data),
         }
         (tmp / "warmstart.json").write_text(json.dumps(summary, indent=1))
-        _commit_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return summary
+        result["summary"] = summary
+
+    atomic_write_dir(out, write)
+    return result["summary"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
