@@ -8,6 +8,7 @@
 //
 // Built on first use by crowdstat/_native/__init__.py (g++ -O3 against jax.ffi.include_dir()).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -25,42 +26,63 @@ ffi::Error SequentialImpl(const int32_t* line_local, const int32_t* ann, const i
                           const T* params, T* w, int32_t* n_updates, T* traj, bool keep) {
   const T lam = params[0], logit_hp = params[1], w_max = params[2], cap = params[3], prior = params[4];
   std::memcpy(w, w0, sizeof(T) * n_ann);
-  std::vector<T> acc(n_lines_block > 0 ? n_lines_block : 1);
-  std::vector<T> step(block > 0 ? block : 1);
+  const int64_t nl = n_lines_block > 0 ? n_lines_block : 1;
+  std::vector<T> acc(nl), coef(nl);
+  std::vector<int8_t> line_truth(nl);
   for (int64_t t = 0; t < n_tasks; ++t) {
     const int64_t o = t * block;
     const int32_t* ll = line_local + o;
     const int32_t* a = ann + o;
     const int8_t* e = label + o;
     const int8_t* tr = truth + o;
-    for (int64_t k = 0; k < n_lines_block; ++k) acc[k] = prior;
-    for (int64_t b = 0; b < block; ++b) {
-      if (e[b] == 0) continue;
-      if (ll[b] < 0 || ll[b] >= n_lines_block || a[b] < 0 || a[b] >= n_ann)
-        return ffi::Error(ffi::ErrorCode::kOutOfRange, "crowdstat sequential: vote index out of range");
-      acc[ll[b]] += static_cast<T>(e[b]) * w[a[b]];
+    // Padding trails the task's votes: stop at the last nonzero label. (A zero label anywhere
+    // else reads valid slots and adds exactly 0.)
+    int64_t nb = block;
+    while (nb > 0 && e[nb - 1] == 0) --nb;
+    // Check the task's indices first (a vectorised max; it also brings the task into L1), so
+    // the loops below carry no bounds checks. Unsigned: a negative index becomes huge.
+    uint32_t max_line = 0, max_ann = 0;
+    for (int64_t b = 0; b < nb; ++b) {
+      max_line = std::max(max_line, static_cast<uint32_t>(ll[b]));
+      max_ann = std::max(max_ann, static_cast<uint32_t>(a[b]));
     }
-    int32_t moved = 0;
-    for (int64_t b = 0; b < block; ++b) {
-      if (e[b] == 0) { step[b] = 0; continue; }
-      const T lv = acc[ll[b]];
-      T r, lp;
-      if (tr[b] != 0) {
-        r = static_cast<T>(tr[b]);
-        lp = logit_hp;
-      } else {
-        r = static_cast<T>((lv > 0) - (lv < 0));
-        lp = std::fabs(lv) < cap ? std::fabs(lv) : cap;
+    if (nb > 0 && (static_cast<int64_t>(max_line) >= n_lines_block || static_cast<int64_t>(max_ann) >= n_ann))
+      return ffi::Error(ffi::ErrorCode::kOutOfRange, "crowdstat sequential: vote index out of range");
+    for (int64_t k = 0; k < nl; ++k) acc[k] = prior, line_truth[k] = 0;
+    // Votes come sorted by line: sum a run of one line's votes in a register (no store-to-load
+    // chain through acc[]), flush when the line changes (correct in any order).
+    int32_t cur = nb > 0 ? ll[0] : 0;
+    int8_t cur_truth = 0;  // a line's votes all carry its truth (padding carries 0)
+    T run = 0;
+    for (int64_t b = 0; b < nb; ++b) {
+      if (ll[b] != cur) {
+        acc[cur] += run;
+        line_truth[cur] |= cur_truth;
+        run = 0;
+        cur_truth = 0;
+        cur = ll[b];
       }
-      step[b] = lam * static_cast<T>(e[b]) * r * lp;
-      moved += step[b] != 0;
+      run += static_cast<T>(e[b]) * w[a[b]];
+      cur_truth |= tr[b];
     }
-    for (int64_t b = 0; b < block; ++b)
-      if (e[b] != 0) w[a[b]] += step[b];
-    for (int64_t b = 0; b < block; ++b) {
-      if (e[b] == 0) continue;
+    acc[cur] += run;
+    line_truth[cur] |= cur_truth;
+    // r_j * logit(pbar_j) depends on the line only: t_j logit(pbar_hp) on a honeypot, else
+    // sign(l_j) min(|l_j|, cap) = clip(l_j, -cap, cap). Times lam: the step per unit label.
+    for (int64_t k = 0; k < nl; ++k) {
+      const T lv = std::min(std::max(acc[k], -cap), cap);
+      coef[k] = lam * (line_truth[k] != 0 ? static_cast<T>(line_truth[k]) * logit_hp : lv);
+    }
+    // acc held the pre-task logits, so each step goes straight into w; then clip.
+    int32_t moved = 0;
+    for (int64_t b = 0; b < nb; ++b) {
+      const T s = static_cast<T>(e[b]) * coef[ll[b]];
+      moved += s != 0;
+      w[a[b]] += s;
+    }
+    for (int64_t b = 0; b < nb; ++b) {
       T& x = w[a[b]];
-      x = x < -w_max ? -w_max : (x > w_max ? w_max : x);
+      x = std::min(std::max(x, -w_max), w_max);
     }
     n_updates[t] = moved;
     if (keep) std::memcpy(traj + t * n_ann, w, sizeof(T) * n_ann);

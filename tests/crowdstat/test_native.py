@@ -97,3 +97,36 @@ def test_disabled_native_falls_back_to_scan(tmp_path):
     assert "native refused: backend='native'" in r.stdout
     # prior 1/2: first task l = w0 = 0 on the one line -> sign 0, no update; weights stay 0
     assert r.stdout.splitlines()[0] == "[0.0, 0.0]"
+
+
+def test_native_any_vote_order_and_interior_padding():
+    """The kernel sums runs of one line in a register; votes out of line order, and padding
+    (label 0) between real votes, must give the scan's weights all the same."""
+    _, _, table, blocks = _blocks(11, n_programs=25)
+    rng = np.random.default_rng(0)
+    n_tasks, b = blocks.label.shape
+    wide = [np.zeros((n_tasks, 2 * b), x.dtype) for x in blocks[:4]]
+    for t in range(n_tasks):
+        slots = np.sort(rng.choice(2 * b, size=b, replace=False))  # padding scattered inside
+        order = rng.permutation(b)
+        for dst, src in zip(wide, blocks[:4]):
+            dst[t, slots] = src[t, order]
+    shuffled = seq.TaskBlocks(*wide, blocks.n_lines_block)
+    params = seq.make_params(lam=0.3, pbar_honeypot=0.9, w_max=4.0, prior=0.6)
+    w0 = seq.init(table.n_annotators, nu=0.65).w
+    want, want_info = seq.run(blocks, w0, params, keep_trajectory=True, backend="xla")
+    got, got_info = seq.run(shuffled, w0, params, keep_trajectory=True, backend="native")
+    np.testing.assert_allclose(np.asarray(got.w), np.asarray(want.w), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got_info.w), np.asarray(want_info.w), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got_info.n_updates), np.asarray(want_info.n_updates))
+
+
+@pytest.mark.parametrize("field, value", [("annotator", 9), ("annotator", -1), ("line_local", 99)])
+def test_native_rejects_out_of_range_indices(field, value):
+    _, _, table, blocks = _blocks(2)
+    arr = getattr(blocks, field).copy()
+    arr[-1, 0] = value  # the last task: the kernel has already run the others
+    bad = blocks._replace(**{field: arr})
+    w0 = seq.init(table.n_annotators).w
+    with pytest.raises(Exception, match="vote index out of range"):
+        jax.block_until_ready(seq.run(bad, w0, seq.make_params(), keep_trajectory=False, backend="native"))
