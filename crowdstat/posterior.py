@@ -14,11 +14,11 @@ Two layouts of the same votes:
   the k-th vote on line j as one int32 index into the table ``[0, -w_0, +w_0, -w_1, +w_1, ...]``
   (0 = padding). Eq. 7 is then ``sum_k table[slots[k]]``, k_max gathers that XLA fuses into one
   vectorised pass reading 2 bytes a vote (int16 slots below 16,384 annotators, else 4):
-  0.3-0.6 ns a vote here for the logits. The per-program sums use the
-  same trick over ``(m_max, n_programs)`` line indices. It pays when the vote counts per line
-  (and line counts per program) are near-uniform, which is how annotation is run; the builder
-  refuses (returns ``None``) when padding would more than double the work, and the segment-sum
-  path is used.
+  0.3-0.6 ns a vote here for the logits. Lines sit in a (program, rank) grid of cells, so the
+  per-program sums are a reshape and a row sum (empty cells masked). It pays when the vote
+  counts per line (and line counts per program) are near-uniform, which is how annotation is
+  run; the builder refuses (returns ``None``) when padding would more than double the work, and
+  the segment-sum path is used (for uneven programs only the grid is dropped).
 """
 
 from __future__ import annotations
@@ -128,24 +128,27 @@ def posteriors_and_rewards(w, votes: VoteArrays, prior_logit, tau):
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class EllLayout:
-    """Votes of each line (and lines of each program) in padded columns; see the module docstring.
+    """Votes of each line in padded columns, lines in a (program, rank) grid; see the module docstring.
 
-    ``slots[k, j] = 1 + 2 * annotator + (label > 0)`` for the k-th vote on line j, 0 past the
-    line's last vote. ``prog_lines[m, g]`` is the m-th line of program g, ``n_lines`` (a zero
-    slot) past the program's last line; shape ``(0, n_programs)`` when the programs are too
-    uneven, and the program sums fall back to a segment-sum over ``line_program``.
+    ``slots[k, c] = 1 + 2 * annotator + (label > 0)`` for the k-th vote on the line in cell c, 0
+    past that line's last vote and in empty cells. With ``grid_width`` m > 0 cell ``g * m + r``
+    holds the r-th line of program g (cells past a program's last line are empty), so the
+    per-program sums are a reshape and a row sum; ``grid_width == 0`` when the programs are too
+    uneven: cells are the lines and the program sums are a segment-sum over ``line_program``.
+    ``line_cell`` maps lines to cells, shape ``(0,)`` when every cell is a line in line order.
     """
 
-    slots: jax.Array  # shape=(k_max, n_lines), int16 (< 16,384 annotators) or int32
-    prog_lines: jax.Array  # shape=(m_max, n_programs) or (0, n_programs), int32
-    line_program: jax.Array  # shape=(n_lines,), int32 (for the fallback)
+    slots: jax.Array  # shape=(k_max, n_cells), int16 (< 16,384 annotators) or int32
+    line_cell: jax.Array  # shape=(n_lines,) or (0,), int32
+    line_program: jax.Array  # shape=(n_lines,), int32 (for the segment-sum fallback)
     n_annotated: jax.Array  # shape=(n_programs,), int32, k = annotated lines per program
     program_size: jax.Array  # shape=(n_programs,), int32
     n_annotators: int = field(default=0, metadata=dict(static=True))  # max annotator id + 1
+    grid_width: int = field(default=0, metadata=dict(static=True))  # lines per program in the grid, 0 = no grid
 
     @property
     def n_lines(self) -> int:
-        return int(self.slots.shape[1])
+        return int(self.line_program.shape[0])
 
 
 def _ell_columns(seg: np.ndarray, n_seg: int, values: np.ndarray, pad, max_width: int, max_fill: float):
@@ -161,38 +164,60 @@ def _ell_columns(seg: np.ndarray, n_seg: int, values: np.ndarray, pad, max_width
     return out, counts
 
 
+def _program_grid(line_program: np.ndarray, n_prog: int, max_width: int, max_fill: float):
+    """(cell of each line, grid width) for the (program, rank) grid, or (None, counts) if too uneven."""
+    counts = np.bincount(line_program, minlength=n_prog)
+    width = int(counts.max()) if counts.size else 0
+    n_lines = line_program.shape[0]
+    if width == 0 or width > max_width or width * n_prog > max_fill * max(n_lines, 1):
+        return None, 0, counts
+    order = np.argsort(line_program, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(n_lines, np.int64)
+    rank[order] = np.arange(n_lines) - starts[line_program[order]]
+    return line_program.astype(np.int64) * width + rank, width, counts
+
+
 def ell_layout(votes: VoteArrays, max_width: int = 64, max_fill: float = 2.0) -> EllLayout | None:
     """Build the ELLPACK layout of ``votes`` once on the host (O(n_votes) NumPy).
 
     Returns ``None`` when some line has more than ``max_width`` votes or padding would make the
-    layout larger than ``max_fill`` times the vote list: use the vote-list kernels then.
+    layout larger than ``max_fill`` times the vote list: use the vote-list kernels then. The
+    program grid is dropped (segment-sum program stage) under the same rule for lines per program.
     """
     line = np.asarray(votes.line)
     ann = np.asarray(votes.annotator).astype(np.int64)
     lab = np.asarray(votes.label)
-    n_lines = int(np.asarray(votes.line_program).shape[0])
+    lp = np.asarray(votes.line_program).astype(np.int64)
+    n_lines = int(lp.shape[0])
+    n_prog = int(np.asarray(votes.program_size).shape[0])
     if line.size and np.any(np.diff(line) < 0):
         raise ValueError("ell_layout: votes.line must be sorted ascending (as crowdstat.tables builds it)")
     if ann.size and ann.max() >= 2**30:
         raise ValueError("ell_layout: more than 2**30 annotators do not fit an int32 slot index")
     slot_values = (1 + 2 * ann + (lab > 0)).astype(np.int32)
     slots, _ = _ell_columns(line, n_lines, slot_values, 0, max_width, max_fill)
-    if slots is not None and (slot_values.max(initial=0) < 2**15):
-        slots = slots.astype(np.int16)  # < 16,384 annotators: 2 bytes a vote instead of 4
     if slots is None:
         return None
-    lp = np.asarray(votes.line_program).astype(np.int64)
-    n_prog = int(np.asarray(votes.program_size).shape[0])
-    prog_lines, k = _ell_columns(lp, n_prog, np.arange(n_lines, dtype=np.int32), n_lines, max_width, max_fill)
-    if prog_lines is None:
-        prog_lines = np.zeros((0, n_prog), np.int32)
+    cell, width, k = _program_grid(lp, n_prog, max_width, max_fill)
+    if cell is not None and slots.shape[0] * n_prog * width <= max_fill * max(line.size, 1):
+        grid = np.zeros((slots.shape[0], n_prog * width), np.int32)
+        grid[:, cell] = slots
+        slots = grid
+        identity = n_prog * width == n_lines and np.array_equal(cell, np.arange(n_lines))
+        line_cell = np.zeros(0, np.int32) if identity else cell.astype(np.int32)
+    else:
+        width, line_cell = 0, np.zeros(0, np.int32)
+    if slot_values.max(initial=0) < 2**15:
+        slots = slots.astype(np.int16)  # < 16,384 annotators: 2 bytes a vote instead of 4
     return EllLayout(
         slots=jnp.asarray(slots),
-        prog_lines=jnp.asarray(prog_lines),
-        line_program=jnp.asarray(np.asarray(votes.line_program, np.int32)),
+        line_cell=jnp.asarray(line_cell),
+        line_program=jnp.asarray(lp.astype(np.int32)),
         n_annotated=jnp.asarray(k.astype(np.int32)),
         program_size=jnp.asarray(np.asarray(votes.program_size, np.int32)),
         n_annotators=int(ann.max()) + 1 if ann.size else 0,
+        grid_width=width,
     )
 
 
@@ -201,8 +226,8 @@ def _check_width(w, layout: EllLayout) -> None:
         raise ValueError(f"w has {w.shape[0]} entries but the votes name {layout.n_annotators} annotators")
 
 
-def line_logits_ell(w: jax.Array, layout: EllLayout, prior_logit=0.0) -> jax.Array:
-    """Eq. (7) on the ELLPACK layout: ``prior_logit + sum_k table[slots[k]]`` (same result as :func:`line_logits`)."""
+def _cell_logits(w: jax.Array, layout: EllLayout, prior_logit) -> jax.Array:
+    """``prior_logit + sum_k table[slots[k]]`` per cell (empty cells: the prior)."""
     _check_width(w, layout)
     table = jnp.concatenate([jnp.zeros((1,), w.dtype), jnp.stack([-w, w], axis=1).reshape(-1)])
     acc = jnp.full((layout.slots.shape[1],), prior_logit, w.dtype)
@@ -211,24 +236,39 @@ def line_logits_ell(w: jax.Array, layout: EllLayout, prior_logit=0.0) -> jax.Arr
     return acc
 
 
-def rewards_ell(posterior: jax.Array, layout: EllLayout, tau=0.5) -> Rewards:
-    """:func:`rewards` on the ELLPACK layout."""
-    dtype = posterior.dtype
+def _to_lines(x_cells: jax.Array, layout: EllLayout) -> jax.Array:
+    if layout.line_cell.shape[0] == 0:
+        return x_cells
+    return x_cells.at[layout.line_cell].get(mode="promise_in_bounds")
+
+
+def line_logits_ell(w: jax.Array, layout: EllLayout, prior_logit=0.0) -> jax.Array:
+    """Eq. (7) on the ELLPACK layout (same result as :func:`line_logits`)."""
+    return _to_lines(_cell_logits(w, layout, prior_logit), layout)
+
+
+def _rewards_from(posterior_cells: jax.Array, layout: EllLayout, tau) -> Rewards:
+    dtype = posterior_cells.dtype
     k = layout.n_annotated.astype(dtype)
-    hit = (posterior > tau).astype(dtype)
-    if layout.prog_lines.shape[0] == 0:
+    hit = (posterior_cells > tau).astype(dtype)
+    m = layout.grid_width
+    if m == 0:  # cells are lines
         n_prog = layout.n_annotated.shape[0]
         seg = lambda x: jax.ops.segment_sum(x, layout.line_program, num_segments=n_prog, indices_are_sorted=True, mode="promise_in_bounds")  # noqa: E731
-        c, soft = seg(hit), seg(posterior)
+        c, soft = seg(hit), seg(posterior_cells)
     else:
-        zero = jnp.zeros((1,), dtype)
-        p_ext, h_ext = jnp.concatenate([posterior, zero]), jnp.concatenate([hit, zero])
+        # Column by column (m is static): XLA fuses the m strided reads into one pass per output,
+        # about twice as fast here as reshape(-1, m).sum(1), which XLA:CPU hands to a separate
+        # reduction kernel after writing the hit array out.
+        hits, post = hit.reshape(-1, m), posterior_cells.reshape(-1, m)
+        masked = layout.line_cell.shape[0] != 0  # program g fills its first k_g cells; mask the rest
         c = jnp.zeros_like(k)
         soft = jnp.zeros_like(k)
-        for m in range(layout.prog_lines.shape[0]):
-            idx = layout.prog_lines[m]
-            c = c + h_ext.at[idx].get(mode="promise_in_bounds")
-            soft = soft + p_ext.at[idx].get(mode="promise_in_bounds")
+        for r in range(m):
+            h, q = hits[:, r], post[:, r]
+            if masked:
+                h, q = jnp.where(r < layout.n_annotated, h, 0), jnp.where(r < layout.n_annotated, q, 0)
+            c, soft = c + h, soft + q
     kk = jnp.maximum(k, 1.0)
     return Rewards(
         reward=c / kk,
@@ -238,6 +278,14 @@ def rewards_ell(posterior: jax.Array, layout: EllLayout, tau=0.5) -> Rewards:
     )
 
 
+def rewards_ell(posterior: jax.Array, layout: EllLayout, tau=0.5) -> Rewards:
+    """:func:`rewards` on the ELLPACK layout (``posterior`` per line, in line order)."""
+    if layout.line_cell.shape[0] == 0:
+        return _rewards_from(posterior, layout, tau)
+    cells = jnp.zeros((layout.slots.shape[1],), posterior.dtype).at[layout.line_cell].set(posterior, mode="promise_in_bounds")
+    return _rewards_from(cells, layout, tau)
+
+
 @jax.jit
 def posteriors_and_rewards_ell(w, layout: EllLayout, prior_logit, tau):
     """Jitted driver on the ELLPACK layout: (P, Rewards), equal to :func:`posteriors_and_rewards`.
@@ -245,5 +293,5 @@ def posteriors_and_rewards_ell(w, layout: EllLayout, prior_logit, tau):
     The logits stay inside the fused computation (writing them out would add 4 bytes a line of
     output traffic); :func:`line_logits_ell` gives them when needed.
     """
-    p = jax.nn.sigmoid(line_logits_ell(w, layout, prior_logit))
-    return p, rewards_ell(p, layout, tau)
+    p_cells = jax.nn.sigmoid(_cell_logits(w, layout, prior_logit))
+    return _to_lines(p_cells, layout), _rewards_from(p_cells, layout, tau)

@@ -49,8 +49,9 @@ def test_ell_equals_oracle_on_ragged_tables(seed):
     np.testing.assert_allclose(np.asarray(rw.reward_soft), [r["reward_soft"] for r in want], atol=1e-12)
     np.testing.assert_allclose(np.asarray(rw.reward), [r["reward"] for r in want], atol=1e-12)
     np.testing.assert_array_equal(np.asarray(rw.n_annotated), [r["n_annotated"] for r in want])
-    # ragged: padding is present in both stages
-    assert (np.asarray(lay.slots) == 0).any() and (np.asarray(lay.prog_lines) == table.arrays.n_lines).any()
+    # ragged: padding is present in both stages (empty slots; empty grid cells, so lines map to cells)
+    assert (np.asarray(lay.slots) == 0).any() and lay.grid_width > 0 and lay.line_cell.shape == (table.arrays.n_lines,)
+    assert lay.slots.shape[1] == lay.grid_width * len(table.programs) > table.arrays.n_lines
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -76,7 +77,7 @@ def test_ell_float32_and_coverage():
     rng = np.random.default_rng(5)
     v = _uniform(600, 4, 30, 6, rng)
     lay = posterior.ell_layout(v)
-    assert lay.slots.shape == (4, 600) and lay.prog_lines.shape == (6, 100)
+    assert lay.slots.shape == (4, 600) and lay.grid_width == 6 and lay.line_cell.shape == (0,)  # cells = lines
     assert not (np.asarray(lay.slots) == 0).any()
     w = jnp.asarray(rng.normal(0.8, 1, 30), jnp.float32)
     p, rw = posterior.posteriors_and_rewards_ell(w, lay, jnp.float32(-0.2), jnp.float32(0.6))
@@ -107,12 +108,33 @@ def test_ell_refuses_ragged_and_falls_back_for_programs():
     lp[30:] = np.arange(1, 11)
     v2 = v._replace(line_program=lp, program_size=np.full(11, 30, np.int32))
     lay = posterior.ell_layout(v2, max_fill=2.0)
-    assert lay is not None and lay.prog_lines.shape == (0, 11)
+    assert lay is not None and lay.grid_width == 0 and lay.slots.shape[1] == 40
     w = jnp.asarray(rng.normal(size=10 + extra))
     p, rw = posterior.posteriors_and_rewards_ell(w, lay, 0.0, 0.5)
     _, p2, rw2 = posterior.posteriors_and_rewards(w, v2, 0.0, 0.5)
     np.testing.assert_allclose(np.asarray(p), np.asarray(p2), atol=1e-6)
     np.testing.assert_allclose(np.asarray(rw.reward), np.asarray(rw2.reward), atol=1e-6)
+
+
+def test_ell_grid_with_lines_out_of_program_order():
+    """Lines need not be sorted by program: each line's cell comes from its rank in its program."""
+    rng = np.random.default_rng(4)
+    v = _uniform(60, 3, 12, 5, rng)
+    lp = rng.permutation(np.repeat(np.arange(15, dtype=np.int32), 4))  # 15 programs of 4 lines, shuffled
+    lp[:3] = 15  # and a 16th program of 3 lines: one empty cell
+    v = v._replace(line_program=lp, program_size=np.full(16, 5, np.int32))
+    lay = posterior.ell_layout(v)
+    assert lay.grid_width == 4 and lay.slots.shape == (3, 64) and lay.line_cell.shape == (60,)
+    w = jnp.asarray(rng.normal(0.3, 1.2, 12))
+    p, rw = posterior.posteriors_and_rewards_ell(w, lay, 0.4, 0.5)
+    wn = np.asarray(w)
+    p_ref = 1 / (1 + np.exp(-(np.bincount(v.line, weights=wn[v.annotator] * v.label, minlength=60) + 0.4)))
+    k = np.bincount(lp, minlength=16)
+    want = [np.bincount(lp, p_ref > 0.5, 16) / k, np.bincount(lp, p_ref, 16) / k, k, k / 5]
+    np.testing.assert_allclose(np.asarray(p), p_ref, atol=1e-12)
+    for got in (rw, posterior.rewards_ell(p, lay, 0.5)):  # the driver and the per-line entry point
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(np.asarray(a), b, atol=1e-12)
 
 
 def test_ell_bad_input():
