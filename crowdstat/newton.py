@@ -82,9 +82,6 @@ def applicable(data, m: int, native: bool | None = None) -> bool:
     return hessian_mode(data, m, native) is not None
 
 
-def _loss_rows(z, q, mask):
-    per = q * jax.nn.softplus(-z) + (1.0 - q) * jax.nn.softplus(z)
-    return jnp.where(mask, per, 0.0)
 
 
 def _suffix(dtype) -> str:
@@ -201,6 +198,7 @@ def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps
     no coordinate by more than ``inner_tol`` times the first sweep's largest move (default: the
     forcing term clip(sqrt(relative gap), 1e-3, 0.1)), or after ``max_sweeps`` sweeps.
     """
+    from crowdstat.proximal import loss_rows as _loss_rows
     from crowdstat.proximal import matvec, rmatvec
 
     dtype = w0.dtype

@@ -157,10 +157,20 @@ def rmatvec(v, data: L1Data, m: int):
     return jax.ops.segment_sum(data.label * v[data.row], data.annotator, num_segments=m)
 
 
+def softplus(z):
+    """log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)), stable for any z. jax.nn.softplus goes
+    through logaddexp's inf/nan handling, which XLA:CPU runs about 4x slower in float64."""
+    return jnp.maximum(z, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(z)))
+
+
+def loss_rows(z, q, mask):
+    """Per-row loss q softplus(-z) + (1 - q) softplus(z), written as softplus(z) - q z (the same
+    function, one log and one exp a row instead of two); 0 on masked rows."""
+    return jnp.where(mask, softplus(z) - q * z, 0.0)
+
+
 def _loss_rows(z, data: L1Data):
-    q = data.q
-    per = q * jax.nn.softplus(-z) + (1.0 - q) * jax.nn.softplus(z)
-    return jnp.where(data.row_mask, per, 0.0)
+    return loss_rows(z, data.q, data.row_mask)
 
 
 def objective(w, b, data: L1Data, gamma):
