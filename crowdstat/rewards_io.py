@@ -13,9 +13,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-__all__ = ["SCHEMA_VERSION", "FIELDS", "RewardFileError", "write_rewards", "read_rewards", "validate_record", "atomic_write_text", "atomic_write_dir"]
+__all__ = ["SCHEMA_VERSION", "FIELDS", "RewardFileError", "write_rewards", "read_rewards", "validate_record", "read_jsonl", "atomic_write_text", "atomic_write_dir"]
 
 SCHEMA_VERSION = 1
 
@@ -134,24 +134,37 @@ def write_rewards(path: str | os.PathLike, records: Iterable[dict]) -> None:
     atomic_write_text(path, "\n".join(out) + ("\n" if out else ""))
 
 
-def read_rewards(path: str | os.PathLike) -> list[dict]:
-    """Read and validate a reward file. Raises RewardFileError naming file, line and field."""
+def read_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError) -> Iterator[tuple[int, str, dict]]:
+    """Yield ``(line_number, where, object)`` for each non-blank line of the JSONL file ``path``.
+
+    ``where`` is ``"{path}:{line}"`` (1-based), the prefix of every message about that line. A line
+    that is not JSON, or not a JSON object, raises ``error`` naming it. One reader for every JSONL
+    file of the project (reward files here; samples, programs, rollouts and prompts in ``rl``).
+    """
     path = Path(path)
-    records, seen = [], {}
     with open(path, encoding="utf-8") as fh:
-        for i, text in enumerate(fh, start=1):
+        for lineno, text in enumerate(fh, start=1):
             if not text.strip():
                 continue
-            where = f"{path}: line {i}"
+            where = f"{path}:{lineno}"
             try:
-                rec = json.loads(text, parse_constant=lambda c: float(c))
+                obj = json.loads(text)  # NaN / Infinity parse: validators name the field holding them
             except json.JSONDecodeError as e:
-                raise RewardFileError(f"{where}: not valid JSON ({e.msg})") from None
-            validate_record(rec, where)
-            if rec["program"] in seen:
-                raise RewardFileError(f"{where}: duplicate program {rec['program']!r} (first at line {seen[rec['program']]})")
-            seen[rec["program"]] = i
-            records.append(rec)
+                raise error(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise error(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, where, obj
+
+
+def read_rewards(path: str | os.PathLike) -> list[dict]:
+    """Read and validate a reward file. Raises RewardFileError naming file, line and field."""
+    records, seen = [], {}
+    for i, where, rec in read_jsonl(path, RewardFileError):
+        validate_record(rec, where)
+        if rec["program"] in seen:
+            raise RewardFileError(f"{where}: duplicate program {rec['program']!r} (first at line {seen[rec['program']]})")
+        seen[rec["program"]] = i
+        records.append(rec)
     if not records:
         raise RewardFileError(f"{path}: the reward file has no records")
     return records

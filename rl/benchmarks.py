@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rl import sandbox
+from rl.jsonl import read_objects
 
 __all__ = ["Problem", "load_humaneval", "load_mbpp", "load", "mbpp_root", "MBPP_SPLITS", "BENCHMARKS",
            "parse_task_id"]
@@ -183,14 +184,7 @@ def load_mbpp(split: str = "test", sanitized: bool = False, root: str | Path | N
             raise ValueError(f"{path}: expected a JSON array of records")
         records = [(i + 1, r) for i, r in enumerate(data)]
     else:
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append((lineno, json.loads(line)))
-                except ValueError as e:
-                    raise ValueError(f"{path}:{lineno}: malformed JSON: {e}") from None
+        records = [(lineno, r) for lineno, _, r in read_objects(path)]
     out = []
     seen = set()
     for lineno, r in records:

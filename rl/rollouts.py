@@ -41,6 +41,8 @@ from pathlib import Path
 
 import torch
 
+from crowdstat.rewards_io import atomic_write_text, read_jsonl
+
 __all__ = [
     "Rollout",
     "RolloutFileError",
@@ -366,8 +368,6 @@ _REQUIRED = {
 
 def write_rollouts(path, rollouts: list[Rollout]) -> None:
     """Write rollouts as JSONL atomically (temporary file + os.replace). Program ids must be unique."""
-    from crowdstat.rewards_io import atomic_write_text
-
     seen = set()
     lines = []
     for r in rollouts:
@@ -383,38 +383,28 @@ def read_rollouts(path) -> list[Rollout]:
     """Read and check a rollout file; errors name the file, the line and the field."""
     path = Path(path)
     out, seen = [], {}
-    with open(path, encoding="utf-8") as fh:
-        for i, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            where = f"{path}: line {i}"
-            try:
-                d = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise RolloutFileError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(d, dict):
-                raise RolloutFileError(f"{where}: expected a JSON object")
-            for name, typ in _REQUIRED.items():
-                if name not in d:
-                    raise RolloutFileError(f"{where}: missing field {name!r}")
-                if not isinstance(d[name], typ):
-                    raise RolloutFileError(f"{where}: field {name!r}: expected {typ.__name__}, got {type(d[name]).__name__}")
-            n = len(d["completion_ids"])
-            for name in ("logprobs", "ref_logprobs"):
-                if len(d[name]) != n:
-                    raise RolloutFileError(f"{where}: program {d['program']!r}: {name} has {len(d[name])} entries, "
-                                           f"completion_ids has {n}")
-                if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in d[name]):
-                    raise RolloutFileError(f"{where}: program {d['program']!r}: {name} has a non-finite value")
-            if d["code"] != d["prompt"] + d["completion"]:
-                raise RolloutFileError(f"{where}: program {d['program']!r}: code != prompt + completion")
-            for s in d["line_spans"]:
-                if not (isinstance(s, list) and len(s) == 3 and 0 <= s[1] <= s[2] < max(n, 1)):
-                    raise RolloutFileError(f"{where}: program {d['program']!r}: bad line span {s!r}")
-            if d["program"] in seen:
-                raise RolloutFileError(f"{where}: duplicate program {d['program']!r} (first at line {seen[d['program']]})")
-            seen[d["program"]] = i
-            out.append(Rollout.from_dict(d))
+    for i, where, d in read_jsonl(path, RolloutFileError):
+        for name, typ in _REQUIRED.items():
+            if name not in d:
+                raise RolloutFileError(f"{where}: missing field {name!r}")
+            if not isinstance(d[name], typ):
+                raise RolloutFileError(f"{where}: field {name!r}: expected {typ.__name__}, got {type(d[name]).__name__}")
+        n = len(d["completion_ids"])
+        for name in ("logprobs", "ref_logprobs"):
+            if len(d[name]) != n:
+                raise RolloutFileError(f"{where}: program {d['program']!r}: {name} has {len(d[name])} entries, "
+                                       f"completion_ids has {n}")
+            if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in d[name]):
+                raise RolloutFileError(f"{where}: program {d['program']!r}: {name} has a non-finite value")
+        if d["code"] != d["prompt"] + d["completion"]:
+            raise RolloutFileError(f"{where}: program {d['program']!r}: code != prompt + completion")
+        for s in d["line_spans"]:
+            if not (isinstance(s, list) and len(s) == 3 and 0 <= s[1] <= s[2] < max(n, 1)):
+                raise RolloutFileError(f"{where}: program {d['program']!r}: bad line span {s!r}")
+        if d["program"] in seen:
+            raise RolloutFileError(f"{where}: duplicate program {d['program']!r} (first at line {seen[d['program']]})")
+        seen[d["program"]] = i
+        out.append(Rollout.from_dict(d))
     if not out:
         raise RolloutFileError(f"{path}: no rollouts")
     return out
@@ -424,20 +414,12 @@ def read_prompts(path) -> tuple[list[tuple[str, str]], list[str] | None]:
     """Read a prompt file (JSONL: ``prompt_id``, ``prompt``, optional ``task_id``)."""
     path = Path(path)
     prompts, tasks = [], []
-    with open(path, encoding="utf-8") as fh:
-        for i, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            where = f"{path}: line {i}"
-            try:
-                d = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise RolloutFileError(f"{where}: not valid JSON ({e.msg})") from None
-            for name in ("prompt_id", "prompt"):
-                if not isinstance(d.get(name), str):
-                    raise RolloutFileError(f"{where}: field {name!r}: expected a string, got {d.get(name)!r}")
-            prompts.append((d["prompt_id"], d["prompt"]))
-            tasks.append(d.get("task_id"))
+    for i, where, d in read_jsonl(path, RolloutFileError):
+        for name in ("prompt_id", "prompt"):
+            if not isinstance(d.get(name), str):
+                raise RolloutFileError(f"{where}: field {name!r}: expected a string, got {d.get(name)!r}")
+        prompts.append((d["prompt_id"], d["prompt"]))
+        tasks.append(d.get("task_id"))
     if not prompts:
         raise RolloutFileError(f"{path}: no prompts")
     return prompts, (tasks if any(t is not None for t in tasks) else None)

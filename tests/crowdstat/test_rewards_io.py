@@ -58,7 +58,7 @@ def test_bad_records_are_rejected_with_file_line_and_field(tmp_path, change, mat
     p.write_text(good + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(RewardFileError, match=match) as e:
         read_rewards(p)
-    assert "line 2" in str(e.value) and str(p) in str(e.value)
+    assert str(e.value).startswith(f"{p}:2: ")
 
 
 def test_missing_field_and_duplicate_program(tmp_path):
@@ -87,3 +87,18 @@ def test_write_refuses_invalid_and_leaves_old_file(tmp_path):
 def test_rewards_io_loads_no_jax():
     code = "import sys, crowdstat.rewards_io; assert 'jax' not in sys.modules, 'jax'; assert 'pandas' not in sys.modules, 'pandas'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    """The one JSONL reader (reward files here; rl's samples, programs, rollouts, prompts)."""
+    from crowdstat.rewards_io import read_jsonl
+
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n\n  \n{"b": NaN}\n{"c": ]}\n')
+    rows = read_jsonl(p)
+    assert [next(rows)[:2], next(rows)[:2]] == [(1, f"{p}:1"), (4, f"{p}:4")]  # blank lines skipped
+    with pytest.raises(ValueError, match=r"x\.jsonl:5: malformed JSON \(Expecting value at column 7\)"):
+        next(rows)
+    p.write_text('{"a": 1}\n[1]\n')
+    with pytest.raises(RewardFileError, match=r"x\.jsonl:2: expected a JSON object, got list"):
+        list(read_jsonl(p, RewardFileError))

@@ -89,11 +89,11 @@ def test_nan_reward_is_rejected(tmp_path, rollouts):
     bad = {"schema_version": 1, **record("f#0", [2, 3], [0.8, 0.3])}
     bad["posteriors"] = [0.8, float("nan")]
     f.write_text(json.dumps(bad) + "\n" + json.dumps(good) + "\n")  # json writes NaN
-    with pytest.raises(RewardFileError, match=r"line 1: 'posteriors'\[1\]: expected a finite number"):
+    with pytest.raises(RewardFileError, match=r":1: 'posteriors'\[1\]: expected a finite number"):
         load_rewards(f, rollouts)
     bad = {"schema_version": 1, **record("f#0", [2, 3], [0.8, 0.3]), "reward": float("nan")}
     f.write_text(json.dumps(bad) + "\n" + json.dumps(good) + "\n")
-    with pytest.raises(RewardFileError, match=r"line 1: field 'reward'"):
+    with pytest.raises(RewardFileError, match=r":1: field 'reward'"):
         load_rewards(f, rollouts)
 
 
@@ -101,7 +101,7 @@ def test_schema_version_mismatch(tmp_path, rollouts):
     f = tmp_path / "rewards.jsonl"
     recs = [{"schema_version": 2, **record("f#0", [2], [0.9])}, {"schema_version": 2, **record("f#1", [2], [0.9])}]
     f.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    with pytest.raises(RewardFileError, match=r"line 1: field 'schema_version': expected 1, got 2"):
+    with pytest.raises(RewardFileError, match=r":1: field 'schema_version': expected 1, got 2"):
         load_rewards(f, rollouts)
     assert issubclass(RewardFileError, ValueError)
 

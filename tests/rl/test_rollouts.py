@@ -173,15 +173,15 @@ def test_rollout_file_errors_name_file_line_field(tmp_path):
     bad = dict(_rollout("p#1").to_dict(), logprobs=[-1.0])
     f = tmp_path / "r.jsonl"
     f.write_text(good + "\n" + json.dumps(bad) + "\n")
-    with pytest.raises(RolloutFileError, match=r"r.jsonl: line 2: program 'p#1': logprobs has 1 entries"):
+    with pytest.raises(RolloutFileError, match=r"r.jsonl:2: program 'p#1': logprobs has 1 entries"):
         read_rollouts(f)
     f.write_text(good + "\n{not json\n")
-    with pytest.raises(RolloutFileError, match="line 2: not valid JSON"):
+    with pytest.raises(RolloutFileError, match=r"r.jsonl:2: malformed JSON"):
         read_rollouts(f)
     missing = _rollout().to_dict()
     del missing["code"]
     f.write_text(json.dumps(missing) + "\n")
-    with pytest.raises(RolloutFileError, match="line 1: missing field 'code'"):
+    with pytest.raises(RolloutFileError, match=r"r.jsonl:1: missing field 'code'"):
         read_rollouts(f)
     f.write_text(json.dumps(dict(_rollout().to_dict(), code="zz")) + "\n")
     with pytest.raises(RolloutFileError, match="code != prompt \\+ completion"):
