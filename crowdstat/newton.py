@@ -210,22 +210,24 @@ def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps
     mask, q = data.row_mask, data.q
     pen = jnp.concatenate([jnp.full(m, gamma, dtype), jnp.zeros(1, dtype)])
 
-    def point(w, b, z=None):
-        """z, objective, alpha, g_w and the certificate at (w, b) (z = E w + b if not given)."""
+    def point(w, b, z=None, rows=None):
+        """z, per-row losses, alpha, g_w and the certificate at (w, b) (z = E w + b and the row
+        losses computed if not given: in the loop both come from the accepted line-search trial)."""
         z = matvec(w, data) + b if z is None else z
-        obj = jnp.sum(_loss_rows(z, q, mask)) + gamma * jnp.sum(jnp.abs(w))
+        rows = _loss_rows(z, q, mask) if rows is None else rows
+        obj = jnp.sum(rows) + gamma * jnp.sum(jnp.abs(w))
         alpha = jnp.where(mask, jax.nn.sigmoid(z) - q, 0.0)
         gw = rmatvec(alpha, data, m)
         fn = (lambda a: rmatvec(a, data, m)) if intercept else (lambda a: gw)
         info = _dual.gap(obj, alpha, q, fn, gamma, intercept, mask)
-        return z, alpha, gw, info
+        return z, rows, alpha, gw, info
 
     def cond(c):
-        it, rel, stalled = c[2], c[7].rel_gap, c[6]
+        it, rel, stalled = c[2], c[8].rel_gap, c[7]
         return (it < maxiter) & (rel > tol) & ~stalled
 
     def body(c):
-        w, b, it, z, alpha, gw, stalled, info, n_sweeps = c
+        w, b, it, z, loss0, alpha, gw, stalled, info, n_sweeps = c
         s = jax.nn.sigmoid(z)
         dw = jnp.where(mask, s * (1.0 - s), 0.0)
         gb = jnp.sum(alpha) if intercept else jnp.zeros((), dtype)
@@ -249,12 +251,12 @@ def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps
         # Differences taken term by term (not as differences of large sums), so that steps near
         # the optimum, where the decrease is ~1e-12 of f, are still measured correctly.
         decrease = jnp.vdot(g, d) + gamma * jnp.sum(jnp.abs(w + dw_) - jnp.abs(w))
-        loss0 = _loss_rows(z, q, mask)
         f0 = info.objective
         noise = 64 * jnp.finfo(dtype).eps * (jnp.abs(f0) + 1.0)
 
         def change(a):
-            return jnp.sum(_loss_rows(z + a * ed, q, mask) - loss0) + gamma * jnp.sum(jnp.abs(w + a * dw_) - jnp.abs(w))
+            rows = _loss_rows(z + a * ed, q, mask)
+            return jnp.sum(rows - loss0) + gamma * jnp.sum(jnp.abs(w + a * dw_) - jnp.abs(w)), rows
 
         def accept(a, ch):
             # Armijo; or, at a full step whose predicted decrease is below rounding, no increase
@@ -262,30 +264,30 @@ def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps
             return (ch <= _SIGMA * a * decrease) | ((a == 1.0) & (-decrease <= noise) & (ch <= noise))
 
         def ls_cond(lc):
-            a, ch, k = lc
+            a, ch, _, k = lc
             return (k < _MAX_HALVINGS) & ~accept(a, ch)
 
         def ls_body(lc):
-            a, _, k = lc
+            a, _, _, k = lc
             a = 0.5 * a
-            return a, change(a), k + 1
+            return (a, *change(a), k + 1)
 
         one = jnp.ones((), dtype)
-        a, ch, _ = jax.lax.while_loop(ls_cond, ls_body, (one, change(one), jnp.zeros((), jnp.int32)))
+        a, ch, rows_a, _ = jax.lax.while_loop(ls_cond, ls_body, (one, *change(one), jnp.zeros((), jnp.int32)))
         ok = jnp.any(d != 0) & accept(a, ch)
         a = jnp.where(ok, a, 0.0)
         w_new = jnp.where(ok, w + a * dw_, w)
         b_new = jnp.where(ok, b + a * db, b)
         # z is updated, not recomputed (E (w + a d) = z + a E d); the returned certificate is
         # recomputed from w after the loop.
-        z_new, alpha_new, gw_new, info_new = point(w_new, b_new, jnp.where(ok, z + a * ed, z))
+        z_new, rows_new, alpha_new, gw_new, info_new = point(w_new, b_new, jnp.where(ok, z + a * ed, z), jnp.where(ok, rows_a, loss0))
         # Stop (rather than loop to maxiter) when no step was taken, or a rounding-level step did
         # not improve the certificate: the gap is then at the floating-point floor.
         stalled = ~ok | ((-decrease <= noise) & (info_new.rel_gap >= info.rel_gap))
-        return w_new, b_new, it + 1, z_new, alpha_new, gw_new, stalled, info_new, n_sweeps + sw
+        return w_new, b_new, it + 1, z_new, rows_new, alpha_new, gw_new, stalled, info_new, n_sweeps + sw
 
-    z0, alpha0, gw0, info0 = point(w0, b0)
-    c0 = (w0, b0, jnp.zeros((), jnp.int32), z0, alpha0, gw0, jnp.zeros((), bool), info0, jnp.zeros((), jnp.int32))
-    w, b, it, _, _, _, _, _, n_sweeps = jax.lax.while_loop(cond, body, c0)
-    _, _, _, info = point(w, b)
+    z0, rows0, alpha0, gw0, info0 = point(w0, b0)
+    c0 = (w0, b0, jnp.zeros((), jnp.int32), z0, rows0, alpha0, gw0, jnp.zeros((), bool), info0, jnp.zeros((), jnp.int32))
+    w, b, it, _, _, _, _, _, _, n_sweeps = jax.lax.while_loop(cond, body, c0)
+    _, _, _, _, info = point(w, b)
     return w, b, it, info, n_sweeps
