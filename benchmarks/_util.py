@@ -26,8 +26,13 @@ def block(x):
         return x
 
 
+MAX_RUNS = 1000  # with min_time: fast calls repeat until min_time is spent, up to this many runs
+
+
 def timeit(fn: Callable[[], Any], repeat: int = 5, warmup: bool = True, min_time: float = 0.0) -> dict:
-    """Median wall time of ``fn()`` over ``repeat`` runs (after one warm-up call if ``warmup``).
+    """Median wall time of ``fn()`` over ``repeat`` runs (after one warm-up call if ``warmup``),
+    or more runs until ``min_time`` seconds are spent (at most MAX_RUNS): a median over a
+    0.5 s window, not over the first 50 ms, where this VM's scheduling moves a 1 ms call by +-40 %.
 
     Returns ``{"first_s", "median_s", "min_s", "runs", "times_s", "result"}``; ``first_s`` is the
     warm-up call (for jitted code: trace + compile + one run).
@@ -48,7 +53,7 @@ def timeit(fn: Callable[[], Any], repeat: int = 5, warmup: bool = True, min_time
     times = []
     try:
         t_start = time.perf_counter()
-        while len(times) < repeat or (time.perf_counter() - t_start < min_time and len(times) < 50):
+        while len(times) < repeat or (time.perf_counter() - t_start < min_time and len(times) < MAX_RUNS):
             t = time.perf_counter()
             result = block(fn())
             times.append(time.perf_counter() - t)

@@ -143,6 +143,7 @@ class EllLayout:
     line_program: jax.Array  # shape=(n_lines,), int32 (for the segment-sum fallback)
     n_annotated: jax.Array  # shape=(n_programs,), int32, k = annotated lines per program
     program_size: jax.Array  # shape=(n_programs,), int32
+    coverage: jax.Array  # shape=(n_programs,), float32, k / program_size (does not depend on w)
     n_annotators: int = field(default=0, metadata=dict(static=True))  # max annotator id + 1
     grid_width: int = field(default=0, metadata=dict(static=True))  # lines per program in the grid, 0 = no grid
 
@@ -216,6 +217,7 @@ def ell_layout(votes: VoteArrays, max_width: int = 64, max_fill: float = 2.0) ->
         line_program=jnp.asarray(lp.astype(np.int32)),
         n_annotated=jnp.asarray(k.astype(np.int32)),
         program_size=jnp.asarray(np.asarray(votes.program_size, np.int32)),
+        coverage=jnp.asarray((k / np.maximum(np.asarray(votes.program_size), 1)).astype(np.float32)),
         n_annotators=int(ann.max()) + 1 if ann.size else 0,
         grid_width=width,
     )
@@ -247,9 +249,9 @@ def line_logits_ell(w: jax.Array, layout: EllLayout, prior_logit=0.0) -> jax.Arr
     return _to_lines(_cell_logits(w, layout, prior_logit), layout)
 
 
-def _rewards_from(posterior_cells: jax.Array, layout: EllLayout, tau) -> Rewards:
+def _program_sums(posterior_cells: jax.Array, layout: EllLayout, tau) -> tuple[jax.Array, jax.Array]:
+    """(reward, reward_soft) per program from the posteriors of the cells."""
     dtype = posterior_cells.dtype
-    k = layout.n_annotated.astype(dtype)
     hit = (posterior_cells > tau).astype(dtype)
     m = layout.grid_width
     if m == 0:  # cells are lines
@@ -262,36 +264,42 @@ def _rewards_from(posterior_cells: jax.Array, layout: EllLayout, tau) -> Rewards
         # reduction kernel after writing the hit array out.
         hits, post = hit.reshape(-1, m), posterior_cells.reshape(-1, m)
         masked = layout.line_cell.shape[0] != 0  # program g fills its first k_g cells; mask the rest
-        c = jnp.zeros_like(k)
-        soft = jnp.zeros_like(k)
+        c = jnp.zeros(layout.n_annotated.shape, dtype)
+        soft = jnp.zeros(layout.n_annotated.shape, dtype)
         for r in range(m):
             h, q = hits[:, r], post[:, r]
             if masked:
                 h, q = jnp.where(r < layout.n_annotated, h, 0), jnp.where(r < layout.n_annotated, q, 0)
             c, soft = c + h, soft + q
-    kk = jnp.maximum(k, 1.0)
-    return Rewards(
-        reward=c / kk,
-        reward_soft=soft / kk,
-        n_annotated=layout.n_annotated,
-        coverage=k / jnp.maximum(layout.program_size.astype(dtype), 1.0),
-    )
+    kk = jnp.maximum(layout.n_annotated.astype(dtype), 1.0)
+    return c / kk, soft / kk
+
+
+def _rewards(sums, layout: EllLayout, dtype) -> Rewards:
+    cov = layout.coverage if layout.coverage.dtype == dtype else layout.coverage.astype(dtype)
+    return Rewards(reward=sums[0], reward_soft=sums[1], n_annotated=layout.n_annotated, coverage=cov)
 
 
 def rewards_ell(posterior: jax.Array, layout: EllLayout, tau=0.5) -> Rewards:
     """:func:`rewards` on the ELLPACK layout (``posterior`` per line, in line order)."""
-    if layout.line_cell.shape[0] == 0:
-        return _rewards_from(posterior, layout, tau)
-    cells = jnp.zeros((layout.slots.shape[1],), posterior.dtype).at[layout.line_cell].set(posterior, mode="promise_in_bounds")
-    return _rewards_from(cells, layout, tau)
+    cells = posterior
+    if layout.line_cell.shape[0] != 0:
+        cells = jnp.zeros((layout.slots.shape[1],), posterior.dtype).at[layout.line_cell].set(posterior, mode="promise_in_bounds")
+    return _rewards(_program_sums(cells, layout, tau), layout, posterior.dtype)
 
 
 @jax.jit
+def _posteriors_and_sums(w, layout: EllLayout, prior_logit, tau):
+    p_cells = jax.nn.sigmoid(_cell_logits(w, layout, prior_logit))
+    return _to_lines(p_cells, layout), _program_sums(p_cells, layout, tau)
+
+
 def posteriors_and_rewards_ell(w, layout: EllLayout, prior_logit, tau):
-    """Jitted driver on the ELLPACK layout: (P, Rewards), equal to :func:`posteriors_and_rewards`.
+    """(P, Rewards) on the ELLPACK layout, equal to :func:`posteriors_and_rewards`; one jitted call.
 
     The logits stay inside the fused computation (writing them out would add 4 bytes a line of
-    output traffic); :func:`line_logits_ell` gives them when needed.
+    output traffic); :func:`line_logits_ell` gives them when needed. ``n_annotated`` and
+    ``coverage`` do not depend on ``w``: they come from the layout, not from the compiled kernel.
     """
-    p_cells = jax.nn.sigmoid(_cell_logits(w, layout, prior_logit))
-    return _to_lines(p_cells, layout), _rewards_from(p_cells, layout, tau)
+    p, sums = _posteriors_and_sums(w, layout, prior_logit, tau)
+    return p, _rewards(sums, layout, p.dtype)
