@@ -57,14 +57,16 @@ def markdown(res: dict) -> str:
         out += ["", f"Aggregation vs crowd-kit: skipped ({agg['skipped']})."]
     elif agg:
         out += ["", "**Aggregation vs crowd-kit 1.4.2**, table in -> posteriors out, seconds (median)", "",
-                "| method | votes | crowd-kit | crowdstat.fit (table in) | x | crowdstat compile (s) | kernel only | x kernel | max abs dP |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| method | votes | crowd-kit | crowdstat.fit (table in) | x | crowdstat compile (s) | kernel only | x kernel | id encoding floor | x at most | max abs dP |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in agg.get("majority", []):
             out.append(f"| majority | {r['n_votes']:.0e} | {r['crowdkit_s']:.3f} | {r['crowdstat_table_in_s']:.3f} | {r['speedup_table_in']:.1f} | "
-                       f"{r['crowdstat_compile_s']:.1f} | {r['crowdstat_kernel_s'] * 1e3:.2f} ms | {r['speedup_kernel']:.0f} | {r['max_abs_dposterior']:.0e} |")
+                       f"{r['crowdstat_compile_s']:.1f} | {r['crowdstat_kernel_s'] * 1e3:.2f} ms | {r['speedup_kernel']:.0f} | "
+                       f"{_f(r.get('ids_floor_s') and r['ids_floor_s'] * 1e3, '.1f')} ms | {_f(r.get('ceiling_table_in'), '.0f')} | {r['max_abs_dposterior']:.0e} |")
         for r in agg.get("dawid_skene", []):
             if "speedup_table_in" in r:
                 out.append(f"| DS ({r['em_iterations']} EM cycles) | {r['n_votes']:.0e} | {r['crowdkit_s']:.3f} | {r['crowdstat_table_in_s']:.3f} | "
-                           f"{r['speedup_table_in']:.1f} | {r['crowdstat_compile_s']:.1f} | - | - | {r['max_abs_dposterior_float64']:.0e} (f64), {r['max_abs_dposterior_float32']:.0e} (f32) |")
+                           f"{r['speedup_table_in']:.1f} | {r['crowdstat_compile_s']:.1f} | - | - | - | - | {r['max_abs_dposterior_float64']:.0e} (f64), {r['max_abs_dposterior_float32']:.0e} (f32) |")
     e2e = res.get("e2e") or {}
     if e2e.get("methods"):
         out += ["", f"**End to end** (`crowdstat fit votes.parquet --method M --out DIR`, {e2e['n_votes']:.0e} votes, fresh process; "
@@ -83,6 +85,8 @@ def markdown(res: dict) -> str:
         out += ["", "**Targets** (ratios from this run)", "", "| target | where | measured | status |", "|---|---|---:|---|"]
         for t in res["targets"]:
             st = "n/a" if t["met"] is None else ("met" if t["met"] else f"missed by x{t['missed_by_factor']:.1f}")
+            if t.get("why"):
+                st += f" ({t['why']})"
             out.append(f"| {t['target']} | {t['where']} | {_f(t['value'], '.3g')} {t['unit']} | {st} |")
     return "\n".join(out) + "\n"
 

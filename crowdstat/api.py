@@ -451,6 +451,16 @@ def _fit_proximal(table, arrays, p, dtype, prior_logit, diagnostics):
     return st.w, pl
 
 
+def _ragged(offsets: np.ndarray, values: np.ndarray) -> pd.Series:
+    """A column of per-program lists (``values[offsets[i]:offsets[i+1]]``) as one Arrow list
+    array: no Python list per program is built (an element reads back as a Python list)."""
+    import pyarrow as pa
+
+    off = pa.array(offsets.astype(np.int64 if offsets[-1] >= 2**31 else np.int32))
+    arr = (pa.LargeListArray if off.type == pa.int64() else pa.ListArray).from_arrays(off, pa.array(values))
+    return pd.Series(pd.arrays.ArrowExtensionArray(arr), copy=False)
+
+
 def _result(table: VoteTable, method, p, w, rel, post, rw, diagnostics, trajectory) -> FitResult:
     a = table.arrays
     lines = pd.DataFrame(
@@ -473,8 +483,8 @@ def _result(table: VoteTable, method, p, w, rel, post, rw, diagnostics, trajecto
             "n_lines": np.asarray(a.program_size, np.int64),
             "n_annotated": np.asarray(rw.n_annotated, np.int64),
             "coverage": np.asarray(rw.coverage, np.float64),
-            "lines": [table.line_numbers[s:e].tolist() for s, e in zip(starts[:-1], starts[1:])],
-            "posteriors": [post64[s:e].tolist() for s, e in zip(starts[:-1], starts[1:])],
+            "lines": _ragged(starts, table.line_numbers.astype(np.int64)),
+            "posteriors": _ragged(starts, post64),
         }
     )
     params = {k: v for k, v in p.items()}

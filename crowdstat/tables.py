@@ -179,6 +179,9 @@ def _id_codes(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> 
     codes, uniques, miss = _factorized(col)
     for r in rows[miss]:
         problems.append((int(r), column, "empty field (missing value / NaN)"))
+    if pd.api.types.is_string_dtype(col.dtype) and col.dtype != object:
+        # A string column's distinct values are distinct strings already: nothing to merge.
+        return codes.astype(np.int64), uniques
     is_float = pd.api.types.is_float_dtype(col.dtype)
     ustr = np.array([_id_str(u, is_float) for u in uniques], dtype=object)
     if ustr.shape[0] == 0:
@@ -200,7 +203,17 @@ def _ids(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> np.nd
     return out
 
 
+def _numpy_int(col: pd.Series) -> bool:
+    """A plain NumPy integer column (no missing values possible: pandas' nullable Int64 is not one)."""
+    return isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu"
+
+
 def _integers(col: pd.Series, rows: np.ndarray, column: str, problems: list, minimum: int) -> np.ndarray:
+    if _numpy_int(col):  # nothing to parse: only the range is checked
+        vals = col.to_numpy()
+        for r, raw in zip(rows[vals < minimum], vals[vals < minimum]):
+            problems.append((int(r), column, f"expected an integer >= {minimum}, got {raw.item()!r}"))
+        return vals.astype(np.int64, copy=False)
     miss = _missing_mask(col)
     for r in rows[miss]:
         problems.append((int(r), column, "empty field (missing value / NaN)"))
@@ -223,7 +236,11 @@ def parse_labels(col: pd.Series, rows: np.ndarray, column: str, problems: list) 
     One table uses one coding: ``-1`` together with ``0`` is an error (is ``0`` "wrong" or
     "no vote"?), reported at every row of the less frequent of the two.
     """
-    if _fast_dtype(col):
+    if _numpy_int(col):  # the usual case: compare the integers (no strings, no hashing)
+        vals = col.to_numpy()
+        miss = np.zeros(len(vals), bool)
+        pos, neg_pm, neg_01 = vals == 1, vals == -1, vals == 0
+    elif _fast_dtype(col):
         # The string tests run on the distinct values only (a label column has a handful).
         codes, uniques, miss = _factorized(col)
         su = np.array([str(u).strip().lower() for u in uniques], dtype=object)
