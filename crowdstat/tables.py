@@ -157,7 +157,9 @@ def _factorized(col: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         blank_u = np.fromiter((str(u).strip() == "" for u in uniques), bool, uniques.shape[0])
     else:
         blank_u = np.zeros(uniques.shape[0], bool)
-    miss = (codes < 0) | blank_u[np.maximum(codes, 0)]
+    miss = codes < 0
+    if blank_u.any():
+        miss |= blank_u[np.maximum(codes, 0)]
     return codes, uniques, miss
 
 
@@ -411,13 +413,23 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
     n_prog = len(prog_ids)
     # Lines: unique (program index, line number), program-major then by line number.
     key = prog_code.astype(np.int64) * (int(line_no.max()) + 1) + line_no
-    ukey, line_idx = np.unique(key, return_inverse=True)
+    if len(key) < 2 or bool(np.all(key[1:] >= key[:-1])):
+        # Already grouped by line (a file written program by program, line by line): no sort.
+        new_line = np.empty(len(key), bool)
+        new_line[0] = True
+        np.not_equal(key[1:], key[:-1], out=new_line[1:])
+        ukey = key[new_line]
+        v_line = (np.cumsum(new_line, dtype=np.int32) - 1)
+        v_ann = ann_code.astype(np.int32)
+        v_label = label
+    else:
+        ukey, line_idx = np.unique(key, return_inverse=True)
+        order = np.argsort(line_idx, kind="stable")
+        v_line = line_idx[order].astype(np.int32)
+        v_ann = ann_code[order].astype(np.int32)
+        v_label = label[order]
     line_program = (ukey // (int(line_no.max()) + 1)).astype(np.int32)
     line_numbers = (ukey % (int(line_no.max()) + 1)).astype(np.int64)
-    order = np.argsort(line_idx, kind="stable")
-    v_line = line_idx[order].astype(np.int32)
-    v_ann = ann_code[order].astype(np.int32)
-    v_label = label[order]
     n_lines = len(ukey)
     n_votes_per_line = np.bincount(v_line, minlength=n_lines).astype(np.int64)
     annotated = np.bincount(line_program, minlength=n_prog).astype(np.int32)

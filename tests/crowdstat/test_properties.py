@@ -181,3 +181,25 @@ def test_proximal_matches_oracle_on_arbitrary_tables_long(data, frac):
     d = res.diagnostics
     assert d["gap"] >= -4e-16 * abs(d["objective"])
     assert d["objective"] == pytest.approx(info["objective"], rel=1e-9)
+
+
+@SETTINGS
+@given(data=vote_tables(), seed=st.integers(0, 2**31 - 1))
+def test_grouped_and_shuffled_tables_encode_alike(data, seed):
+    """read_votes has two paths: rows already grouped by (program, line) are taken in place, others
+    are sorted. The same votes must give the same lines, votes per line (in row order within a
+    line) and annotators either way."""
+    votes, _ = data
+    shuffled = votes.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    # Grouped: programs in order of first appearance in `shuffled`, then by line; rows of a line keep their order.
+    first = {p: i for i, p in reversed(list(enumerate(shuffled["program"])))}
+    grouped = shuffled.iloc[np.lexsort((shuffled["line"].to_numpy(), shuffled["program"].map(first).to_numpy()))].reset_index(drop=True)
+    a, b = cs.read_votes(grouped), cs.read_votes(shuffled)
+    assert a.lines_frame().equals(b.lines_frame())
+    pd.testing.assert_frame_equal(a.votes_frame(), b.votes_frame())
+    np.testing.assert_array_equal(a.arrays.line, b.arrays.line)
+    np.testing.assert_array_equal(a.n_votes_per_line, b.n_votes_per_line)
+    # Within a line, votes are in the order of their rows in the input.
+    order = a.votes_frame().merge(shuffled.reset_index(), on=["program", "line", "annotator"], how="left")["index"].to_numpy()
+    ln = a.arrays.line
+    assert np.all((ln[1:] != ln[:-1]) | (order[1:] > order[:-1]))
