@@ -465,7 +465,8 @@ def _result(table: VoteTable, method, p, w, rel, post, rw, diagnostics, trajecto
     a = table.arrays
     lines = pd.DataFrame(
         {
-            "program": table.programs[a.line_program],
+            # Gathered as Arrow strings (a take on 1 string per program, not 1 Python str per line).
+            "program": pd.Series(pd.array(table.programs, dtype="str").take(a.line_program), copy=False),
             "line": table.line_numbers,
             "posterior": np.asarray(post, dtype=np.float64),
             "n_votes": table.n_votes_per_line,
