@@ -152,10 +152,14 @@ def _factorized(col: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     in an object / string column) and taken back to the rows by code.
     """
     codes, uniques = pd.factorize(col, sort=False, use_na_sentinel=True)
-    uniques = np.asarray(uniques, dtype=object)
-    if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+    if pd.api.types.is_string_dtype(col.dtype) and col.dtype != object:  # vectorised on Arrow strings
+        blank_u = pd.Series(uniques).str.strip().eq("").to_numpy(dtype=bool)
+        uniques = np.asarray(uniques, dtype=object)
+    elif col.dtype == object:
+        uniques = np.asarray(uniques, dtype=object)
         blank_u = np.fromiter((str(u).strip() == "" for u in uniques), bool, uniques.shape[0])
     else:
+        uniques = np.asarray(uniques, dtype=object)
         blank_u = np.zeros(uniques.shape[0], bool)
     miss = codes < 0
     if blank_u.any():
@@ -183,11 +187,11 @@ def _id_codes(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> 
         problems.append((int(r), column, "empty field (missing value / NaN)"))
     if pd.api.types.is_string_dtype(col.dtype) and col.dtype != object:
         # A string column's distinct values are distinct strings already: nothing to merge.
-        return codes.astype(np.int64), uniques
+        return codes.astype(np.int64, copy=False), uniques
     is_float = pd.api.types.is_float_dtype(col.dtype)
     ustr = np.array([_id_str(u, is_float) for u in uniques], dtype=object)
     if ustr.shape[0] == 0:
-        return codes.astype(np.int64), ustr
+        return codes.astype(np.int64, copy=False), ustr
     merged, ids = pd.factorize(ustr, sort=False)
     return np.where(codes >= 0, merged[np.maximum(codes, 0)], -1).astype(np.int64), np.asarray(ids, dtype=object)
 
@@ -269,7 +273,7 @@ def parse_labels(col: pd.Series, rows: np.ndarray, column: str, problems: list) 
             problems.append(
                 (int(r), column, f"label {raw!r} mixes the 1/0 coding with the +1/-1 coding used elsewhere (e.g. {other!r})")
             )
-    return np.where(pos, 1, -1).astype(np.int8)
+    return np.where(pos, np.int8(1), np.int8(-1))
 
 
 def _duplicates(keys: pd.DataFrame, rows: np.ndarray, what: str, problems: list, column: str) -> None:
@@ -396,7 +400,7 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
         lmax = int(line_no.max()) + 1
         n_a = max(len(ann_ids), 1)
         if max(len(prog_ids), 1) * lmax * n_a < 2**62:
-            key = np.sort((prog_code.astype(np.int64) * lmax + line_no) * n_a + ann_code)
+            key = np.sort((prog_code.astype(np.int64, copy=False) * lmax + line_no) * n_a + ann_code)
             dup = len(key) > 1 and bool(np.any(key[1:] == key[:-1]))
         else:  # the packed key could overflow int64
             o = np.lexsort((ann_code, line_no, prog_code))
@@ -412,7 +416,7 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
         raise VoteTableError(name, problems)
     n_prog = len(prog_ids)
     # Lines: unique (program index, line number), program-major then by line number.
-    key = prog_code.astype(np.int64) * (int(line_no.max()) + 1) + line_no
+    key = prog_code.astype(np.int64, copy=False) * (int(line_no.max()) + 1) + line_no
     if len(key) < 2 or bool(np.all(key[1:] >= key[:-1])):
         # Already grouped by line (a file written program by program, line by line): no sort.
         new_line = np.empty(len(key), bool)
@@ -431,7 +435,7 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
     line_program = (ukey // (int(line_no.max()) + 1)).astype(np.int32)
     line_numbers = (ukey % (int(line_no.max()) + 1)).astype(np.int64)
     n_lines = len(ukey)
-    n_votes_per_line = np.bincount(v_line, minlength=n_lines).astype(np.int64)
+    n_votes_per_line = np.bincount(v_line, minlength=n_lines).astype(np.int64, copy=False)
     annotated = np.bincount(line_program, minlength=n_prog).astype(np.int32)
 
     truth_arr = np.zeros(n_lines, dtype=np.int8)
