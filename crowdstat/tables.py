@@ -87,7 +87,7 @@ def read_frame(source: Source, what: str = "table") -> tuple[pd.DataFrame, np.nd
             raise VoteTableError(name, [(None, None, f"not a valid CSV file: {e}")]) from None
         return df, np.arange(1, len(df) + 1), name
     if suffix in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
+        df = _read_parquet(path, name)
         return df.reset_index(drop=True), np.arange(1, len(df) + 1), name
     if suffix in (".jsonl", ".ndjson", ".json"):
         records, rows, problems = [], [], []
@@ -109,6 +109,27 @@ def read_frame(source: Source, what: str = "table") -> tuple[pd.DataFrame, np.nd
             raise VoteTableError(name, problems)
         return pd.DataFrame.from_records(records), np.asarray(rows, dtype=np.int64), name
     raise ValueError(f"{name}: unknown file type '{path.suffix}' (expected .csv, .tsv, .parquet or .jsonl)")
+
+
+_CODED = ("program", "annotator", "label", "truth")  # read as dictionary (categorical) columns from Parquet
+
+
+def _read_parquet(path: Path, name: str) -> pd.DataFrame:
+    """Parquet with the id and label string columns read as dictionaries (pandas categoricals):
+    Parquet stores them dictionary-encoded, so no string is materialised per row and the codes
+    go straight to :func:`_factorized`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+        coded = [
+            f.name for f in schema
+            if f.name in _CODED and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type))
+        ]
+        return pq.read_table(path, read_dictionary=coded or None).to_pandas()
+    except pa.ArrowException as e:
+        raise VoteTableError(name, [(None, None, f"not a valid Parquet file: {e}")]) from None
 
 
 def _check_columns(df: pd.DataFrame, required: tuple[str, ...], name: str) -> None:
@@ -134,8 +155,11 @@ def _missing_mask(col: pd.Series) -> np.ndarray:
 
 
 def _fast_dtype(col: pd.Series) -> bool:
-    """Dtypes whose per-value ``str`` equals pandas' ``astype(str)`` (the factorised fast paths)."""
+    """Dtypes whose per-value ``str`` equals pandas' ``astype(str)`` (the factorised fast paths);
+    a categorical column counts when its categories' dtype does."""
     d = col.dtype
+    if isinstance(d, pd.CategoricalDtype):
+        return _fast_dtype(pd.Series(d.categories[:0]))
     return (
         d == object
         or pd.api.types.is_string_dtype(d)
@@ -151,11 +175,26 @@ def _factorized(col: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ``missing`` is :func:`_missing_mask` computed on the distinct values (NA, or a blank string
     in an object / string column) and taken back to the rows by code.
     """
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        # Already integer-coded: factorise the category codes (no hashing of strings), keep the
+        # categories that occur, in order of first appearance (as pd.factorize of the values).
+        f, used = pd.factorize(col.cat.codes.to_numpy())
+        keep = used >= 0  # code -1 is a missing value
+        remap = np.full(len(used), -1, np.int64)
+        remap[keep] = np.arange(int(keep.sum()))
+        codes = remap[f]
+        cats = col.cat.categories
+        return _with_blanks(codes, cats[used[keep]], cats.dtype)
     codes, uniques = pd.factorize(col, sort=False, use_na_sentinel=True)
-    if pd.api.types.is_string_dtype(col.dtype) and col.dtype != object:  # vectorised on Arrow strings
+    return _with_blanks(codes, uniques, col.dtype)
+
+
+def _with_blanks(codes: np.ndarray, uniques, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, uniques as an object array, missing mask): a blank string id counts as missing."""
+    if pd.api.types.is_string_dtype(dtype) and dtype != object:  # vectorised on Arrow strings
         blank_u = pd.Series(uniques).str.strip().eq("").to_numpy(dtype=bool)
         uniques = np.asarray(uniques, dtype=object)
-    elif col.dtype == object:
+    elif dtype == object:
         uniques = np.asarray(uniques, dtype=object)
         blank_u = np.fromiter((str(u).strip() == "" for u in uniques), bool, uniques.shape[0])
     else:
@@ -185,10 +224,11 @@ def _id_codes(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> 
     codes, uniques, miss = _factorized(col)
     for r in rows[miss]:
         problems.append((int(r), column, "empty field (missing value / NaN)"))
-    if pd.api.types.is_string_dtype(col.dtype) and col.dtype != object:
+    vdtype = col.dtype.categories.dtype if isinstance(col.dtype, pd.CategoricalDtype) else col.dtype
+    if pd.api.types.is_string_dtype(vdtype) and vdtype != object:
         # A string column's distinct values are distinct strings already: nothing to merge.
         return codes.astype(np.int64, copy=False), uniques
-    is_float = pd.api.types.is_float_dtype(col.dtype)
+    is_float = pd.api.types.is_float_dtype(vdtype)
     ustr = np.array([_id_str(u, is_float) for u in uniques], dtype=object)
     if ustr.shape[0] == 0:
         return codes.astype(np.int64, copy=False), ustr

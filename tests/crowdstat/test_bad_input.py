@@ -206,3 +206,22 @@ def test_cli_bad_truth_leaves_existing_dir_untouched(tmp_path):
     assert re.search(_pattern("truth.csv", 2, None, ""), r.stderr + r.stdout), r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "truth.csv", "votes.csv"]
+
+
+def test_not_a_parquet_file_names_the_file(tmp_path):
+    bad = tmp_path / "votes.parquet"
+    bad.write_text("program,line,annotator,label\np,1,a,1\n")
+    with pytest.raises(VoteTableError, match=r"votes\.parquet.*not a valid Parquet file"):
+        cs.read_votes(bad)
+
+
+def test_parquet_string_columns_read_as_dictionaries(tmp_path):
+    """Parquet id / label strings come back categorical (no string per row) and give the same table."""
+    df = pd.DataFrame(GOOD, columns=COLS).assign(label=["correct", "wrong", "correct", "correct"])
+    df.to_parquet(tmp_path / "v.parquet")
+    from crowdstat.tables import read_frame
+
+    back, _, _ = read_frame(tmp_path / "v.parquet", "vote")
+    assert all(isinstance(back[c].dtype, pd.CategoricalDtype) for c in ("program", "annotator", "label"))
+    a, b = cs.read_votes(df), cs.read_votes(tmp_path / "v.parquet")
+    pd.testing.assert_frame_equal(a.votes_frame(), b.votes_frame())

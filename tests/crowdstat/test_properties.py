@@ -203,3 +203,40 @@ def test_grouped_and_shuffled_tables_encode_alike(data, seed):
     order = a.votes_frame().merge(shuffled.reset_index(), on=["program", "line", "annotator"], how="left")["index"].to_numpy()
     ln = a.arrays.line
     assert np.all((ln[1:] != ln[:-1]) | (order[1:] > order[:-1]))
+
+
+@SETTINGS
+@given(data=vote_tables(), seed=st.integers(0, 2**31 - 1))
+def test_categorical_columns_encode_as_their_values(data, seed):
+    """Categorical id / label columns (pandas, or Parquet dictionary columns) take the coded path:
+    the same ids in order of first appearance, the same arrays, whatever the category order and
+    with unused categories present."""
+    votes, _ = data
+    rng = np.random.default_rng(seed)
+
+    def cat(col):
+        cats = list(pd.unique(col)) + ["never-used"] if col.dtype != np.int64 else list(pd.unique(col)) + [99]
+        return pd.Categorical(col, categories=[cats[i] for i in rng.permutation(len(cats))])
+
+    coded = votes.assign(program=cat(votes["program"]), annotator=cat(votes["annotator"]), label=cat(votes["label"]))
+    a, b = cs.read_votes(votes), cs.read_votes(coded)
+    np.testing.assert_array_equal(a.programs, b.programs)
+    np.testing.assert_array_equal(a.annotators, b.annotators)
+    for name in ("line", "annotator", "label", "line_program"):
+        np.testing.assert_array_equal(getattr(a.arrays, name), getattr(b.arrays, name))
+
+
+def test_categorical_missing_and_blank_ids_are_reported():
+    df = pd.DataFrame(
+        {
+            "program": pd.Categorical(["q", "p", None, " "], categories=["z", "p", "q", " "]),
+            "line": [1, 1, 1, 2],
+            "annotator": pd.Categorical(["a", "b", "a", "b"]),
+            "label": [1, -1, 1, 1],
+        }
+    )
+    with pytest.raises(cs.VoteTableError) as e:
+        cs.read_votes(df)
+    msg = str(e.value)
+    assert "row 3, column 'program': empty field" in msg and "row 4, column 'program': empty field" in msg
+    assert "rows 1" not in msg and "row 1," not in msg and "row 2," not in msg
