@@ -21,17 +21,18 @@ def majority(votes: VoteArrays, n_annotators_like, delta):
     dtype = n_annotators_like.dtype
     m = n_annotators_like.shape[0]
     n_lines = votes.line_program.shape[0]
-    lab = votes.label.astype(dtype)
-    seg = lambda x: jax.ops.segment_sum(x, votes.line, num_segments=n_lines, indices_are_sorted=True)  # noqa: E731
-    n = seg(jnp.ones_like(lab))
-    pos = seg((lab > 0).astype(dtype))
-    post = pos / jnp.maximum(n, 1.0)
-    maj = jnp.sign(2.0 * pos - n)  # +1, -1, 0 on a tie
-    mv = maj[votes.line]
-    counted = (mv != 0).astype(dtype)
-    agree = (lab * mv > 0).astype(dtype)
-    a = jax.ops.segment_sum(agree, votes.annotator, num_segments=m)
-    c = jax.ops.segment_sum(counted, votes.annotator, num_segments=m)
+    # One scatter per side instead of two: (line, vote is positive) and (annotator, agrees)
+    # are packed into one index, and the pairs read back as two columns.
+    # A padding vote (label 0) has weight 0 on both sides.
+    positive = (votes.label > 0).astype(jnp.int32)
+    voted = (votes.label != 0).astype(dtype)
+    cnt = jax.ops.segment_sum(voted, 2 * votes.line + positive, num_segments=2 * n_lines)
+    neg, pos = cnt.reshape(n_lines, 2).T
+    post = pos / jnp.maximum(neg + pos, 1.0)
+    mv = jnp.sign(pos - neg)[votes.line]  # the line's majority label: +1, -1, 0 on a tie
+    agree = (votes.label.astype(dtype) * mv > 0).astype(jnp.int32)
+    s = jax.ops.segment_sum(voted * (mv != 0), 2 * votes.annotator + agree, num_segments=2 * m).reshape(m, 2)
+    a, c = s[:, 1], s[:, 0] + s[:, 1]  # agreeing votes, votes counted (lines without a tie)
     rel = jnp.where(c > 0, a / jnp.maximum(c, 1.0), 0.5)
     rc = jnp.clip(rel, delta, 1.0 - delta)
     return post, rel, jnp.log(rc) - jnp.log1p(-rc)

@@ -414,6 +414,29 @@ def test_majority_ties_are_not_counted_at_tau_one_half():
     assert res.rewards["reward_soft"].iloc[0] == pytest.approx(0.5)
 
 
+def test_majority_padding_votes_add_nothing():
+    """Label-0 votes (the padding of sharded / bucketed vote arrays) change no count."""
+    import jax.numpy as jnp
+
+    from crowdstat.baselines.majority import majority
+
+    votes_df, _ = random_tables(21, n_programs=5, max_lines=5, n_annotators=6, p_vote=0.6)
+    a = cs.read_votes(votes_df).arrays
+    k = 7  # padding votes spread over lines and annotators, lines kept sorted
+    at = np.searchsorted(a.line, np.linspace(0, a.line_program.shape[0] - 1, k).astype(np.int32))
+    padded = a._replace(
+        line=np.insert(a.line, at, a.line[np.minimum(at, a.n_votes - 1)]),
+        annotator=np.insert(a.annotator, at, np.arange(k) % 6),
+        label=np.insert(a.label, at, 0),
+    )
+    z, d = jnp.zeros(6, jnp.float64), jnp.float64(1e-6)
+    import jax
+
+    with jax.enable_x64(True):
+        for x, y in zip(majority(a, z, d), majority(padded, z, d)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def test_extra_columns_are_ignored():
     votes_df, truth_df = random_tables(14, n_programs=4, max_lines=5, n_annotators=5)
     ref = _fit(votes_df, truth_df, "sequential", lam=0.5)
