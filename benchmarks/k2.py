@@ -181,3 +181,56 @@ def run(sizes, repeat=5, loop_cap=10**6, seed=0, check_float32=True):
             flush=True,
         )
     return rows
+
+
+def streaming(annotators=(1_000, 100_000, 1_000_000), n_tasks=500, repeat=3, seed=0):
+    """Eq. (8) task by task, one compiled call per task (votes arriving in rounds): crowdstat's
+    ``sequential.step`` (the weight state donated, updated in place) against ``jax.jit`` of the
+    same ``sequential.update`` without donation (every call copies the weight vector), on the
+    same tasks; the final weights must agree exactly. Microseconds per task."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.data import synth
+    from crowdstat import sequential as seq
+
+    p = PARAMS
+    plain = jax.jit(seq.update)
+    rows = []
+    for m in annotators:
+        s = synth(n_tasks * 50, n_annotators=m, seed=seed)  # 10 lines x 5 votes per task
+        blocks = seq.task_blocks(s.votes)
+        tasks = [jax.device_put(blocks.task(t)) for t in range(blocks.label.shape[0])]
+        prm = seq.make_params(p["lam"], p["pbar_honeypot"], p["w_max"], p["delta"], p["prior"], jnp.float32)
+        w0 = seq.init(m, p["nu"], p["delta"], p["w_max"], jnp.float32).w
+
+        def loop_step():
+            st = seq.SequentialState(w=jnp.array(w0), n_tasks=jnp.zeros((), jnp.int32))
+            for b in tasks:
+                st, _ = seq.step(st, b, prm)
+            return st.w
+
+        def loop_plain():
+            st = seq.SequentialState(w=w0, n_tasks=jnp.zeros((), jnp.int32))
+            for b in tasks:
+                st, _ = plain(st, b, prm)
+            return st.w
+
+        t_d = timeit(loop_step, repeat=repeat)
+        t_p = timeit(loop_plain, repeat=repeat)
+        err = float(np.max(np.abs(np.asarray(t_d["result"]) - np.asarray(t_p["result"]))))
+        assert err == 0.0, f"K2 streaming: donated step != plain jit at m={m}: {err:.3g}"
+        n = len(tasks)
+        rows.append(
+            {
+                "n_annotators": m,
+                "n_tasks": n,
+                "step_donated_us_per_task": t_d["median_s"] / n * 1e6,
+                "jit_update_us_per_task": t_p["median_s"] / n * 1e6,
+                "speedup": t_p["median_s"] / t_d["median_s"],
+            }
+        )
+        r = rows[-1]
+        print(f"  K2 streaming m={m:>9,}: sequential.step (donated) {r['step_donated_us_per_task']:.1f} us/task, "
+              f"jit(update) {r['jit_update_us_per_task']:.1f} us/task (x{r['speedup']:.1f})", flush=True)
+    return rows

@@ -35,6 +35,11 @@ def markdown(res: dict) -> str:
             out.append(f"| {r['n_votes']:.0e} | {r['n_tasks']} | {r['crowdstat_ns_per_vote']:.1f} | {r['crowdstat_compile_s']:.2f} | {r['task_blocks_s']:.2f} | {_f(r.get('scan_ns_per_vote'), '.1f')} | "
                        f"{r['numpy_ns_per_vote']:.0f} | {r['python_ns_per_vote']:.0f} | {r['speedup_vs_numpy']:.1f} | {r['speedup_vs_python']:.1f} | "
                        f"{_f(r.get('max_abs_dw_float32_vs_float64'), '.1e')} |")
+    if res.get("k2_streaming"):
+        out += ["", "**K2 streaming** (one compiled call per task, `sequential.step` with the weight state donated vs `jax.jit(sequential.update)`), microseconds per task", "",
+                "| annotators | tasks | step (donated) | jit(update) | x |", "|---:|---:|---:|---:|---:|"]
+        for r in res["k2_streaming"]:
+            out.append(f"| {r['n_annotators']:,} | {r['n_tasks']} | {r['step_donated_us_per_task']:.1f} | {r['jit_update_us_per_task']:.1f} | {r['speedup']:.1f} |")
     k3 = res.get("k3") or {}
     if k3.get("single"):
         out += ["", "**K3 one-shot L1-logistic** at equal objective (relative difference to the certified lower bound <= 1e-6), milliseconds", "",

@@ -28,6 +28,8 @@ FULL = {
     "memory_votes": 10**7,
     "repeat": 5,
     "loop_cap": 10**6,
+    "streaming_annotators": (1_000, 100_000, 1_000_000),
+    "streaming_tasks": 500,
 }
 SMOKE = {
     "sizes": [10**4],
@@ -39,6 +41,8 @@ SMOKE = {
     "memory_votes": 10**5,
     "repeat": 2,
     "loop_cap": 10**4,
+    "streaming_annotators": (1_000,),
+    "streaming_tasks": 20,
 }
 
 
@@ -218,7 +222,7 @@ def main(argv=None) -> int:
     timings = {}
 
     def section(name, fn):
-        if name not in only:
+        if name not in only and name.split("_")[0] not in only:  # --only k2 includes k2_streaming
             return
         print(f"\n[{name}]", flush=True)
         t = time.perf_counter()
@@ -229,6 +233,7 @@ def main(argv=None) -> int:
 
     section("k1", lambda: k1.run(cfg["sizes"], repeat=cfg["repeat"], python_cap=cfg["loop_cap"]))
     section("k2", lambda: k2.run(cfg["sizes"], repeat=cfg["repeat"], loop_cap=cfg["loop_cap"], check_float32=not args.smoke))
+    section("k2_streaming", lambda: k2.streaming(cfg["streaming_annotators"], n_tasks=cfg["streaming_tasks"], repeat=cfg["repeat"]))
     section("k3", lambda: k3.run(cfg["k3_annotators"], n_rows=cfg["k3_rows"], n_path=cfg["k3_path"], repeat=3 if not args.smoke else 1, saga=not args.smoke, vmap=not args.smoke))
     def _agg():
         r = agg.run(cfg["agg_sizes"], repeat=3 if not args.smoke else 1)

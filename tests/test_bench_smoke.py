@@ -31,6 +31,7 @@ def test_smoke_suite_runs_and_writes_results(smoke):
     k1 = res["k1"][0]
     assert k1["crowdstat_ns_per_vote"] > 0 and k1["max_abs_dposterior_vs_ref"] < 1e-5
     assert res["k2"][0]["max_abs_dw_float64_vs_numpy"] < 1e-9
+    assert res["k2_streaming"][0]["step_donated_us_per_task"] > 0  # equality with jit(update) is asserted inside
     assert res["k3"]["single"][0]["crowdstat_rel_objective_diff"] <= 1e-6
     assert res["memory"]["peak_rss_mib"] > 0
     assert any(Path(p).name == "smoke_k1.png" for p in res["plots"])

@@ -53,6 +53,30 @@ def test_sequential_run_compiles_once_for_new_params_and_data():
     assert _grows(seq.run, calls) == 0
 
 
+def test_streaming_step_equals_run_donates_the_state_and_compiles_once():
+    """seq.step, task by task, gives run()'s weights and update counts; the state passed in is
+    donated (its buffer reused, so it is deleted after the call); one compilation for all tasks."""
+    v, m = _votes(5)
+    blocks = seq.task_blocks(v)
+    with jax.enable_x64(True):
+        prm = seq.make_params(0.7, 0.95, 2.5, dtype=jnp.float64)
+        w0 = seq.init(m, 0.7, w_max=2.5, dtype=jnp.float64).w
+        ref, info = seq.run(jax.device_put(blocks), w0, prm, keep_trajectory=False, backend="xla")
+        state = seq.SequentialState(w=jnp.array(w0), n_tasks=jnp.zeros((), jnp.int32))
+        jax.block_until_ready(seq.step(seq.SequentialState(jnp.array(w0), jnp.zeros((), jnp.int32)), blocks.task(0), prm))
+        before = seq.step._cache_size()
+        counts = []
+        for t in range(blocks.label.shape[0]):
+            old = state
+            state, n = seq.step(state, blocks.task(t), prm)
+            counts.append(int(n))
+            assert old.w.is_deleted()  # donated: updated in place, not copied
+        assert seq.step._cache_size() == before
+        np.testing.assert_allclose(np.asarray(state.w), np.asarray(ref.w), rtol=1e-13, atol=1e-13)
+        assert int(state.n_tasks) == blocks.label.shape[0]
+        np.testing.assert_array_equal(counts, np.asarray(info.n_updates))
+
+
 def test_proximal_solve_and_path_compile_once_for_new_gamma_and_data():
     datas = [proximal.training_data(_votes(s, honeypot=1.0)[0], jnp.float32) for s in range(3)]
     assert len({jax.tree.map(lambda x: x.shape, d) for d in datas}) == 1
