@@ -146,6 +146,8 @@ def _check_columns(df: pd.DataFrame, required: tuple[str, ...], name: str) -> No
 
 def _missing_mask(col: pd.Series) -> np.ndarray:
     """True where a field is absent: None, NaN, or an empty / blank string."""
+    if isinstance(col.dtype, pd.CategoricalDtype):  # tested once per category, taken back by code
+        return _factorized(col)[2]
     miss = col.isna().to_numpy()
     if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
         s = col.astype("string")

@@ -225,3 +225,12 @@ def test_parquet_string_columns_read_as_dictionaries(tmp_path):
     assert all(isinstance(back[c].dtype, pd.CategoricalDtype) for c in ("program", "annotator", "label"))
     a, b = cs.read_votes(df), cs.read_votes(tmp_path / "v.parquet")
     pd.testing.assert_frame_equal(a.votes_frame(), b.votes_frame())
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_blank_program_in_a_parquet_truth_table_is_an_empty_field(tmp_path, blank):
+    """Parquet strings come back categorical: a blank id must still read as an empty field."""
+    votes = _write(GOOD, COLS, "csv", tmp_path / "votes.csv")
+    pd.DataFrame({"program": ["p", blank], "line": [1, 2], "truth": [1, -1]}).to_parquet(tmp_path / "truth.parquet")
+    with pytest.raises(VoteTableError, match=r"truth\.parquet.*row 2, column 'program': empty field"):
+        cs.read_votes(votes, truth=tmp_path / "truth.parquet")
