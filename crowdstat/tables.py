@@ -208,6 +208,19 @@ def _with_blanks(codes: np.ndarray, uniques, dtype) -> tuple[np.ndarray, np.ndar
     return codes, uniques, miss
 
 
+EMPTY_FIELD = "empty field (missing value / NaN)"
+
+
+def _report(problems: list, rows: np.ndarray, mask: np.ndarray, column: str, message, col: pd.Series | None = None) -> None:
+    """Append ``(row, column, message)`` for every row where ``mask`` is set; ``message`` is a
+    string or a function of the raw value in ``col``. One vectorised test when no row is set."""
+    if not mask.any():
+        return
+    raws = col[mask] if col is not None else [None] * int(np.count_nonzero(mask))
+    for r, raw in zip(rows[mask], raws):
+        problems.append((int(r), column, message(raw) if callable(message) else message))
+
+
 def _id_str(v, is_float: bool) -> str:
     if is_float:
         return str(int(v)) if np.isfinite(v) and float(v).is_integer() else str(v)
@@ -224,8 +237,7 @@ def _id_codes(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> 
     if not _fast_dtype(col):
         return None
     codes, uniques, miss = _factorized(col)
-    for r in rows[miss]:
-        problems.append((int(r), column, "empty field (missing value / NaN)"))
+    _report(problems, rows, miss, column, EMPTY_FIELD)
     vdtype = col.dtype.categories.dtype if isinstance(col.dtype, pd.CategoricalDtype) else col.dtype
     if pd.api.types.is_string_dtype(vdtype) and vdtype != object:
         # A string column's distinct values are distinct strings already: nothing to merge.
@@ -241,8 +253,7 @@ def _id_codes(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> 
 def _ids(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> np.ndarray:
     """String ids; integral floats (1.0 from a numeric column) are written without '.0'."""
     miss = _missing_mask(col)
-    for r in rows[miss]:
-        problems.append((int(r), column, "empty field (missing value / NaN)"))
+    _report(problems, rows, miss, column, EMPTY_FIELD)
     if pd.api.types.is_float_dtype(col.dtype):
         vals = col.to_numpy()
         out = np.array([str(int(v)) if np.isfinite(v) and float(v).is_integer() else str(v) for v in vals], dtype=object)
@@ -259,20 +270,17 @@ def _numpy_int(col: pd.Series) -> bool:
 def _integers(col: pd.Series, rows: np.ndarray, column: str, problems: list, minimum: int) -> np.ndarray:
     if _numpy_int(col):  # nothing to parse: only the range is checked
         vals = col.to_numpy()
-        for r, raw in zip(rows[vals < minimum], vals[vals < minimum]):
-            problems.append((int(r), column, f"expected an integer >= {minimum}, got {raw.item()!r}"))
+        _report(problems, rows, vals < minimum, column, lambda raw: f"expected an integer >= {minimum}, got {raw!r}", col)
         return vals.astype(np.int64, copy=False)
     miss = _missing_mask(col)
-    for r in rows[miss]:
-        problems.append((int(r), column, "empty field (missing value / NaN)"))
+    _report(problems, rows, miss, column, EMPTY_FIELD)
     if pd.api.types.is_bool_dtype(col.dtype):
         num = pd.Series(np.full(len(col), np.nan))
     else:
         num = pd.to_numeric(col.astype(str).str.strip() if not pd.api.types.is_numeric_dtype(col.dtype) else col, errors="coerce")
     vals = num.to_numpy(dtype=float)
     bad = ~miss & ~(np.isfinite(vals) & (np.floor(vals) == vals) & (vals >= minimum))
-    for r, raw in zip(rows[bad], col[bad]):
-        problems.append((int(r), column, f"expected an integer >= {minimum}, got {raw!r}"))
+    _report(problems, rows, bad, column, lambda raw: f"expected an integer >= {minimum}, got {raw!r}", col)
     out = np.where(np.isfinite(vals), vals, -1).astype(np.int64)
     return out
 
@@ -303,19 +311,15 @@ def parse_labels(col: pd.Series, rows: np.ndarray, column: str, problems: list) 
         pos = np.isin(s, list(_POS))
         neg_pm = np.isin(s, list(_NEG_PM))
         neg_01 = np.isin(s, list(_NEG_01))
-    for r in rows[miss]:
-        problems.append((int(r), column, "empty field (missing value / NaN)"))
+    _report(problems, rows, miss, column, EMPTY_FIELD)
     bad = ~miss & ~(pos | neg_pm | neg_01)
-    for r, raw in zip(rows[bad], col[bad]):
-        problems.append((int(r), column, f"unknown label {raw!r} (expected +1/-1, 1/0 or correct/wrong)"))
+    _report(problems, rows, bad, column, lambda raw: f"unknown label {raw!r} (expected +1/-1, 1/0 or correct/wrong)", col)
     if neg_pm.any() and neg_01.any():
         minority = neg_01 if neg_01.sum() <= neg_pm.sum() else neg_pm
         other = "-1" if minority is neg_01 else "0"
-        for r, raw in zip(rows[minority], col[minority]):
-            problems.append(
-                (int(r), column, f"label {raw!r} mixes the 1/0 coding with the +1/-1 coding used elsewhere (e.g. {other!r})")
-            )
-    return np.where(pos, np.int8(1), np.int8(-1))
+        _report(problems, rows, minority, column,
+                lambda raw: f"label {raw!r} mixes the 1/0 coding with the +1/-1 coding used elsewhere (e.g. {other!r})", col)
+    return pos.view(np.int8) * np.int8(2) - np.int8(1)  # +1 / -1 (np.where with scalars is 60x slower)
 
 
 def _duplicates(keys: pd.DataFrame, rows: np.ndarray, what: str, problems: list, column: str) -> None:
