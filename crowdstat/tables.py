@@ -445,9 +445,10 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
         # Duplicates: one integer key per vote, sorted once; the row-by-row report (pandas) only if any.
         lmax = int(line_no.max()) + 1
         n_a = max(len(ann_ids), 1)
+        line_key = prog_code.astype(np.int64, copy=False) * lmax + line_no  # one key per line, reused below
         if max(len(prog_ids), 1) * lmax * n_a < 2**62:
-            key = np.sort((prog_code.astype(np.int64, copy=False) * lmax + line_no) * n_a + ann_code)
-            dup = len(key) > 1 and bool(np.any(key[1:] == key[:-1]))
+            packed = np.sort(line_key * n_a + ann_code)
+            dup = len(packed) > 1 and bool(np.any(packed[1:] == packed[:-1]))
         else:  # the packed key could overflow int64
             o = np.lexsort((ann_code, line_no, prog_code))
             same = (np.diff(prog_code[o]) == 0) & (np.diff(line_no[o]) == 0) & (np.diff(ann_code[o]) == 0)
@@ -462,7 +463,7 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
         raise VoteTableError(name, problems)
     n_prog = len(prog_ids)
     # Lines: unique (program index, line number), program-major then by line number.
-    key = prog_code.astype(np.int64, copy=False) * (int(line_no.max()) + 1) + line_no
+    key = line_key
     if len(key) < 2 or bool(np.all(key[1:] >= key[:-1])):
         # Already grouped by line (a file written program by program, line by line): no sort.
         new_line = np.empty(len(key), bool)
@@ -478,15 +479,15 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
         v_line = line_idx[order].astype(np.int32)
         v_ann = ann_code[order].astype(np.int32)
         v_label = label[order]
-    line_program = (ukey // (int(line_no.max()) + 1)).astype(np.int32)
-    line_numbers = (ukey % (int(line_no.max()) + 1)).astype(np.int64)
+    line_program = (ukey // lmax).astype(np.int32)
+    line_numbers = (ukey % lmax).astype(np.int64)
     n_lines = len(ukey)
     n_votes_per_line = np.bincount(v_line, minlength=n_lines).astype(np.int64, copy=False)
     annotated = np.bincount(line_program, minlength=n_prog).astype(np.int32)
 
     truth_arr = np.zeros(n_lines, dtype=np.int8)
     if truth is not None:
-        truth_arr = _read_truth(truth, prog_ids, ukey, int(line_no.max()) + 1)
+        truth_arr = _read_truth(truth, prog_ids, ukey, lmax)
 
     program_size = annotated.copy()
     has_sizes = False
