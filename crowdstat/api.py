@@ -280,9 +280,8 @@ def _fit_table(table: VoteTable, method: str, p: dict) -> FitResult:
         from crowdstat.baselines.majority import majority
 
         post, rel, w = majority(arrays, jnp.zeros(m, dtype), jnp.asarray(delta, dtype))
-        post = np.asarray(post)
-        rw = post_mod.rewards(jnp.asarray(post), arrays, jnp.asarray(p["tau"], dtype))
-        w, rel = np.asarray(w), np.asarray(rel)
+        rw = post_mod.rewards(post, arrays, jnp.asarray(p["tau"], dtype))
+        post, w, rel = np.asarray(post), np.asarray(w), np.asarray(rel)
     else:
         if method == "sequential":
             from crowdstat import sequential as seq

@@ -93,6 +93,7 @@ def line_posteriors(w: jax.Array, votes: VoteArrays, prior_logit=0.0) -> jax.Arr
     return jax.nn.sigmoid(line_logits(w, votes, prior_logit))
 
 
+@jax.jit
 def rewards(posterior: jax.Array, votes: VoteArrays, tau=0.5) -> Rewards:
     """Per-program rewards from line posteriors.
 
