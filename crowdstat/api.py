@@ -149,24 +149,23 @@ class FitResult:
     def reward_records(self) -> list[dict]:
         """The rows of ``rewards.jsonl`` (schema in docs/formats.md)."""
         tau = float(self.params["tau"])
-        recs = []
-        for r in self.rewards.itertuples(index=False):
-            recs.append(
-                {
-                    "schema_version": SCHEMA_VERSION,
-                    "program": str(r.program),
-                    "reward": float(r.reward),
-                    "reward_soft": float(r.reward_soft),
-                    "n_lines": int(r.n_lines),
-                    "n_annotated": int(r.n_annotated),
-                    "coverage": float(r.coverage),
-                    "lines": [int(x) for x in r.lines],
-                    "posteriors": [float(x) for x in r.posteriors],
-                    "tau": tau,
-                    "method": self.method,
-                }
-            )
-        return recs
+        rw = self.rewards
+        # Whole columns to Python values at once (NumPy / Arrow), not value by value.
+        cols = {
+            "program": [str(x) for x in rw["program"].tolist()],
+            "reward": np.asarray(rw["reward"], np.float64).tolist(),
+            "reward_soft": np.asarray(rw["reward_soft"], np.float64).tolist(),
+            "n_lines": np.asarray(rw["n_lines"], np.int64).tolist(),
+            "n_annotated": np.asarray(rw["n_annotated"], np.int64).tolist(),
+            "coverage": np.asarray(rw["coverage"], np.float64).tolist(),
+            "lines": _pylists(rw["lines"], int),
+            "posteriors": _pylists(rw["posteriors"], float),
+        }
+        names = list(cols)
+        return [
+            {"schema_version": SCHEMA_VERSION, **dict(zip(names, row)), "tau": tau, "method": self.method}
+            for row in zip(*cols.values())
+        ]
 
     def fit_record(self) -> dict:
         t = self.table
@@ -193,11 +192,11 @@ class FitResult:
         """Write lines.csv, annotators.csv, rewards.jsonl, fit.json (and trajectory.csv for sequential) atomically."""
 
         def write(tmp: Path) -> None:
-            self.lines.to_csv(tmp / "lines.csv", index=False, float_format="%.17g")
-            self.annotators.to_csv(tmp / "annotators.csv", index=False, float_format="%.17g")
+            write_csv(self.lines, tmp / "lines.csv")
+            write_csv(self.annotators, tmp / "annotators.csv")
             write_rewards(tmp / "rewards.jsonl", self.reward_records())
             if self.trajectory is not None:
-                self.trajectory.to_csv(tmp / "trajectory.csv", float_format="%.17g")
+                write_csv(self.trajectory.reset_index(), tmp / "trajectory.csv")
             atomic_write_text(tmp / "fit.json", json.dumps(self.fit_record(), indent=2, allow_nan=False) + "\n")
 
         return save_dir_atomically(out_dir, write)
@@ -448,6 +447,45 @@ def _fit_proximal(table, arrays, p, dtype, prior_logit, diagnostics):
         )
     pl = float(st.b) if intercept else prior_logit
     return st.w, pl
+
+
+def _pylists(col: pd.Series, kind) -> list[list]:
+    """A column of lists as Python lists of ``kind`` (int / float): one Arrow ``to_pylist`` for
+    an Arrow list column (what :func:`_ragged` builds), element by element otherwise."""
+    arr = getattr(col.array, "_pa_array", None)
+    if arr is not None:
+        import pyarrow as pa
+
+        target = pa.int64() if kind is int else pa.float64()
+        return arr.cast(pa.large_list(target)).to_pylist()
+    return [[kind(x) for x in v] for v in col]
+
+
+def write_csv(df: pd.DataFrame, path) -> None:
+    """A frame as CSV through Arrow's writer (C++; 10x pandas' ``to_csv`` with a float format):
+    floats in their shortest round-trip form (read back bit-exact), missing values (NaN) as empty
+    fields, and the same text as pandas otherwise: a plain header, fields unquoted unless one
+    holds a comma, quote or newline (then every string field is quoted, as RFC 4180 allows)."""
+    import csv
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    # float32 columns widened first: a float32's shortest form read back as float64 is another number.
+    f32 = [c for c in df.columns if df[c].dtype == np.float32]
+    table = pa.Table.from_pandas(df.astype({c: np.float64 for c in f32}) if f32 else df, preserve_index=False)  # NaN -> empty
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow([str(c) for c in df.columns])
+    with open(path, "wb") as fh:
+        fh.write(header.getvalue().encode())
+        start = fh.tell()
+        try:
+            pcsv.write_csv(table, fh, pcsv.WriteOptions(include_header=False, quoting_style="none"))
+        except pa.ArrowInvalid:  # a field needs quotes
+            fh.seek(start)
+            fh.truncate()
+            pcsv.write_csv(table, fh, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
 
 
 def _ragged(offsets: np.ndarray, values: np.ndarray) -> pd.Series:

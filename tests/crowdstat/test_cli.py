@@ -188,3 +188,25 @@ def test_cli_absolute_gamma_and_ista(data, tmp_path):
     E, t, _ = O.design(votes, truth)
     w, _ = O.l1_logistic(E, t, 0.3)
     np.testing.assert_allclose(_read_csv(out / "annotators.csv")["weight"], w, atol=1e-6)
+
+
+def test_write_csv_round_trips_floats_exactly_and_quotes_only_when_needed(tmp_path):
+    from crowdstat.api import write_csv
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.random(1000), [0.1, 1.0, 1e-300, np.inf, np.nan]])
+    df = pd.DataFrame({"program": [f"p{i}" for i in range(len(x))], "line": np.arange(len(x)), "posterior": x})
+    write_csv(df, tmp_path / "a.csv")
+    text = (tmp_path / "a.csv").read_text()
+    assert text.splitlines()[:2] == ["program,line,posterior", "p0,0," + repr(float(x[0]))]
+    back = pd.read_csv(tmp_path / "a.csv", dtype={"program": str})
+    np.testing.assert_array_equal(back["posterior"].to_numpy(), x)  # bit-exact; NaN <-> empty field
+    assert text.splitlines()[-1] == f"p{len(x) - 1},{len(x) - 1},"
+    # float32 (a sequential trajectory): read back equal to the float32 values.
+    f32 = pd.DataFrame({"w": rng.random(100).astype(np.float32)})
+    write_csv(f32, tmp_path / "c.csv")
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "c.csv")["w"].to_numpy(), f32["w"].to_numpy().astype(np.float64))
+    # A field with a comma or a quote: valid CSV, same values back.
+    odd = pd.DataFrame({"program": ['a,b', 'c"d', "e"], "line": [1, 2, 3], "posterior": [0.5, 0.25, 1.0]})
+    write_csv(odd, tmp_path / "b.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b.csv", dtype={"program": str}), odd, check_dtype=False)

@@ -128,7 +128,8 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", boom)
+    # Fails after lines.csv and annotators.csv are written: the half-written directory must not land.
+    monkeypatch.setattr("crowdstat.api.write_rewards", boom)
     with pytest.raises(RuntimeError):
         res.save(out)
     assert sorted(p.name for p in out.iterdir()) == before
