@@ -3,9 +3,10 @@ process, timed from process start to outputs written (import, read + validate + 
 compile, fit, writing lines.csv / annotators.csv / rewards.jsonl / fit.json), against
 crowd-kit's DawidSkene ``fit`` alone on the same data (already in memory).
 
-Each CLI run is done cold (no compilation cache) and warm (JAX's persistent compilation cache
-enabled through the JAX_COMPILATION_CACHE_DIR environment variable and already filled by one
-run); the child's peak RSS comes from ``os.wait4``.
+Each CLI run is done cold (no compilation cache: ``CROWDSTAT_NO_COMPILE_CACHE=1``, or the CLI
+would use the user's default cache, filled by earlier runs) and warm (JAX's persistent
+compilation cache in a directory of its own, through JAX_COMPILATION_CACHE_DIR, already filled
+by one run); the child's peak RSS comes from ``os.wait4``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def run(n_votes: int, methods=("em2", "majority"), repeat=3, seed=0, workdir=Non
             print(f"  e2e {m}: skipped (em2 not available yet)", flush=True)
             continue
         args = ["fit", str(path), "--method", m, "--out", str(tmp / f"out-{m}")]
-        cold = [_run_cli(args, base_env)["wall_s"] for _ in range(repeat)]
+        cold = [_run_cli(args, {**base_env, "CROWDSTAT_NO_COMPILE_CACHE": "1"})["wall_s"] for _ in range(repeat)]
         _run_cli(args, warm_env)  # fill the cache
         warm = [_run_cli(args, warm_env)["wall_s"] for _ in range(repeat)]
         rss = _child_peak_rss_mib(args, warm_env) if measure_rss else None
