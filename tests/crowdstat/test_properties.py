@@ -133,10 +133,7 @@ def test_gap_nonnegative_and_zero_weights_iff_gamma_at_least_gamma_max(data, fra
     assert np.all(w == 0) == (frac >= 1.0)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=vote_tables(), lam=st.sampled_from([0.1, 0.5, 1.0]), w_max=st.sampled_from([2.0, float("inf")]))
-def test_sequential_matches_oracle_on_arbitrary_tables(data, lam, w_max):
-    votes, truth = data
+def _sequential_matches_oracle(votes, truth, lam, w_max):
     res = cs.fit(votes, truth=truth if len(truth) else None, method="sequential", x64=True, lam=lam, w_max=w_max)
     ov = O.frame_to_votes(votes)
     w, traj = O.sequential(ov, O.frame_to_truth(truth), lam=lam, w_max=w_max)
@@ -145,21 +142,19 @@ def test_sequential_matches_oracle_on_arbitrary_tables(data, lam, w_max):
     np.testing.assert_allclose(res.trajectory.to_numpy(dtype=float), [[r[a] for a in ann] for _, r in traj], rtol=1e-9, atol=1e-9)
     post = O.posteriors(ov, w)
     np.testing.assert_allclose(res.lines["posterior"].astype(float), [post[k] for k in O.lines_in_order(ov)], rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=vote_tables(), lam=st.sampled_from([0.1, 0.5, 1.0]), w_max=st.sampled_from([2.0, float("inf")]))
+def test_sequential_matches_oracle_on_arbitrary_tables(data, lam, w_max):
+    _sequential_matches_oracle(*data, lam, w_max)
 
 
 @pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=vote_tables(max_programs=6, max_lines=8, max_annotators=10), lam=st.sampled_from([0.1, 0.5, 1.0]), w_max=st.sampled_from([2.0, float("inf")]))
 def test_sequential_matches_oracle_on_arbitrary_tables_long(data, lam, w_max):
-    votes, truth = data
-    res = cs.fit(votes, truth=truth if len(truth) else None, method="sequential", x64=True, lam=lam, w_max=w_max)
-    ov = O.frame_to_votes(votes)
-    w, traj = O.sequential(ov, O.frame_to_truth(truth), lam=lam, w_max=w_max)
-    ann = O.annotators_in_order(ov)
-    np.testing.assert_allclose(res.annotators["weight"].astype(float), [w[a] for a in ann], rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(res.trajectory.to_numpy(dtype=float), [[r[a] for a in ann] for _, r in traj], rtol=1e-9, atol=1e-9)
-    post = O.posteriors(ov, w)
-    np.testing.assert_allclose(res.lines["posterior"].astype(float), [post[k] for k in O.lines_in_order(ov)], rtol=1e-9, atol=1e-9)
+    _sequential_matches_oracle(*data, lam, w_max)
 
 
 @pytest.mark.slow
