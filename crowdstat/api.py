@@ -450,15 +450,12 @@ def _fit_proximal(table, arrays, p, dtype, prior_logit, diagnostics):
 
 
 def _pylists(col: pd.Series, kind) -> list[list]:
-    """A column of lists as Python lists of ``kind`` (int / float): one Arrow ``to_pylist`` for
-    an Arrow list column (what :func:`_ragged` builds), element by element otherwise."""
-    arr = getattr(col.array, "_pa_array", None)
-    if arr is not None:
-        import pyarrow as pa
+    """A column of lists (an Arrow list column as :func:`_ragged` builds, or Python / NumPy
+    sequences) as Python lists of ``kind`` (int / float), converted by Arrow in one pass."""
+    import pyarrow as pa
 
-        target = pa.int64() if kind is int else pa.float64()
-        return arr.cast(pa.large_list(target)).to_pylist()
-    return [[kind(x) for x in v] for v in col]
+    target = pa.int64() if kind is int else pa.float64()
+    return pa.array(col.array, from_pandas=True).cast(pa.large_list(target)).to_pylist()
 
 
 def write_csv(df: pd.DataFrame, path) -> None:

@@ -154,8 +154,9 @@ def step(state: SequentialState, block, params: SequentialParams) -> tuple[Seque
     The state is donated: its weight buffer is updated in place, and the ``state`` passed in
     must not be used again (JAX raises if its arrays are read). Without the donation every call
     would copy the whole weight vector (O(n_annotators) per task: ``jax.jit(update)`` is 2x
-    slower at 10^5 annotators and 12x at 10^6 here; ``make bench``, K2 streaming). Returns the new state and the number of votes
-    that moved a weight. For a whole table at once, :func:`run` is faster still.
+    slower at 10^5 annotators and 13x at 10^6 here; ``make bench``, K2 streaming). Returns the
+    new state and the number of votes that moved a weight. For a whole table at once,
+    :func:`run` is faster still.
     """
     new, info = update(state, block, params)
     return new, info.n_updates

@@ -156,12 +156,15 @@ def _missing_mask(col: pd.Series) -> np.ndarray:
     return miss
 
 
+def _value_dtype(col: pd.Series):
+    """The dtype of the column's values: a categorical column's categories' dtype."""
+    return col.dtype.categories.dtype if isinstance(col.dtype, pd.CategoricalDtype) else col.dtype
+
+
 def _fast_dtype(col: pd.Series) -> bool:
     """Dtypes whose per-value ``str`` equals pandas' ``astype(str)`` (the factorised fast paths);
     a categorical column counts when its categories' dtype does."""
-    d = col.dtype
-    if isinstance(d, pd.CategoricalDtype):
-        return _fast_dtype(pd.Series(d.categories[:0]))
+    d = _value_dtype(col)
     return (
         d == object
         or pd.api.types.is_string_dtype(d)
@@ -195,12 +198,10 @@ def _with_blanks(codes: np.ndarray, uniques, dtype) -> tuple[np.ndarray, np.ndar
     """(codes, uniques as an object array, missing mask): a blank string id counts as missing."""
     if pd.api.types.is_string_dtype(dtype) and dtype != object:  # vectorised on Arrow strings
         blank_u = pd.Series(uniques).str.strip().eq("").to_numpy(dtype=bool)
-        uniques = np.asarray(uniques, dtype=object)
-    elif dtype == object:
-        uniques = np.asarray(uniques, dtype=object)
+    uniques = np.asarray(uniques, dtype=object)
+    if dtype == object:
         blank_u = np.fromiter((str(u).strip() == "" for u in uniques), bool, uniques.shape[0])
-    else:
-        uniques = np.asarray(uniques, dtype=object)
+    elif not pd.api.types.is_string_dtype(dtype):
         blank_u = np.zeros(uniques.shape[0], bool)
     miss = codes < 0
     if blank_u.any():
@@ -238,7 +239,7 @@ def _id_codes(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> 
         return None
     codes, uniques, miss = _factorized(col)
     _report(problems, rows, miss, column, EMPTY_FIELD)
-    vdtype = col.dtype.categories.dtype if isinstance(col.dtype, pd.CategoricalDtype) else col.dtype
+    vdtype = _value_dtype(col)
     if pd.api.types.is_string_dtype(vdtype) and vdtype != object:
         # A string column's distinct values are distinct strings already: nothing to merge.
         return codes.astype(np.int64, copy=False), uniques
@@ -463,18 +464,17 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
         raise VoteTableError(name, problems)
     n_prog = len(prog_ids)
     # Lines: unique (program index, line number), program-major then by line number.
-    key = line_key
-    if len(key) < 2 or bool(np.all(key[1:] >= key[:-1])):
+    if len(line_key) < 2 or bool(np.all(line_key[1:] >= line_key[:-1])):
         # Already grouped by line (a file written program by program, line by line): no sort.
-        new_line = np.empty(len(key), bool)
+        new_line = np.empty(len(line_key), bool)
         new_line[0] = True
-        np.not_equal(key[1:], key[:-1], out=new_line[1:])
-        ukey = key[new_line]
+        np.not_equal(line_key[1:], line_key[:-1], out=new_line[1:])
+        ukey = line_key[new_line]
         v_line = (np.cumsum(new_line, dtype=np.int32) - 1)
         v_ann = ann_code.astype(np.int32)
         v_label = label
     else:
-        ukey, line_idx = np.unique(key, return_inverse=True)
+        ukey, line_idx = np.unique(line_key, return_inverse=True)
         order = np.argsort(line_idx, kind="stable")
         v_line = line_idx[order].astype(np.int32)
         v_ann = ann_code[order].astype(np.int32)
