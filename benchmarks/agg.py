@@ -25,7 +25,7 @@ def crowdkit_available() -> bool:
 
 
 def em2_available() -> bool:
-    return importlib.util.find_spec("crowdstat.baselines.dawid_skene") is not None
+    return importlib.util.find_spec("crowdstat.estimators.dawid_skene") is not None
 
 
 def _ck_frame(df):
@@ -130,7 +130,7 @@ def run(sizes, repeat=3, seed=0, ds_iter=20):
                 flush=True,
             )
         else:
-            row["crowdstat"] = "em2 not in this checkout yet (crowdstat/baselines/dawid_skene.py)"
+            row["crowdstat"] = "em2 not in this checkout yet (crowdstat/estimators/dawid_skene.py)"
             print(f"  DS  n={n:>9,}: crowd-kit {row['crowdkit_s']:.3f}s; crowdstat em2 not available yet", flush=True)
         out["dawid_skene"].append(row)
     return out
@@ -148,7 +148,7 @@ def _kernel_majority(table, repeat):
     import jax
     import jax.numpy as jnp
 
-    from crowdstat.baselines.majority import majority
+    from crowdstat.estimators.majority import majority
 
     arrays = jax.device_put(table.arrays)
     z = jnp.zeros(table.n_annotators, jnp.float32)

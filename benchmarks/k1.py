@@ -62,7 +62,7 @@ def run(sizes, repeat=5, python_cap=10**6, seed=0):
     import jax.numpy as jnp
 
     from benchmarks.data import synth
-    from crowdstat import posterior
+    from crowdstat.estimators import posterior
 
     rows = []
     for n in sizes:

@@ -87,7 +87,7 @@ def run(sizes, repeat=5, loop_cap=10**6, seed=0, check_float32=True):
     import jax.numpy as jnp
 
     from benchmarks.data import synth
-    from crowdstat import sequential as seq
+    from crowdstat.estimators import sequential as seq
 
     p = PARAMS
     rows = []
@@ -192,7 +192,7 @@ def streaming(annotators=(1_000, 100_000, 1_000_000), n_tasks=500, repeat=3, see
     import jax.numpy as jnp
 
     from benchmarks.data import synth
-    from crowdstat import sequential as seq
+    from crowdstat.estimators import sequential as seq
 
     p = PARAMS
     plain = jax.jit(seq.update)

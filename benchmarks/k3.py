@@ -9,7 +9,7 @@ min f. Each solver is timed at the loosest of its own tolerances whose objective
 over its relative-gap ``tol`` (1e-4, 1e-5, 1e-6, 1e-7), the same rule for both. crowdstat is also
 timed at relative gap 1e-7, which *certifies* equal objective by itself (``*_certified_*``).
 
-crowdstat's row uses its default solver (``solver="auto"``): proximal Newton (crowdstat/newton.py;
+crowdstat's row uses its default solver (``solver="auto"``): proximal Newton (crowdstat/estimators/l1/newton.py;
 on the CPU its coordinate descent is the native FFI kernel, for any number of annotators; without
 it, the dense Hessian up to newton.DENSE_MAX annotators and FISTA above); FISTA is timed beside it
 at every size. For the
@@ -106,7 +106,7 @@ def run(annotators=(10, 1000, 100_000), n_rows=20_000, votes_per_row=10, gamma_f
     import jax
     import jax.numpy as jnp
 
-    from crowdstat import proximal as px
+    from crowdstat.estimators.l1 import solve as px
 
     out = {"single": [], "path": None}
     for m in annotators:
@@ -204,7 +204,7 @@ def _path(v, X, t, m, gmax, n_path, lib_tol, repeat, vmap=True):
     import jax.numpy as jnp
     from sklearn.exceptions import ConvergenceWarning
 
-    from crowdstat import proximal as px
+    from crowdstat.estimators.l1 import solve as px
 
     gammas = gmax * np.logspace(0, -2, n_path)
     with jax.enable_x64(True):

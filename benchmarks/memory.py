@@ -18,9 +18,9 @@ def measure(n: int) -> dict:
 
     from benchmarks._util import peak_rss_mib
     from benchmarks.data import synth
-    from crowdstat import posterior
-    from crowdstat import sequential as seq
-    from crowdstat.baselines.majority import majority
+    from crowdstat.estimators import posterior
+    from crowdstat.estimators import sequential as seq
+    from crowdstat.estimators.majority import majority
 
     rss = {"start_mib": peak_rss_mib()}
     s = synth(n)

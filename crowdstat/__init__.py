@@ -1,14 +1,17 @@
 """crowdstat: calibrated crowd feedback on lines of code (cRLHF), as compiled JAX estimators.
 
-Public API (loaded lazily, so ``import crowdstat.rewards_io`` loads no JAX):
+Layers (each a subpackage; lower layers never import higher ones):
 
-- :func:`fit` / :class:`FitResult`: votes in, posteriors, reliabilities and rewards out.
-- :func:`read_votes` / :class:`VoteTable` / :class:`VoteTableError`: validated, integer-coded tables.
-- :func:`read_rewards` / :func:`write_rewards`: the reward file (the seam to the RL side).
-- Modules with the kernels: ``posterior``, ``sequential``, ``proximal``, ``dual``, ``prox``,
-  ``baselines``.
+- :mod:`crowdstat.io` (host only, no JAX): vote tables, the reward file, atomic writes, JSONL,
+  data sets.
+- :mod:`crowdstat.spec`: the one annotator-population grammar.
+- :mod:`crowdstat.estimators`: one module per method behind one result contract and one registry
+  (``METHODS``); the one-shot L1 estimator in :mod:`crowdstat.estimators.l1`.
+- :mod:`crowdstat.study`: simulation, metrics, method comparison, plots.
+- :mod:`crowdstat.api` (:func:`fit`), :mod:`crowdstat.cli`, :mod:`crowdstat.demo` on top.
 
-crowdstat never changes ``jax.config`` at import; use ``x64=True`` (or ``--x64``) for float64.
+Names are loaded lazily, so ``import crowdstat.io.rewards`` loads no JAX. crowdstat never changes
+``jax.config`` at import; use ``x64=True`` (or ``--x64``) for float64.
 """
 
 from __future__ import annotations
@@ -20,18 +23,18 @@ __version__ = "0.1.0"
 _ATTRS = {
     "fit": "crowdstat.api",
     "FitResult": "crowdstat.api",
-    "METHODS": "crowdstat.api",
+    "METHODS": "crowdstat.estimators",
     "parse_gamma": "crowdstat.api",
-    "read_votes": "crowdstat.tables",
-    "VoteTable": "crowdstat.tables",
-    "VoteTableError": "crowdstat.tables",
+    "read_votes": "crowdstat.io.tables",
+    "VoteTable": "crowdstat.io.tables",
+    "VoteTableError": "crowdstat.io.tables",
     "VoteArrays": "crowdstat._typing",
-    "read_rewards": "crowdstat.rewards_io",
-    "write_rewards": "crowdstat.rewards_io",
-    "RewardFileError": "crowdstat.rewards_io",
-    "SCHEMA_VERSION": "crowdstat.rewards_io",
+    "read_rewards": "crowdstat.io.rewards",
+    "write_rewards": "crowdstat.io.rewards",
+    "RewardFileError": "crowdstat.io.rewards",
+    "SCHEMA_VERSION": "crowdstat.io.rewards",
 }
-_MODULES = {"posterior", "sequential", "proximal", "dual", "prox", "baselines", "tables", "rewards_io", "api", "plotting", "cli"}
+_MODULES = {"io", "estimators", "study", "spec", "api", "cli", "demo"}
 
 __all__ = sorted([*_ATTRS, *_MODULES, "__version__"])
 

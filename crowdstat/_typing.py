@@ -1,6 +1,6 @@
 """Array containers shared by every estimator.
 
-``VoteArrays`` is the immutable pytree that :mod:`crowdstat.tables` builds once from a vote
+``VoteArrays`` is the immutable pytree that :mod:`crowdstat.io.tables` builds once from a vote
 table; every kernel reads it. Sizes are carried by array shapes (no static ints); the number of
 annotators is the length of the weight vector ``w`` that kernels receive.
 """

@@ -19,13 +19,15 @@ import numpy as np
 import pandas as pd
 
 from crowdstat import __version__
-from crowdstat.rewards_io import SCHEMA_VERSION, atomic_write_text, write_rewards
-from crowdstat.rewards_io import atomic_write_dir as save_dir_atomically
-from crowdstat.tables import VoteTable, read_votes
+from crowdstat.io.rewards import SCHEMA_VERSION, write_rewards
+from crowdstat.io.atomic import atomic_write_text
+from crowdstat.io.atomic import atomic_write_dir as save_dir_atomically
+from crowdstat.io.frames import pylists, ragged, write_csv
+from crowdstat.io.tables import VoteTable, read_votes
 
 __all__ = ["METHODS", "FitResult", "fit", "parse_gamma", "save_dir_atomically"]
 
-METHODS = ("majority", "sequential", "proximal", "em1", "em2", "bayes")
+from crowdstat.estimators import METHODS
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "common": {"prior": 0.5, "tau": 0.5, "delta": 1e-6, "x64": False, "progress": False},
@@ -51,12 +53,12 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 _TRAJECTORY_AUTO_LIMIT = 20_000_000  # floats (80 MB in float32)
 
-# method -> (module, function) for baselines; each returns crowdstat.baselines.BaselineFit and is
+# method -> (module, function) for baselines; each returns crowdstat.estimators.result.BaselineFit and is
 # called as fn(table.arrays, dtype=..., prior=..., delta=..., **method_params).
 _BASELINES = {
-    "em1": ("crowdstat.baselines.dawid_skene", "em_one_coin"),
-    "em2": ("crowdstat.baselines.dawid_skene", "em_two_coin"),
-    "bayes": ("crowdstat.baselines.bayes", "nuts"),
+    "em1": ("crowdstat.estimators.dawid_skene", "em_one_coin"),
+    "em2": ("crowdstat.estimators.dawid_skene", "em_two_coin"),
+    "bayes": ("crowdstat.estimators.bayes", "nuts"),
 }
 
 
@@ -158,8 +160,8 @@ class FitResult:
             "n_lines": np.asarray(rw["n_lines"], np.int64).tolist(),
             "n_annotated": np.asarray(rw["n_annotated"], np.int64).tolist(),
             "coverage": np.asarray(rw["coverage"], np.float64).tolist(),
-            "lines": _pylists(rw["lines"], int),
-            "posteriors": _pylists(rw["posteriors"], float),
+            "lines": pylists(rw["lines"], int),
+            "posteriors": pylists(rw["posteriors"], float),
         }
         names = list(cols)
         return [
@@ -251,7 +253,7 @@ def _fit_table(table: VoteTable, method: str, p: dict) -> FitResult:
     import jax
     import jax.numpy as jnp
 
-    from crowdstat import posterior as post_mod
+    from crowdstat.estimators import posterior as post_mod
 
     dtype = jnp.float64 if p["x64"] else jnp.float32
     delta = float(p["delta"])
@@ -276,14 +278,14 @@ def _fit_table(table: VoteTable, method: str, p: dict) -> FitResult:
         diagnostics.update(bf.diagnostics)
         extra_ann, extra_line = dict(bf.annotator_columns), dict(bf.line_columns)
     elif method == "majority":
-        from crowdstat.baselines.majority import majority
+        from crowdstat.estimators.majority import majority
 
         post, rel, w = majority(arrays, jnp.zeros(m, dtype), jnp.asarray(delta, dtype))
         rw = post_mod.rewards(post, arrays, jnp.asarray(p["tau"], dtype))
         post, w, rel = np.asarray(post), np.asarray(w), np.asarray(rel)
     else:
         if method == "sequential":
-            from crowdstat import sequential as seq
+            from crowdstat.estimators import sequential as seq
 
             if table.n_honeypots == 0:
                 warnings.warn("sequential: no honeypot truth given; reliabilities are learned from the crowd's own majority only", stacklevel=3)
@@ -365,7 +367,7 @@ def _run_sequential_chunked(seq, blocks, w0, params, keep: bool, progress: bool)
 def _fit_proximal(table, arrays, p, dtype, prior_logit, diagnostics):
     import jax.numpy as jnp
 
-    from crowdstat import proximal as px
+    from crowdstat.estimators.l1 import solve as px
 
     m = table.n_annotators
     delta = float(p["delta"])
@@ -378,7 +380,7 @@ def _fit_proximal(table, arrays, p, dtype, prior_logit, diagnostics):
         nu = min(max(p["nu"], delta), 1 - delta)
         w0 = jnp.full(m, math.log(nu) - math.log1p(-nu), dtype)
         # gamma_max of the M-step: the largest |a_i - d_i| / 2 at the first E-step.
-        from crowdstat.posterior import line_logits
+        from crowdstat.estimators.posterior import line_logits
 
         import jax
 
@@ -449,52 +451,6 @@ def _fit_proximal(table, arrays, p, dtype, prior_logit, diagnostics):
     return st.w, pl
 
 
-def _pylists(col: pd.Series, kind) -> list[list]:
-    """A column of lists (an Arrow list column as :func:`_ragged` builds, or Python / NumPy
-    sequences) as Python lists of ``kind`` (int / float), converted by Arrow in one pass."""
-    import pyarrow as pa
-
-    target = pa.int64() if kind is int else pa.float64()
-    return pa.array(col.array, from_pandas=True).cast(pa.large_list(target)).to_pylist()
-
-
-def write_csv(df: pd.DataFrame, path) -> None:
-    """A frame as CSV through Arrow's writer (C++; 10x pandas' ``to_csv`` with a float format):
-    floats in their shortest round-trip form (read back bit-exact), missing values (NaN) as empty
-    fields, and the same text as pandas otherwise: a plain header, fields unquoted unless one
-    holds a comma, quote or newline (then every string field is quoted, as RFC 4180 allows)."""
-    import csv
-    import io
-
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
-    # float32 columns widened first: a float32's shortest form read back as float64 is another number.
-    f32 = [c for c in df.columns if df[c].dtype == np.float32]
-    table = pa.Table.from_pandas(df.astype({c: np.float64 for c in f32}) if f32 else df, preserve_index=False)  # NaN -> empty
-    header = io.StringIO()
-    csv.writer(header, lineterminator="\n").writerow([str(c) for c in df.columns])
-    with open(path, "wb") as fh:
-        fh.write(header.getvalue().encode())
-        start = fh.tell()
-        try:
-            pcsv.write_csv(table, fh, pcsv.WriteOptions(include_header=False, quoting_style="none"))
-        except pa.ArrowInvalid:  # a field needs quotes
-            fh.seek(start)
-            fh.truncate()
-            pcsv.write_csv(table, fh, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
-
-
-def _ragged(offsets: np.ndarray, values: np.ndarray) -> pd.Series:
-    """A column of per-program lists (``values[offsets[i]:offsets[i+1]]``) as one Arrow list
-    array: no Python list per program is built (an element reads back as a Python list)."""
-    import pyarrow as pa
-
-    off = pa.array(offsets.astype(np.int64 if offsets[-1] >= 2**31 else np.int32))
-    arr = (pa.LargeListArray if off.type == pa.int64() else pa.ListArray).from_arrays(off, pa.array(values))
-    return pd.Series(pd.arrays.ArrowExtensionArray(arr), copy=False)
-
-
 def _result(table: VoteTable, method, p, w, rel, post, rw, diagnostics, trajectory) -> FitResult:
     a = table.arrays
     lines = pd.DataFrame(
@@ -518,8 +474,8 @@ def _result(table: VoteTable, method, p, w, rel, post, rw, diagnostics, trajecto
             "n_lines": np.asarray(a.program_size, np.int64),
             "n_annotated": np.asarray(rw.n_annotated, np.int64),
             "coverage": np.asarray(rw.coverage, np.float64),
-            "lines": _ragged(starts, table.line_numbers.astype(np.int64)),
-            "posteriors": _ragged(starts, post64),
+            "lines": ragged(starts, table.line_numbers.astype(np.int64)),
+            "posteriors": ragged(starts, post64),
         }
     )
     params = {k: v for k, v in p.items()}

@@ -70,7 +70,7 @@ def _add_simulate(sub) -> None:
         "simulate",
         help="simulate a crowd voting on lines of code; write votes.csv, truth.csv, true_lines.csv, annotators.csv",
         description=(
-            "Simulate annotators voting on programs of K lines (crowdstat.simulate; docs/study.md). "
+            "Simulate annotators voting on programs of K lines (crowdstat.study.simulate; docs/study.md). "
             "SPEC is a comma-separated list of kind:count[@params][~decay] groups, kinds expert@p (0.95), "
             "novice@p (0.7), reliable@p (0.8), spammer (p = 1/2), adversary@p (0.3, < 1/2), twocoin@sens/spec (0.9/0.6: "
             "P(+1 | correct) / P(-1 | wrong)); ~decay = fatigue rate per vote cast, rates decay to 1/2 as exp(-decay n). "
@@ -113,7 +113,7 @@ def _main_simulate(args) -> int:
     import json
 
     from crowdstat.api import save_dir_atomically
-    from crowdstat.simulate import parse_population, simulate_arrays, to_frames
+    from crowdstat.study.simulate import parse_population, simulate_arrays, to_frames
 
     try:
         pop = parse_population(args.population)
@@ -143,9 +143,9 @@ def _main_simulate(args) -> int:
 
 
 def _main_compare(args) -> int:
-    from crowdstat.compare import MethodUnavailable, compare, write_outputs
-    from crowdstat.rewards_io import RewardFileError
-    from crowdstat.tables import VoteTableError
+    from crowdstat.study.compare import MethodUnavailable, compare, write_outputs
+    from crowdstat.io.rewards import RewardFileError
+    from crowdstat.io.tables import VoteTableError
 
     methods = [m for m in args.methods.split(",") if m.strip()]
     try:
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "fit":  # pragma: no cover - argparse enforces the choices
         return 2
     from crowdstat.api import fit
-    from crowdstat.rewards_io import RewardFileError
-    from crowdstat.tables import VoteTableError
+    from crowdstat.io.rewards import RewardFileError
+    from crowdstat.io.tables import VoteTableError
 
     params = {"prior": args.prior, "tau": args.tau, "delta": args.delta, "x64": args.x64, "progress": sys.stderr.isatty()}
     if args.method == "sequential":

@@ -29,8 +29,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import crowdstat as cs
-    from crowdstat.plotting import plot_trajectories
-    from crowdstat.simulate import simulate_votes
+    from crowdstat.study.plotting import plot_trajectories
+    from crowdstat.study.simulate import simulate_votes
 
     out = Path(args.out)
     (out / "data").mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """Shared helpers of the simulation study (experiments/exp*.py; docs/study.md).
 
-Every experiment: simulates replicates with ``crowdstat.simulate.simulate_replicates`` (one key
-split + vmap), fits each method through ``crowdstat.compare.compare`` (i.e. ``crowdstat.fit``),
-and reports means with 95% Student-t intervals over replicates (``crowdstat.metrics.replicate_interval``).
+Every experiment: simulates replicates with ``crowdstat.study.simulate.simulate_replicates`` (one key
+split + vmap), fits each method through ``crowdstat.study.compare.compare`` (i.e. ``crowdstat.fit``),
+and reports means with 95% Student-t intervals over replicates (``crowdstat.study.metrics.replicate_interval``).
 Seeds are recorded in every JSON result.
 """
 
@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "experiments" / "results"
 FIGURES = ROOT / "docs" / "figures"
 
-from crowdstat import simulate as S  # noqa: E402
-from crowdstat.compare import available, compare  # noqa: E402
-from crowdstat.metrics import replicate_interval  # noqa: E402
+from crowdstat.study import simulate as S  # noqa: E402
+from crowdstat.study.compare import available, compare  # noqa: E402
+from crowdstat.study.metrics import replicate_interval  # noqa: E402
 
-# The method specs of the study (crowdstat.compare syntax). Bayes runs with reduced NUTS settings.
+# The method specs of the study (crowdstat.study.compare syntax). Bayes runs with reduced NUTS settings.
 ALL_METHODS = [
     "majority",
     "sequential:lam=1",

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from _study import FIGURES, markdown, plt, replicates, summarize, write_results
 
-from crowdstat.compare import compare
+from crowdstat.study.compare import compare
 
 POP = "expert:2@0.95,reliable:2@0.85,novice:3@0.7,spammer:3,adversary:2@0.3"
 LAMS = [1.0, 0.1, 0.01]

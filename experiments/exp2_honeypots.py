@@ -6,7 +6,7 @@ Every method of the study (majority, sequential lam=1 and 0.1, proximal gamma=1%
 when available) on the same replicates, for honeypot fractions 0 .. 40% of the programs (placed
 first). With 0 honeypots proximal runs its latent variant and sequential learns from the crowd's
 majority only. Metrics on the non-honeypot lines. Also the honeypots needed to reach a target
-accuracy (crowdstat.metrics.honeypots_needed). Writes docs/figures/exp2_honeypots.png and
+accuracy (crowdstat.study.metrics.honeypots_needed). Writes docs/figures/exp2_honeypots.png and
 experiments/results/exp2_honeypots.{json,csv}.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from _study import ALL_METHODS, FIGURES, markdown, plt, replicates, score_all, short, summarize, usable, write_results
 
-from crowdstat.metrics import honeypots_needed
+from crowdstat.study.metrics import honeypots_needed
 
 POP = "expert:2@0.9,novice:5@0.7,spammer:3,adversary:2@0.3"
 FRACTIONS = [0.0, 0.05, 0.1, 0.2, 0.4]

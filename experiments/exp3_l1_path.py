@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/exp3_l1_path.py [--quick] [--seed 3]
 
-For each replicate: the honeypot training problem (crowdstat.proximal.training_data), gamma_max and
+For each replicate: the honeypot training problem (crowdstat.estimators.l1.solve.training_data), gamma_max and
 L; then ``proximal.path`` (warm starts, from gamma_max down a geometric grid) under ``jax.vmap``
 over the replicates (one compiled program for all). Reports which annotators are filtered out
 (w = 0) or turned negative as gamma grows, against who the spammers/adversaries really are, the
@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 from _study import FIGURES, markdown, plt, replicates, write_results
 
-from crowdstat import metrics as M
-from crowdstat import posterior
-from crowdstat import proximal as px
-from crowdstat.metrics import replicate_interval
-from crowdstat.tables import read_votes
+from crowdstat.study import metrics as M
+from crowdstat.estimators import posterior
+from crowdstat.estimators.l1 import solve as px
+from crowdstat.study.metrics import replicate_interval
+from crowdstat.io.tables import read_votes
 
 POP = "expert:3@0.9,novice:4@0.7,spammer:4,adversary:2@0.3"
 BAD = ("spammer", "adversary")

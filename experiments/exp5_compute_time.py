@@ -23,8 +23,8 @@ import pandas as pd
 from _study import ALL_METHODS, FIGURES, markdown, plt, replicates, short, usable, write_results
 
 import crowdstat
-from crowdstat.compare import parse_method
-from crowdstat.tables import read_votes
+from crowdstat.study.compare import parse_method
+from crowdstat.io.tables import read_votes
 
 POP = "expert:2@0.95,reliable:2@0.85,novice:3@0.7,spammer:3,adversary:2@0.3"
 

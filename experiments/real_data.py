@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import crowdstat  # noqa: E402
-from crowdstat import datasets  # noqa: E402
+from crowdstat.io import datasets  # noqa: E402
 
 CLIP = 1e-6
 UNSUP = ["majority", "proximal_latent", "em1", "em2", "bayes"]

@@ -2,7 +2,7 @@
 
     python experiments/rl_synthetic.py [--quick] [--config experiments/configs/rl_synthetic.json]
 
-1. Warm start once (``rl.sft``; cached in ``--cache``: reused when its settings match).
+1. Warm start once (``rl.train.sft``; cached in ``--cache``: reused when its settings match).
 2. For each reward source (true_lines, majority, sequential, proximal, execution) x seed: the
    Algorithm-1 loop (``rl.loop.run_rounds``: generate -> simulated biased crowd -> ``crowdstat
    fit`` subprocess -> PPO with LoRA -> held-out pass@1 / pass@10). Finished runs are skipped
@@ -35,7 +35,7 @@ NOTES = """## Commands
     nice -n 15 python experiments/rl_synthetic.py           # full: warm start + 3 seeds x 5 sources, 2 worker processes
     python experiments/rl_synthetic.py --quick               # 1 seed, 2 rounds of 8 x 8, 1 held-out problem per template
     python experiments/rl_synthetic.py --report-only         # figure + this page from the results JSON
-    rl warmstart --out models/ws                             # the warm start alone (rl.sft defaults = the study's)
+    rl warmstart --out models/ws                             # the warm start alone (rl.train.sft defaults = the study's)
     rl loop --config loop.json [--resume]                    # one run (JSON or TOML, rl.loop.LoopConfig); exit 3 = paused for votes
     rl grpo --model models/ws --out runs/grpo --reward-source sequential --steps 20   # TRL GRPO comparison
 
@@ -47,7 +47,7 @@ processes of 1 torch thread each (`workers`, `threads` in the config); the warm 
 
 ## How the crowd is made to matter
 
-Nine simulated annotators (`rl.population`, spec
+Nine simulated annotators (`rl.crowd.population`, spec
 `expert:2@0.9,novice:2@0.65,examples:1@0.9,lazy:1@0.8,spammer:1,adversary:2@0.2`) vote on every
 annotated completion line: 2 reliable (accuracy 0.9), 2 noisy (0.65), 1 "examples" rater (approves
 every line of a program whose two shown examples pass, the classic plausible-bug acceptor; else
@@ -69,8 +69,8 @@ aggregated line decisions (posterior > 0.5) with the line truth in the last roun
   samples at T = 0.8; the rounds between use 4 samples (noisier). The "before" numbers are the
   warm-started model evaluated once per seed with that seed's evaluation seed and shared by the
   five sources of the seed, so the per-seed changes are paired.
-- Line truth: `rl.lines.line_truth` (the rule `rl annotate` uses) on prompt + completion with the
-  prompt as the unannotated prefix. Rewards reach PPO through `rl.rewards` (reward mode `lines`:
+- Line truth: `rl.tasks.lines.line_truth` (the rule `rl annotate` uses) on prompt + completion with the
+  prompt as the unannotated prefix. Rewards reach PPO through `rl.crowd.rewards` (reward mode `lines`:
   2P - 1 on each line's last token); `execution` gives every line the share of tests passed.
 - Timings: a 2-core machine shared with other jobs (their load is recorded at the top); the
   wall time includes the warm start only when it was built in this call (see the first line).
@@ -164,7 +164,7 @@ def load_study_config(path: Path, quick: bool) -> dict:
 
 
 def warm_start_cached(cache: Path, sft: dict) -> tuple[Path, dict]:
-    from rl.sft import SFTConfig, warm_start
+    from rl.train.sft import SFTConfig, warm_start
 
     cfg = SFTConfig(**sft)
     out = cache / "warmstart"
@@ -395,17 +395,17 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
         "",
         "## Setup",
         "",
-        f"- Benchmark: `rl.synthetic` (21 trained templates + 2 held-out-only; held-out = unseen constant "
+        f"- Benchmark: `rl.tasks.synthetic` (21 trained templates + 2 held-out-only; held-out = unseen constant "
         f"combinations for multi-constant templates, new instances for one-constant templates, 2 unseen templates); "
         f"evaluation on {L['eval'].get('per_template', 'all')} held-out problems per template, "
         f"n={L['eval']['n']} samples at T={L['eval']['temperature']} (pass@1 unbiased from n; pass@10).",
         f"- Model: Qwen2-config tiny model ({results['warm_start']['n_parameters']} parameters), char tokenizer, "
-        f"warm start `rl.sft` ({s['sft']['steps']} steps x {s['sft']['batch_size']}) on solutions with systematic "
+        f"warm start `rl.train.sft` ({s['sft']['steps']} steps x {s['sft']['batch_size']}) on solutions with systematic "
         f"one-line bugs at 10/30/60 % by template.",
         f"- RL: `rl.loop` (Algorithm 1), {L['rounds']} rounds x {L['prompts_per_round']} prompts x {L['samples']} "
         f"samples, PPO with LoRA (r={L['lora']['r']}), lr {L['ppo']['learning_rate']}, "
         f"{L['ppo'].get('ppo_epochs', 4)} PPO epochs, reward mode `{L['ppo'].get('reward_mode', 'lines')}`.",
-        f"- Crowd (simulated by `rl.population`, all vote on every annotated completion line): "
+        f"- Crowd (simulated by `rl.crowd.population`, all vote on every annotated completion line): "
         f"`{L['population'] if isinstance(L['population'], str) else json.dumps(L['population'])}`"
         + f"; honeypot fraction {L['honeypot_fraction']}. `examples` raters approve every line of a program "
           "whose two shown examples pass; the `lazy` rater accepts 80 % of lines unseen.",

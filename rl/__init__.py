@@ -1,7 +1,7 @@
 """rl: sandboxed execution, pass@k, annotation round trips and PPO from crowd rewards.
 
 Importing ``rl`` loads neither JAX nor torch; submodules import what they need.
-The only part of crowdstat that rl may import is ``crowdstat.rewards_io`` (the reward file schema).
+The only part of crowdstat that rl may import is ``crowdstat.io.rewards`` (the reward file schema).
 """
 
 __version__ = "0.1.0"

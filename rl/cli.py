@@ -13,15 +13,15 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "check": ("rl.check", "run samples of a benchmark in the sandbox and write results + pass@k"),
+    "check": ("rl.execution.check", "run samples of a benchmark in the sandbox and write results + pass@k"),
     "evaluate": ("rl.evaluate", "sample from a model on a benchmark and report pass@k"),
-    "annotate": ("rl.annotate", "simulate annotators voting on the lines of programs"),
-    "export": ("rl.labelstudio", "export programs as a line-labelling task file (Label Studio JSON or CSV)"),
-    "import": ("rl.labelstudio", "import labelling results back into a vote table"),
-    "generate": ("rl.rollouts", "sample completions with the current policy and write a rollout file"),
-    "train": ("rl.ppo", "PPO with LoRA on rollouts and their crowd rewards"),
-    "grpo": ("rl.grpo", "TRL GRPOTrainer with a crowd-backed reward function (comparison trainer)"),
-    "warmstart": ("rl.sft", "supervised warm start of a tiny model on the synthetic code benchmark"),
+    "annotate": ("rl.crowd.annotate", "simulate annotators voting on the lines of programs"),
+    "export": ("rl.crowd.labelstudio", "export programs as a line-labelling task file (Label Studio JSON or CSV)"),
+    "import": ("rl.crowd.labelstudio", "import labelling results back into a vote table"),
+    "generate": ("rl.policy.rollouts", "sample completions with the current policy and write a rollout file"),
+    "train": ("rl.train.ppo", "PPO with LoRA on rollouts and their crowd rewards"),
+    "grpo": ("rl.train.grpo", "TRL GRPOTrainer with a crowd-backed reward function (comparison trainer)"),
+    "warmstart": ("rl.train.sft", "supervised warm start of a tiny model on the synthetic code benchmark"),
     "loop": ("rl.loop", "Algorithm 1 end to end: generate, annotate, aggregate, train, evaluate; resumable"),
 }
 

@@ -5,8 +5,8 @@ Each field carries ``metadata={"help": ...}`` (as TRL's ``PPOConfig`` does), so 
 ``argparse`` subcommand and :func:`dataclass_from_args` reads them back. Standard library only:
 importing this module loads no torch.
 
-- :class:`PPOConfig`: the PPO update (re-exported by :mod:`rl.ppo`).
-- :class:`LoraSpec`: the LoRA adapter (re-exported by :mod:`rl.models`).
+- :class:`PPOConfig`: the PPO update (re-exported by :mod:`rl.train.ppo`).
+- :class:`LoraSpec`: the LoRA adapter (re-exported by :mod:`rl.policy.models`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = ["PPOConfig", "LoraSpec", "REWARD_MODES", "MIXED_PRECISION", "add_dataclass_arguments", "dataclass_from_args"]
 
-#: how crowd rewards become per-token rewards (see rl.rewards.token_rewards)
+#: how crowd rewards become per-token rewards (see rl.crowd.rewards.token_rewards)
 REWARD_MODES = ("program", "soft", "lines")
 #: accepted values of PPOConfig.mixed_precision; "auto" = "no" on CPU, "bf16" (or "fp16") on GPU
 MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
@@ -26,7 +26,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
 
 @dataclass
 class PPOConfig:
-    """Hyperparameters of one PPO update (:meth:`rl.ppo.PPOTrainer.step`).
+    """Hyperparameters of one PPO update (:meth:`rl.train.ppo.PPOTrainer.step`).
 
     Parameters
     ----------
@@ -42,7 +42,7 @@ class PPOConfig:
     kl_coef : weight of the per-token KL penalty to the adapter-disabled reference.
     whiten_rewards : scale the per-token rewards to unit variance over the batch (mean kept).
     max_grad_norm : gradient clipping norm (<= 0 disables).
-    reward_mode : "program", "soft" or "lines" (rl.rewards.token_rewards).
+    reward_mode : "program", "soft" or "lines" (rl.crowd.rewards.token_rewards).
     mixed_precision : "no", "fp16", "bf16" or "auto" ("no" on CPU, bf16/fp16 on GPU).
     seed : seed of the minibatch shuffling (the value head starts at zero).
     """
@@ -98,7 +98,7 @@ class PPOConfig:
 class LoraSpec:
     """A LoRA adapter: rank ``r``, scaling ``alpha / r``, dropout, and the wrapped modules.
 
-    ``target_modules=None`` picks by architecture (:func:`rl.models.default_target_modules`):
+    ``target_modules=None`` picks by architecture (:func:`rl.policy.models.default_target_modules`):
     every attention and MLP projection of Llama/Qwen2/Mistral-style models, ``c_attn``/``c_proj``/
     ``c_fc`` for GPT-2, else peft's ``"all-linear"``.
     """

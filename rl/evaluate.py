@@ -123,8 +123,8 @@ def evaluate(model, tokenizer, problems, n: int, temperature: float, max_new_tok
              workers: int = 2, limits=None, ks=(1, 10, 100), progress: bool = True) -> EvalResult:
     """Sample ``n`` completions per problem from an in-memory model, run them in the sandbox
     (``sandbox`` if given, else a fresh ``Sandbox(workers, limits)``) and compute pass@k."""
-    from rl.passk import pass_at_k
-    from rl.sandbox import Limits, Sandbox
+    from rl.execution.passk import pass_at_k
+    from rl.execution.sandbox import Limits, Sandbox
 
     problems = list(problems)
     if not problems:
@@ -164,7 +164,7 @@ def evaluate(model, tokenizer, problems, n: int, temperature: float, max_new_tok
 
 
 def load_model(name_or_path: str, device: str | None = None):
-    """(model, tokenizer, device) via AutoModelForCausalLM.from_pretrained and rl.models.load_tokenizer.
+    """(model, tokenizer, device) via AutoModelForCausalLM.from_pretrained and rl.policy.models.load_tokenizer.
 
     ``load_tokenizer`` (not AutoTokenizer) because transformers 5.23's AutoTokenizer forces
     Qwen2Tokenizer on every qwen2 directory, which breaks locally trained character vocabularies.
@@ -172,7 +172,7 @@ def load_model(name_or_path: str, device: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rl.models import load_tokenizer
+    from rl.policy.models import load_tokenizer
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -208,9 +208,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rl.benchmarks import load
-    from rl.check import write_json_atomic, write_jsonl_atomic
-    from rl.sandbox import Limits
+    from rl.tasks.benchmarks import load
+    from rl.execution.check import write_json_atomic, write_jsonl_atomic
+    from rl.execution.sandbox import Limits
 
     try:
         for name in ("n", "batch_size", "max_new_tokens", "workers"):

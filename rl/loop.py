@@ -3,11 +3,11 @@
 For each round r = 1..R:
 
 1. **generate**: ``prompts_per_round`` training problems (drawn with a per-round seed) x
-   ``samples`` completions from the current policy (:func:`rl.rollouts.generate`);
+   ``samples`` completions from the current policy (:func:`rl.policy.rollouts.generate`);
    ``rounds/rNNN/rollouts.jsonl``.
 2. **annotate**: every completion runs in the sandbox; each completion line gets a truth
-   (:func:`rl.lines.line_truth`, the shared rule); a simulated population
-   (:mod:`rl.population`, ``population`` spec) votes on every annotated line;
+   (:func:`rl.tasks.lines.line_truth`, the shared rule); a simulated population
+   (:mod:`rl.crowd.population`, ``population`` spec) votes on every annotated line;
    a ``honeypot_fraction`` of the programs reveal their line truth (``truth.csv``).
    ``annotate = "pause"`` instead writes the programs and stops, with instructions; place
    ``votes.csv`` (and optionally ``truth.csv``) in the round directory and run again with
@@ -15,11 +15,11 @@ For each round r = 1..R:
 3. **aggregate**: ``python -m crowdstat fit`` in a subprocess (JAX never enters this process)
    on the votes of all rounds so far (reliabilities keep learning), with the configured
    method (majority, sequential, proximal, em1, ...); its ``rewards.jsonl`` is read through
-   :func:`rl.rewards.load_rewards`. Reward sources ``true_lines`` (line truth as posteriors)
+   :func:`rl.crowd.rewards.load_rewards`. Reward sources ``true_lines`` (line truth as posteriors)
    and ``execution`` (pass fraction in the sandbox) bypass the crowd and write the same
-   reward file format with :mod:`crowdstat.rewards_io`.
-4. **train**: one :meth:`rl.ppo.PPOTrainer.step` on the round's rollouts with
-   :func:`rl.rewards.token_rewards` (``ppo.reward_mode``).
+   reward file format with :mod:`crowdstat.io.rewards`.
+4. **train**: one :meth:`rl.train.ppo.PPOTrainer.step` on the round's rollouts with
+   :func:`rl.crowd.rewards.token_rewards` (``ppo.reward_mode``).
 5. **evaluate**: pass@1 / pass@10 on held-out problems (own seed, so rounds are comparable),
    per template too.
 6. **log + checkpoint**: ``metrics.jsonl``, TensorBoard (``tb/``), and an atomic checkpoint
@@ -28,17 +28,17 @@ For each round r = 1..R:
    previous round's checkpoint intact and ``--resume`` redoes only the unfinished round.
 
 The same crowd reward pipeline (:class:`CrowdRewarder`) backs the GRPO reward function of
-:mod:`rl.grpo`.
+:mod:`rl.train.grpo`.
 
 Design notes (what is simulated and how)
 ----------------------------------------
-Line truth: :func:`rl.lines.line_truth` on ``prompt + completion`` with the prompt as the
+Line truth: :func:`rl.tasks.lines.line_truth` on ``prompt + completion`` with the prompt as the
 unannotated prefix (pass -> every annotated line correct; else an AST-unit diff against the
-canonical program, renaming-aware, plus the line that raised). The crowd: :func:`rl.population.simulate`
+canonical program, renaming-aware, plus the line that raised). The crowd: :func:`rl.crowd.population.simulate`
 with the ``population`` spec (default :data:`DEFAULT_POPULATION`), which has biased raters: a lazy
 rater who accepts most lines unseen, an ``examples`` rater who approves every line of a program
 whose shown examples pass, adversaries, a spammer. One line rule and one simulator serve
-``rl annotate``, this loop and :mod:`rl.grpo`.
+``rl annotate``, this loop and :mod:`rl.train.grpo`.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ SOURCES = CROWD_METHODS + ("true_lines", "execution")
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Atomic write (:func:`crowdstat.rewards_io.atomic_write_text`), creating the directory."""
-    from crowdstat.rewards_io import atomic_write_text
+    """Atomic write (:func:`crowdstat.io.rewards.atomic_write_text`), creating the directory."""
+    from crowdstat.io.atomic import atomic_write_text
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
@@ -97,16 +97,16 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the simulated crowd (rl.population) and the line truth (rl.lines)
+# the simulated crowd (rl.crowd.population) and the line truth (rl.tasks.lines)
 
-#: the biased crowd of the study (rl.population spec): 2 reliable raters, 2 noisy ones, one who
+#: the biased crowd of the study (rl.crowd.population spec): 2 reliable raters, 2 noisy ones, one who
 #: approves every line of a program whose shown examples pass, one lazy rater who accepts 80 % of
 #: lines unseen, a spammer and 2 adversaries
 DEFAULT_POPULATION = "expert:2@0.9,novice:2@0.65,examples:1@0.9,lazy:1@0.8,spammer:1,adversary:2@0.2"
 
 
 def _population(spec):
-    from rl.population import Population, parse_population
+    from rl.crowd.population import Population, parse_population
 
     return spec if isinstance(spec, Population) else parse_population(spec)
 
@@ -157,8 +157,8 @@ class CrowdRewarder:
     # -- execution + truth
     def score(self, items: list[tuple[str, Any, str]]) -> list[Scored]:
         """``items``: ``(program id, Problem, completion)``. Runs every program in the sandbox."""
-        from rl.lines import line_truth
-        from rl.sandbox import Job, Sandbox
+        from rl.tasks.lines import line_truth
+        from rl.execution.sandbox import Job, Sandbox
 
         own = self.sandbox is None
         sb = Sandbox(workers=2) if own else self.sandbox
@@ -197,7 +197,7 @@ class CrowdRewarder:
 
         ``votes_file``/``truth_file``: human votes for this batch (pause mode) instead of the simulation.
         """
-        from crowdstat.rewards_io import read_rewards, write_rewards
+        from crowdstat.io.rewards import read_rewards, write_rewards
 
         d = self.workdir / tag
         d.mkdir(parents=True, exist_ok=True)
@@ -217,7 +217,7 @@ class CrowdRewarder:
             if votes_file is None:
                 import numpy as np
 
-                from rl.population import simulate
+                from rl.crowd.population import simulate
 
                 key = zlib.crc32(f"{self.seed}/{tag}".encode())
                 votes, _ = simulate([(s.program, [ln for ln, _ in s.truths], [1 if t else -1 for _, t in s.truths],
@@ -299,10 +299,10 @@ class CrowdRewarder:
 def evaluate_pass(model, tokenizer, problems, *, n: int, temperature: float, max_new_tokens: int, seed: int,
                   sandbox, batch_size: int = 64, progress: bool = False, stop: list | None = None) -> dict:
     """Sample ``n`` completions per problem; unbiased pass@1 and pass@10 (if n >= 10), per template too."""
-    from rl.passk import pass_at_k_one as pass_at_k
-    from rl.rollouts import generate
-    from rl.sandbox import Job
-    from rl.synthetic import template_of
+    from rl.execution.passk import pass_at_k_one as pass_at_k
+    from rl.policy.rollouts import generate
+    from rl.execution.sandbox import Job
+    from rl.tasks.synthetic import template_of
 
     ro = generate(model, tokenizer, [(p.task_id, p.prompt) for p in problems], n=n, temperature=temperature,
                   max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, progress=progress, stop=stop)
@@ -339,11 +339,11 @@ class LoopConfig:
         pretrained code LLM; also used by the evaluation).
     reward_source: a crowdstat method (majority, sequential, proximal, em1, em2, bayes),
         ``true_lines`` or ``execution``. crowd_args: extra ``crowdstat fit`` options.
-    annotate: ``simulate`` or ``pause`` (human round trip). population (an :mod:`rl.population`
+    annotate: ``simulate`` or ``pause`` (human round trip). population (an :mod:`rl.crowd.population`
         spec: compact string or list of objects), per_program (annotators per program; None = all),
         honeypot_fraction: the simulated crowd.
-    ppo: rl.ppo.PPOConfig fields. lora: rl.models.LoraSpec fields.
-    bench: rl.synthetic.make_benchmark arguments. eval: held-out evaluation (n samples at round 0
+    ppo: rl.train.ppo.PPOConfig fields. lora: rl.policy.models.LoraSpec fields.
+    bench: rl.tasks.synthetic.make_benchmark arguments. eval: held-out evaluation (n samples at round 0
         and the last round, n_mid at the rounds between, temperature, per_template (first k
         held-out problems of each template; 0 = all), n_problems (random subset; 0 = all),
         every (rounds), max_new_tokens).
@@ -367,7 +367,7 @@ class LoopConfig:
     ppo: dict = field(default_factory=lambda: {"learning_rate": 1e-4, "ppo_epochs": 2, "minibatch_size": 32,
                                                "reward_mode": "lines"})
     lora: dict = field(default_factory=lambda: {"r": 8, "alpha": 16})
-    bench: dict = field(default_factory=lambda: {"seed": 0, "n_train_per_template": 200})  # as rl.sft's default
+    bench: dict = field(default_factory=lambda: {"seed": 0, "n_train_per_template": 200})  # as rl.train.sft's default
     eval: dict = field(default_factory=lambda: {"n": 10, "temperature": 0.8, "n_problems": 0, "every": 1})
     seed: int = 0
     threads: int = 2
@@ -445,7 +445,7 @@ def _heldout_problems(cfg: LoopConfig, bench) -> list:
     heldout = bench.heldout
     per_t = int(cfg.eval.get("per_template", 0) or 0)
     if per_t:  # the first k held-out problems of every template
-        from rl.synthetic import template_of
+        from rl.tasks.synthetic import template_of
 
         seen: dict[str, int] = {}
         kept = []
@@ -472,9 +472,9 @@ def evaluate_heldout(cfg: LoopConfig) -> dict:
     pass it as ``initial_eval`` to runs of the same model, seed and eval settings."""
     import torch
 
-    from rl.models import load_policy
-    from rl.sandbox import Sandbox
-    from rl.synthetic import make_benchmark
+    from rl.policy.models import load_policy
+    from rl.execution.sandbox import Sandbox
+    from rl.tasks.synthetic import make_benchmark
 
     torch.set_num_threads(cfg.threads)
     model, tok = load_policy(cfg.model, None)
@@ -493,12 +493,12 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
     from tqdm.auto import tqdm
 
     from rl.config import LoraSpec, PPOConfig
-    from rl.models import load_policy
-    from rl.ppo import PPOTrainer
-    from rl.rewards import load_rewards, token_rewards
-    from rl.rollouts import generate, read_rollouts, write_rollouts
-    from rl.sandbox import Sandbox
-    from rl.synthetic import make_benchmark
+    from rl.policy.models import load_policy
+    from rl.train.ppo import PPOTrainer
+    from rl.crowd.rewards import load_rewards, token_rewards
+    from rl.policy.rollouts import generate, read_rollouts, write_rollouts
+    from rl.execution.sandbox import Sandbox
+    from rl.tasks.synthetic import make_benchmark
 
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)

@@ -418,7 +418,7 @@ def test_majority_padding_votes_add_nothing():
     """Label-0 votes (the padding of sharded / bucketed vote arrays) change no count."""
     import jax.numpy as jnp
 
-    from crowdstat.baselines.majority import majority
+    from crowdstat.estimators.majority import majority
 
     votes_df, _ = random_tables(21, n_programs=5, max_lines=5, n_annotators=6, p_vote=0.6)
     a = cs.read_votes(votes_df).arrays

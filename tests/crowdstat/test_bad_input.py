@@ -219,7 +219,7 @@ def test_parquet_string_columns_read_as_dictionaries(tmp_path):
     """Parquet id / label strings come back categorical (no string per row) and give the same table."""
     df = pd.DataFrame(GOOD, columns=COLS).assign(label=["correct", "wrong", "correct", "correct"])
     df.to_parquet(tmp_path / "v.parquet")
-    from crowdstat.tables import read_frame
+    from crowdstat.io.tables import read_frame
 
     back, _, _ = read_frame(tmp_path / "v.parquet", "vote")
     assert all(isinstance(back[c].dtype, pd.CategoricalDtype) for c in ("program", "annotator", "label"))

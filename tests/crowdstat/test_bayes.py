@@ -1,4 +1,4 @@
-"""Full-Bayes one-coin model (crowdstat.baselines.bayes).
+"""Full-Bayes one-coin model (crowdstat.estimators.bayes).
 
 Fast tests check the numpyro model's log joint against an independent scipy/dict-loop computation
 (exact, no sampling) and the parameter validation. Tests that run NUTS compile a sampler (about
@@ -19,7 +19,7 @@ jax.config.update("jax_enable_x64", True)  # also done by tests/conftest.py
 
 import crowdstat  # noqa: E402
 from crowdstat._typing import VoteArrays  # noqa: E402
-from crowdstat.baselines import bayes  # noqa: E402
+from crowdstat.estimators import bayes  # noqa: E402
 
 DELTA = 1e-6
 
@@ -147,7 +147,7 @@ def test_nuts_recovers_reliabilities_within_credible_intervals():
     assert np.abs(bf.reliability - p_true[order]).max() < 0.12
     assert abs(d["class_prior"] - np.mean(y > 0)) < 0.08
     # Bayes and EM agree on the line decisions for this well-identified crowd
-    from crowdstat.baselines.dawid_skene import em_one_coin
+    from crowdstat.estimators.dawid_skene import em_one_coin
 
     with jax.enable_x64(True):
         em = em_one_coin(table.arrays, dtype=jnp.float64, prior=0.5, delta=DELTA)

@@ -191,7 +191,7 @@ def test_cli_absolute_gamma_and_ista(data, tmp_path):
 
 
 def test_write_csv_round_trips_floats_exactly_and_quotes_only_when_needed(tmp_path):
-    from crowdstat.api import write_csv
+    from crowdstat.io.frames import write_csv
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.random(1000), [0.1, 1.0, 1e-300, np.inf, np.nan]])

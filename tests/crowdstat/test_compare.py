@@ -1,4 +1,4 @@
-"""crowdstat.compare and the `crowdstat simulate` / `crowdstat compare` commands end to end."""
+"""crowdstat.study.compare and the `crowdstat simulate` / `crowdstat compare` commands end to end."""
 
 import subprocess
 import sys
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crowdstat import compare as C
-from crowdstat import simulate as S
+from crowdstat.study import compare as C
+from crowdstat.study import simulate as S
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = ROOT / ".venv" / "bin" / "python"
@@ -34,7 +34,7 @@ def test_unavailable_method_is_a_clear_error(monkeypatch):
 
     ok, why = C.available("nonsense")
     assert not ok and "unknown method" in why
-    monkeypatch.setitem(api._BASELINES, "em1", ("crowdstat.baselines.not_landed_yet", "em_one_coin"))
+    monkeypatch.setitem(api._BASELINES, "em1", ("crowdstat.estimators.not_landed_yet", "em_one_coin"))
     ok, why = C.available("em1")
     assert not ok and "not available" in why
     sim = S.simulate_votes(0, [0.9, 0.8, 0.6], n_programs=6, lines_per_program=2)

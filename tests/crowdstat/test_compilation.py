@@ -10,10 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdstat import posterior, proximal
-from crowdstat import sequential as seq
+from crowdstat.estimators import posterior
+from crowdstat.estimators.l1 import solve as proximal
+from crowdstat.estimators import sequential as seq
 from crowdstat._typing import VoteArrays
-from crowdstat.baselines.majority import majority
+from crowdstat.estimators.majority import majority
 
 
 def _votes(seed, n_prog=12, lines=4, k=3, m=9, honeypot=0.3):

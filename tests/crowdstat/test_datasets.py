@@ -1,11 +1,11 @@
-"""crowdstat.datasets: the loader of shared/datasets (counts checked against shared/datasets/README.md)."""
+"""crowdstat.io.datasets: the loader of shared/datasets (counts checked against shared/datasets/README.md)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import crowdstat
-from crowdstat import datasets
+from crowdstat.io import datasets
 
 
 def _have_shared():
@@ -126,6 +126,6 @@ def test_import_loads_no_jax():
     import subprocess
     import sys
 
-    code = "import sys, crowdstat.datasets; print('jax' in sys.modules)"
+    code = "import sys, crowdstat.io.datasets; print('jax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Dawid-Skene EM (crowdstat.baselines.dawid_skene) against an independent dict-loop oracle.
+"""Dawid-Skene EM (crowdstat.estimators.dawid_skene) against an independent dict-loop oracle.
 
 The oracle below is written from the model statement in the module docstring / docs/baselines.md
 (not from the JAX code): plain Python dicts keyed by (program, line) and annotator id, float64,
@@ -18,7 +18,7 @@ import pytest
 jax.config.update("jax_enable_x64", True)  # also done by tests/conftest.py
 
 import crowdstat  # noqa: E402
-from crowdstat.baselines import dawid_skene as ds  # noqa: E402
+from crowdstat.estimators import dawid_skene as ds  # noqa: E402
 
 DELTA = 1e-6
 

@@ -1,4 +1,4 @@
-"""The ELLPACK kernels (crowdstat.posterior.ell_layout / *_ell) against the plain-Python oracle
+"""The ELLPACK kernels (crowdstat.estimators.posterior.ell_layout / *_ell) against the plain-Python oracle
 (eq. 7 and rewards from MATH.md) and against the vote-list kernels, plus the layout's refusals."""
 
 import jax
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from crowdstat import posterior
+from crowdstat.estimators import posterior
 from crowdstat._typing import VoteArrays
-from crowdstat.tables import read_votes
+from crowdstat.io.tables import read_votes
 from tests.reference import oracles as O
 from tests.strategies import random_tables, vote_tables
 

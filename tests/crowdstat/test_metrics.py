@@ -1,11 +1,11 @@
-"""crowdstat.metrics against hand-computed values and scikit-learn."""
+"""crowdstat.study.metrics against hand-computed values and scikit-learn."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crowdstat import metrics as M
+from crowdstat.study import metrics as M
 
 POST = np.array([0.9, 0.8, 0.3, 0.6, 0.1, 0.5])
 TRUTH = np.array([1, -1, -1, 1, 1, -1])  # y = 1, 0, 0, 1, 1, 0

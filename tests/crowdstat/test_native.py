@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from crowdstat import _native
-from crowdstat import sequential as seq
-from crowdstat.tables import read_votes
+from crowdstat.estimators import sequential as seq
+from crowdstat.io.tables import read_votes
 from tests.reference import oracles as O
 from tests.strategies import random_tables
 
@@ -84,7 +84,7 @@ def test_backend_argument_is_checked():
 def test_disabled_native_falls_back_to_scan(tmp_path):
     code = (
         "import jax.numpy as jnp, numpy as np\n"
-        "from crowdstat import _native, sequential as seq\n"
+        "from crowdstat import _native\nfrom crowdstat.estimators import sequential as seq\n"
         "assert _native.sequential_target() is None\n"
         "b = seq.TaskBlocks(np.zeros((2, 2), np.int32), np.array([[0, 1], [1, 0]], np.int32), np.array([[1, -1], [1, 1]], np.int8), np.zeros((2, 2), np.int8), np.zeros(1, np.int8))\n"
         "s, _ = seq.run(b, jnp.zeros(2), seq.make_params())\n"

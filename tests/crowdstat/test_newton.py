@@ -1,4 +1,4 @@
-"""Proximal Newton (crowdstat/newton.py via proximal.solve(solver="newton")) against the NumPy oracle.
+"""Proximal Newton (crowdstat/estimators/l1/newton.py via proximal.solve(solver="newton")) against the NumPy oracle.
 
 Two problem shapes are reused throughout so that each jitted variant compiles once: a small one
 (m = 7 annotators, the Hessian from a dense E) and a wider one (m = 70: the native column-wise
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from crowdstat import _native
-from crowdstat import newton, proximal
+from crowdstat.estimators.l1 import newton, solve as proximal
 from crowdstat._typing import VoteArrays
 from tests.reference import oracles as O
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import crowdstat as cs
-from crowdstat import dual, proximal
+from crowdstat.estimators.l1 import dual, solve as proximal
 
 jax.config.update("jax_enable_x64", True)
 

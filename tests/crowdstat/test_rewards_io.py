@@ -1,4 +1,4 @@
-"""The reward file: schema, validation errors, atomic writes (crowdstat.rewards_io, no JAX)."""
+"""The reward file: schema, validation errors, atomic writes (crowdstat.io.rewards, no JAX)."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from crowdstat.rewards_io import SCHEMA_VERSION, RewardFileError, read_rewards, write_rewards
+from crowdstat.io.rewards import SCHEMA_VERSION, RewardFileError, read_rewards, write_rewards
 
 
 def _rec(**kw):
@@ -85,13 +85,13 @@ def test_write_refuses_invalid_and_leaves_old_file(tmp_path):
 
 
 def test_rewards_io_loads_no_jax():
-    code = "import sys, crowdstat.rewards_io; assert 'jax' not in sys.modules, 'jax'; assert 'pandas' not in sys.modules, 'pandas'"
+    code = "import sys, crowdstat.io.rewards; assert 'jax' not in sys.modules, 'jax'; assert 'pandas' not in sys.modules, 'pandas'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_read_jsonl_names_file_and_line(tmp_path):
     """The one JSONL reader (reward files here; rl's samples, programs, rollouts, prompts)."""
-    from crowdstat.rewards_io import read_jsonl
+    from crowdstat.io.jsonl import read_jsonl
 
     p = tmp_path / "x.jsonl"
     p.write_text('{"a": 1}\n\n  \n{"b": NaN}\n{"c": ]}\n')

@@ -21,7 +21,8 @@ SCRIPT = textwrap.dedent(
     from jax.sharding import NamedSharding, PartitionSpec as P
     jax.config.update("jax_enable_x64", True)
     from crowdstat._typing import VoteArrays
-    from crowdstat import posterior, proximal
+    from crowdstat.estimators import posterior
+    from crowdstat.estimators.l1 import solve as proximal
 
     assert len(jax.devices()) == 2, jax.devices()
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""crowdstat.simulate: moments within binomial intervals, two-coin rates, drift, determinism, replicates."""
+"""crowdstat.study.simulate: moments within binomial intervals, two-coin rates, drift, determinism, replicates."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crowdstat import simulate as S
-from crowdstat.tables import read_votes
+from crowdstat.study import simulate as S
+from crowdstat.io.tables import read_votes
 
 SPEC = "expert:2@0.9,spammer:1,adversary:1@0.3,twocoin:1@0.95/0.6,novice:1@0.8~0.01"
 P, K = 200, 5  # one shape for most tests: the core compiles once

@@ -7,7 +7,8 @@ import pytest
 
 import argparse
 
-from rl import annotate, benchmarks
+from rl.crowd import annotate
+from rl.tasks import benchmarks
 
 
 def rl_main(argv):

@@ -1,4 +1,4 @@
-"""rl.benchmarks: loaders, splits, test splitting, and canonical solutions passing in the sandbox."""
+"""rl.tasks.benchmarks: loaders, splits, test splitting, and canonical solutions passing in the sandbox."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from rl.benchmarks import MBPP_SPLITS, Problem, load, load_humaneval, load_mbpp, mbpp_root, parse_task_id
-from rl.sandbox import Job, Limits, Sandbox
+from rl.tasks.benchmarks import MBPP_SPLITS, Problem, load, load_humaneval, load_mbpp, mbpp_root, parse_task_id
+from rl.execution.sandbox import Job, Limits, Sandbox
 
 # Mbpp/123's reference solution needs ~5-16 s of CPU depending on machine load.
 CANON_LIMITS = Limits(timeout_s=60, cpu_s=60)

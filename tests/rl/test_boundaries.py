@@ -1,7 +1,7 @@
 """Package boundaries, checked in fresh subprocesses (STYLE.md §10).
 
 - ``import rl`` (and ``rl.config``) loads neither jax nor torch.
-- ``import rl.rewards, rl.ppo`` loads no jax and no crowdstat module but ``crowdstat.rewards_io``.
+- ``import rl.crowd.rewards, rl.train.ppo`` loads no jax and no crowdstat module but ``crowdstat.io.rewards``.
 - ``import crowdstat, crowdstat.api`` loads no torch (nor transformers/peft).
 """
 
@@ -34,13 +34,13 @@ def test_import_rl_is_light():
     assert not any(m.startswith("crowdstat") for m in mods)
 
 
-def test_rl_training_modules_load_no_jax_and_only_rewards_io():
-    mods = _modules_after("import rl, rl.rewards, rl.ppo, rl.rollouts, rl.models")
+def test_rl_training_modules_load_no_jax_and_only_host_io():
+    mods = _modules_after("import rl, rl.crowd.rewards, rl.train.ppo, rl.policy.rollouts, rl.policy.models")
     assert "torch" in _top(mods)  # the probe really imported the training stack
     assert "jax" not in _top(mods) and "jaxlib" not in _top(mods)
     crowd = {m for m in mods if m == "crowdstat" or m.startswith("crowdstat.")}
-    assert crowd <= {"crowdstat", "crowdstat.rewards_io"}, crowd
-    assert "crowdstat.rewards_io" in crowd
+    assert crowd <= {"crowdstat", "crowdstat.io", "crowdstat.io.rewards", "crowdstat.io.atomic", "crowdstat.io.jsonl"}, crowd
+    assert "crowdstat.io.rewards" in crowd
 
 
 def test_crowdstat_loads_no_torch():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rl.check import add_arguments, run
+from rl.execution.check import add_arguments, run
 from rl.cli import main as rl_main
 
 
@@ -16,7 +16,7 @@ def write_jsonl(path, rows):
 
 
 def he_samples(n_per=2):
-    from rl.benchmarks import load_humaneval
+    from rl.tasks.benchmarks import load_humaneval
 
     ps = load_humaneval()[:3]
     rows = []
@@ -49,7 +49,7 @@ def test_check_humaneval_end_to_end(tmp_path, capsys):
 
 
 def test_check_mbpp_accepts_int_and_string_ids(tmp_path):
-    from rl.benchmarks import load_mbpp
+    from rl.tasks.benchmarks import load_mbpp
 
     p = {q.task_id: q for q in load_mbpp("test")}["Mbpp/11"]
     rows = [{"task_id": 11, "completion": p.canonical_solution},

@@ -28,7 +28,7 @@ def tiny_model_dir(tmp_path_factory):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from rl.benchmarks import load_humaneval
+    from rl.tasks.benchmarks import load_humaneval
 
     d = tmp_path_factory.mktemp("tiny")
     texts = [p.prompt + p.canonical_solution for p in load_humaneval()[:20]]
@@ -49,9 +49,9 @@ def tiny_model_dir(tmp_path_factory):
 
 
 def test_evaluate_in_memory(tiny_model_dir):
-    from rl.benchmarks import load_humaneval
+    from rl.tasks.benchmarks import load_humaneval
     from rl.evaluate import evaluate, load_model
-    from rl.sandbox import Limits, Sandbox
+    from rl.execution.sandbox import Limits, Sandbox
 
     model, tok, dev = load_model(str(tiny_model_dir), device="cpu")
     assert dev.type == "cpu" and next(model.parameters()).dtype == torch.float32
@@ -76,7 +76,7 @@ def test_evaluate_in_memory(tiny_model_dir):
 def test_evaluate_with_the_canonical_solution_as_model_output_passes(tiny_model_dir, monkeypatch):
     """Plumbing check: if generation returned the canonical solution, pass@1 would be 1."""
     import rl.evaluate as ev
-    from rl.benchmarks import load_humaneval
+    from rl.tasks.benchmarks import load_humaneval
 
     problems = load_humaneval()[:2]
     canon = {p.prompt: p.canonical_solution for p in problems}
@@ -119,7 +119,7 @@ def test_cli_evaluate_bad_arguments(tmp_path, capsys):
 
 
 def test_evaluate_rejects_mixed_benchmarks():
-    from rl.benchmarks import load_humaneval, load_mbpp
+    from rl.tasks.benchmarks import load_humaneval, load_mbpp
     from rl.evaluate import evaluate
 
     with pytest.raises(ValueError, match="mix benchmarks"):

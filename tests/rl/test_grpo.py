@@ -10,9 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from rl.grpo import GRPOSettings, grpo_config, train_grpo
-from rl.sft import SFTConfig, warm_start
-from rl.synthetic import make_benchmark
+from rl.train.grpo import GRPOSettings, grpo_config, train_grpo
+from rl.train.sft import SFTConfig, warm_start
+from rl.tasks.synthetic import make_benchmark
 
 
 @pytest.fixture(scope="module")

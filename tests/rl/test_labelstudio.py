@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from rl import labelstudio as ls
+from rl.crowd import labelstudio as ls
 
 PROMPT = 'def f(xs):\n    """Sum."""\n'
 PROGRAMS = [

@@ -1,4 +1,4 @@
-"""rl.lines: annotated lines, the line-truth rule, and its agreement with hand labels."""
+"""rl.tasks.lines: annotated lines, the line-truth rule, and its agreement with hand labels."""
 
 import json
 import sys
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rl import lines
+from rl.tasks import lines
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "line_truth"
 
@@ -123,7 +123,7 @@ def test_rule_agrees_with_hand_labels():
 def test_rule_agreement_rejects_mismatched_labels():
     recs = _sample()[:1]
     recs[0] = dict(recs[0], truth=recs[0]["truth"][:-1])
-    from rl import benchmarks
+    from rl.tasks import benchmarks
 
     probs = {p.task_id: p for p in benchmarks.load_humaneval()}
     with pytest.raises(ValueError, match="he3_renamed_ok: hand labels cover lines"):

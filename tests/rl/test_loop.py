@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 
 from rl.loop import (DEFAULT_POPULATION, CrowdRewarder, LoopConfig, PausedForAnnotation, evaluate_heldout, load_config,
                      run_rounds)
-from rl.sft import SFTConfig, warm_start
-from rl.synthetic import make_benchmark
+from rl.train.sft import SFTConfig, warm_start
+from rl.tasks.synthetic import make_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def _adapter(run_dir):
 
 
 def test_default_population_is_the_biased_crowd():
-    from rl.population import parse_population
+    from rl.crowd.population import parse_population
 
     pop = parse_population(DEFAULT_POPULATION)
     assert [a.id for a in pop.annotators] == ["expert01", "expert02", "novice01", "novice02", "examples01", "lazy01",
@@ -63,9 +63,9 @@ def test_crowd_rewarder_sources(tmp_path):
              for i, p in enumerate(probs)]
     recs, scored, _ = CrowdRewarder("true_lines", tmp_path / "t").rewards(items, "b1")
     assert [recs[f"p{i}"]["reward"] == 1.0 for i in range(6)] == [i % 2 == 0 for i in range(6)]
-    # the line truth is rl.lines' rule with the prompt as the unannotated prefix: exactly the changed
+    # the line truth is rl.tasks.lines' rule with the prompt as the unannotated prefix: exactly the changed
     # line of these one-line-bug programs is wrong, and the prompt's `def` line is never annotated
-    from rl.lines import line_truth
+    from rl.tasks.lines import line_truth
 
     for (prog, p, c), sc in zip(items, scored):
         first = p.prompt.count("\n") + 1

@@ -4,8 +4,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rl.models import LoraSpec, build_tiny_model, load_policy, train_char_tokenizer  # noqa: E402
-from rl.rollouts import completion_logprobs, pack  # noqa: E402
+from rl.policy.models import LoraSpec, build_tiny_model, load_policy, train_char_tokenizer  # noqa: E402
+from rl.policy.rollouts import completion_logprobs, pack  # noqa: E402
 
 CODE = ["def add(a, b):\n    return a + b\n", "def neg(x):\n\treturn -x  # done\n"]
 
@@ -51,7 +51,7 @@ def test_load_tokenizer_of_a_qwen2_model_dir_keeps_the_char_vocabulary(tiny):
     """transformers 5.23's AutoTokenizer forces Qwen2Tokenizer (byte-level) on qwen2 directories."""
     from transformers import AutoTokenizer
 
-    from rl.models import load_tokenizer
+    from rl.policy.models import load_tokenizer
 
     path, tok = tiny
     text = "def add(a, b):\n    return a + b\n"

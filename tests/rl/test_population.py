@@ -1,11 +1,11 @@
-"""rl.population: the spec syntax, vote rates, assignment, determinism."""
+"""rl.crowd.population: the spec syntax, vote rates, assignment, determinism."""
 
 import json
 
 import numpy as np
 import pytest
 
-from rl import population as pop
+from rl.crowd import population as pop
 
 SPEC = "expert:3@0.95,novice:4@0.7,spammer:2,adversary:1@0.3,twocoin:2@0.9/0.6,lazy:1@0.8"
 

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rl.ppo import gae, kl_penalty, masked_mean, masked_var, masked_whiten, policy_loss, value_loss  # noqa: E402
+from rl.train.ppo import gae, kl_penalty, masked_mean, masked_var, masked_whiten, policy_loss, value_loss  # noqa: E402
 
 T64 = dict(dtype=torch.float64)
 

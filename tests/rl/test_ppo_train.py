@@ -12,10 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from crowdstat.rewards_io import write_rewards  # noqa: E402
-from rl.models import LoraSpec, build_tiny_model, load_policy, train_char_tokenizer  # noqa: E402
-from rl.ppo import PPOConfig, PPOTrainer  # noqa: E402
-from rl.rollouts import generate, read_rollouts, write_rollouts  # noqa: E402
+from crowdstat.io.rewards import write_rewards  # noqa: E402
+from rl.policy.models import LoraSpec, build_tiny_model, load_policy, train_char_tokenizer  # noqa: E402
+from rl.train.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from rl.policy.rollouts import generate, read_rollouts, write_rollouts  # noqa: E402
 
 N_STEPS = 10
 
@@ -150,7 +150,8 @@ def test_step_rejects_mismatched_rewards(trained):
 
 def test_cli_train_lines_mode_and_resume(model_path, tmp_path, monkeypatch):
     """rl generate -> a crowd reward file -> rl train --reward-mode lines -> rl train --adapter (resume)."""
-    from rl import ppo, rollouts as rmod
+    from rl.train import ppo
+    from rl.policy import rollouts as rmod
 
     monkeypatch.setenv("RL_TORCH_THREADS", "1")
 
@@ -208,7 +209,7 @@ def test_line_rewards_through_the_seam_raise_the_target(model_path, tmp_path):
     """Dense mode end to end: per-line posteriors (share of "a" on the line) -> rewards.jsonl ->
     load_rewards -> token_rewards("lines") -> PPO. Measured: share of "a" 0.13 -> 0.9 in 10 steps
     (and completions shorten, 5 -> 2 tokens: the length effect of signed line rewards, docs/rl.md)."""
-    from rl.rewards import load_rewards, token_rewards
+    from rl.crowd.rewards import load_rewards, token_rewards
 
     torch.manual_seed(0)
     model, tok = load_policy(model_path, LoraSpec(r=8, alpha=16))

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from crowdstat.rewards_io import RewardFileError, write_rewards
-from rl.rewards import code_n_lines, load_rewards, token_rewards
-from rl.rollouts import Rollout, compute_line_spans
+from crowdstat.io.rewards import RewardFileError, write_rewards
+from rl.crowd.rewards import code_n_lines, load_rewards, token_rewards
+from rl.policy.rollouts import Rollout, compute_line_spans
 
 PROMPT = "def f(x):\n"  # line 1 (prompt only)
 COMPLETION = "    y = x\n    return y\n"  # lines 2 and 3
@@ -110,8 +110,8 @@ def test_rl_train_validates_rewards_before_loading_any_model(tmp_path, rollouts)
     """`rl train` reads and checks rollouts and rewards first: a bad reward file fails even though
     the model path does not exist (a model load, let alone a training step, never happens)."""
     pytest.importorskip("torch")
-    from rl import ppo
-    from rl.rollouts import write_rollouts
+    from rl.train import ppo
+    from rl.policy.rollouts import write_rollouts
 
     write_rollouts(tmp_path / "r.jsonl", rollouts)
     write_rewards(tmp_path / "w.jsonl", [record("f#0", [2], [0.9])])  # f#1 missing

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rl.models import LoraSpec, build_tiny_model, load_policy, train_char_tokenizer  # noqa: E402
-from rl.rollouts import (  # noqa: E402
+from rl.policy.models import LoraSpec, build_tiny_model, load_policy, train_char_tokenizer  # noqa: E402
+from rl.policy.rollouts import (  # noqa: E402
     Rollout,
     RolloutFileError,
     compute_line_spans,
@@ -189,7 +189,7 @@ def test_rollout_file_errors_name_file_line_field(tmp_path):
 
 
 def test_cli_generate(policy, tmp_path):
-    from rl import rollouts as mod
+    from rl.policy import rollouts as mod
 
     path, _, _ = policy
     prompts = tmp_path / "prompts.jsonl"

@@ -1,4 +1,4 @@
-"""rl.sandbox: statuses for ordinary and hostile programs, and that the pool survives them."""
+"""rl.execution.sandbox: statuses for ordinary and hostile programs, and that the pool survives them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rl.sandbox import STATUSES, ExecResult, Job, Limits, Sandbox, SandboxError, run_one
+from rl.execution.sandbox import STATUSES, ExecResult, Job, Limits, Sandbox, SandboxError, run_one
 
 FAST = Limits(timeout_s=1.5, cpu_s=5, memory_mb=512, file_size_mb=1, max_output_bytes=1000, max_processes=32)
 NORMAL = Job("def f(x):\n    return x + 1\n", tests=("assert f(1) == 2", "assert f(2) == 3"))
@@ -358,7 +358,7 @@ def test_fallback_without_pid_namespace_still_contains_hostile_programs():
 
 
 def test_import_rl_sandbox_loads_no_torch():
-    code = "import rl, rl.sandbox, rl.benchmarks, rl.passk, rl.check, sys; " \
+    code = "import rl, rl.execution.sandbox, rl.tasks.benchmarks, rl.execution.passk, rl.execution.check, sys; " \
            "bad = [m for m in ('torch', 'jax', 'transformers') if m in sys.modules]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__)))))

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rl.sft import SFTConfig, warm_start
+from rl.train.sft import SFTConfig, warm_start
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,10 @@ def test_from_pretrained_round_trip(ws):
     out, _ = ws
     model = AutoModelForCausalLM.from_pretrained(out)
     # the character tokenizer loads by path with its own class (transformers' AutoTokenizer forces
-    # Qwen2Tokenizer on qwen2 directories; rl.models.load_tokenizer does this)
+    # Qwen2Tokenizer on qwen2 directories; rl.policy.models.load_tokenizer does this)
     tok = PreTrainedTokenizerFast.from_pretrained(out)
     assert model.config.model_type == "qwen2" and model.config.num_hidden_layers == 1
-    from rl.synthetic import make_benchmark
+    from rl.tasks.synthetic import make_benchmark
 
     text = make_benchmark(seed=0, n_train_per_template=3).train[5].canonical_program  # in the tokenizer's corpus
     ids = tok(text, add_special_tokens=False)["input_ids"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rl.sandbox import Sandbox
-from rl.synthetic import HELDOUT_ONLY, TEMPLATES, make_benchmark, split_of, template_of
+from rl.execution.sandbox import Sandbox
+from rl.tasks.synthetic import HELDOUT_ONLY, TEMPLATES, make_benchmark, split_of, template_of
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@
 
 Each record: ``id, task_id, benchmark, code`` (the full program, markers stripped),
 ``status`` (sandbox outcome when built, for information), ``truth`` (``[[line, +1|-1], ...]``
-for every annotated line of rl.lines.annotated_lines) and ``reasons`` (``{line: reason}`` for
-the wrong lines). Only the *set* of annotated lines comes from rl.lines; the labels come from
+for every annotated line of rl.tasks.lines.annotated_lines) and ``reasons`` (``{line: reason}`` for
+the wrong lines). Only the *set* of annotated lines comes from rl.tasks.lines; the labels come from
 the markers.
 """
 
@@ -19,7 +19,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from rl import benchmarks, lines, sandbox  # noqa: E402
+from rl.tasks import benchmarks, lines
+from rl.execution import sandbox  # noqa: E402
 
 MARK = re.compile(r"\s*# WRONG(?:\(missing\))?: (.*)$")
 

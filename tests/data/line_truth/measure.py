@@ -1,4 +1,4 @@
-"""Agreement of rl.lines' rule with the hand labels of sample.jsonl (docs/annotation.md).
+"""Agreement of rl.tasks.lines' rule with the hand labels of sample.jsonl (docs/annotation.md).
 
     .venv/bin/python tests/data/line_truth/measure.py
 """
@@ -12,7 +12,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from rl import benchmarks, lines, sandbox  # noqa: E402
+from rl.tasks import benchmarks, lines
+from rl.execution import sandbox  # noqa: E402
 
 
 def load_and_run():

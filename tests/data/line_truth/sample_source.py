@@ -1,7 +1,7 @@
 """Hand-labelled line truth: the authoring source of sample.jsonl.
 
 Each entry is a buggy (or correct) variant of a HumanEval/MBPP solution, written by hand.
-Labels were set by reading the code, independently of rl.lines' rule: a line carrying
+Labels were set by reading the code, independently of rl.tasks.lines' rule: a line carrying
 ``# WRONG: <reason>`` is wrong (it must change in the smallest fix); every other annotated line
 is correct. ``# WRONG(missing): <reason>`` marks the line just before missing code (the
 convention of docs/annotation.md for a deleted statement). The markers are stripped from the

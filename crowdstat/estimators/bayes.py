@@ -1,0 +1,216 @@
+"""Full Bayes for the one-coin model by NUTS (numpyro) (MATH.md, Baselines).
+
+Model (binary truth y_j in {correct = +1, wrong = -1}):
+
+    p_i ~ Beta(a, b)            i = 1..m       (reliability: P(label_ij = y_j))
+    pi  ~ Beta(1, 1)                           (class prior P(y_j = +1), estimated)
+    y_j ~ Bernoulli(pi)                        (marginalised out, never sampled)
+    label_ij | y_j, p_i: equals y_j with probability p_i
+
+The line truth is summed out exactly, so NUTS samples only (p, pi) (m + 1 continuous
+parameters, on the logit scale by numpyro's Beta bijector):
+
+    log p(votes | p, pi) = sum_j logsumexp( log pi     + sum_i log P(label_ij | y_j = +1, p_i),
+                                            log(1-pi)  + sum_i log P(label_ij | y_j = -1, p_i) )
+
+Honeypot lines (``truth != 0``) enter with their known branch only (the joint term of that
+class, no logsumexp), exactly as in the semi-supervised EM of :mod:`.dawid_skene`; both
+per-line terms are one segment sum over the vote list (the E-step of that module, reused), so
+there is no Python loop over lines or votes.
+
+Decisions, documented:
+
+- **pi is estimated** with a flat Beta(1, 1) prior, as Dawid-Skene estimates it in its
+  M-step: the real sets are unbalanced (jn_product has 12% positives). ``prior`` is used only
+  as every chain's starting value of pi.
+- **Label switching.** The likelihood is invariant under (p, pi, y) -> (1 - p, 1 - pi, -y).
+  The default prior Beta(a=2, b=1) (density 2p) favours p > 1/2 and breaks the symmetry:
+  the mirrored mode has prior mass prod_i (1 - p_i) / p_i times smaller. Chains also start in
+  the p > 1/2 half (p at the prior median of a few prior draws; ``init_to_median``), so they do
+  not hop to the mirror mode. With a symmetric prior (a = b) the posterior is bimodal and the
+  r-hat diagnostic says so.
+- Outputs per line are posterior means over draws of P(y_j = +1 | votes, p, pi) (the
+  Rao-Blackwellised line posterior), with equal-tailed ``credible`` intervals of that
+  quantity; per annotator the posterior mean of p_i and its equal-tailed interval.
+- Chains run with ``chain_method="sequential"`` (one CPU device; numpyro's
+  ``set_host_device_count`` is global and is never called here).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+import warnings
+
+import numpy as np
+
+from crowdstat._typing import VoteArrays
+from crowdstat.estimators.result import BaselineFit
+
+__all__ = ["model", "nuts"]
+
+
+def model(votes: VoteArrays, m: int, a, b, delta):
+    """numpyro model: p_i ~ Beta(a, b), pi ~ Beta(1, 1), line truth marginalised (honeypots fixed)."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    from crowdstat.estimators.dawid_skene import e_step
+
+    a = jnp.asarray(a)
+    p = numpyro.sample("p", dist.Beta(jnp.full((m,), a), jnp.full((m,), jnp.asarray(b, a.dtype))).to_event(1))
+    pi = numpyro.sample("pi", dist.Beta(jnp.ones((), a.dtype), jnp.ones((), a.dtype)))
+    _, ll = e_step(votes, pi, p, p, delta)
+    numpyro.factor("votes", ll)
+
+
+def _init_strategy(site=None, pi0=0.5):
+    """pi starts at ``prior``; p at the median of a few prior draws (numpyro needs a partial)."""
+    from numpyro.infer import init_to_median
+
+    if site is None:
+        return partial(_init_strategy, pi0=pi0)
+    if site["name"] == "pi":
+        return pi0
+    return init_to_median(site, num_samples=15)
+
+
+def _check(arrays, dtype, prior, delta, num_warmup, num_samples, num_chains, a, b, seed, credible):
+    import jax.numpy as jnp
+
+    def integer(name, v, lo):
+        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo):
+            raise ValueError(f"nuts: {name}: expected an integer >= {lo}, got {v!r}")
+
+    integer("num_warmup", num_warmup, 1)
+    integer("num_samples", num_samples, 1)
+    integer("num_chains", num_chains, 1)
+    integer("seed", seed, 0)
+    for name, v in (("a", a), ("b", b)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"nuts: {name}: expected a finite number > 0 (Beta prior of p), got {v!r}")
+    if not (isinstance(credible, (int, float)) and 0 < credible < 1):
+        raise ValueError(f"nuts: credible: expected a number in (0, 1), got {credible!r}")
+    if not (isinstance(prior, (int, float)) and 0 < prior < 1):
+        raise ValueError(f"nuts: prior: expected a number in (0, 1), got {prior!r}")
+    eps = float(jnp.finfo(dtype).eps)
+    if not (isinstance(delta, (int, float)) and eps <= delta < 0.5):
+        raise ValueError(f"nuts: delta: expected a number in [finfo({jnp.dtype(dtype).name}).eps = {eps:.3g}, 0.5), got {delta!r}")
+    if np.asarray(arrays.line).shape[0] == 0:
+        raise ValueError("nuts: the vote arrays are empty (no votes)")
+
+
+def nuts(
+    arrays: VoteArrays,
+    *,
+    dtype,
+    prior,
+    delta,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    num_chains: int = 2,
+    a: float = 2.0,
+    b: float = 1.0,
+    seed: int = 0,
+    credible: float = 0.9,
+) -> BaselineFit:
+    """Posterior of the one-coin model by NUTS (model in the module docstring).
+
+    Parameters
+    ----------
+    arrays : VoteArrays
+        Votes; honeypot lines (``truth != 0``) enter with their known truth.
+    dtype : jnp.float32 or jnp.float64
+    prior : float in (0, 1)
+        Starting value of the class prior pi in every chain (pi itself has a Beta(1, 1) prior).
+    delta : float
+        p and pi are clipped to [delta, 1 - delta] inside the log-likelihood.
+    num_warmup, num_samples, num_chains : int
+        NUTS settings (chains run sequentially).
+    a, b : float
+        Beta(a, b) prior of every p_i (a > b breaks the label-switching symmetry).
+    seed : int
+    credible : float in (0, 1)
+        Mass of the equal-tailed credible intervals.
+
+    Returns
+    -------
+    BaselineFit
+        posterior = posterior mean of P(line correct | votes, p, pi); reliability = posterior mean
+        of p_i; weight = logit(that mean) (clipped); annotator_columns ``ci_low, ci_high`` (of p_i);
+        line_columns ``ci_low, ci_high`` (of the line posterior); diagnostics ``r_hat_max, n_eff_min,
+        divergences, num_chains, num_samples, num_warmup, seconds, class_prior, class_prior_ci``.
+    """
+    _check(arrays, dtype, prior, delta, num_warmup, num_samples, num_chains, a, b, seed, credible)
+    import jax
+    import jax.numpy as jnp
+    from numpyro.diagnostics import summary
+    from numpyro.infer import MCMC, NUTS
+
+    from crowdstat.estimators.dawid_skene import e_step
+
+    t0 = time.perf_counter()
+    m = int(np.max(np.asarray(arrays.annotator))) + 1
+    votes = VoteArrays(*(jnp.asarray(x) for x in arrays))
+    a_ = jnp.asarray(a, dtype)
+    b_ = jnp.asarray(b, dtype)
+    delta_ = jnp.asarray(delta, dtype)
+    prior_ = jnp.asarray(prior, dtype)
+
+    kernel = NUTS(model, init_strategy=partial(_init_strategy, pi0=prior_))
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+                chain_method="sequential", progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(seed), votes, m, a_, b_, delta_, extra_fields=("diverging",))
+    samples = mcmc.get_samples(group_by_chain=True)  # p: (chains, draws, m), pi: (chains, draws)
+    divergences = int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))
+    summ = summary({k: np.asarray(v) for k, v in samples.items()}, prob=credible, group_by_chain=True)
+    r_hat = np.concatenate([np.ravel(summ[k]["r_hat"]) for k in ("p", "pi")])
+    n_eff = np.concatenate([np.ravel(summ[k]["n_eff"]) for k in ("p", "pi")])
+
+    p_draws = samples["p"].reshape(-1, m)
+    pi_draws = samples["pi"].reshape(-1)
+
+    # P(line correct | votes, p, pi) for every draw: one E-step per draw (lax.map in batches
+    # bounds the memory to batch x n_lines besides the (draws x n_lines) result).
+    q_draws = jax.lax.map(lambda d: e_step(votes, d[1], d[0], d[0], delta_)[0], (p_draws, pi_draws), batch_size=64)
+    q_draws = np.asarray(q_draws)
+    lo_q, hi_q = (1.0 - credible) / 2.0, (1.0 + credible) / 2.0
+    post = q_draws.mean(axis=0)
+    line_lo, line_hi = np.quantile(q_draws, [lo_q, hi_q], axis=0)
+    p_np = np.asarray(p_draws, np.float64)
+    rel = p_np.mean(axis=0)
+    p_lo, p_hi = np.quantile(p_np, [lo_q, hi_q], axis=0)
+    rel_c = np.clip(rel, delta, 1 - delta)
+    weight = np.log(rel_c) - np.log1p(-rel_c)
+    pi_np = np.asarray(pi_draws, np.float64)
+    seconds = time.perf_counter() - t0
+
+    r_hat_max = float(np.nanmax(r_hat)) if np.any(np.isfinite(r_hat)) else float("nan")
+    diagnostics = {
+        "model": f"one-coin Bayes: p_i ~ Beta({a}, {b}), pi ~ Beta(1, 1), truth marginalised; NUTS",
+        "r_hat_max": r_hat_max if math.isfinite(r_hat_max) else None,
+        "n_eff_min": float(np.nanmin(n_eff)),
+        "divergences": divergences,
+        "num_chains": int(num_chains),
+        "num_samples": int(num_samples),
+        "num_warmup": int(num_warmup),
+        "seconds": seconds,
+        "class_prior": float(pi_np.mean()),
+        "class_prior_ci": [float(np.quantile(pi_np, lo_q)), float(np.quantile(pi_np, hi_q))],
+        "credible": float(credible),
+    }
+    if divergences:
+        warnings.warn(f"nuts: {divergences} divergent transitions after warmup", stacklevel=2)
+    if num_chains > 1 and math.isfinite(r_hat_max) and r_hat_max > 1.05:
+        warnings.warn(f"nuts: max r-hat {r_hat_max:.3f} > 1.05: chains disagree (label switching or too few samples)", stacklevel=2)
+    out_dt = np.dtype(jnp.dtype(dtype).name)
+    return BaselineFit(
+        posterior=post.astype(out_dt),
+        weight=weight.astype(out_dt),
+        reliability=rel.astype(out_dt),
+        diagnostics=diagnostics,
+        annotator_columns={"ci_low": p_lo, "ci_high": p_hi},
+        line_columns={"ci_low": line_lo.astype(np.float64), "ci_high": line_hi.astype(np.float64)},
+    )

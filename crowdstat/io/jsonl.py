@@ -1,0 +1,46 @@
+"""One reader for every JSONL file of the project (reward files; samples, programs, rollouts,
+prompts and MBPP in ``rl``). Standard library only.
+
+Blank lines are skipped; every other line must be a JSON object. Errors name the file and the
+1-based line: ``{path}:{line}: ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["read_jsonl", "read_objects"]
+
+
+def read_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError) -> Iterator[tuple[int, str, dict]]:
+    """Yield ``(line_number, where, object)`` for each non-blank line of the JSONL file ``path``.
+
+    ``where`` is ``"{path}:{line}"`` (1-based), the prefix of every message about that line. A line
+    that is not JSON, or not a JSON object, raises ``error`` naming it. One reader for every JSONL
+    file of the project (reward files here; samples, programs, rollouts and prompts in ``rl``).
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8") as fh:
+        for lineno, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(text)  # NaN / Infinity parse: validators name the field holding them
+            except json.JSONDecodeError as e:
+                raise error(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise error(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, where, obj
+
+
+def read_objects(path: str | os.PathLike, required: tuple[str, ...] = ()) -> Iterator[tuple[int, str, dict]]:
+    """:func:`read_jsonl` with required fields: a missing one raises ``ValueError`` naming the line."""
+    for lineno, where, obj in read_jsonl(path, ValueError):
+        for k in required:
+            if k not in obj:
+                raise ValueError(f"{where}: missing field {k!r}")
+        yield lineno, where, obj

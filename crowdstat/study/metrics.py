@@ -1,0 +1,255 @@
+"""What "better" means (MATH.md): metrics of line posteriors and annotator reliabilities.
+
+Array functions (``jax.numpy``; jit- and vmap-able; an optional boolean ``mask`` selects the
+entries that count, so replicates of one shape vmap without ragged arrays):
+
+- :func:`line_accuracy`: mean [predicted == truth], predicted +1 (correct) iff posterior > tau.
+- :func:`log_loss`: mean -log P(truth | votes), P clipped to [eps, 1 - eps] (eps = 1e-6).
+- :func:`brier`: mean (P_j - y_j)^2 with y_j = 1 for a correct line.
+- :func:`calibration_bins` / :func:`expected_calibration_error`: equal-width bins on [0, 1] of the
+  posterior P(line correct) (bin b = [b/B, (b+1)/B), the last bin closed; B = 10 by default),
+  ECE = sum_b (n_b / n) |mean_b(y) - mean_b(P)|. This is the binary-event ECE of the reliability
+  diagram of P(correct), not the "top-label confidence" ECE of multiclass papers.
+- :func:`reliability_rmse`: sqrt(mean (p_hat_i - p_i)^2).
+- :func:`roc_auc`: the Mann-Whitney statistic P(score_pos > score_neg) + 1/2 P(tie), from average
+  ranks (ties get the mean of their ranks). :func:`detection_auc` scores annotators by
+  ``-reliability`` against "is a spammer or adversary".
+- :func:`honeypots_needed`: smallest number of honeypots at which an accuracy curve reaches a target.
+
+Intervals (host, NumPy): :func:`bootstrap_ci` (percentile bootstrap; key first, resamples by
+``vmap``) and :func:`replicate_interval` (mean and t-interval over simulation replicates, plus
+the 2.5/97.5% quantiles). :func:`reliability_diagram` / :func:`plot_reliability_diagram` draw
+calibration.
+
+Truth is coded +1 (correct) / -1 (wrong) as everywhere in crowdstat.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "line_accuracy",
+    "log_loss",
+    "brier",
+    "calibration_bins",
+    "expected_calibration_error",
+    "reliability_rmse",
+    "roc_auc",
+    "detection_auc",
+    "honeypots_needed",
+    "bootstrap_ci",
+    "replicate_interval",
+    "reliability_diagram",
+    "plot_reliability_diagram",
+]
+
+
+def _float(x):
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+
+
+def _mask(mask, like):
+    return jnp.ones(jnp.shape(like), bool) if mask is None else jnp.asarray(mask, bool)
+
+
+def _wmean(values, mask):
+    w = mask.astype(values.dtype)
+    return jnp.sum(values * w) / jnp.sum(w)  # nan when nothing is selected
+
+
+def line_accuracy(posterior, truth, tau=0.5, mask=None):
+    """Fraction of lines whose decision (+1 iff posterior > tau) equals the truth (+1 / -1)."""
+    posterior = _float(posterior)
+    pred = jnp.where(posterior > tau, 1, -1)
+    ok = (pred == jnp.asarray(truth)).astype(posterior.dtype)
+    return _wmean(ok, _mask(mask, posterior))
+
+
+def log_loss(posterior, truth, eps=1e-6, mask=None):
+    """Mean negative log-likelihood of the truth, -log P (correct lines) or -log(1 - P) (wrong)."""
+    posterior = jnp.clip(_float(posterior), eps, 1.0 - eps)
+    y = jnp.asarray(truth) > 0
+    nll = -jnp.where(y, jnp.log(posterior), jnp.log1p(-posterior))
+    return _wmean(nll, _mask(mask, posterior))
+
+
+def brier(posterior, truth, mask=None):
+    """Mean squared error of P(correct) against y = 1 (correct) / 0 (wrong)."""
+    posterior = _float(posterior)
+    y = (jnp.asarray(truth) > 0).astype(posterior.dtype)
+    return _wmean((posterior - y) ** 2, _mask(mask, posterior))
+
+
+def calibration_bins(posterior, truth, n_bins: int = 10, mask=None):
+    """Equal-width reliability-diagram bins of P(correct).
+
+    Returns
+    -------
+    (count, mean_posterior, frac_correct), each of shape (n_bins,); bins without lines have
+    count 0 and nan means. Bin b holds P in [b/n_bins, (b+1)/n_bins); P = 1 goes to the last bin.
+    """
+    posterior = _float(posterior)
+    m = _mask(mask, posterior).astype(posterior.dtype)
+    y = (jnp.asarray(truth) > 0).astype(posterior.dtype)
+    b = jnp.clip(jnp.floor(posterior * n_bins).astype(jnp.int32), 0, n_bins - 1)
+    count = jax.ops.segment_sum(m, b, num_segments=n_bins)
+    conf = jax.ops.segment_sum(m * posterior, b, num_segments=n_bins) / count
+    acc = jax.ops.segment_sum(m * y, b, num_segments=n_bins) / count
+    return count, conf, acc
+
+
+def expected_calibration_error(posterior, truth, n_bins: int = 10, mask=None):
+    """ECE = sum_b (n_b / n) |frac_correct_b - mean_posterior_b| over equal-width bins (empty bins add 0)."""
+    count, conf, acc = calibration_bins(posterior, truth, n_bins, mask)
+    n = jnp.sum(count)
+    return jnp.sum(jnp.where(count > 0, count * jnp.abs(acc - conf), 0.0)) / n
+
+
+def reliability_rmse(p_hat, p_true, mask=None):
+    """Root mean squared error of estimated reliabilities against the simulated ones."""
+    p_hat = _float(p_hat)
+    d = (p_hat - jnp.asarray(p_true, p_hat.dtype)) ** 2
+    return jnp.sqrt(_wmean(d, _mask(mask, p_hat)))
+
+
+def roc_auc(scores, positive, mask=None):
+    """ROC AUC = Mann-Whitney U / (n_pos n_neg) with average ranks for ties.
+
+    Equals P(score of a random positive > score of a random negative) + 1/2 P(equal). nan when
+    there is no positive or no negative among the selected entries.
+    """
+    scores = _float(scores)
+    sel = _mask(mask, scores)
+    pos = jnp.asarray(positive, bool) & sel
+    neg = ~jnp.asarray(positive, bool) & sel
+    # Unselected entries go to +inf so that they are never below a selected score.
+    s = jnp.where(sel, scores, jnp.inf)
+    srt = jnp.sort(s)
+    lo = jnp.searchsorted(srt, s, side="left")
+    hi = jnp.searchsorted(srt, s, side="right")
+    rank = (lo + hi + 1).astype(scores.dtype) / 2.0  # 1-based average rank among the selected scores
+    n_pos = jnp.sum(pos).astype(scores.dtype)
+    n_neg = jnp.sum(neg).astype(scores.dtype)
+    u = jnp.sum(jnp.where(pos, rank, 0.0)) - n_pos * (n_pos + 1) / 2.0
+    return jnp.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), jnp.nan)
+
+
+def detection_auc(reliability, is_bad, mask=None):
+    """AUC of flagging spammers/adversaries (``is_bad``) by low estimated reliability (score = -reliability)."""
+    return roc_auc(-_float(reliability), is_bad, mask)
+
+
+def honeypots_needed(n_honeypots, accuracy, target):
+    """Smallest ``n_honeypots[i]`` (ascending grid) with ``accuracy[..., i] >= target``; nan if none.
+
+    ``accuracy`` may have leading (e.g. replicate) axes; the grid is the last axis.
+    """
+    x = _float(n_honeypots)
+    acc = _float(accuracy)
+    ok = acc >= target
+    idx = jnp.argmax(ok, axis=-1)
+    return jnp.where(jnp.any(ok, axis=-1), x[idx], jnp.nan)
+
+
+# ----------------------------------------------------------------------------------------------
+# Intervals (host)
+
+
+def bootstrap_ci(key, values, stat=jnp.mean, n_boot: int = 2000, level: float = 0.95) -> dict:
+    """Percentile bootstrap interval of ``stat(values)`` (resampling the first axis).
+
+    ``key``: int seed or JAX key (split once; the resamples are vmapped). Returns
+    ``{"estimate", "lo", "hi", "n", "n_boot", "level"}``.
+    """
+    from crowdstat.study.simulate import canonicalize_key
+
+    key = canonicalize_key(key)
+    values = jnp.asarray(values)
+    n = values.shape[0]
+    idx = jax.random.randint(key, (n_boot, n), 0, n)
+    boots = np.asarray(jax.vmap(lambda i: stat(values[i]))(idx), np.float64)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.nanquantile(boots, [a, 1.0 - a])
+    return {"estimate": float(stat(values)), "lo": float(lo), "hi": float(hi), "n": int(n), "n_boot": int(n_boot), "level": level}
+
+
+def replicate_interval(values, level: float = 0.95, axis: int = 0) -> dict:
+    """Mean over replicates with a Student-t interval (mean +- t * sd / sqrt(n)) and quantiles.
+
+    nan replicates are dropped (and counted in ``n``). Returns
+    ``{"mean", "lo", "hi", "sd", "q_lo", "q_hi", "n", "level"}`` (arrays when ``values`` has more axes).
+    """
+    from scipy import stats
+
+    v = np.asarray(values, np.float64)
+    n = np.sum(np.isfinite(v), axis=axis)
+    mean = np.nanmean(v, axis=axis)
+    sd = np.nanstd(v, axis=axis, ddof=1) if np.all(n > 1) else np.full_like(mean, np.nan)
+    a = (1.0 - level) / 2.0
+    t = stats.t.ppf(1.0 - a, np.maximum(n - 1, 1))
+    half = t * sd / np.sqrt(np.maximum(n, 1))
+    q_lo, q_hi = np.nanquantile(v, [a, 1.0 - a], axis=axis)
+
+    def out(x):
+        return float(x) if np.ndim(x) == 0 else np.asarray(x)
+
+    return {
+        "mean": out(mean), "lo": out(mean - half), "hi": out(mean + half), "sd": out(sd),
+        "q_lo": out(q_lo), "q_hi": out(q_hi), "n": out(n) if np.ndim(n) else int(n), "level": level,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Reliability diagram
+
+
+def reliability_diagram(posterior, truth, n_bins: int = 10, mask=None) -> dict:
+    """Data of a reliability diagram: bin edges, counts, mean posterior and fraction correct per bin, ECE."""
+    count, conf, acc = calibration_bins(posterior, truth, n_bins, mask)
+    return {
+        "edges": np.linspace(0.0, 1.0, n_bins + 1),
+        "count": np.asarray(count),
+        "mean_posterior": np.asarray(conf),
+        "frac_correct": np.asarray(acc),
+        "ece": float(expected_calibration_error(posterior, truth, n_bins, mask)),
+    }
+
+
+def plot_reliability_diagram(diagrams: dict, path=None, title: str | None = None):
+    """Plot ``{label: reliability_diagram(...)}`` on one axes (plus a histogram of the posteriors).
+
+    Returns the matplotlib figure; saves it to ``path`` when given.
+    """
+    from crowdstat.study.plotting import _plt
+
+    plt = _plt()
+    fig, (ax, axh) = plt.subplots(2, 1, figsize=(5.2, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="perfect calibration")
+    for i, (label, d) in enumerate(diagrams.items()):
+        ok = d["count"] > 0
+        ax.plot(d["mean_posterior"][ok], d["frac_correct"][ok], "o-", ms=4, label=f"{label} (ECE {d['ece']:.3f})")
+        centers = 0.5 * (d["edges"][:-1] + d["edges"][1:])
+        width = (d["edges"][1] - d["edges"][0]) / (len(diagrams) + 1)
+        axh.bar(d["edges"][:-1] + (i + 0.5) * width, d["count"], width=width, label=label)
+        del centers
+    ax.set_ylabel("fraction of lines correct")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper left")
+    axh.set_xlabel("posterior P(line correct)")
+    axh.set_ylabel("lines")
+    axh.set_yscale("log")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig

