@@ -13,7 +13,8 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def block(x):
@@ -139,8 +140,9 @@ def machine_info() -> dict:
     except ImportError:
         info["sklearn"] = None
     try:
-        import crowdkit  # noqa: F401
         from importlib.metadata import version
+
+        import crowdkit  # noqa: F401
 
         info["crowd_kit"] = version("crowd-kit")
     except ImportError:

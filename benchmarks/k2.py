@@ -64,7 +64,7 @@ def python_loop(tasks, w0, p):
     w = list(w0)
     for votes in tasks:
         logit = defaultdict(lambda: pl)
-        for j, i, e, t in votes:
+        for j, i, e, _t in votes:
             logit[j] += e * w[i]
         upd = []
         for j, i, e, t in votes:
@@ -80,6 +80,37 @@ def python_loop(tasks, w0, p):
         for i, _ in upd:
             w[i] = min(max(w[i], -wmax), wmax)
     return w
+
+
+def _float64_weights(blocks_np, n_sub, m, n):
+    """crowdstat in float64 on the first n_sub tasks (native kernel), checked against lax.scan."""
+    import jax
+    import jax.numpy as jnp
+
+    from crowdstat.estimators import sequential as seq
+
+    p = PARAMS
+    with jax.enable_x64(True):
+        sub = jax.tree.map(lambda x: jnp.asarray(x[:n_sub]) if x.ndim == 2 else jnp.asarray(x), blocks_np)
+        prm = seq.make_params(p["lam"], p["pbar_honeypot"], p["w_max"], p["delta"], p["prior"], jnp.float64)
+        st0 = seq.init(m, p["nu"], p["delta"], p["w_max"], jnp.float64)
+        st, _ = seq.run(sub, st0.w, prm, keep_trajectory=False)
+        w_cs64 = np.asarray(st.w)
+        st_x, _ = seq.run(sub, st0.w, prm, keep_trajectory=False, backend="xla")
+        err_x = float(np.max(np.abs(np.asarray(st_x.w) - w_cs64)))
+        assert err_x < 1e-9, f"K2 crowdstat scan != native at n={n}: {err_x:.3g}"
+    return w_cs64
+
+
+def _python_tasks(v, off, n_sub):
+    """The first n_sub tasks as lists of (line within the program, annotator, label, truth)."""
+    lstart = np.concatenate([[0], np.cumsum(np.bincount(v.line_program))])
+    tv = v.truth[v.line]
+    tasks = []
+    for k in range(n_sub):
+        a0, a1 = off[k], off[k + 1]
+        tasks.append(list(zip((v.line[a0:a1] - lstart[k]).tolist(), v.annotator[a0:a1].tolist(), v.label[a0:a1].tolist(), tv[a0:a1].tolist())))
+    return tasks
 
 
 def run(sizes, repeat=5, loop_cap=10**6, seed=0, check_float32=True):
@@ -106,26 +137,13 @@ def run(sizes, repeat=5, loop_cap=10**6, seed=0, check_float32=True):
 
         # Equality first: crowdstat float64 on the first n_sub tasks vs the NumPy loop.
         w0_np = np.full(m, _logit(p["nu"]))
-        with jax.enable_x64(True):
-            sub = jax.tree.map(lambda x: jnp.asarray(x[:n_sub]) if x.ndim == 2 else jnp.asarray(x), blocks_np)
-            prm = seq.make_params(p["lam"], p["pbar_honeypot"], p["w_max"], p["delta"], p["prior"], jnp.float64)
-            st0 = seq.init(m, p["nu"], p["delta"], p["w_max"], jnp.float64)
-            st, _ = seq.run(sub, st0.w, prm, keep_trajectory=False)
-            w_cs64 = np.asarray(st.w)
-            st_x, _ = seq.run(sub, st0.w, prm, keep_trajectory=False, backend="xla")
-            err_x = float(np.max(np.abs(np.asarray(st_x.w) - w_cs64)))
-            assert err_x < 1e-9, f"K2 crowdstat scan != native at n={n}: {err_x:.3g}"
+        w_cs64 = _float64_weights(blocks_np, n_sub, m, n)
         t_np = timeit(lambda: numpy_loop(v, n_sub, w0_np, p), repeat=max(1, min(3, repeat // 2)), warmup=False)
         err = float(np.max(np.abs(w_cs64 - t_np["result"])))
         assert err < 1e-9, f"K2 crowdstat (float64) != NumPy loop at n={n}: max |dw| = {err:.3g}"
 
         # Plain Python on the same tasks.
-        lstart = np.concatenate([[0], np.cumsum(np.bincount(v.line_program))])
-        tv = v.truth[v.line]
-        tasks = []
-        for k in range(n_sub):
-            a0, a1 = off[k], off[k + 1]
-            tasks.append(list(zip((v.line[a0:a1] - lstart[k]).tolist(), v.annotator[a0:a1].tolist(), v.label[a0:a1].tolist(), tv[a0:a1].tolist())))
+        tasks = _python_tasks(v, off, n_sub)
         t_py = timeit(lambda: python_loop(tasks, w0_np.tolist(), p), repeat=1, warmup=False)
         err_py = float(np.max(np.abs(np.asarray(t_py["result"]) - t_np["result"])))
         assert err_py < 1e-9, f"K2 python loop != NumPy loop: {err_py:.3g}"
@@ -177,7 +195,9 @@ def run(sizes, repeat=5, loop_cap=10**6, seed=0, check_float32=True):
         )
         print(
             f"  K2 n={n:>9,} ({n_tasks} tasks, block {blocks_np.label.shape[1]}): crowdstat {cs_ns:.2f} ns/vote "
-            f"({backend}; compile {t_cs['compile_s']:.2f}s, task_blocks {t_blocks['median_s']:.2f}s; lax.scan {ns_per(t_x['median_s'], n):.2f}), numpy loop {np_ns:.0f}, python {py_ns:.0f} ns/vote",
+            f"({backend}; compile {t_cs['compile_s']:.2f}s, task_blocks {t_blocks['median_s']:.2f}s; "
+            f"lax.scan {ns_per(t_x['median_s'], n):.2f}), numpy loop {np_ns:.0f}, python {py_ns:.0f} "
+            "ns/vote",
             flush=True,
         )
     return rows

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from functools import partial
 
 import numpy as np
 
@@ -100,12 +101,45 @@ def _cs_ladder(call, rel_of, repeat, tols=CS_TOLS):
             "tried": tried, "result": r["result"]}
 
 
+def _float32_default(v, X, t, m, gamma, f_lb, rep):
+    """crowdstat's float32 default (tol 1e-5, default solver), for information: timing and relative difference."""
+    import jax.numpy as jnp
+
+    from crowdstat.estimators.l1 import problem as l1_problem
+    from crowdstat.estimators.l1 import solve as px
+
+    data32 = l1_problem.training_data(v, jnp.float32)
+    z32 = jnp.zeros(m, jnp.float32)
+    g32 = jnp.asarray(gamma, jnp.float32)
+    lip32 = l1_problem.lipschitz(data32, m)
+    t_cs32 = jit_timing(lambda: px.solve(data32, g32, z32, 0.0, 1.0 / lip32, 1e-5, maxiter=100_000), repeat=rep)
+    rel32 = (_f(X, t, np.asarray(t_cs32["result"].w, np.float64), gamma) - f_lb) / f_lb
+    return t_cs32, rel32
+
+
+def _print_single(row):
+    lib, sag = row["liblinear"], row["saga"]
+    print(
+        f"  K3 m={row['n_annotators']:>7,}: crowdstat ({row['crowdstat_solver']}) f64 {row['crowdstat_f64_s'] * 1e3:.1f} ms "
+        f"(tol {row['crowdstat_f64_tol']:g}, {row['crowdstat_f64_iterations']} it, rel diff "
+        f"{row['crowdstat_rel_objective_diff']:.1e}; certified tol {CERTIFIED_TOL:g}: "
+        f"{row['crowdstat_certified_s'] * 1e3:.1f} ms; f32 {row['crowdstat_f32_s'] * 1e3:.1f} ms), "
+        f"FISTA f64 {row['fista_f64_s'] * 1e3:.1f} ms (tol {row['fista_f64_tol']:g}, {row['fista_iterations']} it), "
+        f"liblinear {lib['seconds'] * 1e3:.1f} ms (tol {lib['tol']:g}, "
+        f"rel diff {lib['rel_objective_diff']:.1e}{'' if lib['reached'] else ' NOT reached'})"
+        + (f", saga {sag['seconds'] * 1e3:.0f} ms (rel diff {sag['rel_objective_diff']:.1e}{'' if sag['reached'] else ' NOT reached'})" if sag else "")
+        + f"; crowdstat / liblinear {row['crowdstat_over_liblinear']:.2f} (certified {row['crowdstat_certified_over_liblinear']:.2f})",
+        flush=True,
+    )
+
+
 def run(annotators=(10, 1000, 100_000), n_rows=20_000, votes_per_row=10, gamma_frac=0.05, n_path=20, repeat=3, seed=0, saga=True, vmap=True,
         big_rows=100_000, big_repeat=1):
     """K3 rows at each number of annotators (``big_rows`` rows and ``big_repeat`` repeats from 10^5 annotators on)."""
     import jax
     import jax.numpy as jnp
 
+    from crowdstat.estimators.l1 import problem as l1_problem
     from crowdstat.estimators.l1 import solve as px
 
     out = {"single": [], "path": None}
@@ -115,12 +149,12 @@ def run(annotators=(10, 1000, 100_000), n_rows=20_000, votes_per_row=10, gamma_f
         rep = big_repeat if big else repeat
         v, X, t = problem(m, rows, votes_per_row, seed=seed)
         with jax.enable_x64(True):
-            data = px.training_data(v, jnp.float64)
+            data = l1_problem.training_data(v, jnp.float64)
             solver = px.resolve_solver("auto", data, m)
-            gmax = float(px.gamma_max(data, m))
+            gmax = float(l1_problem.gamma_max(data, m))
             gamma = gamma_frac * gmax
             z = jnp.zeros(m, jnp.float64)
-            lip = px.lipschitz(data, m)
+            lip = l1_problem.lipschitz(data, m)
 
             def cs(tol, solver="auto", maxiter=100_000):
                 return px.solve(data, gamma, z, 0.0, 1.0 / lip, tol, maxiter=maxiter, solver=solver)
@@ -141,13 +175,7 @@ def run(annotators=(10, 1000, 100_000), n_rows=20_000, votes_per_row=10, gamma_f
             assert rel_cert <= REL and float(t_cert["result"].rel_gap) <= CERTIFIED_TOL
             fl = lad if solver == "fista" else _cs_ladder(lambda tol: cs(tol, "fista"), rel_of, rep)
             assert fl["reached"], f"FISTA not within {REL} of the lower bound ({fl['rel_objective_diff']:.3g})"
-        # float32 default (tol 1e-5), default solver, for information.
-        data32 = px.training_data(v, jnp.float32)
-        z32 = jnp.zeros(m, jnp.float32)
-        g32 = jnp.asarray(gamma, jnp.float32)
-        lip32 = px.lipschitz(data32, m)
-        t_cs32 = jit_timing(lambda: px.solve(data32, g32, z32, 0.0, 1.0 / lip32, 1e-5, maxiter=100_000), repeat=rep)
-        rel32 = (_f(X, t, np.asarray(t_cs32["result"].w, np.float64), gamma) - f_lb) / f_lb
+        t_cs32, rel32 = _float32_default(v, X, t, m, gamma, f_lb, rep)
 
         lib = _sk_ladder("liblinear", X, t, gamma, f_lb, (1e-4, 1e-6, 1e-8, 1e-10), 1000)
         # saga (stochastic, one pass per epoch) is far from equal objective within minutes at 10^5 annotators.
@@ -184,16 +212,7 @@ def run(annotators=(10, 1000, 100_000), n_rows=20_000, votes_per_row=10, gamma_f
             "nonzero_weights": int(np.count_nonzero(np.asarray(st.w))),
         }
         out["single"].append(row)
-        print(
-            f"  K3 m={m:>7,}: crowdstat ({solver}) f64 {lad['seconds'] * 1e3:.1f} ms (tol {lad['tol']:g}, {int(st.iter_num)} it, rel diff "
-            f"{lad['rel_objective_diff']:.1e}; certified tol {CERTIFIED_TOL:g}: {t_cert['median_s'] * 1e3:.1f} ms; f32 {t_cs32['median_s'] * 1e3:.1f} ms), "
-            f"FISTA f64 {fl['seconds'] * 1e3:.1f} ms (tol {fl['tol']:g}, {int(fl['result'].iter_num)} it), "
-            f"liblinear {lib['seconds'] * 1e3:.1f} ms (tol {lib['tol']:g}, "
-            f"rel diff {lib['rel_objective_diff']:.1e}{'' if lib['reached'] else ' NOT reached'})"
-            + (f", saga {sag['seconds'] * 1e3:.0f} ms (rel diff {sag['rel_objective_diff']:.1e}{'' if sag['reached'] else ' NOT reached'})" if sag else "")
-            + f"; crowdstat / liblinear {row['crowdstat_over_liblinear']:.2f} (certified {row['crowdstat_certified_over_liblinear']:.2f})",
-            flush=True,
-        )
+        _print_single(row)
         if m == 1000 or (out["path"] is None and m == annotators[-1]):
             out["path"] = _path(v, X, t, m, gmax, n_path, lib["tol"], repeat, vmap)
     return out
@@ -204,14 +223,15 @@ def _path(v, X, t, m, gmax, n_path, lib_tol, repeat, vmap=True):
     import jax.numpy as jnp
     from sklearn.exceptions import ConvergenceWarning
 
+    from crowdstat.estimators.l1 import problem as l1_problem
     from crowdstat.estimators.l1 import solve as px
 
     gammas = gmax * np.logspace(0, -2, n_path)
     with jax.enable_x64(True):
-        data = px.training_data(v, jnp.float64)
+        data = l1_problem.training_data(v, jnp.float64)
         g = jnp.asarray(gammas)
         z = jnp.zeros(m, jnp.float64)
-        lip = px.lipschitz(data, m)
+        lip = l1_problem.lipschitz(data, m)
         solver = px.resolve_solver("auto", data, m)
         ref = px.path(data, g, z, 0.0, 1.0 / lip, 1e-12 if solver == "newton" else 1e-9, maxiter=200_000)
         f_lb = np.asarray(ref.dual_value)
@@ -237,23 +257,24 @@ def _path(v, X, t, m, gmax, n_path, lib_tol, repeat, vmap=True):
             rel_vmap = [(_f(X, t, np.asarray(w), gm) - lb) / lb for w, gm, lb in zip(t_vmap["result"].w, gammas, f_lb)]
     assert max(rel_path) <= REL and max(rel_vmap) <= REL and max(rel_fpath) <= REL and max(rel_cert) <= REL
 
-    def sk_loop():
+    def sk_loop(tol):
         ws = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             for gm in gammas:
-                ws.append(_sk_model("liblinear", 1.0 / gm, lib_tol, 1000).fit(X, t).coef_.ravel())
+                ws.append(_sk_model("liblinear", 1.0 / gm, tol, 1000).fit(X, t).coef_.ravel())
         return ws
 
     # The loosest liblinear tolerance (from the single-gamma one down) at which every gamma of the
     # path is within REL of its certified bound.
-    for lib_tol in [x for x in (1e-4, 1e-6, 1e-8, 1e-10) if x <= lib_tol]:
-        t_sk = timeit(sk_loop, repeat=1, warmup=False)
+    for tol in [x for x in (1e-4, 1e-6, 1e-8, 1e-10) if x <= lib_tol]:
+        t_sk = timeit(partial(sk_loop, tol), repeat=1, warmup=False)
         rel_sk = [(_f(X, t, w, gm) - lb) / lb for w, gm, lb in zip(t_sk["result"], gammas, f_lb)]
         if max(rel_sk) <= REL:
             break
+    lib_tol = tol
     if t_sk["median_s"] < 5.0:  # median of 3 at the tolerance found, like crowdstat's
-        t_sk = timeit(sk_loop, repeat=3, warmup=False)
+        t_sk = timeit(partial(sk_loop, lib_tol), repeat=3, warmup=False)
     res = {
         "n_annotators": m,
         "n_gammas": n_path,
@@ -283,7 +304,8 @@ def _path(v, X, t, m, gmax, n_path, lib_tol, repeat, vmap=True):
     print(
         f"  K3 path ({n_path} gammas, m={m}): crowdstat ({solver}) path {t_path['median_s'] * 1e3:.0f} ms (tol {lad['tol']:g}; certified "
         f"{t_cert['median_s'] * 1e3:.0f} ms), FISTA path {t_fpath['median_s'] * 1e3:.0f} ms, "
-        f"vmap {t_vmap['median_s'] * 1e3:.0f} ms, liblinear loop {t_sk['median_s'] * 1e3:.0f} ms (tol {lib_tol:g}, max rel diff {max(rel_sk):.1e}); "
+        f"vmap {t_vmap['median_s'] * 1e3:.0f} ms, liblinear loop {t_sk['median_s'] * 1e3:.0f} ms "
+        f"(tol {lib_tol:g}, max rel diff {max(rel_sk):.1e}); "
         f"liblinear / crowdstat path {t_sk['median_s'] / t_path['median_s']:.2f} (certified {t_sk['median_s'] / t_cert['median_s']:.2f})",
         flush=True,
     )

@@ -126,7 +126,8 @@ def print_tables(res: dict) -> None:
                   f"{r['crowdstat_over_liblinear']:.2f}"), wd)
         if k3.get("path"):
             p = k3["path"]
-            print(f"  path ({p['n_gammas']} gammas, m={p['n_annotators']}): crowdstat warm-started path {p['crowdstat_path_s'] * 1e3:.0f} ms, "
+            print(f"  path ({p['n_gammas']} gammas, m={p['n_annotators']}): crowdstat warm-started path "
+                  f"{p['crowdstat_path_s'] * 1e3:.0f} ms, "
                   f"vmap {p['crowdstat_vmap_s'] * 1e3:.0f} ms, liblinear loop {p['liblinear_loop_s'] * 1e3:.0f} ms")
     agg = res.get("agg") or {}
     if agg.get("skipped"):
@@ -134,11 +135,13 @@ def print_tables(res: dict) -> None:
     elif agg:
         print("\nAggregation, table in -> posteriors out (seconds; crowd-kit vs crowdstat.fit)")
         for r in agg.get("majority", []):
-            print(f"  MV n={r['n_votes']:.0e}: crowd-kit {r['crowdkit_s']:.3f}  crowdstat {r['crowdstat_table_in_s']:.3f} (x{r['speedup_table_in']:.1f}); "
+            print(f"  MV n={r['n_votes']:.0e}: crowd-kit {r['crowdkit_s']:.3f}  crowdstat "
+                  f"{r['crowdstat_table_in_s']:.3f} (x{r['speedup_table_in']:.1f}); "
                   f"kernel only {r['crowdstat_kernel_s'] * 1e3:.2f} ms (x{r['speedup_kernel']:.0f})")
         for r in agg.get("dawid_skene", []):
             if "speedup_table_in" in r:
-                print(f"  DS n={r['n_votes']:.0e}: crowd-kit {r['crowdkit_s']:.3f}  crowdstat em2 {r['crowdstat_table_in_s']:.3f} (x{r['speedup_table_in']:.1f}), "
+                print(f"  DS n={r['n_votes']:.0e}: crowd-kit {r['crowdkit_s']:.3f}  crowdstat em2 "
+                      f"{r['crowdstat_table_in_s']:.3f} (x{r['speedup_table_in']:.1f}), "
                       f"max|dP| f64 {r['max_abs_dposterior_float64']:.1e}")
             else:
                 print(f"  DS n={r['n_votes']:.0e}: crowd-kit {r['crowdkit_s']:.3f}; {r.get('crowdstat')}")
@@ -197,6 +200,45 @@ def plots(res: dict, out: Path, stem: str) -> list[str]:
     return files
 
 
+def _machine_and_bandwidth(res: dict, smoke: bool) -> None:
+    res["machine"] = _util.machine_info()
+    bw = _util.copy_bandwidth(64 * 2**20 if smoke else 256 * 2**20)
+    res["bandwidth"] = {"copy_bytes_per_s": bw, "bytes_per_vote": 9, "limit_ns_per_vote": 9 / bw * 1e9}
+    print(f"machine: {res['machine'].get('cpu')}, {res['machine']['cpu_count']} CPUs, load {res['machine']['loadavg_start']}, "
+          f"copy bandwidth {bw / 1e9:.1f} GB/s -> limit {res['bandwidth']['limit_ns_per_vote']:.2f} ns/vote; "
+          f"OPENBLAS_CORETYPE={res['machine']['OPENBLAS_CORETYPE']}", flush=True)
+    for p in res["machine"].get("threadpools", []) if isinstance(res["machine"].get("threadpools"), list) else []:
+        print(f"  numpy threadpool: {p.get('internal_api')} {p.get('version')} kernel={p.get('architecture')} threads={p.get('num_threads')}")
+
+
+def _print_targets(targets_: list) -> None:
+    print("\nTargets (issue #7; ratios measured in this run)")
+    for t in targets_:
+        if t["met"] is None:
+            status = "n/a"
+        elif t["met"]:
+            status = "MET"
+        else:
+            status = f"MISSED by x{t['missed_by_factor']:.2f}"
+        v = t["value"]
+        print(f"  {t['target']:<58} {t['where']:<28} {('-' if v is None else f'{v:.3g}'):>9} {t['unit']:<8} {status}")
+        if t.get("why"):
+            print(f"      why: {t['why']}")
+
+
+def _clean(o):
+    """JSON-ready: drop the raw "result" entries, non-finite floats to null, NumPy scalars to Python."""
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items() if k not in ("result",)}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if hasattr(o, "item"):
+        return o.item()
+    return o
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (< 1 min), for CI")
@@ -211,14 +253,7 @@ def main(argv=None) -> int:
     stem = args.stem or ("smoke" if args.smoke else "results")
     t0 = time.perf_counter()
     res: dict = {"mode": "smoke" if args.smoke else "full", "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
-    res["machine"] = _util.machine_info()
-    bw = _util.copy_bandwidth(64 * 2**20 if args.smoke else 256 * 2**20)
-    res["bandwidth"] = {"copy_bytes_per_s": bw, "bytes_per_vote": 9, "limit_ns_per_vote": 9 / bw * 1e9}
-    print(f"machine: {res['machine'].get('cpu')}, {res['machine']['cpu_count']} CPUs, load {res['machine']['loadavg_start']}, "
-          f"copy bandwidth {bw / 1e9:.1f} GB/s -> limit {res['bandwidth']['limit_ns_per_vote']:.2f} ns/vote; "
-          f"OPENBLAS_CORETYPE={res['machine']['OPENBLAS_CORETYPE']}", flush=True)
-    for p in res["machine"].get("threadpools", []) if isinstance(res["machine"].get("threadpools"), list) else []:
-        print(f"  numpy threadpool: {p.get('internal_api')} {p.get('version')} kernel={p.get('architecture')} threads={p.get('num_threads')}")
+    _machine_and_bandwidth(res, args.smoke)
     timings = {}
 
     def section(name, fn):
@@ -262,36 +297,14 @@ def main(argv=None) -> int:
     res["targets"] = targets(res)
 
     print_tables(res)
-    print("\nTargets (issue #7; ratios measured in this run)")
-    for t in res["targets"]:
-        if t["met"] is None:
-            status = "n/a"
-        elif t["met"]:
-            status = "MET"
-        else:
-            status = f"MISSED by x{t['missed_by_factor']:.2f}"
-        v = t["value"]
-        print(f"  {t['target']:<58} {t['where']:<28} {('-' if v is None else f'{v:.3g}'):>9} {t['unit']:<8} {status}")
-        if t.get("why"):
-            print(f"      why: {t['why']}")
+    _print_targets(res["targets"])
     res["plots"] = plots(res, out, stem)
 
-    def clean(o):
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items() if k not in ("result",)}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        if hasattr(o, "item"):
-            return o.item()
-        return o
-
     f = out / f"{stem}.json"
-    f.write_text(json.dumps(clean(res), indent=1) + "\n")
+    f.write_text(json.dumps(_clean(res), indent=1) + "\n")
     from benchmarks.report import markdown
 
-    (out / f"{stem}.md").write_text(markdown(clean(res)))
+    (out / f"{stem}.md").write_text(markdown(_clean(res)))
     print(f"\nwrote {f} and {len(res['plots'])} plot(s); total {res['total_seconds']:.0f}s (load {res['machine']['loadavg_end']})")
     return 0
 

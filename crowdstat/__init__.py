@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 _ATTRS = {
     "fit": "crowdstat.api",
     "FitResult": "crowdstat.api",
-    "METHODS": "crowdstat.estimators",
-    "parse_gamma": "crowdstat.api",
+    "METHODS": "crowdstat.estimators.registry",
+    "parse_gamma": "crowdstat.estimators.registry",
     "read_votes": "crowdstat.io.tables",
     "VoteTable": "crowdstat.io.tables",
     "VoteTableError": "crowdstat.io.tables",

@@ -1,15 +1,16 @@
 """Opt-in persistent cache of compiled XLA programs, for short-lived processes (the CLI).
 
-A ``crowdstat fit`` process compiles each jitted driver it runs (about 1-3 s each on a laptop
-CPU) and then exits, so every run pays the compile again. JAX can keep compiled programs on
-disk and reload them in the next process when the program (shapes, dtypes, static arguments,
-jax/jaxlib version, backend flags) is the same. The drivers bucket their shapes (task blocks
-padded to powers of two), so repeated runs on similar tables hit the cache.
+A ``crowdstat fit`` process compiles each jitted driver it runs (seconds each on a CPU; figures
+in docs/performance.md) and then exits, so every run pays the compile again. JAX can keep
+compiled programs on disk and reload them in the next process when the program (shapes,
+dtypes, static arguments, jax/jaxlib version, backend flags) is the same. The drivers bucket
+their shapes (task blocks padded to powers of two), so repeated runs on similar tables hit the
+cache.
 
-This module never runs at import time and the library never calls it (STYLE.md section 5:
-crowdstat does not change ``jax.config`` at import). An application entry point calls
-:func:`enable_compilation_cache` once, before the first jitted call; ``crowdstat.cli.main``
-is the intended caller.
+This module never runs at import time and the library never calls it: crowdstat does not change
+``jax.config`` at import, because a library must not change its host application's JAX
+settings. An application entry point calls :func:`enable_compilation_cache` once, before the
+first jitted call; ``crowdstat.cli.main`` is the intended caller.
 
 Environment:
 

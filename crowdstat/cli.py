@@ -1,17 +1,94 @@
-"""The ``crowdstat`` command line (``crowdstat fit ...``; also ``python -m crowdstat``)."""
+"""The ``crowdstat`` command line (``crowdstat fit ...``; also ``python -m crowdstat``).
+
+``crowdstat fit``'s method options are generated from the config dataclasses of
+:mod:`crowdstat.estimators.registry` (flag, help, default, type and choices from each field), so
+the CLI and :func:`crowdstat.fit` share one set of defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import sys
 import warnings
+
+from crowdstat.estimators.registry import METHODS, REGISTRY, CommonConfig, format_default
 
 __all__ = ["main", "build_parser"]
 
 
-def _prob(s: str) -> float:
-    return float(s)
+def _config_classes() -> list[type]:
+    """CommonConfig, then each method's config once, in registry order."""
+    out = [CommonConfig]
+    for m in REGISTRY.values():
+        if m.config not in out:
+            out.append(m.config)
+    return out
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _option(fld: dataclasses.Field) -> dict:
+    """argparse keyword arguments of a config field's flag; the help ends with the field's default."""
+    md = fld.metadata
+    text = md.get("flag_help", md["help"])
+    doc = md.get("default_doc")
+    if "switch" in md:
+        kw = {"action": "store_true", "default": False}
+        shown = f"(default: {doc})" if doc else "(default off)"
+    else:
+        kinds = [t for t in (getattr(fld.type, "__args__", None) or (fld.type,)) if t is not type(None)]
+        kw = {"type": str if str in kinds else kinds[0], "default": fld.default}
+        if "choices" in md:
+            kw["choices"] = md["choices"]
+        shown = f"(default: {doc})" if doc else f"(default {format_default(fld.default)})"
+    kw["help"] = f"{text} {shown}".replace("%", "%%")  # argparse %-formats help strings
+    return kw
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per config field that has a flag, grouped as the configs' ``cli_group`` says.
+
+    A flag shared by two configs (``--nu``) is added once and must have one default.
+    """
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    added: dict[str, dataclasses.Field] = {}
+    for cls in _config_classes():
+        for fld in dataclasses.fields(cls):
+            flag = fld.metadata.get("flag")
+            if flag is None:
+                continue
+            if flag in added:
+                if added[flag].default != fld.default or added[flag].type != fld.type:
+                    raise RuntimeError(f"{flag}: configs disagree on its default or type ({cls.__name__}.{fld.name})")
+                continue
+            if cls.cli_group not in groups:
+                groups[cls.cli_group] = parser.add_argument_group(cls.cli_group)
+            groups[cls.cli_group].add_argument(flag, dest=_dest(flag), **_option(fld))
+            added[flag] = fld
+
+
+def _fit_params(method: str, args: argparse.Namespace) -> dict:
+    """``crowdstat.fit`` keyword parameters of ``method`` from parsed ``crowdstat fit`` options.
+
+    Valued options give their field's value; a switch (``--ista``, ``--latent``, ...) given sets
+    the parameters its field's ``switch`` metadata names, after the valued ones.
+    """
+    params, switched = {}, {}
+    for cls in (CommonConfig, REGISTRY[method].config):
+        for fld in dataclasses.fields(cls):
+            flag = fld.metadata.get("flag")
+            if flag is None:
+                continue
+            value = getattr(args, _dest(flag))
+            if "switch" not in fld.metadata:
+                params[fld.name] = value
+            elif value:
+                switched.update(fld.metadata["switch"])
+    params.update(switched)
+    return params
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,41 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("votes", help="vote table: .csv, .parquet or .jsonl with columns program,line,annotator,label")
     f.add_argument("--truth", help="honeypot truth table: program,line,truth")
     f.add_argument("--programs", help="program sizes: program,n_lines (for coverage)")
-    f.add_argument("--method", required=True, choices=("majority", "sequential", "proximal", "em1", "em2", "bayes"))
+    f.add_argument("--method", required=True, choices=METHODS)
     f.add_argument("--out", required=True, help="output directory (replaced atomically)")
-    g = f.add_argument_group("common")
-    g.add_argument("--prior", type=float, default=0.5, help="p0, prior probability that a line is correct (default 0.5)")
-    g.add_argument("--tau", type=float, default=0.5, help="threshold on the posterior for the reward s = c/k (default 0.5)")
-    g.add_argument("--delta", type=float, default=1e-6, help="probabilities are clipped to [delta, 1-delta] (default 1e-6)")
-    g.add_argument("--x64", action="store_true", help="compute in float64 (default float32)")
-    s = f.add_argument_group("sequential (eq. 8)")
-    s.add_argument("--lam", type=float, default=1.0, help="step size lambda (default 1, the paper's)")
-    s.add_argument("--nu", type=float, default=0.7, help="initial reliability; w0 = logit(nu) (default 0.7)")
-    s.add_argument("--pbar-honeypot", type=float, default=0.99, help="pbar on honeypot lines, < 1 (default 0.99)")
-    s.add_argument("--w-max", type=float, default=math.inf, help="clip |w| <= w_max after each task (default: no clipping)")
-    x = f.add_argument_group("proximal (one-shot L1-logistic)")
-    x.add_argument(
-        "--gamma", default="1%",
-        help="L1 weight: a number (absolute) or 'X%%' = X percent of gamma_max, e.g. '5%%' (default 1%%)",
-    )
-    x.add_argument("--ista", action="store_true", help="plain ISTA instead of FISTA")
-    x.add_argument("--stepsize", type=float, default=None, help="ISTA/FISTA step eta (default 1/L); ISTA needs 0 < eta < 2/L")
-    x.add_argument("--solver", choices=("auto", "newton", "fista"), default="auto",
-                   help="proximal solver: auto = proximal Newton where it applies (CPU native kernel, or few annotators), else FISTA")
-    x.add_argument("--tol", type=float, default=None, help="relative duality gap to stop at (default 1e-5 float32, 1e-10 float64)")
-    x.add_argument("--maxiter", type=int, default=10000)
-    x.add_argument("--intercept", action="store_true", help="fit an unpenalised intercept b (used as logit(p0))")
-    x.add_argument("--latent", action="store_true", help="latent-truth variant (automatic without --truth)")
-    b = f.add_argument_group("baselines (em1, em2: Dawid-Skene EM; bayes: NUTS)")
-    b.add_argument("--em-maxiter", type=int, default=100, help="EM iterations cap (default 100)")
-    b.add_argument("--em-tol", type=float, default=1e-6, help="EM stops when the log-likelihood gain is below this (default 1e-6)")
-    b.add_argument("--num-warmup", type=int, default=500)
-    b.add_argument("--num-samples", type=int, default=500)
-    b.add_argument("--num-chains", type=int, default=2)
-    b.add_argument("--beta-a", type=float, default=2.0, help="Beta(a, b) prior on reliabilities (default 2, 1)")
-    b.add_argument("--beta-b", type=float, default=1.0)
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--credible", type=float, default=0.9, help="credible interval mass (default 0.9)")
+    _add_config_options(f)
     _add_simulate(sub)
     _add_compare(sub)
     return parser
@@ -71,9 +116,11 @@ def _add_simulate(sub) -> None:
         help="simulate a crowd voting on lines of code; write votes.csv, truth.csv, true_lines.csv, annotators.csv",
         description=(
             "Simulate annotators voting on programs of K lines (crowdstat.study.simulate; docs/study.md). "
-            "SPEC is a comma-separated list of kind:count[@params][~decay] groups, kinds expert@p (0.95), "
-            "novice@p (0.7), reliable@p (0.8), spammer (p = 1/2), adversary@p (0.3, < 1/2), twocoin@sens/spec (0.9/0.6: "
-            "P(+1 | correct) / P(-1 | wrong)); ~decay = fatigue rate per vote cast, rates decay to 1/2 as exp(-decay n). "
+            "SPEC is the population grammar shared with rl (docs/formats.md, 'Annotator populations'): comma-separated "
+            "kind[:count][@params][~decay] entries, kinds expert@p (0.95), novice@p (0.7), reliable@p (0.8), onecoin@p, "
+            "spammer@q (0.5: votes +1 with probability q), adversary@p (0.3, < 1/2), twocoin@sens/spec (0.9/0.6: "
+            "sensitivity P(+1 | correct) / specificity P(-1 | wrong)), lazy@a (0.5); examples is rl-only. ~decay = fatigue "
+            "rate per vote cast (rates decay to 1/2 as exp(-decay n)); a JSON list or .json file is accepted too. "
             "Example: expert:3@0.95,novice:4@0.7,spammer:2,adversary:1@0.3,twocoin:2@0.9/0.6"
         ),
     )
@@ -97,14 +144,18 @@ def _add_compare(sub) -> None:
         description=(
             "Fit several methods (crowdstat.fit) on one vote table and score them against the true lines "
             "(honeypot lines excluded) and, with --true-annotators, the true reliabilities. A method spec may carry "
-            "parameters: 'sequential:lam=0.1:w_max=10', 'proximal:gamma=5%%'."
+            "parameters: 'sequential:lam=0.1:w_max=10', 'proximal:gamma=5%' (the names of crowdstat.fit, values read by "
+            "the parameter's type)."
         ),
     )
     c.add_argument("votes", help="vote table (program,line,annotator,label)")
     c.add_argument("--truth", help="honeypot truth (program,line,truth)")
     c.add_argument("--true-lines", required=True, help="truth of every line (program,line,truth)")
     c.add_argument("--true-annotators", help="true reliabilities (annotator,p[,kind]), e.g. annotators.csv of crowdstat simulate")
-    c.add_argument("--methods", default="majority,sequential,proximal", help="comma-separated method specs (default majority,sequential,proximal)")
+    c.add_argument(
+        "--methods", default="majority,sequential,proximal",
+        help=f"comma-separated method specs, methods among {','.join(METHODS)} (default majority,sequential,proximal)",
+    )
     c.add_argument("--x64", action="store_true", help="compute in float64")
     c.add_argument("--out", required=True, help="output directory (replaced atomically)")
 
@@ -131,7 +182,8 @@ def _main_simulate(args) -> int:
         sim.truth.to_csv(tmp / "truth.csv", index=False)
         sim.true_lines.to_csv(tmp / "true_lines.csv", index=False)
         sim.reliability.to_csv(tmp / "annotators.csv", index=False, float_format="%.9g")
-        settings = {k: getattr(args, k) for k in ("population", "programs", "lines", "honeypots", "placement", "design", "per_item", "p_buggy", "p_wrong", "seed")}
+        keys = ("population", "programs", "lines", "honeypots", "placement", "design", "per_item", "p_buggy", "p_wrong", "seed")
+        settings = {k: getattr(args, k) for k in keys}
         (tmp / "simulation.json").write_text(json.dumps(settings, indent=2) + "\n")
 
     out = save_dir_atomically(args.out, write)
@@ -143,9 +195,9 @@ def _main_simulate(args) -> int:
 
 
 def _main_compare(args) -> int:
-    from crowdstat.study.compare import MethodUnavailable, compare, write_outputs
     from crowdstat.io.rewards import RewardFileError
     from crowdstat.io.tables import VoteTableError
+    from crowdstat.study.compare import MethodUnavailable, compare, write_outputs
 
     methods = [m for m in args.methods.split(",") if m.strip()]
     try:
@@ -186,21 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     from crowdstat.io.rewards import RewardFileError
     from crowdstat.io.tables import VoteTableError
 
-    params = {"prior": args.prior, "tau": args.tau, "delta": args.delta, "x64": args.x64, "progress": sys.stderr.isatty()}
-    if args.method == "sequential":
-        params.update(lam=args.lam, nu=args.nu, pbar_honeypot=args.pbar_honeypot, w_max=args.w_max)
-    elif args.method == "proximal":
-        params.update(
-            gamma=args.gamma, accelerated=not args.ista, solver="fista" if args.ista else args.solver, stepsize=args.stepsize, tol=args.tol, maxiter=args.maxiter,
-            intercept=args.intercept, latent=True if args.latent else None, nu=args.nu,
-        )
-    elif args.method in ("em1", "em2"):
-        params.update(maxiter=args.em_maxiter, tol=args.em_tol)
-    elif args.method == "bayes":
-        params.update(
-            num_warmup=args.num_warmup, num_samples=args.num_samples, num_chains=args.num_chains, a=args.beta_a,
-            b=args.beta_b, seed=args.seed, credible=args.credible,
-        )
+    params = {**_fit_params(args.method, args), "progress": sys.stderr.isatty()}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")

@@ -1,9 +1,14 @@
-"""``make demo``: simulate a small crowd, fit every estimator, print a summary, write a plot.
+"""``make demo``: simulate a small crowd, fit the paper's estimators, print a summary, write a plot.
 
     python -m crowdstat.demo --out demo-output
 
+Fits majority vote, the sequential update (eq. 8) at three step sizes and the proximal estimator
+with and without honeypot truth, so that the plot shows how lam drives the sequential weights
+against the one-shot L1-logistic ones. ``crowdstat compare`` runs every method of
+:data:`crowdstat.estimators.METHODS` instead (docs/study.md).
+
 Writes ``OUT/data/{votes,truth,true_lines}.csv`` (the embedded default data set, simulated with a
-fixed seed), one ``crowdstat fit`` output directory per method under ``OUT/fits/``, a summary
+fixed seed), one ``crowdstat fit`` output directory per fit under ``OUT/fits/``, a summary
 table ``OUT/summary.csv`` and ``OUT/trajectories.png``.
 """
 
@@ -16,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+__all__ = ["main", "DEFAULT_P"]
 
 # 12 annotators: 2 experts, 3 novices, 3 spammers (p = 1/2), 2 adversaries, 2 decent.
 DEFAULT_P = [0.95, 0.92, 0.8, 0.75, 0.7, 0.5, 0.5, 0.5, 0.3, 0.25, 0.85, 0.65]
@@ -93,7 +100,7 @@ def main(argv=None) -> int:
         f"{d['iterations']} {d['solver']} iterations; {d['n_filtered_out']} annotators filtered out (w = 0)"
     )
     print(
-        "Note: with lam = 1 the sequential weights grow with every vote (MATH.md: the update feeds on |l_j|); "
+        "Note: with lam = 1 the sequential weights grow with every vote (docs/math.md: the update feeds on |l_j|); "
         "compare the panels of the plot."
     )
     plot_trajectories(

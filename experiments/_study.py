@@ -125,8 +125,9 @@ def markdown(df: pd.DataFrame, cols: list[str], interval_metrics=(), digits=3) -
 
 def write_results(name: str, payload: dict, tables: dict[str, pd.DataFrame] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    import crowdstat
     import jax
+
+    import crowdstat
 
     payload = {
         "experiment": name,

@@ -40,7 +40,7 @@ def main(argv=None):
     slow = [m for m in methods if m.startswith("bayes")]
     settings = dict(n_programs=N_PROGRAMS, lines_per_program=5, annotators_per_item=5, design="program", honeypot_placement="first")
     frames = []
-    for i, frac in enumerate(FRACTIONS):
+    for frac in FRACTIONS:
         # The same seed for every fraction: the same programs and votes, only the honeypot set grows.
         sims = replicates(args.seed, R, POP, honeypot_fraction=frac, **settings)
         n_hp = int(round(frac * N_PROGRAMS))

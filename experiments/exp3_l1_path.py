@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/exp3_l1_path.py [--quick] [--seed 3]
 
-For each replicate: the honeypot training problem (crowdstat.estimators.l1.solve.training_data), gamma_max and
+For each replicate: the honeypot training problem (crowdstat.estimators.l1.problem.training_data), gamma_max and
 L; then ``proximal.path`` (warm starts, from gamma_max down a geometric grid) under ``jax.vmap``
 over the replicates (one compiled program for all). Reports which annotators are filtered out
 (w = 0) or turned negative as gamma grows, against who the spammers/adversaries really are, the
@@ -24,7 +24,7 @@ from _study import FIGURES, markdown, plt, replicates, write_results
 
 from crowdstat.study import metrics as M
 from crowdstat.estimators import posterior
-from crowdstat.estimators.l1 import solve as px
+from crowdstat.estimators.l1 import problem, solve as px
 from crowdstat.study.metrics import replicate_interval
 from crowdstat.io.tables import read_votes
 
@@ -32,52 +32,49 @@ POP = "expert:3@0.9,novice:4@0.7,spammer:4,adversary:2@0.3"
 BAD = ("spammer", "adversary")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="8 replicates, 20 gammas instead of 40 and 40")
-    ap.add_argument("--seed", type=int, default=3)
-    args = ap.parse_args(argv)
-    R, G = (8, 20) if args.quick else (40, 40)
-    settings = dict(n_programs=60, lines_per_program=5, honeypot_fraction=0.2, honeypot_placement="first")
-    sims = replicates(args.seed, R, POP, **settings)
-    kinds = sims[0].reliability["kind"].to_numpy()
-    true_p = sims[0].reliability["p"].to_numpy()
-    bad = np.isin(kinds, BAD)
-    m = len(kinds)
-    rel_grid = np.geomspace(1.0, 1e-3, G)
-    with jax.enable_x64(True):
-        dt = jnp.float64
-        tables = [read_votes(s.votes, truth=s.truth) for s in sims]
-        assert all(list(t.annotators) == list(sims[0].reliability["annotator"]) for t in tables)
-        datas = [px.training_data(t.arrays, dt) for t in tables]
-        gmax = np.array([float(px.gamma_max(d, m)) for d in datas])
-        lips = np.array([float(px.lipschitz(d, m)) for d in datas])
-        stack = lambda xs: jax.tree.map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]), *xs)  # noqa: E731
-        data = stack(datas)
-        gammas = jnp.asarray(gmax[:, None] * rel_grid[None, :], dt)
-        tol = 1e-10
+TOL = 1e-10
 
-        def one(d, g, eta):
-            return px.path(d, g, jnp.zeros(m, dt), jnp.zeros((), dt), eta, tol, maxiter=20000)
 
-        t0 = time.perf_counter()
-        states = jax.jit(jax.vmap(one))(data, gammas, jnp.asarray(1.0 / lips, dt))
-        W = np.asarray(states.w)  # (R, G, m)
-        seconds = time.perf_counter() - t0
-        rel_gap = np.asarray(states.rel_gap)
-        iters = np.asarray(states.iter_num)
-        # eq. 7 posteriors along the path, scored on the non-honeypot lines (vmap over gamma, loop over replicates)
-        acc = np.zeros((R, G))
-        ll = np.zeros((R, G))
-        for r, (t, s) in enumerate(zip(tables, sims)):
-            arr = jax.tree.map(jnp.asarray, t.arrays)
-            tl = s.true_lines.set_index(["program", "line"])["truth"]
-            key = list(zip(t.programs[np.asarray(t.arrays.line_program)], t.line_numbers))
-            truth = jnp.asarray(tl.loc[key].to_numpy())
-            mask = jnp.asarray(np.asarray(t.arrays.truth) == 0)
-            post = jax.vmap(lambda w: posterior.line_posteriors(w, arr))(jnp.asarray(W[r]))
-            acc[r] = np.asarray(jax.vmap(lambda p: M.line_accuracy(p, truth, mask=mask))(post))
-            ll[r] = np.asarray(jax.vmap(lambda p: M.log_loss(p, truth, mask=mask))(post))
+def _solve_paths(tables, m: int, rel_grid):
+    """Every replicate's path, one vmapped call: (W (R, G, m), rel_gap, iters, gamma_max, L, seconds). Needs x64."""
+    dt = jnp.float64
+    datas = [problem.training_data(t.arrays, dt) for t in tables]
+    gmax = np.array([float(problem.gamma_max(d, m)) for d in datas])
+    lips = np.array([float(problem.lipschitz(d, m)) for d in datas])
+    stack = lambda xs: jax.tree.map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]), *xs)  # noqa: E731
+    data = stack(datas)
+    gammas = jnp.asarray(gmax[:, None] * rel_grid[None, :], dt)
+
+    def one(d, g, eta):
+        return px.path(d, g, jnp.zeros(m, dt), jnp.zeros((), dt), eta, TOL, maxiter=20000)
+
+    t0 = time.perf_counter()
+    states = jax.jit(jax.vmap(one))(data, gammas, jnp.asarray(1.0 / lips, dt))
+    W = np.asarray(states.w)  # (R, G, m)
+    seconds = time.perf_counter() - t0
+    return W, np.asarray(states.rel_gap), np.asarray(states.iter_num), gmax, lips, seconds
+
+
+def _score_paths(tables, sims, W):
+    """Eq. 7 posteriors along the path, scored on the non-honeypot lines (vmap over gamma, loop over replicates)."""
+    R, G = W.shape[:2]
+    acc = np.zeros((R, G))
+    ll = np.zeros((R, G))
+    for r, (t, s) in enumerate(zip(tables, sims)):
+        arr = jax.tree.map(jnp.asarray, t.arrays)
+        tl = s.true_lines.set_index(["program", "line"])["truth"]
+        key = list(zip(t.programs[np.asarray(t.arrays.line_program)], t.line_numbers))
+        truth = jnp.asarray(tl.loc[key].to_numpy())
+        mask = jnp.asarray(np.asarray(t.arrays.truth) == 0)
+        post = jax.vmap(lambda w: posterior.line_posteriors(w, arr))(jnp.asarray(W[r]))
+        acc[r] = np.asarray(jax.vmap(lambda p: M.line_accuracy(p, truth, mask=mask))(post))
+        ll[r] = np.asarray(jax.vmap(lambda p: M.log_loss(p, truth, mask=mask))(post))
+    return acc, ll
+
+
+def _path_table(W, kinds, bad, rel_grid, acc, ll, rel_gap, iters) -> pd.DataFrame:
+    """One row per gamma: who is filtered out / flagged, the scores and the certificate."""
+    R = W.shape[0]
     zero = W == 0
     neg = W < 0
     flagged = W <= 0  # filtered out or adversarial
@@ -100,10 +97,12 @@ def main(argv=None):
         row["rel_gap_max"] = float(rel_gap[:, gi].max())
         row["iterations_mean"] = float(iters[:, gi].mean())
         rows.append(row)
-    path_df = pd.DataFrame(rows)
-    best = path_df.loc[path_df["log_loss"].idxmin()]
-    best_acc = path_df.loc[path_df["accuracy"].idxmax()]
+    return pd.DataFrame(rows)
 
+
+def _plot(W, kinds, rel_grid, path_df, rel_gap, seed: int):
+    """docs/figures/exp3_l1_path.png: replicate 0's path, who is filtered, the scores, the certificate."""
+    R, m = W.shape[0], W.shape[2]
     P = plt()
     fig, axes = P.subplots(1, 4, figsize=(20, 4.6))
     colors = {"expert": "tab:green", "novice": "tab:blue", "spammer": "tab:gray", "adversary": "tab:red"}
@@ -141,7 +140,7 @@ def main(argv=None):
     ax.set_title("eq. 7 posteriors along the path (mean, 95% CI)", fontsize=10)
     ax = axes[3]
     ax.plot(rel_grid, np.maximum(rel_gap.T, 1e-18), color="tab:orange", lw=0.7, alpha=0.6)
-    ax.axhline(tol, color="k", ls="--", lw=0.8, label=f"tol = {tol:g}")
+    ax.axhline(TOL, color="k", ls="--", lw=0.8, label=f"tol = {TOL:g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.invert_xaxis()
@@ -149,16 +148,40 @@ def main(argv=None):
     ax.set_ylabel("relative duality gap at the returned w")
     ax.set_title("certificate along the path (each line a replicate)", fontsize=10)
     ax.legend(fontsize=8)
-    fig.suptitle(f"L1 path: {POP}; 60 programs x 5 lines, 12 honeypot programs; {R} replicates vmapped (seed {args.seed}), float64", fontsize=10)
+    fig.suptitle(f"L1 path: {POP}; 60 programs x 5 lines, 12 honeypot programs; {R} replicates vmapped (seed {seed}), float64", fontsize=10)
     fig.tight_layout()
     fig.savefig(FIGURES / "exp3_l1_path.png", dpi=100)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="8 replicates, 20 gammas instead of 40 and 40")
+    ap.add_argument("--seed", type=int, default=3)
+    args = ap.parse_args(argv)
+    R, G = (8, 20) if args.quick else (40, 40)
+    settings = dict(n_programs=60, lines_per_program=5, honeypot_fraction=0.2, honeypot_placement="first")
+    sims = replicates(args.seed, R, POP, **settings)
+    kinds = sims[0].reliability["kind"].to_numpy()
+    true_p = sims[0].reliability["p"].to_numpy()
+    bad = np.isin(kinds, BAD)
+    m = len(kinds)
+    rel_grid = np.geomspace(1.0, 1e-3, G)
+    with jax.enable_x64(True):
+        tables = [read_votes(s.votes, truth=s.truth) for s in sims]
+        assert all(list(t.annotators) == list(sims[0].reliability["annotator"]) for t in tables)
+        W, rel_gap, iters, gmax, lips, seconds = _solve_paths(tables, m, rel_grid)
+        acc, ll = _score_paths(tables, sims, W)
+    path_df = _path_table(W, kinds, bad, rel_grid, acc, ll, rel_gap, iters)
+    best = path_df.loc[path_df["log_loss"].idxmin()]
+    best_acc = path_df.loc[path_df["accuracy"].idxmax()]
+    _plot(W, kinds, rel_grid, path_df, rel_gap, args.seed)
     cols = ["gamma_over_gamma_max", "zero_frac_expert", "zero_frac_novice", "zero_frac_spammer", "neg_frac_adversary",
             "recall_bad", "false_flag_good", "accuracy", "log_loss", "rel_gap_max", "iterations_mean"]
     md = markdown(path_df.iloc[:: max(1, G // 10)], cols, interval_metrics=["accuracy", "log_loss"])
     write_results("exp3_l1_path", {
         "seed": args.seed, "replicates": R, "population": POP, "settings": settings, "gamma_grid_relative": rel_grid,
-        "gamma_max": gmax, "lipschitz": lips, "tol": tol, "seconds_vmapped_paths": seconds,
-        "max_rel_gap": float(rel_gap.max()), "all_converged": bool((rel_gap <= tol).all()),
+        "gamma_max": gmax, "lipschitz": lips, "tol": TOL, "seconds_vmapped_paths": seconds,
+        "max_rel_gap": float(rel_gap.max()), "all_converged": bool((rel_gap <= TOL).all()),
         "best_log_loss_at": float(best["gamma_over_gamma_max"]), "best_accuracy_at": float(best_acc["gamma_over_gamma_max"]),
         "path": path_df, "markdown": md, "true_p": true_p,
     }, {"path": path_df})

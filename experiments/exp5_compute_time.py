@@ -23,8 +23,8 @@ import pandas as pd
 from _study import ALL_METHODS, FIGURES, markdown, plt, replicates, short, usable, write_results
 
 import crowdstat
-from crowdstat.study.compare import parse_method
 from crowdstat.io.tables import read_votes
+from crowdstat.study.compare import parse_method
 
 POP = "expert:2@0.95,reliable:2@0.85,novice:3@0.7,spammer:3,adversary:2@0.3"
 
@@ -70,7 +70,8 @@ def main(argv=None):
         ax.set_ylabel("wall seconds of crowdstat.fit")
         ax.set_title(t, fontsize=10)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Compute time per method (12 annotators, 6 lines/program; 2 shared CPU cores, load ~{df['load_avg_1min'].mean():.0f}; seed {args.seed})", fontsize=10)
+    fig.suptitle("Compute time per method (12 annotators, 6 lines/program; 2 shared CPU cores, load "
+                 f"~{df['load_avg_1min'].mean():.0f}; seed {args.seed})", fontsize=10)
     fig.tight_layout()
     fig.savefig(FIGURES / "exp5_compute_time.png", dpi=100)
     md = markdown(df, ["method", "n_programs", "n_votes", "first_call_s", "steady_median_s", "steady_min_s", "steady_max_s"])

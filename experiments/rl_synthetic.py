@@ -3,7 +3,8 @@
     python experiments/rl_synthetic.py [--quick] [--config experiments/configs/rl_synthetic.json]
 
 1. Warm start once (``rl.train.sft``; cached in ``--cache``: reused when its settings match).
-2. For each reward source (true_lines, majority, sequential, proximal, execution) x seed: the
+2. For each reward source of the config (any of ``rl.crowd.pipeline.SOURCES``: the crowdstat
+   methods of ``crowdstat.estimators.METHODS``, ``true_lines``, ``execution``) x seed: the
    Algorithm-1 loop (``rl.loop.run_rounds``: generate -> simulated biased crowd -> ``crowdstat
    fit`` subprocess -> PPO with LoRA -> held-out pass@1 / pass@10). Finished runs are skipped
    when the study is restarted; an interrupted run resumes from its last round.
@@ -14,29 +15,40 @@
 
 The "before" numbers are the warm-started model evaluated with each seed's evaluation seed;
 they are identical across reward sources for a seed (evaluated once, reused).
+
+The config (``experiments/configs/rl_synthetic.json``) is a typed :class:`StudyConfig`: its ``sft``
+section is :class:`rl.train.sft.SFTConfig`, its ``loop`` section :class:`rl.config.LoopConfig`
+(without ``model`` and ``out``, which the study sets), ``quick`` holds the overrides of ``--quick``.
+Unknown keys and wrong types at any level are errors naming the file and the dotted key.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SOURCES = ("true_lines", "majority", "sequential", "proximal", "execution")
+from crowdstat.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from rl.config import ConfigError, LoopConfig, from_dict, read_config_file, to_dict  # noqa: E402
+from rl.crowd.pipeline import SOURCES  # noqa: E402
+from rl.train.sft import SFTConfig  # noqa: E402
+
 NOTES = """## Commands
 
     nice -n 15 python experiments/rl_synthetic.py           # full: warm start + 3 seeds x 5 sources, 2 worker processes
     python experiments/rl_synthetic.py --quick               # 1 seed, 2 rounds of 8 x 8, 1 held-out problem per template
     python experiments/rl_synthetic.py --report-only         # figure + this page from the results JSON
     rl warmstart --out models/ws                             # the warm start alone (rl.train.sft defaults = the study's)
-    rl loop --config loop.json [--resume]                    # one run (JSON or TOML, rl.loop.LoopConfig); exit 3 = paused for votes
+    rl loop --config loop.json [--resume]                    # one run (JSON or TOML, rl.config.LoopConfig); exit 3 = paused for votes
     rl grpo --model models/ws --out runs/grpo --reward-source sequential --steps 20   # TRL GRPO comparison
 
 The study is restartable: the warm start is cached in `experiments/cache/rl_synthetic/warmstart`
@@ -66,7 +78,8 @@ aggregated line decisions (posterior > 0.5) with the line truth in the last roun
   (`hold_single=False`: with unseen values the tiny model scores ~0, nothing to reinforce);
   `sub_mul` and `keep_less` are never trained (they stay near 0).
 - Evaluation: the first 3 held-out problems of each of the 23 templates (69 problems), 10
-  samples at T = 0.8; the rounds between use 4 samples (noisier). The "before" numbers are the
+  samples at T = 0.8 from the full distribution (top_k = 0, top_p = 1: the sampler of the rollouts
+  and of `rl evaluate`'s default); the rounds between use 4 samples (noisier). The "before" numbers are the
   warm-started model evaluated once per seed with that seed's evaluation seed and shared by the
   five sources of the seed, so the per-seed changes are paired.
 - Line truth: `rl.tasks.lines.line_truth` (the rule `rl annotate` uses) on prompt + completion with the
@@ -142,36 +155,57 @@ def _interval(xs: list[float]) -> dict:
     return {"mean": m, "ci95": [m - h, m + h], "min": min(xs), "max": max(xs), "sd": sd, "n": n}
 
 
-def _atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+@dataclass
+class StudyConfig:
+    """The study's config file (see the module docstring).
+
+    sources: reward sources (each one of ``rl.crowd.pipeline.SOURCES``; default all). seeds: one run
+    per source and seed. workers: parallel runs (processes) of ``threads`` torch threads each.
+    """
+
+    sources: tuple[str, ...] = SOURCES
+    seeds: tuple[int, ...] = (0, 1, 2)
+    workers: int = 2
+    threads: int = 1
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    quick: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.sources if s not in SOURCES]
+        if bad:
+            raise ValueError(f"sources: {bad} are not reward sources; choose from {SOURCES}")
+        if not self.seeds or self.workers < 1 or self.threads < 1:
+            raise ValueError("seeds must not be empty; workers and threads must be >= 1")
 
 
-def load_study_config(path: Path, quick: bool) -> dict:
-    cfg = json.loads(path.read_text())
-    if quick:
-        q = cfg.pop("quick", {})
-        for k, v in q.items():
-            if isinstance(v, dict) and isinstance(cfg.get(k), dict):
-                cfg[k] = {**cfg[k], **v}
-            else:
-                cfg[k] = v
-    else:
-        cfg.pop("quick", None)
-    return cfg
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
-def warm_start_cached(cache: Path, sft: dict) -> tuple[Path, dict]:
-    from rl.train.sft import SFTConfig, warm_start
+def load_study_config(path: Path, quick: bool) -> StudyConfig:
+    """The study config; with ``quick``, its ``quick`` overrides applied (they are checked either way)."""
+    raw = read_config_file(path)
+    full = from_dict(StudyConfig, raw, where=str(path))
+    q = raw.get("quick", {})
+    if "quick" in q:
+        raise ConfigError(f"{path}: unknown key 'quick.quick'")
+    merged = from_dict(StudyConfig, _deep_merge({k: v for k, v in raw.items() if k != "quick"}, q),
+                       where=f"{path} (with its 'quick' overrides)")
+    return merged if quick else full
 
-    cfg = SFTConfig(**sft)
+
+def warm_start_cached(cache: Path, cfg: SFTConfig) -> tuple[Path, dict]:
+    from rl.train.sft import warm_start
+
     out = cache / "warmstart"
     meta = out / "warmstart.json"
     if meta.exists():
         saved = json.loads(meta.read_text())
-        if saved["config"] == json.loads(json.dumps(vars(cfg))):
+        if saved["config"] == json.loads(json.dumps(dataclasses.asdict(cfg))):
             print(f"warm start: cached {out} ({saved['seconds']:.0f} s when built)", flush=True)
             return out, saved
         print(f"warm start: {out} was built with other settings; rebuilding", flush=True)
@@ -183,17 +217,17 @@ def _eval_job(job: dict) -> dict:
     """Round-0 (before RL) evaluation of the warm-started model with a seed's evaluation seed."""
     import torch
 
-    from rl.loop import LoopConfig, evaluate_heldout
+    from rl.evaluate import evaluate_heldout
 
     torch.set_num_threads(job["threads"])
     out = Path(job["file"])
     if out.exists():
         return json.loads(out.read_text())
     t0 = time.time()
-    cfg = LoopConfig(model=job["model"], out="-", seed=job["seed"], **job["loop"])
+    cfg = dataclasses.replace(job["loop"], model=job["model"], out="-", seed=job["seed"])
     e = evaluate_heldout(cfg)
     e["seconds"] = time.time() - t0
-    _atomic(out, json.dumps(e))
+    atomic_write_json(out, e, parents=True)
     return e
 
 
@@ -201,7 +235,7 @@ def _run_job(job: dict) -> dict:
     """One (reward source, seed) run of the loop; resumes an interrupted run, reads back a finished one."""
     import torch
 
-    from rl.loop import LoopConfig, run_rounds
+    from rl.loop import run_rounds
 
     torch.set_num_threads(job["threads"])
     ev = Path(job["eval_file"])
@@ -209,7 +243,7 @@ def _run_job(job: dict) -> dict:
         time.sleep(2)
     before = json.loads(ev.read_text())
     rd = Path(job["out"])
-    cfg = LoopConfig(model=job["model"], out=str(rd), reward_source=job["source"], seed=job["seed"], **job["loop"])
+    cfg = dataclasses.replace(job["loop"], model=job["model"], out=str(rd), reward_source=job["source"], seed=job["seed"])
     t0 = time.time()
     st = run_rounds(cfg, resume=(rd / "state.json").exists(), progress=False, initial_eval=before)
     h0, hl = st["history"][0], st["history"][-1]
@@ -223,7 +257,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "experiments/configs/rl_synthetic.json"))
     ap.add_argument("--quick", action="store_true", help="fewer seeds/rounds (the config's 'quick' overrides)")
-    ap.add_argument("--sources", nargs="*", default=None, help=f"subset of {SOURCES}")
+    ap.add_argument("--sources", nargs="*", default=None, choices=SOURCES, help="reward sources (default: the config's)")
     ap.add_argument("--seeds", nargs="*", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None,
                     help="parallel runs, each a process with the config's 'threads' torch threads (default: config)")
@@ -246,15 +280,19 @@ def main(argv=None) -> int:
     import multiprocessing as mp
 
     t_start = time.time()
-    scfg = load_study_config(Path(args.config), args.quick)
-    sources = tuple(args.sources or scfg.get("sources", SOURCES))
-    seeds = tuple(args.seeds if args.seeds is not None else scfg["seeds"])
-    workers = int(args.workers or scfg.get("workers", 2))
-    threads = int(scfg.get("threads", 1))
+    try:
+        scfg = load_study_config(Path(args.config), args.quick)
+    except ConfigError as e:
+        print(f"rl_synthetic: error: {e}", file=sys.stderr)
+        return 2
+    sources = tuple(args.sources or scfg.sources)
+    seeds = tuple(args.seeds if args.seeds is not None else scfg.seeds)
+    workers = int(args.workers or scfg.workers)
+    threads = scfg.threads
     cache = Path(args.cache)
     runs = Path(args.runs or cache / ("runs-quick" if args.quick else "runs"))
     load0 = os.getloadavg()[0]
-    model, ws = warm_start_cached(cache, scfg["sft"])
+    model, ws = warm_start_cached(cache, scfg.sft)
     built = ws.pop("_built", False)
     t_ws = time.time() - t_start
 
@@ -264,7 +302,7 @@ def main(argv=None) -> int:
     if args.seeds is not None:
         cmd += " --seeds " + " ".join(map(str, args.seeds))
     results: dict = {"label": "QUICK (reduced settings; see settings)" if args.quick else "full",
-                     "command": cmd, "settings": scfg, "sources": list(sources), "seeds": list(seeds),
+                     "command": cmd, "settings": to_dict(scfg), "sources": list(sources), "seeds": list(seeds),
                      "workers": workers, "threads_per_worker": threads, "loadavg_start": load0,
                      "warm_start_built_this_call": built, "seconds_warm_start_this_call": t_ws,
                      "warm_start": {k: ws.get(k) for k in ("seconds", "n_parameters", "loss_last10", "heldout")}
@@ -273,7 +311,7 @@ def main(argv=None) -> int:
     # jobs: each seed's round-0 evaluation, then its runs (a run waits for its seed's evaluation)
     ev_file = {seed: runs / f"before-s{seed}.json" for seed in seeds}
     jobs: list[tuple[str, dict]] = []
-    base = {"model": str(model), "threads": threads, "loop": scfg["loop"]}
+    base = {"model": str(model), "threads": threads, "loop": scfg.loop}
     for i, seed in enumerate(seeds):
         jobs.append(("eval", {**base, "seed": seed, "file": str(ev_file[seed])}))
         if i == 0 and len(seeds) > 1:  # keep the second worker busy while seed 0's evaluation runs
@@ -295,11 +333,11 @@ def main(argv=None) -> int:
             summarize(results, sources, seeds)
             results["seconds_total"] = time.time() - t_start
             results["seconds_warm_start_this_call"] = t_ws
-            _atomic(Path(args.results), json.dumps(results, indent=1))
+            atomic_write_text(Path(args.results), json.dumps(results, indent=1), parents=True)
     results["before_eval_seconds"] = {s: json.loads(ev_file[s].read_text()).get("seconds") for s in seeds}
     results["seconds_total"] = time.time() - t_start
     results["loadavg_end"] = os.getloadavg()[0]
-    _atomic(Path(args.results), json.dumps(results, indent=1))
+    atomic_write_text(Path(args.results), json.dumps(results, indent=1), parents=True)
     plot(results, sources, Path(args.figure))
     write_doc(results, sources, Path(args.doc), Path(args.figure))
     print(f"done in {time.time() - t_start:.0f} s -> {args.results}, {args.doc}", flush=True)
@@ -379,6 +417,12 @@ def _f(iv: dict) -> str:
     return f"{iv['mean']:.3f} [{iv['ci95'][0]:.3f}, {iv['ci95'][1]:.3f}]"
 
 
+def _ws_origin(results: dict) -> str:
+    if results.get("warm_start_built_this_call"):
+        return "built in this call"
+    return f"cached from an earlier call; it took {results['warm_start']['seconds_when_built'] or 0:.0f} s when built"
+
+
 def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
     s = results["settings"]
     L = s["loop"]
@@ -387,7 +431,7 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
         "",
         f"Generated by `{results['command']}` under `nice -n 15`: **{results['seconds_total'] / 60:.1f} min wall "
         f"for this call**, of which the warm start {results.get('seconds_warm_start_this_call', 0):.0f} s "
-        f"({'built in this call' if results.get('warm_start_built_this_call') else 'cached from an earlier call; it took ' + format(results['warm_start']['seconds_when_built'] or 0, '.0f') + ' s when built'}); "
+        f"({_ws_origin(results)}); "
         f"{results.get('workers', 1)} worker processes x {results.get('threads_per_worker', 1)} torch thread; "
         f"load average (1 min) at start / end {results.get('loadavg_start', float('nan')):.1f} / "
         f"{results.get('loadavg_end', float('nan')):.1f} on the 2 cores shared with other jobs. "
@@ -397,8 +441,9 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
         "",
         f"- Benchmark: `rl.tasks.synthetic` (21 trained templates + 2 held-out-only; held-out = unseen constant "
         f"combinations for multi-constant templates, new instances for one-constant templates, 2 unseen templates); "
-        f"evaluation on {L['eval'].get('per_template', 'all')} held-out problems per template, "
-        f"n={L['eval']['n']} samples at T={L['eval']['temperature']} (pass@1 unbiased from n; pass@10).",
+        f"evaluation on {L['eval'].get('per_template') or 'all'} held-out problems per template, "
+        f"n={L['eval']['n']} samples at T={L['eval']['temperature']}, top_k={L['eval'].get('top_k', 0)}, "
+        f"top_p={L['eval'].get('top_p', 1.0)} (pass@1 unbiased from n; pass@10).",
         f"- Model: Qwen2-config tiny model ({results['warm_start']['n_parameters']} parameters), char tokenizer, "
         f"warm start `rl.train.sft` ({s['sft']['steps']} steps x {s['sft']['batch_size']}) on solutions with systematic "
         f"one-line bugs at 10/30/60 % by template.",
@@ -414,7 +459,8 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
         "",
         "## Results (held-out; mean over seeds [95 % t-interval])",
         "",
-        "| reward source | seeds | pass@1 before | pass@1 after | Δ pass@1 | pass@10 before | pass@10 after | templates improved / regressed | crowd line accuracy (last round) |",
+        "| reward source | seeds | pass@1 before | pass@1 after | Δ pass@1 | pass@10 before | pass@10 after "
+        "| templates improved / regressed | crowd line accuracy (last round) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for src in sources:
@@ -422,7 +468,8 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
         if not d:
             continue
         la = d["line_accuracy_per_round"][-1] if d["line_accuracy_per_round"] else float("nan")
-        lines.append(f"| {src} | {','.join(map(str, d['seeds']))} | {_f(d['pass@1_before'])} | {_f(d['pass@1_after'])} | {_f(d['pass@1_delta'])} | "
+        lines.append(f"| {src} | {','.join(map(str, d['seeds']))} | {_f(d['pass@1_before'])} | {_f(d['pass@1_after'])} | "
+                     f"{_f(d['pass@1_delta'])} | "
                      f"{_f(d['pass@10_before'])} | {_f(d['pass@10_after'])} | {d['templates_improved']} / "
                      f"{d['templates_regressed']} of {d['n_templates']} | "
                      f"{'-' if math.isnan(la) else f'{la:.3f}'} |")
@@ -456,7 +503,7 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
         f"![pass@1 vs step](figures/{fig.name})",
         "",
         f"Round 0 and the last round use n={L['eval']['n']} samples per problem, the rounds between "
-        f"n={L['eval'].get('n_mid', L['eval']['n'])} (noisier).",
+        f"n={L['eval'].get('n_mid') or L['eval']['n']} (noisier).",
         "",
         "## Per template (pass@1 before -> after, mean over seeds)",
         "",
@@ -475,7 +522,7 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
     if READING and "QUICK" not in results["label"]:
         lines += [READING.rstrip(), ""]
     lines += [NOTES.rstrip(), ""]
-    _atomic(path, "\n".join(lines))
+    atomic_write_text(path, "\n".join(lines), parents=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The ``rl`` command line.
 
 Each subcommand lives in its own module, which defines ``add_arguments(parser)`` and
-``run(args) -> int``. Modules are imported only when their subcommand runs, so ``rl --help``
-stays fast and loads no torch.
+``run(args) -> int`` (or ``add_<name>_arguments`` / ``run_<name>`` when one module serves several
+commands). ``rl --help`` lists the commands from :data:`COMMANDS` without importing any of them, and
+``rl CMD ...`` imports CMD's module only, so the help is instant and loads no torch.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+__all__ = ["COMMANDS", "main"]
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,27 +29,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _available() -> dict[str, tuple[str, str]]:
-    out = {}
+def _parser(command: str | None) -> tuple[argparse.ArgumentParser, object | None]:
+    """The ``rl`` parser; only ``command``'s subparser gets its options (its module is imported)."""
+    parser = argparse.ArgumentParser(prog="rl", description="rl: sandboxed execution, pass@k, crowd annotation "
+                                     "and RL (PPO, GRPO) from crowd rewards")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    module = None
     for name, (mod, helptext) in COMMANDS.items():
-        if importlib.util.find_spec(mod) is not None:
-            out[name] = (mod, helptext)
-    return out
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        if name == command:
+            module = importlib.import_module(mod)
+            adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+            adder(p)
+    return parser, module
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
-    for name, (mod, helptext) in _available().items():
-        p = sub.add_parser(name, help=helptext, description=helptext)
-        m = importlib.import_module(mod)
-        adder = getattr(m, f"add_{name}_arguments", None) or m.add_arguments
-        adder(p)
-        modules[name] = m
-    args = parser.parse_args(argv)
-    m = modules[args.command]
-    runner = getattr(m, f"run_{args.command}", None) or m.run
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # rl has no options of its own but -h
+    parser, module = _parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)  # --help and unknown commands exit here, nothing imported
+    runner = getattr(module, f"run_{args.command}", None) or module.run
     return int(runner(args) or 0)
 
 

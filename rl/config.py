@@ -1,27 +1,87 @@
-"""Configuration dataclasses of the PPO side, and their command-line form.
+"""Configuration: typed dataclasses for the settings of rl, their file form and their command-line form.
 
-Each field carries ``metadata={"help": ...}`` (as TRL's ``PPOConfig`` does), so one helper,
-:func:`add_dataclass_arguments`, turns a dataclass into ``--kebab-case`` options of an
-``argparse`` subcommand and :func:`dataclass_from_args` reads them back. Standard library only:
-importing this module loads no torch.
+The lowest layer of rl (standard library only): importing it loads neither torch nor crowdstat.
 
-- :class:`PPOConfig`: the PPO update (re-exported by :mod:`rl.train.ppo`).
-- :class:`LoraSpec`: the LoRA adapter (re-exported by :mod:`rl.policy.models`).
+- :class:`PPOConfig`: one PPO update (re-exported by :mod:`rl.train.ppo`).
+- :class:`LoraSpec`: the LoRA adapter, one spec for PPO and GRPO (re-exported by :mod:`rl.policy.models`).
+- :class:`SamplingConfig`: the settings of the one sampler (re-exported by :mod:`rl.policy.sampling`),
+  used by rollouts and by every evaluation.
+- :class:`LoopConfig` with the sections :class:`BenchSpec`, :class:`EvalSpec` and the three above:
+  the config tree of ``rl loop``, read from JSON or TOML by :func:`load_config`.
+
+File form. :func:`from_dict` builds a dataclass from a mapping key by key, sections recursively: an
+unknown key at any level, or a value of the wrong type, is a :class:`ConfigError` (a ``ValueError``)
+of one line naming the file and the dotted key, with the closest known key as a hint, e.g.
+``loop.json: unknown key 'ppo.lerning_rate' (did you mean 'learning_rate'?)``. A missing key keeps
+its default; inside a section of :class:`LoopConfig`, the default of that section in the loop.
+:func:`to_dict` is the inverse (JSON-ready): ``from_dict(type(c), to_dict(c)) == c``. A silently
+ignored misspelling would run a different experiment than the one written down, hence the strictness.
+
+Command-line form. Each field carries ``metadata={"help": ...}`` (as TRL's ``PPOConfig`` does), so
+:func:`add_dataclass_arguments` turns a dataclass into ``--kebab-case`` options of an ``argparse``
+subcommand and :func:`dataclass_from_args` reads them back.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
-__all__ = ["PPOConfig", "LoraSpec", "REWARD_MODES", "MIXED_PRECISION", "add_dataclass_arguments", "dataclass_from_args"]
+__all__ = [
+    "PPOConfig",
+    "LoraSpec",
+    "SamplingConfig",
+    "BenchSpec",
+    "EvalSpec",
+    "LoopConfig",
+    "ConfigError",
+    "REWARD_MODES",
+    "MIXED_PRECISION",
+    "NON_CROWD_SOURCES",
+    "DEFAULT_POPULATION",
+    "reward_sources",
+    "from_dict",
+    "to_dict",
+    "read_config_file",
+    "load_config",
+    "add_dataclass_arguments",
+    "dataclass_from_args",
+]
 
 #: how crowd rewards become per-token rewards (see rl.crowd.rewards.token_rewards)
 REWARD_MODES = ("program", "soft", "lines")
 #: accepted values of PPOConfig.mixed_precision; "auto" = "no" on CPU, "bf16" (or "fp16") on GPU
 MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
+#: reward sources that bypass the crowd: the line truth itself, and the share of tests passed
+NON_CROWD_SOURCES = ("true_lines", "execution")
+#: the biased crowd of the study (a crowdstat.spec population): 2 reliable raters, 2 noisy ones, one who
+#: approves every line of a program whose shown examples pass, one lazy rater who accepts 80 % of
+#: lines unseen, a spammer and 2 adversaries
+DEFAULT_POPULATION = "expert:2@0.9,novice:2@0.65,examples:1@0.9,lazy:1@0.8,spammer:1,adversary:2@0.2"
+
+
+def reward_sources() -> tuple[str, ...]:
+    """Every reward source: the crowdstat methods (``crowdstat.estimators.METHODS``), then the non-crowd ones."""
+    from crowdstat.estimators import METHODS
+
+    return tuple(METHODS) + NON_CROWD_SOURCES
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line naming the file (or object) and the dotted key."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the sections
 
 
 @dataclass
@@ -100,7 +160,8 @@ class LoraSpec:
 
     ``target_modules=None`` picks by architecture (:func:`rl.policy.models.default_target_modules`):
     every attention and MLP projection of Llama/Qwen2/Mistral-style models, ``c_attn``/``c_proj``/
-    ``c_fc`` for GPT-2, else peft's ``"all-linear"``.
+    ``c_fc`` for GPT-2, else peft's ``"all-linear"``. :meth:`peft_kwargs` is the one mapping of the
+    spec onto ``peft.LoraConfig``.
     """
 
     r: int = field(default=8, metadata={"help": "LoRA rank."})
@@ -117,6 +178,366 @@ class LoraSpec:
             raise ValueError(f"LoraSpec.dropout: expected in [0, 1), got {self.dropout!r}")
         if self.target_modules is not None:
             self.target_modules = tuple(self.target_modules)
+
+    def peft_kwargs(self, default_targets: tuple[str, ...] | str) -> dict[str, Any]:
+        """Keyword arguments of ``peft.LoraConfig`` (``default_targets``: used when ``target_modules`` is None)."""
+        targets = self.target_modules or default_targets
+        return {"r": self.r, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
+                "target_modules": targets if isinstance(targets, str) else list(targets),
+                "bias": "none", "task_type": "CAUSAL_LM"}
+
+
+@dataclass
+class SamplingConfig:
+    """How completions are sampled by the one sampler (:func:`rl.policy.sampling.sample`).
+
+    The defaults sample the model's full distribution (``top_k=0``, ``top_p=1``): PPO's policy gradient
+    and KL are defined on that distribution, and an evaluation with the same settings measures the
+    same policy that is trained. Truncated sampling (``top_p < 1`` or ``top_k > 0``) stays available.
+    Results depend on ``seed``, ``batch_size`` and the device.
+    """
+
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; 0 = greedy."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1 = full distribution)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k truncation (0 = off)."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Tokens per completion at most."})
+    batch_size: int = field(default=32, metadata={"help": "Sequences per generate call."})
+    seed: int | None = field(default=0, metadata={"help": "torch seed set before sampling (None: leave the RNG)."})
+    stop: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "Strings that end a completion (dropped with what follows); None = the caller's default."}
+    )
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"SamplingConfig.temperature: expected a finite number >= 0, got {self.temperature!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"SamplingConfig.top_p: expected in (0, 1], got {self.top_p!r}")
+        for name, low in (("top_k", 0), ("max_new_tokens", 1), ("batch_size", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"SamplingConfig.{name}: expected an integer >= {low}, got {v!r}")
+        if self.stop is not None:
+            if isinstance(self.stop, str):
+                raise ValueError(f"SamplingConfig.stop: expected a list of strings, got one string {self.stop!r}")
+            self.stop = tuple(s for s in self.stop if s)
+
+
+@dataclass
+class BenchSpec:
+    """The synthetic benchmark (the arguments of :func:`rl.tasks.synthetic.make_benchmark`, same names and
+    defaults except ``n_train_per_template``, whose loop default is the warm start's)."""
+
+    seed: int = 0
+    n_train_per_template: int = 200
+    n_heldout_per_template: int = 4
+    n_tests: int = 5
+    heldout_fraction: float = 0.25
+    templates: tuple[str, ...] | None = None
+    hold_single: bool = False
+
+
+@dataclass
+class EvalSpec:
+    """Held-out evaluation of the loop (pass@1, and pass@10 when ``n >= 10``, per template too).
+
+    n: samples per problem at round 0 and the last round; n_mid: at the rounds between (None = n);
+    every: evaluate every this many rounds (the last round always). per_template: the first k held-out
+    problems of each template (0 = all); n_problems: then a random subset of that many (0 = all).
+    temperature, top_p, top_k, max_new_tokens (None = the loop's ``sampling.max_new_tokens``),
+    batch_size: the sampler; the stop strings are the loop's ``sampling.stop``, the seed is the loop's.
+    """
+
+    n: int = 10
+    n_mid: int | None = None
+    every: int = 1
+    per_template: int = 0
+    n_problems: int = 0
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int | None = None
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("n", "every") + (("n_mid",) if self.n_mid is not None else ()):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EvalSpec.{name}: expected >= 1, got {getattr(self, name)!r}")
+        if self.per_template < 0 or self.n_problems < 0:
+            raise ValueError("EvalSpec: per_template and n_problems must be >= 0 (0 = all)")
+
+
+def _default_sampling() -> SamplingConfig:
+    return SamplingConfig(max_new_tokens=64, batch_size=64, seed=None, stop=())
+
+
+def _default_ppo() -> PPOConfig:
+    return PPOConfig(learning_rate=1e-4, ppo_epochs=2, minibatch_size=32, reward_mode="lines")
+
+
+@dataclass
+class LoopConfig:
+    """``rl loop`` settings (a JSON or TOML file; unknown keys and wrong types are errors).
+
+    model: warm-started model directory (required to run). out: run directory. rounds: R.
+    prompts_per_round, samples: generation per round, sampled with ``sampling`` (temperature 1, full
+        distribution, max_new_tokens 64, batch_size 64; ``stop``: strings that end a completion, e.g.
+        ``["\\ndef", "\\nclass", "\\nif __name__"]`` for a pretrained code LLM; also used by the
+        evaluation). Top-level ``temperature``, ``max_new_tokens`` and ``stop`` are accepted as
+        shorthands for ``sampling.*``.
+    reward_source: a crowdstat method (``crowdstat.estimators.METHODS``), ``true_lines`` or
+        ``execution``. crowd_args: extra ``crowdstat fit`` options.
+    annotate: ``simulate`` or ``pause`` (human round trip). population (a ``crowdstat.spec``
+        population: compact string or list of objects), per_program (annotators per program; None =
+        all), honeypot_fraction: the simulated crowd.
+    ppo, lora, bench, eval: :class:`PPOConfig`, :class:`LoraSpec`, :class:`BenchSpec`, :class:`EvalSpec`.
+    seed: generation, crowd, LoRA-init and PPO minibatch seed (``ppo.seed`` and ``sampling.seed`` are
+        derived from it, per round, and cannot be set). threads: torch CPU threads.
+
+    A section may be given as a mapping (missing keys keep the loop's defaults of that section).
+    """
+
+    model: str = ""
+    out: str = "runs/loop"
+    rounds: int = 3
+    prompts_per_round: int = 16
+    samples: int = 8
+    sampling: SamplingConfig = field(default_factory=_default_sampling)
+    reward_source: str = "sequential"
+    crowd_args: list[str | int | float] = field(default_factory=list)
+    annotate: str = "simulate"
+    population: str | list[dict] = DEFAULT_POPULATION
+    per_program: int | None = None
+    honeypot_fraction: float = 0.1
+    ppo: PPOConfig = field(default_factory=_default_ppo)
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    bench: BenchSpec = field(default_factory=BenchSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    seed: int = 0
+    threads: int = 2
+
+    #: section keys the loop sets itself (rejected in files, left out of to_dict)
+    _DERIVED: ClassVar[dict[str, tuple[str, ...]]] = {"ppo": ("seed",), "sampling": ("seed",)}
+    #: top-level shorthands of earlier config files -> their place in the tree
+    _SHORTHANDS: ClassVar[dict[str, str]] = {"temperature": "sampling", "max_new_tokens": "sampling", "stop": "sampling"}
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            sub = getattr(self, f.name)
+            if isinstance(sub, Mapping) and dataclasses.is_dataclass(hints[f.name]):
+                setattr(self, f.name, from_dict(hints[f.name], sub, where="LoopConfig", prefix=f"{f.name}.",
+                                                base=_field_default(f), fixed=self._DERIVED.get(f.name, ())))
+        self.ppo = dataclasses.replace(self.ppo, seed=self.seed) if self.ppo.seed != self.seed else self.ppo
+        if self.sampling.seed is not None:
+            self.sampling = dataclasses.replace(self.sampling, seed=None)
+        sources = reward_sources()
+        if self.reward_source not in sources:
+            raise ValueError(f"reward_source must be one of {sources}, got {self.reward_source!r}")
+        if self.annotate not in ("simulate", "pause"):
+            raise ValueError(f"annotate must be 'simulate' or 'pause', got {self.annotate!r}")
+        if self.rounds < 1 or self.prompts_per_round < 1 or self.samples < 1:
+            raise ValueError("rounds, prompts_per_round and samples must be >= 1")
+        if not 0.0 <= self.honeypot_fraction <= 1.0:
+            raise ValueError(f"honeypot_fraction must be in [0, 1], got {self.honeypot_fraction!r}")
+        from crowdstat import spec
+
+        n = len(spec.parse(self.population, decay=False, tool="the rl simulator").annotators)  # validates the spec
+        if self.per_program is not None and not 1 <= self.per_program <= n:
+            raise ValueError(f"per_program must be between 1 and the population size {n}, got {self.per_program!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file form (JSON-ready; derived keys left out)."""
+        return to_dict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# file form
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _type_name(tp) -> str:
+    """``str``, ``float``, ``list of str``, ``int or null``, ... for error messages."""
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        inner = _type_name(typing.get_args(tp)[0]) if typing.get_args(tp) else "values"
+        return f"list of ({inner})" if " or " in inner else f"list of {inner}"
+    if tp is dict or origin is dict:
+        return "table"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp, value, where: str, key: str):
+    """``value`` checked against the annotation ``tp`` (and converted: int -> float, list -> tuple)."""
+    bad = ConfigError(f"{where}: '{key}': expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(tp):
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _convert(arm, value, where, key)
+            except ConfigError:
+                pass
+        raise bad
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where=where, prefix=f"{key}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int or tp is float:
+        if isinstance(value, bool) or not isinstance(value, int if tp is int else (int, float)):
+            raise bad
+        return tp(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        elem = typing.get_args(tp)[0] if typing.get_args(tp) else Any
+        items = [_convert(elem, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if tp is dict or origin is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise bad
+    raise TypeError(f"config field {key!r}: unsupported annotation {tp!r}")
+
+
+def _unknown(where: str, dotted: str, key: str, known: list[str], fixed: tuple[str, ...]) -> ConfigError:
+    if key in fixed:
+        return ConfigError(f"{where}: unknown key '{dotted}' (the loop derives it from the top-level 'seed')")
+    near = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(known)})"
+    return ConfigError(f"{where}: unknown key '{dotted}'{hint}")
+
+
+def _lift_shorthands(cls, data: Mapping, where: str, prefix: str) -> dict:
+    data = dict(data)
+    for key, section in getattr(cls, "_SHORTHANDS", {}).items():
+        if key in data:
+            sub = data.get(section, {})
+            if not isinstance(sub, Mapping):
+                raise ConfigError(f"{where}: '{prefix}{section}': expected a table, got {type(sub).__name__} {sub!r}")
+            if key in sub:
+                raise ConfigError(f"{where}: '{prefix}{key}' and '{prefix}{section}.{key}' are the same setting; give one")
+            data[section] = {**sub, key: data.pop(key)}
+    return data
+
+
+def from_dict(cls, data, *, where: str = "config", prefix: str = "", base=None, fixed: tuple[str, ...] = ()):
+    """A ``cls`` instance from the mapping ``data``, every key and value checked (see the module docstring).
+
+    where: the file (or object) named in errors. prefix: the dotted path of ``data`` in the tree.
+    base: the instance whose values missing keys keep (default: the field defaults). fixed: keys
+    the parent sets itself (rejected here).
+    """
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.') or cls.__name__}': expected a table of {cls.__name__} settings, "
+                          f"got {type(data).__name__} {data!r}")
+    data = _lift_shorthands(cls, data, where, prefix)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    known = [name for name in fields if name not in fixed]
+    derived = getattr(cls, "_DERIVED", {})
+    kw = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            raise _unknown(where, dotted, str(key), known, fixed)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):  # a section: starts from its default in this parent
+            sub_base = getattr(base, key) if base is not None else _field_default(fields[key])
+            kw[key] = from_dict(tp, value, where=where, prefix=f"{dotted}.", base=sub_base, fixed=derived.get(key, ()))
+        else:
+            kw[key] = _convert(tp, value, where, dotted)
+    try:
+        return dataclasses.replace(base, **kw) if base is not None else cls(**kw)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        at = f"'{prefix.rstrip('.')}': " if prefix else ""
+        raise ConfigError(f"{where}: {at}{e}") from None
+
+
+def _plain(v):
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return to_dict(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def to_dict(obj) -> dict[str, Any]:
+    """The file form of a config dataclass: nested dicts and lists, keys the parent derives left out."""
+    derived = getattr(type(obj), "_DERIVED", {})
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = _plain(getattr(obj, f.name))
+        if isinstance(v, dict) and f.name in derived:
+            v = {k: x for k, x in v.items() if k not in derived[f.name]}
+        out[f.name] = v
+    return out
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping in a JSON (``.json``) or TOML (``.toml``) file; a parse error names the file."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            d = tomllib.loads(text)
+        else:
+            d = json.loads(text)
+    except ValueError as e:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+        raise ConfigError(f"{path}: cannot parse the config: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a table of settings at the top, got {type(d).__name__}")
+    return d
+
+
+def load_config(path: str | Path, **overrides) -> LoopConfig:
+    """Read a JSON or TOML loop config; ``overrides`` (not None) replace top-level keys.
+
+    A relative ``model`` that does not exist from the working directory is looked up next to the file.
+    """
+    path = Path(path)
+    d = read_config_file(path)
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    model = d.get("model")
+    if isinstance(model, str) and model and not Path(model).is_absolute() and not Path(model).exists():
+        cand = path.parent / model
+        if cand.exists():
+            d["model"] = str(cand)
+    cfg = from_dict(LoopConfig, d, where=str(path))
+    if not cfg.model:
+        raise ConfigError(f"{path}: 'model' (the warm-started model directory) is required")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# command-line form
 
 
 def _str2bool(s: str) -> bool:
@@ -140,7 +561,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, prefix: str
                               "help": f"{f.metadata.get('help', '')} (default: {default})"}
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
-        typ = f.type if not isinstance(f.type, str) else f.type
+        typ = f.type
         if typ in (bool, "bool"):
             kw["type"] = _str2bool
             kw["metavar"] = "BOOL"
@@ -150,6 +571,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, prefix: str
             kw["type"] = float
         elif typ in (str, "str"):
             kw["type"] = str
+        elif typ in ("int | None",):
+            kw["type"] = int
         else:  # tuple[str, ...] | None
             kw["nargs"] = "+"
             kw["type"] = str

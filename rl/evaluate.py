@@ -1,26 +1,43 @@
-"""``rl evaluate``: sample completions from a causal LM on a benchmark and report pass@k.
+"""Evaluation: sample completions, run them in the sandbox, report pass@k; one evaluation for
+``rl evaluate`` and for the held-out evaluation of ``rl loop``.
 
-The model and tokenizer are loaded with ``AutoModelForCausalLM`` / ``AutoTokenizer``
-``.from_pretrained(PATH_OR_NAME)`` (set ``HF_HUB_OFFLINE=1`` to forbid downloads). Sampling
-runs batched (GPU with bf16/fp16 when ``torch.cuda.is_available()``, CPU float32 otherwise),
-completions are cut at the usual stop sequences, and every completion runs in the sandbox.
+Sampling goes through the one sampler (:mod:`rl.policy.sampling`) with a
+:class:`~rl.config.SamplingConfig`, by default the model's full distribution (top_k=0, top_p=1),
+as the loop's rollouts are sampled: pass@k of ``rl evaluate`` and of the loop then measure the
+same policy and are comparable. ``--top-p`` / ``--top-k`` select truncated sampling.
 
-``evaluate(model, tokenizer, problems, n, temperature, max_new_tokens, ...)`` does the same
-for an in-memory model (the RL loop calls it). torch is imported lazily, inside functions.
+- :func:`generate_completions` and :func:`evaluate` work on an in-memory model and any problems
+  with a ``prompt`` and a ``job(completion)`` (HumanEval, MBPP, the synthetic benchmark).
+  Completions end at the benchmark's stop sequences (:data:`STOP_SEQUENCES`) unless
+  ``SamplingConfig.stop`` gives others.
+- ``rl evaluate`` loads a model with ``AutoModelForCausalLM.from_pretrained(PATH_OR_NAME)`` (set
+  ``HF_HUB_OFFLINE=1`` to forbid downloads), GPU with bf16/fp16 when available, CPU float32
+  otherwise, and writes ``samples.jsonl``, ``problems.jsonl`` and ``summary.json`` atomically.
+- :func:`evaluate_heldout` / :func:`heldout_pass`: the loop's evaluation on held-out problems of the
+  synthetic benchmark (pass@1, pass@10 when n >= 10, per template), with :func:`eval_sampling`.
+
+torch is imported inside functions only.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["STOP_SEQUENCES", "truncate", "generate_completions", "evaluate", "EvalResult",
-           "add_arguments", "run", "load_model"]
+from rl.config import LoopConfig, SamplingConfig
+
+__all__ = ["STOP_SEQUENCES", "truncate", "default_stop", "generate_completions", "evaluate", "EvalResult",
+           "eval_sampling", "heldout_problems", "heldout_pass", "evaluate_heldout", "add_arguments", "sampling_from_args",
+           "run", "load_model"]
 
 # HumanEval: Chen et al. (2021) stop sequences. MBPP: bigcode-evaluation-harness's, where a
 # completion is a whole function (so "\ndef " must not stop it: helpers are allowed).
@@ -40,6 +57,14 @@ def truncate(completion: str, stop: tuple[str, ...] | list[str]) -> str:
     return completion[:cut]
 
 
+def default_stop(problems) -> tuple[str, ...]:
+    """The stop sequences of the problems' benchmark (none for a benchmark without any, e.g. synthetic)."""
+    sources = {p.source for p in problems}
+    if len(sources) != 1:
+        raise ValueError(f"problems mix benchmarks {sorted(sources)}; evaluate one benchmark at a time")
+    return STOP_SEQUENCES.get(sources.pop(), ())
+
+
 @dataclass
 class EvalResult:
     """What :func:`evaluate` returns."""
@@ -50,89 +75,44 @@ class EvalResult:
     status_counts: dict[str, int]
     network_isolated: bool
     timings: dict[str, float] = field(default_factory=dict)
+    #: group -> pass@k of its problems (when evaluate() was given ``group``)
+    per_group: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _stop_for(problems) -> tuple[str, ...]:
-    sources = {p.source for p in problems}
-    if len(sources) != 1:
-        raise ValueError(f"problems mix benchmarks {sorted(sources)}; evaluate one benchmark at a time")
-    return STOP_SEQUENCES[sources.pop()]
+def generate_completions(model, tokenizer, prompts: list[str], n: int, sampling: SamplingConfig, *,
+                         progress: bool = False) -> list[list[str]]:
+    """``n`` completions of each prompt (cut at ``sampling.stop``) from :func:`rl.policy.sampling.sample`."""
+    from rl.policy.sampling import sample
 
-
-def generate_completions(model, tokenizer, prompts: list[str], n: int, temperature: float,
-                         max_new_tokens: int, *, batch_size: int = 16, top_p: float = 0.95,
-                         seed: int | None = 0, stop: tuple[str, ...] = (), progress: bool = True) -> list[list[str]]:
-    """``n`` sampled completions (already truncated at ``stop``) for each prompt."""
-    import torch
-
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if seed is not None:
-        torch.manual_seed(seed)
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
-        tokenizer.pad_token = tokenizer.eos_token
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # decoder-only: pad on the left so generation continues the prompt
-    device = next(model.parameters()).device
-    flat = [(i, p) for i, p in enumerate(prompts) for _ in range(n)]
     outs: list[list[str]] = [[] for _ in prompts]
-    gen_kw = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-    if temperature > 0:
-        gen_kw.update(do_sample=True, temperature=temperature, top_p=top_p)
-    else:
-        gen_kw.update(do_sample=False)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(flat), desc="sampling", unit="sample")
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(flat), batch_size):
-            chunk = flat[start:start + batch_size]
-            enc = tokenizer([p for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            with torch.inference_mode():
-                gen = model.generate(**enc, **gen_kw)
-            new = gen[:, enc["input_ids"].shape[1]:]
-            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-            for (i, _), t in zip(chunk, texts):
-                outs[i].append(truncate(t, stop))
-            if bar is not None:
-                bar.update(len(chunk))
-    finally:
-        tokenizer.padding_side = old_side
-        if was_training:
-            model.train()
-        if bar is not None:
-            bar.close()
+    for s in sample(model, tokenizer, prompts, n, sampling, progress=progress):
+        outs[s.prompt_index].append(s.completion)
     return outs
 
 
-def evaluate(model, tokenizer, problems, n: int, temperature: float, max_new_tokens: int, *,
-             batch_size: int = 16, top_p: float = 0.95, seed: int | None = 0, sandbox=None,
-             workers: int = 2, limits=None, ks=(1, 10, 100), progress: bool = True) -> EvalResult:
-    """Sample ``n`` completions per problem from an in-memory model, run them in the sandbox
-    (``sandbox`` if given, else a fresh ``Sandbox(workers, limits)``) and compute pass@k."""
+def evaluate(model, tokenizer, problems, n: int, sampling: SamplingConfig | None = None, *, sandbox=None,
+             workers: int = 2, limits=None, ks=(1, 10, 100), group: Callable[[str], str] | None = None,
+             progress: bool = False) -> EvalResult:
+    """Sample ``n`` completions per problem, run them in the sandbox and compute pass@k.
+
+    ``sampling``: default :class:`SamplingConfig` (full distribution); ``stop=None`` means the
+    benchmark's :data:`STOP_SEQUENCES`. ``sandbox``: an open sandbox to reuse, else a fresh
+    ``Sandbox(workers, limits)``. ``ks``: the k reported (those <= n). ``group``: task id -> group
+    name, for pass@k per group (``EvalResult.per_group``).
+    """
     from rl.execution.passk import pass_at_k
     from rl.execution.sandbox import Limits, Sandbox
 
     problems = list(problems)
     if not problems:
         raise ValueError("no problems to evaluate")
-    stop = _stop_for(problems)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    sampling = sampling or SamplingConfig()
+    if sampling.stop is None:
+        sampling = dataclasses.replace(sampling, stop=default_stop(problems))
     t0 = time.monotonic()
-    comps = generate_completions(model, tokenizer, [p.prompt for p in problems], n, temperature, max_new_tokens,
-                                 batch_size=batch_size, top_p=top_p, seed=seed, stop=stop, progress=progress)
+    comps = generate_completions(model, tokenizer, [p.prompt for p in problems], n, sampling, progress=progress)
     t1 = time.monotonic()
     jobs = [p.job(c) for p, cs in zip(problems, comps) for c in cs]
     own = sandbox is None
@@ -157,10 +137,81 @@ def evaluate(model, tokenizer, problems, n: int, temperature: float, max_new_tok
         per[p.task_id] = [s == "passed" for s in statuses]
         per_problem.append({"task_id": p.task_id, "n": len(cs), "n_passed": sum(per[p.task_id]),
                             "statuses": statuses})
+    groups: dict[str, dict[str, list[bool]]] = {}
+    for tid, passed in per.items():
+        if group is not None:
+            groups.setdefault(group(tid), {})[tid] = passed
     return EvalResult(pass_at_k=pass_at_k(per, ks=ks), samples=samples, problems=per_problem,
                       status_counts=dict(Counter(s["status"] for s in samples).most_common()),
                       network_isolated=bool(netns),
-                      timings={"generate_s": round(t1 - t0, 3), "execute_s": round(t2 - t1, 3)})
+                      timings={"generate_s": round(t1 - t0, 3), "execute_s": round(t2 - t1, 3)},
+                      per_group={g: pass_at_k(v, ks=ks) for g, v in sorted(groups.items())})
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop's held-out evaluation
+
+
+def eval_sampling(cfg: LoopConfig) -> SamplingConfig:
+    """The sampler of the loop's evaluation: ``cfg.eval``'s settings, the loop's stop strings, seed 10000 + seed
+    (its own seed, so that every round and every run of the same seed samples alike)."""
+    e = cfg.eval
+    return SamplingConfig(temperature=e.temperature, top_p=e.top_p, top_k=e.top_k,
+                          max_new_tokens=e.max_new_tokens or cfg.sampling.max_new_tokens, batch_size=e.batch_size,
+                          seed=10_000 + cfg.seed, stop=tuple(cfg.sampling.stop or ()))
+
+
+def heldout_problems(cfg: LoopConfig, bench) -> list:
+    """The held-out problems the loop evaluates on (``eval.per_template``, then ``eval.n_problems``)."""
+    from rl.tasks.synthetic import template_of
+
+    heldout = bench.heldout
+    if cfg.eval.per_template:  # the first k held-out problems of every template
+        seen: dict[str, int] = {}
+        kept = []
+        for p in heldout:
+            t = template_of(p.task_id)
+            if seen.get(t, 0) < cfg.eval.per_template:
+                seen[t] = seen.get(t, 0) + 1
+                kept.append(p)
+        heldout = kept
+    if cfg.eval.n_problems and cfg.eval.n_problems < len(heldout):
+        heldout = random.Random(f"eval/{cfg.seed}").sample(heldout, cfg.eval.n_problems)
+    return heldout
+
+
+def heldout_pass(model, tokenizer, problems, cfg: LoopConfig, *, sandbox, n: int | None = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """The loop's evaluation: ``n`` (default ``eval.n``) samples per problem with :func:`eval_sampling`;
+    ``{"n", "n_problems", "pass@1", "pass@10" (n >= 10), "per_template": {template: {"pass@1", ...}}}``."""
+    from rl.tasks.synthetic import template_of
+
+    n = n or cfg.eval.n
+    res = evaluate(model, tokenizer, problems, n, eval_sampling(cfg), sandbox=sandbox, ks=(1, 10), group=template_of,
+                   progress=progress)
+    return {"n": n, "n_problems": len(problems), **res.pass_at_k, "per_template": res.per_group}
+
+
+def evaluate_heldout(cfg: LoopConfig) -> dict[str, Any]:
+    """The round-0 evaluation of :func:`rl.loop.run_rounds` (the base model, the run's held-out set and
+    eval seed); pass it as ``initial_eval`` to runs of the same model, seed and eval settings."""
+    import torch
+
+    from rl.execution.sandbox import Sandbox
+    from rl.policy.models import load_policy
+    from rl.tasks.synthetic import make_benchmark
+
+    if not cfg.model:
+        raise ValueError("evaluate_heldout: the config names no model")
+    torch.set_num_threads(cfg.threads)
+    model, tok = load_policy(cfg.model, None)
+    with Sandbox(workers=2) as sb:
+        problems = heldout_problems(cfg, make_benchmark(**dataclasses.asdict(cfg.bench)))
+        return heldout_pass(model, tok, problems, cfg, sandbox=sb)
+
+
+# ---------------------------------------------------------------------------------------------
+# rl evaluate
 
 
 def load_model(name_or_path: str, device: str | None = None):
@@ -194,7 +245,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", required=True, choices=("humaneval", "mbpp"))
     parser.add_argument("--n", type=int, default=100, help="samples per problem (default 100)")
     parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (default 1.0: the full distribution)")
+    parser.add_argument("--top-k", type=int, default=0, help="top-k truncation (default 0: off)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -207,19 +259,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
+    """The sampler of ``rl evaluate`` (the benchmark's stop sequences)."""
+    return SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                          stop=STOP_SEQUENCES[args.benchmark])
+
+
 def run(args: argparse.Namespace) -> int:
-    from rl.tasks.benchmarks import load
-    from rl.execution.check import write_json_atomic, write_jsonl_atomic
+    from crowdstat.io.atomic import atomic_write_json, atomic_write_jsonl
     from rl.execution.sandbox import Limits
+    from rl.tasks.benchmarks import load
 
     try:
-        for name in ("n", "batch_size", "max_new_tokens", "workers"):
+        for name in ("n", "workers"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {args.limit}")
-        if args.temperature < 0:
-            raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+        sampling = sampling_from_args(args)
         kw = {} if args.benchmark == "humaneval" else {"split": args.split}
         problems = load(args.benchmark, **kw)
     except (ValueError, FileNotFoundError) as e:
@@ -233,22 +291,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"rl evaluate: error: cannot load model {args.model!r}: {e}", file=sys.stderr)
         return 2
     limits = Limits(timeout_s=args.timeout, cpu_s=max(1, int(args.timeout * 2 + 1)))
-    res = evaluate(model, tok, problems, args.n, args.temperature, args.max_new_tokens, batch_size=args.batch_size,
-                   top_p=args.top_p, seed=args.seed, workers=args.workers, limits=limits,
+    res = evaluate(model, tok, problems, args.n, sampling, workers=args.workers, limits=limits,
                    progress=not args.no_progress)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(out / "samples.jsonl", res.samples)
-    write_jsonl_atomic(out / "problems.jsonl", res.problems)
+    atomic_write_jsonl(out / "samples.jsonl", res.samples, parents=True)
+    atomic_write_jsonl(out / "problems.jsonl", res.problems)
     summary = {
         "model": str(args.model), "benchmark": args.benchmark, "split": kw.get("split"),
         "n_problems": len(problems), "samples_per_problem": args.n, "temperature": args.temperature,
-        "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "seed": args.seed, "device": str(dev),
+        "top_p": args.top_p, "top_k": args.top_k, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+        "batch_size": args.batch_size, "device": str(dev),
         "pass_at_k": res.pass_at_k, "status_counts": res.status_counts,
         "network_isolated": res.network_isolated, "timings": res.timings,
         "stop_sequences": list(STOP_SEQUENCES[args.benchmark]),
     }
-    write_json_atomic(out / "summary.json", summary)
+    atomic_write_json(out / "summary.json", summary)
     pk = ", ".join(f"{k}={v:.4f}" for k, v in res.pass_at_k.items())
     print(f"{len(problems)} problems x {args.n} samples: {pk}; statuses {res.status_counts}; wrote {out}")
     return 0

@@ -1,17 +1,20 @@
 """Native CPU kernels, called from jitted code through the XLA FFI.
 
 XLA:CPU runs a ``lax.scan`` whose body is a dozen small gathers and scatters as a dozen
-separate thunks per step, about 1-2 microseconds a step whatever the work inside. The
-sequential update (eq. 8) is such a scan over tasks, so on the CPU it runs here instead: a
-plain C++ loop (``sequential.cc``) registered as an FFI target and called with
-``jax.ffi.ffi_call`` inside the same jitted function, so there is no host round trip.
+separate thunks per step, a fixed cost per step whatever the work inside (measured in
+docs/performance.md). The sequential update (eq. 8 of docs/math.md) is such a scan over tasks,
+so on the CPU it runs here instead: a plain C++ loop (``sequential.cc``) registered as an FFI
+target and called with ``jax.ffi.ffi_call`` inside the same jitted function, so there is no host
+round trip. ``newton_cd.cc`` holds the inner coordinate descent of the proximal Newton solver
+(:mod:`crowdstat.estimators.l1.newton`), registered the same way through :func:`register`.
 
-The shared library is compiled on first use (about 5-10 s) with the system C++ compiler
+The shared library is compiled once, on first use, with the system C++ compiler
 (``-O3 -march=native``) against the headers jaxlib ships (``jax.ffi.include_dir()``), into a
-per-user cache keyed by the source, the jaxlib version and the CPU's feature flags (``$CROWDSTAT_NATIVE_CACHE``, default ``~/.cache/crowdstat/native``); the build
-goes to a temporary file that is renamed into place. Without a compiler, or with
-``CROWDSTAT_NATIVE=0``, the kernels report ``None`` and callers use the pure-JAX version (the
-same numbers: the tests compare both).
+per-user cache keyed by the source, the jaxlib version and the CPU's feature flags
+(``$CROWDSTAT_NATIVE_CACHE``, default ``~/.cache/crowdstat/native``); the build goes to a
+temporary file that is renamed into place. Without a compiler, or with ``CROWDSTAT_NATIVE=0``,
+the kernels report ``None`` and callers use the pure-JAX version (the same numbers: the tests
+compare both).
 """
 
 from __future__ import annotations
@@ -115,11 +118,14 @@ def register(source: str, targets: dict[str, str], what: str) -> bool:
                         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, sym)), platform="cpu")
                     _state[source] = True
                 except Exception as e:  # noqa: BLE001 - any failure means: use the pure-JAX version
-                    warnings.warn(f"crowdstat: native {what} kernel unavailable ({e}); using the pure-JAX version", RuntimeWarning, stacklevel=3)
+                    warnings.warn(
+                        f"crowdstat: native {what} kernel unavailable ({e}); using the pure-JAX version", RuntimeWarning, stacklevel=3
+                    )
         return _state[source]
 
 
 def sequential_target() -> str | None:
     """Name prefix of the registered eq. 8 FFI targets (``<name>_f32`` / ``<name>_f64``), or None if unavailable."""
-    ok = register("sequential.cc", {"crowdstat_sequential_f32": "CrowdstatSequentialF32", "crowdstat_sequential_f64": "CrowdstatSequentialF64"}, "sequential")
+    targets = {"crowdstat_sequential_f32": "CrowdstatSequentialF32", "crowdstat_sequential_f64": "CrowdstatSequentialF64"}
+    ok = register("sequential.cc", targets, "sequential")
     return "crowdstat_sequential" if ok else None

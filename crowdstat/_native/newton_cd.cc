@@ -1,5 +1,6 @@
-// The inner coordinate descent of crowdstat's proximal Newton solver (crowdstat/newton.py), as
-// XLA FFI kernels for the CPU: liblinear's column-wise form (newGLMNET), matrix free.
+// The inner coordinate descent of crowdstat's proximal Newton solver
+// (crowdstat/estimators/l1/newton.py), as XLA FFI kernels for the CPU: liblinear's column-wise
+// form (newGLMNET), matrix free.
 //
 // CrowdstatCsc{F32,F64}: the votes (row, annotator, label), sorted by row, to a column layout
 //   (col_ptr of length m + 1, the rows and labels of each annotator's votes), by counting sort.
@@ -11,7 +12,8 @@
 //   move of a sweep is <= kappa times that of the first sweep, or after max_sweeps.
 //   Returns d, Ad and the number of sweeps.
 //
-// Built on first use by crowdstat/newton.py (g++ -O3 against jax.ffi.include_dir()), like
+// Built and registered on first use through crowdstat/_native/__init__.py (g++ -O3 against
+// jax.ffi.include_dir()) when the L1 solver (crowdstat/estimators/l1/) first needs it, like
 // crowdstat/_native/sequential.cc.
 
 #include <cmath>

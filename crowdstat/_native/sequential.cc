@@ -1,10 +1,11 @@
-// Eq. (8) of MATH.md, the sequential reliability update, as an XLA FFI kernel for the CPU.
+// Eq. (8) of docs/math.md, the sequential reliability update, as an XLA FFI kernel for the CPU.
 //
-// Same inputs and semantics as crowdstat.sequential.update scanned over the task blocks: within
-// a task every step uses the weights held before the task; then w_i += step for every vote,
-// then the touched weights are clipped to [-w_max, w_max] (w0 arrives clipped). Padding votes
-// carry label 0 and change nothing. XLA:CPU runs the lax.scan version as ~12 thunks per task
-// (about 1-2 us a task whatever the block size); this loop costs a few ns a vote.
+// Same inputs and semantics as crowdstat.estimators.sequential.update scanned over the task
+// blocks: within a task every step uses the weights held before the task; then w_i += step for
+// every vote, then the touched weights are clipped to [-w_max, w_max] (w0 arrives clipped).
+// Padding votes carry label 0 and change nothing. XLA:CPU runs the lax.scan version as about a
+// dozen thunks per task, a fixed cost whatever the block size; this loop's cost is per vote
+// (figures in docs/performance.md).
 //
 // Built on first use by crowdstat/_native/__init__.py (g++ -O3 against jax.ffi.include_dir()).
 

@@ -1,4 +1,4 @@
-"""Full Bayes for the one-coin model by NUTS (numpyro) (MATH.md, Baselines).
+"""Full Bayes for the one-coin model by NUTS (numpyro) (docs/baselines.md).
 
 Model (binary truth y_j in {correct = +1, wrong = -1}):
 
@@ -34,21 +34,25 @@ Decisions, documented:
   quantity; per annotator the posterior mean of p_i and its equal-tailed interval.
 - Chains run with ``chain_method="sequential"`` (one CPU device; numpyro's
   ``set_host_device_count`` is global and is never called here).
+
+:func:`nuts` takes vote arrays; :func:`fit` is the registry's entry point
+(``crowdstat.fit(method="bayes")``, parameters in :class:`~crowdstat.estimators.registry.BayesConfig`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from functools import partial
 import warnings
+from functools import partial
 
 import numpy as np
 
 from crowdstat._typing import VoteArrays
-from crowdstat.estimators.result import BaselineFit
+from crowdstat.estimators.registry import BayesConfig, CommonConfig
+from crowdstat.estimators.result import EstimatorFit
 
-__all__ = ["model", "nuts"]
+__all__ = ["model", "nuts", "fit"]
 
 
 def model(votes: VoteArrays, m: int, a, b, delta):
@@ -77,22 +81,10 @@ def _init_strategy(site=None, pi0=0.5):
     return init_to_median(site, num_samples=15)
 
 
-def _check(arrays, dtype, prior, delta, num_warmup, num_samples, num_chains, a, b, seed, credible):
+def _check(arrays, dtype, prior, delta):
+    """Host-side validation of what :class:`BayesConfig` does not hold."""
     import jax.numpy as jnp
 
-    def integer(name, v, lo):
-        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo):
-            raise ValueError(f"nuts: {name}: expected an integer >= {lo}, got {v!r}")
-
-    integer("num_warmup", num_warmup, 1)
-    integer("num_samples", num_samples, 1)
-    integer("num_chains", num_chains, 1)
-    integer("seed", seed, 0)
-    for name, v in (("a", a), ("b", b)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ValueError(f"nuts: {name}: expected a finite number > 0 (Beta prior of p), got {v!r}")
-    if not (isinstance(credible, (int, float)) and 0 < credible < 1):
-        raise ValueError(f"nuts: credible: expected a number in (0, 1), got {credible!r}")
     if not (isinstance(prior, (int, float)) and 0 < prior < 1):
         raise ValueError(f"nuts: prior: expected a number in (0, 1), got {prior!r}")
     eps = float(jnp.finfo(dtype).eps)
@@ -102,48 +94,36 @@ def _check(arrays, dtype, prior, delta, num_warmup, num_samples, num_chains, a, 
         raise ValueError("nuts: the vote arrays are empty (no votes)")
 
 
-def nuts(
-    arrays: VoteArrays,
-    *,
-    dtype,
-    prior,
-    delta,
-    num_warmup: int = 500,
-    num_samples: int = 500,
-    num_chains: int = 2,
-    a: float = 2.0,
-    b: float = 1.0,
-    seed: int = 0,
-    credible: float = 0.9,
-) -> BaselineFit:
+def nuts(arrays: VoteArrays, cfg: BayesConfig | None = None, *, dtype, prior, delta) -> EstimatorFit:
     """Posterior of the one-coin model by NUTS (model in the module docstring).
 
     Parameters
     ----------
     arrays : VoteArrays
         Votes; honeypot lines (``truth != 0``) enter with their known truth.
+    cfg : BayesConfig, optional
+        ``num_warmup``, ``num_samples``, ``num_chains`` (NUTS settings; chains run sequentially),
+        ``a``, ``b`` (the Beta(a, b) prior of every p_i; a > b breaks the label-switching
+        symmetry), ``seed``, ``credible`` (mass of the equal-tailed credible intervals).
+        None: ``BayesConfig()``'s defaults.
     dtype : jnp.float32 or jnp.float64
     prior : float in (0, 1)
         Starting value of the class prior pi in every chain (pi itself has a Beta(1, 1) prior).
     delta : float
         p and pi are clipped to [delta, 1 - delta] inside the log-likelihood.
-    num_warmup, num_samples, num_chains : int
-        NUTS settings (chains run sequentially).
-    a, b : float
-        Beta(a, b) prior of every p_i (a > b breaks the label-switching symmetry).
-    seed : int
-    credible : float in (0, 1)
-        Mass of the equal-tailed credible intervals.
 
     Returns
     -------
-    BaselineFit
+    EstimatorFit
         posterior = posterior mean of P(line correct | votes, p, pi); reliability = posterior mean
         of p_i; weight = logit(that mean) (clipped); annotator_columns ``ci_low, ci_high`` (of p_i);
         line_columns ``ci_low, ci_high`` (of the line posterior); diagnostics ``r_hat_max, n_eff_min,
         divergences, num_chains, num_samples, num_warmup, seconds, class_prior, class_prior_ci``.
     """
-    _check(arrays, dtype, prior, delta, num_warmup, num_samples, num_chains, a, b, seed, credible)
+    cfg = cfg or BayesConfig()
+    _check(arrays, dtype, prior, delta)
+    num_warmup, num_samples, num_chains, credible = cfg.num_warmup, cfg.num_samples, cfg.num_chains, cfg.credible
+    a, b = cfg.a, cfg.b
     import jax
     import jax.numpy as jnp
     from numpyro.diagnostics import summary
@@ -162,7 +142,7 @@ def nuts(
     kernel = NUTS(model, init_strategy=partial(_init_strategy, pi0=prior_))
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method="sequential", progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(seed), votes, m, a_, b_, delta_, extra_fields=("diverging",))
+    mcmc.run(jax.random.PRNGKey(cfg.seed), votes, m, a_, b_, delta_, extra_fields=("diverging",))
     samples = mcmc.get_samples(group_by_chain=True)  # p: (chains, draws, m), pi: (chains, draws)
     divergences = int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))
     summ = summary({k: np.asarray(v) for k, v in samples.items()}, prob=credible, group_by_chain=True)
@@ -206,7 +186,7 @@ def nuts(
     if num_chains > 1 and math.isfinite(r_hat_max) and r_hat_max > 1.05:
         warnings.warn(f"nuts: max r-hat {r_hat_max:.3f} > 1.05: chains disagree (label switching or too few samples)", stacklevel=2)
     out_dt = np.dtype(jnp.dtype(dtype).name)
-    return BaselineFit(
+    return EstimatorFit(
         posterior=post.astype(out_dt),
         weight=weight.astype(out_dt),
         reliability=rel.astype(out_dt),
@@ -214,3 +194,8 @@ def nuts(
         annotator_columns={"ci_low": p_lo, "ci_high": p_hi},
         line_columns={"ci_low": line_lo.astype(np.float64), "ci_high": line_hi.astype(np.float64)},
     )
+
+
+def fit(table, cfg: BayesConfig, common: CommonConfig, dtype) -> EstimatorFit:
+    """``crowdstat.fit(method="bayes")``: :func:`nuts` on a :class:`~crowdstat.io.tables.VoteTable`."""
+    return nuts(table.arrays, cfg, dtype=dtype, prior=common.prior, delta=float(common.delta))

@@ -1,10 +1,13 @@
-"""Dawid-Skene by EM: one-coin and two-coin (sensitivity / specificity), binary truth (MATH.md, Baselines).
+"""Dawid-Skene by EM: one-coin and two-coin (sensitivity / specificity), binary truth (docs/baselines.md).
 
 Model (binary truth y_j in {correct = +1, wrong = -1}, class prior pi = P(y_j = +1)):
 
 - one-coin:  P(label_ij = y_j) = p_i                      (one parameter per annotator)
-- two-coin:  beta_i  = P(label_ij = +1 | y_j = +1)  (specificity: says "correct" on a correct line)
-             alpha_i = P(label_ij = -1 | y_j = -1)  (sensitivity: says "wrong" on a wrong line)
+- two-coin:  beta_i  = P(label_ij = +1 | y_j = +1)  (sensitivity: says "correct" on a correct line)
+             alpha_i = P(label_ij = -1 | y_j = -1)  (specificity: says "wrong" on a wrong line)
+
+  "correct" (+1) is the positive class, as in the population SPEC of docs/formats.md, so the
+  ``sensitivity`` / ``specificity`` annotator columns are beta_i / alpha_i.
 
   One-coin is two-coin with alpha_i = beta_i = p_i, so both share one E-step.
 
@@ -37,7 +40,10 @@ compared with the previous one; EM stops when the gain L_new - L_old < tol * max
 (a *relative* gain, so that the rule means the same on 100 and on 100,000 lines and in
 float32), or after ``maxiter`` cycles. ``converged`` is False when maxiter was reached.
 
-The driver is one jitted ``lax.while_loop`` over the pure :func:`update` (STYLE.md section 1).
+The driver is one jitted ``lax.while_loop`` over the pure :func:`update`. :func:`em_one_coin` and
+:func:`em_two_coin` take vote arrays; :func:`fit_one_coin` and :func:`fit_two_coin` are the
+registry's entry points (``crowdstat.fit(method="em1" | "em2")``, parameters in
+:class:`~crowdstat.estimators.registry.EMConfig`).
 """
 
 from __future__ import annotations
@@ -51,9 +57,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from crowdstat._typing import VoteArrays
-from crowdstat.estimators.result import BaselineFit
+from crowdstat.estimators.registry import CommonConfig, EMConfig
+from crowdstat.estimators.result import EstimatorFit
 
-__all__ = ["DSState", "init", "update", "e_step", "m_step", "run", "em_one_coin", "em_two_coin"]
+__all__ = ["DSState", "init", "update", "e_step", "m_step", "run", "em_one_coin", "em_two_coin", "fit_one_coin", "fit_two_coin"]
 
 
 class DSState(NamedTuple):
@@ -61,8 +68,8 @@ class DSState(NamedTuple):
 
     q: jax.Array  # shape=(n_lines,), P(line correct | votes) from the current parameters
     pi: jax.Array  # shape=(), class prior P(correct)
-    alpha: jax.Array  # shape=(m,), sensitivity P(says wrong | wrong)  (one-coin: = p)
-    beta: jax.Array  # shape=(m,), specificity P(says correct | correct) (one-coin: = p)
+    alpha: jax.Array  # shape=(m,), specificity P(says wrong | wrong)  (one-coin: = p)
+    beta: jax.Array  # shape=(m,), sensitivity P(says correct | correct) (one-coin: = p)
     log_likelihood: jax.Array  # shape=(), observed-data log-likelihood at (pi, alpha, beta)
     gain: jax.Array  # shape=(), log-likelihood gain of the last cycle (inf before the first)
     iter_num: jax.Array  # shape=(), int32, completed (M, E) cycles
@@ -157,12 +164,8 @@ def run(votes: VoteArrays, prior, delta, maxiter, tol, *, m: int, two_coin: bool
     return jax.lax.while_loop(cond, lambda s: update(s, votes, m, delta, two_coin), s0)
 
 
-def _check(arrays: VoteArrays, dtype, prior, delta, maxiter, tol, name: str):
-    """Host-side validation (STYLE.md section 3): each message says what was expected and what came."""
-    if not (isinstance(maxiter, (int, np.integer)) and not isinstance(maxiter, bool) and maxiter >= 1):
-        raise ValueError(f"{name}: maxiter: expected an integer >= 1, got {maxiter!r}")
-    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"{name}: tol: expected a finite number >= 0, got {tol!r}")
+def _check(arrays: VoteArrays, dtype, prior, delta, name: str):
+    """Host-side validation of what :class:`EMConfig` does not hold; each message says what was expected and what came."""
     if not (isinstance(prior, (int, float)) and 0 < prior < 1):
         raise ValueError(f"{name}: prior: expected a number in (0, 1), got {prior!r}")
     eps = float(jnp.finfo(dtype).eps)
@@ -172,9 +175,10 @@ def _check(arrays: VoteArrays, dtype, prior, delta, maxiter, tol, name: str):
         raise ValueError(f"{name}: the vote arrays are empty (no votes)")
 
 
-def _fit(arrays: VoteArrays, dtype, prior, delta, maxiter, tol, two_coin: bool) -> BaselineFit:
+def _fit(arrays: VoteArrays, dtype, prior, delta, cfg: EMConfig, two_coin: bool) -> EstimatorFit:
     name = "em_two_coin" if two_coin else "em_one_coin"
-    _check(arrays, dtype, prior, delta, maxiter, tol, name)
+    _check(arrays, dtype, prior, delta, name)
+    maxiter, tol = cfg.maxiter, cfg.tol
     m = int(np.max(np.asarray(arrays.annotator))) + 1
     votes = VoteArrays(*(jnp.asarray(x) for x in arrays))
     s = run(votes, jnp.asarray(prior, dtype), jnp.asarray(delta, dtype), jnp.asarray(maxiter, jnp.int32), jnp.asarray(tol, dtype),
@@ -202,8 +206,8 @@ def _fit(arrays: VoteArrays, dtype, prior, delta, maxiter, tol, two_coin: bool) 
 
         warnings.warn(f"{name}: EM stopped at maxiter={maxiter} with relative log-likelihood gain "
                       f"{gain / max(1.0, abs(ll)):.3g} >= tol={tol}", stacklevel=3)
-    ann_cols = {"sensitivity": np.asarray(s.alpha, np.float64), "specificity": np.asarray(s.beta, np.float64)} if two_coin else {}
-    return BaselineFit(
+    ann_cols = {"sensitivity": np.asarray(s.beta, np.float64), "specificity": np.asarray(s.alpha, np.float64)} if two_coin else {}
+    return EstimatorFit(
         posterior=np.asarray(s.q),
         weight=weight.astype(np.dtype(jnp.dtype(dtype).name)),
         reliability=np.asarray(s.beta if not two_coin else 0.5 * (s.alpha + s.beta)),
@@ -213,41 +217,52 @@ def _fit(arrays: VoteArrays, dtype, prior, delta, maxiter, tol, two_coin: bool) 
     )
 
 
-def em_one_coin(arrays: VoteArrays, *, dtype, prior, delta, maxiter: int = 100, tol: float = 1e-6) -> BaselineFit:
+def em_one_coin(arrays: VoteArrays, cfg: EMConfig | None = None, *, dtype, prior, delta) -> EstimatorFit:
     """One-coin Dawid-Skene by EM, with an estimated class prior (module docstring for the model).
 
     Parameters
     ----------
     arrays : VoteArrays
         Votes (numpy or JAX arrays); honeypot lines (``truth != 0``) are clamped to their truth.
+    cfg : EMConfig, optional
+        ``maxiter``, ``tol``: at most ``maxiter`` EM cycles; stop when the log-likelihood gain
+        < tol * max(1, |L|). None: ``EMConfig()``'s defaults.
     dtype : jnp.float32 or jnp.float64
         Compute dtype (float64 needs ``jax.enable_x64``).
     prior : float in (0, 1)
         Starting value of the class prior pi (replaced by the first M-step).
     delta : float
         Probabilities are clipped to [delta, 1 - delta] before any log / logit.
-    maxiter, tol
-        At most ``maxiter`` EM cycles; stop when the log-likelihood gain < tol * max(1, |L|).
 
     Returns
     -------
-    BaselineFit
+    EstimatorFit
         posterior = P(line correct | votes); reliability = p_i; weight = logit(p_i) (clipped);
         diagnostics: model, iterations, log_likelihood, last_gain, converged, class_prior.
     """
-    return _fit(arrays, dtype, prior, delta, maxiter, tol, two_coin=False)
+    return _fit(arrays, dtype, prior, delta, cfg or EMConfig(), two_coin=False)
 
 
-def em_two_coin(arrays: VoteArrays, *, dtype, prior, delta, maxiter: int = 100, tol: float = 1e-6) -> BaselineFit:
-    """Two-coin Dawid-Skene by EM (sensitivity alpha_i, specificity beta_i), estimated class prior.
+def em_two_coin(arrays: VoteArrays, cfg: EMConfig | None = None, *, dtype, prior, delta) -> EstimatorFit:
+    """Two-coin Dawid-Skene by EM (sensitivity beta_i, specificity alpha_i), estimated class prior.
 
     Parameters are those of :func:`em_one_coin`.
 
     Returns
     -------
-    BaselineFit
+    EstimatorFit
         posterior = P(line correct | votes); reliability = balanced accuracy (alpha_i + beta_i) / 2;
-        weight = its logit (clipped); annotator_columns ``sensitivity`` (alpha_i = P(says wrong |
-        wrong)) and ``specificity`` (beta_i = P(says correct | correct)); diagnostics as one-coin.
+        weight = its logit (clipped); annotator_columns ``sensitivity`` (beta_i = P(says +1 |
+        correct)) and ``specificity`` (alpha_i = P(says -1 | wrong)); diagnostics as one-coin.
     """
-    return _fit(arrays, dtype, prior, delta, maxiter, tol, two_coin=True)
+    return _fit(arrays, dtype, prior, delta, cfg or EMConfig(), two_coin=True)
+
+
+def fit_one_coin(table, cfg: EMConfig, common: CommonConfig, dtype) -> EstimatorFit:
+    """``crowdstat.fit(method="em1")``: :func:`em_one_coin` on a :class:`~crowdstat.io.tables.VoteTable`."""
+    return em_one_coin(table.arrays, cfg, dtype=dtype, prior=common.prior, delta=float(common.delta))
+
+
+def fit_two_coin(table, cfg: EMConfig, common: CommonConfig, dtype) -> EstimatorFit:
+    """``crowdstat.fit(method="em2")``: :func:`em_two_coin` on a :class:`~crowdstat.io.tables.VoteTable`."""
+    return em_two_coin(table.arrays, cfg, dtype=dtype, prior=common.prior, delta=float(common.delta))

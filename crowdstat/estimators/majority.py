@@ -3,16 +3,22 @@
 posterior_j = (#correct votes on j) / (#votes on j); an exact tie gives 1/2. An annotator's
 reliability is the fraction of their votes that agree with the majority label of the line,
 counting only lines without a tie (1/2 if they have none); weight = logit(clip(reliability)).
+
+:func:`majority` is the jitted kernel; :func:`fit` is the registry's entry point
+(``crowdstat.fit(method="majority")``). Honeypot truth is not used.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crowdstat._typing import VoteArrays
+from crowdstat.estimators.registry import CommonConfig, MajorityConfig
+from crowdstat.estimators.result import EstimatorFit
 
-__all__ = ["majority"]
+__all__ = ["majority", "fit"]
 
 
 @jax.jit
@@ -36,3 +42,11 @@ def majority(votes: VoteArrays, n_annotators_like, delta):
     rel = jnp.where(c > 0, a / jnp.maximum(c, 1.0), 0.5)
     rc = jnp.clip(rel, delta, 1.0 - delta)
     return post, rel, jnp.log(rc) - jnp.log1p(-rc)
+
+
+def fit(table, cfg: MajorityConfig, common: CommonConfig, dtype) -> EstimatorFit:
+    """Majority vote on ``table`` (a :class:`~crowdstat.io.tables.VoteTable`); only ``delta`` is read."""
+    del cfg  # no parameters of its own
+    arrays = jax.tree.map(jnp.asarray, table.arrays)
+    post, rel, w = majority(arrays, jnp.zeros(table.n_annotators, dtype), jnp.asarray(float(common.delta), dtype))
+    return EstimatorFit(posterior=np.asarray(post), weight=np.asarray(w), reliability=np.asarray(rel), diagnostics={})

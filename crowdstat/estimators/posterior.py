@@ -1,20 +1,21 @@
-"""Line posteriors (MATH.md, eq. 7) and the aligned rewards.
+"""Line posteriors (docs/math.md, eq. 7) and the aligned rewards.
 
     l_j = logit(p0) + sum_i label_ij * w_i ,   P_j = sigmoid(l_j)
     s = c / k (c = #{j : P_j > tau}),   s_soft = mean_j P_j,   coverage = k / n_lines
 
-Kernels are pure and un-jitted so they compose under jit / vmap / scan; :func:`posteriors_and_rewards`
-is the jitted driver.
+Kernels are pure and un-jitted so they compose under jit / vmap / scan; :func:`posteriors`,
+:func:`rewards` and :func:`posteriors_and_rewards` are the jitted drivers (:func:`crowdstat.fit`
+computes every method's rewards with :func:`rewards`).
 
 Two layouts of the same votes:
 
 - the vote list (``VoteArrays``, sorted by line): eq. 7 is one sorted segment-sum. General, but
-  XLA:CPU runs a scatter as a scalar loop (1-3 ns a vote at 1e6-1e7 votes on this machine);
+  XLA:CPU runs a scatter as a scalar loop;
 - :class:`EllLayout` (ELLPACK, built once on the host by :func:`ell_layout`): slot ``(k, j)`` holds
   the k-th vote on line j as one int32 index into the table ``[0, -w_0, +w_0, -w_1, +w_1, ...]``
   (0 = padding). Eq. 7 is then ``sum_k table[slots[k]]``, k_max gathers that XLA fuses into one
-  vectorised pass reading 2 bytes a vote (int16 slots below 16,384 annotators, else 4):
-  0.3-0.6 ns a vote here for the logits. Lines sit in a (program, rank) grid of cells, so the
+  vectorised pass reading 2 bytes a vote (int16 slots below 16,384 annotators, else 4), several
+  times faster than the scatter (docs/performance.md). Lines sit in a (program, rank) grid of cells, so the
   per-program sums are a reshape and a row sum (empty cells masked). It pays when the vote
   counts per line (and line counts per program) are near-uniform, which is how annotation is
   run; the builder refuses (returns ``None``) when padding would more than double the work, and
@@ -41,10 +42,12 @@ __all__ = [
     "line_posteriors",
     "rewards",
     "rewards_ell",
+    "posteriors",
     "posteriors_and_rewards",
     "posteriors_and_rewards_ell",
     "logit",
     "clip_prob",
+    "reliability",
 ]
 
 
@@ -56,7 +59,7 @@ class Rewards(NamedTuple):
 
 
 def clip_prob(p, delta):
-    """Clip a probability to [delta, 1 - delta] (MATH.md: before any logit)."""
+    """Clip a probability to [delta, 1 - delta] (docs/math.md: before any logit)."""
     return jnp.clip(p, delta, 1.0 - delta)
 
 
@@ -101,7 +104,10 @@ def rewards(posterior: jax.Array, votes: VoteArrays, tau=0.5) -> Rewards:
     """
     n_prog = votes.program_size.shape[0]
     dtype = posterior.dtype
-    seg = lambda x: jax.ops.segment_sum(x, votes.line_program, num_segments=n_prog, indices_are_sorted=True, mode="promise_in_bounds")  # noqa: E731
+
+    def seg(x):
+        return jax.ops.segment_sum(x, votes.line_program, num_segments=n_prog, indices_are_sorted=True, mode="promise_in_bounds")
+
     k = seg(jnp.ones_like(posterior))
     c = seg((posterior > tau).astype(dtype))
     soft = seg(posterior)
@@ -112,6 +118,17 @@ def rewards(posterior: jax.Array, votes: VoteArrays, tau=0.5) -> Rewards:
         n_annotated=k.astype(jnp.int32),
         coverage=k / jnp.maximum(votes.program_size.astype(dtype), 1.0),
     )
+
+
+@jax.jit
+def posteriors(w, votes: VoteArrays, prior_logit):
+    """Jitted driver: P_j = sigmoid(l_j) for weights ``w`` (the posteriors of sequential and proximal)."""
+    return line_posteriors(w, votes, prior_logit)
+
+
+def reliability(w) -> np.ndarray:
+    """p_i = sigmoid(w_i) on the host, in float64 (stable for any |w|)."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(w).astype(np.float64)))
 
 
 @jax.jit
@@ -257,11 +274,14 @@ def _program_sums(posterior_cells: jax.Array, layout: EllLayout, tau) -> tuple[j
     m = layout.grid_width
     if m == 0:  # cells are lines
         n_prog = layout.n_annotated.shape[0]
-        seg = lambda x: jax.ops.segment_sum(x, layout.line_program, num_segments=n_prog, indices_are_sorted=True, mode="promise_in_bounds")  # noqa: E731
+
+        def seg(x):
+            return jax.ops.segment_sum(x, layout.line_program, num_segments=n_prog, indices_are_sorted=True, mode="promise_in_bounds")
+
         c, soft = seg(hit), seg(posterior_cells)
     else:
         # Column by column (m is static): XLA fuses the m strided reads into one pass per output,
-        # about twice as fast here as reshape(-1, m).sum(1), which XLA:CPU hands to a separate
+        # faster than reshape(-1, m).sum(1), which XLA:CPU hands to a separate
         # reduction kernel after writing the hit array out.
         hits, post = hit.reshape(-1, m), posterior_cells.reshape(-1, m)
         masked = layout.line_cell.shape[0] != 0  # program g fills its first k_g cells; mask the rest

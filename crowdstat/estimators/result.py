@@ -1,20 +1,49 @@
-"""Baselines beside the paper's estimators (MATH.md): majority vote, Dawid-Skene EM, full Bayes.
+"""The one result contract of the estimators: :class:`EstimatorFit`.
 
-Every baseline returns a :class:`BaselineFit`, which :func:`crowdstat.fit` maps back to the
-original ids (``method="em1" | "em2" | "bayes"``).
+Every method module exposes ``fit(table, cfg, common, dtype) -> EstimatorFit`` (the registry,
+:mod:`crowdstat.estimators.registry`, names it); :func:`crowdstat.fit` computes the rewards from
+``posterior`` and maps everything back to the original ids. Arrays are indexed like the
+:class:`~crowdstat.io.tables.VoteTable` the method was given: lines in table order, annotators in
+order of first appearance.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+__all__ = ["EstimatorFit"]
 
-class BaselineFit(NamedTuple):
-    posterior: np.ndarray  # shape=(n_lines,), P(line correct | votes)
-    weight: np.ndarray  # shape=(m,), one-coin logit weight (for two-coin: a documented summary)
-    reliability: np.ndarray  # shape=(m,), P(label == truth) (for two-coin: a documented summary)
-    diagnostics: dict[str, Any]  # JSON-serialisable (iterations, log-likelihood, r-hat, divergences, ...)
-    annotator_columns: dict[str, np.ndarray] = {}  # extra columns of annotators.csv (e.g. sensitivity, ci_low)
-    line_columns: dict[str, np.ndarray] = {}  # extra columns of lines.csv (e.g. ci_low, ci_high)
+
+@dataclass(frozen=True)
+class EstimatorFit:
+    """What a method returns.
+
+    Attributes
+    ----------
+    posterior : ndarray, shape (n_lines,)
+        P(line correct | votes).
+    weight : ndarray, shape (m,)
+        One-coin logit weight of each annotator (two-coin: the logit of the reliability summary).
+    reliability : ndarray, shape (m,)
+        P(label == truth) (two-coin: balanced accuracy).
+    diagnostics : dict
+        JSON-serialisable (iterations, log-likelihood, duality gap, r-hat, ...).
+    annotator_columns, line_columns : dict of name -> ndarray
+        Extra columns of annotators.csv / lines.csv (e.g. sensitivity, credible intervals).
+    trajectory : ndarray, shape (n_tasks, m), or None
+        Weights after each task (sequential).
+    prior_logit : float
+        The prior logit the posteriors were computed with (logit(p0), or a fitted intercept).
+    """
+
+    posterior: np.ndarray
+    weight: np.ndarray
+    reliability: np.ndarray
+    diagnostics: dict[str, Any]
+    annotator_columns: dict[str, np.ndarray] = field(default_factory=dict)
+    line_columns: dict[str, np.ndarray] = field(default_factory=dict)
+    trajectory: np.ndarray | None = None
+    prior_logit: float = 0.0

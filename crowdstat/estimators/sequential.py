@@ -1,4 +1,4 @@
-"""The sequential (iterative) reliability update, MATH.md eq. (8).
+"""The sequential (iterative) reliability update, docs/math.md eq. (8).
 
 Tasks (programs) are processed in order. Within a task every update is computed from the
 weights held *before* the task, then applied together:
@@ -9,13 +9,20 @@ weights held *before* the task, then applied together:
     w   <- clip(w, -w_max, w_max)
 
 The scan runs over fixed-size padded task blocks (:func:`task_blocks`), so there is no Python
-loop over tasks or votes (on the CPU the same loop runs as a native FFI kernel, see :func:`run`), and one compiled program serves every table whose blocks have the
-same padded shape. ``lam``, ``pbar_honeypot``, ``w_max``, ``delta`` and the prior are runtime
-arguments (vmappable), not compile-time constants.
+loop over tasks or votes (on the CPU the same loop runs as a native FFI kernel, see :func:`run`),
+and one compiled program serves every table whose blocks have the same padded shape. ``lam``,
+``pbar_honeypot``, ``w_max``, ``delta`` and the prior are runtime arguments (vmappable), not
+compile-time constants.
+
+:func:`fit` is the registry's entry point (``crowdstat.fit(method="sequential")``); the kernel
+defaults come from :class:`~crowdstat.estimators.registry.SequentialConfig` and
+:class:`~crowdstat.estimators.registry.CommonConfig`.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -24,8 +31,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from crowdstat._typing import VoteArrays
+from crowdstat.estimators.registry import TRAJECTORY_AUTO_LIMIT, CommonConfig, SequentialConfig
+from crowdstat.estimators.result import EstimatorFit
 
-__all__ = ["TaskBlocks", "SequentialParams", "SequentialState", "SequentialInfo", "task_blocks", "init", "update", "step", "run"]
+__all__ = [
+    "TaskBlocks", "SequentialParams", "SequentialState", "SequentialInfo", "task_blocks", "make_params", "init", "update",
+    "step", "run", "fit",
+]
+
+_SEQ = SequentialConfig()
+_COMMON = CommonConfig()
 
 
 class TaskBlocks(NamedTuple):
@@ -92,8 +107,10 @@ def task_blocks(votes: VoteArrays, bucket: bool = True) -> TaskBlocks:
     return TaskBlocks(line_local, ann, lab, tru, np.zeros(lb, np.int8))
 
 
-def make_params(lam=1.0, pbar_honeypot=0.99, w_max=np.inf, delta=1e-6, prior=0.5, dtype=jnp.float32) -> SequentialParams:
-    """Parameters in logit space. Probabilities are clipped to [delta, 1 - delta] (MATH.md)."""
+def make_params(
+    lam=_SEQ.lam, pbar_honeypot=_SEQ.pbar_honeypot, w_max=_SEQ.w_max, delta=_COMMON.delta, prior=_COMMON.prior, dtype=jnp.float32
+) -> SequentialParams:
+    """Parameters in logit space. Probabilities are clipped to [delta, 1 - delta] (docs/math.md)."""
     f = lambda x: jnp.asarray(x, dtype)  # noqa: E731
     delta = f(delta)
     ph = jnp.clip(f(pbar_honeypot), 0.5, 1.0 - delta)
@@ -104,7 +121,7 @@ def make_params(lam=1.0, pbar_honeypot=0.99, w_max=np.inf, delta=1e-6, prior=0.5
     )
 
 
-def init(n_annotators: int, nu=0.7, delta=1e-6, w_max=np.inf, dtype=jnp.float32) -> SequentialState:
+def init(n_annotators: int, nu=_SEQ.nu, delta=_COMMON.delta, w_max=_SEQ.w_max, dtype=jnp.float32) -> SequentialState:
     """w_i = logit(nu) (nu scalar or per annotator), clipped to [delta, 1 - delta] and |w| <= w_max."""
     nu = jnp.clip(jnp.broadcast_to(jnp.asarray(nu, dtype), (n_annotators,)), delta, 1.0 - delta)
     w = jnp.clip(jnp.log(nu) - jnp.log1p(-nu), -w_max, w_max).astype(dtype)
@@ -113,7 +130,7 @@ def init(n_annotators: int, nu=0.7, delta=1e-6, w_max=np.inf, dtype=jnp.float32)
 
 # Up to this many annotators the clip runs over the whole weight vector (one vectorised pass,
 # cheaper than a second scatter); above it only the touched entries are clipped. Both equal
-# MATH.md's w <- clip(w) because untouched entries are already inside [-w_max, w_max] (w0 is
+# docs/math.md's w <- clip(w) because untouched entries are already inside [-w_max, w_max] (w0 is
 # clipped once in :func:`run`).
 FULL_CLIP_MAX = 4096
 
@@ -153,9 +170,8 @@ def step(state: SequentialState, block, params: SequentialParams) -> tuple[Seque
 
     The state is donated: its weight buffer is updated in place, and the ``state`` passed in
     must not be used again (JAX raises if its arrays are read). Without the donation every call
-    would copy the whole weight vector (O(n_annotators) per task: ``jax.jit(update)`` is 2x
-    slower at 10^5 annotators and 13x at 10^6 here; ``make bench``, K2 streaming). Returns the
-    new state and the number of votes that moved a weight. For a whole table at once,
+    would copy the whole weight vector, O(n_annotators) per task (docs/performance.md, K2
+    streaming). Returns the new state and the number of votes that moved a weight. For a whole table at once,
     :func:`run` is faster still.
     """
     new, info = update(state, block, params)
@@ -220,7 +236,7 @@ def run(blocks: TaskBlocks, w0: jax.Array, params: SequentialParams, keep_trajec
         Per task (leading axis n_tasks): the weights after the task (if ``keep_trajectory``,
         else ``None``) and the number of votes that moved a weight.
     """
-    w0 = jnp.clip(w0, -params.w_max, params.w_max)  # MATH.md: weights live in [-w_max, w_max]
+    w0 = jnp.clip(w0, -params.w_max, params.w_max)  # docs/math.md: weights live in [-w_max, w_max]
     name = _use_native(backend)
     if name is not None:
         return _run_native(name, blocks, w0, params, keep_trajectory)
@@ -233,3 +249,90 @@ def run(blocks: TaskBlocks, w0: jax.Array, params: SequentialParams, keep_trajec
     state0 = SequentialState(w=w0, n_tasks=jnp.zeros((), jnp.int32))
     xs = (blocks.line_local, blocks.annotator, blocks.label, blocks.truth)
     return jax.lax.scan(body, state0, xs)
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry's entry point
+
+_SEQ_CHUNK = 4096  # tasks per compiled scan call when showing progress
+
+
+def _run_chunked(blocks: TaskBlocks, w0, params: SequentialParams, keep: bool, progress: bool):
+    """Run eq. (8); with ``progress`` and many tasks, scan fixed-size chunks and tick a tqdm bar.
+
+    Chunks have one padded size (the last is padded with empty tasks, which are no-ops), so the
+    scan compiles once whatever the number of tasks. Returns (final weights, trajectory or None,
+    votes that moved a weight per task).
+    """
+    n_tasks = blocks.label.shape[0]
+    if not progress or n_tasks <= _SEQ_CHUNK:
+        state, info = run(blocks, w0, params, keep_trajectory=keep)
+        return state.w, (np.asarray(info.w) if keep else None), np.asarray(info.n_updates)
+    from tqdm.auto import tqdm
+
+    w, trajs, upds = w0, [], []
+    with tqdm(total=n_tasks, desc="sequential (eq. 8)", unit="task") as bar:
+        for start in range(0, n_tasks, _SEQ_CHUNK):
+            stop = min(start + _SEQ_CHUNK, n_tasks)
+            pad = _SEQ_CHUNK - (stop - start)
+
+            def cut(x, start=start, stop=stop, pad=pad):
+                if x.ndim < 2:  # n_lines_block: not per task
+                    return x
+                part = x[start:stop]
+                return jnp.concatenate([part, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else part
+
+            state, info = run(jax.tree.map(cut, blocks), w, params, keep_trajectory=keep)
+            w = state.w
+            if keep:
+                trajs.append(np.asarray(info.w)[: stop - start])
+            upds.append(np.asarray(info.n_updates)[: stop - start])
+            bar.update(stop - start)
+    return w, (np.concatenate(trajs) if keep else None), np.concatenate(upds)
+
+
+def fit(table, cfg: SequentialConfig, common: CommonConfig, dtype) -> EstimatorFit:
+    """Eq. (8) over the tasks of ``table`` (a :class:`~crowdstat.io.tables.VoteTable`) in program order.
+
+    The line posteriors use the final weights and logit(p0) (eq. 7). Warns when there is no
+    honeypot truth, when the trajectory is dropped (``keep_trajectory=None`` and more than
+    ``TRAJECTORY_AUTO_LIMIT`` floats) and when the weights overflow.
+    """
+    from crowdstat.estimators import posterior
+
+    m = table.n_annotators
+    delta = float(common.delta)
+    if table.n_honeypots == 0:
+        warnings.warn("sequential: no honeypot truth given; reliabilities are learned from the crowd's own majority only", stacklevel=4)
+    blocks = jax.tree.map(jnp.asarray, task_blocks(table.arrays))
+    sp = make_params(cfg.lam, cfg.pbar_honeypot, cfg.w_max, delta, common.prior, dtype)
+    st0 = init(m, cfg.nu, delta, cfg.w_max, dtype)
+    keep = cfg.keep_trajectory
+    if keep is None:  # auto: keep the (n_tasks x n_annotators) trajectory while it stays small
+        keep = table.n_programs * m <= TRAJECTORY_AUTO_LIMIT
+        if not keep:
+            warnings.warn(
+                f"sequential: not keeping the weight trajectory ({table.n_programs} tasks x {m} annotators); "
+                "pass keep_trajectory=True to force it",
+                stacklevel=4,
+            )
+    w, traj, n_upd = _run_chunked(blocks, st0.w, sp, bool(keep), bool(common.progress))
+    diagnostics = {
+        "tasks": int(table.n_programs),
+        "votes_that_moved_a_weight": int(n_upd.sum()),
+        "max_abs_weight": float(jnp.max(jnp.abs(w))),
+    }
+    if not np.all(np.isfinite(np.asarray(w))):
+        warnings.warn("sequential: weights overflowed to inf/nan (lam too large without w_max?)", stacklevel=4)
+    prior_logit = math.log(common.prior) - math.log1p(-common.prior)
+    arrays = jax.tree.map(jnp.asarray, table.arrays)
+    post = posterior.posteriors(w, arrays, jnp.asarray(prior_logit, dtype))
+    w = np.asarray(w)
+    return EstimatorFit(
+        posterior=np.asarray(post),
+        weight=w,
+        reliability=posterior.reliability(w),
+        diagnostics=diagnostics,
+        trajectory=traj if keep else None,
+        prior_logit=prior_logit,
+    )

@@ -1,11 +1,22 @@
-"""Real crowdsourcing sets with gold labels (``shared/datasets``), as crowdstat vote tables.
+"""Real crowdsourcing sets with gold labels, as crowdstat vote tables, and the lookup of data folders.
 
 Each item of a binary set becomes a one-line program: ``program = item id``, ``line = 1``,
 ``annotator = worker id``, ``label 1 -> +1, 0 -> -1`` (docs/formats.md). The gold labels come back
 as a truth table ``program, line, truth`` (ALL gold; split it into honeypots and evaluation lines
-with :func:`honeypot_split`). Multi-class sets are refused with a clear error.
+with :func:`honeypot_split`). Multi-class sets are refused with a clear error: crowdstat's models
+are binary (a line is correct or wrong).
 
-The root is ``$CROWDSTAT_DATASETS`` if set, else ``<repo>/../shared/datasets``.
+Where data sets are found (:func:`dataset_places`, in this order; the first place that holds the
+requested set wins, per set):
+
+1. ``$CROWDSTAT_DATASETS``, when set: a folder holding one sub-folder per set;
+2. ``../shared/datasets`` relative to the repository root (the checkout): the ``shared/`` folder
+   kept beside the repository.
+
+:func:`find_dataset_dir` applies the chain to one set and raises a one-line :class:`DatasetError`
+naming both places, and what to do, when neither holds it. It is the one home of these two steps:
+other lookups (the MBPP lookup of ``rl.tasks.benchmarks``, which then tries the Hugging Face hub)
+reuse it rather than repeat them.
 
 Repeated (item, worker) pairs: crowdstat rejects duplicate votes, so the loader resolves them
 explicitly (``duplicates=``) and reports the counts in ``info`` -- never silently:
@@ -16,46 +27,159 @@ explicitly (``duplicates=``) and reports the counts in ``info`` -- never silentl
 - ``"error"``: raise.
 
 Identical repeated answers (same label) are merged into one vote under every policy, also counted.
-This loads no JAX (pandas only).
+Host only: the standard library, plus NumPy and pandas once a set is read (never JAX), so the
+lookup costs other code (``rl``) no heavy import.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-__all__ = ["DatasetError", "datasets_root", "list_datasets", "load", "honeypot_split"]
+__all__ = [
+    "DatasetError",
+    "ENV_VAR",
+    "REPO_ROOT",
+    "dataset_places",
+    "find_dataset_dir",
+    "datasets_root",
+    "list_datasets",
+    "load",
+    "honeypot_split",
+]
+
+#: The environment variable naming a folder of data sets; searched first.
+ENV_VAR = "CROWDSTAT_DATASETS"
+#: The repository root (the checkout); its sibling ``shared/datasets`` is searched second.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+_CROWD_FILES = ("answers.csv", "truth.csv")
 
 
 class DatasetError(ValueError):
     """A dataset is missing, malformed, or not binary."""
 
 
+def dataset_places() -> list[Path]:
+    """The folders searched for data sets, in order: ``$CROWDSTAT_DATASETS`` (only when set), then
+    ``<repository root>/../shared/datasets``. Listed whether they exist or not."""
+    env = os.environ.get(ENV_VAR)
+    places = [Path(env).expanduser()] if env else []
+    places.append(REPO_ROOT.parent / "shared" / "datasets")
+    return places
+
+
+def _places_text() -> str:
+    """Both places and their state, for one-line messages."""
+    env = os.environ.get(ENV_VAR)
+    shared = REPO_ROOT.parent / "shared" / "datasets"
+
+    def state(p: Path) -> str:
+        return str(p) if p.is_dir() else f"{p}, no such folder"
+
+    first = f"${ENV_VAR} ({state(Path(env).expanduser())})" if env else f"${ENV_VAR} (unset)"
+    return f"{first} and ../shared/datasets beside the checkout ({state(shared)})"
+
+
+def _holds(folder: Path, files: Iterable[str]) -> bool:
+    return folder.is_dir() and all((folder / f).is_file() for f in files)
+
+
+def find_dataset_dir(name: str, files: Iterable[str] = ()) -> Path:
+    """The folder of data set ``name``: ``<place>/<name>`` for the first of :func:`dataset_places`
+    where that folder exists and holds every one of ``files``.
+
+    Raises
+    ------
+    DatasetError
+        One line naming both places and what to do, when no place holds the set.
+    """
+    files = tuple(files)
+    for place in dataset_places():
+        if _holds(place / name, files):
+            return place / name
+    need = f"{name}/ (with {', '.join(files)})" if files else f"{name}/"
+    raise DatasetError(
+        f"data set {name!r} not found: looked in {_places_text()}; "
+        f"set {ENV_VAR} to a folder that holds {need}, or put it in shared/datasets/ beside the repository"
+    )
+
+
 def datasets_root() -> Path:
-    """``$CROWDSTAT_DATASETS``, else ``<repo>/../shared/datasets``; a clear error if it does not exist."""
-    env = os.environ.get("CROWDSTAT_DATASETS")
-    root = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "datasets"
-    if not root.is_dir():
-        how = "$CROWDSTAT_DATASETS" if env else "the default location (set $CROWDSTAT_DATASETS to override)"
-        raise DatasetError(f"datasets root {root} does not exist ({how})")
-    return root
+    """The first of :func:`dataset_places` that exists (for files kept beside the sets, e.g. ANCHORS.md).
+
+    Raises
+    ------
+    DatasetError
+        One line naming both places and what to do, when neither exists.
+    """
+    for place in dataset_places():
+        if place.is_dir():
+            return place
+    raise DatasetError(
+        f"no data set folder: looked in {_places_text()}; "
+        f"set {ENV_VAR} to the folder that holds the data sets, or put them in shared/datasets/ beside the repository"
+    )
 
 
 def _is_binary(path: Path) -> bool:
+    import pandas as pd
+
     labels = pd.read_csv(path / "answers.csv", usecols=["label"])["label"]
     return bool(labels.isin([0, 1]).all())
 
 
+def _available() -> dict[str, Path]:
+    """Set name -> folder, over every existing place (the first place wins a name)."""
+    found: dict[str, Path] = {}
+    for place in dataset_places():
+        if place.is_dir():
+            for p in sorted(place.iterdir()):
+                if p.name not in found and _holds(p, _CROWD_FILES):
+                    found[p.name] = p
+    return found
+
+
 def list_datasets(binary_only: bool = False) -> list[str]:
-    """Names of the sets under the root (directories holding ``answers.csv`` and ``truth.csv``), sorted."""
-    root = datasets_root()
-    names = sorted(p.name for p in root.iterdir() if (p / "answers.csv").is_file() and (p / "truth.csv").is_file())
+    """Names of the crowd sets (folders holding ``answers.csv`` and ``truth.csv``) in every place, sorted.
+
+    Raises :class:`DatasetError` when no place exists.
+    """
+    datasets_root()  # the one-line error when there is no place at all
+    found = _available()
+    names = sorted(found)
     if binary_only:
-        names = [n for n in names if _is_binary(root / n)]
+        names = [n for n in names if _is_binary(found[n])]
     return names
+
+
+def _read_set(name: str) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    """(folder, answers, gold) of set ``name``, columns and 0/1 labels checked."""
+    import pandas as pd
+
+    try:
+        path = find_dataset_dir(name, _CROWD_FILES)
+    except DatasetError as e:
+        raise DatasetError(f"{e}; available: {sorted(_available())}") from None
+    ans = pd.read_csv(path / "answers.csv", dtype={"item": str, "worker": str})
+    gold = pd.read_csv(path / "truth.csv", dtype={"item": str})
+    for df, fname, cols in ((ans, "answers.csv", ["item", "worker", "label"]), (gold, "truth.csv", ["item", "label"])):
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise DatasetError(f"dataset {name!r}: {fname} lacks column(s) {missing}")
+        bad = ~df["label"].isin([0, 1])
+        if bad.any():
+            vals = sorted(pd.unique(df["label"][bad]).tolist())[:10]
+            raise DatasetError(
+                f"dataset {name!r}: {fname} has labels other than 0/1 (e.g. {vals}; {int(bad.sum())} rows): "
+                "a multi-class set; crowdstat's models are binary (line correct / wrong)"
+            )
+    return path, ans, gold
 
 
 def load(name: str, duplicates: str = "drop") -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -82,28 +206,16 @@ def load(name: str, duplicates: str = "drop") -> tuple[pd.DataFrame, pd.DataFram
     Raises
     ------
     DatasetError
-        Unknown name (listing the available ones), missing files, labels other than 0/1
-        (multi-class sets), conflicting duplicates with ``duplicates="error"``.
+        A set no place holds (one line naming both places and the available sets), missing
+        columns, labels other than 0/1 (multi-class sets), conflicting duplicates with
+        ``duplicates="error"``.
     """
     if duplicates not in ("drop", "first", "error"):
         raise ValueError(f"duplicates: expected 'drop', 'first' or 'error', got {duplicates!r}")
-    root = datasets_root()
-    path = root / name
-    if not (path / "answers.csv").is_file() or not (path / "truth.csv").is_file():
-        raise DatasetError(f"dataset {name!r}: no answers.csv/truth.csv under {path}; available: {list_datasets()}")
-    ans = pd.read_csv(path / "answers.csv", dtype={"item": str, "worker": str})
-    gold = pd.read_csv(path / "truth.csv", dtype={"item": str})
-    for df, fname, cols in ((ans, "answers.csv", ["item", "worker", "label"]), (gold, "truth.csv", ["item", "label"])):
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise DatasetError(f"dataset {name!r}: {fname} lacks column(s) {missing}")
-        bad = ~df["label"].isin([0, 1])
-        if bad.any():
-            vals = sorted(pd.unique(df["label"][bad]).tolist())[:10]
-            raise DatasetError(
-                f"dataset {name!r}: {fname} has labels other than 0/1 (e.g. {vals}; {int(bad.sum())} rows): "
-                "a multi-class set; crowdstat's models are binary (line correct / wrong)"
-            )
+    import numpy as np
+    import pandas as pd
+
+    path, ans, gold = _read_set(name)
     n_answers = len(ans)
     # identical repeats: merge
     ident = ans.duplicated(["item", "worker", "label"], keep="first")
@@ -113,22 +225,33 @@ def load(name: str, duplicates: str = "drop") -> tuple[pd.DataFrame, pd.DataFram
     n_conf_pairs = int(ans[conflict][["item", "worker"]].drop_duplicates().shape[0])
     if n_conf_pairs and duplicates == "error":
         ex = ans[conflict].head(4).to_dict("records")
-        raise DatasetError(f"dataset {name!r}: {n_conf_pairs} (item, worker) pairs have two different answers, e.g. {ex}; "
-                           "pass duplicates='drop' or 'first'")
+        raise DatasetError(
+            f"dataset {name!r}: {n_conf_pairs} (item, worker) pairs have two different answers, e.g. {ex}; "
+            "pass duplicates='drop' or 'first'"
+        )
     if duplicates == "drop":
         kept = ans[~conflict]
     else:
         kept = ans[~ans.duplicated(["item", "worker"], keep="first")]
     n_dropped = len(ans) - len(kept)
     votes = pd.DataFrame(
-        {"program": kept["item"].to_numpy(), "line": np.ones(len(kept), np.int64), "annotator": kept["worker"].to_numpy(),
-         "label": np.where(kept["label"].to_numpy() == 1, 1, -1).astype(np.int64)}
+        {
+            "program": kept["item"].to_numpy(),
+            "line": np.ones(len(kept), np.int64),
+            "annotator": kept["worker"].to_numpy(),
+            "label": np.where(kept["label"].to_numpy() == 1, 1, -1).astype(np.int64),
+        }
     ).reset_index(drop=True)
     voted = set(votes["program"])
     has_votes = gold["item"].isin(voted)
     g = gold[has_votes]
-    truth = pd.DataFrame({"program": g["item"].to_numpy(), "line": np.ones(len(g), np.int64),
-                          "truth": np.where(g["label"].to_numpy() == 1, 1, -1).astype(np.int64)}).reset_index(drop=True)
+    truth = pd.DataFrame(
+        {
+            "program": g["item"].to_numpy(),
+            "line": np.ones(len(g), np.int64),
+            "truth": np.where(g["label"].to_numpy() == 1, 1, -1).astype(np.int64),
+        }
+    ).reset_index(drop=True)
     info = {
         "name": name,
         "path": str(path),
@@ -153,6 +276,8 @@ def honeypot_split(truth: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.
 
     Deterministic in ``seed`` (numpy ``default_rng``); both parts keep the input's row order.
     """
+    import numpy as np
+
     if not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
         raise ValueError(f"fraction: expected a number in [0, 1], got {fraction!r}")
     n = len(truth)

@@ -1,5 +1,6 @@
 """One reader for every JSONL file of the project (reward files; samples, programs, rollouts,
-prompts and MBPP in ``rl``). Standard library only.
+prompts and MBPP in ``rl``), so that every such file has the same rules and the same messages.
+Standard library only, so ``rl`` may import it.
 
 Blank lines are skipped; every other line must be a JSON object. Errors name the file and the
 1-based line: ``{path}:{line}: ...``.
@@ -19,8 +20,7 @@ def read_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError) -> 
     """Yield ``(line_number, where, object)`` for each non-blank line of the JSONL file ``path``.
 
     ``where`` is ``"{path}:{line}"`` (1-based), the prefix of every message about that line. A line
-    that is not JSON, or not a JSON object, raises ``error`` naming it. One reader for every JSONL
-    file of the project (reward files here; samples, programs, rollouts and prompts in ``rl``).
+    that is not JSON, or not a JSON object, raises ``error`` naming it.
     """
     path = Path(path)
     with open(path, encoding="utf-8") as fh:

@@ -1,8 +1,10 @@
 """The reward file ``rewards.jsonl``: the documented seam between crowdstat and the RL side.
 
-Standard library only (no JAX, no pandas): ``rl`` imports this module and nothing else of
-crowdstat. The schema is in ``docs/formats.md``; :data:`SCHEMA_VERSION` is bumped on any
-incompatible change, and readers reject other versions.
+Standard library only (no JAX, no pandas; it uses :mod:`crowdstat.io.atomic` and
+:mod:`crowdstat.io.jsonl`), so that ``rl`` reads crowdstat's output without loading the
+estimators (docs/architecture.md). This module is the one home of the reward file: its schema
+is in ``docs/formats.md``; :data:`SCHEMA_VERSION` is bumped on any incompatible change, and
+readers reject other versions.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 from collections.abc import Iterable
 
 from crowdstat.io.atomic import atomic_write_text

@@ -124,7 +124,8 @@ def _read_parquet(path: Path, name: str) -> pd.DataFrame:
     try:
         schema = pq.read_schema(path)
         coded = [
-            f.name for f in schema
+            f.name
+            for f in schema
             if f.name in _CODED and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type))
         ]
         return pq.read_table(path, read_dictionary=coded or None).to_pandas()
@@ -318,9 +319,15 @@ def parse_labels(col: pd.Series, rows: np.ndarray, column: str, problems: list) 
     if neg_pm.any() and neg_01.any():
         minority = neg_01 if neg_01.sum() <= neg_pm.sum() else neg_pm
         other = "-1" if minority is neg_01 else "0"
-        _report(problems, rows, minority, column,
-                lambda raw: f"label {raw!r} mixes the 1/0 coding with the +1/-1 coding used elsewhere (e.g. {other!r})", col)
-    return pos.view(np.int8) * np.int8(2) - np.int8(1)  # +1 / -1 (np.where with scalars is 60x slower)
+        _report(
+            problems,
+            rows,
+            minority,
+            column,
+            lambda raw: f"label {raw!r} mixes the 1/0 coding with the +1/-1 coding used elsewhere (e.g. {other!r})",
+            col,
+        )
+    return pos.view(np.int8) * np.int8(2) - np.int8(1)  # +1 / -1, without np.where's scalar broadcasting
 
 
 def _duplicates(keys: pd.DataFrame, rows: np.ndarray, what: str, problems: list, column: str) -> None:
@@ -386,9 +393,7 @@ class VoteTable:
 
     def lines_frame(self) -> pd.DataFrame:
         """``program, line`` of every line index, in line-index order."""
-        return pd.DataFrame(
-            {"program": self.programs[self.arrays.line_program], "line": self.line_numbers}
-        )
+        return pd.DataFrame({"program": self.programs[self.arrays.line_program], "line": self.line_numbers})
 
     def votes_frame(self) -> pd.DataFrame:
         """The votes back as a table ``program, line, annotator, label`` (line-sorted)."""
@@ -401,6 +406,77 @@ class VoteTable:
                 "label": a.label.astype(np.int64),
             }
         )
+
+
+def _code_votes(df: pd.DataFrame, rows: np.ndarray, problems: list):
+    """Parse and integer-code the four vote columns, appending every problem found.
+
+    Returns ``(prog_code, prog_ids, line_no, ann_code, ann_ids, label)``: program and annotator
+    codes with their string ids (object arrays, order of first appearance), line numbers and the
+    +1/-1 labels. Id columns of a common dtype take the factorised path (:func:`_id_codes`).
+    """
+    fast_prog = _id_codes(df["program"], rows, "program", problems)
+    prog = _ids(df["program"], rows, "program", problems) if fast_prog is None else None
+    line_no = _integers(df["line"], rows, "line", problems, minimum=0)
+    fast_ann = _id_codes(df["annotator"], rows, "annotator", problems)
+    ann = _ids(df["annotator"], rows, "annotator", problems) if fast_ann is None else None
+    label = parse_labels(df["label"], rows, "label", problems)
+    if fast_prog is not None:
+        prog_code, prog_ids = fast_prog
+    else:
+        prog_code, prog_ids = pd.factorize(prog, sort=False)
+    if fast_ann is not None:
+        ann_code, ann_ids = fast_ann
+    else:
+        ann_code, ann_ids = pd.factorize(ann, sort=False)
+    return prog_code, np.asarray(prog_ids, dtype=object), line_no, ann_code, np.asarray(ann_ids, dtype=object), label
+
+
+def _check_duplicate_votes(prog_code, prog_ids, line_no, ann_code, ann_ids, rows, problems) -> tuple[np.ndarray, int]:
+    """Report every repeated (program, line, annotator) vote; return ``(line_key, lmax)``.
+
+    ``line_key = prog_code * lmax + line_no`` is one integer per line, reused to group the votes
+    by line. Duplicates are found on one integer key per vote, sorted once; the row-by-row report
+    (pandas) runs only if there is one.
+    """
+    lmax = int(line_no.max()) + 1
+    n_a = max(len(ann_ids), 1)
+    line_key = prog_code.astype(np.int64, copy=False) * lmax + line_no
+    if max(len(prog_ids), 1) * lmax * n_a < 2**62:
+        packed = np.sort(line_key * n_a + ann_code)
+        dup = len(packed) > 1 and bool(np.any(packed[1:] == packed[:-1]))
+    else:  # the packed key could overflow int64
+        o = np.lexsort((ann_code, line_no, prog_code))
+        same = (np.diff(prog_code[o]) == 0) & (np.diff(line_no[o]) == 0) & (np.diff(ann_code[o]) == 0)
+        dup = bool(np.any(same))
+    if dup:
+        _duplicates(
+            pd.DataFrame({"program": prog_ids[prog_code], "line": line_no, "annotator": ann_ids[ann_code]}),
+            rows,
+            "vote (program, line, annotator)",
+            problems,
+            "annotator",
+        )
+    return line_key, lmax
+
+
+def _group_lines(line_key: np.ndarray, ann_code: np.ndarray, label: np.ndarray):
+    """Lines: unique (program index, line number), program-major then by line number.
+
+    Returns ``(ukey, v_line, v_ann, v_label)``: the sorted line keys and the votes sorted by line
+    (line index int32, annotator int32, label).
+    """
+    if len(line_key) < 2 or bool(np.all(line_key[1:] >= line_key[:-1])):
+        # Already grouped by line (a file written program by program, line by line): no sort.
+        new_line = np.empty(len(line_key), bool)
+        new_line[0] = True
+        np.not_equal(line_key[1:], line_key[:-1], out=new_line[1:])
+        ukey = line_key[new_line]
+        v_line = np.cumsum(new_line, dtype=np.int32) - 1
+        return ukey, v_line, ann_code.astype(np.int32), label
+    ukey, line_idx = np.unique(line_key, return_inverse=True)
+    order = np.argsort(line_idx, kind="stable")
+    return ukey, line_idx[order].astype(np.int32), ann_code[order].astype(np.int32), label[order]
 
 
 def read_votes(votes: Source, truth: Source | None = None, programs: Source | None = None) -> VoteTable:
@@ -426,59 +502,14 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
     if len(df) == 0:
         raise VoteTableError(name, [(None, None, "the table has no votes (empty table)")])
     problems: list = []
-    fast_prog = _id_codes(df["program"], rows, "program", problems)
-    prog = _ids(df["program"], rows, "program", problems) if fast_prog is None else None
-    line_no = _integers(df["line"], rows, "line", problems, minimum=0)
-    fast_ann = _id_codes(df["annotator"], rows, "annotator", problems)
-    ann = _ids(df["annotator"], rows, "annotator", problems) if fast_ann is None else None
-    label = parse_labels(df["label"], rows, "label", problems)
-    if fast_prog is not None:
-        prog_code, prog_ids = fast_prog
-    else:
-        prog_code, prog_ids = pd.factorize(prog, sort=False)
-    if fast_ann is not None:
-        ann_code, ann_ids = fast_ann
-    else:
-        ann_code, ann_ids = pd.factorize(ann, sort=False)
-    prog_ids = np.asarray(prog_ids, dtype=object)
-    ann_ids = np.asarray(ann_ids, dtype=object)
+    prog_code, prog_ids, line_no, ann_code, ann_ids, label = _code_votes(df, rows, problems)
     if not problems:
-        # Duplicates: one integer key per vote, sorted once; the row-by-row report (pandas) only if any.
-        lmax = int(line_no.max()) + 1
-        n_a = max(len(ann_ids), 1)
-        line_key = prog_code.astype(np.int64, copy=False) * lmax + line_no  # one key per line, reused below
-        if max(len(prog_ids), 1) * lmax * n_a < 2**62:
-            packed = np.sort(line_key * n_a + ann_code)
-            dup = len(packed) > 1 and bool(np.any(packed[1:] == packed[:-1]))
-        else:  # the packed key could overflow int64
-            o = np.lexsort((ann_code, line_no, prog_code))
-            same = (np.diff(prog_code[o]) == 0) & (np.diff(line_no[o]) == 0) & (np.diff(ann_code[o]) == 0)
-            dup = bool(np.any(same))
-        if dup:
-            _duplicates(
-                pd.DataFrame({"program": prog_ids[prog_code], "line": line_no, "annotator": ann_ids[ann_code]}), rows,
-                "vote (program, line, annotator)", problems, "annotator",
-            )
+        line_key, lmax = _check_duplicate_votes(prog_code, prog_ids, line_no, ann_code, ann_ids, rows, problems)
     if problems:
-        problems.sort(key=lambda p: (p[0] or 0))
+        problems.sort(key=lambda p: p[0] or 0)
         raise VoteTableError(name, problems)
     n_prog = len(prog_ids)
-    # Lines: unique (program index, line number), program-major then by line number.
-    if len(line_key) < 2 or bool(np.all(line_key[1:] >= line_key[:-1])):
-        # Already grouped by line (a file written program by program, line by line): no sort.
-        new_line = np.empty(len(line_key), bool)
-        new_line[0] = True
-        np.not_equal(line_key[1:], line_key[:-1], out=new_line[1:])
-        ukey = line_key[new_line]
-        v_line = (np.cumsum(new_line, dtype=np.int32) - 1)
-        v_ann = ann_code.astype(np.int32)
-        v_label = label
-    else:
-        ukey, line_idx = np.unique(line_key, return_inverse=True)
-        order = np.argsort(line_idx, kind="stable")
-        v_line = line_idx[order].astype(np.int32)
-        v_ann = ann_code[order].astype(np.int32)
-        v_label = label[order]
+    ukey, v_line, v_ann, v_label = _group_lines(line_key, ann_code, label)
     line_program = (ukey // lmax).astype(np.int32)
     line_numbers = (ukey % lmax).astype(np.int64)
     n_lines = len(ukey)
@@ -495,9 +526,7 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
         program_size = _read_programs(programs, prog_ids, annotated)
         has_sizes = True
 
-    arrays = VoteArrays(
-        line=v_line, annotator=v_ann, label=v_label, line_program=line_program, truth=truth_arr, program_size=program_size
-    )
+    arrays = VoteArrays(line=v_line, annotator=v_ann, label=v_label, line_program=line_program, truth=truth_arr, program_size=program_size)
     return VoteTable(
         arrays=arrays,
         programs=prog_ids,
@@ -537,7 +566,7 @@ def _read_truth(truth: Source, prog_ids: np.ndarray, ukey: np.ndarray, base: int
         if not problems:
             out[pos_c[hit]] = t[hit]
     if problems:
-        problems.sort(key=lambda p: (p[0] or 0))
+        problems.sort(key=lambda p: p[0] or 0)
         raise VoteTableError(name, problems)
     return out
 
@@ -559,14 +588,10 @@ def _read_programs(programs: Source, prog_ids: np.ndarray, annotated: np.ndarray
     size = np.where(idx >= 0, n[np.maximum(idx, 0)], 0).astype(np.int32)
     short = (idx >= 0) & (size < annotated)
     for i in np.flatnonzero(short):
-        problems.append(
-            (int(rows[idx[i]]), "n_lines", f"program {prog_ids[i]!r} has {annotated[i]} annotated lines but n_lines={size[i]}")
-        )
+        problems.append((int(rows[idx[i]]), "n_lines", f"program {prog_ids[i]!r} has {annotated[i]} annotated lines but n_lines={size[i]}"))
     if problems:
         raise VoteTableError(name, problems)
     extra = sorted(set(prog) - set(prog_ids))
     if extra:
-        warnings.warn(
-            f"{name}: {len(extra)} program(s) have no vote and get no reward: {extra[:10]}", stacklevel=3
-        )
+        warnings.warn(f"{name}: {len(extra)} program(s) have no vote and get no reward: {extra[:10]}", stacklevel=3)
     return size

@@ -3,13 +3,15 @@
     crowdstat compare VOTES --truth T --true-lines TL [--true-annotators A] \\
         --methods majority,sequential,proximal,em1,em2,bayes --out DIR
 
-Method specs: a method name, optionally with parameters after colons, e.g.
-``sequential:lam=0.1:w_max=10`` or ``proximal:gamma=5%``; numbers are parsed as floats (integers
-as ints), ``true``/``false`` as booleans, anything else stays a string. The label of a spec in the
-tables is the spec itself.
+Method specs: a method name (:data:`crowdstat.estimators.METHODS`), optionally with parameters
+after colons, e.g. ``sequential:lam=0.1:w_max=10`` or ``proximal:gamma=5%``. Each value is read by
+the type of the parameter's config field (:func:`crowdstat.estimators.registry.parse_param`:
+``lam`` a float, ``maxiter`` an int, ``intercept`` ``true``/``false``, ``gamma`` a number or a
+string such as ``5%``); an unknown parameter is a TypeError, a value of the wrong type a
+ValueError, both before anything is fitted. The label of a spec in the tables is the spec itself.
 
-Scoring (MATH.md "What better means"): line metrics are computed on the lines whose truth the
-estimator did **not** see (``true_lines`` minus the honeypot lines of ``truth``): accuracy (decision
+Scoring (docs/study.md): line metrics are computed on the lines whose truth the estimator did
+**not** see (``true_lines`` minus the honeypot lines of ``truth``): accuracy (decision
 P > tau, tau = 0.5), log-loss, Brier, ECE (10 equal-width bins). With true annotator
 reliabilities (``annotator, p`` [, ``kind``]): RMSE of the estimated reliabilities, and the ROC AUC
 of flagging the bad annotators (``kind`` spammer/adversary, or p <= 1/2 without ``kind``) by low
@@ -23,7 +25,6 @@ posterior column per method), ``annotators.csv`` (true p and one reliability col
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import time
@@ -33,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from crowdstat.estimators.registry import METHODS, REGISTRY, parse_param
 
 __all__ = ["MethodUnavailable", "available", "parse_method", "Comparison", "compare", "write_outputs", "BAD_KINDS"]
 
@@ -44,44 +47,27 @@ class MethodUnavailable(ValueError):
 
 
 def available(method: str) -> tuple[bool, str]:
-    """(is ``method`` usable here, reason if not). Baselines must import (crowdstat.api._BASELINES)."""
-    from crowdstat import api
-
-    if method not in api.METHODS:
-        return False, f"unknown method {method!r}; crowdstat.fit knows {api.METHODS}"
-    if method in api._BASELINES:
-        mod, fn = api._BASELINES[method]
-        try:
-            getattr(importlib.import_module(mod), fn)
-        except (ImportError, AttributeError) as e:
-            return False, f"method {method!r} is not available in this installation ({mod}.{fn}: {type(e).__name__}: {e})"
-    return True, ""
-
-
-def _value(s: str):
-    low = s.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("inf", "+inf"):
-        return math.inf
-    try:
-        f = float(s)
-    except ValueError:
-        return s.strip()
-    return int(f) if f.is_integer() and "." not in s and "e" not in low else f
+    """(is ``method`` usable here, reason if not): known to the registry and its module imports."""
+    if method not in REGISTRY:
+        return False, f"unknown method {method!r}; crowdstat.fit knows {METHODS}"
+    return REGISTRY[method].available()
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
-    """``"sequential:lam=0.1:w_max=10"`` -> ("sequential", {"lam": 0.1, "w_max": 10})."""
+    """``"sequential:lam=0.1:w_max=10"`` -> ("sequential", {"lam": 0.1, "w_max": 10.0}).
+
+    Values are coerced by the parameter's config field type; for a method the registry does not
+    know they stay strings (:func:`available` then reports the method).
+    """
     parts = [p for p in spec.strip().split(":")]
     name, params = parts[0].strip(), {}
+    if not name:
+        raise ValueError(f"method spec {spec!r}: empty method name")
     for p in parts[1:]:
         if "=" not in p:
             raise ValueError(f"method spec {spec!r}: expected key=value after ':', got {p!r}")
-        k, v = p.split("=", 1)
-        params[k.strip()] = _value(v)
-    if not name:
-        raise ValueError(f"method spec {spec!r}: empty method name")
+        k, v = (x.strip() for x in p.split("=", 1))
+        params[k] = parse_param(name, k, v) if name in REGISTRY else v
     return name, params
 
 
@@ -102,6 +88,73 @@ def _frame(x, what):
     from crowdstat.io.tables import read_frame
 
     return read_frame(x, what)[0]
+
+
+def _line_truth(table, true_lines) -> tuple[pd.MultiIndex, np.ndarray]:
+    """(program, line) key of the table's lines and their truth (+1 / -1) from ``true_lines``."""
+    from crowdstat.io.tables import VoteTableError, parse_labels
+
+    tl = _frame(true_lines, "true lines")
+    if tl is None:
+        raise ValueError("compare: true_lines (program, line, truth for every line) is required to score the methods")
+    missing = {"program", "line", "truth"} - set(tl.columns)
+    if missing:
+        raise ValueError(f"compare: true_lines is missing column(s) {sorted(missing)}")
+    programs = table.programs[np.asarray(table.arrays.line_program)].astype(str)
+    key = pd.MultiIndex.from_arrays([programs, table.line_numbers.astype(np.int64)])
+    problems: list = []
+    tl_lab = parse_labels(tl["truth"], np.arange(1, len(tl) + 1), "truth", problems)
+    if problems:
+        raise VoteTableError("true_lines", problems)
+    tl_idx = pd.Series(tl_lab.astype(np.int64), index=pd.MultiIndex.from_arrays(
+        [tl["program"].astype(str).to_numpy(), pd.to_numeric(tl["line"]).astype(np.int64).to_numpy()]))
+    if tl_idx.index.has_duplicates:
+        raise ValueError(f"compare: true_lines has duplicate (program, line) {tl_idx.index[tl_idx.index.duplicated()][0]}")
+    t = tl_idx.reindex(key)
+    if t.isna().any():
+        bad = key[np.flatnonzero(t.isna().to_numpy())[0]]
+        raise ValueError(f"compare: true_lines has no truth for line {bad} of the vote table")
+    return key, t.to_numpy().astype(np.int64)
+
+
+def _annotator_truth(table, true_annotators) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(true reliability, is bad) per annotator of the table, or (None, None) without ``true_annotators``."""
+    ta = _frame(true_annotators, "true annotators")
+    if ta is None:
+        return None, None
+    if not {"annotator", "p"} <= set(ta.columns):
+        raise ValueError("compare: true_annotators needs columns annotator, p")
+    tai = ta.assign(annotator=ta["annotator"].astype(str)).set_index("annotator")
+    ids = pd.Index(table.annotators.astype(str))
+    if not ids.isin(tai.index).all():
+        raise ValueError(f"compare: true_annotators lacks annotator {ids[~ids.isin(tai.index)][0]!r}")
+    true_p = pd.to_numeric(tai.loc[ids, "p"]).to_numpy(np.float64)
+    bad = tai.loc[ids, "kind"].isin(BAD_KINDS).to_numpy() if "kind" in tai.columns else true_p <= 0.5
+    return true_p, bad
+
+
+def _score(spec: str, res, t, eval_mask, true_p, bad) -> tuple[dict, object]:
+    """The metrics row of one fit (without seconds and warnings) and its reliability diagram."""
+    import jax.numpy as jnp
+
+    from crowdstat.study import metrics as M
+
+    post = res.lines["posterior"].to_numpy(np.float64)
+    rel = res.annotators["reliability"].to_numpy(np.float64)
+    pj, tj, msk = jnp.asarray(post), jnp.asarray(t), jnp.asarray(eval_mask)
+    row = {
+        "method": spec,
+        "accuracy": float(M.line_accuracy(pj, tj, mask=msk)),
+        "log_loss": float(M.log_loss(pj, tj, mask=msk)),
+        "brier": float(M.brier(pj, tj, mask=msk)),
+        "ece": float(M.expected_calibration_error(pj, tj, mask=msk)),
+        "n_eval_lines": int(eval_mask.sum()),
+    }
+    if true_p is not None:
+        row["reliability_rmse"] = float(M.reliability_rmse(jnp.asarray(rel), jnp.asarray(true_p)))
+        row["detection_auc"] = float(M.detection_auc(jnp.asarray(rel), jnp.asarray(bad))) if 0 < bad.sum() < len(bad) else float("nan")
+    row["max_abs_weight"] = float(np.max(np.abs(res.annotators["weight"].to_numpy(np.float64))))
+    return row, M.reliability_diagram(pj, tj, mask=msk)
 
 
 def compare(votes, truth=None, true_lines=None, true_annotators=None, methods=("majority", "sequential", "proximal"),
@@ -127,51 +180,19 @@ def compare(votes, truth=None, true_lines=None, true_annotators=None, methods=("
     MethodUnavailable
         Before fitting anything, if a method is unknown or its module does not import.
     """
-    import jax.numpy as jnp
-
-    from crowdstat.study import metrics as M
     from crowdstat.api import fit
-    from crowdstat.io.tables import VoteTableError, parse_labels, read_votes
+    from crowdstat.io.tables import read_votes
 
     specs = [(s, *parse_method(s)) for s in methods]
-    for s, name, _ in specs:
+    for _, name, _ in specs:
         ok, why = available(name)
         if not ok:
             raise MethodUnavailable(why)
     table = read_votes(votes, truth=truth)
-    tl = _frame(true_lines, "true lines")
-    if tl is None:
-        raise ValueError("compare: true_lines (program, line, truth for every line) is required to score the methods")
-    missing = {"program", "line", "truth"} - set(tl.columns)
-    if missing:
-        raise ValueError(f"compare: true_lines is missing column(s) {sorted(missing)}")
-    key = pd.MultiIndex.from_arrays([table.programs[np.asarray(table.arrays.line_program)].astype(str), table.line_numbers.astype(np.int64)])
-    problems: list = []
-    tl_lab = parse_labels(tl["truth"], np.arange(1, len(tl) + 1), "truth", problems)
-    if problems:
-        raise VoteTableError("true_lines", problems)
-    tl_idx = pd.Series(tl_lab.astype(np.int64), index=pd.MultiIndex.from_arrays(
-        [tl["program"].astype(str).to_numpy(), pd.to_numeric(tl["line"]).astype(np.int64).to_numpy()]))
-    if tl_idx.index.has_duplicates:
-        raise ValueError(f"compare: true_lines has duplicate (program, line) {tl_idx.index[tl_idx.index.duplicated()][0]}")
-    t = tl_idx.reindex(key)
-    if t.isna().any():
-        bad = key[np.flatnonzero(t.isna().to_numpy())[0]]
-        raise ValueError(f"compare: true_lines has no truth for line {bad} of the vote table")
-    t = t.to_numpy().astype(np.int64)
+    key, t = _line_truth(table, true_lines)
     hp = np.asarray(table.arrays.truth) != 0
     eval_mask = ~hp
-    ta = _frame(true_annotators, "true annotators")
-    true_p = bad = None
-    if ta is not None:
-        if not {"annotator", "p"} <= set(ta.columns):
-            raise ValueError("compare: true_annotators needs columns annotator, p")
-        tai = ta.assign(annotator=ta["annotator"].astype(str)).set_index("annotator")
-        ids = pd.Index(table.annotators.astype(str))
-        if not ids.isin(tai.index).all():
-            raise ValueError(f"compare: true_annotators lacks annotator {ids[~ids.isin(tai.index)][0]!r}")
-        true_p = pd.to_numeric(tai.loc[ids, "p"]).to_numpy(np.float64)
-        bad = tai.loc[ids, "kind"].isin(BAD_KINDS).to_numpy() if "kind" in tai.columns else true_p <= 0.5
+    true_p, bad = _annotator_truth(table, true_annotators)
     common = dict(common or {})
     rows, fits, diagrams = [], {}, {}
     lines_out = pd.DataFrame({"program": key.get_level_values(0), "line": key.get_level_values(1), "truth": t, "honeypot": hp})
@@ -195,28 +216,12 @@ def compare(votes, truth=None, true_lines=None, true_annotators=None, methods=("
             res = fit(table, method=name, **{**common, **params})
         seconds = time.perf_counter() - t0
         fits[spec] = res
-        post = res.lines["posterior"].to_numpy(np.float64)
-        rel = res.annotators["reliability"].to_numpy(np.float64)
-        pj, tj = jnp.asarray(post), jnp.asarray(t)
-        msk = jnp.asarray(eval_mask)
-        row = {
-            "method": spec,
-            "accuracy": float(M.line_accuracy(pj, tj, mask=msk)),
-            "log_loss": float(M.log_loss(pj, tj, mask=msk)),
-            "brier": float(M.brier(pj, tj, mask=msk)),
-            "ece": float(M.expected_calibration_error(pj, tj, mask=msk)),
-            "n_eval_lines": int(eval_mask.sum()),
-        }
-        if true_p is not None:
-            row["reliability_rmse"] = float(M.reliability_rmse(jnp.asarray(rel), jnp.asarray(true_p)))
-            row["detection_auc"] = float(M.detection_auc(jnp.asarray(rel), jnp.asarray(bad))) if 0 < bad.sum() < len(bad) else float("nan")
-        row["max_abs_weight"] = float(np.max(np.abs(res.annotators["weight"].to_numpy(np.float64))))
+        row, diagrams[spec] = _score(spec, res, t, eval_mask, true_p, bad)
         row["seconds"] = seconds
         row["warnings"] = "; ".join(sorted({str(w.message)[:120] for w in caught}))
         rows.append(row)
-        lines_out[f"posterior[{spec}]"] = post
-        ann_out[f"reliability[{spec}]"] = rel
-        diagrams[spec] = M.reliability_diagram(pj, tj, mask=msk)
+        lines_out[f"posterior[{spec}]"] = res.lines["posterior"].to_numpy(np.float64)
+        ann_out[f"reliability[{spec}]"] = res.annotators["reliability"].to_numpy(np.float64)
     return Comparison(pd.DataFrame(rows), lines_out, ann_out, fits, diagrams)
 
 

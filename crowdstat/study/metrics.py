@@ -1,4 +1,4 @@
-"""What "better" means (MATH.md): metrics of line posteriors and annotator reliabilities.
+"""What "better" means: metrics of line posteriors and annotator reliabilities (docs/study.md, "Metrics").
 
 Array functions (``jax.numpy``; jit- and vmap-able; an optional boolean ``mask`` selects the
 entries that count, so replicates of one shape vmap without ragged arrays):
@@ -234,10 +234,8 @@ def plot_reliability_diagram(diagrams: dict, path=None, title: str | None = None
     for i, (label, d) in enumerate(diagrams.items()):
         ok = d["count"] > 0
         ax.plot(d["mean_posterior"][ok], d["frac_correct"][ok], "o-", ms=4, label=f"{label} (ECE {d['ece']:.3f})")
-        centers = 0.5 * (d["edges"][:-1] + d["edges"][1:])
         width = (d["edges"][1] - d["edges"][0]) / (len(diagrams) + 1)
         axh.bar(d["edges"][:-1] + (i + 0.5) * width, d["count"], width=width, label=label)
-        del centers
     ax.set_ylabel("fraction of lines correct")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)

@@ -7,7 +7,9 @@ Model (everything a simulation study of cRLHF needs, nothing more):
   buggy programs); lines of clean programs are correct. Truth t = +1 (correct) / -1 (wrong).
 - **Annotators** are two-coin: ``sens_i`` = P(vote +1 | line correct) = 1 - P(flag a correct
   line) and ``spec_i`` = P(vote -1 | line wrong) = 1 - P(miss a bug). One-coin annotators
-  (experts, novices, spammers p = 1/2, adversaries p < 1/2) have sens = spec = p.
+  (experts, novices, reliable, adversaries p < 1/2) have sens = spec = p; a spammer voting +1
+  with probability q has (q, 1 - q) (p = 1/2 at q = 1/2); a lazy annotator who accepts a line
+  unseen with probability a has (1, 1 - a).
 - **Drift / fatigue**: an annotator's rates decay towards 1/2 with the number ``n`` of votes they
   have already cast (in task order, then line order):
   ``rate(n) = 1/2 + (rate - 1/2) * exp(-decay_i * n)``; ``decay_i = 0`` means no drift.
@@ -21,32 +23,14 @@ Model (everything a simulation study of cRLHF needs, nothing more):
 Layers: :func:`simulate_arrays` is the pure array core (jit-compiled; shapes are static, every
 probability a runtime argument), :func:`simulate_replicates` splits the key and ``vmap``s it, and
 :func:`to_frames` / :func:`simulate` / :func:`simulate_votes` convert to the standard tables of
-docs/formats.md on the host. Populations come from :func:`parse_population` (the SPEC syntax
-below) or :func:`one_coin`.
-
-Population SPEC (``crowdstat simulate --population SPEC``): comma-separated groups
-``kind:count[@params][~decay]``:
-
-==============  =================  ===============================================================
-kind            params (default)   meaning
-==============  =================  ===============================================================
-``expert``      ``p`` (0.95)       one-coin, P(vote = truth) = p
-``novice``      ``p`` (0.7)        one-coin
-``reliable``    ``p`` (0.8)        one-coin (any p)
-``spammer``     none (p = 0.5)     votes at random
-``adversary``   ``p`` (0.3)        one-coin with p < 1/2
-``twocoin``     ``s/t`` (0.9/0.6)  sens = s = P(+1 | correct), spec = t = P(-1 | wrong)
-==============  =================  ===============================================================
-
-``~decay`` (optional, any kind) sets the per-vote fatigue rate, e.g. ``expert:2@0.95~0.01``
-(after 100 votes the expert is at 1/2 + 0.45 e^-1 = 0.67). Example:
-``expert:3@0.95,novice:4@0.7,spammer:2,adversary:1@0.3,twocoin:2@0.9/0.6,novice:2@0.8~0.005``.
-Annotators are numbered in SPEC order: ``ann00, ann01, ...``.
+docs/formats.md on the host. Populations come from :func:`parse_population` (the SPEC
+grammar of :mod:`crowdstat.spec`, documented in docs/formats.md, "Annotator populations (SPEC)")
+or :func:`one_coin`. Every kind except ``examples`` (whose votes depend on the program text) is
+simulated here, ``~decay`` included; annotators are numbered in SPEC order: ``ann00, ann01, ...``.
 """
 
 from __future__ import annotations
 
-import re
 from functools import partial
 from typing import NamedTuple
 
@@ -54,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+
+from crowdstat import spec as _spec
 
 __all__ = [
     "KINDS",
@@ -71,8 +57,8 @@ __all__ = [
     "simulate_votes",
 ]
 
-KINDS = ("expert", "novice", "reliable", "spammer", "adversary", "twocoin")
-_DEFAULT_PARAMS = {"expert": "0.95", "novice": "0.7", "reliable": "0.8", "spammer": None, "adversary": "0.3", "twocoin": "0.9/0.6"}
+KINDS = tuple(_spec.KINDS)  # the kind codes of Population.kind
+SUPPORTED_KINDS = tuple(k for k in KINDS if k != "examples")  # examples needs the programs (rl.crowd.population)
 DESIGNS = ("program", "line")
 PLACEMENTS = ("first", "random")
 
@@ -113,7 +99,7 @@ class Simulation(NamedTuple):
 
 
 def canonicalize_key(key) -> jax.Array:
-    """Accept an int seed or a JAX key at the API edge (STYLE.md §4)."""
+    """Accept an int seed or a JAX key at the API edge (the key-first convention of this module)."""
     if isinstance(key, (int, np.integer)):
         return jax.random.key(int(key))
     return key
@@ -123,56 +109,19 @@ def canonicalize_key(key) -> jax.Array:
 # Populations
 
 
-_GROUP = re.compile(r"^\s*([a-z]+)\s*:\s*(\d+)\s*(?:@\s*([0-9.eE+\-/]+))?\s*(?:~\s*([0-9.eE+\-]+))?\s*$")
+def parse_population(spec, dtype=jnp.float32) -> Population:
+    """A :class:`Population` from a SPEC (:mod:`crowdstat.spec`), e.g. ``"expert:3@0.95,spammer:2,twocoin:1@0.9/0.6"``.
 
-
-def parse_population(spec: str, dtype=jnp.float32) -> Population:
-    """Parse a population SPEC (module docstring), e.g. ``"expert:3@0.95,spammer:2,twocoin:1@0.9/0.6"``.
-
-    Raises ``ValueError`` naming the offending group for an unknown kind, a count < 1, a
-    probability outside [0, 1], an adversary with p >= 1/2, params given to a spammer, or a
-    negative decay.
+    ``spec`` may be the compact string, JSON text, a ``.json`` path or a loaded JSON list. Raises a
+    one-line ``ValueError`` naming the offending entry (unknown kind, count < 1, probability outside
+    [0, 1], adversary with p >= 1/2, negative decay, the ``examples`` kind, ...).
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"population: expected a SPEC like 'expert:3@0.95,spammer:2', got {spec!r}")
-    sens, spec_, decay, kind = [], [], [], []
-    for group in spec.split(","):
-        mt = _GROUP.match(group)
-        if not mt:
-            raise ValueError(f"population: cannot parse group {group.strip()!r}; expected kind:count[@params][~decay]")
-        k, n, params, dec = mt.group(1), int(mt.group(2)), mt.group(3), mt.group(4)
-        if k not in KINDS:
-            raise ValueError(f"population: unknown kind {k!r} in group {group.strip()!r}; expected one of {KINDS}")
-        if n < 1:
-            raise ValueError(f"population: count must be >= 1 in group {group.strip()!r}")
-        if k == "spammer" and params is not None:
-            raise ValueError(f"population: a spammer has p = 1/2 and takes no @params (group {group.strip()!r})")
-        params = params if params is not None else _DEFAULT_PARAMS[k]
-        try:
-            vals = [0.5, 0.5] if params is None else [float(x) for x in params.split("/")]
-            d = float(dec) if dec is not None else 0.0
-        except ValueError:
-            raise ValueError(f"population: bad number in group {group.strip()!r}") from None
-        if k == "twocoin":
-            if len(vals) != 2:
-                raise ValueError(f"population: twocoin takes sens/spec, e.g. twocoin:2@0.9/0.6 (group {group.strip()!r})")
-            s, t = vals
-        else:
-            if len(vals) != 1 and k != "spammer":
-                raise ValueError(f"population: {k} takes one probability p (group {group.strip()!r})")
-            s = t = vals[0]
-        if not (0.0 <= s <= 1.0 and 0.0 <= t <= 1.0):
-            raise ValueError(f"population: probabilities must lie in [0, 1] (group {group.strip()!r})")
-        if k == "adversary" and s >= 0.5:
-            raise ValueError(f"population: an adversary needs p < 0.5 (group {group.strip()!r})")
-        if not (d >= 0.0 and np.isfinite(d)):
-            raise ValueError(f"population: decay must be a finite number >= 0 (group {group.strip()!r})")
-        sens += [s] * n
-        spec_ += [t] * n
-        decay += [d] * n
-        kind += [KINDS.index(k)] * n
+    anns = _spec.parse(spec, supported=SUPPORTED_KINDS, tool="crowdstat simulate").annotators
     return Population(
-        jnp.asarray(sens, dtype), jnp.asarray(spec_, dtype), jnp.asarray(decay, dtype), jnp.asarray(kind, jnp.int32)
+        jnp.asarray([a.sensitivity for a in anns], dtype),
+        jnp.asarray([a.specificity for a in anns], dtype),
+        jnp.asarray([a.decay for a in anns], dtype),
+        jnp.asarray([KINDS.index(a.kind) for a in anns], jnp.int32),
     )
 
 
@@ -250,7 +199,10 @@ def _check_settings(n_programs, lines_per_program, p_buggy_program, p_wrong_line
         raise ValueError(f"n_programs: expected an integer >= 1, got {n_programs!r}")
     if not (isinstance(lines_per_program, (int, np.integer)) and lines_per_program >= 1):
         raise ValueError(f"lines_per_program: expected an integer >= 1, got {lines_per_program!r}")
-    for name, v in (("p_buggy_program", p_buggy_program), ("p_wrong_line_if_buggy", p_wrong_line_if_buggy), ("honeypot_fraction", honeypot_fraction)):
+    probs = (
+        ("p_buggy_program", p_buggy_program), ("p_wrong_line_if_buggy", p_wrong_line_if_buggy), ("honeypot_fraction", honeypot_fraction),
+    )
+    for name, v in probs:
         if not (isinstance(v, (int, float, np.floating)) and 0.0 <= float(v) <= 1.0):
             raise ValueError(f"{name}: expected a number in [0, 1], got {v!r}")
     if r is not None and not (isinstance(r, (int, np.integer)) and 1 <= r <= m):
@@ -295,7 +247,10 @@ def simulate_arrays(
     """
     key = canonicalize_key(key)
     m = pop.m
-    _check_settings(n_programs, lines_per_program, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, annotators_per_item, m, design, honeypot_placement)
+    _check_settings(
+        n_programs, lines_per_program, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, annotators_per_item, m, design,
+        honeypot_placement,
+    )
     r = m if annotators_per_item is None else int(annotators_per_item)
     return _simulate_arrays(
         key, pop, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, r,
@@ -325,7 +280,10 @@ def simulate_replicates(
     if not (isinstance(n_replicates, (int, np.integer)) and n_replicates >= 1):
         raise ValueError(f"n_replicates: expected an integer >= 1, got {n_replicates!r}")
     m = pop.m
-    _check_settings(n_programs, lines_per_program, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, annotators_per_item, m, design, honeypot_placement)
+    _check_settings(
+        n_programs, lines_per_program, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, annotators_per_item, m, design,
+        honeypot_placement,
+    )
     r = m if annotators_per_item is None else int(annotators_per_item)
     keys = jax.random.split(key, int(n_replicates))
     core = partial(

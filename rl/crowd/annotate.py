@@ -18,16 +18,19 @@ and one source of line truth:
 
 ``truth`` wins when both are present. A ``--honeypots`` FRACTION of the programs (at least one
 when FRACTION > 0; drawn with the seed) are honeypots: their line truth goes to ``truth.csv``,
-and they come first in every output file. The population (``--population``, see
-:mod:`rl.crowd.population`) votes on all annotated lines (``--per-program`` annotators per program).
+and they come first in every output file. The population (``--population``, the SPEC grammar of
+docs/formats.md, "Annotator populations (SPEC)"; simulated by :mod:`rl.crowd.population`) votes
+on all annotated lines (``--per-program`` annotators per program).
 
 Output directory (written to a temporary sibling, then renamed; a failed run leaves no DIR and
 an existing DIR untouched): ``votes.csv`` (program,line,annotator,label), ``truth.csv``
 (program,line,truth; honeypot lines), ``programs.csv`` (program,n_lines), ``true_lines.csv``
 (program,line,truth; every annotated line), ``annotators.csv``
-(annotator,kind,reliability,sensitivity,specificity,n_votes), ``programs.jsonl`` (program,
-code, lines, honeypot, task_id, source, ...) and ``annotate.json`` (the arguments and counts).
-Labels are written ``+1``/``-1``.
+(annotator,kind,reliability,sensitivity,specificity,n_votes; sensitivity = P(vote +1 | line
+correct), specificity = P(vote -1 | line wrong), reliability = P(vote == truth) on the lines the
+annotator labelled), ``programs.jsonl`` (program, code, lines, honeypot, task_id, source, ...) and
+``annotate.json`` (the arguments, the canonical population SPEC, and counts). Labels are written
+``+1``/``-1``.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ _LABELS = {"+1": 1, "1": 1, "1.0": 1, "correct": 1, "true": 1, "-1": -1, "-1.0":
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--programs", type=Path, help="JSONL: program, code, and truth or task_id (see docs/annotation.md)")
     p.add_argument("--population", default=DEFAULT_POPULATION,
-                   help=f"population spec (default {DEFAULT_POPULATION!r}; see docs/annotation.md)")
+                   help=f"population SPEC (default {DEFAULT_POPULATION!r}; see docs/formats.md)")
     p.add_argument("--honeypots", type=float, default=0.1, metavar="FRACTION",
                    help="fraction of programs whose truth is revealed (default 0.1)")
     p.add_argument("--out", type=Path, required=True, help="output directory")

@@ -43,8 +43,9 @@ import json
 import sys
 from pathlib import Path
 
-from rl.tasks import lines as _lines
+from crowdstat.io.atomic import atomic_write_csv, atomic_write_text
 from crowdstat.io.jsonl import read_objects
+from rl.tasks import lines as _lines
 
 __all__ = ["LABEL_CONFIG", "add_export_arguments", "run_export", "add_import_arguments", "run_import",
            "load_programs", "export_labelstudio", "export_csv", "import_labelstudio", "import_csv"]
@@ -78,7 +79,7 @@ def load_programs(path: Path) -> list[dict]:
     if not path.is_file():
         raise ValueError(f"{path}: programs file not found")
     out, seen = [], set()
-    for row, where, rec in read_objects(path, ("program", "code")):
+    for _, where, rec in read_objects(path, ("program", "code")):
         pid, code = str(rec["program"]), rec["code"]
         if not isinstance(code, str):
             raise ValueError(f"{where}: code must be a string")
@@ -124,6 +125,7 @@ def export_labelstudio(programs: list[dict]) -> list[dict]:
 
 
 def export_csv(programs: list[dict]) -> str:
+    """The CSV sheet to fill in: one row per annotated line, ``annotator`` and ``label`` empty."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["program", "line", "code", "annotator", "label"])
@@ -132,13 +134,6 @@ def export_csv(programs: list[dict]) -> str:
         for ln in p["lines"]:
             w.writerow([p["program"], ln, src[ln - 1], "", ""])
     return buf.getvalue()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    from crowdstat.io.atomic import atomic_write_text
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -155,12 +150,12 @@ def run_export(args: argparse.Namespace) -> int:
         return 2
     n = sum(len(p["lines"]) for p in progs)
     if args.format == "labelstudio":
-        _atomic_write(args.out, json.dumps(export_labelstudio(progs), ensure_ascii=False, indent=1) + "\n")
+        atomic_write_text(args.out, json.dumps(export_labelstudio(progs), ensure_ascii=False, indent=1) + "\n", parents=True)
         cfg = Path(args.out).with_suffix(".config.xml")
-        _atomic_write(cfg, LABEL_CONFIG)
+        atomic_write_text(cfg, LABEL_CONFIG, parents=True)
         print(f"rl export: {len(progs)} programs, {n} line tasks -> {args.out} (labelling config: {cfg})")
     else:
-        _atomic_write(args.out, export_csv(progs))
+        atomic_write_text(args.out, export_csv(progs), parents=True)
         print(f"rl export: {len(progs)} programs, {n} lines -> {args.out}")
     return 0
 
@@ -285,14 +280,6 @@ def import_csv(path: Path) -> tuple[list[tuple[str, int, str, int]], int]:
     return votes, skipped
 
 
-def votes_csv(votes) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["program", "line", "annotator", "label"])
-    w.writerows((p, ln, a, "+1" if lab == 1 else "-1") for p, ln, a, lab in votes)
-    return buf.getvalue()
-
-
 def add_import_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", type=Path, required=True, help="Label Studio JSON export, or the filled-in CSV")
     p.add_argument("--format", choices=("labelstudio", "csv"), default="labelstudio")
@@ -308,7 +295,8 @@ def run_import(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"rl import: error: {e}", file=sys.stderr)
         return 2
-    _atomic_write(args.out, votes_csv(votes))
+    atomic_write_csv(args.out, ["program", "line", "annotator", "label"],
+                     [(p, ln, a, "+1" if lab == 1 else "-1") for p, ln, a, lab in votes], parents=True)
     n_prog = len({v[0] for v in votes})
     n_ann = len({v[2] for v in votes})
     extra = f", {skipped} unlabelled rows skipped" if skipped else ""

@@ -17,15 +17,15 @@ with the file and line number before anything runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections import Counter
 from pathlib import Path
 
+from crowdstat.io.atomic import atomic_write_json, atomic_write_jsonl
 from crowdstat.io.jsonl import read_objects
 
-__all__ = ["add_arguments", "run", "read_samples", "check_samples", "write_json_atomic", "write_jsonl_atomic"]
+__all__ = ["add_arguments", "run", "read_samples", "check_samples"]
 
 KS = (1, 10, 100)
 RESULT_FIELDS = ("status", "failing_test", "exception_type", "line", "message")
@@ -66,20 +66,8 @@ def read_samples(path: Path, problems: dict, benchmark: str) -> list[dict]:
     return samples
 
 
-def write_jsonl_atomic(path: Path, rows) -> None:
-    """One JSON object per line, through a temporary sibling file and os.replace."""
-    from crowdstat.io.atomic import atomic_write_text
-
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    from crowdstat.io.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
 def summarize(task_ids: list[str], results, limits, network_isolated: bool, benchmark: str) -> dict:
+    """The ``summary.json`` of a run: sizes, pass@k, status counts, limits, network isolation."""
     from rl.execution.passk import pass_at_k
 
     per: dict[str, list[bool]] = {}
@@ -110,8 +98,8 @@ def check_samples(problems: dict, task_ids: list[str], completions: list[str], *
 
 
 def run(args: argparse.Namespace) -> int:
-    from rl.tasks.benchmarks import load
     from rl.execution.sandbox import Limits
+    from rl.tasks.benchmarks import load
 
     try:
         if args.workers < 1:
@@ -139,9 +127,8 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(task_ids, results, limits, netns, args.benchmark)
     summary["samples_file"] = str(args.samples)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(out / "results.jsonl", rows)
-    write_json_atomic(out / "summary.json", summary)
+    atomic_write_jsonl(out / "results.jsonl", rows, parents=True)
+    atomic_write_json(out / "summary.json", summary)
     pk = ", ".join(f"{k}={v:.4f}" for k, v in summary["pass_at_k"].items())
     print(f"{summary['n_problems']} problems x {summary['samples_per_problem']} samples: {pk}; "
           f"statuses {summary['status_counts']}; network isolated: {netns}; wrote {out}/results.jsonl, summary.json")

@@ -2,9 +2,9 @@
 
 Nothing here ever ``exec``s a program in the caller's process. The design:
 
-* :class:`Sandbox` starts ``workers`` long-lived worker interpreters
-  (``python -s -S -B`` running :mod:`rl.execution.worker` with ``--worker``) with a scrubbed environment, in their own
-  session. Each unshares a network namespace when the kernel allows it
+* :class:`Sandbox` starts ``workers`` long-lived worker interpreters (``python -s -S -B``
+  running :mod:`rl.execution.worker` with ``--worker``) with a scrubbed environment, in their
+  own session. Each unshares a network namespace when the kernel allows it
   (``unshare(CLONE_NEWNET)`` through ctypes; Python 3.11 has no ``os.unshare``), then a pid
   namespace, and forks the *zygote*, pid 1 of that namespace, which pre-imports the common
   standard-library modules once.
@@ -42,16 +42,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from rl.execution.worker import GRACE_S, RUNNER_ENV, STATUSES, write_msg
+from rl.execution.worker import GRACE_S, RUNNER_ENV, STATUSES, write_all, write_msg
 
 __all__ = ["STATUSES", "Limits", "Job", "ExecResult", "Sandbox", "SandboxError", "run_one"]
 
 _WORKER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
-
-# ----------------------------------------------------------------------------------------
-# Caller side: the public types and the pool
-# ----------------------------------------------------------------------------------------
-
 
 
 @dataclass(frozen=True)
@@ -145,12 +140,6 @@ class SandboxError(RuntimeError):
     """The sandbox machinery itself failed (not the program)."""
 
 
-
-
-# The workers start from the same scrubbed environment their runners get (nothing inherited).
-_WORKER_ENV = dict(RUNNER_ENV)
-
-
 def _site_dirs() -> list[str]:
     """The site-packages directories of this interpreter (without user site-packages, as
     ``-s`` had it), for workers started with ``-S``."""
@@ -163,11 +152,11 @@ def _site_dirs() -> list[str]:
     return [d for d in dirs if os.path.isdir(d)]
 
 
-# How a worker starts: ``python -s -S -B -c _BOOT PATH --worker SITE_DIRS...`` reads this
-# module's compiled code (marshal, from the caller, length-prefixed on stdin) and runs it.
-# Compiling the 1000-line module in every worker would leave ~3.5 MB of the compiler's
-# freed memory resident in the zygote's heap, and every page of it would be copied into
-# (page tables) and torn down with every runner: unmarshalling costs ~0.2 MB.
+# How a worker starts: ``python -s -S -B -c _BOOT PATH --worker SITE_DIRS...`` reads the worker
+# program's compiled code (marshal, from the caller, length-prefixed on stdin) and runs it.
+# Compiling it in every worker would leave the compiler's freed memory resident in the zygote's
+# heap, and every page of it would be copied into (page tables) and torn down with every runner;
+# unmarshalling leaves far less.
 _BOOT = """\
 import marshal, os, sys
 def _read(n):
@@ -187,10 +176,9 @@ _WORKER_CODE: bytes | None = None
 
 
 def _worker_code() -> bytes:
+    """The worker program, compiled once per caller process and marshalled."""
     global _WORKER_CODE
     if _WORKER_CODE is None:
-        import marshal
-
         path = _WORKER_PATH
         with open(path, encoding="utf-8") as f:
             # optimize=0: the same code whatever -O the caller runs with
@@ -198,15 +186,12 @@ def _worker_code() -> bytes:
     return _WORKER_CODE
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 class _Worker:
+    """One worker process, as the caller sees it: started, handshaken, one request at a time."""
+
     def __init__(self, pid_namespace: bool = True) -> None:
-        env = dict(_WORKER_ENV)
+        # The worker starts from the same scrubbed environment its runners get (nothing inherited).
+        env = dict(RUNNER_ENV)
         if not pid_namespace:
             env["RL_SANDBOX_NO_PIDNS"] = "1"
         self.proc = subprocess.Popen(
@@ -221,7 +206,7 @@ class _Worker:
         )
         code = _worker_code()
         try:
-            _write_all(self.proc.stdin.fileno(), len(code).to_bytes(8, "big") + code)
+            write_all(self.proc.stdin.fileno(), len(code).to_bytes(8, "big") + code)
         except OSError:
             pass  # the worker died: reported just below
         hello = self._recv(timeout=60.0)
@@ -234,6 +219,7 @@ class _Worker:
         self.run_uid = hello.get("run_uid")
 
     def _recv(self, timeout: float):
+        """The next :func:`write_msg` message from the worker; None on timeout or end of stream."""
         fd = self.proc.stdout.fileno()
         end = time.monotonic() + timeout
         buf = bytearray()
@@ -334,7 +320,7 @@ class Sandbox:
         self.netns_error = next((w.netns_error for w in self._all if w.netns_error), "")
         self.pid_isolated = all(w.pid_isolated for w in self._all)
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -367,6 +353,7 @@ class Sandbox:
         return w
 
     def run(self, job: Job) -> ExecResult:
+        """Run one job on an idle worker (a dead or wedged worker is replaced, and the job retried once)."""
         if self._closed:
             raise SandboxError("the Sandbox is closed")
         if not isinstance(job, Job):
@@ -391,7 +378,8 @@ class Sandbox:
             self._idle.put(w)
 
     def map(self, jobs: Iterable[Job], progress: bool = False) -> list[ExecResult]:
-        from concurrent.futures import ThreadPoolExecutor
+        """Run ``jobs`` on the pool's workers in parallel; results in input order."""
+        from concurrent.futures import ThreadPoolExecutor, as_completed
 
         jobs = list(jobs)
         results: list[ExecResult | None] = [None] * len(jobs)
@@ -403,8 +391,6 @@ class Sandbox:
         try:
             with ThreadPoolExecutor(max_workers=self.n_workers) as ex:
                 futs = {ex.submit(self.run, j): i for i, j in enumerate(jobs)}
-                from concurrent.futures import as_completed
-
                 for f in as_completed(futs):
                     results[futs[f]] = f.result()
                     if bar is not None:

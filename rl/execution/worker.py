@@ -2,8 +2,8 @@
 
 :class:`rl.execution.sandbox.Sandbox` starts this file as ``python -s -S -B`` with ``--worker``
 (its compiled code sent over stdin) in a scrubbed environment; nothing here runs in the caller's
-process except the constants the caller shares (:data:`STATUSES`, :data:`GRACE_S`,
-:data:`RUNNER_ENV`) and the message framing (:func:`write_msg`). The design is described in
+process except the constants the caller shares (:data:`STATUSES`, :data:`GRACE_S`, :data:`RUNNER_ENV`)
+and the message framing (:func:`write_all`, :func:`write_msg`). The design is described in
 :mod:`rl.execution.sandbox` and docs/sandbox.md.
 """
 from __future__ import annotations
@@ -21,17 +21,10 @@ import sys
 import time
 import traceback
 
-__all__ = ["STATUSES", "GRACE_S", "RUNNER_ENV", "write_msg"]
+__all__ = ["STATUSES", "GRACE_S", "RUNNER_ENV", "write_all", "write_msg"]
 
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "killed")
 
-
-# ----------------------------------------------------------------------------------------
-# Worker (zygote) side. Everything below up to the Sandbox class runs inside the worker
-# interpreter, which imports only the standard library.
-# ----------------------------------------------------------------------------------------
-
-CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
@@ -39,16 +32,15 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
 CAP_DAC_READ_SEARCH = 2
-NOBODY = 65534
 # When the sandbox runs as root, runners drop to an unprivileged uid of their own per worker
 # (1000000 + the worker's pid; no passwd entry needed), so RLIMIT_NPROC counts each worker's
 # programs separately and runners of different workers cannot signal each other.
 SANDBOX_UID_BASE = 1_000_000
-_RUN_UID = NOBODY
+_RUN_UID = 65534  # nobody, until _worker_main sets the worker's own uid
 GRACE_S = 0.5  # after the in-process alarm, how long until SIGKILL
 # Modules HumanEval/MBPP programs and the harness use, imported once per zygote. Kept small on
-# purpose: every page of the zygote is copied-on-write into each runner (hashlib alone, with
-# OpenSSL, adds 4 MB and would make each fork slower).
+# purpose: every page of the zygote is copied-on-write into each runner, so a big module (hashlib,
+# with OpenSSL) would make every fork slower.
 _PREIMPORT = (
     "array bisect builtins cmath collections collections.abc copy functools heapq io itertools "
     "linecache math operator random re resource string traceback typing"
@@ -66,7 +58,8 @@ def _get_libc():
         # would spawn ldconfig and pull subprocess into the zygote).
         try:
             _libc = ctypes.CDLL(None, use_errno=True)
-            _libc.unshare
+            if not hasattr(_libc, "unshare"):
+                raise AttributeError("unshare")
         except (OSError, AttributeError):  # pragma: no cover
             _libc = ctypes.CDLL("libc.so.6", use_errno=True)
     return _libc
@@ -120,14 +113,10 @@ def _prctl(option: int, arg: int) -> bool:
 
 
 def _read_msg(fd: int):
+    """The next message of :func:`write_msg`'s framing from ``fd``; None at the end of the stream."""
     head = _read_exact(fd, 4)
-    if head is None:
-        return None
-    (n,) = struct.unpack("!I", head)
-    body = _read_exact(fd, n)
-    if body is None:
-        return None
-    return marshal.loads(body)
+    body = None if head is None else _read_exact(fd, struct.unpack("!I", head)[0])
+    return None if body is None else marshal.loads(body)
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -140,13 +129,16 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def write_msg(fd: int, obj) -> None:
-    body = marshal.dumps(obj)
-    data = struct.pack("!I", len(body)) + body
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        n = os.write(fd, view)
-        view = view[n:]
+        view = view[os.write(fd, view):]
+
+
+def write_msg(fd: int, obj) -> None:
+    """One message of the caller-zygote protocol: a 4-byte length, then ``obj`` marshalled."""
+    body = marshal.dumps(obj)
+    write_all(fd, struct.pack("!I", len(body)) + body)
 
 
 class _SandboxTimeout(BaseException):
@@ -203,14 +195,11 @@ def _warm_up() -> None:
     initialise lazily is inherited instead of redone (and copied-on-write) per program.
 
     The big one: the first ``compile()`` of a process builds the ~120 AST node types
-    (``init_types`` in Python-ast.c), about 2.3 ms of CPU. Also warmed: the exception and
-    traceback path (which parses the failing line with ``ast`` in 3.11), ``json`` encoding
-    of an outcome, the ``struct`` format cache and ``linecache``. Only this module's own
-    constant snippets are executed here."""
-    import builtins
+    (``init_types`` in Python-ast.c). Also warmed: the exception and traceback path (which
+    parses the failing line with ``ast`` in 3.11), ``json`` encoding of an outcome, the
+    ``struct`` format cache and ``linecache``. Only this module's own constant snippets are
+    executed here."""
     import io
-    import linecache
-    import traceback
 
     src = "def _f(x):\n    return [y + 1 for y in range(x)][0] / (x - x)\n"
     tests = ("assert _f.__name__ == '_f'", "_f(1)")
@@ -225,9 +214,8 @@ def _warm_up() -> None:
             struct.pack_into("q", buf, 0, code_no)
             exec(compile(s, fname, "exec", dont_inherit=True), ns)
     except ZeroDivisionError as e:
-        _program_line(e.__traceback__)
+        _failure(e)
         traceback.print_exception(type(e), e, e.__traceback__, file=io.StringIO())
-        f"{type(e).__name__}: {e}"[:2000]
     try:
         compile("def (:\n", "<program>", "exec", dont_inherit=True)
     except SyntaxError as e:
@@ -245,8 +233,8 @@ _STAGE_MAP = None  # a shared anonymous page: the runner writes the stage it is 
 
 
 def _prepare_caps():
-    """Build, once in the zygote, the ctypes objects :func:`_drop_root` needs (creating
-    ctypes types and function pointers in every runner cost ~0.2 ms of CPU and page faults)."""
+    """Build, once in the zygote, the ctypes objects :func:`_drop_root` needs (creating ctypes
+    types and function pointers in every runner would cost CPU time and page faults per program)."""
     global _CAPS
     if _CAPS is None:
         import ctypes
@@ -268,8 +256,7 @@ def _prepare_caps():
 
 def _drop_root() -> None:
     """Become the worker's unprivileged uid (so RLIMIT_NPROC applies and root-owned files are
-    read-only),
-    keeping only CAP_DAC_READ_SEARCH so the interpreter can still read its standard
+    read-only), keeping only CAP_DAC_READ_SEARCH so the interpreter can still read its standard
     library when it lives somewhere other users may not read (e.g. /root/.pyenv)."""
     prctl, capset, hdr, keep, none = _prepare_caps()
     prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
@@ -283,6 +270,7 @@ def _drop_root() -> None:
 
 
 def _program_line(tb, filename: str = "<program>") -> int | None:
+    """The line of the innermost traceback frame in ``filename``, if any."""
     line = None
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == filename:
@@ -298,8 +286,32 @@ def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str, new_se
     gets killed). In the pid-namespace mode the whole namespace is cleaned instead."""
     # (builtins, linecache, resource, traceback: module globals, imported once by the
     # zygote; an import statement here would touch, and copy-on-write, their specs.)
-    res_fd = fds["res_w"]
     my_pid = os.getpid()
+    res_fd = _redirect_fds(fds, new_session)
+    try:
+        _confine(workdir, limits)
+    except BaseException as e:  # setup of the sandbox failed: report, never run the program
+        _emit(res_fd, my_pid, nonce, {"kind": "final", "status": "crashed", "stage": "sandbox",
+                                      "exception_type": type(e).__name__, "line": None,
+                                      "message": f"sandbox setup failed: {e!r}"})
+        os._exit(70)
+    outcome = _execute(job, limits, my_pid)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    if os.getpid() != my_pid:  # a forked child of the program fell through
+        os._exit(0)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    _emit(res_fd, my_pid, nonce, outcome)
+    os._exit(0)
+
+
+def _redirect_fds(fds: dict, new_session: bool) -> int:
+    """In the runner: stdin from /dev/null, stdout/stderr to their pipes, the result pipe as
+    fd 3 (closed in any child the program forks), every other descriptor closed. Returns 3."""
+    res_fd = fds["res_w"]
     if new_session:
         try:
             os.setsid()
@@ -324,98 +336,88 @@ def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str, new_se
             pass
 
     os.register_at_fork(after_in_child=_close_res_in_child)
+    return res_fd
 
-    def emit(obj) -> None:
-        if os.getpid() != my_pid:
-            return
-        obj["nonce"] = nonce
-        data = (json.dumps(obj) + "\n").encode("utf-8", "backslashreplace")
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(res_fd, view):]
-        except OSError:
-            pass
 
+def _emit(res_fd: int, my_pid: int, nonce: str, obj: dict) -> None:
+    """Write ``obj``, tagged with the job's nonce, as one JSON line on the result pipe (only
+    from the runner itself, never from a process the program forked)."""
+    if os.getpid() != my_pid:
+        return
+    obj["nonce"] = nonce
     try:
-        os.chdir(workdir)
-        # The environment is RUNNER_ENV (see _scrub_environment) plus HOME and TMPDIR, which
-        # the zygote set to this working directory just before forking (written there, the
-        # pages are not copied here).
-        if os.geteuid() == 0:
-            _drop_root()
-        mb = 1024 * 1024
-        cpu = int(limits["cpu_s"])
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (int(limits["memory_mb"]) * mb,) * 2)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (int(limits["file_size_mb"]) * mb,) * 2)
-        resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["max_processes"]),) * 2)
-    except BaseException as e:  # setup of the sandbox failed: report, never run the program
-        emit({"kind": "final", "status": "crashed", "stage": "sandbox", "exception_type": type(e).__name__,
-              "line": None, "message": f"sandbox setup failed: {e!r}"})
-        os._exit(70)
+        write_all(res_fd, (json.dumps(obj) + "\n").encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
 
+
+def _confine(workdir: str, limits: dict) -> None:
+    """In the runner: move into ``workdir``, drop root, apply the rlimits."""
+    os.chdir(workdir)
+    # The environment is RUNNER_ENV (see _scrub_environment) plus HOME and TMPDIR, which
+    # the zygote set to this working directory just before forking (written there, the
+    # pages are not copied here).
+    if os.geteuid() == 0:
+        _drop_root()
+    mb = 1024 * 1024
+    cpu = int(limits["cpu_s"])
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (int(limits["memory_mb"]) * mb,) * 2)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limits["file_size_mb"]) * mb,) * 2)
+    resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["max_processes"]),) * 2)
+
+
+def _execute(job: dict, limits: dict, my_pid: int) -> dict:
+    """In the runner: run setup, program and tests in one namespace under the wall-clock alarm,
+    recording the stage in the shared page; return the outcome (``status``, ``stage``, ``test``...)."""
     # Signal dispositions, sys.stdout/err settings and the SIGALRM handler were set up once
     # in the zygote (see _Zygote.__init__) and are inherited: less work per fork.
     global _TIMEOUT_S
     _TIMEOUT_S = limits["timeout_s"]
     sys.argv = ["<program>"]
     sys.setrecursionlimit(1000)
-
-    program = job["program"]
-    setup = job["setup"]
     tests = job["tests"]
-    sources = [("<setup>", setup, None)] + [("<program>", program, None)]
+    sources = [("<setup>", job["setup"], None), ("<program>", job["program"], None)]
     sources += [(f"<test {i}>", t, i) for i, t in enumerate(tests)]
     for fname, src, _ in sources:
         linecache.cache[fname] = (len(src), None, src.splitlines(True), fname)
     stage_map = _STAGE_MAP
-
     ns: dict = {"__name__": "__sandbox__", "__builtins__": builtins}
     outcome = {"kind": "final", "status": "passed", "stage": None, "exception_type": None,
                "line": None, "message": "all tests passed" if tests else "program ran without error"}
+    stage = sources[0]
     signal.setitimer(signal.ITIMER_REAL, float(limits["timeout_s"]))
     try:
-        for code_no, (fname, src, idx) in enumerate(sources, 1):
+        for code_no, stage in enumerate(sources, 1):
             if stage_map is not None and os.getpid() == my_pid:
                 struct.pack_into("q", stage_map, 0, code_no)  # shared with the zygote: no syscall
-            code = compile(src, fname, "exec", dont_inherit=True)
+            code = compile(stage[1], stage[0], "exec", dont_inherit=True)
             exec(code, ns)
-    except BaseException as e:  # noqa: BLE001 - every way out of the program is an outcome
+    except BaseException as e:  # every way out of the program is an outcome
         signal.setitimer(signal.ITIMER_REAL, 0)
         if os.getpid() != my_pid:  # a forked child of the program fell through
             os._exit(0)
-        if isinstance(e, _SandboxTimeout):
-            status = "timeout"
-        elif isinstance(e, MemoryError):
-            status = "memory"
-        else:
-            status = "failed"
-        line = _program_line(e.__traceback__)
-        if isinstance(e, SyntaxError) and e.filename == "<program>" and line is None:
-            line = e.lineno
-        try:
-            msg = str(e)
-        except BaseException:  # noqa: BLE001
-            msg = "<unprintable exception>"
-        outcome.update(status=status, stage=fname, test=idx, exception_type=type(e).__name__,
-                       line=line, message=(msg if isinstance(e, _SandboxTimeout)
-                                           else f"{type(e).__name__}: {msg}" if msg else type(e).__name__)[:2000])
+        outcome.update(_failure(e), stage=stage[0], test=stage[2])
         try:
             traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             pass
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    if os.getpid() != my_pid:
-        os._exit(0)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:  # noqa: BLE001
-            pass
-    emit(outcome)
-    os._exit(0)
+    return outcome
+
+
+def _failure(e: BaseException) -> dict:
+    """Status, exception type, program line and message of the exception that ended a run."""
+    status = "timeout" if isinstance(e, _SandboxTimeout) else "memory" if isinstance(e, MemoryError) else "failed"
+    line = _program_line(e.__traceback__)
+    if isinstance(e, SyntaxError) and e.filename == "<program>" and line is None:
+        line = e.lineno
+    try:
+        msg = str(e)
+    except BaseException:
+        msg = "<unprintable exception>"
+    message = msg if isinstance(e, _SandboxTimeout) else f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    return {"status": status, "exception_type": type(e).__name__, "line": line, "message": message[:2000]}
 
 
 def _monitor(job, limits, fds, workdir, nonce) -> None:
@@ -440,7 +442,7 @@ def _monitor(job, limits, fds, workdir, nonce) -> None:
         except OSError:
             pass
         os.write(ctl, f"R {status}\n".encode())
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         os._exit(71)
     os._exit(0)
 
@@ -512,10 +514,11 @@ class _Zygote:
     new session; the session's process group is killed after the job.
     """
 
-    def __init__(self, pid_ns: bool) -> None:
+    def __init__(self, pid_ns: bool, netns: tuple[bool, str]) -> None:
         self.pid_ns = pid_ns and os.getpid() == 1
-        self.netns, self.netns_error = _isolate_network() if not _NET_DONE else _NET_DONE
-        self.subreaper = True if self.pid_ns else _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self.netns, self.netns_error = netns
+        if not self.pid_ns:  # the runner's orphans become the zygote's children (pid 1 gets them anyway)
+            _prctl(PR_SET_CHILD_SUBREAPER, 1)
         for mod in _PREIMPORT:
             try:
                 __import__(mod)
@@ -569,8 +572,6 @@ class _Zygote:
             _rmtree(workdir)
 
     def _run(self, job: dict, limits: dict, workdir: str, nonce: str) -> dict:
-        cap = int(limits["max_output_bytes"])
-        timeout = float(limits["timeout_s"])
         fds = {}
         # The control pipe only exists for the fallback's monitor.
         for name in ("out", "err", "res") if self.pid_ns else ("out", "err", "res", "ctl"):
@@ -590,191 +591,29 @@ class _Zygote:
         for k in ("out_w", "err_w", "res_w", "ctl_w"):
             if k in fds:
                 os.close(fds[k])
-        out_r, err_r, res_r, ctl_r = fds["out_r"], fds["err_r"], fds["res_r"], fds.get("ctl_r", -1)
-        bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
-        caps = {out_r: cap, err_r: cap, res_r: 1 << 20}
-        dropped = {out_r: 0, err_r: 0}
-        # The result pipe is read once the runner is gone (it holds at most a few KB).
-        open_fds = {out_r, err_r}
-        if ctl_r >= 0:
-            bufs[ctl_r] = bytearray()
-            caps[ctl_r] = 4096
-            open_fds.add(ctl_r)
-        poller = select.poll()
-        for fd in open_fds:
-            poller.register(fd, select.POLLIN)
-        pidfd = None
-        if self.pid_ns:
-            kill_target: int | None = child
-            try:
-                pidfd = os.pidfd_open(child)
-                poller.register(pidfd, select.POLLIN)
-            except (AttributeError, OSError):
-                pidfd = None
-        else:
-            kill_target = None
-        deadline = t0 + timeout + GRACE_S
-        runner_status: int | None = None
-        mon_status: int | None = None
-        killed_by_us = False
-        end_time = None
-        drain_until = None
+        watch = _Watch(child, fds, self.pid_ns, int(limits["max_output_bytes"]),
+                       deadline=t0 + float(limits["timeout_s"]) + GRACE_S)
+        watch.run()
+        watch.finish()
+        return self._outcome(limits, watch, nonce, watch.end_time - t0)
 
-        def kill_all(monitor_too: bool = True) -> None:
-            if kill_target is not None:
-                for f in (os.killpg, os.kill):
-                    try:
-                        f(kill_target, signal.SIGKILL)
-                    except OSError:
-                        pass
-            if not self.pid_ns and monitor_too:
-                try:
-                    os.kill(child, signal.SIGKILL)
-                except OSError:
-                    pass
-
-        def child_done() -> None:
-            nonlocal runner_status, mon_status, end_time
-            try:
-                got, st = os.waitpid(child, os.WNOHANG)
-            except ChildProcessError:
-                got, st = child, -1
-            if got == child:
-                end_time = end_time or time.monotonic()
-                if self.pid_ns:
-                    runner_status = st
-                else:
-                    mon_status = st
-
-        while True:
-            now = time.monotonic()
-            finished = runner_status is not None or mon_status is not None or killed_by_us
-            if not finished and now >= deadline:
-                killed_by_us = True
-                end_time = now
-                kill_all()
-                finished = True
-            if finished and drain_until is None:
-                # the runner is gone: collect what is still in the pipes, briefly
-                if self.pid_ns:
-                    try:
-                        os.kill(-1, signal.SIGKILL)
-                    except OSError:
-                        pass
-                drain_until = now + 0.5
-            if drain_until is not None and (now >= drain_until or not (open_fds - {ctl_r})):
-                break
-            if pidfd is None and self.pid_ns and runner_status is None:
-                child_done()
-                if runner_status is not None:
-                    continue
-                wait_ms = 5
-            else:
-                limit_t = drain_until if drain_until is not None else deadline
-                wait_ms = max(0, int((limit_t - now) * 1000)) + 1
-            for fd, _ev in poller.poll(wait_ms):
-                if fd == pidfd:
-                    poller.unregister(pidfd)
-                    os.close(pidfd)
-                    pidfd = -1
-                    child_done()
-                    continue
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    poller.unregister(fd)
-                    open_fds.discard(fd)
-                    if fd == ctl_r and not self.pid_ns:
-                        # the monitor exited (or was killed): wait for it
-                        try:
-                            _, mon_status = os.waitpid(child, 0)
-                        except ChildProcessError:
-                            mon_status = -1
-                        end_time = end_time or time.monotonic()
-                    continue
-                buf = bufs[fd]
-                room = caps[fd] - len(buf)
-                if room > 0:
-                    buf += chunk[:room]
-                if len(chunk) > room and fd in dropped:
-                    dropped[fd] += len(chunk) - max(room, 0)
-                if fd == ctl_r:
-                    for ln in bytes(buf).decode(errors="replace").splitlines():
-                        parts = ln.split()
-                        if len(parts) == 2 and parts[0] == "P" and kill_target is None:
-                            kill_target = int(parts[1])
-                        elif len(parts) == 2 and parts[0] == "R" and runner_status is None:
-                            runner_status = int(parts[1])
-                            end_time = end_time or time.monotonic()
-        if end_time is None:
-            end_time = time.monotonic()
-        os.set_blocking(res_r, False)
-        while len(bufs[res_r]) < caps[res_r]:
-            try:
-                chunk = os.read(res_r, 65536)
-            except (BlockingIOError, OSError):
-                break
-            if not chunk:
-                break
-            bufs[res_r] += chunk
-        # leftovers of the runner's group; the monitor only if it has not reported
-        kill_all(monitor_too=killed_by_us or runner_status is None)
-        for fd in list(bufs) + ([pidfd] if pidfd not in (None, -1) else []):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        if self.pid_ns:
-            if runner_status is None:
-                try:
-                    _, runner_status = os.waitpid(child, 0)
-                except ChildProcessError:
-                    runner_status = -1
-        elif mon_status is None:
-            try:
-                _, mon_status = os.waitpid(child, 0)
-            except ChildProcessError:
-                mon_status = 0
-        return self._outcome(limits, bufs, dropped, out_r, err_r, res_r, nonce, end_time - t0,
-                             killed_by_us, runner_status, mon_status)
-
-    def _outcome(self, limits, bufs, dropped, out_r, err_r, res_r, nonce, duration, killed_by_us,
-                 runner_status, mon_status) -> dict:
-        timeout = float(limits["timeout_s"])
-        final = None
+    def _outcome(self, limits: dict, watch: _Watch, nonce: str, duration: float) -> dict:
+        """The ExecResult fields of a finished job: from the runner's report when there is a
+        trustworthy one, else from how its process (or, in fallback mode, the monitor) ended."""
+        final = _final_report(watch.bufs[watch.res_r], nonce)
         code_no = struct.unpack_from("q", _STAGE_MAP, 0)[0] if _STAGE_MAP is not None else 0
-        stage = {"test": code_no - 3} if code_no >= 3 else None
-        for ln in bytes(bufs[res_r]).decode("utf-8", errors="replace").splitlines():
-            try:
-                obj = json.loads(ln)
-            except ValueError:
-                continue
-            if not isinstance(obj, dict) or obj.get("nonce") != nonce:
-                continue
-            if obj.get("kind") == "final" and final is None:
-                final = obj
-
-        def text(fd: int) -> str:
-            s = bytes(bufs[fd]).decode("utf-8", errors="backslashreplace")
-            if dropped.get(fd):
-                s += f"\n[... {dropped[fd]} more bytes truncated by the sandbox]"
-            return s
-
+        running_test = code_no - 3 if code_no >= 3 else None
         out = dict(status="crashed", failing_test=None, exception_type=None, line=None, message="",
-                   stdout=text(out_r), stderr=text(err_r), duration_s=round(duration, 6),
+                   stdout=watch.text(watch.out_r), stderr=watch.text(watch.err_r), duration_s=round(duration, 6),
                    network_isolated=self.netns, pid_isolated=self.pid_ns)
-        running_test = stage.get("test") if stage else None
-        if not isinstance(running_test, int):
-            running_test = None
+        mon_status, runner_status = watch.mon_status, watch.runner_status
         mon_signal = None
         if mon_status is not None and mon_status >= 0 and os.WIFSIGNALED(mon_status):
             mon_signal = os.WTERMSIG(mon_status)
 
-        if killed_by_us:
+        if watch.killed_by_us:
             out.update(status="timeout", failing_test=running_test,
-                       message=f"wall-clock limit of {timeout:g} s exceeded; process tree killed")
+                       message=f"wall-clock limit of {float(limits['timeout_s']):g} s exceeded; process tree killed")
         elif final is not None and mon_signal is None:
             status = final.get("status")
             if status not in STATUSES:
@@ -792,19 +631,7 @@ class _Zygote:
             out.update(status="crashed", failing_test=running_test,
                        message="the program's process ended without a status report")
         elif os.WIFSIGNALED(runner_status):
-            sig = os.WTERMSIG(runner_status)
-            name = _signal_name(sig)
-            out.update(failing_test=running_test, exception_type=name)
-            if sig == signal.SIGXCPU:
-                out.update(status="timeout", message=f"CPU time limit of {limits['cpu_s']} s exceeded (SIGXCPU)")
-            elif sig == signal.SIGXFSZ:
-                out.update(status="crashed",
-                           message=f"file size limit of {limits['file_size_mb']} MB exceeded (SIGXFSZ)")
-            elif sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
-                         signal.SIGSYS, signal.SIGTRAP):
-                out.update(status="crashed", message=f"the program crashed with {name}")
-            else:
-                out.update(status="killed", message=f"the program was killed by {name}")
+            out.update(_signalled(os.WTERMSIG(runner_status), limits), failing_test=running_test)
         else:
             code = os.WEXITSTATUS(runner_status) if os.WIFEXITED(runner_status) else runner_status
             out.update(status="crashed", failing_test=running_test, exception_type="SystemExit",
@@ -813,15 +640,212 @@ class _Zygote:
         return out
 
 
-_NET_DONE: tuple[bool, str] | None = None
+def _final_report(data: bytes, nonce: str) -> dict | None:
+    """The runner's first ``final`` report carrying this job's nonce, if any."""
+    for ln in bytes(data).decode("utf-8", errors="replace").splitlines():
+        try:
+            obj = json.loads(ln)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("nonce") == nonce and obj.get("kind") == "final":
+            return obj
+    return None
+
+
+def _signalled(sig: int, limits: dict) -> dict:
+    """Status, exception type and message of a runner killed by signal ``sig``."""
+    name = _signal_name(sig)
+    if sig == signal.SIGXCPU:
+        return dict(status="timeout", exception_type=name,
+                    message=f"CPU time limit of {limits['cpu_s']} s exceeded (SIGXCPU)")
+    if sig == signal.SIGXFSZ:
+        return dict(status="crashed", exception_type=name,
+                    message=f"file size limit of {limits['file_size_mb']} MB exceeded (SIGXFSZ)")
+    if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGSYS, signal.SIGTRAP):
+        return dict(status="crashed", exception_type=name, message=f"the program crashed with {name}")
+    return dict(status="killed", exception_type=name, message=f"the program was killed by {name}")
+
+
+class _Watch:
+    """The zygote's side of one running job (started by :meth:`_Zygote._run`).
+
+    Reads the runner's stdout and stderr (each capped; the excess is counted) and, once the
+    runner is gone, its result pipe; in fallback mode also the monitor's control pipe, which
+    names the runner's pid (``P``) and its wait status (``R``). Enforces the wall clock by
+    killing the whole process tree, then drains the pipes briefly and reaps.
+    """
+
+    def __init__(self, child: int, fds: dict, pid_ns: bool, cap: int, deadline: float) -> None:
+        self.child, self.pid_ns, self.deadline = child, pid_ns, deadline
+        self.out_r, self.err_r, self.res_r = fds["out_r"], fds["err_r"], fds["res_r"]
+        self.ctl_r = fds.get("ctl_r", -1)
+        self.bufs = {self.out_r: bytearray(), self.err_r: bytearray(), self.res_r: bytearray()}
+        self.caps = {self.out_r: cap, self.err_r: cap, self.res_r: 1 << 20}
+        self.dropped = {self.out_r: 0, self.err_r: 0}
+        # The result pipe is read once the runner is gone (it holds at most a few KB).
+        self.open_fds = {self.out_r, self.err_r}
+        if self.ctl_r >= 0:
+            self.bufs[self.ctl_r] = bytearray()
+            self.caps[self.ctl_r] = 4096
+            self.open_fds.add(self.ctl_r)
+        self.poller = select.poll()
+        for fd in self.open_fds:
+            self.poller.register(fd, select.POLLIN)
+        self.pidfd: int | None = None
+        # What to SIGKILL: the runner, or (fallback) its process group once the monitor names it.
+        self.kill_target: int | None = child if pid_ns else None
+        if pid_ns:
+            try:
+                self.pidfd = os.pidfd_open(child)
+                self.poller.register(self.pidfd, select.POLLIN)
+            except (AttributeError, OSError):
+                self.pidfd = None
+        self.runner_status: int | None = None
+        self.mon_status: int | None = None
+        self.killed_by_us = False
+        self.end_time: float | None = None
+        self.drain_until: float | None = None
+
+    def kill_all(self, monitor_too: bool = True) -> None:
+        if self.kill_target is not None:
+            for f in (os.killpg, os.kill):
+                try:
+                    f(self.kill_target, signal.SIGKILL)
+                except OSError:
+                    pass
+        if not self.pid_ns and monitor_too:
+            try:
+                os.kill(self.child, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def child_done(self) -> None:
+        """Collect the forked child's wait status if it has exited."""
+        try:
+            got, st = os.waitpid(self.child, os.WNOHANG)
+        except ChildProcessError:
+            got, st = self.child, -1
+        if got == self.child:
+            self.end_time = self.end_time or time.monotonic()
+            if self.pid_ns:
+                self.runner_status = st
+            else:
+                self.mon_status = st
+
+    def run(self) -> None:
+        """Poll until the runner has ended (or been killed at the deadline) and the pipes are drained."""
+        while True:
+            now = time.monotonic()
+            finished = self.runner_status is not None or self.mon_status is not None or self.killed_by_us
+            if not finished and now >= self.deadline:
+                self.killed_by_us = True
+                self.end_time = now
+                self.kill_all()
+                finished = True
+            if finished and self.drain_until is None:
+                # the runner is gone: collect what is still in the pipes, briefly
+                if self.pid_ns:
+                    try:
+                        os.kill(-1, signal.SIGKILL)
+                    except OSError:
+                        pass
+                self.drain_until = now + 0.5
+            if self.drain_until is not None and (now >= self.drain_until or not (self.open_fds - {self.ctl_r})):
+                break
+            if self.pidfd is None and self.pid_ns and self.runner_status is None:
+                self.child_done()
+                if self.runner_status is not None:
+                    continue
+                wait_ms = 5
+            else:
+                limit_t = self.drain_until if self.drain_until is not None else self.deadline
+                wait_ms = max(0, int((limit_t - now) * 1000)) + 1
+            for fd, _ev in self.poller.poll(wait_ms):
+                self._readable(fd)
+
+    def _readable(self, fd: int) -> None:
+        if fd == self.pidfd:
+            self.poller.unregister(fd)
+            os.close(fd)
+            self.pidfd = -1
+            self.child_done()
+            return
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.poller.unregister(fd)
+            self.open_fds.discard(fd)
+            if fd == self.ctl_r and not self.pid_ns:
+                # the monitor exited (or was killed): wait for it
+                try:
+                    _, self.mon_status = os.waitpid(self.child, 0)
+                except ChildProcessError:
+                    self.mon_status = -1
+                self.end_time = self.end_time or time.monotonic()
+            return
+        buf = self.bufs[fd]
+        room = self.caps[fd] - len(buf)
+        if room > 0:
+            buf += chunk[:room]
+        if len(chunk) > room and fd in self.dropped:
+            self.dropped[fd] += len(chunk) - max(room, 0)
+        if fd == self.ctl_r:
+            for ln in bytes(buf).decode(errors="replace").splitlines():
+                parts = ln.split()
+                if len(parts) == 2 and parts[0] == "P" and self.kill_target is None:
+                    self.kill_target = int(parts[1])
+                elif len(parts) == 2 and parts[0] == "R" and self.runner_status is None:
+                    self.runner_status = int(parts[1])
+                    self.end_time = self.end_time or time.monotonic()
+
+    def finish(self) -> None:
+        """Read the result pipe, kill what is left, close the pipes and reap the child."""
+        if self.end_time is None:
+            self.end_time = time.monotonic()
+        res_r = self.res_r
+        os.set_blocking(res_r, False)
+        while len(self.bufs[res_r]) < self.caps[res_r]:
+            try:
+                chunk = os.read(res_r, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            self.bufs[res_r] += chunk
+        # leftovers of the runner's group; the monitor only if it has not reported
+        self.kill_all(monitor_too=self.killed_by_us or self.runner_status is None)
+        for fd in list(self.bufs) + ([self.pidfd] if self.pidfd not in (None, -1) else []):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.pid_ns:
+            if self.runner_status is None:
+                try:
+                    _, self.runner_status = os.waitpid(self.child, 0)
+                except ChildProcessError:
+                    self.runner_status = -1
+        elif self.mon_status is None:
+            try:
+                _, self.mon_status = os.waitpid(self.child, 0)
+            except ChildProcessError:
+                self.mon_status = 0
+
+    def text(self, fd: int) -> str:
+        """The captured output of ``fd``, with a note of how much was cut off."""
+        s = bytes(self.bufs[fd]).decode("utf-8", errors="backslashreplace")
+        if self.dropped.get(fd):
+            s += f"\n[... {self.dropped[fd]} more bytes truncated by the sandbox]"
+        return s
 
 
 def _worker_main() -> None:
     """Entry point of a worker: requests on stdin (fd 0), replies on stdout (fd 1)."""
-    global _NET_DONE, z_pid, _RUN_UID
+    global _RUN_UID
     # The protocol descriptors move away from 0/1/2 so nothing can write into them by accident.
-    proto_in = os.dup(0)
-    proto_out = os.dup(1)
+    proto_in, proto_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
@@ -836,7 +860,7 @@ def _worker_main() -> None:
     # Network namespace first (it may need a user namespace, which must come before the
     # pid namespace), then a pid namespace whose init is the zygote proper.
     _RUN_UID = SANDBOX_UID_BASE + os.getpid()
-    _NET_DONE = _isolate_network()
+    netns = _isolate_network()
     pid_ns, _ = (False, "disabled") if os.environ.get("RL_SANDBOX_NO_PIDNS") else _unshare(CLONE_NEWPID)
     if pid_ns:
         try:
@@ -847,17 +871,14 @@ def _worker_main() -> None:
             # The outer process only waits: the zygote (pid 1 inside) talks to the caller.
             os.close(proto_in)
             os.close(proto_out)
-            while True:
-                try:
-                    _, st = os.waitpid(zyg, 0)
-                    break
-                except ChildProcessError:
-                    st = 0
-                    break
+            try:
+                os.waitpid(zyg, 0)
+            except ChildProcessError:
+                pass
             os._exit(0)
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     z_pid = os.getpid()
-    z = _Zygote(pid_ns)
+    z = _Zygote(pid_ns, netns)
     write_msg(proto_out, {"ready": True, "network_isolated": z.netns, "netns_error": z.netns_error,
                            "pid_isolated": z.pid_ns,
                            "run_uid": _RUN_UID if os.geteuid() == 0 else os.geteuid()})
@@ -867,7 +888,7 @@ def _worker_main() -> None:
             break
         try:
             reply = {"ok": True, "result": z.run(req["job"], req["limits"])}
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             reply = {"ok": False, "error": repr(e)}
         if os.getpid() != z_pid:  # pragma: no cover - defensive: a forked child escaped
             os._exit(0)
@@ -875,9 +896,5 @@ def _worker_main() -> None:
     os._exit(0)
 
 
-z_pid = os.getpid()
-
 if __name__ in ("__main__", "_rl_sandbox_worker") and sys.argv[1:2] == ["--worker"]:
-    # A zygote stops here: the caller-side code below (dataclasses, threads, subprocess)
-    # would only make every fork copy more memory.
     _worker_main()

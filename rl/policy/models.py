@@ -6,8 +6,8 @@ models back through ``from_pretrained(path)``, exactly as a real run loads a hub
 
 Rotary position embeddings (``arch="qwen2"`` or ``"llama"``) are the default because the
 policy generates with *left* padding: with absolute position embeddings (GPT-2) the positions
-that ``generate()`` derives from the attention mask and those of a plain forward pass differ
-(measured: 1.87 nats per token, ``/work/shared/notes/rl-on-cpu.md``). rl.policy.rollouts and rl.train.ppo pass
+that ``generate()`` derives from the attention mask and those of a plain forward pass differ,
+and so do the log probabilities (docs/rl.md). rl.policy.rollouts and rl.train.ppo pass
 ``position_ids`` explicitly anyway.
 """
 
@@ -78,20 +78,19 @@ def build_tiny_model(out_dir, tokenizer, *, arch: str = "qwen2", hidden_size: in
     """Randomly initialise a small causal LM for ``tokenizer`` and save it (with the tokenizer) to ``out_dir``.
 
     ``arch``: ``"qwen2"`` (default) or ``"llama"`` (rotary positions), or ``"gpt2"`` (absolute
-    positions; only to reproduce the left-padding pitfall). ``initializer_range`` (an addition to
-    the agreed API) is the init std of the weights: at the Hugging Face default 0.02 a tiny model's
-    logits span well under one nat (|h| ~ sqrt(hidden) after the final RMSNorm times |e| ~ 0.02
-    sqrt(hidden)), and since LoRA does not touch the (tied) embedding or the norms, a LoRA policy
-    on an untrained tiny model can barely sharpen its distribution; tests that train a LoRA
-    policy from scratch use 0.2. Load it back with
-    ``AutoModelForCausalLM.from_pretrained(out_dir)`` or :func:`load_policy`.
+    positions; only to reproduce the left-padding pitfall). ``initializer_range`` is the init std
+    of the weights: at the Hugging Face default 0.02 a tiny model's logits span well under one nat
+    (|h| ~ sqrt(hidden) after the final RMSNorm times |e| ~ 0.02 sqrt(hidden)), and since LoRA does
+    not touch the (tied) embedding or the norms, a LoRA policy on an untrained tiny model can barely
+    sharpen its distribution; tests that train a LoRA policy from scratch use 0.2. Load it back
+    with ``AutoModelForCausalLM.from_pretrained(out_dir)`` or :func:`load_policy`.
     """
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     if hidden_size % num_heads:
         raise ValueError(f"build_tiny_model: hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})")
-    ids = dict(vocab_size=len(tokenizer), initializer_range=initializer_range, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-               eos_token_id=tokenizer.eos_token_id)
+    ids = dict(vocab_size=len(tokenizer), initializer_range=initializer_range, pad_token_id=tokenizer.pad_token_id,
+               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if arch in ("qwen2", "llama"):
         from transformers import LlamaConfig, Qwen2Config
 
@@ -220,11 +219,7 @@ def load_policy(name_or_path, lora: LoraSpec | None, device=None, adapter_path=N
     elif lora is not None:
         from peft import LoraConfig, get_peft_model
 
-        targets = lora.target_modules or default_target_modules(model.config.model_type)
-        cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                         target_modules=list(targets) if not isinstance(targets, str) else targets,
-                         bias="none", task_type="CAUSAL_LM")
-        model = get_peft_model(model, cfg)
+        model = get_peft_model(model, LoraConfig(**lora.peft_kwargs(default_target_modules(model.config.model_type))))
     model.to(dev)
     model.eval()
     return model, tokenizer

@@ -11,12 +11,12 @@ file of ``rl annotate``: each line has ``program``, ``code`` and ``task_id``.
 
 Conventions
 -----------
+- Sampling is the one sampler's (:mod:`rl.policy.sampling`: prompt encoding, padding, seeding,
+  stopping and the cut at EOS or a stop string are described there); by default from the
+  policy's full distribution (top_k=0, top_p=1), the distribution the policy gradient is of.
 - Log probabilities are those of the policy itself (logits at temperature 1), also when sampling
   at another temperature: PPO's ratio and KL are defined on the policy, and
   :meth:`rl.train.ppo.PPOTrainer.step` recomputes them before the update anyway.
-- A completion ends at the first EOS (the EOS token is kept in ``completion_ids``: stopping is an
-  action the policy is rewarded for; it decodes to no text), at the first stop string (the stop
-  string and the rest are dropped, ``code`` never contains it), or after ``max_new_tokens``.
 - ``line_spans`` lists ``(line, first, last)``: ``line`` a 1-based line of ``code``, ``first``
   and ``last`` (inclusive) indices into ``completion_ids`` of the tokens whose characters lie on
   that line. A line's characters include its terminating newline, so with a character tokenizer
@@ -36,13 +36,14 @@ import dataclasses
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from crowdstat.io.atomic import atomic_write_text
 from crowdstat.io.jsonl import read_jsonl
+from rl.policy.sampling import SamplingConfig, sample_batches, token_char_ends
 
 __all__ = [
     "Rollout",
@@ -88,7 +89,7 @@ class Rollout:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Rollout":
+    def from_dict(cls, d: dict) -> Rollout:
         d = dict(d)
         d["line_spans"] = [tuple(int(x) for x in s) for s in d.get("line_spans", [])]
         names = {f.name for f in dataclasses.fields(cls)}
@@ -97,20 +98,6 @@ class Rollout:
 
 # ---------------------------------------------------------------------------------------------
 # token <-> character <-> line bookkeeping
-
-
-def token_char_ends(tokenizer, ids: list[int]) -> list[int]:
-    """``ends[k]`` = number of characters of ``decode(ids[:k+1])`` (special tokens skipped).
-
-    Decoding prefixes (not single tokens) is what makes this right for byte-level BPE and for
-    tokenizers that merge spaces; it costs O(len(ids)^2) characters, negligible next to sampling.
-    """
-    ends, prev = [], 0
-    for k in range(len(ids)):
-        n = len(tokenizer.decode(ids[: k + 1], skip_special_tokens=True))
-        prev = max(prev, n)  # monotone even if a tokenizer strips a prefix space when decoding
-        ends.append(prev)
-    return ends
 
 
 def _line_starts(code: str) -> list[int]:
@@ -234,127 +221,46 @@ def _reference(model):
 
 
 # ---------------------------------------------------------------------------------------------
-# sampling
+# sampling (through the one sampler, rl.policy.sampling)
 
 
-class _StopOnStrings:
-    """Stopping criterion: a row is done once its generated text contains one of ``stop``."""
-
-    def __init__(self, tokenizer, stop: list[str], prompt_len: int):
-        from transformers import StoppingCriteria  # noqa: F401  (duck-typed below)
-
-        self.tokenizer, self.stop, self.P = tokenizer, stop, prompt_len
-        self.tail = max(len(s) for s in stop) + 2  # every token has >= 1 character
-
-    def __call__(self, input_ids, scores, **kwargs):
-        gen = input_ids[:, self.P:]
-        k = min(gen.shape[1], self.tail)
-        texts = self.tokenizer.batch_decode(gen[:, -k:], skip_special_tokens=True) if k else [""] * len(gen)
-        return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
-
-
-def _cut(tokenizer, ids: list[int], stop: list[str] | None, eos_ids: set[int]):
-    """Cut generated ids at the first EOS (kept) or stop string (dropped). Returns (ids, finish_reason)."""
-    reason = "length"
-    for k, t in enumerate(ids):
-        if t in eos_ids:
-            ids, reason = ids[: k + 1], "eos"
-            break
-    # (rows a stopping criterion finished are pad-filled after the stop string, cut below)
-    if stop:
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        hits = [i for i in (text.find(s) for s in stop) if i != -1]
-        if hits:
-            p = min(hits)
-            ends = token_char_ends(tokenizer, ids)
-            k = bisect.bisect_right(ends, p)  # tokens whose text ends at or before the stop string
-            ids, reason = ids[:k], "stop"
-    return ids, reason
-
-
-def generate(model, tokenizer, prompts: list[tuple[str, str]], *, n: int, temperature: float, max_new_tokens: int,
-             seed: int, stop: list[str] | None = None, task_ids: list[str] | None = None, batch_size: int = 32,
-             progress: bool = False) -> list[Rollout]:
+def generate(model, tokenizer, prompts: list[tuple[str, str]], *, n: int, sampling: SamplingConfig | None = None,
+             task_ids: list[str] | None = None, progress: bool = False, **settings) -> list[Rollout]:
     """Sample ``n`` completions of each ``(prompt_id, prompt)``; program ids are ``f"{prompt_id}#{k}"``.
 
-    ``temperature <= 0`` means greedy decoding (then the n samples are identical). Sampling uses
-    the full distribution (top_k=0, top_p=1). ``ref_logprobs`` come from the same model with its
-    LoRA adapter disabled (equal to ``logprobs`` for a plain model). Deterministic given ``seed``,
-    the batch size and the device.
+    Sampling goes through :func:`rl.policy.sampling.sample_batches` with ``sampling`` (default
+    :class:`SamplingConfig`: the full distribution, top_k=0, top_p=1), whose fields ``settings``
+    replace (``temperature=``, ``max_new_tokens=``, ``seed=``, ``stop=``, ``batch_size=``, ...);
+    ``temperature <= 0`` is greedy. ``ref_logprobs`` come from the same model with its LoRA adapter
+    disabled (equal to ``logprobs`` for a plain model). Deterministic given the seed, the batch size
+    and the device.
     """
-    from tqdm.auto import tqdm
-
-    if n < 1 or max_new_tokens < 1 or batch_size < 1:
-        raise ValueError(f"generate: n, max_new_tokens and batch_size must be >= 1, got {n}, {max_new_tokens}, {batch_size}")
+    cfg = dataclasses.replace(sampling or SamplingConfig(), **settings)
     if task_ids is not None and len(task_ids) != len(prompts):
         raise ValueError(f"generate: {len(task_ids)} task_ids for {len(prompts)} prompts")
     ids_seen = [pid for pid, _ in prompts]
     if len(set(ids_seen)) != len(ids_seen):
         dup = next(p for p in ids_seen if ids_seen.count(p) > 1)
         raise ValueError(f"generate: duplicate prompt_id {dup!r}")
-    stop = [s for s in (stop or []) if s]
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = model.generation_config.eos_token_id if getattr(model, "generation_config", None) is not None else None
-    eos = eos if eos is not None else tokenizer.eos_token_id
-    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
-
-    items = []  # (prompt index, sample index, prompt ids)
-    for i, (pid, prompt) in enumerate(prompts):
-        p_ids = tokenizer(prompt)["input_ids"]
-        if not p_ids:
-            raise ValueError(f"generate: prompt {pid!r} encodes to no tokens")
-        items.extend((i, k, p_ids) for k in range(n))
-
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-    was_training = model.training
-    model.eval()
     rollouts: list[Rollout] = []
-    bar = tqdm(total=len(items), desc="generate", unit="seq", disable=not progress, file=sys.stderr)
-    try:
-        for start in range(0, len(items), batch_size):
-            chunk = items[start: start + batch_size]
-            batch = pack([it[2] for it in chunk], [[] for _ in chunk], pad_id, device)
-            P = batch["P"]
-            gen_kw = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=list(eos_ids) or None)
-            # sample from the policy itself: override a checkpoint's generation_config defaults
-            # (Qwen2.5-Coder ships top_k=20, top_p=0.8, repetition_penalty=1.1)
-            gen_kw.update(repetition_penalty=1.0)
-            if temperature > 0:
-                gen_kw.update(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0)
-            else:
-                gen_kw.update(do_sample=False)
-            if stop:
-                from transformers import StoppingCriteriaList
-
-                gen_kw["stopping_criteria"] = StoppingCriteriaList([_StopOnStrings(tokenizer, stop, P)])
-            with torch.no_grad():
-                out = model.generate(input_ids=batch["input_ids"][:, :P], attention_mask=batch["attention_mask"][:, :P],
-                                     **gen_kw)
-            cut = [_cut(tokenizer, row[P:].tolist(), stop, eos_ids) for row in out]
-            comp_ids = [c[0] for c in cut]
-            full = pack([it[2] for it in chunk], comp_ids, pad_id, device)
-            with torch.no_grad():
-                lp = completion_logprobs(model, full)
-                with _reference(model):
-                    ref = completion_logprobs(model, full)
-            for b, ((i, k, p_ids), (c_ids, reason)) in enumerate(zip(chunk, cut)):
-                pid, prompt = prompts[i]
-                completion = tokenizer.decode(c_ids, skip_special_tokens=True)
-                code = prompt + completion
-                spans = compute_line_spans(code, len(prompt), token_char_ends(tokenizer, c_ids))
-                L = len(c_ids)
-                rollouts.append(Rollout(
-                    program=f"{pid}#{k}", prompt_id=pid, prompt=prompt, completion=completion, code=code,
-                    prompt_ids=list(p_ids), completion_ids=list(c_ids), logprobs=lp[b, :L].tolist(),
-                    ref_logprobs=ref[b, :L].tolist(), line_spans=spans,
-                    task_id=None if task_ids is None else task_ids[i], finish_reason=reason))
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-        model.train(was_training)
+    for batch in sample_batches(model, tokenizer, [p for _, p in prompts], n, cfg, progress=progress, desc="generate"):
+        full = pack([s.prompt_ids for s in batch], [s.completion_ids for s in batch], pad_id, device)
+        with torch.no_grad():
+            lp = completion_logprobs(model, full)
+            with _reference(model):
+                ref = completion_logprobs(model, full)
+        for b, s in enumerate(batch):
+            pid, prompt = prompts[s.prompt_index]
+            code = prompt + s.completion
+            L = len(s.completion_ids)
+            rollouts.append(Rollout(
+                program=f"{pid}#{s.sample_index}", prompt_id=pid, prompt=prompt, completion=s.completion, code=code,
+                prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, logprobs=lp[b, :L].tolist(),
+                ref_logprobs=ref[b, :L].tolist(),
+                line_spans=compute_line_spans(code, len(prompt), token_char_ends(tokenizer, s.completion_ids)),
+                task_id=None if task_ids is None else task_ids[s.prompt_index], finish_reason=s.finish_reason))
     return rollouts
 
 
@@ -376,8 +282,7 @@ def write_rollouts(path, rollouts: list[Rollout]) -> None:
             raise RolloutFileError(f"{path}: duplicate program {r.program!r}")
         seen.add(r.program)
         lines.append(json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    atomic_write_text(path, "".join(line + "\n" for line in lines), parents=True)
 
 
 def read_rollouts(path) -> list[Rollout]:
@@ -415,7 +320,7 @@ def read_prompts(path) -> tuple[list[tuple[str, str]], list[str] | None]:
     """Read a prompt file (JSONL: ``prompt_id``, ``prompt``, optional ``task_id``)."""
     path = Path(path)
     prompts, tasks = [], []
-    for i, where, d in read_jsonl(path, RolloutFileError):
+    for _, where, d in read_jsonl(path, RolloutFileError):
         for name in ("prompt_id", "prompt"):
             if not isinstance(d.get(name), str):
                 raise RolloutFileError(f"{where}: field {name!r}: expected a string, got {d.get(name)!r}")
@@ -436,6 +341,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prompts", required=True, help="JSONL with prompt_id, prompt[, task_id]")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt (default: 8)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default: 1.0)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass; 1 = the full distribution (default: 1.0)")
+    parser.add_argument("--top-k", type=int, default=0, help="top-k truncation; 0 = off (default: 0)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="(default: 128)")
     parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
     parser.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
@@ -449,8 +356,9 @@ def run(args) -> int:
     _cpu_threads()
     prompts, task_ids = read_prompts(args.prompts)
     model, tok = load_policy(args.model, lora=None, adapter_path=args.adapter)
-    rollouts = generate(model, tok, prompts, n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                        seed=args.seed, stop=args.stop, task_ids=task_ids, batch_size=args.batch_size, progress=True)
+    cfg = SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                         batch_size=args.batch_size, seed=args.seed, stop=tuple(args.stop or ()))
+    rollouts = generate(model, tok, prompts, n=args.n, sampling=cfg, task_ids=task_ids, progress=True)
     write_rollouts(args.out, rollouts)
     print(f"wrote {len(rollouts)} rollouts ({len(prompts)} prompts x {args.n}) to {args.out}", file=sys.stderr)
     return 0

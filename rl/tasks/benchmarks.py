@@ -7,16 +7,18 @@
   each test runs the assert inside a function with ``candidate`` bound to the entry point,
   exactly as ``check`` would. Other check bodies (loops, helper state) stay one test that
   calls ``check(<entry_point>)``. The rest of the test module (``METADATA``) is ``setup``.
-* MBPP: ``shared/datasets/mbpp`` (see its README). A completion is a full function, so
+* MBPP: the data files ``mbpp.jsonl`` / ``sanitized-mbpp.json`` from ``$CROWDSTAT_DATASETS/mbpp``,
+  else ``../shared/datasets/mbpp`` beside the repository, else the same records from the Hugging
+  Face hub (``google-research-datasets/mbpp``, unless offline). A completion is a full function, so
   ``program = completion``. The prompt carries the problem text and the FIRST test case
   (the usual protocol, as in bigcode-evaluation-harness)::
 
       \"\"\"\\n<text>\\n<test_list[0]>\\n\"\"\"\\n
 
   The tests are all ``test_list`` asserts (plus ``challenge_test_list`` with
-  ``challenge=True``). ``test_setup_code`` (non-empty only for tasks 367 and 927) opens every test rather than being ``setup``, because it may use the
-  solution's own classes and the original harness runs it after the code; for the
-  sanitized file ``setup`` is the ``test_imports``.
+  ``challenge=True``). ``test_setup_code`` (non-empty only for tasks 367 and 927) opens every
+  test rather than being ``setup``, because it may use the solution's own classes and the
+  original harness runs it after the code; for the sanitized file ``setup`` is the ``test_imports``.
   Splits by task_id as in the MBPP paper: prompt 1-10, test 11-510, validation 511-600,
   train 601-974; ``"all"`` is every task. Task ids are ``"Mbpp/<n>"``.
 """
@@ -31,11 +33,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from rl.execution import sandbox
 from crowdstat.io.jsonl import read_objects
+from rl.execution import sandbox
 
-__all__ = ["Problem", "load_humaneval", "load_mbpp", "load", "mbpp_root", "MBPP_SPLITS", "BENCHMARKS",
-           "parse_task_id"]
+__all__ = ["Problem", "load_humaneval", "load_mbpp", "load", "mbpp_root", "mbpp_places", "MBPP_SPLITS", "MBPP_HUB_ID",
+           "BENCHMARKS", "parse_task_id"]
 
 MBPP_SPLITS: dict[str, range] = {
     "prompt": range(1, 11),
@@ -86,7 +88,7 @@ def _split_check(test_src: str, entry_point: str) -> tuple[str, tuple[str, ...]]
         return setup, whole
     check = checks[0]
     if len(check.args.args) != 1 or check.args.args[0].arg != "candidate" or check.decorator_list:
-        return _whole_check(test_src, setup, entry_point)
+        return _whole_check(test_src, entry_point)
     asserts = []
     for stmt in check.body:
         if isinstance(stmt, ast.Assert):
@@ -94,9 +96,9 @@ def _split_check(test_src: str, entry_point: str) -> tuple[str, tuple[str, ...]]
         elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, (ast.Constant, ast.Name)):
             continue  # a docstring or a bare name: no effect
         else:
-            return _whole_check(test_src, setup, entry_point)
+            return _whole_check(test_src, entry_point)
     if not asserts:
-        return _whole_check(test_src, setup, entry_point)
+        return _whole_check(test_src, entry_point)
     tests = []
     for a in asserts:
         src = ast.get_source_segment(test_src, a) or ast.unparse(a)
@@ -105,7 +107,7 @@ def _split_check(test_src: str, entry_point: str) -> tuple[str, tuple[str, ...]]
     return setup, tuple(tests)
 
 
-def _whole_check(test_src: str, setup: str, entry_point: str) -> tuple[str, tuple[str, ...]]:
+def _whole_check(test_src: str, entry_point: str) -> tuple[str, tuple[str, ...]]:
     # The whole test module goes in setup (it defines check); one test calls it.
     return test_src, (f"check({entry_point})",)
 
@@ -126,15 +128,97 @@ def load_humaneval() -> list[Problem]:
 
 # ---------------------------------------------------------------------------- MBPP
 
-def mbpp_root(root: str | Path | None = None) -> Path:
-    """The MBPP data folder: ``root`` if given, else ``$CROWDSTAT_DATASETS/mbpp``, else
-    ``shared/datasets/mbpp`` next to the repository."""
+#: MBPP on the Hugging Face hub (configs ``full`` and ``sanitized``): the last place :func:`load_mbpp` looks.
+MBPP_HUB_ID = "google-research-datasets/mbpp"
+_MBPP_FILES = {False: "mbpp.jsonl", True: "sanitized-mbpp.json"}
+
+
+def mbpp_places() -> list[Path]:
+    """The local MBPP folders, in lookup order: ``$CROWDSTAT_DATASETS/mbpp`` (only when the variable
+    is set), then ``../shared/datasets/mbpp`` beside the repository (the data set places of
+    :func:`crowdstat.io.datasets.dataset_places`)."""
+    from crowdstat.io.datasets import dataset_places
+
+    return [place / "mbpp" for place in dataset_places()]
+
+
+def mbpp_root(root: str | Path | None = None, sanitized: bool = False) -> Path | None:
+    """The local MBPP folder: ``root`` if given, else the first of :func:`mbpp_places` that holds the
+    data file (``mbpp.jsonl``, or ``sanitized-mbpp.json``); None when none does."""
     if root is not None:
         return Path(root)
-    env = os.environ.get("CROWDSTAT_DATASETS")
-    if env:
-        return Path(env) / "mbpp"
-    return Path(__file__).resolve().parents[3] / "shared" / "datasets" / "mbpp"
+    name = _MBPP_FILES[sanitized]
+    return next((p for p in mbpp_places() if (p / name).is_file()), None)
+
+
+class _HubUnavailable(Exception):
+    """Why MBPP could not come from the hub (a short reason for the not-found message)."""
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _hub_records(sanitized: bool) -> list[tuple[str, dict]]:
+    """Every split of MBPP from the hub, as ``(where, record)`` pairs with the data files' fields."""
+    if _hub_offline():
+        raise _HubUnavailable("skipped, offline: HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set")
+    try:
+        import datasets
+    except ImportError:
+        raise _HubUnavailable("the datasets package is not installed") from None
+    config = "sanitized" if sanitized else "full"
+    try:
+        loaded = datasets.load_dataset(MBPP_HUB_ID, config)
+    except Exception as e:  # no network, no such dataset, a bad cache: the reason goes into one line
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise _HubUnavailable(f"{type(e).__name__}: {reason}"[:300]) from None
+    parts = loaded.items() if isinstance(loaded, dict) else [(getattr(loaded, "split", None) or "data", loaded)]
+    return [(f"{MBPP_HUB_ID} ({config}, {split} row {i})", dict(r)) for split, part in parts for i, r in enumerate(part)]
+
+
+def _not_found(sanitized: bool, hub_reason: str) -> FileNotFoundError:
+    from crowdstat.io.datasets import ENV_VAR
+
+    name = _MBPP_FILES[sanitized]
+    env = os.environ.get(ENV_VAR)
+    first = f"${ENV_VAR}/mbpp ({Path(env).expanduser() / 'mbpp'})" if env else f"${ENV_VAR}/mbpp (unset)"
+    return FileNotFoundError(
+        f"MBPP ({name}) not found: not in {first}, not in ../shared/datasets/mbpp beside the repository "
+        f"({mbpp_places()[-1]}), not from the Hugging Face hub ({MBPP_HUB_ID}: {hub_reason}); set {ENV_VAR} to a "
+        f"folder holding mbpp/{name}, put it in shared/datasets/mbpp beside the repository, or allow the hub")
+
+
+def _file_records(path: Path, sanitized: bool) -> list[tuple[str, dict]]:
+    """The records of a local MBPP file, as ``(where, record)`` pairs (``where`` names file and line)."""
+    if not sanitized:
+        return [(where, r) for _, where, r in read_objects(path)]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON array of records")
+    return [(f"{path}: record {i}", r) for i, r in enumerate(data, 1)]
+
+
+def _mbpp_records(sanitized: bool, root: str | Path | None) -> list[tuple[str, dict]]:
+    """MBPP's records: from ``root`` when given; else from the first of :func:`mbpp_places` that
+    holds the file; else from the hub. Raises FileNotFoundError (one line, every place) otherwise."""
+    name = _MBPP_FILES[sanitized]
+    if root is not None:
+        path = Path(root) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"MBPP file not found: {path} (in the folder passed as root=)")
+        return _file_records(path, sanitized)
+    folder = mbpp_root(sanitized=sanitized)
+    if folder is not None:
+        return _file_records(folder / name, sanitized)
+    try:
+        return _hub_records(sanitized)
+    except _HubUnavailable as e:
+        raise _not_found(sanitized, str(e)) from None
 
 
 def _entry_point(code: str, first_test: str, where: str) -> str:
@@ -163,33 +247,47 @@ def mbpp_prompt(text: str, first_test: str) -> str:
     return f'"""\n{text.strip()}\n{first_test.strip()}\n"""\n'
 
 
+def _mbpp_problem(tid: int, r: dict, where: str, sanitized: bool, challenge: bool) -> Problem:
+    """One MBPP record (of the full or the sanitized set) as a Problem; see the module docstring."""
+    tests = list(r["test_list"])
+    if challenge and not sanitized:
+        tests += list(r.get("challenge_test_list") or [])
+    if not tests:
+        raise ValueError(f"{where}: task {tid} has no tests")
+    text = r["prompt"] if sanitized else r["text"]
+    prompt = mbpp_prompt(text, tests[0])
+    if sanitized:
+        setup = "\n".join(r.get("test_imports") or [])
+    else:
+        # MBPP's test_setup_code may use names the solution defines (Mbpp/367 and 927 build
+        # trees of the solution's Node class), and the original harness runs it after the
+        # code. So it is not Job.setup (which runs before the program): it opens every test.
+        setup = ""
+        tsc = (r.get("test_setup_code") or "").replace("\r\n", "\n").strip()
+        if tsc:
+            tests = [f"{tsc}\n{t}" for t in tests]
+    code = r["code"].replace("\r\n", "\n")
+    if not code.endswith("\n"):
+        code += "\n"
+    return Problem(task_id=f"Mbpp/{tid}", prompt=prompt, entry_point=_entry_point(code, r["test_list"][0], where),
+                   tests=tuple(tests), setup=setup, canonical_solution=code, source="mbpp")
+
+
 def load_mbpp(split: str = "test", sanitized: bool = False, root: str | Path | None = None,
               challenge: bool = False) -> list[Problem]:
-    """MBPP problems of one split ("test", "train", "validation", "prompt" or "all")."""
+    """MBPP problems of one split ("test", "train", "validation", "prompt" or "all").
+
+    Read from ``root`` when given, else from ``$CROWDSTAT_DATASETS/mbpp``, ``../shared/datasets/mbpp``
+    beside the repository, or the Hugging Face hub (:data:`MBPP_HUB_ID`; skipped when
+    ``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE`` is set), the first that has it.
+    """
     if split not in MBPP_SPLITS:
         raise ValueError(f"unknown MBPP split {split!r}; expected one of {sorted(MBPP_SPLITS)}")
     ids = MBPP_SPLITS[split]
-    folder = mbpp_root(root)
-    path = folder / ("sanitized-mbpp.json" if sanitized else "mbpp.jsonl")
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"MBPP file not found: {path} (pass root=..., or set CROWDSTAT_DATASETS to the datasets folder)")
-    records: list[tuple[int, dict]] = []
-    if sanitized:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from None
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON array of records")
-        records = [(i + 1, r) for i, r in enumerate(data)]
-    else:
-        records = [(lineno, r) for lineno, _, r in read_objects(path)]
+    need = ("task_id", "code", "test_list") + (("prompt",) if sanitized else ("text",))
     out = []
     seen = set()
-    for lineno, r in records:
-        where = f"{path}:{lineno}" if not sanitized else f"{path}: record {lineno}"
-        need = ("task_id", "code", "test_list") + (("prompt",) if sanitized else ("text",))
+    for where, r in _mbpp_records(sanitized, root):
         for k in need:
             if k not in r:
                 raise ValueError(f"{where}: missing field {k!r}")
@@ -197,31 +295,8 @@ def load_mbpp(split: str = "test", sanitized: bool = False, root: str | Path | N
         if tid in seen:
             raise ValueError(f"{where}: duplicate task_id {tid}")
         seen.add(tid)
-        if tid not in ids:
-            continue
-        tests = list(r["test_list"])
-        if challenge and not sanitized:
-            tests += list(r.get("challenge_test_list") or [])
-        if not tests:
-            raise ValueError(f"{where}: task {tid} has no tests")
-        text = r["prompt"] if sanitized else r["text"]
-        prompt = mbpp_prompt(text, tests[0])
-        if sanitized:
-            setup = "\n".join(r.get("test_imports") or [])
-        else:
-            # MBPP's test_setup_code may use names the solution defines (Mbpp/367 and 927 build
-            # trees of the solution's Node class), and the original harness runs it after the
-            # code. So it is not Job.setup (which runs before the program): it opens every test.
-            setup = ""
-            tsc = (r.get("test_setup_code") or "").replace("\r\n", "\n").strip()
-            if tsc:
-                tests = [f"{tsc}\n{t}" for t in tests]
-        code = r["code"].replace("\r\n", "\n")
-        if not code.endswith("\n"):
-            code += "\n"
-        out.append(Problem(task_id=f"Mbpp/{tid}", prompt=prompt,
-                           entry_point=_entry_point(code, r["test_list"][0], where), tests=tuple(tests),
-                           setup=setup, canonical_solution=code, source="mbpp"))
+        if tid in ids:
+            out.append(_mbpp_problem(tid, r, where, sanitized, challenge))
     out.sort(key=lambda q: int(q.task_id.split("/")[1]))
     return out
 

@@ -265,7 +265,7 @@ def _unmatched(a: _Units, b: _Units) -> set[int]:
     """Unit ids of ``a`` not matched to ``b`` (gap rule for units missing from ``a``)."""
     bad: set[int] = set()
     sm = difflib.SequenceMatcher(None, a.keys, b.keys, autojunk=False)
-    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+    for tag, i1, i2, _, _ in sm.get_opcodes():
         if tag in ("replace", "delete"):
             bad.update(a.ids[i1:i2])
         elif tag == "insert" and a.ids:

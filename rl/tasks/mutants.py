@@ -39,12 +39,12 @@ import random
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from rl.tasks import lines as _lines
 
-__all__ = ["Mutant", "Candidate", "OPERATORS", "candidates", "make_mutants", "generate", "MutantRun"]
+__all__ = ["Mutant", "Candidate", "OPERATORS", "candidates", "generate", "MutantRun"]
 
 OPERATORS = ("const_off_by_one", "range_bound", "arith_op", "compare_op", "wrong_name", "remove_stmt",
              "wrong_return", "negate_cond", "bool_op")
@@ -474,12 +474,6 @@ def generate(problems, per_problem: int | None = 3, seed: int = 0, sandbox=None,
             mutants.append(Mutant(p.task_id, c.operator, c.program, c.wrong_lines, c.description))
     return MutantRun(mutants, {op: {key: int(c[key]) for key in ("candidates", "tried", "kept", "dropped")}
                                for op, c in stats.items()}, skipped)
-
-
-def make_mutants(problems, per_problem: int | None = 3, seed: int = 0, sandbox=None, operators=OPERATORS,
-                 progress: bool = False) -> list[Mutant]:
-    """The kept mutants of :func:`generate` (deterministic given ``seed``)."""
-    return generate(problems, per_problem, seed, sandbox, operators, progress=progress).mutants
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,8 @@ combinations are shuffled and a quarter of them (at least one) is reserved for h
 problems, so these use combinations never seen in training (each constant value itself is
 seen). Templates with one constant contribute new held-out *instances* (fresh examples and
 tests, training constants): with a single constant an unseen combination is an unseen value,
-which a tiny character model does not copy from the comment (measured: held-out pass@1 0.03
-when every template held out values). A few templates (``HELDOUT_ONLY``) appear only in the
+which a tiny character model does not copy from the comment (its held-out pass@1 is then near
+zero: nothing to reinforce). A few templates (``HELDOUT_ONLY``) appear only in the
 held-out set: recombinations of trained templates. ``hold_single=True`` restores the strict split.
 
 Each template also has systematic, plausible bugs (one line changed: wrong operator, wrong
@@ -32,44 +32,11 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-try:  # the shared benchmark type (sandbox jobs, pass@k, annotation all consume it)
-    from rl.tasks.benchmarks import Problem as _BaseProblem
-
-    @dataclass(frozen=True)
-    class Problem(_BaseProblem):
-        """An :class:`rl.tasks.benchmarks.Problem` whose program is prompt + completion (HumanEval style)."""
-
-        def program(self, completion: str) -> str:
-            if not isinstance(completion, str):
-                raise TypeError(f"{self.task_id}: completion must be str, got {type(completion).__name__}")
-            return self.prompt + completion
-
-except ImportError:  # pragma: no cover - only until rl/tasks/benchmarks.py lands; same fields and methods
-
-    @dataclass(frozen=True)
-    class Problem:  # type: ignore[no-redef]
-        task_id: str
-        prompt: str
-        entry_point: str
-        tests: tuple
-        setup: str = ""
-        canonical_solution: str = ""
-        source: str = ""
-
-        def program(self, completion: str) -> str:
-            return self.prompt + completion
-
-        @property
-        def canonical_program(self) -> str:
-            return self.program(self.canonical_solution)
-
-        def job(self, completion: str):
-            from rl.execution.sandbox import Job
-
-            return Job(self.program(completion), tests=self.tests, setup=self.setup)
+from rl.tasks.benchmarks import Problem as _BaseProblem
 
 __all__ = [
     "TEMPLATES",
@@ -84,6 +51,17 @@ __all__ = [
 ENTRY = "f"
 _WORDS = ("ab", "xy", "hi", "ok", "zz", "no", "yes", "pre")
 _LETTERS = "abcde"
+
+
+@dataclass(frozen=True)
+class Problem(_BaseProblem):
+    """The shared :class:`rl.tasks.benchmarks.Problem` (sandbox jobs, pass@k and annotation consume it),
+    whose program is prompt + completion (HumanEval style)."""
+
+    def program(self, completion: str) -> str:
+        if not isinstance(completion, str):
+            raise TypeError(f"{self.task_id}: completion must be str, got {type(completion).__name__}")
+        return self.prompt + completion
 
 
 @dataclass(frozen=True)

@@ -1,37 +1,42 @@
 """The comparison trainer: TRL 1.16 ``GRPOTrainer`` with LoRA and a crowd-backed reward (``rl grpo``).
 
 For every generation batch, the reward function runs each completion in the sandbox and gets its
-reward from :class:`rl.loop.CrowdRewarder`, the same pipeline as the PPO loop:
+reward from :class:`rl.crowd.pipeline.CrowdRewarder`, the same pipeline as the PPO loop:
 
-- a crowdstat method (``majority``, ``sequential``, ``proximal``, ``em1``, ...): a simulated
-  population votes on the completion's lines, and ``python -m crowdstat fit`` (a subprocess:
-  JAX never enters this process) aggregates the votes of all batches so far into
+- a crowdstat method (``crowdstat.estimators.METHODS``: majority, sequential, proximal, ...): a
+  simulated population votes on the completion's lines, and ``python -m crowdstat fit`` (a
+  subprocess: JAX never enters this process) aggregates the votes of all batches so far into
   ``rewards.jsonl``; the completion's reward is its ``reward`` field (s = c / k), or
-  ``reward_soft`` with ``--reward-field reward_soft``. One fit per generation batch (about 4 s
-  of JAX start-up), not per completion: that is the cheaper equivalent that still goes through
-  crowdstat's CLI and reward file.
+  ``reward_soft`` with ``--reward-field reward_soft``. One fit per generation batch, not per
+  completion (the subprocess start-up dominates a fit): the cheaper equivalent that still goes
+  through crowdstat's CLI and reward file.
 - ``true_lines``: the share of correct completion lines; ``execution``: the share of tests passed.
 
-GRPO sees one scalar per completion (no value head), so line rewards enter only through s.
+GRPO sees one scalar per completion (no value head), so line rewards enter only through s. The
+adapter is built from the same :class:`rl.config.LoraSpec` as PPO's (``--lora-r``, ``--lora-alpha``, ...).
 
-CPU settings (docs: notes/rl-on-cpu.md): ``GRPOConfig`` defaults to bf16, gradient
-checkpointing and lr 1e-6; here ``use_cpu=True, bf16=False, fp16=False,
-gradient_checkpointing=False``, lr 1e-4, constant schedule, ``beta=0`` (no reference model),
-``loss_type="dr_grpo"``, ``scale_rewards="none"``, ``top_k=0``, ``report_to="none"``,
-``save_strategy="no"``. The model has rotary positions (Qwen2 config), so TRL's log-prob pass,
-which passes no position ids, agrees with ``generate()`` under left padding.
+CPU settings: ``GRPOConfig`` defaults to bf16, gradient checkpointing and lr 1e-6; here
+``use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False``, lr 1e-4, constant schedule,
+``beta=0`` (no reference model), ``loss_type="dr_grpo"``, ``scale_rewards="none"``,
+``report_to="none"``, ``save_strategy="no"``. TRL samples with its own generate call, from the full
+distribution (``top_k=0, top_p=1``) as :mod:`rl.policy.sampling` does by default. The model has
+rotary positions (Qwen2 config), so TRL's log-prob pass, which passes no position ids, agrees with
+``generate()`` under left padding.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
-__all__ = ["GRPOSettings", "crowd_reward_func", "train_grpo", "add_arguments", "run"]
+from crowdstat.io.atomic import atomic_write_json
+from rl.config import LoraSpec, add_dataclass_arguments, dataclass_from_args
+
+__all__ = ["GRPOSettings", "crowd_reward_func", "grpo_config", "train_grpo", "add_arguments", "settings_from_args", "run"]
 
 
 @dataclass
@@ -40,7 +45,7 @@ class GRPOSettings:
 
     steps: optimizer steps. batch_size: completions per step (= prompts x num_generations).
     num_generations: completions per prompt (the GRPO group). max_completion_length: tokens.
-    lr: learning rate of the LoRA weights. lora_r, lora_alpha: the adapter.
+    lr: learning rate of the LoRA weights. lora: the adapter (:class:`rl.config.LoraSpec`).
     reward_source: a crowdstat method, ``true_lines`` or ``execution``. reward_field: ``reward``
     or ``reward_soft``. honeypot_fraction: programs whose line truth is revealed to crowdstat.
     """
@@ -51,8 +56,7 @@ class GRPOSettings:
     max_completion_length: int = 64
     temperature: float = 1.0
     lr: float = 1e-4
-    lora_r: int = 8
-    lora_alpha: int = 16
+    lora: LoraSpec = field(default_factory=LoraSpec)
     reward_source: str = "sequential"
     reward_field: str = "reward"
     honeypot_fraction: float = 0.1
@@ -102,7 +106,7 @@ def grpo_config(s: GRPOSettings, out_dir: str | Path):
     )
 
 
-def train_grpo(model_path: str | Path, out_dir: str | Path, s: GRPOSettings = GRPOSettings(),
+def train_grpo(model_path: str | Path, out_dir: str | Path, s: GRPOSettings | None = None,
                reward_funcs: list | None = None, problems: list | None = None) -> dict:
     """Train a LoRA adapter with GRPO; writes ``out_dir/adapter`` and ``out_dir/grpo.json``.
 
@@ -115,11 +119,12 @@ def train_grpo(model_path: str | Path, out_dir: str | Path, s: GRPOSettings = GR
     from transformers import AutoModelForCausalLM
     from trl import GRPOTrainer
 
-    from rl.loop import DEFAULT_POPULATION, CrowdRewarder
-    from rl.policy.models import default_target_modules, load_tokenizer
+    from rl.crowd.pipeline import DEFAULT_POPULATION, CrowdRewarder
     from rl.execution.sandbox import Sandbox
+    from rl.policy.models import default_target_modules, load_tokenizer
     from rl.tasks.synthetic import make_benchmark
 
+    s = s or GRPOSettings()
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     if s.batch_size % s.num_generations:
@@ -134,15 +139,14 @@ def train_grpo(model_path: str | Path, out_dir: str | Path, s: GRPOSettings = GR
     ds = Dataset.from_list([{"prompt": p.prompt, "task_id": p.task_id} for p in problems])
     tok = load_tokenizer(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    lora = LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-                      target_modules=list(default_target_modules(model.config.model_type)))
+    lora = LoraConfig(**s.lora.peft_kwargs(default_target_modules(model.config.model_type)))
     t0 = time.time()
     with Sandbox(workers=2) as sb:
         funcs = reward_funcs
         if funcs is None:
             rewarder = CrowdRewarder(s.reward_source, out_dir / "crowdwork", population=DEFAULT_POPULATION,
-                honeypot_fraction=s.honeypot_fraction, crowd_args=[str(a) for a in s.crowd_args],
-                sandbox=sb, seed=s.seed)
+                                     honeypot_fraction=s.honeypot_fraction, crowd_args=s.crowd_args, sandbox=sb,
+                                     seed=s.seed)
             funcs = [crowd_reward_func(rewarder, by_task, s.reward_field)]
         trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=grpo_config(s, out_dir / "trainer"),
                               train_dataset=ds, processing_class=tok, peft_config=lora)
@@ -152,22 +156,32 @@ def train_grpo(model_path: str | Path, out_dir: str | Path, s: GRPOSettings = GR
     summary = {"settings": asdict(s), "seconds": time.time() - t0,
                "reward_per_step": [h["reward"] for h in logs],
                "history": getattr(funcs[0], "history", None)}
-    (out_dir / "grpo.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_json(out_dir / "grpo.json", summary)
     return summary
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="warm-started model directory")
     p.add_argument("--out", required=True, help="output directory (adapter/, grpo.json, crowdwork/)")
-    for name, val in asdict(GRPOSettings()).items():
+    for f in dataclasses.fields(GRPOSettings):
+        if f.name == "lora":
+            continue
+        val = getattr(GRPOSettings(), f.name)
         if isinstance(val, list):
-            p.add_argument(f"--{name.replace('_', '-')}", nargs="*", default=val, help="extra crowdstat fit options")
+            p.add_argument(f"--{f.name.replace('_', '-')}", nargs="*", default=val, help="extra crowdstat fit options")
         else:
-            p.add_argument(f"--{name.replace('_', '-')}", type=type(val), default=val, help=f"(default {val})")
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(val), default=val, help=f"(default {val})")
+    add_dataclass_arguments(p, LoraSpec, prefix="lora-", title="LoRA adapter")
+
+
+def settings_from_args(args: argparse.Namespace) -> GRPOSettings:
+    """The settings :func:`add_arguments` options describe."""
+    return GRPOSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GRPOSettings) if f.name != "lora"},
+                        lora=dataclass_from_args(LoraSpec, args, prefix="lora-"))
 
 
 def run(args: argparse.Namespace) -> int:
-    s = GRPOSettings(**{k: getattr(args, k) for k in asdict(GRPOSettings())})
+    s = settings_from_args(args)
     res = train_grpo(args.model, args.out, s)
     r = res["reward_per_step"]
     print(f"grpo: {len(r)} steps, mean reward {r[0]:.3f} -> {r[-1]:.3f}, {res['seconds']:.0f} s -> {args.out}")

@@ -27,12 +27,13 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from crowdstat.io.atomic import atomic_write_dir
+from crowdstat.io.atomic import atomic_write_dir, atomic_write_text
 from rl.config import PPOConfig, add_dataclass_arguments, dataclass_from_args
 from rl.policy.rollouts import Rollout, completion_forward, pack
 
@@ -193,6 +194,49 @@ def _resolve_mixed_precision(mp: str, on_gpu: bool) -> str:
     return mp
 
 
+def _check_batch(rollouts: list[Rollout], token_rewards: list[list[float]]) -> int:
+    """Validate a PPO batch (one finite reward per completion token); return the number of empty completions."""
+    if len(rollouts) != len(token_rewards):
+        raise ValueError(f"PPOTrainer.step: {len(rollouts)} rollouts but {len(token_rewards)} reward lists")
+    for r, tr in zip(rollouts, token_rewards):
+        if len(tr) != len(r.completion_ids):
+            raise ValueError(f"PPOTrainer.step: program {r.program!r}: {len(tr)} token rewards for "
+                             f"{len(r.completion_ids)} completion tokens")
+        if not all(math.isfinite(x) for x in tr):
+            raise ValueError(f"PPOTrainer.step: program {r.program!r}: non-finite token reward")
+    n_empty = sum(not r.completion_ids for r in rollouts)
+    if n_empty == len(rollouts):
+        raise ValueError("PPOTrainer.step: every completion is empty; nothing to train on")
+    return n_empty
+
+
+def _grid(rows: list[list[float]], B: int, C: int, device) -> torch.Tensor:
+    """Ragged rows as a zero-padded float32 [B, C] tensor on ``device``."""
+    out = torch.zeros(B, C, dtype=torch.float32)
+    for b, row in enumerate(rows):
+        out[b, : len(row)] = torch.tensor(row, dtype=torch.float32)
+    return out.to(device)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One PPO batch: the rollouts and, as [B, C] tensors over completion tokens, the token mask, the
+    scores, and what the epochs hold fixed (old and reference log probs, old values, the per-token
+    KL, whitened advantages, returns). ``mismatch``: the largest gap between the rollouts' stored
+    log probs and the recomputed ones."""
+
+    rollouts: list[Rollout]
+    mask: torch.Tensor
+    scores: torch.Tensor
+    old_lp: torch.Tensor
+    old_v: torch.Tensor
+    ref_lp: torch.Tensor
+    kl: torch.Tensor
+    adv: torch.Tensor
+    returns: torch.Tensor
+    mismatch: float
+
+
 class PPOTrainer:
     """PPO on a peft (LoRA) policy with a jointly trained value head; see the module docstring.
 
@@ -273,38 +317,25 @@ class PPOTrainer:
         In a multi-process run each process passes its own, equally sized, share of the rollouts;
         DDP averages the gradients (whitening statistics are per process).
         """
-        from tqdm.auto import tqdm
-
-        cfg = self.config
         t0 = time.perf_counter()
-        if len(rollouts) != len(token_rewards):
-            raise ValueError(f"PPOTrainer.step: {len(rollouts)} rollouts but {len(token_rewards)} reward lists")
-        for r, tr in zip(rollouts, token_rewards):
-            if len(tr) != len(r.completion_ids):
-                raise ValueError(f"PPOTrainer.step: program {r.program!r}: {len(tr)} token rewards for "
-                                 f"{len(r.completion_ids)} completion tokens")
-            if not all(math.isfinite(x) for x in tr):
-                raise ValueError(f"PPOTrainer.step: program {r.program!r}: non-finite token reward")
-        n_empty = sum(not r.completion_ids for r in rollouts)
-        if n_empty == len(rollouts):
-            raise ValueError("PPOTrainer.step: every completion is empty; nothing to train on")
+        n_empty = _check_batch(rollouts, token_rewards)
         # empty completions stay in the batch as all-masked rows (so that every process of a
         # multi-GPU run makes the same number of forward/backward passes)
         B = len(rollouts)
         C = max(1, max(len(r.completion_ids) for r in rollouts))
-        dev = self.device
-        micro = self.micro_batch_size
+        mask = _grid([[1.0] * len(r.completion_ids) for r in rollouts], B, C, self.device)
+        scores = _grid(token_rewards, B, C, self.device)
+        batch = self._prepare_batch(rollouts, mask, scores)
+        stats, grad_norm = self._ppo_epochs(batch)
+        self.n_steps += 1
+        out = self._summary(batch, stats, grad_norm, n_empty)
+        out["time_s"] = time.perf_counter() - t0
+        return out
 
-        def grid(rows: list[list[float]]) -> torch.Tensor:
-            out = torch.zeros(B, C, dtype=torch.float32)
-            for b, row in enumerate(rows):
-                out[b, : len(row)] = torch.tensor(row, dtype=torch.float32)
-            return out.to(dev)
-
-        mask = grid([[1.0] * len(r.completion_ids) for r in rollouts])
-        scores = grid(token_rewards)
-
-        # 1. old log probs / values under the current policy, reference log probs (adapter off)
+    def _old_logprobs(self, rollouts: list[Rollout], B: int, C: int):
+        """Log probs and values under the current policy, and reference log probs (adapter off),
+        of every completion token: three [B, C] tensors, zero at padding."""
+        dev, micro = self.device, self.micro_batch_size
         old_lp = torch.zeros(B, C, device=dev)
         old_v = torch.zeros(B, C, device=dev)
         ref_lp = torch.zeros(B, C, device=dev)
@@ -318,18 +349,31 @@ class PPOTrainer:
                 with self.model.disable_adapter():
                     rlp, _, _ = self._forward(rows)
                 ref_lp[s: s + len(rows), :c] = rlp * m
+        return old_lp, old_v, ref_lp
+
+    def _prepare_batch(self, rollouts: list[Rollout], mask: torch.Tensor, scores: torch.Tensor) -> _Batch:
+        """Everything the PPO epochs hold fixed: old/reference log probs and values, the KL-penalised
+        rewards (optionally scaled), GAE advantages (whitened) and returns."""
+        cfg = self.config
+        B, C = mask.shape
+        old_lp, old_v, ref_lp = self._old_logprobs(rollouts, B, C)
         mismatch = max(
             (abs(a - b) for r, row in zip(rollouts, old_lp.tolist()) for a, b in zip(r.logprobs, row)), default=0.0)
-
-        # 2. rewards with the KL penalty, GAE, whitening
         kl = kl_penalty(old_lp, ref_lp, "k1") * mask
         rewards = scores - cfg.kl_coef * kl
         if cfg.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
         adv, returns = gae(rewards, old_v, mask, cfg.gamma, cfg.lam)
         adv = masked_whiten(adv, mask, shift_mean=True)
+        return _Batch(rollouts, mask, scores, old_lp, old_v, ref_lp, kl, adv, returns, float(mismatch))
 
-        # 3. PPO epochs over shuffled minibatches, gradient accumulation over micro-batches
+    def _ppo_epochs(self, batch: _Batch) -> tuple[dict[str, list[float]], float]:
+        """``ppo_epochs`` passes over shuffled minibatches, one optimizer step per minibatch.
+        Returns the per-micro-batch losses and the last gradient norm (nan without clipping)."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        B = len(batch.rollouts)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.n_steps)
         n_mb = math.ceil(B / cfg.minibatch_size)
         stats = {"loss/policy": [], "loss/value": [], "policy/clipfrac": [], "policy/approx_kl": [], "loss/total": []}
@@ -340,39 +384,47 @@ class PPOTrainer:
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(B, generator=gen).tolist()
             for s in range(0, B, cfg.minibatch_size):
-                mb = perm[s: s + cfg.minibatch_size]
-                parts = [mb[i: i + micro] for i in range(0, len(mb), micro)]
-                n_tok = float(mask[mb].sum().item())
-                for j, part in enumerate(parts):
-                    last = j == len(parts) - 1
-                    ctx = contextlib.nullcontext() if last else self.accelerator.no_sync(self.wrapped)
-                    with ctx:
-                        lp, v, m = self._forward([rollouts[i] for i in part])
-                        c = lp.shape[1]
-                        idx = torch.tensor(part, device=dev)
-                        mk = mask[idx, :c]
-                        pg, clipfrac, akl = policy_loss(lp, old_lp[idx, :c], adv[idx, :c], mk, cfg.clip_range)
-                        vf = value_loss(v, old_v[idx, :c], returns[idx, :c], mk, cfg.clip_range_value)
-                        loss = pg + cfg.vf_coef * vf
-                        # token-weighted across micro-batches: each part's share of the minibatch tokens
-                        w = float(mk.sum().item()) / max(n_tok, 1.0)
-                        self.accelerator.backward(loss * w)
-                    stats["loss/policy"].append(pg.item())
-                    stats["loss/value"].append(vf.item())
-                    stats["policy/clipfrac"].append(clipfrac.item())
-                    stats["policy/approx_kl"].append(akl.item())
-                    stats["loss/total"].append(loss.item())
+                self._minibatch(batch, perm[s: s + cfg.minibatch_size], stats)
                 if cfg.max_grad_norm > 0:
                     grad_norm = float(self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm))
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 bar.update(1)
         bar.close()
-        self.n_steps += 1
+        return stats, grad_norm
 
+    def _minibatch(self, batch: _Batch, mb: list[int], stats: dict[str, list[float]]) -> None:
+        """Accumulate the gradient of one minibatch (rows ``mb``) over micro-batches, each weighted by
+        its share of the minibatch's tokens; DDP synchronises on the last micro-batch only."""
+        cfg = self.config
+        micro = self.micro_batch_size
+        parts = [mb[i: i + micro] for i in range(0, len(mb), micro)]
+        n_tok = float(batch.mask[mb].sum().item())
+        for j, part in enumerate(parts):
+            last = j == len(parts) - 1
+            ctx = contextlib.nullcontext() if last else self.accelerator.no_sync(self.wrapped)
+            with ctx:
+                lp, v, m = self._forward([batch.rollouts[i] for i in part])
+                c = lp.shape[1]
+                idx = torch.tensor(part, device=self.device)
+                mk = batch.mask[idx, :c]
+                pg, clipfrac, akl = policy_loss(lp, batch.old_lp[idx, :c], batch.adv[idx, :c], mk, cfg.clip_range)
+                vf = value_loss(v, batch.old_v[idx, :c], batch.returns[idx, :c], mk, cfg.clip_range_value)
+                loss = pg + cfg.vf_coef * vf
+                w = float(mk.sum().item()) / max(n_tok, 1.0)
+                self.accelerator.backward(loss * w)
+            stats["loss/policy"].append(pg.item())
+            stats["loss/value"].append(vf.item())
+            stats["policy/clipfrac"].append(clipfrac.item())
+            stats["policy/approx_kl"].append(akl.item())
+            stats["loss/total"].append(loss.item())
+
+    def _summary(self, batch: _Batch, stats: dict[str, list[float]], grad_norm: float, n_empty: int) -> dict:
+        """The statistics :meth:`step` returns (all but ``time_s``)."""
+        cfg = self.config
+        mask, scores, kl, returns, old_v = batch.mask, batch.scores, batch.kl, batch.returns, batch.old_v
+        B = len(batch.rollouts)
         seq_score = (scores * mask).sum(1)
-        seq_kl = kl.sum(1)
-        n_tok_all = mask.sum()
         var_r = masked_var(returns, mask)
         ev = 1.0 - masked_var(returns - old_v, mask) / var_r if var_r > 0 else torch.tensor(float("nan"))
         out = {k: float(sum(v) / len(v)) for k, v in stats.items()}
@@ -381,19 +433,18 @@ class PPOTrainer:
             "reward/score_mean": float(seq_score.mean()),
             "reward/score_std": float(seq_score.std()) if B > 1 else 0.0,
             "reward/total_mean": float(((scores - cfg.kl_coef * kl) * mask).sum(1).mean()),
-            "kl/k1_mean": float(seq_kl.mean()),
-            "kl/k3_mean": float((kl_penalty(old_lp, ref_lp, "k3") * mask).sum(1).mean()),
+            "kl/k1_mean": float(kl.sum(1).mean()),
+            "kl/k3_mean": float((kl_penalty(batch.old_lp, batch.ref_lp, "k3") * mask).sum(1).mean()),
             "value/mean": float(masked_mean(old_v, mask)),
             "returns/mean": float(masked_mean(returns, mask)),
             "value/explained_variance": float(ev),
-            "advantages/mean": float(masked_mean(adv, mask)),
+            "advantages/mean": float(masked_mean(batch.adv, mask)),
             "grad_norm": grad_norm,
-            "logprob/rollout_mismatch_max": float(mismatch),
-            "tokens/mean_len": float(n_tok_all / B),
+            "logprob/rollout_mismatch_max": batch.mismatch,
+            "tokens/mean_len": float(mask.sum() / B),
             "n_rollouts": B,
             "n_empty": n_empty,
             "lr": cfg.learning_rate,
-            "time_s": time.perf_counter() - t0,
         })
         return out
 
@@ -425,7 +476,7 @@ class PPOTrainer:
 
     @classmethod
     def load(cls, adapter_dir, model_name_or_path=None, *, config: PPOConfig | None = None, device=None, dtype=None,
-             progress: bool = False) -> "PPOTrainer":
+             progress: bool = False) -> PPOTrainer:
         """Rebuild a trainer from :meth:`save`: base model (``model_name_or_path``, default the base
         named in the adapter config) + the saved adapter, value head, optimizer state and step count.
         ``config`` overrides the saved config. A plain peft adapter directory (no value head) gets a
@@ -489,9 +540,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from tqdm.auto import tqdm
 
-    from crowdstat.io.atomic import atomic_write_text
-    from rl.policy.models import LoraSpec, _cpu_threads, load_policy
     from rl.crowd.rewards import load_rewards, token_rewards
+    from rl.policy.models import LoraSpec, _cpu_threads, load_policy
     from rl.policy.rollouts import read_rollouts
 
     config = dataclass_from_args(PPOConfig, args)

@@ -15,13 +15,12 @@ temporary sibling, renamed at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from crowdstat.io.atomic import atomic_write_dir
+from crowdstat.io.atomic import atomic_write_dir, atomic_write_json
 
 __all__ = ["SFTConfig", "warm_start", "add_arguments", "run"]
 
@@ -30,22 +29,15 @@ __all__ = ["SFTConfig", "warm_start", "add_arguments", "run"]
 class SFTConfig:
     """Warm-start settings.
 
-    steps, batch_size, lr: AdamW on completion tokens (linear warmup 5 %, cosine decay to 10 %).
-    hidden_size, num_layers, num_heads: the tiny model (Qwen2 config, rotary positions).
+    steps, batch_size, lr, weight_decay: AdamW on completion tokens (linear warmup 5 %, cosine decay to 10 %).
+    hidden_size, num_layers, num_heads: the tiny model (Qwen2 config, rotary positions), trained in
+    full (every weight: the model starts from random, so there is no base for a LoRA adapter).
     bench_seed, n_train_per_template, hold_single: the synthetic benchmark (rl.tasks.synthetic.make_benchmark;
     hold_single=True keeps a quarter of the values of one-constant templates out of the warm start).
-    seed: torch and data-order seed.
+    seed: torch and data-order seed. threads: torch CPU threads.
 
-    What made the warm start work (measured on this 2-core machine, held-out pass@1 / pass@10 at
-    T=0.8, n=10, 92 held-out problems): 2 layers, d=128, 400 x 32 examples drawn from 40 training
-    problems per template with ``hold_single=True`` gave 0.145; ``hold_single=False`` 0.198 / 0.60
-    (4 layers at 300 x 32: 0.175 / 0.63; depth was not the bottleneck). The model failed to put
-    the comment's constant into the code (``add 8 to x`` -> ``return x + 9``): with 40 problems
-    per template every prompt recurs ~15 times and the model fits prompts instead of the rule.
-    200 problems per template and 600 x 48 examples: 0.59 / 0.88 (loss 0.030). Sorting batches by
-    length (less padding) made batches template-homogeneous and hurt (0.154 at 800 x 32).
-    The defaults (400 x 48, 200 per template; the study's warm start, see docs/rl_study.md) trade
-    some of that for time (the study must fit in 30 minutes) and leave headroom for RL.
+    The defaults are the warm start of the study (docs/rl_study.md): a policy that is partly right,
+    leaving headroom for RL. How they were chosen, with the measurements: docs/rl.md, "The warm start".
     """
 
     steps: int = 400
@@ -71,7 +63,7 @@ def all_texts(bench) -> list[str]:
     return texts
 
 
-def warm_start(out: str | Path, cfg: SFTConfig = SFTConfig(), progress: bool = True) -> dict:
+def warm_start(out: str | Path, cfg: SFTConfig | None = None, progress: bool = True) -> dict:
     """Train the tiny model and write it (with its tokenizer) to ``out``. Returns the summary."""
     import torch
     from tqdm.auto import tqdm
@@ -79,6 +71,7 @@ def warm_start(out: str | Path, cfg: SFTConfig = SFTConfig(), progress: bool = T
     from rl.policy.models import build_tiny_model, train_char_tokenizer
     from rl.tasks.synthetic import make_benchmark
 
+    cfg = cfg or SFTConfig()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
@@ -144,7 +137,7 @@ def warm_start(out: str | Path, cfg: SFTConfig = SFTConfig(), progress: bool = T
             "seconds": time.time() - t0,
             "frac_buggy_examples": sum(not ok for _, _, ok in data) / len(data),
         }
-        (tmp / "warmstart.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_json(tmp / "warmstart.json", summary)
         result["summary"] = summary
 
     atomic_write_dir(out, write)

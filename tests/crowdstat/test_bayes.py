@@ -1,8 +1,8 @@
 """Full-Bayes one-coin model (crowdstat.estimators.bayes).
 
 Fast tests check the numpyro model's log joint against an independent scipy/dict-loop computation
-(exact, no sampling) and the parameter validation. Tests that run NUTS compile a sampler (about
-20-70 s on 2 shared cores) and are marked slow, except one tiny facade run.
+(exact, no sampling) and the parameter validation (BayesConfig, nuts, crowdstat.fit). Tests that
+run NUTS compile a sampler, which dominates their run time, and are marked slow.
 """
 
 import math
@@ -20,6 +20,7 @@ jax.config.update("jax_enable_x64", True)  # also done by tests/conftest.py
 import crowdstat  # noqa: E402
 from crowdstat._typing import VoteArrays  # noqa: E402
 from crowdstat.estimators import bayes  # noqa: E402
+from crowdstat.estimators.registry import BayesConfig  # noqa: E402
 
 DELTA = 1e-6
 
@@ -98,18 +99,26 @@ def test_label_switching_symmetry_is_broken_only_by_the_prior():
 @pytest.mark.parametrize(
     "kw,match",
     [({"num_warmup": 0}, "num_warmup"), ({"num_samples": 1.5}, "num_samples"), ({"num_chains": 0}, "num_chains"),
-     ({"a": -1.0}, "a:"), ({"b": 0.0}, "b:"), ({"credible": 1.0}, "credible"), ({"seed": -1}, "seed"),
-     ({"delta": 0.6}, "delta"), ({"prior": 0.0}, "prior")],
+     ({"a": -1.0}, "a:"), ({"b": 0.0}, "b:"), ({"a": float("inf")}, "a:"), ({"credible": 1.0}, "credible"),
+     ({"seed": -1}, "seed")],
 )
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        BayesConfig(**kw)
+
+
+@pytest.mark.parametrize("kw,match", [({"delta": 0.6}, "delta"), ({"delta": 1e-30}, "delta"), ({"prior": 0.0}, "prior")])
 def test_bad_parameters(kw, match):
     votes, _, _ = simulate(4, 6, np.full(3, 0.8))
     table = crowdstat.read_votes(votes)
     args = {"dtype": jnp.float64, "prior": 0.5, "delta": DELTA, **kw}
     with pytest.raises(ValueError, match=match):
         bayes.nuts(table.arrays, **args)
+    with pytest.raises(ValueError, match="num_chains"):  # through crowdstat.fit: the config validates first
+        crowdstat.fit(votes, method="bayes", num_chains=0)
 
 
-@pytest.mark.slow  # ~2 min of NUTS compilation on 2 cores; the log joint and label-switching tests cover the model by default
+@pytest.mark.slow  # NUTS compilation; the log joint and label-switching tests cover the model by default
 def test_fit_facade_columns_tiny_run():
     """One tiny NUTS run through crowdstat.fit: documented columns, diagnostics, honeypots exact."""
     votes, truth, _ = simulate(5, 24, np.array([0.9, 0.8, 0.75, 0.85, 0.7]), p_vote=0.8, honeypot=0.25)
@@ -135,8 +144,8 @@ def test_nuts_recovers_reliabilities_within_credible_intervals():
     votes, _, y = simulate(6, 150, p_true, p_vote=0.6, pi=0.4)
     table = crowdstat.read_votes(votes)
     with jax.enable_x64(True):
-        bf = bayes.nuts(table.arrays, dtype=jnp.float64, prior=0.5, delta=DELTA, num_warmup=400, num_samples=400,
-                        num_chains=2, seed=0, credible=0.9)
+        bf = bayes.nuts(table.arrays, BayesConfig(num_warmup=400, num_samples=400, num_chains=2, seed=0, credible=0.9),
+                        dtype=jnp.float64, prior=0.5, delta=DELTA)
     d = bf.diagnostics
     assert d["r_hat_max"] < 1.05, d
     assert d["divergences"] <= 5, d

@@ -1,9 +1,9 @@
 """`python -m crowdstat fit` end to end on a small CSV: the four documented files, their
 columns, the reward file through cs.read_rewards, fit.json, and equality with cs.fit."""
 
-import sys
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np

@@ -21,20 +21,43 @@ def run(*args):
     return subprocess.run([exe, "-m", "crowdstat", *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
+def _typed(params):
+    return {k: (type(v).__name__, v) for k, v in params.items()}
+
+
 def test_parse_method():
     assert C.parse_method("majority") == ("majority", {})
-    assert C.parse_method("sequential:lam=0.1:w_max=10") == ("sequential", {"lam": 0.1, "w_max": 10})
-    assert C.parse_method("proximal:gamma=5%:intercept=true") == ("proximal", {"gamma": "5%", "intercept": True})
+    name, params = C.parse_method("sequential:lam=1:w_max=10:keep_trajectory=false")
+    # coerced by the config fields' types: lam and w_max are floats even when written as integers
+    assert name == "sequential"
+    assert _typed(params) == {"lam": ("float", 1.0), "w_max": ("float", 10.0), "keep_trajectory": ("bool", False)}
+    assert C.parse_method("sequential:w_max=inf")[1]["w_max"] == float("inf")
+    _, params = C.parse_method("proximal:gamma=5%:intercept=true:maxiter=300:tol=1e-8:latent=none:stepsize=0.25")
+    assert _typed(params) == {"gamma": ("str", "5%"), "intercept": ("bool", True), "maxiter": ("int", 300),
+                              "tol": ("float", 1e-8), "latent": ("NoneType", None), "stepsize": ("float", 0.25)}
+    assert _typed(C.parse_method("proximal:gamma=0.3")[1]) == {"gamma": ("float", 0.3)}  # float | str: a number first
+    # the same name, a different field type per method: em's maxiter is an int, its tol a float
+    assert _typed(C.parse_method("em2:maxiter=50:tol=0")[1]) == {"maxiter": ("int", 50), "tol": ("float", 0.0)}
+    assert _typed(C.parse_method("bayes:seed=3:a=2")[1]) == {"seed": ("int", 3), "a": ("float", 2.0)}
     with pytest.raises(ValueError, match="key=value"):
         C.parse_method("sequential:lam")
+    with pytest.raises(ValueError, match="maxiter"):
+        C.parse_method("proximal:maxiter=2.5")  # an int field does not take a fraction
+    with pytest.raises(ValueError, match="intercept"):
+        C.parse_method("proximal:intercept=maybe")
+    with pytest.raises(TypeError, match="allowed"):
+        C.parse_method("sequential:gamma=5%")  # a proximal parameter
+    assert C.parse_method("em3:x=1") == ("em3", {"x": "1"})  # unknown method: left to available()
 
 
 def test_unavailable_method_is_a_clear_error(monkeypatch):
-    from crowdstat import api
+    import dataclasses
+
+    from crowdstat.estimators import REGISTRY
 
     ok, why = C.available("nonsense")
     assert not ok and "unknown method" in why
-    monkeypatch.setitem(api._BASELINES, "em1", ("crowdstat.estimators.not_landed_yet", "em_one_coin"))
+    monkeypatch.setitem(REGISTRY, "em1", dataclasses.replace(REGISTRY["em1"], module="crowdstat.estimators.not_landed_yet"))
     ok, why = C.available("em1")
     assert not ok and "not available" in why
     sim = S.simulate_votes(0, [0.9, 0.8, 0.6], n_programs=6, lines_per_program=2)
@@ -95,7 +118,8 @@ def test_cli_errors_exit_2(tmp_path, capsys):
                "--methods", "majority,em3", "--out", str(tmp_path / "bad")])
     assert rc == 2 and "em3" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert main(["simulate", "--population", "wizard:3", "--out", str(tmp_path / "bad2")]) == 2
-    assert "unknown kind" in capsys.readouterr().err and not (tmp_path / "bad2").exists()
+    err = capsys.readouterr().err
+    assert "unknown" in err and "kind" in err and "wizard" in err and not (tmp_path / "bad2").exists()
 
 
 @pytest.mark.slow

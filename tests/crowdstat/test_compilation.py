@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crowdstat.estimators import posterior
-from crowdstat.estimators.l1 import solve as proximal
+from crowdstat.estimators.l1 import problem, solve as proximal
 from crowdstat.estimators import sequential as seq
 from crowdstat._typing import VoteArrays
 from crowdstat.estimators.majority import majority
@@ -79,7 +79,7 @@ def test_streaming_step_equals_run_donates_the_state_and_compiles_once():
 
 
 def test_proximal_solve_and_path_compile_once_for_new_gamma_and_data():
-    datas = [proximal.training_data(_votes(s, honeypot=1.0)[0], jnp.float32) for s in range(3)]
+    datas = [problem.training_data(_votes(s, honeypot=1.0)[0], jnp.float32) for s in range(3)]
     assert len({jax.tree.map(lambda x: x.shape, d) for d in datas}) == 1
     m = _votes(0)[1]
     z = jnp.zeros(m, jnp.float32)
@@ -97,7 +97,7 @@ def test_proximal_solve_and_path_compile_once_for_new_gamma_and_data():
     ]
     assert _grows(proximal.path, calls) == 0
     # gamma_max and lipschitz (static m) too.
-    assert _grows(proximal.lipschitz, [lambda d=d: proximal.lipschitz(d, m) for d in datas]) == 0
+    assert _grows(problem.lipschitz, [lambda d=d: problem.lipschitz(d, m) for d in datas]) == 0
 
 
 def test_posteriors_and_majority_compile_once_for_new_weights_and_data():

@@ -1,4 +1,5 @@
-"""crowdstat.io.datasets: the loader of shared/datasets (counts checked against shared/datasets/README.md)."""
+"""crowdstat.io.datasets: the lookup chain ($CROWDSTAT_DATASETS, then ../shared/datasets beside the checkout) and
+the loader of the public crowd sets (counts checked against shared/datasets/README.md)."""
 
 import numpy as np
 import pandas as pd
@@ -10,13 +11,13 @@ from crowdstat.io import datasets
 
 def _have_shared():
     try:
-        datasets.datasets_root()
+        datasets.find_dataset_dir("bluebirds", ("answers.csv", "truth.csv"))
         return True
     except datasets.DatasetError:
         return False
 
 
-shared = pytest.mark.skipif(not _have_shared(), reason="shared/datasets not present")
+shared = pytest.mark.skipif(not _have_shared(), reason="the data sets are neither in $CROWDSTAT_DATASETS nor in ../shared/datasets")
 
 # README.md "Binary datasets" table: items, workers, answers, gold positives, gold negatives
 README = {
@@ -51,7 +52,7 @@ def test_load_counts_and_format(name):
     assert ((truth["truth"] > 0).sum(), (truth["truth"] < 0).sum()) == (pos, neg)
     assert info["n_conflicting_pairs"] == 0 and info["n_votes_dropped_conflicts"] == 0
     # label mapping 1 -> +1, 0 -> -1 against the raw file, row for row
-    raw = pd.read_csv(datasets.datasets_root() / name / "answers.csv", dtype={"item": str, "worker": str})
+    raw = pd.read_csv(datasets.find_dataset_dir(name) / "answers.csv", dtype={"item": str, "worker": str})
     np.testing.assert_array_equal(votes["label"].to_numpy(), np.where(raw["label"] == 1, 1, -1))
     np.testing.assert_array_equal(votes["program"].to_numpy(), raw["item"].to_numpy())
     # crowdstat accepts the tables as they are
@@ -90,22 +91,89 @@ def test_errors_multiclass_and_unknown():
         datasets.load("no_such_set")
 
 
-def test_root_from_env_and_missing_root(tmp_path, monkeypatch):
-    d = tmp_path / "toy"
-    d.mkdir()
-    # an identical repeat and a conflicting pair
+def _toy(folder, name="toy"):
+    """A tiny binary set: an identical repeat and a conflicting pair."""
+    d = folder / name
+    d.mkdir(parents=True)
     (d / "answers.csv").write_text("item,worker,label\ni1,w1,1\ni1,w1,1\ni1,w2,0\ni2,w1,0\ni2,w2,1\ni2,w2,0\n")
     (d / "truth.csv").write_text("item,label\ni1,1\ni2,0\ni3,1\n")
-    monkeypatch.setenv("CROWDSTAT_DATASETS", str(tmp_path))
+    return d
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """A fake checkout ``tmp/repo`` with ``tmp/shared/datasets`` beside it, and ``tmp/env`` for the variable."""
+    monkeypatch.setattr(datasets, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
+    return tmp_path / "env", tmp_path / "shared" / "datasets"
+
+
+def test_places_in_order(places, monkeypatch):
+    env, shared_dir = places
+    assert datasets.dataset_places() == [shared_dir]
+    monkeypatch.setenv(datasets.ENV_VAR, str(env))
+    assert datasets.dataset_places() == [env, shared_dir]
+
+
+def test_env_var_wins_then_shared_folder(places, monkeypatch):
+    env, shared_dir = places
+    _toy(shared_dir)
+    assert datasets.find_dataset_dir("toy") == shared_dir / "toy"
+    _toy(env)
+    monkeypatch.setenv(datasets.ENV_VAR, str(env))
+    assert datasets.find_dataset_dir("toy", ("answers.csv", "truth.csv")) == env / "toy"
+    assert datasets.load("toy")[2]["path"] == str(env / "toy")
+    assert datasets.datasets_root() == env
+    # a set only in the shared folder is still found with the variable set
+    _toy(shared_dir, "other")
+    assert datasets.find_dataset_dir("other") == shared_dir / "other"
+    assert datasets.list_datasets() == ["other", "toy"]
+    # a folder lacking the required files does not count
+    (env / "half").mkdir()
+    with pytest.raises(datasets.DatasetError, match="half"):
+        datasets.find_dataset_dir("half", ("answers.csv",))
+
+
+def test_missing_set_one_line_error_names_both_places(places, monkeypatch):
+    env, shared_dir = places
+    for env_value in (None, env):
+        if env_value is not None:
+            monkeypatch.setenv(datasets.ENV_VAR, str(env_value))
+        with pytest.raises(datasets.DatasetError) as e:
+            datasets.find_dataset_dir("mbpp")
+        msg = str(e.value)
+        assert "\n" not in msg and "'mbpp'" in msg
+        assert "$CROWDSTAT_DATASETS" in msg and str(shared_dir) in msg and "../shared/datasets" in msg
+        assert ("unset" in msg) == (env_value is None) and (env_value is None or str(env) in msg)
+        assert "set CROWDSTAT_DATASETS to a folder that holds mbpp/" in msg
+        for call in (datasets.datasets_root, datasets.list_datasets, lambda: datasets.load("toy")):
+            with pytest.raises(datasets.DatasetError) as e:
+                call()
+            assert "\n" not in str(e.value) and str(shared_dir) in str(e.value) and "$CROWDSTAT_DATASETS" in str(e.value)
+
+
+def test_root_from_env_and_duplicates(places, monkeypatch):
+    env, _ = places
+    _toy(env)
+    monkeypatch.setenv(datasets.ENV_VAR, str(env))
     assert datasets.list_datasets() == ["toy"]
     votes, truth, info = datasets.load("toy")
     assert info["n_identical_repeats_merged"] == 1 and info["n_conflicting_pairs"] == 1
     assert info["n_votes_dropped_conflicts"] == 2 and info["n_gold_without_votes"] == 1
     assert votes.values.tolist() == [["i1", 1, "w1", 1], ["i1", 1, "w2", -1], ["i2", 1, "w1", -1]]
     assert truth.values.tolist() == [["i1", 1, 1], ["i2", 1, -1]]
-    monkeypatch.setenv("CROWDSTAT_DATASETS", str(tmp_path / "nowhere"))
-    with pytest.raises(datasets.DatasetError, match="does not exist"):
-        datasets.list_datasets()
+    with pytest.raises(datasets.DatasetError, match=r"available: \['toy'\]"):
+        datasets.load("nope")
+
+
+def test_default_places_are_the_local_copy(monkeypatch):
+    """Without the variable, the second place is ../shared/datasets beside this checkout."""
+    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    assert datasets.REPO_ROOT == repo
+    assert datasets.dataset_places() == [repo.parent / "shared" / "datasets"]
 
 
 def test_honeypot_split():
@@ -126,6 +194,6 @@ def test_import_loads_no_jax():
     import subprocess
     import sys
 
-    code = "import sys, crowdstat.io.datasets; print('jax' in sys.modules)"
+    code = "import sys, crowdstat.io.datasets; print('jax' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"  # the lookup is cheap to reuse (rl.tasks.benchmarks)

@@ -19,6 +19,7 @@ jax.config.update("jax_enable_x64", True)  # also done by tests/conftest.py
 
 import crowdstat  # noqa: E402
 from crowdstat.estimators import dawid_skene as ds  # noqa: E402
+from crowdstat.estimators.registry import EMConfig  # noqa: E402
 
 DELTA = 1e-6
 
@@ -95,7 +96,7 @@ def oracle_em(votes: pd.DataFrame, truth: pd.DataFrame | None, two_coin: bool, m
 
 
 def simulate(seed, n_lines, n_ann, p_vote, alpha, beta, pi=0.5, n_per_program=4, honeypot=0.0):
-    """Votes (+1/-1) of annotators with sensitivity alpha_i = P(-1 | wrong), specificity beta_i = P(+1 | correct)."""
+    """Votes (+1/-1) of annotators with specificity alpha_i = P(-1 | wrong), sensitivity beta_i = P(+1 | correct)."""
     rng = np.random.default_rng(seed)
     y = np.where(rng.random(n_lines) < pi, 1, -1)
     vote = rng.random((n_lines, n_ann)) < p_vote
@@ -117,7 +118,7 @@ def run_ds(votes, truth, two_coin, dtype=jnp.float64, **kw):
     table = crowdstat.read_votes(votes, truth=truth if truth is not None and len(truth) else None)
     fn = ds.em_two_coin if two_coin else ds.em_one_coin
     with jax.enable_x64(dtype == jnp.float64):
-        bf = fn(table.arrays, dtype=dtype, prior=0.5, delta=DELTA, **kw)
+        bf = fn(table.arrays, EMConfig(**kw), dtype=dtype, prior=0.5, delta=DELTA)
     return table, bf
 
 
@@ -142,8 +143,9 @@ def test_matches_dict_loop_oracle(two_coin, seed, honeypot, maxiter):
     assert abs(bf.diagnostics["log_likelihood"] - ref["ll"]) < 1e-8 * max(1.0, abs(ref["ll"]))
     anns = list(table.annotators)
     if two_coin:
-        np.testing.assert_allclose(bf.annotator_columns["sensitivity"], [ref["alpha"][a] for a in anns], rtol=0, atol=1e-8)
-        np.testing.assert_allclose(bf.annotator_columns["specificity"], [ref["beta"][a] for a in anns], rtol=0, atol=1e-8)
+        # sensitivity = P(+1 | correct) = beta, specificity = P(-1 | wrong) = alpha
+        np.testing.assert_allclose(bf.annotator_columns["sensitivity"], [ref["beta"][a] for a in anns], rtol=0, atol=1e-8)
+        np.testing.assert_allclose(bf.annotator_columns["specificity"], [ref["alpha"][a] for a in anns], rtol=0, atol=1e-8)
         bal = np.array([(ref["alpha"][a] + ref["beta"][a]) / 2 for a in anns])
         np.testing.assert_allclose(bf.reliability, bal, rtol=0, atol=1e-8)
     else:
@@ -212,12 +214,13 @@ def test_two_coin_recovers_sensitivity_and_specificity():
     ai, lab, yv = votes["annotator"].str[1:].astype(int).to_numpy(), votes["label"].to_numpy(), y[jj]
     a_mle = np.array([np.mean(lab[(ai == i) & (yv < 0)] < 0) for i in order])
     b_mle = np.array([np.mean(lab[(ai == i) & (yv > 0)] > 0) for i in order])
-    sens, spec = bf.annotator_columns["sensitivity"], bf.annotator_columns["specificity"]
-    assert np.abs(sens - a_mle).max() < 0.02 and np.abs(spec - b_mle).max() < 0.02
+    # sensitivity = P(+1 | correct) (beta), specificity = P(-1 | wrong) (alpha)
+    spec, sens = bf.annotator_columns["specificity"], bf.annotator_columns["sensitivity"]
+    assert np.abs(spec - a_mle).max() < 0.02 and np.abs(sens - b_mle).max() < 0.02
     # against the simulation's parameters: ~650 wrong-line and ~350 correct-line votes per annotator,
     # sd up to ~0.02 and ~0.027 for the MLE itself (this seed: 2.8 sd = 0.076 for one annotator) plus
     # the latent-truth uncertainty; the max over 30 annotators is allowed 0.12, the mean 0.03
-    ea, eb = np.abs(sens - alpha[order]), np.abs(spec - beta[order])
+    ea, eb = np.abs(spec - alpha[order]), np.abs(sens - beta[order])
     assert ea.max() < 0.12 and ea.mean() < 0.03, (ea.max(), ea.mean())
     assert eb.max() < 0.12 and eb.mean() < 0.03, (eb.max(), eb.mean())
     assert abs(bf.diagnostics["class_prior"] - np.mean(y > 0)) < 0.02
@@ -242,9 +245,16 @@ def test_float32_keeps_dtype_and_agrees():
 
 @pytest.mark.parametrize(
     "kw,match",
-    [({"maxiter": 0}, "maxiter"), ({"maxiter": 2.5}, "maxiter"), ({"tol": -1.0}, "tol"), ({"tol": float("nan")}, "tol"),
-     ({"delta": 0.7}, "delta"), ({"delta": 1e-20}, "delta"), ({"prior": 1.0}, "prior")],
+    [({"maxiter": 0}, "maxiter"), ({"maxiter": 2.5}, "maxiter"), ({"maxiter": True}, "maxiter"), ({"tol": -1.0}, "tol"),
+     ({"tol": float("nan")}, "tol")],
 )
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        EMConfig(**kw)
+    assert EMConfig(maxiter=np.int64(5)).maxiter == 5  # a NumPy integer is an integer
+
+
+@pytest.mark.parametrize("kw,match", [({"delta": 0.7}, "delta"), ({"delta": 1e-20}, "delta"), ({"prior": 1.0}, "prior")])
 def test_bad_parameters(kw, match):
     votes, _, _ = simulate(10, 10, 3, 0.6, np.full(3, 0.8), np.full(3, 0.8))
     table = crowdstat.read_votes(votes)

@@ -1,5 +1,5 @@
 """The ELLPACK kernels (crowdstat.estimators.posterior.ell_layout / *_ell) against the plain-Python oracle
-(eq. 7 and rewards from MATH.md) and against the vote-list kernels, plus the layout's refusals."""
+(eq. 7 and rewards from docs/math.md) and against the vote-list kernels, plus the layout's refusals."""
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from crowdstat.estimators import posterior
 from crowdstat._typing import VoteArrays
+from crowdstat.estimators import posterior
 from crowdstat.io.tables import read_votes
 from tests.reference import oracles as O
 from tests.strategies import random_tables, vote_tables
@@ -27,7 +27,8 @@ def _check(table, w, prior_logit, tau, tol):
     p, rw = posterior.posteriors_and_rewards_ell(jnp.asarray(w), lay, jnp.asarray(prior_logit, w.dtype), jnp.asarray(tau, w.dtype))
     l_seg, p_seg, rw_seg = posterior.posteriors_and_rewards(jnp.asarray(w), v, jnp.asarray(prior_logit, w.dtype), jnp.asarray(tau, w.dtype))
     np.testing.assert_allclose(np.asarray(p), np.asarray(p_seg), rtol=0, atol=tol)
-    np.testing.assert_allclose(np.asarray(posterior.line_logits_ell(jnp.asarray(w), lay, prior_logit)), np.asarray(l_seg), rtol=tol, atol=tol)
+    l_ell = posterior.line_logits_ell(jnp.asarray(w), lay, prior_logit)
+    np.testing.assert_allclose(np.asarray(l_ell), np.asarray(l_seg), rtol=tol, atol=tol)
     for a, b in zip(rw, rw_seg):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=tol)
     return p, rw, lay

@@ -86,10 +86,12 @@ def test_disabled_native_falls_back_to_scan(tmp_path):
         "import jax.numpy as jnp, numpy as np\n"
         "from crowdstat import _native\nfrom crowdstat.estimators import sequential as seq\n"
         "assert _native.sequential_target() is None\n"
-        "b = seq.TaskBlocks(np.zeros((2, 2), np.int32), np.array([[0, 1], [1, 0]], np.int32), np.array([[1, -1], [1, 1]], np.int8), np.zeros((2, 2), np.int8), np.zeros(1, np.int8))\n"
+        "b = seq.TaskBlocks(np.zeros((2, 2), np.int32), np.array([[0, 1], [1, 0]], np.int32),\n"
+        "                   np.array([[1, -1], [1, 1]], np.int8), np.zeros((2, 2), np.int8), np.zeros(1, np.int8))\n"
         "s, _ = seq.run(b, jnp.zeros(2), seq.make_params())\n"
         "print(np.asarray(s.w).tolist())\n"
-        "try:\n    seq.run(b, jnp.zeros(2), seq.make_params(), backend='native')\nexcept RuntimeError as e:\n    print('native refused:', e)\n"
+        "try:\n    seq.run(b, jnp.zeros(2), seq.make_params(), backend='native')\n"
+        "except RuntimeError as e:\n    print('native refused:', e)\n"
     )
     env = dict(os.environ, CROWDSTAT_NATIVE="0", JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=os.getcwd(), timeout=120)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from crowdstat import _native
-from crowdstat.estimators.l1 import newton, solve as proximal
+from crowdstat.estimators.l1 import newton, problem, solve as proximal
 from crowdstat._typing import VoteArrays
 from tests.reference import oracles as O
 
@@ -41,9 +41,9 @@ def _problem(seed, kind):
         line=line.astype(np.int32), annotator=ann.astype(np.int32), label=E[line, ann].astype(np.int8),
         line_program=np.arange(n, dtype=np.int32), truth=t.astype(np.int8), program_size=np.ones(n, np.int32),
     )
-    data = proximal.training_data(votes, jnp.float64)
+    data = problem.training_data(votes, jnp.float64)
     if kind == "pairs":  # the pair list for the pure-XLA Hessian (training_data skips it when the native kernel is there)
-        data = data._replace(pairs=proximal.vote_pairs(np.asarray(data.row), np.asarray(data.annotator), n, force=True))
+        data = data._replace(pairs=problem.vote_pairs(np.asarray(data.row), np.asarray(data.annotator), n, force=True))
     return E, t, data
 
 
@@ -104,9 +104,9 @@ def test_newton_equals_oracle_and_certifies(kind, seed, frac):
 def test_newton_with_intercept_equals_oracle():
     E, t, data = _problem(4, "pairs")
     m = E.shape[1]
-    gmax_b = float(proximal.gamma_max(data, m, intercept=True))
+    gmax_b = float(problem.gamma_max(data, m, intercept=True))
     gamma = 0.1 * gmax_b
-    b0 = proximal._b_at_zero(data)
+    b0 = problem.b_at_zero(data)
     st = _newton(data, gamma, m, b0=b0, intercept=True)
     w_ref, b_ref = O.l1_logistic_intercept(E, t, gamma)
     np.testing.assert_allclose(np.asarray(st.w), w_ref, atol=1e-6)
@@ -120,7 +120,7 @@ def test_newton_with_intercept_equals_oracle():
 def test_gamma_at_or_above_gamma_max_gives_zero(kind):
     E, t, data = _problem(5, kind)
     m = E.shape[1]
-    gm = float(proximal.gamma_max(data, m))
+    gm = float(problem.gamma_max(data, m))
     assert math.isclose(gm, O.gamma_max(E, t), rel_tol=1e-12)
     for g in (gm, 1.5 * gm):
         st = _newton(data, g, m, w0=jnp.full(m, 0.3))  # even from a non-zero warm start
@@ -130,7 +130,7 @@ def test_gamma_at_or_above_gamma_max_gives_zero(kind):
     if kind != "pairs":
         return
     # With an intercept: w = 0 and b = logit(mean q).
-    gmb = float(proximal.gamma_max(data, m, intercept=True))
+    gmb = float(problem.gamma_max(data, m, intercept=True))
     st = _newton(data, 1.2 * gmb, m, intercept=True)
     qbar = np.mean((1 + t) / 2)
     assert np.all(np.asarray(st.w) == 0.0) and abs(float(st.b) - math.log(qbar / (1 - qbar))) <= 1e-6
@@ -140,7 +140,7 @@ def test_newton_equals_fista():
     E, t, data = _problem(6, "pairs")
     m = E.shape[1]
     gamma = 0.1 * O.gamma_max(E, t)
-    lip = proximal.lipschitz(data, m)
+    lip = problem.lipschitz(data, m)
     fi = proximal.solve(data, jnp.float64(gamma), jnp.zeros(m), jnp.float64(0.0), 1.0 / lip, jnp.float64(TOL), solver="fista", maxiter=100_000)
     nw = _newton(data, gamma, m)
     assert float(fi.rel_gap) <= TOL
@@ -176,8 +176,8 @@ def test_pure_xla_pair_hessian_and_native_agree_with_oracle():
     w, _, _, info, _ = _xla_newton(data, jnp.float64(gamma), jnp.zeros(m), jnp.float64(0.0), jnp.float64(TOL))
     np.testing.assert_allclose(np.asarray(w), w_ref, atol=1e-6)
     assert float(info.rel_gap) <= TOL
-    gmb = float(proximal.gamma_max(data, m, intercept=True))
-    wb, bb, _, info_b, _ = _xla_newton_b(data, jnp.float64(0.1 * gmb), jnp.zeros(m), proximal._b_at_zero(data), jnp.float64(TOL))
+    gmb = float(problem.gamma_max(data, m, intercept=True))
+    wb, bb, _, info_b, _ = _xla_newton_b(data, jnp.float64(0.1 * gmb), jnp.zeros(m), problem.b_at_zero(data), jnp.float64(TOL))
     w_ref_b, b_ref = O.l1_logistic_intercept(E, t, 0.1 * gmb)
     np.testing.assert_allclose(np.asarray(wb), w_ref_b, atol=1e-6)
     assert abs(float(bb) - b_ref) <= 1e-6 and float(info_b.rel_gap) <= TOL
@@ -221,8 +221,8 @@ def test_bad_input_errors(monkeypatch):
     assert proximal.resolve_solver("auto", data, m, accelerated=False) == "ista"
     # The pair list is refused above the budget.
     row = np.repeat(np.arange(3), 4)
-    assert proximal.vote_pairs(row, np.tile(np.arange(64, 68), 3), 3, max_pairs=17, force=True) is None
-    assert proximal.vote_pairs(row, np.tile(np.arange(64, 68), 3), 3, force=True).shape == (2, 18)
+    assert problem.vote_pairs(row, np.tile(np.arange(64, 68), 3), 3, max_pairs=17, force=True) is None
+    assert problem.vote_pairs(row, np.tile(np.arange(64, 68), 3), 3, force=True).shape == (2, 18)
     # With the native kernel, any number of annotators.
     monkeypatch.setitem(_native._state, "newton_cd.cc", True)
     assert newton.hessian_mode(no_pairs, big, native=True) == "native"

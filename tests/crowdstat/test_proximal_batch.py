@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import crowdstat as cs
-from crowdstat.estimators.l1 import dual, solve as proximal
+from crowdstat.estimators.l1 import dual, problem, solve as proximal
 
 jax.config.update("jax_enable_x64", True)
 
@@ -47,9 +47,9 @@ def _f(E, t, w, gamma):
 def test_vmap_over_gamma_grid_matches_single_solves():
     table, _, _ = _problem()
     m = table.n_annotators
-    data = proximal.training_data(table.arrays, jnp.float64)
-    gmax = float(proximal.gamma_max(data, m))
-    L = float(proximal.lipschitz(data, m))
+    data = problem.training_data(table.arrays, jnp.float64)
+    gmax = float(problem.gamma_max(data, m))
+    L = float(problem.lipschitz(data, m))
     gammas = jnp.asarray([0.02, 0.1, 0.5, 0.9, 1.2]) * gmax
     solve = lambda g: proximal.solve(data, g, jnp.zeros(m), 0.0, 1.0 / L, 1e-12)  # noqa: E731
     batched = jax.vmap(solve)(gammas)
@@ -66,9 +66,9 @@ def test_vmap_over_gamma_grid_matches_single_solves():
 def test_path_warm_starts_equal_cold_solves_and_filters_monotone_in_count():
     table, _, _ = _problem(seed=3)
     m = table.n_annotators
-    data = proximal.training_data(table.arrays, jnp.float64)
-    gmax = float(proximal.gamma_max(data, m))
-    L = float(proximal.lipschitz(data, m))
+    data = problem.training_data(table.arrays, jnp.float64)
+    gmax = float(problem.gamma_max(data, m))
+    L = float(problem.lipschitz(data, m))
     gammas = gmax * jnp.geomspace(1.0, 0.01, 12)
     states = proximal.path(data, gammas, jnp.zeros(m), 0.0, 1.0 / L, 1e-12)
     assert np.all(np.asarray(states.w[0]) == 0.0)
@@ -84,11 +84,11 @@ def test_path_warm_starts_equal_cold_solves_and_filters_monotone_in_count():
 def test_lipschitz_is_an_upper_bound_close_to_the_spectral_norm():
     table, _, _ = _problem(seed=5)
     E, _ = _dense(table)
-    data = proximal.training_data(table.arrays, jnp.float64)
-    L = float(proximal.lipschitz(data, table.n_annotators))
+    data = problem.training_data(table.arrays, jnp.float64)
+    L = float(problem.lipschitz(data, table.n_annotators))
     exact = np.linalg.norm(E, 2) ** 2 / 4
     assert exact <= L <= 1.03 * exact
-    Li = float(proximal.lipschitz(data, table.n_annotators, intercept=True))
+    Li = float(problem.lipschitz(data, table.n_annotators, intercept=True))
     Ea = np.hstack([E, np.ones((E.shape[0], 1))])
     assert np.linalg.norm(Ea, 2) ** 2 / 4 <= Li <= 1.03 * np.linalg.norm(Ea, 2) ** 2 / 4
 
@@ -150,9 +150,9 @@ def test_float32_default_keeps_dtype_and_agrees_with_float64():
 
 
 def test_sequential_chunked_progress_equals_one_scan(monkeypatch):
-    from crowdstat import api
+    from crowdstat.estimators import sequential
 
-    monkeypatch.setattr(api, "_SEQ_CHUNK", 7)  # 20 programs -> 3 chunks, the last padded
+    monkeypatch.setattr(sequential, "_SEQ_CHUNK", 7)  # 20 programs -> 3 chunks, the last padded
     _, votes, tr = _problem(seed=2)
     one = cs.fit(votes, tr, method="sequential", lam=0.1, x64=True)
     chunked = cs.fit(votes, tr, method="sequential", lam=0.1, x64=True, progress=True)

@@ -22,6 +22,7 @@ SCRIPT = textwrap.dedent(
     jax.config.update("jax_enable_x64", True)
     from crowdstat._typing import VoteArrays
     from crowdstat.estimators import posterior
+    from crowdstat.estimators.l1 import problem
     from crowdstat.estimators.l1 import solve as proximal
 
     assert len(jax.devices()) == 2, jax.devices()
@@ -63,14 +64,14 @@ SCRIPT = textwrap.dedent(
     np.testing.assert_allclose(np.asarray(l_sm), np.asarray(ref[0]), rtol=1e-12, atol=1e-12)
 
     # 3. A proximal solve on sharded training votes equals the unsharded one.
-    data = proximal.training_data(votes, jnp.float64)
+    data = problem.training_data(votes, jnp.float64)
     pad = (-data.row.shape[0]) % 2
     padv = lambda x, v: jnp.concatenate([x, jnp.full(pad, v, x.dtype)])
     data = data._replace(row=padv(data.row, data.q.shape[0] - 1), annotator=padv(data.annotator, 0), label=padv(data.label, 0.0))
     data_s = data._replace(row=jax.device_put(data.row, by_vote), annotator=jax.device_put(data.annotator, by_vote),
                            label=jax.device_put(data.label, by_vote))
-    gamma = 0.05 * float(proximal.gamma_max(data, m))
-    step = 1.0 / float(proximal.lipschitz(data, m))
+    gamma = 0.05 * float(problem.gamma_max(data, m))
+    step = 1.0 / float(problem.lipschitz(data, m))
     z = jnp.zeros(m)
     s_ref = proximal.solve(data, gamma, z, 0.0, step, 1e-10)
     s_sh = proximal.solve(data_s, gamma, jax.device_put(z, repl), 0.0, step, 1e-10)

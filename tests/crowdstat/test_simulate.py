@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import pytest
 
 from crowdstat.study import simulate as S
@@ -37,19 +36,26 @@ def test_parse_population(pop):
     d = S.parse_population("expert:1,novice:1,adversary:1,twocoin:1")  # defaults
     np.testing.assert_allclose(np.asarray(d.sens), [0.95, 0.7, 0.3, 0.9], rtol=1e-6)
     np.testing.assert_allclose(np.asarray(d.spec), [0.95, 0.7, 0.3, 0.6], rtol=1e-6)
+    # the kinds of the one grammar (crowdstat.spec): spammer q -> (q, 1 - q), lazy a -> (1, 1 - a), onecoin p -> (p, p)
+    u = S.parse_population("spammer@0.8,lazy:2@0.7~0.01,onecoin@0.6,reliable")
+    np.testing.assert_allclose(np.asarray(u.sens), [0.8, 1.0, 1.0, 0.6, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(u.spec), [0.2, 0.3, 0.3, 0.6, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(u.decay), [0, 0.01, 0.01, 0, 0], rtol=1e-6)
+    assert [S.KINDS[k] for k in np.asarray(u.kind)] == ["spammer", "lazy", "lazy", "onecoin", "reliable"]
+    assert list(u.names()) == ["ann00", "ann01", "ann02", "ann03", "ann04"]
 
 
 @pytest.mark.parametrize(
     "bad, match",
     [
         ("", "SPEC"),
-        ("wizard:2", "unknown kind"),
+        ("wizard:2", r"entry 1 \('wizard:2'\): unknown annotator kind 'wizard'"),
         ("expert:0", "count"),
-        ("adversary:1@0.6", "p < 0.5"),
-        ("spammer:1@0.4", "no @params"),
+        ("expert:1,adversary:1@0.6", r"entry 2 .*p < 0.5"),
+        ("examples:1@0.9", r"entry 1 .*kind 'examples' is not supported by crowdstat simulate"),
         ("expert:1@1.5", r"\[0, 1\]"),
-        ("twocoin:1@0.9", "sens/spec"),
-        ("expert:2@0.9~-1", "cannot parse|decay"),
+        ("twocoin:1@0.9", "sensitivity/specificity"),
+        ("expert:2@0.9~-1", r"decay must be a finite number >= 0, got '-1'"),
         ("expert 2", "cannot parse"),
     ],
 )

@@ -129,6 +129,29 @@ def test_benchmark_mode_canonical_plus_mutants(tmp_path):
     assert sum(r["honeypot"] for r in recs) == 4 + 1 - 1  # round(0.5 * 9) = 4 honeypots (banker's rounding)
 
 
+def test_annotators_csv_uses_the_common_meaning(tmp_path):
+    """sensitivity = P(vote +1 | correct line), specificity = P(vote -1 | wrong line), in the file and in the votes."""
+    progs = _write_jsonl(tmp_path / "p.jsonl", _given(600))  # 200 wrong lines (line 3 of every third program), 1600 correct
+    out = tmp_path / "ann"
+    spec = "twocoin@0.9/0.6, lazy@0.8,spammer@0.7"
+    assert rl_main(["annotate", "--programs", str(progs), "--population", spec, "--honeypots", "0", "--out", str(out)]) == 0
+    anns = {a["annotator"]: a for a in _read(out / "annotators.csv")}
+    want = {"twocoin01": (0.9, 0.6), "lazy01": (1.0, 0.2), "spammer01": (0.7, 0.3)}
+    assert {k: (float(a["sensitivity"]), float(a["specificity"])) for k, a in anns.items()} == want
+    for k, (sens, spec_) in want.items():  # reliability on 1600 correct and 200 wrong lines
+        assert float(anns[k]["reliability"]) == pytest.approx((1600 * sens + 200 * spec_) / 1800, rel=1e-5)
+    assert json.loads((out / "annotate.json").read_text())["population"] == "twocoin:1@0.9/0.6,lazy:1@0.8,spammer:1@0.7"
+    tl = {(r["program"], r["line"]): r["truth"] for r in _read(out / "true_lines.csv")}
+    votes = _read(out / "votes.csv")
+    for k, (sens, spec_) in want.items():
+        mine = [(v["label"], tl[(v["program"], v["line"])]) for v in votes if v["annotator"] == k]
+        on_correct = [lab == "+1" for lab, t in mine if t == "+1"]
+        on_wrong = [lab == "-1" for lab, t in mine if t == "-1"]
+        assert len(on_correct) == 1600 and len(on_wrong) == 200
+        assert abs(sum(on_correct) / 1600 - sens) <= 4 * (sens * (1 - sens) / 1600) ** 0.5 + 1e-12, k
+        assert abs(sum(on_wrong) / 200 - spec_) <= 4 * (spec_ * (1 - spec_) / 200) ** 0.5 + 1e-12, k
+
+
 def test_crowdstat_reads_the_outputs(tmp_path):
     cs = pytest.importorskip("crowdstat")
     if not hasattr(cs, "fit"):

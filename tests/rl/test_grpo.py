@@ -10,9 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from rl.train.grpo import GRPOSettings, grpo_config, train_grpo
-from rl.train.sft import SFTConfig, warm_start
+from rl.config import LoraSpec
 from rl.tasks.synthetic import make_benchmark
+from rl.train.grpo import GRPOSettings, add_arguments, grpo_config, settings_from_args, train_grpo
+from rl.train.sft import SFTConfig, warm_start
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,17 @@ def test_grpo_config_is_cpu_safe(tmp_path):
     assert c.top_k == 0 and c.lr_scheduler_type == "constant"
 
 
+def test_grpo_cli_builds_the_shared_lora_spec():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    s = settings_from_args(p.parse_args(["--model", "m", "--out", "o", "--steps", "3", "--lora-r", "4", "--lora-alpha", "8",
+                                         "--lora-dropout", "0.1"]))
+    assert s.steps == 3 and s.lora == LoraSpec(r=4, alpha=8, dropout=0.1)
+    assert settings_from_args(p.parse_args(["--model", "m", "--out", "o"])) == GRPOSettings()
+
+
 def test_grpo_crowd_reward_smoke(tiny_model, tmp_path):
     b = make_benchmark(seed=0, n_train_per_template=2)
     s = GRPOSettings(steps=1, batch_size=8, num_generations=4, max_completion_length=12, reward_source="majority",
@@ -41,7 +53,8 @@ def test_grpo_crowd_reward_smoke(tiny_model, tmp_path):
     assert len(fits) == 1 and len(fits[0].read_text().splitlines()) <= 8
     assert res["history"][0]["mean_reward"] == pytest.approx(res["reward_per_step"][0], abs=1e-6)
     assert (tmp_path / "g" / "adapter" / "adapter_config.json").exists()
-    assert json.loads((tmp_path / "g" / "grpo.json").read_text())["settings"]["reward_source"] == "majority"
+    saved = json.loads((tmp_path / "g" / "grpo.json").read_text())["settings"]
+    assert saved["reward_source"] == "majority" and saved["lora"]["r"] == 8
 
 
 @pytest.mark.slow
@@ -58,8 +71,8 @@ def test_grpo_mean_reward_rises(tmp_path):
         return [c.count(" ") / max(1, len(c)) for c in completions]
 
     b = make_benchmark(seed=0, n_train_per_template=2)
-    s = GRPOSettings(steps=8, batch_size=16, num_generations=4, max_completion_length=12, lr=5e-3, lora_r=8,
-                     lora_alpha=32, threads=2)
+    s = GRPOSettings(steps=8, batch_size=16, num_generations=4, max_completion_length=12, lr=5e-3,
+                     lora=LoraSpec(r=8, alpha=32), threads=2)
     r = train_grpo(model, tmp_path / "g", s, reward_funcs=[spaces], problems=b.train)["reward_per_step"]
     assert len(r) == 8
     assert sum(r[-3:]) / 3 > sum(r[:3]) / 3 + 0.03, r

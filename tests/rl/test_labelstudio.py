@@ -162,7 +162,8 @@ def test_bad_labelstudio_results(tmp_path, payload, match):
     ("program,line,annotator,label\np,1,a,correct\np,2,a,maybe\n", r"s.csv: row 2, column label: unknown label 'maybe'"),
     ("program,line,annotator,label\np,one,a,correct\n", r"s.csv: row 1, column line: 'one' is not a non-negative integer"),
     ("program,line,annotator,label\np,1,,wrong\n", r"s.csv: row 1, column annotator: empty annotator"),
-    ("program,line,annotator,label\np,1,a,wrong\np,1,a,correct\n", r"s.csv: row 2: annotator 'a' labelled program 'p' line 1 twice \(first at row 1\)"),
+    ("program,line,annotator,label\np,1,a,wrong\np,1,a,correct\n",
+     r"s.csv: row 2: annotator 'a' labelled program 'p' line 1 twice \(first at row 1\)"),
     ("program,line,annotator,label\np,1,a,0\np,2,a,-1\n", r"s.csv: labels mix the 1/0 coding with -1"),
     ("program,line,annotator,label\np,1,,\n", r"s.csv: no labelled rows"),
 ])

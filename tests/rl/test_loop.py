@@ -4,16 +4,18 @@ pause mode for a human round trip, config validation, and the crowd pipeline's p
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from rl.loop import (DEFAULT_POPULATION, CrowdRewarder, LoopConfig, PausedForAnnotation, evaluate_heldout, load_config,
-                     run_rounds)
-from rl.train.sft import SFTConfig, warm_start
+from crowdstat.estimators import METHODS
+from rl.config import ConfigError, LoopConfig, PPOConfig, load_config
+from rl.crowd.pipeline import CROWD_METHODS, DEFAULT_POPULATION, SOURCES, CrowdRewarder
+from rl.evaluate import evaluate_heldout
+from rl.loop import PausedForAnnotation, run_rounds
 from rl.tasks.synthetic import make_benchmark
+from rl.train.sft import SFTConfig, warm_start
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def tiny_model(tmp_path_factory):
 
 
 def _cfg(model, out, **kw):
-    base = dict(model=str(model), out=str(out), rounds=2, prompts_per_round=2, samples=3, max_new_tokens=14,
+    base = dict(model=str(model), out=str(out), rounds=2, prompts_per_round=2, samples=3, sampling={"max_new_tokens": 14},
                 reward_source="sequential", bench={"seed": 0, "n_train_per_template": 3},
                 eval={"n": 2, "n_mid": 1, "temperature": 0.8, "n_problems": 3, "every": 1},
                 ppo={"learning_rate": 1e-3, "ppo_epochs": 1, "minibatch_size": 3, "reward_mode": "lines"},
@@ -48,7 +50,9 @@ def test_default_population_is_the_biased_crowd():
     assert [a.id for a in pop.annotators] == ["expert01", "expert02", "novice01", "novice02", "examples01", "lazy01",
                                              "spammer01", "adversary01", "adversary02"]
     by = {a.id: a for a in pop.annotators}
-    assert (by["lazy01"].sensitivity, by["lazy01"].specificity) == pytest.approx((0.2, 1.0))
+    # sensitivity = P(vote +1 | correct line), specificity = P(vote -1 | wrong line): the lazy rater
+    # approves every correct line and flags only the 20 % of wrong lines it looks at
+    assert (by["lazy01"].sensitivity, by["lazy01"].specificity) == pytest.approx((1.0, 0.2))
     assert by["adversary02"].p == 0.2 and by["examples01"].kind == "examples"
     with pytest.raises(ValueError, match="unknown annotator kind"):
         LoopConfig(model="m", population="oracle:2")
@@ -67,7 +71,7 @@ def test_crowd_rewarder_sources(tmp_path):
     # line of these one-line-bug programs is wrong, and the prompt's `def` line is never annotated
     from rl.tasks.lines import line_truth
 
-    for (prog, p, c), sc in zip(items, scored):
+    for (_, p, c), sc in zip(items, scored):
         first = p.prompt.count("\n") + 1
         assert [ln for ln, _ in sc.truths] == list(range(first, first + len(c.splitlines())))
         canon = p.canonical_solution.splitlines()
@@ -87,12 +91,19 @@ def test_crowd_rewarder_sources(tmp_path):
     assert [recs[f"p{i}"]["reward"] == 1.0 for i in range(6)] == [i % 2 == 0 for i in range(6)]
 
 
+def test_methods_come_from_the_crowdstat_registry():
+    assert CROWD_METHODS == tuple(METHODS)
+    assert SOURCES == tuple(METHODS) + ("true_lines", "execution")
+
+
 def test_config_files(tmp_path):
-    (tmp_path / "c.toml").write_text('model = "m"\nrounds = 4\nreward_source = "proximal"\n[ppo]\nlearning_rate = 0.0001\n')
+    (tmp_path / "c.toml").write_text('model = "m"\nrounds = 4\nreward_source = "proximal"\n[ppo]\nlearning_rate = 0.0002\n')
     cfg = load_config(tmp_path / "c.toml")
-    assert cfg.rounds == 4 and cfg.reward_source == "proximal" and cfg.ppo == {"learning_rate": 0.0001}
+    assert cfg.rounds == 4 and cfg.reward_source == "proximal"
+    # a partial section keeps the loop's defaults of that section (and the PPO seed is the loop's)
+    assert cfg.ppo == PPOConfig(learning_rate=2e-4, ppo_epochs=2, minibatch_size=32, reward_mode="lines", seed=0)
     (tmp_path / "bad.json").write_text(json.dumps({"model": "m", "roundz": 3}))
-    with pytest.raises(ValueError, match=r"bad.json: unknown loop config keys \['roundz'\]"):
+    with pytest.raises(ConfigError, match=r"bad.json: unknown key 'roundz' \(did you mean 'rounds'\?\)"):
         load_config(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="reward_source must be one of"):
         LoopConfig(model="m", reward_source="vibes")

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from rl.tasks import benchmarks, lines, mutants
 from rl.execution import sandbox
+from rl.tasks import benchmarks, lines, mutants
 
 SRC = """\
 def f(xs, n):

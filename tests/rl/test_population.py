@@ -21,12 +21,14 @@ def test_parse_compact_spec():
     assert (by["spammer02"].sensitivity, by["spammer02"].specificity) == (0.5, 0.5)
     assert (by["adversary01"].sensitivity, by["adversary01"].p) == (0.3, 0.3)
     assert (by["twocoin01"].sensitivity, by["twocoin01"].specificity, by["twocoin01"].p) == (0.9, 0.6, None)
-    assert (by["lazy01"].sensitivity, by["lazy01"].specificity) == (0.2, 1.0)
+    # sensitivity = P(vote +1 | correct), specificity = P(vote -1 | wrong): lazy a -> (1, 1 - a)
+    assert (by["lazy01"].sensitivity, by["lazy01"].specificity) == (1.0, 0.2)
     # defaults and count 1
     d = pop.parse_population("expert, novice:2, adversary, lazy, spammer@0.8")
     assert [(a.id, a.sensitivity, a.specificity) for a in d.annotators] == [
         ("expert01", 0.95, 0.95), ("novice01", 0.7, 0.7), ("novice02", 0.7, 0.7), ("adversary01", 0.3, 0.3),
-        ("lazy01", 0.5, 1.0), ("spammer01", 0.2, 0.8)]
+        ("lazy01", 1.0, 0.5), ("spammer01", 0.8, 0.2)]
+    assert p.spec == "expert:3@0.95,novice:4@0.7,spammer:2@0.5,adversary:1@0.3,twocoin:2@0.9/0.6,lazy:1@0.8"
 
 
 def test_parse_json_string_and_file(tmp_path):
@@ -37,13 +39,18 @@ def test_parse_json_string_and_file(tmp_path):
     b = pop.parse_population(str(f))
     c = pop.parse_population("onecoin:2@0.8,twocoin@0.7/0.9")
     assert a.annotators == b.annotators == c.annotators
+    assert a.spec == b.spec == c.spec == "onecoin:2@0.8,twocoin:1@0.7/0.9"
+    d = pop.parse_population("twocoin")  # the default of the one grammar
+    assert (d.annotators[0].sensitivity, d.annotators[0].specificity) == (0.9, 0.6)
 
 
 @pytest.mark.parametrize("spec,match", [
     ("wizard:2@0.9", r"entry 1 \('wizard:2@0.9'\): unknown annotator kind 'wizard'"),
     ("expert:3@0.95,adversary:1@0.6", r"entry 2 .*an adversary has p < 0.5, got 0.6"),
     ("twocoin:2@0.9", r"entry 1 .*twocoin params are sensitivity/specificity"),
-    ("twocoin:2", r"twocoin needs sensitivity/specificity"),
+    ("twocoin:2@0.9/", r"sensitivity must be a number in \[0, 1\], got ''|specificity must be a number in \[0, 1\], got ''"),
+    ('[{"kind": "twocoin", "sensitivity": 0.9}]', r"twocoin needs both sensitivity and specificity"),
+    ("expert:2,novice:1@0.7~0.01", r"entry 2 \('novice:1@0.7~0.01'\): fatigue \(~decay\) is not supported by the rl simulator"),
     ("onecoin:2", r"onecoin needs p"),
     ("novice:2@1.3", r"p must be in \[0, 1\], got '1.3'"),
     ("novice:0@0.7", r"count must be a positive integer, got 0"),
@@ -77,7 +84,7 @@ def test_vote_rates_match_sensitivity_and_specificity():
     n_w, n_c = int((truth == -1).sum()), int((truth == 1).sum())
     for a in p.annotators:
         assert seen[a.id] == (n_w, n_c)
-        for tv, want in ((-1, a.sensitivity), (1, a.specificity)):
+        for tv, want in ((1, a.sensitivity), (-1, a.specificity)):  # P(+1 | correct), P(-1 | wrong)
             k, m = stats[(a.id, tv)]
             sd = np.sqrt(want * (1 - want) / m) if 0 < want < 1 else 0.0
             assert abs(k / m - want) <= 4 * sd + 1e-12, (a.id, tv, k / m, want)
@@ -112,7 +119,8 @@ def test_realised_reliability():
     p = pop.parse_population("novice@0.7,twocoin@0.9/0.6,lazy@0.5")
     nov, two, lazy = p.annotators
     assert pop.realised_reliability(nov, 3, 7) == 0.7
-    assert pop.realised_reliability(two, 2, 8) == pytest.approx((2 * 0.9 + 8 * 0.6) / 10, abs=0, rel=1e-15)
+    # 2 wrong lines (specificity 0.6), 8 correct ones (sensitivity 0.9)
+    assert pop.realised_reliability(two, 2, 8) == pytest.approx((8 * 0.9 + 2 * 0.6) / 10, abs=0, rel=1e-15)
     assert pop.realised_reliability(lazy, 0, 0) == 0.75
 
 

@@ -14,8 +14,8 @@ torch = pytest.importorskip("torch")
 
 from crowdstat.io.rewards import write_rewards  # noqa: E402
 from rl.policy.models import LoraSpec, build_tiny_model, load_policy, train_char_tokenizer  # noqa: E402
-from rl.train.ppo import PPOConfig, PPOTrainer  # noqa: E402
 from rl.policy.rollouts import generate, read_rollouts, write_rollouts  # noqa: E402
+from rl.train.ppo import PPOConfig, PPOTrainer  # noqa: E402
 
 N_STEPS = 10
 
@@ -23,7 +23,7 @@ N_STEPS = 10
 @pytest.fixture(scope="module", autouse=True)
 def _threads():
     n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread beats two on a shared CPU (measured 3-4x)
+    torch.set_num_threads(1)  # tiny matrices: one thread beats two on a shared CPU
     yield
     torch.set_num_threads(n)
 
@@ -150,8 +150,8 @@ def test_step_rejects_mismatched_rewards(trained):
 
 def test_cli_train_lines_mode_and_resume(model_path, tmp_path, monkeypatch):
     """rl generate -> a crowd reward file -> rl train --reward-mode lines -> rl train --adapter (resume)."""
-    from rl.train import ppo
     from rl.policy import rollouts as rmod
+    from rl.train import ppo
 
     monkeypatch.setenv("RL_TORCH_THREADS", "1")
 

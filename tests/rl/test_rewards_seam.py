@@ -110,8 +110,8 @@ def test_rl_train_validates_rewards_before_loading_any_model(tmp_path, rollouts)
     """`rl train` reads and checks rollouts and rewards first: a bad reward file fails even though
     the model path does not exist (a model load, let alone a training step, never happens)."""
     pytest.importorskip("torch")
-    from rl.train import ppo
     from rl.policy.rollouts import write_rollouts
+    from rl.train import ppo
 
     write_rollouts(tmp_path / "r.jsonl", rollouts)
     write_rewards(tmp_path / "w.jsonl", [record("f#0", [2], [0.9])])  # f#1 missing

@@ -136,6 +136,44 @@ def test_stop_strings_are_cut(policy):
         assert tok.decode(r.completion_ids, skip_special_tokens=True) == r.completion
 
 
+class _PieceTokenizer:
+    """Decodes ids to fixed text pieces (a stand-in for a BPE vocabulary with multi-character tokens)."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.pieces[i] for i in ids)
+
+
+def test_cut_at_a_stop_string_keeps_a_token_that_straddles_its_start():
+    from rl.policy.sampling import cut_completion
+
+    tok = _PieceTokenizer({0: "    return f(x", 1: ")\n\n", 2: "def", 3: " g", 4: "x\n#y", 9: ""})
+    # BPE merges ")\n\n": the stop "\ndef " starts inside it; dropping it would leave "return f(x" (a syntax error)
+    ids, reason = cut_completion(tok, [0, 1, 2, 3], ("\ndef ",), {9})
+    assert (ids, reason) == ([0, 1], "stop") and tok.decode(ids) == "    return f(x)\n\n"
+    # a token that holds the whole stop string is dropped: the completion never contains a stop string
+    ids, reason = cut_completion(tok, [0, 4, 3], ("\n#",), {9})
+    assert (ids, reason) == ([0], "stop")
+    # EOS first: kept, the rest dropped; no stop string: "length"
+    assert cut_completion(tok, [0, 9, 1, 2, 3], ("\ndef ",), {9}) == ([0, 9], "eos")
+    assert cut_completion(tok, [0, 1], ("\ndef ",), {9}) == ([0, 1], "length")
+
+
+def test_sampling_settings_are_one_config(policy):
+    from rl.policy.sampling import SamplingConfig
+
+    _, model, tok = policy
+    a = generate(model, tok, PROMPTS, n=2, sampling=SamplingConfig(temperature=1.0, max_new_tokens=10, seed=5))
+    b = generate(model, tok, PROMPTS, n=2, temperature=1.0, max_new_tokens=10, seed=5)  # field overrides
+    assert [r.completion_ids for r in a] == [r.completion_ids for r in b]
+    with pytest.raises(ValueError, match=r"SamplingConfig.top_p: expected in \(0, 1\]"):
+        generate(model, tok, PROMPTS, n=1, max_new_tokens=2, top_p=1.5)
+    with pytest.raises(TypeError):
+        generate(model, tok, PROMPTS, n=1, max_new_tokenz=2)
+
+
 def test_generate_rejects_bad_arguments(policy):
     _, model, tok = policy
     with pytest.raises(ValueError, match="duplicate prompt_id 'a'"):

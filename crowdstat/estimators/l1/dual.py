@@ -1,4 +1,4 @@
-"""The binary-entropy dual of the L1-logistic problem and its duality-gap certificate (MATH.md).
+"""The binary-entropy dual of the L1-logistic problem and its duality-gap certificate (docs/math.md, "The dual and the gap").
 
 Implemented for soft labels q in [0, 1] (hard truths t = +-1 are q = (1 + t) / 2), with the
 loss  l_q(z) = -q log sigmoid(z) - (1 - q) log sigmoid(-z)  (= log(1 + exp(-t z)) for hard q).
@@ -8,7 +8,7 @@ Its convex conjugate is  l_q*(u) = -H(q + u)  on u in [-q, 1 - q], so the dual o
 
 is   D(alpha) = sum_j H(q_j + alpha_j)   s.t.  ||E^T alpha||_inf <= gamma,  alpha_j in [-q_j, 1 - q_j]
 (and sum_j alpha_j = 0 when the intercept b is fitted). For hard labels alpha_j = -t_j nu_j, which
-is MATH.md's form  max sum_j H(nu_j)  s.t.  ||E^T (t * nu)||_inf <= gamma.
+is the paper's form  max sum_j H(nu_j)  s.t.  ||E^T (t * nu)||_inf <= gamma.
 
 From any (w, b), alpha = sigmoid(E w + b) - q is made feasible by (i) with an intercept, shrinking
 the side (positive or negative entries) whose sum is larger so that sum alpha = 0, then

@@ -1,4 +1,4 @@
-"""Proximal Newton (newGLMNET-style) for the L1-logistic of :mod:`crowdstat.estimators.l1.solve` (docs/math.md).
+"""Proximal Newton (newGLMNET-style) for the L1-logistic of :mod:`crowdstat.estimators.l1.problem` (docs/math.md).
 
 Outer iteration k at (w, b), z = E w + b, s = sigmoid(z), alpha = s - q (masked rows 0):
 
@@ -28,31 +28,17 @@ import jax
 import jax.numpy as jnp
 
 from crowdstat.estimators.l1 import dual as _dual
-from crowdstat.estimators.l1.problem import soft_threshold
+from crowdstat.estimators.l1.problem import DENSE_E_MAX, DENSE_MAX, loss_rows, matvec, native_available, rmatvec, soft_threshold
 
 __all__ = ["DENSE_MAX", "DENSE_E_MAX", "HESSIAN_DTYPE", "applicable", "hessian_mode", "native_available", "prepare", "hessian", "solve"]
 
-DENSE_MAX = 4096  # largest m + 1 with the dense Hessian (4097^2 float64 = 134 MB)
-DENSE_E_MAX = 64  # up to this m + 1, H = E_dense^T D E_dense (a matmul) instead of the pair scatter
-_DENSE_E_CELLS = 2**25  # ... and only if n_rows x (m + 1) stays below this
+_DENSE_E_CELLS = 2**25  # 'dense_e' only if n_rows x (m + 1) stays below this
 _SIGMA = 0.01  # Armijo constant of the line search
 # H is built and stored in float32 whatever the data's dtype: it only shapes the step (the model
 # gradient G, the line search and the certificate stay in the data's dtype), and half the bytes
 # make the Hessian build and the O(m)-per-coordinate row reads of the CD faster.
 HESSIAN_DTYPE = jnp.float32
 _MAX_HALVINGS = 40
-
-
-def native_available() -> bool:
-    """Whether the native CD kernels (crowdstat/_native/newton_cd.cc) are built and registered.
-
-    Only on the CPU backend, and not with ``CROWDSTAT_NATIVE=0``; built on first use (a few
-    seconds) into the same per-user cache as the other kernels of :mod:`crowdstat._native`.
-    """
-    from crowdstat import _native
-
-    targets = {f"crowdstat_{n.lower()}_{sfx.lower()}": f"Crowdstat{n}{sfx}" for n in ("Csc", "NewtonCd") for sfx in ("F32", "F64")}
-    return _native.register("newton_cd.cc", targets, "Newton coordinate-descent")
 
 
 def hessian_mode(data, m: int, native: bool | None = None) -> str | None:
@@ -79,9 +65,8 @@ def hessian_mode(data, m: int, native: bool | None = None) -> str | None:
 
 
 def applicable(data, m: int, native: bool | None = None) -> bool:
+    """Whether proximal Newton can run on ``data`` with m annotators."""
     return hessian_mode(data, m, native) is not None
-
-
 
 
 def _suffix(dtype) -> str:
@@ -96,8 +81,8 @@ def _suffix(dtype) -> str:
 def prepare(data, m: int, intercept: bool, native: bool | None = None):
     """The loop-invariant part of the Hessian (index arithmetic on the pair list, or the dense E).
 
-    Computed once per solve, or once per path (:func:`crowdstat.estimators.l1.solve.path` passes it to every
-    gamma's solve), outside the Newton loop.
+    Computed once per solve, or once per path (:func:`crowdstat.estimators.l1.solve.path` passes it
+    to every gamma's solve), outside the Newton loop.
     """
     mode = hessian_mode(data, m, native)
     dtype = data.q.dtype
@@ -121,7 +106,7 @@ def prepare(data, m: int, intercept: bool, native: bool | None = None):
             "prow": data.row[u],
             "sign": (data.label[u] * data.label[v]).astype(HESSIAN_DTYPE),
         }
-    raise ValueError(f"newton: needs m + 1 <= {DENSE_MAX} and L1Data.pairs (use proximal.training_data)")
+    raise ValueError(f"newton: needs m + 1 <= {DENSE_MAX} and L1Data.pairs (use crowdstat.estimators.l1.problem.training_data)")
 
 
 def hessian(prep, data, m: int, intercept: bool, dw):
@@ -191,16 +176,61 @@ def _cd(h, g, x, pen, active, max_sweeps: int, inner_tol):
     return d, sw
 
 
+def _direction(prep, data, m: int, intercept: bool, dw, g, x, pen, active, kappa, max_sweeps: int, n_rows: int):
+    """The Newton direction d (length m + 1, the intercept last), E d_w + d_b and the CD sweeps taken."""
+    dtype = g.dtype
+    if "col_ptr" in prep:  # native: matrix-free column-wise CD, returns A d too
+        out = (jax.ShapeDtypeStruct((m + 1,), dtype), jax.ShapeDtypeStruct((n_rows,), dtype), jax.ShapeDtypeStruct((1,), jnp.int32))
+        params = jnp.stack([kappa.astype(dtype), jnp.asarray(max_sweeps, dtype)])
+        d, ed, sw = jax.ffi.ffi_call(f"crowdstat_newtoncd_{_suffix(dtype)}", out, vmap_method="sequential")(
+            prep["col_ptr"], prep["crow"], prep["cval"], dw, g, x, pen, active.astype(jnp.int8), params
+        )
+        return d, ed, sw[0]
+    h = hessian(prep, data, m, intercept, dw)
+    d, sw = _cd(h, g, x, pen, active, max_sweeps, kappa)
+    db = d[m] if intercept else jnp.zeros((), dtype)
+    return d, matvec(d[:m], data) + db, sw
+
+
+def _accept(a, ch, decrease, noise):
+    """Armijo; or, at a full step whose predicted decrease is below rounding, no increase beyond
+    rounding (there the Armijo test only compares noise)."""
+    return (ch <= _SIGMA * a * decrease) | ((a == 1.0) & (-decrease <= noise) & (ch <= noise))
+
+
+def _line_search(z, ed, w, dw_, loss0, q, mask, gamma, decrease, noise):
+    """Halve a from 1 until :func:`_accept` (at most _MAX_HALVINGS times): (a, f change, row losses at a).
+
+    The change of f is taken term by term (not as a difference of large sums), so that steps near
+    the optimum, where the decrease is ~1e-12 of f, are still measured correctly.
+    """
+
+    def change(a):
+        rows = loss_rows(z + a * ed, q, mask)
+        return jnp.sum(rows - loss0) + gamma * jnp.sum(jnp.abs(w + a * dw_) - jnp.abs(w)), rows
+
+    def ls_cond(lc):
+        a, ch, _, k = lc
+        return (k < _MAX_HALVINGS) & ~_accept(a, ch, decrease, noise)
+
+    def ls_body(lc):
+        a, _, _, k = lc
+        a = 0.5 * a
+        return (a, *change(a), k + 1)
+
+    one = jnp.ones((), w.dtype)
+    a, ch, rows_a, _ = jax.lax.while_loop(ls_cond, ls_body, (one, *change(one), jnp.zeros((), jnp.int32)))
+    return a, ch, rows_a
+
+
 def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps: int = 50, inner_tol=None, prep=None, native=None):
     """Proximal Newton. Returns (w, b, outer iterations, DualInfo, total CD sweeps).
 
-    Call it through ``proximal.solve(..., solver="newton")``. The inner CD stops when a sweep moves
-    no coordinate by more than ``inner_tol`` times the first sweep's largest move (default: the
-    forcing term clip(sqrt(relative gap), 1e-3, 0.1)), or after ``max_sweeps`` sweeps.
+    Call it through :func:`crowdstat.estimators.l1.solve.solve` (``solver="newton"``). The inner CD
+    stops when a sweep moves no coordinate by more than ``inner_tol`` times the first sweep's
+    largest move (default: the forcing term clip(sqrt(relative gap), 1e-3, 0.1)), or after
+    ``max_sweeps`` sweeps.
     """
-    from crowdstat.estimators.l1.solve import loss_rows as _loss_rows
-    from crowdstat.estimators.l1.solve import matvec, rmatvec
-
     dtype = w0.dtype
     m = w0.shape[0]
     if prep is None:
@@ -214,7 +244,7 @@ def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps
         """z, per-row losses, alpha, g_w and the certificate at (w, b) (z = E w + b and the row
         losses computed if not given: in the loop both come from the accepted line-search trial)."""
         z = matvec(w, data) + b if z is None else z
-        rows = _loss_rows(z, q, mask) if rows is None else rows
+        rows = loss_rows(z, q, mask) if rows is None else rows
         obj = jnp.sum(rows) + gamma * jnp.sum(jnp.abs(w))
         alpha = jnp.where(mask, jax.nn.sigmoid(z) - q, 0.0)
         gw = rmatvec(alpha, data, m)
@@ -234,47 +264,16 @@ def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps
         g = jnp.concatenate([gw, gb[None]])
         x = jnp.concatenate([w, b[None]])
         active = jnp.concatenate([(w != 0) | (jnp.abs(gw) > gamma), jnp.full(1, intercept)])
-        kappa = jnp.clip(_KAPPA_SCALE * jnp.sqrt(info.rel_gap), _KAPPA_MIN, _KAPPA_MAX) if inner_tol is None else jnp.asarray(inner_tol, dtype)
-        if "col_ptr" in prep:  # native: matrix-free column-wise CD, returns A d too
-            out = (jax.ShapeDtypeStruct((m + 1,), dtype), jax.ShapeDtypeStruct(z.shape, dtype), jax.ShapeDtypeStruct((1,), jnp.int32))
-            params = jnp.stack([kappa.astype(dtype), jnp.asarray(max_sweeps, dtype)])
-            d, ed, sw = jax.ffi.ffi_call(f"crowdstat_newtoncd_{_suffix(dtype)}", out, vmap_method="sequential")(
-                prep["col_ptr"], prep["crow"], prep["cval"], dw, g, x, pen, active.astype(jnp.int8), params
-            )
-            sw = sw[0]
-            dw_, db = d[:m], (d[m] if intercept else jnp.zeros((), dtype))
+        if inner_tol is None:
+            kappa = jnp.clip(_KAPPA_SCALE * jnp.sqrt(info.rel_gap), _KAPPA_MIN, _KAPPA_MAX)
         else:
-            h = hessian(prep, data, m, intercept, dw)
-            d, sw = _cd(h, g, x, pen, active, max_sweeps, kappa)
-            dw_, db = d[:m], (d[m] if intercept else jnp.zeros((), dtype))
-            ed = matvec(dw_, data) + db
-        # Differences taken term by term (not as differences of large sums), so that steps near
-        # the optimum, where the decrease is ~1e-12 of f, are still measured correctly.
+            kappa = jnp.asarray(inner_tol, dtype)
+        d, ed, sw = _direction(prep, data, m, intercept, dw, g, x, pen, active, kappa, max_sweeps, z.shape[0])
+        dw_, db = d[:m], (d[m] if intercept else jnp.zeros((), dtype))
         decrease = jnp.vdot(g, d) + gamma * jnp.sum(jnp.abs(w + dw_) - jnp.abs(w))
-        f0 = info.objective
-        noise = 64 * jnp.finfo(dtype).eps * (jnp.abs(f0) + 1.0)
-
-        def change(a):
-            rows = _loss_rows(z + a * ed, q, mask)
-            return jnp.sum(rows - loss0) + gamma * jnp.sum(jnp.abs(w + a * dw_) - jnp.abs(w)), rows
-
-        def accept(a, ch):
-            # Armijo; or, at a full step whose predicted decrease is below rounding, no increase
-            # beyond rounding (there the Armijo test only compares noise).
-            return (ch <= _SIGMA * a * decrease) | ((a == 1.0) & (-decrease <= noise) & (ch <= noise))
-
-        def ls_cond(lc):
-            a, ch, _, k = lc
-            return (k < _MAX_HALVINGS) & ~accept(a, ch)
-
-        def ls_body(lc):
-            a, _, _, k = lc
-            a = 0.5 * a
-            return (a, *change(a), k + 1)
-
-        one = jnp.ones((), dtype)
-        a, ch, rows_a, _ = jax.lax.while_loop(ls_cond, ls_body, (one, *change(one), jnp.zeros((), jnp.int32)))
-        ok = jnp.any(d != 0) & accept(a, ch)
+        noise = 64 * jnp.finfo(dtype).eps * (jnp.abs(info.objective) + 1.0)
+        a, ch, rows_a = _line_search(z, ed, w, dw_, loss0, q, mask, gamma, decrease, noise)
+        ok = jnp.any(d != 0) & _accept(a, ch, decrease, noise)
         a = jnp.where(ok, a, 0.0)
         w_new = jnp.where(ok, w + a * dw_, w)
         b_new = jnp.where(ok, b + a * db, b)

@@ -12,8 +12,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from rl.tasks import benchmarks, lines
 from rl.execution import sandbox  # noqa: E402
+from rl.tasks import benchmarks, lines  # noqa: E402
 
 
 def load_and_run():
