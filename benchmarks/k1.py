@@ -110,7 +110,15 @@ def run(sizes, repeat=5, python_cap=10**6, seed=0):
         n_py = min(n, python_cap)
         n_py_lines = int(v.line[n_py - 1]) + 1
         sl = slice(0, int(np.searchsorted(v.line, n_py_lines)))
-        args = (v.line[sl].tolist(), v.annotator[sl].tolist(), v.label[sl].tolist(), v.line_program.tolist(), w64.tolist(), prior_logit, tau)
+        args = (
+            v.line[sl].tolist(),
+            v.annotator[sl].tolist(),
+            v.label[sl].tolist(),
+            v.line_program.tolist(),
+            w64.tolist(),
+            prior_logit,
+            tau,
+        )
         t_py = timeit(lambda: python_loop(*args), repeat=1 if n_py >= 10**6 else 3, warmup=False)
         post_py = t_py["result"][0]
         js = np.fromiter(post_py.keys(), np.int64)

@@ -109,7 +109,9 @@ def _python_tasks(v, off, n_sub):
     tasks = []
     for k in range(n_sub):
         a0, a1 = off[k], off[k + 1]
-        tasks.append(list(zip((v.line[a0:a1] - lstart[k]).tolist(), v.annotator[a0:a1].tolist(), v.label[a0:a1].tolist(), tv[a0:a1].tolist())))
+        tasks.append(
+            list(zip((v.line[a0:a1] - lstart[k]).tolist(), v.annotator[a0:a1].tolist(), v.label[a0:a1].tolist(), tv[a0:a1].tolist()))
+        )
     return tasks
 
 
@@ -251,6 +253,9 @@ def streaming(annotators=(1_000, 100_000, 1_000_000), n_tasks=500, repeat=3, see
             }
         )
         r = rows[-1]
-        print(f"  K2 streaming m={m:>9,}: sequential.step (donated) {r['step_donated_us_per_task']:.1f} us/task, "
-              f"jit(update) {r['jit_update_us_per_task']:.1f} us/task (x{r['speedup']:.1f})", flush=True)
+        print(
+            f"  K2 streaming m={m:>9,}: sequential.step (donated) {r['step_donated_us_per_task']:.1f} us/task, "
+            f"jit(update) {r['jit_update_us_per_task']:.1f} us/task (x{r['speedup']:.1f})",
+            flush=True,
+        )
     return rows

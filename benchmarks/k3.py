@@ -81,7 +81,13 @@ def _sk_ladder(solver, X, t, gamma, f_lb, tols, max_iter):
                     r = timeit(lambda: _sk_model(solver, 1.0 / gamma, tol, max_iter).fit(X, t), repeat=3, warmup=False)
                 tried[-1]["seconds"] = r["median_s"]
             return {"seconds": tried[-1]["seconds"], "tol": tol, "rel_objective_diff": rel, "reached": True, "tried": tried}
-    return {"seconds": tried[-1]["seconds"], "tol": tols[-1], "rel_objective_diff": tried[-1]["rel_objective_diff"], "reached": False, "tried": tried}
+    return {
+        "seconds": tried[-1]["seconds"],
+        "tol": tols[-1],
+        "rel_objective_diff": tried[-1]["rel_objective_diff"],
+        "reached": False,
+        "tried": tried,
+    }
 
 
 CS_TOLS = (1e-4, 1e-5, 1e-6, 1e-7)
@@ -97,8 +103,15 @@ def _cs_ladder(call, rel_of, repeat, tols=CS_TOLS):
         tried.append({"tol": tol, "seconds": r["median_s"], "rel_objective_diff": rel})
         if rel <= REL:
             break
-    return {"seconds": r["median_s"], "compile_s": r["compile_s"], "tol": tol, "rel_objective_diff": rel, "reached": rel <= REL,
-            "tried": tried, "result": r["result"]}
+    return {
+        "seconds": r["median_s"],
+        "compile_s": r["compile_s"],
+        "tol": tol,
+        "rel_objective_diff": rel,
+        "reached": rel <= REL,
+        "tried": tried,
+        "result": r["result"],
+    }
 
 
 def _float32_default(v, X, t, m, gamma, f_lb, rep):
@@ -127,14 +140,29 @@ def _print_single(row):
         f"FISTA f64 {row['fista_f64_s'] * 1e3:.1f} ms (tol {row['fista_f64_tol']:g}, {row['fista_iterations']} it), "
         f"liblinear {lib['seconds'] * 1e3:.1f} ms (tol {lib['tol']:g}, "
         f"rel diff {lib['rel_objective_diff']:.1e}{'' if lib['reached'] else ' NOT reached'})"
-        + (f", saga {sag['seconds'] * 1e3:.0f} ms (rel diff {sag['rel_objective_diff']:.1e}{'' if sag['reached'] else ' NOT reached'})" if sag else "")
+        + (
+            f", saga {sag['seconds'] * 1e3:.0f} ms (rel diff {sag['rel_objective_diff']:.1e}{'' if sag['reached'] else ' NOT reached'})"
+            if sag
+            else ""
+        )
         + f"; crowdstat / liblinear {row['crowdstat_over_liblinear']:.2f} (certified {row['crowdstat_certified_over_liblinear']:.2f})",
         flush=True,
     )
 
 
-def run(annotators=(10, 1000, 100_000), n_rows=20_000, votes_per_row=10, gamma_frac=0.05, n_path=20, repeat=3, seed=0, saga=True, vmap=True,
-        big_rows=100_000, big_repeat=1):
+def run(
+    annotators=(10, 1000, 100_000),
+    n_rows=20_000,
+    votes_per_row=10,
+    gamma_frac=0.05,
+    n_path=20,
+    repeat=3,
+    seed=0,
+    saga=True,
+    vmap=True,
+    big_rows=100_000,
+    big_repeat=1,
+):
     """K3 rows at each number of annotators (``big_rows`` rows and ``big_repeat`` repeats from 10^5 annotators on)."""
     import jax
     import jax.numpy as jnp
@@ -252,7 +280,9 @@ def _path(v, X, t, m, gmax, n_path, lib_tol, repeat, vmap=True):
         t_vmap, rel_vmap = {"median_s": float("nan"), "compile_s": float("nan")}, [0.0]
         if vmap:  # cold starts, all gammas at once (once: a vmapped while_loop runs to the slowest gamma)
             # Data as arguments, never closed over (closed-over arrays become constants XLA tries to fold).
-            vsolve = jax.jit(jax.vmap(lambda d, gg, w0, lip: px.solve(d, gg, w0, 0.0, 1.0 / lip, 1e-7, maxiter=100_000), in_axes=(None, 0, None, None)))
+            vsolve = jax.jit(
+                jax.vmap(lambda d, gg, w0, lip: px.solve(d, gg, w0, 0.0, 1.0 / lip, 1e-7, maxiter=100_000), in_axes=(None, 0, None, None))
+            )
             t_vmap = jit_timing(lambda: vsolve(data, g, z, lip), repeat=1)
             rel_vmap = [(_f(X, t, np.asarray(w), gm) - lb) / lb for w, gm, lb in zip(t_vmap["result"].w, gammas, f_lb)]
     assert max(rel_path) <= REL and max(rel_vmap) <= REL and max(rel_fpath) <= REL and max(rel_cert) <= REL

@@ -38,7 +38,12 @@ def measure(n: int) -> dict:
     prm = seq.make_params(0.05, 0.99, 8.0)
     jax.block_until_ready(seq.run(bd, seq.init(m, 0.7, w_max=8.0).w, prm, keep_trajectory=False))
     rss["after_k2_mib"] = peak_rss_mib()
-    return {"n_votes": v.n_votes, "vote_array_bytes": int(v.line.nbytes + v.annotator.nbytes + v.label.nbytes), "peak_rss_mib": peak_rss_mib(), "stages": rss}
+    return {
+        "n_votes": v.n_votes,
+        "vote_array_bytes": int(v.line.nbytes + v.annotator.nbytes + v.label.nbytes),
+        "peak_rss_mib": peak_rss_mib(),
+        "stages": rss,
+    }
 
 
 def run(n: int) -> dict:

@@ -73,14 +73,25 @@ def targets(res: dict) -> list[dict]:
             t.append(_target("K3 crowdstat / liblinear <= 2 (equal objective)", r["crowdstat_over_liblinear"], 2.0, "<=", "x", "m=1000"))
     if k3.get("path"):
         p = k3["path"]
-        t.append(_target("K3 gamma path: liblinear / crowdstat > 1", p["liblinear_over_crowdstat_path"], 1.0, ">=", "x", f"m={p['n_annotators']}, {p['n_gammas']} gammas"))
+        t.append(
+            _target(
+                "K3 gamma path: liblinear / crowdstat > 1",
+                p["liblinear_over_crowdstat_path"],
+                1.0,
+                ">=",
+                "x",
+                f"m={p['n_annotators']}, {p['n_gammas']} gammas",
+            )
+        )
     agg = res.get("agg") or {}
     if agg.get("majority"):
         r = agg["majority"][-1]
         t.append(_target("MV vs crowd-kit >= 100x (table in)", r["speedup_table_in"], 100.0, ">=", "x", f"n={r['n_votes']:.0e}"))
         if not t[-1]["met"] and r.get("ceiling_table_in"):
-            t[-1]["why"] = (f"encoding the string ids alone ({r['ids_floor_s'] * 1e3:.0f} ms) caps any table-in majority vote at "
-                            f"x{r['ceiling_table_in']:.0f}; kernel only x{r['speedup_kernel']:.0f}")
+            t[-1]["why"] = (
+                f"encoding the string ids alone ({r['ids_floor_s'] * 1e3:.0f} ms) caps any table-in majority vote at "
+                f"x{r['ceiling_table_in']:.0f}; kernel only x{r['speedup_kernel']:.0f}"
+            )
     if agg.get("dawid_skene") and "speedup_table_in" in agg["dawid_skene"][-1]:
         r = agg["dawid_skene"][-1]
         t.append(_target("DS EM vs crowd-kit >= 20x (table in)", r["speedup_table_in"], 20.0, ">=", "x", f"n={r['n_votes']:.0e}"))
@@ -88,8 +99,19 @@ def targets(res: dict) -> list[dict]:
     ck = e2e.get("crowdkit_ds_fit_s")
     em2 = (e2e.get("methods") or {}).get("em2") or {}
     if ck and "cold_s" in em2:
-        t.append(_target("e2e CLI em2 <= crowd-kit DS fit / 3 (cold)", em2["cold_s"] / ck, 1 / 3, "<=", "fraction", f"n={e2e['n_votes']:.0e}"))
-        t.append(_target("e2e CLI em2 <= crowd-kit DS fit / 3 (warm compile cache)", em2["warm_cache_s"] / ck, 1 / 3, "<=", "fraction", f"n={e2e['n_votes']:.0e}"))
+        t.append(
+            _target("e2e CLI em2 <= crowd-kit DS fit / 3 (cold)", em2["cold_s"] / ck, 1 / 3, "<=", "fraction", f"n={e2e['n_votes']:.0e}")
+        )
+        t.append(
+            _target(
+                "e2e CLI em2 <= crowd-kit DS fit / 3 (warm compile cache)",
+                em2["warm_cache_s"] / ck,
+                1 / 3,
+                "<=",
+                "fraction",
+                f"n={e2e['n_votes']:.0e}",
+            )
+        )
     mem = res.get("memory")
     if mem:
         t.append(_target("peak RSS < 2 GiB", mem["peak_rss_mib"], 2048.0, "<=", "MiB", f"n={mem['n_votes']:.0e}"))
@@ -105,15 +127,37 @@ def print_tables(res: dict) -> None:
         wd = (10, 10, 9, 9, 10, 9, 11, 9)
         line(("votes", "crowdstat", "compile", "numpy", "python", "bw-limit", "x numpy", "x python"), wd)
         for r in res["k1"]:
-            line((f"{r['n_votes']:.0e}", f"{r['crowdstat_ns_per_vote']:.2f}", f"{r['crowdstat_compile_s']:.2f}s", f"{r['numpy_ns_per_vote']:.2f}",
-                  f"{r['python_ns_per_vote']:.0f}", f"{res['bandwidth']['limit_ns_per_vote']:.2f}", f"{r['speedup_vs_numpy']:.1f}", f"{r['speedup_vs_python']:.0f}"), wd)
+            line(
+                (
+                    f"{r['n_votes']:.0e}",
+                    f"{r['crowdstat_ns_per_vote']:.2f}",
+                    f"{r['crowdstat_compile_s']:.2f}s",
+                    f"{r['numpy_ns_per_vote']:.2f}",
+                    f"{r['python_ns_per_vote']:.0f}",
+                    f"{res['bandwidth']['limit_ns_per_vote']:.2f}",
+                    f"{r['speedup_vs_numpy']:.1f}",
+                    f"{r['speedup_vs_python']:.0f}",
+                ),
+                wd,
+            )
     if res.get("k2"):
         print("\nK2 sequential update (ns per vote; loops timed on <= loop_cap votes)")
         wd = (10, 8, 10, 9, 11, 9, 9, 9)
         line(("votes", "tasks", "crowdstat", "compile", "numpy-loop", "python", "x numpy", "x python"), wd)
         for r in res["k2"]:
-            line((f"{r['n_votes']:.0e}", r["n_tasks"], f"{r['crowdstat_ns_per_vote']:.1f}", f"{r['crowdstat_compile_s']:.2f}s", f"{r['numpy_ns_per_vote']:.0f}",
-                  f"{r['python_ns_per_vote']:.0f}", f"{r['speedup_vs_numpy']:.1f}", f"{r['speedup_vs_python']:.1f}"), wd)
+            line(
+                (
+                    f"{r['n_votes']:.0e}",
+                    r["n_tasks"],
+                    f"{r['crowdstat_ns_per_vote']:.1f}",
+                    f"{r['crowdstat_compile_s']:.2f}s",
+                    f"{r['numpy_ns_per_vote']:.0f}",
+                    f"{r['python_ns_per_vote']:.0f}",
+                    f"{r['speedup_vs_numpy']:.1f}",
+                    f"{r['speedup_vs_python']:.1f}",
+                ),
+                wd,
+            )
     k3 = res.get("k3") or {}
     if k3.get("single"):
         print("\nK3 one-shot L1-logistic at equal objective (relative difference to the certified bound <= 1e-6)")
@@ -121,28 +165,44 @@ def print_tables(res: dict) -> None:
         line(("m", "nnz", "crowdstat f64", "rel diff", "liblinear", "rel diff", "saga", "cs/liblin"), wd)
         for r in k3["single"]:
             lib, sag = r["liblinear"], r["saga"] or {}
-            line((r["n_annotators"], r["nnz"], f"{r['crowdstat_f64_s'] * 1e3:.1f} ms", f"{r['crowdstat_rel_objective_diff']:.1e}",
-                  f"{lib['seconds'] * 1e3:.1f} ms", f"{lib['rel_objective_diff']:.1e}", f"{sag.get('seconds', float('nan')) * 1e3:.0f} ms",
-                  f"{r['crowdstat_over_liblinear']:.2f}"), wd)
+            line(
+                (
+                    r["n_annotators"],
+                    r["nnz"],
+                    f"{r['crowdstat_f64_s'] * 1e3:.1f} ms",
+                    f"{r['crowdstat_rel_objective_diff']:.1e}",
+                    f"{lib['seconds'] * 1e3:.1f} ms",
+                    f"{lib['rel_objective_diff']:.1e}",
+                    f"{sag.get('seconds', float('nan')) * 1e3:.0f} ms",
+                    f"{r['crowdstat_over_liblinear']:.2f}",
+                ),
+                wd,
+            )
         if k3.get("path"):
             p = k3["path"]
-            print(f"  path ({p['n_gammas']} gammas, m={p['n_annotators']}): crowdstat warm-started path "
-                  f"{p['crowdstat_path_s'] * 1e3:.0f} ms, "
-                  f"vmap {p['crowdstat_vmap_s'] * 1e3:.0f} ms, liblinear loop {p['liblinear_loop_s'] * 1e3:.0f} ms")
+            print(
+                f"  path ({p['n_gammas']} gammas, m={p['n_annotators']}): crowdstat warm-started path "
+                f"{p['crowdstat_path_s'] * 1e3:.0f} ms, "
+                f"vmap {p['crowdstat_vmap_s'] * 1e3:.0f} ms, liblinear loop {p['liblinear_loop_s'] * 1e3:.0f} ms"
+            )
     agg = res.get("agg") or {}
     if agg.get("skipped"):
         print(f"\nAggregation vs crowd-kit: SKIPPED ({agg['skipped']})")
     elif agg:
         print("\nAggregation, table in -> posteriors out (seconds; crowd-kit vs crowdstat.fit)")
         for r in agg.get("majority", []):
-            print(f"  MV n={r['n_votes']:.0e}: crowd-kit {r['crowdkit_s']:.3f}  crowdstat "
-                  f"{r['crowdstat_table_in_s']:.3f} (x{r['speedup_table_in']:.1f}); "
-                  f"kernel only {r['crowdstat_kernel_s'] * 1e3:.2f} ms (x{r['speedup_kernel']:.0f})")
+            print(
+                f"  MV n={r['n_votes']:.0e}: crowd-kit {r['crowdkit_s']:.3f}  crowdstat "
+                f"{r['crowdstat_table_in_s']:.3f} (x{r['speedup_table_in']:.1f}); "
+                f"kernel only {r['crowdstat_kernel_s'] * 1e3:.2f} ms (x{r['speedup_kernel']:.0f})"
+            )
         for r in agg.get("dawid_skene", []):
             if "speedup_table_in" in r:
-                print(f"  DS n={r['n_votes']:.0e}: crowd-kit {r['crowdkit_s']:.3f}  crowdstat em2 "
-                      f"{r['crowdstat_table_in_s']:.3f} (x{r['speedup_table_in']:.1f}), "
-                      f"max|dP| f64 {r['max_abs_dposterior_float64']:.1e}")
+                print(
+                    f"  DS n={r['n_votes']:.0e}: crowd-kit {r['crowdkit_s']:.3f}  crowdstat em2 "
+                    f"{r['crowdstat_table_in_s']:.3f} (x{r['speedup_table_in']:.1f}), "
+                    f"max|dP| f64 {r['max_abs_dposterior_float64']:.1e}"
+                )
             else:
                 print(f"  DS n={r['n_votes']:.0e}: crowd-kit {r['crowdkit_s']:.3f}; {r.get('crowdstat')}")
 
@@ -155,8 +215,24 @@ def plots(res: dict, out: Path, stem: str) -> list[str]:
 
     files = []
     series = {
-        "k1": ("K1 posteriors + rewards", [("crowdstat_ns_per_vote", "crowdstat (ELL layout)"), ("segment_ns_per_vote", "crowdstat (vote list)"), ("numpy_ns_per_vote", "NumPy (bincount)"), ("python_ns_per_vote", "Python loop")]),
-        "k2": ("K2 sequential update", [("crowdstat_ns_per_vote", "crowdstat (native FFI)"), ("scan_ns_per_vote", "crowdstat lax.scan"), ("numpy_ns_per_vote", "NumPy per task"), ("python_ns_per_vote", "Python loop")]),
+        "k1": (
+            "K1 posteriors + rewards",
+            [
+                ("crowdstat_ns_per_vote", "crowdstat (ELL layout)"),
+                ("segment_ns_per_vote", "crowdstat (vote list)"),
+                ("numpy_ns_per_vote", "NumPy (bincount)"),
+                ("python_ns_per_vote", "Python loop"),
+            ],
+        ),
+        "k2": (
+            "K2 sequential update",
+            [
+                ("crowdstat_ns_per_vote", "crowdstat (native FFI)"),
+                ("scan_ns_per_vote", "crowdstat lax.scan"),
+                ("numpy_ns_per_vote", "NumPy per task"),
+                ("python_ns_per_vote", "Python loop"),
+            ],
+        ),
     }
     for key, (title, cols) in series.items():
         rows = res.get(key) or []
@@ -204,11 +280,16 @@ def _machine_and_bandwidth(res: dict, smoke: bool) -> None:
     res["machine"] = _util.machine_info()
     bw = _util.copy_bandwidth(64 * 2**20 if smoke else 256 * 2**20)
     res["bandwidth"] = {"copy_bytes_per_s": bw, "bytes_per_vote": 9, "limit_ns_per_vote": 9 / bw * 1e9}
-    print(f"machine: {res['machine'].get('cpu')}, {res['machine']['cpu_count']} CPUs, load {res['machine']['loadavg_start']}, "
-          f"copy bandwidth {bw / 1e9:.1f} GB/s -> limit {res['bandwidth']['limit_ns_per_vote']:.2f} ns/vote; "
-          f"OPENBLAS_CORETYPE={res['machine']['OPENBLAS_CORETYPE']}", flush=True)
+    print(
+        f"machine: {res['machine'].get('cpu')}, {res['machine']['cpu_count']} CPUs, load {res['machine']['loadavg_start']}, "
+        f"copy bandwidth {bw / 1e9:.1f} GB/s -> limit {res['bandwidth']['limit_ns_per_vote']:.2f} ns/vote; "
+        f"OPENBLAS_CORETYPE={res['machine']['OPENBLAS_CORETYPE']}",
+        flush=True,
+    )
     for p in res["machine"].get("threadpools", []) if isinstance(res["machine"].get("threadpools"), list) else []:
-        print(f"  numpy threadpool: {p.get('internal_api')} {p.get('version')} kernel={p.get('architecture')} threads={p.get('num_threads')}")
+        print(
+            f"  numpy threadpool: {p.get('internal_api')} {p.get('version')} kernel={p.get('architecture')} threads={p.get('num_threads')}"
+        )
 
 
 def _print_targets(targets_: list) -> None:
@@ -269,7 +350,18 @@ def main(argv=None) -> int:
     section("k1", lambda: k1.run(cfg["sizes"], repeat=cfg["repeat"], python_cap=cfg["loop_cap"]))
     section("k2", lambda: k2.run(cfg["sizes"], repeat=cfg["repeat"], loop_cap=cfg["loop_cap"], check_float32=not args.smoke))
     section("k2_streaming", lambda: k2.streaming(cfg["streaming_annotators"], n_tasks=cfg["streaming_tasks"], repeat=cfg["repeat"]))
-    section("k3", lambda: k3.run(cfg["k3_annotators"], n_rows=cfg["k3_rows"], n_path=cfg["k3_path"], repeat=3 if not args.smoke else 1, saga=not args.smoke, vmap=not args.smoke))
+    section(
+        "k3",
+        lambda: k3.run(
+            cfg["k3_annotators"],
+            n_rows=cfg["k3_rows"],
+            n_path=cfg["k3_path"],
+            repeat=3 if not args.smoke else 1,
+            saga=not args.smoke,
+            vmap=not args.smoke,
+        ),
+    )
+
     def _agg():
         r = agg.run(cfg["agg_sizes"], repeat=3 if not args.smoke else 1)
         if "skipped" in r:

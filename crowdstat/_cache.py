@@ -63,7 +63,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, min_compile_
         return None
     import jax
 
-    current = jax.config.jax_compilation_cache_dir
+    current = getattr(jax.config, "jax_compilation_cache_dir", None)  # a config option, read dynamically
     if current:  # the user chose a cache already
         return str(current)
     p = Path(path) if path is not None else default_cache_dir()

@@ -7,9 +7,11 @@ annotators is the length of the weight vector ``w`` that kernels receive.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import numpy as np
+#: An array on the host (``np.ndarray``, as :func:`crowdstat.io.tables.read_votes` builds it) or on
+#: the device (``jax.Array``, once the estimators have moved it); this module imports no JAX.
+Array = Any
 
 
 class VoteArrays(NamedTuple):
@@ -19,12 +21,12 @@ class VoteArrays(NamedTuple):
     line number; annotators 0..n_annotators-1 in order of first appearance.
     """
 
-    line: np.ndarray  # shape=(n_votes,), int32, sorted ascending
-    annotator: np.ndarray  # shape=(n_votes,), int32
-    label: np.ndarray  # shape=(n_votes,), int8, +1 correct / -1 wrong
-    line_program: np.ndarray  # shape=(n_lines,), int32, program index of each line (ascending)
-    truth: np.ndarray  # shape=(n_lines,), int8, honeypot truth +1/-1, 0 = unknown
-    program_size: np.ndarray  # shape=(n_programs,), int32, lines of the program (annotated or not)
+    line: Array  # shape=(n_votes,), int32, sorted ascending
+    annotator: Array  # shape=(n_votes,), int32
+    label: Array  # shape=(n_votes,), int8, +1 correct / -1 wrong
+    line_program: Array  # shape=(n_lines,), int32, program index of each line (ascending)
+    truth: Array  # shape=(n_lines,), int8, honeypot truth +1/-1, 0 = unknown
+    program_size: Array  # shape=(n_programs,), int32, lines of the program (annotated or not)
 
     @property
     def n_votes(self) -> int:

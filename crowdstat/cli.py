@@ -12,14 +12,14 @@ import dataclasses
 import sys
 import warnings
 
-from crowdstat.estimators.registry import METHODS, REGISTRY, CommonConfig, format_default
+from crowdstat.estimators.registry import METHODS, REGISTRY, CommonConfig, Config, format_default
 
 __all__ = ["main", "build_parser"]
 
 
-def _config_classes() -> list[type]:
+def _config_classes() -> list[type[Config]]:
     """CommonConfig, then each method's config once, in registry order."""
-    out = [CommonConfig]
+    out: list[type[Config]] = [CommonConfig]
     for m in REGISTRY.values():
         if m.config not in out:
             out.append(m.config)
@@ -153,7 +153,8 @@ def _add_compare(sub) -> None:
     c.add_argument("--true-lines", required=True, help="truth of every line (program,line,truth)")
     c.add_argument("--true-annotators", help="true reliabilities (annotator,p[,kind]), e.g. annotators.csv of crowdstat simulate")
     c.add_argument(
-        "--methods", default="majority,sequential,proximal",
+        "--methods",
+        default="majority,sequential,proximal",
         help=f"comma-separated method specs, methods among {','.join(METHODS)} (default majority,sequential,proximal)",
     )
     c.add_argument("--x64", action="store_true", help="compute in float64")
@@ -169,8 +170,16 @@ def _main_simulate(args) -> int:
     try:
         pop = parse_population(args.population)
         arr = simulate_arrays(
-            args.seed, pop, args.programs, args.lines, args.p_buggy, args.p_wrong, args.honeypots, args.per_item,
-            args.design, args.placement,
+            args.seed,
+            pop,
+            args.programs,
+            args.lines,
+            args.p_buggy,
+            args.p_wrong,
+            args.honeypots,
+            args.per_item,
+            args.design,
+            args.placement,
         )
     except ValueError as e:
         print(f"crowdstat: error: {e}", file=sys.stderr)
@@ -202,8 +211,13 @@ def _main_compare(args) -> int:
     methods = [m for m in args.methods.split(",") if m.strip()]
     try:
         cmp = compare(
-            args.votes, truth=args.truth, true_lines=args.true_lines, true_annotators=args.true_annotators, methods=methods,
-            common={"x64": args.x64}, progress=True,
+            args.votes,
+            truth=args.truth,
+            true_lines=args.true_lines,
+            true_annotators=args.true_annotators,
+            methods=methods,
+            common={"x64": args.x64},
+            progress=True,
         )
         meta = {k: getattr(args, k) for k in ("votes", "truth", "true_lines", "true_annotators", "methods", "x64")}
         out = write_outputs(cmp, args.out, meta)
@@ -250,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     d = res.diagnostics
     t = res.table
+    assert t is not None  # fit() keeps the table it read
     print(
         f"crowdstat fit --method {args.method}: {t.n_votes} votes, {t.n_lines} lines, {t.n_programs} programs, "
         f"{t.n_annotators} annotators, {t.n_honeypots} honeypot lines -> {out}"

@@ -18,6 +18,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
         f"{sim.truth['program'].nunique()} honeypot programs (seed {args.seed})"
     )
 
-    fits = {
+    fits: dict[str, tuple[str, dict[str, Any]]] = {
         "majority": ("majority", {}),
         "sequential lam=1": ("sequential", {"lam": 1.0}),
         "sequential lam=0.1": ("sequential", {"lam": 0.1}),

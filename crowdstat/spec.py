@@ -33,12 +33,12 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["KINDS", "ONE_COIN", "Annotator", "Parsed", "parse"]
 
 #: kind -> (parameter form, default); a default of None means the parameter is required
-KINDS: dict[str, tuple[str, object]] = {
+KINDS: dict[str, tuple[str, Any]] = {
     "expert": ("p", 0.95),
     "novice": ("p", 0.7),
     "reliable": ("p", 0.8),
@@ -118,8 +118,7 @@ def _group(kind: str, count, params: dict, decay, where: str, supported, allow_d
         raise ValueError(f"{where}: count must be a positive integer, got {count!r}")
     d = _decay(decay, where) if decay is not None else 0.0
     if d > 0 and not allow_decay:
-        raise ValueError(f"{where}: fatigue (~decay) is not supported by {tool or 'this simulator'}; "
-                         f"only crowdstat simulate models it")
+        raise ValueError(f"{where}: fatigue (~decay) is not supported by {tool or 'this simulator'}; only crowdstat simulate models it")
     form, default = KINDS[kind]
     if form == "sens/spec":
         if ("sensitivity" in params) != ("specificity" in params):

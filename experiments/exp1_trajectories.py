@@ -58,7 +58,9 @@ def _figure(traj, kinds, true_p, R, seed):
     ax.set_title("max_i |w_i| (median, min-max over replicates)", fontsize=10)
     ax.set_xlabel("task")
     ax.legend(fontsize=8)
-    fig.suptitle(f"Sequential update drift: {POP}; 120 programs x 6 lines, 24 honeypot programs first; {R} replicates (seed {seed})", fontsize=10)
+    fig.suptitle(
+        f"Sequential update drift: {POP}; 120 programs x 6 lines, 24 honeypot programs first; {R} replicates (seed {seed})", fontsize=10
+    )
     fig.tight_layout()
     FIGURES.mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURES / "exp1_trajectories.png", dpi=100)
@@ -88,22 +90,47 @@ def main(argv=None):
             w = fit.annotators["weight"].to_numpy(np.float64)
             m = cmp.metrics.set_index("method").loc[spec]
             n_hp_tasks = int(sim.truth["program"].nunique())
-            rows.append({
-                "lam": lam, "replicate": r, "accuracy": m["accuracy"], "log_loss": m["log_loss"], "ece": m["ece"],
-                "detection_auc": m["detection_auc"], "reliability_rmse": m["reliability_rmse"],
-                "max_abs_w_after_honeypots": float(np.max(np.abs(w_traj[n_hp_tasks - 1]))),
-                "max_abs_w_final": float(np.max(np.abs(w))),
-                "spearman_w_vs_true_p": float(pd.Series(w).rank().corr(pd.Series(true_p).rank())),
-            })
+            rows.append(
+                {
+                    "lam": lam,
+                    "replicate": r,
+                    "accuracy": m["accuracy"],
+                    "log_loss": m["log_loss"],
+                    "ece": m["ece"],
+                    "detection_auc": m["detection_auc"],
+                    "reliability_rmse": m["reliability_rmse"],
+                    "max_abs_w_after_honeypots": float(np.max(np.abs(w_traj[n_hp_tasks - 1]))),
+                    "max_abs_w_final": float(np.max(np.abs(w))),
+                    "spearman_w_vs_true_p": float(pd.Series(w).rank().corr(pd.Series(true_p).rank())),
+                }
+            )
     df = pd.DataFrame(rows)
-    metrics = ["accuracy", "log_loss", "ece", "detection_auc", "reliability_rmse", "max_abs_w_after_honeypots", "max_abs_w_final", "spearman_w_vs_true_p"]
+    metrics = [
+        "accuracy",
+        "log_loss",
+        "ece",
+        "detection_auc",
+        "reliability_rmse",
+        "max_abs_w_after_honeypots",
+        "max_abs_w_final",
+        "spearman_w_vs_true_p",
+    ]
     summ = summarize(df, ["lam"], metrics)
 
     _figure(traj, kinds, true_p, R, args.seed)
-    write_results("exp1_trajectories", {
-        "seed": args.seed, "replicates": R, "population": POP, "settings": settings, "lams": LAMS,
-        "summary": summ, "markdown": markdown(summ, ["lam"] + metrics, interval_metrics=metrics),
-    }, {"replicates": df, "summary": summ})
+    write_results(
+        "exp1_trajectories",
+        {
+            "seed": args.seed,
+            "replicates": R,
+            "population": POP,
+            "settings": settings,
+            "lams": LAMS,
+            "summary": summ,
+            "markdown": markdown(summ, ["lam"] + metrics, interval_metrics=metrics),
+        },
+        {"replicates": df, "summary": summ},
+    )
     print(markdown(summ, ["lam"] + metrics, interval_metrics=metrics))
 
 

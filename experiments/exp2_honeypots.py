@@ -59,12 +59,16 @@ def main(argv=None):
         acc = g.pivot(index="replicate", columns="n_honeypot_programs", values="accuracy")[grid].to_numpy()
         for tgt in TARGETS:
             need = np.asarray(honeypots_needed(grid, acc, tgt), np.float64)
-            need_rows.append({
-                "method": meth, "target_accuracy": tgt, "replicates": len(need),
-                "reached_in": int(np.isfinite(need).sum()),
-                "median_honeypot_programs": float(np.nanmedian(need)) if np.isfinite(need).any() else float("nan"),
-                "per_replicate": [None if not np.isfinite(v) else int(v) for v in need],
-            })
+            need_rows.append(
+                {
+                    "method": meth,
+                    "target_accuracy": tgt,
+                    "replicates": len(need),
+                    "reached_in": int(np.isfinite(need).sum()),
+                    "median_honeypot_programs": float(np.nanmedian(need)) if np.isfinite(need).any() else float("nan"),
+                    "per_replicate": [None if not np.isfinite(v) else int(v) for v in need],
+                }
+            )
     need_df = pd.DataFrame(need_rows)
 
     P = plt()
@@ -72,8 +76,15 @@ def main(argv=None):
     for meth, g in summ.groupby("method", sort=False):
         for ax, m in zip(axes, ["accuracy", "log_loss", "ece"]):
             x = g["n_honeypot_programs"].to_numpy()
-            ax.errorbar(x + 0.25 * (list(summ["method"].unique()).index(meth) - 3), g[m], yerr=[g[m] - g[m + "_lo"], g[m + "_hi"] - g[m]],
-                        marker="o", ms=4, capsize=2, label=meth)
+            ax.errorbar(
+                x + 0.25 * (list(summ["method"].unique()).index(meth) - 3),
+                g[m],
+                yerr=[g[m] - g[m + "_lo"], g[m + "_hi"] - g[m]],
+                marker="o",
+                ms=4,
+                capsize=2,
+                label=meth,
+            )
     axes[0].set_ylabel("line accuracy (non-honeypot lines)")
     axes[1].set_ylabel("log-loss (nats per line)")
     axes[1].set_yscale("log")
@@ -81,17 +92,32 @@ def main(argv=None):
     for ax in axes:
         ax.set_xlabel(f"honeypot programs (of {N_PROGRAMS}, 5 lines each)")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Accuracy and calibration vs honeypots: {POP}, 5 annotators per program; mean and 95% t-interval over {R} replicates "
-                 f"(bayes: {RB}) (seed {args.seed})", fontsize=10)
+    fig.suptitle(
+        f"Accuracy and calibration vs honeypots: {POP}, 5 annotators per program; mean and 95% t-interval over {R} replicates "
+        f"(bayes: {RB}) (seed {args.seed})",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(FIGURES / "exp2_honeypots.png", dpi=100)
     cols = ["method", "n_honeypot_programs", "n_replicates", "accuracy", "log_loss", "ece", "brier"]
     md = markdown(summ, cols, interval_metrics=["accuracy", "log_loss", "ece", "brier"])
-    write_results("exp2_honeypots", {
-        "seed": args.seed, "replicates": R, "bayes_replicates": RB, "population": POP, "settings": settings,
-        "honeypot_fractions": FRACTIONS, "methods": methods, "methods_missing": missing,
-        "summary": summ, "honeypots_needed": need_df, "markdown": md,
-    }, {"replicates": df, "summary": summ, "honeypots_needed": need_df})
+    write_results(
+        "exp2_honeypots",
+        {
+            "seed": args.seed,
+            "replicates": R,
+            "bayes_replicates": RB,
+            "population": POP,
+            "settings": settings,
+            "honeypot_fractions": FRACTIONS,
+            "methods": methods,
+            "methods_missing": missing,
+            "summary": summ,
+            "honeypots_needed": need_df,
+            "markdown": md,
+        },
+        {"replicates": df, "summary": summ, "honeypots_needed": need_df},
+    )
     print(md)
     print(need_df.drop(columns=["per_replicate"]).to_string(index=False))
 

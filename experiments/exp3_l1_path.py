@@ -22,11 +22,12 @@ import numpy as np
 import pandas as pd
 from _study import FIGURES, markdown, plt, replicates, write_results
 
-from crowdstat.study import metrics as M
 from crowdstat.estimators import posterior
-from crowdstat.estimators.l1 import problem, solve as px
-from crowdstat.study.metrics import replicate_interval
+from crowdstat.estimators.l1 import problem
+from crowdstat.estimators.l1 import solve as px
 from crowdstat.io.tables import read_votes
+from crowdstat.study import metrics as M
+from crowdstat.study.metrics import replicate_interval
 
 POP = "expert:3@0.9,novice:4@0.7,spammer:4,adversary:2@0.3"
 BAD = ("spammer", "adversary")
@@ -66,9 +67,9 @@ def _score_paths(tables, sims, W):
         key = list(zip(t.programs[np.asarray(t.arrays.line_program)], t.line_numbers))
         truth = jnp.asarray(tl.loc[key].to_numpy())
         mask = jnp.asarray(np.asarray(t.arrays.truth) == 0)
-        post = jax.vmap(lambda w: posterior.line_posteriors(w, arr))(jnp.asarray(W[r]))
-        acc[r] = np.asarray(jax.vmap(lambda p: M.line_accuracy(p, truth, mask=mask))(post))
-        ll[r] = np.asarray(jax.vmap(lambda p: M.log_loss(p, truth, mask=mask))(post))
+        post = jax.vmap(lambda w, arr=arr: posterior.line_posteriors(w, arr))(jnp.asarray(W[r]))
+        acc[r] = np.asarray(jax.vmap(lambda p, truth=truth, mask=mask: M.line_accuracy(p, truth, mask=mask))(post))
+        ll[r] = np.asarray(jax.vmap(lambda p, truth=truth, mask=mask: M.log_loss(p, truth, mask=mask))(post))
     return acc, ll
 
 
@@ -175,18 +176,47 @@ def main(argv=None):
     best = path_df.loc[path_df["log_loss"].idxmin()]
     best_acc = path_df.loc[path_df["accuracy"].idxmax()]
     _plot(W, kinds, rel_grid, path_df, rel_gap, args.seed)
-    cols = ["gamma_over_gamma_max", "zero_frac_expert", "zero_frac_novice", "zero_frac_spammer", "neg_frac_adversary",
-            "recall_bad", "false_flag_good", "accuracy", "log_loss", "rel_gap_max", "iterations_mean"]
+    cols = [
+        "gamma_over_gamma_max",
+        "zero_frac_expert",
+        "zero_frac_novice",
+        "zero_frac_spammer",
+        "neg_frac_adversary",
+        "recall_bad",
+        "false_flag_good",
+        "accuracy",
+        "log_loss",
+        "rel_gap_max",
+        "iterations_mean",
+    ]
     md = markdown(path_df.iloc[:: max(1, G // 10)], cols, interval_metrics=["accuracy", "log_loss"])
-    write_results("exp3_l1_path", {
-        "seed": args.seed, "replicates": R, "population": POP, "settings": settings, "gamma_grid_relative": rel_grid,
-        "gamma_max": gmax, "lipschitz": lips, "tol": TOL, "seconds_vmapped_paths": seconds,
-        "max_rel_gap": float(rel_gap.max()), "all_converged": bool((rel_gap <= TOL).all()),
-        "best_log_loss_at": float(best["gamma_over_gamma_max"]), "best_accuracy_at": float(best_acc["gamma_over_gamma_max"]),
-        "path": path_df, "markdown": md, "true_p": true_p,
-    }, {"path": path_df})
+    write_results(
+        "exp3_l1_path",
+        {
+            "seed": args.seed,
+            "replicates": R,
+            "population": POP,
+            "settings": settings,
+            "gamma_grid_relative": rel_grid,
+            "gamma_max": gmax,
+            "lipschitz": lips,
+            "tol": TOL,
+            "seconds_vmapped_paths": seconds,
+            "max_rel_gap": float(rel_gap.max()),
+            "all_converged": bool((rel_gap <= TOL).all()),
+            "best_log_loss_at": float(best["gamma_over_gamma_max"]),
+            "best_accuracy_at": float(best_acc["gamma_over_gamma_max"]),
+            "path": path_df,
+            "markdown": md,
+            "true_p": true_p,
+        },
+        {"path": path_df},
+    )
     print(md)
-    print(f"paths of {R} replicates x {G} gammas in {seconds:.1f} s (one vmapped call, compile included); max relative gap {rel_gap.max():.2e}")
+    print(
+        f"paths of {R} replicates x {G} gammas in {seconds:.1f} s (one vmapped call, compile included); "
+        f"max relative gap {rel_gap.max():.2e}"
+    )
     print(f"best log-loss at gamma = {best['gamma_over_gamma_max']:.3g} gamma_max; best accuracy at {best_acc['gamma_over_gamma_max']:.3g}")
 
 

@@ -55,8 +55,14 @@ def main(argv=None):
     P = plt()
     fig, axes = P.subplots(2, 3, figsize=(17, 9))
     axes = axes.T.ravel()  # columns: adversaries, two-coin, fatigue
-    panels = [("adversaries", "accuracy"), ("adversaries", "log_loss"), ("twocoin", "accuracy"), ("twocoin", "log_loss"),
-              ("fatigue", "accuracy"), ("fatigue", "reliability_rmse")]
+    panels = [
+        ("adversaries", "accuracy"),
+        ("adversaries", "log_loss"),
+        ("twocoin", "accuracy"),
+        ("twocoin", "log_loss"),
+        ("fatigue", "accuracy"),
+        ("fatigue", "reliability_rmse"),
+    ]
     meths = list(summ["method"].unique())
     for ax, (sweep, m) in zip(axes, panels):
         s = summ[summ["sweep"] == sweep]
@@ -65,23 +71,41 @@ def main(argv=None):
             step = 0.0015 if sweep == "fatigue" else 0.08
             x = g["level"].to_numpy() + step * (j - len(meths) / 2)
             ax.errorbar(x, g[m], yerr=[g[m] - g[m + "_lo"], g[m + "_hi"] - g[m]], marker="o", ms=4, capsize=2, label=meth)
-        ax.set_xlabel({"adversaries": "adversaries (p = 0.25) added to 2 experts + 6 novices",
-                       "twocoin": "two-coin optimists (sens 0.95, spec 0.5) + 2 experts + 4 novices",
-                       "fatigue": "fatigue rate d of the 2 experts (p = 0.95 at vote 0) + 6 novices"}[sweep])
+        ax.set_xlabel(
+            {
+                "adversaries": "adversaries (p = 0.25) added to 2 experts + 6 novices",
+                "twocoin": "two-coin optimists (sens 0.95, spec 0.5) + 2 experts + 4 novices",
+                "fatigue": "fatigue rate d of the 2 experts (p = 0.95 at vote 0) + 6 novices",
+            }[sweep]
+        )
         ax.set_ylabel(m.replace("_", "-"))
         if m == "log_loss":
             ax.set_yscale("log")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Robustness (5 annotators per program, 12/60 honeypot programs); mean and 95% t-interval over {R} replicates "
-                 f"(seeds {args.seed}, {args.seed + 1000}, {args.seed + 2000})", fontsize=10)
+    fig.suptitle(
+        f"Robustness (5 annotators per program, 12/60 honeypot programs); mean and 95% t-interval over {R} replicates "
+        f"(seeds {args.seed}, {args.seed + 1000}, {args.seed + 2000})",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(FIGURES / "exp4_robustness.png", dpi=100)
     cols = ["sweep", "level", "method", "accuracy", "log_loss", "ece", "reliability_rmse", "detection_auc"]
     md = markdown(summ, cols, interval_metrics=metrics)
-    write_results("exp4_robustness", {
-        "seed": args.seed, "seed_twocoin": args.seed + 1000, "seed_fatigue": args.seed + 2000, "replicates": R, "settings": settings, "methods": methods,
-        "methods_missing": missing, "summary": summ, "markdown": md,
-    }, {"replicates": df, "summary": summ})
+    write_results(
+        "exp4_robustness",
+        {
+            "seed": args.seed,
+            "seed_twocoin": args.seed + 1000,
+            "seed_fatigue": args.seed + 2000,
+            "replicates": R,
+            "settings": settings,
+            "methods": methods,
+            "methods_missing": missing,
+            "summary": summ,
+            "markdown": md,
+        },
+        {"replicates": df, "summary": summ},
+    )
     print(md)
 
 

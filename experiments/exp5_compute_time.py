@@ -51,18 +51,32 @@ def main(argv=None):
                     warnings.simplefilter("ignore")
                     crowdstat.fit(t, method=name, **params)
                 times.append(time.perf_counter() - t0)
-            rows.append({"method": short(spec), "n_programs": n, "n_votes": int(tables[0].n_votes),
-                         "first_call_s": times[0], "steady_median_s": float(np.median(times[1:])),
-                         "steady_min_s": float(np.min(times[1:])), "steady_max_s": float(np.max(times[1:])),
-                         "load_avg_1min": os.getloadavg()[0]})
+            rows.append(
+                {
+                    "method": short(spec),
+                    "n_programs": n,
+                    "n_votes": int(tables[0].n_votes),
+                    "first_call_s": times[0],
+                    "steady_median_s": float(np.median(times[1:])),
+                    "steady_min_s": float(np.min(times[1:])),
+                    "steady_max_s": float(np.max(times[1:])),
+                    "load_avg_1min": os.getloadavg()[0],
+                }
+            )
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     P = plt()
     fig, axes = P.subplots(1, 2, figsize=(12, 4.4))
     for meth, g in df.groupby("method", sort=False):
         axes[0].plot(g["n_votes"], g["first_call_s"], "o-", label=meth)
-        axes[1].errorbar(g["n_votes"], g["steady_median_s"], yerr=[g["steady_median_s"] - g["steady_min_s"], g["steady_max_s"] - g["steady_median_s"]],
-                         marker="o", capsize=2, label=meth)
+        axes[1].errorbar(
+            g["n_votes"],
+            g["steady_median_s"],
+            yerr=[g["steady_median_s"] - g["steady_min_s"], g["steady_max_s"] - g["steady_median_s"]],
+            marker="o",
+            capsize=2,
+            label=meth,
+        )
     for ax, t in zip(axes, ["first call (includes JIT compilation)", "steady state: median (min-max) of 3 calls, same shape"]):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -70,13 +84,19 @@ def main(argv=None):
         ax.set_ylabel("wall seconds of crowdstat.fit")
         ax.set_title(t, fontsize=10)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Compute time per method (12 annotators, 6 lines/program; 2 shared CPU cores, load "
-                 f"~{df['load_avg_1min'].mean():.0f}; seed {args.seed})", fontsize=10)
+    fig.suptitle(
+        "Compute time per method (12 annotators, 6 lines/program; 2 shared CPU cores, load "
+        f"~{df['load_avg_1min'].mean():.0f}; seed {args.seed})",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(FIGURES / "exp5_compute_time.png", dpi=100)
     md = markdown(df, ["method", "n_programs", "n_votes", "first_call_s", "steady_median_s", "steady_min_s", "steady_max_s"])
-    write_results("exp5_compute_time", {"seed": args.seed, "population": POP, "sizes": sizes, "methods": methods,
-                                        "methods_missing": missing, "table": df, "markdown": md}, {"table": df})
+    write_results(
+        "exp5_compute_time",
+        {"seed": args.seed, "population": POP, "sizes": sizes, "methods": methods, "methods_missing": missing, "table": df, "markdown": md},
+        {"table": df},
+    )
     print(md)
 
 

@@ -87,8 +87,12 @@ def score(res, eval_truth: pd.DataFrame) -> dict:
     finite = np.isfinite(post)
     pc = np.clip(np.where(finite, post, 0.5), CLIP, 1 - CLIP)
     nll = -np.mean(np.where(t > 0, np.log(pc), np.log1p(-pc)))
-    return {"accuracy": float(np.mean(pred == t)), "log_loss": float(nll) if finite.all() else None,
-            "n_eval": int(len(t)), "n_nonfinite": int((~finite).sum())}
+    return {
+        "accuracy": float(np.mean(pred == t)),
+        "log_loss": float(nll) if finite.all() else None,
+        "n_eval": int(len(t)),
+        "n_nonfinite": int((~finite).sum()),
+    }
 
 
 def run_fit(table, method, **kw):
@@ -133,11 +137,17 @@ def run_set(name: str, splits: int, quick: bool, log) -> dict:
         s = score(res, ev)
         s.update({"seconds": sec, "warnings": warns[:5], "diagnostics": diag_summary(method, res.diagnostics)})
         out["methods"][key] = s
-        log(f"  {key:22s} acc={s['accuracy']:.4f} nll={s['log_loss'] if s['log_loss'] is None else round(s['log_loss'], 3)} "
-            f"t={sec:.1f}s {s['diagnostics']}")
+        log(
+            f"  {key:22s} acc={s['accuracy']:.4f} nll={s['log_loss'] if s['log_loss'] is None else round(s['log_loss'], 3)} "
+            f"t={sec:.1f}s {s['diagnostics']}"
+        )
 
-    for key, method, kw in [("majority", "majority", {}), ("proximal_latent", "proximal", {"latent": True}),
-                            ("em1", "em1", {}), ("em2", "em2", {})]:
+    for key, method, kw in [
+        ("majority", "majority", {}),
+        ("proximal_latent", "proximal", {"latent": True}),
+        ("em1", "em1", {}),
+        ("em2", "em2", {}),
+    ]:
         res, sec, w = run_fit(table, method, **kw)
         record(key, res, sec, w, truth, method)
     bs = bayes_settings(info["n_votes"], quick)
@@ -210,11 +220,27 @@ def _cell(acc: dict, k: str, best) -> str:
 
 def _accuracy_table(results: dict, anchors: dict, args) -> list[str]:
     L = ["### Accuracy on the gold labels\n"]
-    L.append("Unsupervised columns: scored on all gold. Honeypot columns (marked hp): 20% of the gold as "
-             f"honeypots, scored on the other 80%, mean over {args.splits} seeded splits. **Bold**: the best of our "
-             "unsupervised / honeypot methods on the set.\n")
-    hdr = ["dataset", "majority", "prox latent", "em1", "em2", "bayes", "crowd-kit best (method)",
-           "prox hp", "em1 hp", "em2 hp", "seq λ=0.1 hp", "seq λ=1 hp", "OCLV(b) hp", "OCLV(a) all-gold"]
+    L.append(
+        "Unsupervised columns: scored on all gold. Honeypot columns (marked hp): 20% of the gold as "
+        f"honeypots, scored on the other 80%, mean over {args.splits} seeded splits. **Bold**: the best of our "
+        "unsupervised / honeypot methods on the set.\n"
+    )
+    hdr = [
+        "dataset",
+        "majority",
+        "prox latent",
+        "em1",
+        "em2",
+        "bayes",
+        "crowd-kit best (method)",
+        "prox hp",
+        "em1 hp",
+        "em2 hp",
+        "seq λ=0.1 hp",
+        "seq λ=1 hp",
+        "OCLV(b) hp",
+        "OCLV(a) all-gold",
+    ]
     L.append("| " + " | ".join(hdr) + " |")
     L.append("|" + "---|" * len(hdr))
     for s in results["sets"]:
@@ -241,9 +267,11 @@ def _log_loss_and_time_tables(results: dict) -> list[str]:
     for s in sets:
         M = results["sets"][s]["methods"]
         L.append("| " + " | ".join([s] + [fmt(M.get(k, {}).get("log_loss")) for k in UNSUP + SUP]) + " |")
-    L.append("\nOCLV's log-loss in ANCHORS (20% hp): bluebirds 0.942, welinder_ducks 0.689, rte 0.281, jn_product 0.249, "
-             "possent 0.350, sp 0.357, zencrowd_all 0.417, trec2011 0.686. A dash: non-finite posteriors (sequential weights "
-             "overflowed).\n")
+    L.append(
+        "\nOCLV's log-loss in ANCHORS (20% hp): bluebirds 0.942, welinder_ducks 0.689, rte 0.281, jn_product 0.249, "
+        "possent 0.350, sp 0.357, zencrowd_all 0.417, trec2011 0.686. A dash: non-finite posteriors (sequential weights "
+        "overflowed).\n"
+    )
     L.append("### Wall time (seconds; one `fit` call, compilation included; hp columns: mean per split)\n")
     L.append("| " + " | ".join(["dataset", "votes"] + [k for k in UNSUP + SUP] + ["crowd-kit DS", "crowd-kit GLAD"]) + " |")
     L.append("|" + "---|" * (len(UNSUP + SUP) + 4))
@@ -251,8 +279,15 @@ def _log_loss_and_time_tables(results: dict) -> list[str]:
     for s in sets:
         M = results["sets"][s]["methods"]
         ct = ck_times.get(s, {})
-        L.append("| " + " | ".join([s, str(results["sets"][s]["info"]["n_votes"])] + [fmt(M.get(k, {}).get("seconds"), 2) for k in UNSUP + SUP]
-                                   + [fmt(ct.get("DawidSkene"), 2), fmt(ct.get("GLAD"), 2)]) + " |")
+        L.append(
+            "| "
+            + " | ".join(
+                [s, str(results["sets"][s]["info"]["n_votes"])]
+                + [fmt(M.get(k, {}).get("seconds"), 2) for k in UNSUP + SUP]
+                + [fmt(ct.get("DawidSkene"), 2), fmt(ct.get("GLAD"), 2)]
+            )
+            + " |"
+        )
     L.append("")
     return L
 
@@ -264,10 +299,18 @@ def _diagnostics(results: dict) -> list[str]:
         parts = []
         for k in ("em1", "em2", "bayes", "proximal_latent"):
             if k in M and "diagnostics" in M[k]:
-                parts.append(f"{k}: " + ", ".join(f"{a}={fmt(b, 4) if isinstance(b, float) else b}" for a, b in M[k]["diagnostics"].items()))
+                parts.append(
+                    f"{k}: " + ", ".join(f"{a}={fmt(b, 4) if isinstance(b, float) else b}" for a, b in M[k]["diagnostics"].items())
+                )
         info = results["sets"][s]["info"]
-        dup = (f"; loader: {info['n_conflicting_pairs']} conflicting (item, worker) pairs, {info['n_votes_dropped_conflicts']} votes "
-               f"dropped (policy '{info['duplicate_policy']}')") if info["n_conflicting_pairs"] else ""
+        dup = (
+            (
+                f"; loader: {info['n_conflicting_pairs']} conflicting (item, worker) pairs, {info['n_votes_dropped_conflicts']} votes "
+                f"dropped (policy '{info['duplicate_policy']}')"
+            )
+            if info["n_conflicting_pairs"]
+            else ""
+        )
         L.append(f"- **{s}**{dup}. " + "; ".join(parts))
     L.append("")
     return L
@@ -291,17 +334,26 @@ def _misses(results: dict, anchors: dict) -> list[str]:
             k = max(sp, key=sp.get)
             if sp[k] + 5e-4 < ob:
                 msgs.append(f"20% honeypots: best of ours is {k} {sp[k]:.3f} < OCLV(b) {ob:.3f}")
-        L.append(f"- {s}: " + ("; ".join(msgs) if msgs else "matched (within the 3-digit rounding of the anchors) or beaten: best of em1/em2/bayes vs "
-                                                            "crowd-kit best; best honeypot method vs OCLV(b)"))
+        L.append(
+            f"- {s}: "
+            + (
+                "; ".join(msgs)
+                if msgs
+                else "matched (within the 3-digit rounding of the anchors) or beaten: best of em1/em2/bayes vs "
+                "crowd-kit best; best honeypot method vs OCLV(b)"
+            )
+        )
     L.append("")
     return L
 
 
 def write_report(results: dict, anchors: dict, args, md_path: Path, fig_path: Path | None):
     L = ["<!-- Generated by experiments/real_data.py; edit the script, not this block. -->"]
-    L.append(f"Command: `.venv/bin/python experiments/real_data.py{' --quick' if args.quick else ''}"
-             f"{' --splits ' + str(args.splits) if args.splits != 10 else ''}` "
-             f"({results['date']}, {results['seconds_total']:.0f} s in total, float64, CPU).\n")
+    L.append(
+        f"Command: `.venv/bin/python experiments/real_data.py{' --quick' if args.quick else ''}"
+        f"{' --splits ' + str(args.splits) if args.splits != 10 else ''}` "
+        f"({results['date']}, {results['seconds_total']:.0f} s in total, float64, CPU).\n"
+    )
     L += _accuracy_table(results, anchors, args)
     L += _log_loss_and_time_tables(results)
     L += _diagnostics(results)
@@ -402,8 +454,13 @@ def main(argv=None):
         print(msg, flush=True)
 
     t0 = time.perf_counter()
-    results = {"date": time.strftime("%Y-%m-%d"), "quick": args.quick, "splits": args.splits, "sets": {},
-               "versions": {"crowdstat": crowdstat.__version__}}
+    results = {
+        "date": time.strftime("%Y-%m-%d"),
+        "quick": args.quick,
+        "splits": args.splits,
+        "sets": {},
+        "versions": {"crowdstat": crowdstat.__version__},
+    }
     fig = ROOT / "docs" / "figures" / "real_data_accuracy.png"
     if args.merge or args.report_only:
         prev = json.loads(Path(args.out).read_text())
@@ -427,7 +484,9 @@ def main(argv=None):
         results["seconds_total"] = t_prev + time.perf_counter() - t0
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(clean({**results, "anchors": {k: anchors.get(k) for k in results["sets"]}}), indent=1, allow_nan=False, default=str))
+        out.write_text(
+            json.dumps(clean({**results, "anchors": {k: anchors.get(k) for k in results["sets"]}}), indent=1, allow_nan=False, default=str)
+        )
     results["sets"] = {n: results["sets"][n] for n in sorted(results["sets"], key=lambda n: order.index(n) if n in order else 99)}
     results["anchor_seconds"] = anchor_seconds(anchors_md)
     plot(results, anchors, fig)

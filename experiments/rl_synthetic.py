@@ -193,8 +193,9 @@ def load_study_config(path: Path, quick: bool) -> StudyConfig:
     q = raw.get("quick", {})
     if "quick" in q:
         raise ConfigError(f"{path}: unknown key 'quick.quick'")
-    merged = from_dict(StudyConfig, _deep_merge({k: v for k, v in raw.items() if k != "quick"}, q),
-                       where=f"{path} (with its 'quick' overrides)")
+    merged = from_dict(
+        StudyConfig, _deep_merge({k: v for k, v in raw.items() if k != "quick"}, q), where=f"{path} (with its 'quick' overrides)"
+    )
     return merged if quick else full
 
 
@@ -247,9 +248,12 @@ def _run_job(job: dict) -> dict:
     t0 = time.time()
     st = run_rounds(cfg, resume=(rd / "state.json").exists(), progress=False, initial_eval=before)
     h0, hl = st["history"][0], st["history"][-1]
-    print(f"[{job['source']} seed {job['seed']}] pass@1 {h0['pass@1']:.3f} -> {hl['pass@1']:.3f}  "
-          f"pass@10 {h0.get('pass@10', float('nan')):.3f} -> {hl.get('pass@10', float('nan')):.3f}"
-          f"  ({time.time() - t0:.0f} s)", flush=True)
+    print(
+        f"[{job['source']} seed {job['seed']}] pass@1 {h0['pass@1']:.3f} -> {hl['pass@1']:.3f}  "
+        f"pass@10 {h0.get('pass@10', float('nan')):.3f} -> {hl.get('pass@10', float('nan')):.3f}"
+        f"  ({time.time() - t0:.0f} s)",
+        flush=True,
+    )
     return {"source": job["source"], "seed": job["seed"], "history": st["history"], "seconds_this_call": time.time() - t0}
 
 
@@ -259,15 +263,18 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer seeds/rounds (the config's 'quick' overrides)")
     ap.add_argument("--sources", nargs="*", default=None, choices=SOURCES, help="reward sources (default: the config's)")
     ap.add_argument("--seeds", nargs="*", type=int, default=None)
-    ap.add_argument("--workers", type=int, default=None,
-                    help="parallel runs, each a process with the config's 'threads' torch threads (default: config)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel runs, each a process with the config's 'threads' torch threads (default: config)",
+    )
     ap.add_argument("--cache", default=str(ROOT / "experiments/cache/rl_synthetic"))
     ap.add_argument("--runs", default=None, help="run directories (default: <cache>/runs[-quick])")
     ap.add_argument("--results", default=str(ROOT / "experiments/results/rl_synthetic.json"))
     ap.add_argument("--doc", default=str(ROOT / "docs/rl_study.md"))
     ap.add_argument("--figure", default=str(ROOT / "docs/figures/rl_pass1_vs_step.png"))
-    ap.add_argument("--report-only", action="store_true",
-                    help="rewrite the figure and docs/rl_study.md from --results (no training)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the figure and docs/rl_study.md from --results (no training)")
     args = ap.parse_args(argv)
     if args.report_only:
         results = json.loads(Path(args.results).read_text())
@@ -301,13 +308,21 @@ def main(argv=None) -> int:
         cmd += " --sources " + " ".join(args.sources)
     if args.seeds is not None:
         cmd += " --seeds " + " ".join(map(str, args.seeds))
-    results: dict = {"label": "QUICK (reduced settings; see settings)" if args.quick else "full",
-                     "command": cmd, "settings": to_dict(scfg), "sources": list(sources), "seeds": list(seeds),
-                     "workers": workers, "threads_per_worker": threads, "loadavg_start": load0,
-                     "warm_start_built_this_call": built, "seconds_warm_start_this_call": t_ws,
-                     "warm_start": {k: ws.get(k) for k in ("seconds", "n_parameters", "loss_last10", "heldout")}
-                     | {"seconds_when_built": ws.get("seconds")},
-                     "runs": {}}
+    results: dict = {
+        "label": "QUICK (reduced settings; see settings)" if args.quick else "full",
+        "command": cmd,
+        "settings": to_dict(scfg),
+        "sources": list(sources),
+        "seeds": list(seeds),
+        "workers": workers,
+        "threads_per_worker": threads,
+        "loadavg_start": load0,
+        "warm_start_built_this_call": built,
+        "seconds_warm_start_this_call": t_ws,
+        "warm_start": {k: ws.get(k) for k in ("seconds", "n_parameters", "loss_last10", "heldout")}
+        | {"seconds_when_built": ws.get("seconds")},
+        "runs": {},
+    }
     # jobs: each seed's round-0 evaluation, then its runs (a run waits for its seed's evaluation)
     ev_file = {seed: runs / f"before-s{seed}.json" for seed in seeds}
     jobs: list[tuple[str, dict]] = []
@@ -317,8 +332,9 @@ def main(argv=None) -> int:
         if i == 0 and len(seeds) > 1:  # keep the second worker busy while seed 0's evaluation runs
             jobs.append(("eval", {**base, "seed": seeds[1], "file": str(ev_file[seeds[1]])}))
         for src in sources:
-            jobs.append(("run", {**base, "seed": seed, "source": src, "out": str(runs / f"{src}-s{seed}"),
-                                 "eval_file": str(ev_file[seed])}))
+            jobs.append(
+                ("run", {**base, "seed": seed, "source": src, "out": str(runs / f"{src}-s{seed}"), "eval_file": str(ev_file[seed])})
+            )
     seen_eval: set = set()
     jobs = [j for j in jobs if j[0] == "run" or (j[1]["seed"] not in seen_eval and not seen_eval.add(j[1]["seed"]))]
     runs.mkdir(parents=True, exist_ok=True)
@@ -359,14 +375,19 @@ def summarize(results: dict, sources, seeds) -> None:
             d[f"{k}_delta"] = _interval([r["history"][-1][k] - r["history"][0][k] for r in rs])
         # learning curve: pass@1 per round (PPO updates), mean over seeds
         n_r = min(len(r["history"]) for r in rs)
-        d["curve"] = [{"ppo_steps": rs[0]["history"][i]["ppo_steps"],
-                       "n_samples": rs[0]["history"][i].get("n_eval"),
-                       **_interval([r["history"][i]["pass@1"] for r in rs])} for i in range(n_r)
-                      if all("pass@1" in r["history"][i] for r in rs)]  # rounds with an evaluation
-        d["mean_reward_per_round"] = [sum(r["history"][i].get("mean_reward", float("nan")) for r in rs) / len(rs)
-                                      for i in range(1, n_r)]
-        d["line_accuracy_per_round"] = [sum(r["history"][i].get("line_accuracy", float("nan")) for r in rs) / len(rs)
-                                        for i in range(1, n_r)]
+        d["curve"] = [
+            {
+                "ppo_steps": rs[0]["history"][i]["ppo_steps"],
+                "n_samples": rs[0]["history"][i].get("n_eval"),
+                **_interval([r["history"][i]["pass@1"] for r in rs]),
+            }
+            for i in range(n_r)
+            if all("pass@1" in r["history"][i] for r in rs)
+        ]  # rounds with an evaluation
+        d["mean_reward_per_round"] = [sum(r["history"][i].get("mean_reward", float("nan")) for r in rs) / len(rs) for i in range(1, n_r)]
+        d["line_accuracy_per_round"] = [
+            sum(r["history"][i].get("line_accuracy", float("nan")) for r in rs) / len(rs) for i in range(1, n_r)
+        ]
         # per template: mean over seeds of before / after pass@1
         temps = sorted(rs[0]["history"][0]["per_template"])
         per_t = {}
@@ -399,8 +420,9 @@ def plot(results: dict, sources, path: Path) -> None:
         ax.fill_between(x, [c["min"] for c in d["curve"]], [c["max"] for c in d["curve"]], alpha=0.12)
     ax.set_xlabel("PPO steps (one per round, each on that round's rollouts)")
     ax.set_ylabel("held-out pass@1 (sampled, T=0.8)")
-    ax.set_title("pass@1 vs training step (mean over seeds; band = min-max)" + (" [QUICK]" if "QUICK" in
-                                                                                 results["label"] else ""), fontsize=9)
+    ax.set_title(
+        "pass@1 vs training step (mean over seeds; band = min-max)" + (" [QUICK]" if "QUICK" in results["label"] else ""), fontsize=9
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -453,7 +475,7 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
         f"- Crowd (simulated by `rl.crowd.population`, all vote on every annotated completion line): "
         f"`{L['population'] if isinstance(L['population'], str) else json.dumps(L['population'])}`"
         + f"; honeypot fraction {L['honeypot_fraction']}. `examples` raters approve every line of a program "
-          "whose two shown examples pass; the `lazy` rater accepts 80 % of lines unseen.",
+        "whose two shown examples pass; the `lazy` rater accepts 80 % of lines unseen.",
         "- Reward sources: `true_lines` (line truth, no crowd), `majority` / `sequential` / `proximal` "
         "(`crowdstat fit` in a subprocess on the votes of all rounds so far), `execution` (share of tests passed).",
         "",
@@ -468,17 +490,22 @@ def write_doc(results: dict, sources, path: Path, fig: Path) -> None:
         if not d:
             continue
         la = d["line_accuracy_per_round"][-1] if d["line_accuracy_per_round"] else float("nan")
-        lines.append(f"| {src} | {','.join(map(str, d['seeds']))} | {_f(d['pass@1_before'])} | {_f(d['pass@1_after'])} | "
-                     f"{_f(d['pass@1_delta'])} | "
-                     f"{_f(d['pass@10_before'])} | {_f(d['pass@10_after'])} | {d['templates_improved']} / "
-                     f"{d['templates_regressed']} of {d['n_templates']} | "
-                     f"{'-' if math.isnan(la) else f'{la:.3f}'} |")
+        lines.append(
+            f"| {src} | {','.join(map(str, d['seeds']))} | {_f(d['pass@1_before'])} | {_f(d['pass@1_after'])} | "
+            f"{_f(d['pass@1_delta'])} | "
+            f"{_f(d['pass@10_before'])} | {_f(d['pass@10_after'])} | {d['templates_improved']} / "
+            f"{d['templates_regressed']} of {d['n_templates']} | "
+            f"{'-' if math.isnan(la) else f'{la:.3f}'} |"
+        )
     lines += [
         "",
         "### Paired per-seed changes (after - before; the same held-out problems and evaluation seed)",
         "",
-        "| reward source | " + " | ".join(f"seed {sd}: pass@1" for sd in results["seeds"]) + " | "
-        + " | ".join(f"seed {sd}: pass@10" for sd in results["seeds"]) + " | mean training reward per round |",
+        "| reward source | "
+        + " | ".join(f"seed {sd}: pass@1" for sd in results["seeds"])
+        + " | "
+        + " | ".join(f"seed {sd}: pass@10" for sd in results["seeds"])
+        + " | mean training reward per round |",
         "|---|" + "---|" * (2 * len(results["seeds"]) + 1),
     ]
     for src in sources:

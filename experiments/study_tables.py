@@ -23,7 +23,11 @@ def exp2():
     for meth, g in s.groupby("method", sort=False):
         g = g.set_index("n_honeypot_programs")
         n = int(g["n_replicates"].iloc[0])
-        print(f"| {meth} ({n} reps) | " + " | ".join(f"{g.loc[x, 'accuracy']:.3f} / {g.loc[x, 'log_loss']:.2f} / {g.loc[x, 'ece']:.3f}" for x in grid) + " |")
+        print(
+            f"| {meth} ({n} reps) | "
+            + " | ".join(f"{g.loc[x, 'accuracy']:.3f} / {g.loc[x, 'log_loss']:.2f} / {g.loc[x, 'ece']:.3f}" for x in grid)
+            + " |"
+        )
     print()
     print("| method | " + " | ".join(f"{g}" for g in grid) + " |")
     print("|---|" + "---|" * len(grid))

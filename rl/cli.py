@@ -31,8 +31,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _parser(command: str | None) -> tuple[argparse.ArgumentParser, object | None]:
     """The ``rl`` parser; only ``command``'s subparser gets its options (its module is imported)."""
-    parser = argparse.ArgumentParser(prog="rl", description="rl: sandboxed execution, pass@k, crowd annotation "
-                                     "and RL (PPO, GRPO) from crowd rewards")
+    parser = argparse.ArgumentParser(
+        prog="rl", description="rl: sandboxed execution, pass@k, crowd annotation and RL (PPO, GRPO) from crowd rewards"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     module = None
     for name, (mod, helptext) in COMMANDS.items():

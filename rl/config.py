@@ -167,9 +167,7 @@ class LoraSpec:
     r: int = field(default=8, metadata={"help": "LoRA rank."})
     alpha: int = field(default=16, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    target_modules: tuple[str, ...] | None = field(
-        default=None, metadata={"help": "Module names to wrap (default: by architecture)."}
-    )
+    target_modules: tuple[str, ...] | None = field(default=None, metadata={"help": "Module names to wrap (default: by architecture)."})
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -182,9 +180,14 @@ class LoraSpec:
     def peft_kwargs(self, default_targets: tuple[str, ...] | str) -> dict[str, Any]:
         """Keyword arguments of ``peft.LoraConfig`` (``default_targets``: used when ``target_modules`` is None)."""
         targets = self.target_modules or default_targets
-        return {"r": self.r, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
-                "target_modules": targets if isinstance(targets, str) else list(targets),
-                "bias": "none", "task_type": "CAUSAL_LM"}
+        return {
+            "r": self.r,
+            "lora_alpha": self.alpha,
+            "lora_dropout": self.dropout,
+            "target_modules": targets if isinstance(targets, str) else list(targets),
+            "bias": "none",
+            "task_type": "CAUSAL_LM",
+        }
 
 
 @dataclass
@@ -325,8 +328,18 @@ class LoopConfig:
         for f in dataclasses.fields(self):
             sub = getattr(self, f.name)
             if isinstance(sub, Mapping) and dataclasses.is_dataclass(hints[f.name]):
-                setattr(self, f.name, from_dict(hints[f.name], sub, where="LoopConfig", prefix=f"{f.name}.",
-                                                base=_field_default(f), fixed=self._DERIVED.get(f.name, ())))
+                setattr(
+                    self,
+                    f.name,
+                    from_dict(
+                        hints[f.name],
+                        sub,
+                        where="LoopConfig",
+                        prefix=f"{f.name}.",
+                        base=_field_default(f),
+                        fixed=self._DERIVED.get(f.name, ()),
+                    ),
+                )
         self.ppo = dataclasses.replace(self.ppo, seed=self.seed) if self.ppo.seed != self.seed else self.ppo
         if self.sampling.seed is not None:
             self.sampling = dataclasses.replace(self.sampling, seed=None)
@@ -450,8 +463,10 @@ def from_dict(cls, data, *, where: str = "config", prefix: str = "", base=None, 
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: '{prefix.rstrip('.') or cls.__name__}': expected a table of {cls.__name__} settings, "
-                          f"got {type(data).__name__} {data!r}")
+        raise ConfigError(
+            f"{where}: '{prefix.rstrip('.') or cls.__name__}': expected a table of {cls.__name__} settings, "
+            f"got {type(data).__name__} {data!r}"
+        )
     data = _lift_shorthands(cls, data, where, prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -549,16 +564,20 @@ def _str2bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {s!r}")
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, prefix: str = "", title: str | None = None,
-                            defaults: dict[str, Any] | None = None) -> None:
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls, *, prefix: str = "", title: str | None = None, defaults: dict[str, Any] | None = None
+) -> None:
     """Add one ``--{prefix}{field-name}`` option per field of dataclass ``cls`` (help from metadata)."""
     group = parser.add_argument_group(title or cls.__name__)
     defaults = defaults or {}
     for f in dataclasses.fields(cls):
         name = "--" + prefix + f.name.replace("_", "-")
         default = defaults.get(f.name, f.default)
-        kw: dict[str, Any] = {"dest": prefix.replace("-", "_") + f.name, "default": default,
-                              "help": f"{f.metadata.get('help', '')} (default: {default})"}
+        kw: dict[str, Any] = {
+            "dest": prefix.replace("-", "_") + f.name,
+            "default": default,
+            "help": f"{f.metadata.get('help', '')} (default: {default})",
+        }
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
         typ = f.type

@@ -35,9 +35,22 @@ from typing import Any
 
 from rl.config import LoopConfig, SamplingConfig
 
-__all__ = ["STOP_SEQUENCES", "truncate", "default_stop", "generate_completions", "evaluate", "EvalResult",
-           "eval_sampling", "heldout_problems", "heldout_pass", "evaluate_heldout", "add_arguments", "sampling_from_args",
-           "run", "load_model"]
+__all__ = [
+    "STOP_SEQUENCES",
+    "truncate",
+    "default_stop",
+    "generate_completions",
+    "evaluate",
+    "EvalResult",
+    "eval_sampling",
+    "heldout_problems",
+    "heldout_pass",
+    "evaluate_heldout",
+    "add_arguments",
+    "sampling_from_args",
+    "run",
+    "load_model",
+]
 
 # HumanEval: Chen et al. (2021) stop sequences. MBPP: bigcode-evaluation-harness's, where a
 # completion is a whole function (so "\ndef " must not stop it: helpers are allowed).
@@ -79,8 +92,9 @@ class EvalResult:
     per_group: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def generate_completions(model, tokenizer, prompts: list[str], n: int, sampling: SamplingConfig, *,
-                         progress: bool = False) -> list[list[str]]:
+def generate_completions(
+    model, tokenizer, prompts: list[str], n: int, sampling: SamplingConfig, *, progress: bool = False
+) -> list[list[str]]:
     """``n`` completions of each prompt (cut at ``sampling.stop``) from :func:`rl.policy.sampling.sample`."""
     from rl.policy.sampling import sample
 
@@ -90,9 +104,20 @@ def generate_completions(model, tokenizer, prompts: list[str], n: int, sampling:
     return outs
 
 
-def evaluate(model, tokenizer, problems, n: int, sampling: SamplingConfig | None = None, *, sandbox=None,
-             workers: int = 2, limits=None, ks=(1, 10, 100), group: Callable[[str], str] | None = None,
-             progress: bool = False) -> EvalResult:
+def evaluate(
+    model,
+    tokenizer,
+    problems,
+    n: int,
+    sampling: SamplingConfig | None = None,
+    *,
+    sandbox=None,
+    workers: int = 2,
+    limits=None,
+    ks=(1, 10, 100),
+    group: Callable[[str], str] | None = None,
+    progress: bool = False,
+) -> EvalResult:
     """Sample ``n`` completions per problem, run them in the sandbox and compute pass@k.
 
     ``sampling``: default :class:`SamplingConfig` (full distribution); ``stop=None`` means the
@@ -131,21 +156,34 @@ def evaluate(model, tokenizer, problems, n: int, sampling: SamplingConfig | None
         for j, c in enumerate(cs):
             r = next(it)
             statuses.append(r.status)
-            samples.append({"task_id": p.task_id, "completion_id": j, "completion": c, "status": r.status,
-                            "passed": r.status == "passed", "failing_test": r.failing_test,
-                            "exception_type": r.exception_type, "line": r.line, "message": r.message})
+            samples.append(
+                {
+                    "task_id": p.task_id,
+                    "completion_id": j,
+                    "completion": c,
+                    "status": r.status,
+                    "passed": r.status == "passed",
+                    "failing_test": r.failing_test,
+                    "exception_type": r.exception_type,
+                    "line": r.line,
+                    "message": r.message,
+                }
+            )
         per[p.task_id] = [s == "passed" for s in statuses]
-        per_problem.append({"task_id": p.task_id, "n": len(cs), "n_passed": sum(per[p.task_id]),
-                            "statuses": statuses})
+        per_problem.append({"task_id": p.task_id, "n": len(cs), "n_passed": sum(per[p.task_id]), "statuses": statuses})
     groups: dict[str, dict[str, list[bool]]] = {}
     for tid, passed in per.items():
         if group is not None:
             groups.setdefault(group(tid), {})[tid] = passed
-    return EvalResult(pass_at_k=pass_at_k(per, ks=ks), samples=samples, problems=per_problem,
-                      status_counts=dict(Counter(s["status"] for s in samples).most_common()),
-                      network_isolated=bool(netns),
-                      timings={"generate_s": round(t1 - t0, 3), "execute_s": round(t2 - t1, 3)},
-                      per_group={g: pass_at_k(v, ks=ks) for g, v in sorted(groups.items())})
+    return EvalResult(
+        pass_at_k=pass_at_k(per, ks=ks),
+        samples=samples,
+        problems=per_problem,
+        status_counts=dict(Counter(s["status"] for s in samples).most_common()),
+        network_isolated=bool(netns),
+        timings={"generate_s": round(t1 - t0, 3), "execute_s": round(t2 - t1, 3)},
+        per_group={g: pass_at_k(v, ks=ks) for g, v in sorted(groups.items())},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,9 +194,15 @@ def eval_sampling(cfg: LoopConfig) -> SamplingConfig:
     """The sampler of the loop's evaluation: ``cfg.eval``'s settings, the loop's stop strings, seed 10000 + seed
     (its own seed, so that every round and every run of the same seed samples alike)."""
     e = cfg.eval
-    return SamplingConfig(temperature=e.temperature, top_p=e.top_p, top_k=e.top_k,
-                          max_new_tokens=e.max_new_tokens or cfg.sampling.max_new_tokens, batch_size=e.batch_size,
-                          seed=10_000 + cfg.seed, stop=tuple(cfg.sampling.stop or ()))
+    return SamplingConfig(
+        temperature=e.temperature,
+        top_p=e.top_p,
+        top_k=e.top_k,
+        max_new_tokens=e.max_new_tokens or cfg.sampling.max_new_tokens,
+        batch_size=e.batch_size,
+        seed=10_000 + cfg.seed,
+        stop=tuple(cfg.sampling.stop or ()),
+    )
 
 
 def heldout_problems(cfg: LoopConfig, bench) -> list:
@@ -180,15 +224,13 @@ def heldout_problems(cfg: LoopConfig, bench) -> list:
     return heldout
 
 
-def heldout_pass(model, tokenizer, problems, cfg: LoopConfig, *, sandbox, n: int | None = None,
-                 progress: bool = False) -> dict[str, Any]:
+def heldout_pass(model, tokenizer, problems, cfg: LoopConfig, *, sandbox, n: int | None = None, progress: bool = False) -> dict[str, Any]:
     """The loop's evaluation: ``n`` (default ``eval.n``) samples per problem with :func:`eval_sampling`;
     ``{"n", "n_problems", "pass@1", "pass@10" (n >= 10), "per_template": {template: {"pass@1", ...}}}``."""
     from rl.tasks.synthetic import template_of
 
     n = n or cfg.eval.n
-    res = evaluate(model, tokenizer, problems, n, eval_sampling(cfg), sandbox=sandbox, ks=(1, 10), group=template_of,
-                   progress=progress)
+    res = evaluate(model, tokenizer, problems, n, eval_sampling(cfg), sandbox=sandbox, ks=(1, 10), group=template_of, progress=progress)
     return {"n": n, "n_problems": len(problems), **res.pass_at_k, "per_template": res.per_group}
 
 
@@ -261,9 +303,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
     """The sampler of ``rl evaluate`` (the benchmark's stop sequences)."""
-    return SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                          stop=STOP_SEQUENCES[args.benchmark])
+    return SamplingConfig(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        stop=STOP_SEQUENCES[args.benchmark],
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -284,25 +332,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"rl evaluate: error: {e}", file=sys.stderr)
         return 2
     if args.limit is not None:
-        problems = problems[:args.limit]
+        problems = problems[: args.limit]
     try:
         model, tok, dev = load_model(args.model, args.device)
     except OSError as e:
         print(f"rl evaluate: error: cannot load model {args.model!r}: {e}", file=sys.stderr)
         return 2
     limits = Limits(timeout_s=args.timeout, cpu_s=max(1, int(args.timeout * 2 + 1)))
-    res = evaluate(model, tok, problems, args.n, sampling, workers=args.workers, limits=limits,
-                   progress=not args.no_progress)
+    res = evaluate(model, tok, problems, args.n, sampling, workers=args.workers, limits=limits, progress=not args.no_progress)
     out = Path(args.out)
     atomic_write_jsonl(out / "samples.jsonl", res.samples, parents=True)
     atomic_write_jsonl(out / "problems.jsonl", res.problems)
     summary = {
-        "model": str(args.model), "benchmark": args.benchmark, "split": kw.get("split"),
-        "n_problems": len(problems), "samples_per_problem": args.n, "temperature": args.temperature,
-        "top_p": args.top_p, "top_k": args.top_k, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
-        "batch_size": args.batch_size, "device": str(dev),
-        "pass_at_k": res.pass_at_k, "status_counts": res.status_counts,
-        "network_isolated": res.network_isolated, "timings": res.timings,
+        "model": str(args.model),
+        "benchmark": args.benchmark,
+        "split": kw.get("split"),
+        "n_problems": len(problems),
+        "samples_per_problem": args.n,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "device": str(dev),
+        "pass_at_k": res.pass_at_k,
+        "status_counts": res.status_counts,
+        "network_isolated": res.network_isolated,
+        "timings": res.timings,
         "stop_sequences": list(STOP_SEQUENCES[args.benchmark]),
     }
     atomic_write_json(out / "summary.json", summary)

@@ -98,8 +98,7 @@ def _open_state(cfg: LoopConfig, out: Path, resume: bool) -> dict:
             raise ValueError(f"{state_file}: the saved config cannot be read by this version ({e})") from None
         diff = _config_diff(now, saved)
         if diff:
-            raise ValueError(f"{state_file}: the run was started with another config (differs in {diff}); "
-                             "resume with the same config")
+            raise ValueError(f"{state_file}: the run was started with another config (differs in {diff}); resume with the same config")
         return state
     atomic_write_json(out / "config.json", now)
     return {"round": 0, "history": [], "config": now, "checkpoint": None}
@@ -160,8 +159,13 @@ def _round0(run: _Run, state: dict, initial_eval: dict | None) -> None:
     """The evaluation before any update (reused from ``initial_eval`` when given)."""
     t0 = time.time()
     e = initial_eval if initial_eval is not None else _evaluate(run, 0)
-    h = {"round": 0, "ppo_steps": 0, **{k: e[k] for k in e if k.startswith("pass@")},
-         "per_template": e["per_template"], "seconds": time.time() - t0}
+    h = {
+        "round": 0,
+        "ppo_steps": 0,
+        **{k: e[k] for k in e if k.startswith("pass@")},
+        "per_template": e["per_template"],
+        "seconds": time.time() - t0,
+    }
     state["history"].append(h)
     run.commit(state)
     run.log(h)
@@ -176,8 +180,15 @@ def _generate(run: _Run, rnd: int, rdir: Path) -> list:
     if ro_file.exists():
         return read_rollouts(ro_file)
     probs = random.Random(f"prompts/{cfg.seed}/{rnd}").sample(run.bench.train, cfg.prompts_per_round)
-    rollouts = generate(run.trainer.model, run.trainer.tokenizer, [(p.task_id, p.prompt) for p in probs], n=cfg.samples,
-                        sampling=cfg.sampling, seed=cfg.seed * 100_003 + rnd, task_ids=[p.task_id for p in probs])
+    rollouts = generate(
+        run.trainer.model,
+        run.trainer.tokenizer,
+        [(p.task_id, p.prompt) for p in probs],
+        n=cfg.samples,
+        sampling=cfg.sampling,
+        seed=cfg.seed * 100_003 + rnd,
+        task_ids=[p.task_id for p in probs],
+    )
     write_rollouts(ro_file, rollouts)
     return rollouts
 
@@ -193,7 +204,8 @@ def _human_votes(run: _Run, rnd: int, rdir: Path) -> tuple[Path | None, Path | N
             f"  programs: {rdir / 'rollouts.jsonl'} (fields program, code, task_id; e.g. `rl export` it for Label Studio)\n"
             f"  put the votes in {votes_file} (program,line,annotator,label; lines numbered in `code`)\n"
             f"  optional honeypot truth: {rdir / 'truth.csv'} (program,line,truth)\n"
-            f"  then run: rl loop --config <the same config> --resume\n")
+            f"  then run: rl loop --config <the same config> --resume\n"
+        )
         atomic_write_text(rdir / "PAUSED.txt", instructions)
         raise PausedForAnnotation(instructions)
     return votes_file, (rdir / "truth.csv" if (rdir / "truth.csv").exists() else None)
@@ -254,15 +266,17 @@ def _round(run: _Run, state: dict, rnd: int) -> dict:
     if rnd % run.cfg.eval.every == 0 or rnd == run.cfg.rounds:
         h.update(_evaluate(run, rnd))
     tl = [t for s in scored for _, t in s.truths]
-    h.update({
-        "mean_reward": sum(r["reward"] for r in records.values()) / len(records),
-        "true_line_frac": sum(tl) / len(tl) if tl else 0.0,
-        "exec_pass_rate": sum(s.passed for s in scored) / len(scored),
-        "line_accuracy": info.get("line_accuracy", float("nan")),
-        "reliability": info.get("reliability"),
-        "ppo": {k: v for k, v in stats.items() if isinstance(v, (int, float))},
-        "seconds": time.time() - t0,
-    })
+    h.update(
+        {
+            "mean_reward": sum(r["reward"] for r in records.values()) / len(records),
+            "true_line_frac": sum(tl) / len(tl) if tl else 0.0,
+            "exec_pass_rate": sum(s.passed for s in scored) / len(scored),
+            "line_accuracy": info.get("line_accuracy", float("nan")),
+            "reliability": info.get("reliability"),
+            "ppo": {k: v for k, v in stats.items() if isinstance(v, (int, float))},
+            "seconds": time.time() - t0,
+        }
+    )
     return _checkpoint(run, state, rnd, h)
 
 
@@ -291,15 +305,36 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
     tb = SummaryWriter(str(out / "tb"))
     try:
         with Sandbox(workers=2) as sb:
-            rewarder = CrowdRewarder(cfg.reward_source, out / "crowdwork", population=cfg.population,
-                                     per_program=cfg.per_program, honeypot_fraction=cfg.honeypot_fraction,
-                                     crowd_args=cfg.crowd_args, sandbox=sb, seed=cfg.seed)
-            run = _Run(cfg, out, bench, {p.task_id: p for p in bench.train + bench.heldout},
-                       heldout_problems(cfg, bench), trainer, sb, rewarder, tb)
+            rewarder = CrowdRewarder(
+                cfg.reward_source,
+                out / "crowdwork",
+                population=cfg.population,
+                per_program=cfg.per_program,
+                honeypot_fraction=cfg.honeypot_fraction,
+                crowd_args=cfg.crowd_args,
+                sandbox=sb,
+                seed=cfg.seed,
+            )
+            run = _Run(
+                cfg,
+                out,
+                bench,
+                {p.task_id: p for p in bench.train + bench.heldout},
+                heldout_problems(cfg, bench),
+                trainer,
+                sb,
+                rewarder,
+                tb,
+            )
             if state["round"] == 0 and not state["history"]:
                 _round0(run, state, initial_eval)
-            bar = tqdm(range(state["round"] + 1, cfg.rounds + 1), desc=f"loop[{cfg.reward_source}]",
-                       disable=not progress, initial=state["round"], total=cfg.rounds)
+            bar = tqdm(
+                range(state["round"] + 1, cfg.rounds + 1),
+                desc=f"loop[{cfg.reward_source}]",
+                disable=not progress,
+                initial=state["round"],
+                total=cfg.rounds,
+            )
             for rnd in bar:
                 state = _round(run, state, rnd)
                 h = state["history"][-1]
@@ -335,6 +370,8 @@ def run(args: argparse.Namespace) -> int:
         return 3
     last = st["history"][-1]
     first = st["history"][0]
-    print(f"loop done: {st['round']} rounds, pass@1 {first.get('pass@1', float('nan')):.3f} -> "
-          f"{last.get('pass@1', float('nan')):.3f} ({cfg.out}/metrics.jsonl)")
+    print(
+        f"loop done: {st['round']} rounds, pass@1 {first.get('pass@1', float('nan')):.3f} -> "
+        f"{last.get('pass@1', float('nan')):.3f} ({cfg.out}/metrics.jsonl)"
+    )
     return 0

@@ -10,7 +10,9 @@ def test_demo_runs_and_writes_summary_and_plot(tmp_path):
     out = tmp_path / "demo"
     r = subprocess.run(
         [sys.executable, "-m", "crowdstat.demo", "--out", str(out), "--programs", "40"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr
     assert "Line-level results" in r.stdout

@@ -55,21 +55,35 @@ from crowdstat import spec as S  # noqa: E402
 
 
 def test_kinds_defaults_and_the_one_meaning():
-    p = S.parse("expert, novice, reliable, onecoin@0.6, spammer, spammer@0.7, adversary, twocoin, twocoin@0.8/0.3, "
-                "lazy, lazy@0.8, examples")
+    p = S.parse(
+        "expert, novice, reliable, onecoin@0.6, spammer, spammer@0.7, adversary, twocoin, twocoin@0.8/0.3, lazy, lazy@0.8, examples"
+    )
     got = [(a.kind, a.sensitivity, a.specificity, a.p, a.decay) for a in p.annotators]
     assert got == [
-        ("expert", 0.95, 0.95, 0.95, 0.0), ("novice", 0.7, 0.7, 0.7, 0.0), ("reliable", 0.8, 0.8, 0.8, 0.0),
-        ("onecoin", 0.6, 0.6, 0.6, 0.0), ("spammer", 0.5, 0.5, 0.5, 0.0), ("spammer", 0.7, 0.3, None, 0.0),
-        ("adversary", 0.3, 0.3, 0.3, 0.0), ("twocoin", 0.9, 0.6, None, 0.0), ("twocoin", 0.8, 0.3, None, 0.0),
-        ("lazy", 1.0, 0.5, None, 0.0), ("lazy", 1.0, 0.2, None, 0.0), ("examples", 0.9, 0.9, None, 0.0)]
-    assert p.text == ("expert:1@0.95,novice:1@0.7,reliable:1@0.8,onecoin:1@0.6,spammer:1@0.5,spammer:1@0.7,adversary:1@0.3,"
-                      "twocoin:1@0.9/0.6,twocoin:1@0.8/0.3,lazy:1@0.5,lazy:1@0.8,examples:1@0.9")
+        ("expert", 0.95, 0.95, 0.95, 0.0),
+        ("novice", 0.7, 0.7, 0.7, 0.0),
+        ("reliable", 0.8, 0.8, 0.8, 0.0),
+        ("onecoin", 0.6, 0.6, 0.6, 0.0),
+        ("spammer", 0.5, 0.5, 0.5, 0.0),
+        ("spammer", 0.7, 0.3, None, 0.0),
+        ("adversary", 0.3, 0.3, 0.3, 0.0),
+        ("twocoin", 0.9, 0.6, None, 0.0),
+        ("twocoin", 0.8, 0.3, None, 0.0),
+        ("lazy", 1.0, 0.5, None, 0.0),
+        ("lazy", 1.0, 0.2, None, 0.0),
+        ("examples", 0.9, 0.9, None, 0.0),
+    ]
+    assert p.text == (
+        "expert:1@0.95,novice:1@0.7,reliable:1@0.8,onecoin:1@0.6,spammer:1@0.5,spammer:1@0.7,adversary:1@0.3,"
+        "twocoin:1@0.9/0.6,twocoin:1@0.8/0.3,lazy:1@0.5,lazy:1@0.8,examples:1@0.9"
+    )
     q = S.parse("expert:3@0.95~0.01,TWOCOIN:2@0.9/0.6")
     assert q.text == "expert:3@0.95~0.01,twocoin:2@0.9/0.6" and len(q.annotators) == 5
     assert q.annotators[0] == S.Annotator("expert", 0.95, 0.95, 0.95, 0.01) and q.annotators[1] is q.annotators[0]
-    j = S.parse('[{"kind": "expert", "count": 3, "p": 0.95, "decay": 0.01}, {"kind": "twocoin", "count": 2, '
-                '"sensitivity": 0.9, "specificity": 0.6}]')
+    j = S.parse(
+        '[{"kind": "expert", "count": 3, "p": 0.95, "decay": 0.01}, {"kind": "twocoin", "count": 2, '
+        '"sensitivity": 0.9, "specificity": 0.6}]'
+    )
     assert j == q
 
 
@@ -77,11 +91,17 @@ def test_simulators_reject_what_they_cannot_simulate():
     from crowdstat.study.simulate import parse_population as cs_parse
     from rl.crowd.population import parse_population as rl_parse
 
-    with pytest.raises(ValueError, match=r"^population spec entry 2 \('examples:1'\): kind 'examples' is not supported by "
-                                         r"crowdstat simulate \(its votes depend on the programs; use rl annotate\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^population spec entry 2 \('examples:1'\): kind 'examples' is not supported by "
+        r"crowdstat simulate \(its votes depend on the programs; use rl annotate\)$",
+    ):
         cs_parse("expert:2,examples:1")
-    with pytest.raises(ValueError, match=r"^population spec entry 1 \('novice:2~0.01'\): fatigue \(~decay\) is not supported "
-                                         r"by the rl simulator; only crowdstat simulate models it$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^population spec entry 1 \('novice:2~0.01'\): fatigue \(~decay\) is not supported "
+        r"by the rl simulator; only crowdstat simulate models it$",
+    ):
         rl_parse("novice:2~0.01")
     assert len(rl_parse("novice:2~0")) == 2  # a zero decay is no fatigue
 
@@ -159,13 +179,16 @@ def test_bad_entry_gives_one_line_error_naming_it(items, bad, data):
     assert e.match(bad[1])
 
 
-@pytest.mark.parametrize("spec,match", [
-    ("  ", r"^empty population spec '  '; expected a SPEC like"),
-    ('[{"kind": "expert", "q": 0.3}]', r"^population JSON: entry 0: expert takes p, not q$"),
-    ('[{"kind": "twocoin", "p": 0.3}]', r"^population JSON: entry 0: twocoin takes sens/spec, not p$"),
-    ('[{"kind": "expert", "count": true}]', r"^population JSON: entry 0: count must be a positive integer, got True$"),
-    ("[]", r"^population JSON: a JSON population is a non-empty list of objects$"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("  ", r"^empty population spec '  '; expected a SPEC like"),
+        ('[{"kind": "expert", "q": 0.3}]', r"^population JSON: entry 0: expert takes p, not q$"),
+        ('[{"kind": "twocoin", "p": 0.3}]', r"^population JSON: entry 0: twocoin takes sens/spec, not p$"),
+        ('[{"kind": "expert", "count": true}]', r"^population JSON: entry 0: count must be a positive integer, got True$"),
+        ("[]", r"^population JSON: a JSON population is a non-empty list of objects$"),
+    ],
+)
 def test_other_errors(spec, match):
     with pytest.raises(ValueError, match=match):
         S.parse(spec)
@@ -180,8 +203,7 @@ def test_two_coin_em_recovers_sensitivity_as_p_plus_given_correct():
     from crowdstat.study import simulate as cs
 
     spec = "twocoin:4@0.95/0.55,twocoin:4@0.6/0.9,expert:2@0.9"
-    sim = cs.simulate(4, spec, n_programs=600, lines_per_program=6, p_buggy_program=0.8, p_wrong_line_if_buggy=0.5,
-                      honeypot_fraction=0.0)
+    sim = cs.simulate(4, spec, n_programs=600, lines_per_program=6, p_buggy_program=0.8, p_wrong_line_if_buggy=0.5, honeypot_fraction=0.0)
     res = crowdstat.fit(sim.votes, method="em2", x64=True)
     ann = res.annotators.set_index("annotator").loc[list(sim.reliability["annotator"])]
     rel = sim.reliability.set_index("annotator")

@@ -140,8 +140,9 @@ def nuts(arrays: VoteArrays, cfg: BayesConfig | None = None, *, dtype, prior, de
     prior_ = jnp.asarray(prior, dtype)
 
     kernel = NUTS(model, init_strategy=partial(_init_strategy, pi0=prior_))
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                chain_method="sequential", progress_bar=False)
+    mcmc = MCMC(
+        kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, chain_method="sequential", progress_bar=False
+    )
     mcmc.run(jax.random.PRNGKey(cfg.seed), votes, m, a_, b_, delta_, extra_fields=("diverging",))
     samples = mcmc.get_samples(group_by_chain=True)  # p: (chains, draws, m), pi: (chains, draws)
     divergences = int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))

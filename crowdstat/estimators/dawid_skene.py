@@ -181,8 +181,15 @@ def _fit(arrays: VoteArrays, dtype, prior, delta, cfg: EMConfig, two_coin: bool)
     maxiter, tol = cfg.maxiter, cfg.tol
     m = int(np.max(np.asarray(arrays.annotator))) + 1
     votes = VoteArrays(*(jnp.asarray(x) for x in arrays))
-    s = run(votes, jnp.asarray(prior, dtype), jnp.asarray(delta, dtype), jnp.asarray(maxiter, jnp.int32), jnp.asarray(tol, dtype),
-            m=m, two_coin=two_coin)
+    s = run(
+        votes,
+        jnp.asarray(prior, dtype),
+        jnp.asarray(delta, dtype),
+        jnp.asarray(maxiter, jnp.int32),
+        jnp.asarray(tol, dtype),
+        m=m,
+        two_coin=two_coin,
+    )
     alpha = np.clip(np.asarray(s.alpha, np.float64), delta, 1 - delta)
     beta = np.clip(np.asarray(s.beta, np.float64), delta, 1 - delta)
     rel = beta if not two_coin else 0.5 * (alpha + beta)
@@ -204,8 +211,10 @@ def _fit(arrays: VoteArrays, dtype, prior, delta, cfg: EMConfig, two_coin: bool)
     if not converged:
         import warnings
 
-        warnings.warn(f"{name}: EM stopped at maxiter={maxiter} with relative log-likelihood gain "
-                      f"{gain / max(1.0, abs(ll)):.3g} >= tol={tol}", stacklevel=3)
+        warnings.warn(
+            f"{name}: EM stopped at maxiter={maxiter} with relative log-likelihood gain {gain / max(1.0, abs(ll)):.3g} >= tol={tol}",
+            stacklevel=3,
+        )
     ann_cols = {"sensitivity": np.asarray(s.beta, np.float64), "specificity": np.asarray(s.alpha, np.float64)} if two_coin else {}
     return EstimatorFit(
         posterior=np.asarray(s.q),

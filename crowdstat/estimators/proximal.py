@@ -72,9 +72,7 @@ def fit(table, cfg, common, dtype) -> EstimatorFit:
     posterior = np.asarray(_line_posteriors(w, arrays, jnp.asarray(prior_logit, dtype)))
     w = np.asarray(w)
     reliability = 0.5 * (1.0 + np.tanh(0.5 * w.astype(np.float64)))  # stable sigmoid
-    return EstimatorFit(
-        posterior=posterior, weight=w, reliability=reliability, diagnostics=diagnostics, prior_logit=float(prior_logit)
-    )
+    return EstimatorFit(posterior=posterior, weight=w, reliability=reliability, diagnostics=diagnostics, prior_logit=float(prior_logit))
 
 
 def _fit_latent(arrays, m: int, cfg, common, dtype, prior_logit: float, tol: float):

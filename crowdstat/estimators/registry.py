@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = [
+    "Config",
     "CommonConfig",
     "MajorityConfig",
     "SequentialConfig",
@@ -114,7 +115,15 @@ def parse_gamma(gamma) -> tuple[float, bool]:
 
 
 @dataclass(frozen=True)
-class CommonConfig:
+class Config:
+    """Base of every configuration: a frozen dataclass whose fields carry their help and CLI flag
+    in ``metadata``; ``cli_group`` titles its group of ``crowdstat fit`` options."""
+
+    cli_group: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class CommonConfig(Config):
     """Parameters every method takes."""
 
     cli_group: ClassVar[str] = "common"
@@ -132,21 +141,23 @@ class CommonConfig:
 
 
 @dataclass(frozen=True)
-class MajorityConfig:
+class MajorityConfig(Config):
     """Majority vote has no parameters of its own."""
 
     cli_group: ClassVar[str] = ""
 
 
 @dataclass(frozen=True)
-class SequentialConfig:
+class SequentialConfig(Config):
     """The sequential update, docs/math.md eq. (8)."""
 
     cli_group: ClassVar[str] = "sequential (eq. 8)"
 
     lam: float = _param(1.0, "step size lambda, the paper's is 1", "--lam")
     nu: float = _param(
-        0.7, "initial reliability; w0 = logit(nu)", "--nu",
+        0.7,
+        "initial reliability; w0 = logit(nu)",
+        "--nu",
         flag_help="initial reliability; w0 = logit(nu) (sequential, and the start of proximal's latent EM)",
     )
     pbar_honeypot: float = _param(0.99, "pbar on honeypot lines, < 1", "--pbar-honeypot")
@@ -167,14 +178,12 @@ class SequentialConfig:
 
 
 @dataclass(frozen=True)
-class ProximalConfig:
+class ProximalConfig(Config):
     """The one-shot L1-logistic estimate (docs/math.md)."""
 
     cli_group: ClassVar[str] = "proximal (one-shot L1-logistic)"
 
-    gamma: float | str = _param(
-        "1%", "L1 weight: a number (absolute) or 'X%' = X percent of gamma_max, e.g. '5%'", "--gamma"
-    )
+    gamma: float | str = _param("1%", "L1 weight: a number (absolute) or 'X%' = X percent of gamma_max, e.g. '5%'", "--gamma")
     accelerated: bool = _param(
         True,
         "True = FISTA, False = ISTA, for the first-order solvers",
@@ -198,9 +207,7 @@ class ProximalConfig:
         switch={"latent": True},
         default_doc="automatic when there is no honeypot truth",
     )
-    stepsize: float | None = _param(
-        None, "ISTA/FISTA step eta; ISTA needs 0 < eta < 2/L", "--stepsize", default_doc="1/L"
-    )
+    stepsize: float | None = _param(None, "ISTA/FISTA step eta; ISTA needs 0 < eta < 2/L", "--stepsize", default_doc="1/L")
     nu: float = _param(0.7, "initial reliability of the latent EM; w0 = logit(nu)", "--nu")
     max_outer: int = _param(100, "EM iteration cap of the latent variant")
 
@@ -219,7 +226,7 @@ class ProximalConfig:
 
 
 @dataclass(frozen=True)
-class EMConfig:
+class EMConfig(Config):
     """Dawid-Skene EM (em1: one-coin, em2: two-coin; docs/baselines.md)."""
 
     cli_group: ClassVar[str] = "baselines (em1, em2: Dawid-Skene EM; bayes: NUTS)"
@@ -235,7 +242,7 @@ class EMConfig:
 
 
 @dataclass(frozen=True)
-class BayesConfig:
+class BayesConfig(Config):
     """One-coin full Bayes by NUTS (docs/baselines.md)."""
 
     cli_group: ClassVar[str] = "baselines (em1, em2: Dawid-Skene EM; bayes: NUTS)"
@@ -275,7 +282,7 @@ class Method:
 
     name: str
     summary: str
-    config: type
+    config: type[Config]
     module: str
     function: str = "fit"
 
@@ -299,8 +306,9 @@ REGISTRY: dict[str, Method] = {
     for m in (
         Method("majority", "majority vote per line; reliability = agreement with the majority", MajorityConfig, _EST + "majority"),
         Method("sequential", "the paper's sequential reliability update, eq. (8)", SequentialConfig, _EST + "sequential"),
-        Method("proximal", "one-shot L1-logistic reliabilities on the honeypot lines (latent EM without)", ProximalConfig,
-               _EST + "proximal"),
+        Method(
+            "proximal", "one-shot L1-logistic reliabilities on the honeypot lines (latent EM without)", ProximalConfig, _EST + "proximal"
+        ),
         Method("em1", "one-coin Dawid-Skene by EM", EMConfig, _EST + "dawid_skene", "fit_one_coin"),
         Method("em2", "two-coin Dawid-Skene by EM (sensitivity / specificity)", EMConfig, _EST + "dawid_skene", "fit_two_coin"),
         Method("bayes", "one-coin full Bayes by NUTS (numpyro), with credible intervals", BayesConfig, _EST + "bayes"),
@@ -412,8 +420,8 @@ def default_text(f: dataclasses.Field, python: bool = False) -> str:
 def describe_params() -> str:
     """The ``**params`` section of :func:`crowdstat.fit`'s docstring, from the config fields."""
     out = []
-    blocks = [("common", CommonConfig)]
-    seen: dict[type, list[str]] = {}
+    blocks: list[tuple[str, type[Config]]] = [("common", CommonConfig)]
+    seen: dict[type[Config], list[str]] = {}
     for name, m in REGISTRY.items():
         seen.setdefault(m.config, []).append(name)
     blocks += [(" / ".join(names), cls) for cls, names in seen.items()]

@@ -35,8 +35,17 @@ from crowdstat.estimators.registry import TRAJECTORY_AUTO_LIMIT, CommonConfig, S
 from crowdstat.estimators.result import EstimatorFit
 
 __all__ = [
-    "TaskBlocks", "SequentialParams", "SequentialState", "SequentialInfo", "task_blocks", "make_params", "init", "update",
-    "step", "run", "fit",
+    "TaskBlocks",
+    "SequentialParams",
+    "SequentialState",
+    "SequentialInfo",
+    "task_blocks",
+    "make_params",
+    "init",
+    "update",
+    "step",
+    "run",
+    "fit",
 ]
 
 _SEQ = SequentialConfig()
@@ -71,7 +80,7 @@ class SequentialState(NamedTuple):
 
 
 class SequentialInfo(NamedTuple):
-    w: jax.Array  # shape=(n_annotators,), weights after the task (the trajectory)
+    w: jax.Array | None  # shape=(n_annotators,) per task: weights after the task (None: trajectory not kept)
     n_updates: jax.Array  # shape=(), int32, votes that moved a weight in this task
 
 
@@ -116,9 +125,7 @@ def make_params(
     ph = jnp.clip(f(pbar_honeypot), 0.5, 1.0 - delta)
     p0 = jnp.clip(f(prior), delta, 1.0 - delta)
     lg = lambda p: jnp.log(p) - jnp.log1p(-p)  # noqa: E731
-    return SequentialParams(
-        lam=f(lam), logit_pbar_honeypot=lg(ph), w_max=f(w_max), logit_cap=lg(1.0 - delta), prior_logit=lg(p0)
-    )
+    return SequentialParams(lam=f(lam), logit_pbar_honeypot=lg(ph), w_max=f(w_max), logit_cap=lg(1.0 - delta), prior_logit=lg(p0))
 
 
 def init(n_annotators: int, nu=_SEQ.nu, delta=_COMMON.delta, w_max=_SEQ.w_max, dtype=jnp.float32) -> SequentialState:

@@ -95,7 +95,8 @@ def write_rewards(path: str | os.PathLike, records: Iterable[dict]) -> None:
 
 def read_rewards(path: str | os.PathLike) -> list[dict]:
     """Read and validate a reward file. Raises RewardFileError naming file, line and field."""
-    records, seen = [], {}
+    records: list[dict] = []
+    seen: dict[str, int] = {}
     for i, where, rec in read_jsonl(path, RewardFileError):
         validate_record(rec, where)
         if rec["program"] in seen:

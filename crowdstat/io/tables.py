@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from crowdstat._typing import VoteArrays
 
 __all__ = ["VoteTableError", "VoteTable", "read_votes", "read_frame", "parse_labels"]
 
-Source = Union[str, os.PathLike, pd.DataFrame]
+Source: TypeAlias = str | os.PathLike | pd.DataFrame
 
 VOTE_COLUMNS = ("program", "line", "annotator", "label")
 TRUTH_COLUMNS = ("program", "line", "truth")
@@ -39,7 +40,7 @@ _MAX_LISTED = 20
 class VoteTableError(ValueError):
     """A vote, truth or program table is invalid. ``problems`` lists (row, column, message)."""
 
-    def __init__(self, source: str, problems: list[tuple[int | None, str | None, str]]):
+    def __init__(self, source: str, problems: Sequence[tuple[int | None, str | None, str]]):
         self.source = source
         self.problems = problems
         lines = []

@@ -106,8 +106,10 @@ def _line_truth(table, true_lines) -> tuple[pd.MultiIndex, np.ndarray]:
     tl_lab = parse_labels(tl["truth"], np.arange(1, len(tl) + 1), "truth", problems)
     if problems:
         raise VoteTableError("true_lines", problems)
-    tl_idx = pd.Series(tl_lab.astype(np.int64), index=pd.MultiIndex.from_arrays(
-        [tl["program"].astype(str).to_numpy(), pd.to_numeric(tl["line"]).astype(np.int64).to_numpy()]))
+    tl_idx = pd.Series(
+        tl_lab.astype(np.int64),
+        index=pd.MultiIndex.from_arrays([tl["program"].astype(str).to_numpy(), pd.to_numeric(tl["line"]).astype(np.int64).to_numpy()]),
+    )
     if tl_idx.index.has_duplicates:
         raise ValueError(f"compare: true_lines has duplicate (program, line) {tl_idx.index[tl_idx.index.duplicated()][0]}")
     t = tl_idx.reindex(key)
@@ -157,8 +159,15 @@ def _score(spec: str, res, t, eval_mask, true_p, bad) -> tuple[dict, object]:
     return row, M.reliability_diagram(pj, tj, mask=msk)
 
 
-def compare(votes, truth=None, true_lines=None, true_annotators=None, methods=("majority", "sequential", "proximal"),
-            common=None, progress: bool = False) -> Comparison:
+def compare(
+    votes,
+    truth=None,
+    true_lines=None,
+    true_annotators=None,
+    methods=("majority", "sequential", "proximal"),
+    common=None,
+    progress: bool = False,
+) -> Comparison:
     """Fit every method spec on the same data and score it (module docstring).
 
     Parameters
@@ -259,7 +268,7 @@ def write_outputs(cmp: Comparison, out_dir, meta: dict | None = None) -> Path:
             ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1)
             for c in cmp.annotators.columns:
                 if c.startswith("reliability["):
-                    ax.plot(cmp.annotators["true_p"], cmp.annotators[c], "o", ms=5, alpha=0.7, label=c[len("reliability["):-1])
+                    ax.plot(cmp.annotators["true_p"], cmp.annotators[c], "o", ms=5, alpha=0.7, label=c[len("reliability[") : -1])
             ax.set_xlabel("true reliability p")
             ax.set_ylabel("estimated reliability")
             ax.set_xlim(-0.02, 1.02)

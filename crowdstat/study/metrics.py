@@ -200,8 +200,14 @@ def replicate_interval(values, level: float = 0.95, axis: int = 0) -> dict:
         return float(x) if np.ndim(x) == 0 else np.asarray(x)
 
     return {
-        "mean": out(mean), "lo": out(mean - half), "hi": out(mean + half), "sd": out(sd),
-        "q_lo": out(q_lo), "q_hi": out(q_hi), "n": out(n) if np.ndim(n) else int(n), "level": level,
+        "mean": out(mean),
+        "lo": out(mean - half),
+        "hi": out(mean + half),
+        "sd": out(sd),
+        "q_lo": out(q_lo),
+        "q_hi": out(q_hi),
+        "n": out(n) if np.ndim(n) else int(n),
+        "level": level,
     }
 
 

@@ -200,7 +200,9 @@ def _check_settings(n_programs, lines_per_program, p_buggy_program, p_wrong_line
     if not (isinstance(lines_per_program, (int, np.integer)) and lines_per_program >= 1):
         raise ValueError(f"lines_per_program: expected an integer >= 1, got {lines_per_program!r}")
     probs = (
-        ("p_buggy_program", p_buggy_program), ("p_wrong_line_if_buggy", p_wrong_line_if_buggy), ("honeypot_fraction", honeypot_fraction),
+        ("p_buggy_program", p_buggy_program),
+        ("p_wrong_line_if_buggy", p_wrong_line_if_buggy),
+        ("honeypot_fraction", honeypot_fraction),
     )
     for name, v in probs:
         if not (isinstance(v, (int, float, np.floating)) and 0.0 <= float(v) <= 1.0):
@@ -248,13 +250,28 @@ def simulate_arrays(
     key = canonicalize_key(key)
     m = pop.m
     _check_settings(
-        n_programs, lines_per_program, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, annotators_per_item, m, design,
+        n_programs,
+        lines_per_program,
+        p_buggy_program,
+        p_wrong_line_if_buggy,
+        honeypot_fraction,
+        annotators_per_item,
+        m,
+        design,
         honeypot_placement,
     )
     r = m if annotators_per_item is None else int(annotators_per_item)
     return _simulate_arrays(
-        key, pop, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, r,
-        n_programs=int(n_programs), lines_per_program=int(lines_per_program), design=design, honeypot_placement=honeypot_placement,
+        key,
+        pop,
+        p_buggy_program,
+        p_wrong_line_if_buggy,
+        honeypot_fraction,
+        r,
+        n_programs=int(n_programs),
+        lines_per_program=int(lines_per_program),
+        design=design,
+        honeypot_placement=honeypot_placement,
     )
 
 
@@ -281,13 +298,23 @@ def simulate_replicates(
         raise ValueError(f"n_replicates: expected an integer >= 1, got {n_replicates!r}")
     m = pop.m
     _check_settings(
-        n_programs, lines_per_program, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, annotators_per_item, m, design,
+        n_programs,
+        lines_per_program,
+        p_buggy_program,
+        p_wrong_line_if_buggy,
+        honeypot_fraction,
+        annotators_per_item,
+        m,
+        design,
         honeypot_placement,
     )
     r = m if annotators_per_item is None else int(annotators_per_item)
     keys = jax.random.split(key, int(n_replicates))
     core = partial(
-        _simulate_arrays, n_programs=int(n_programs), lines_per_program=int(lines_per_program), design=design,
+        _simulate_arrays,
+        n_programs=int(n_programs),
+        lines_per_program=int(lines_per_program),
+        design=design,
         honeypot_placement=honeypot_placement,
     )
     return jax.vmap(core, in_axes=(0, None, None, None, None, None))(
@@ -385,8 +412,16 @@ def simulate_votes(
     pop = one_coin(p)
     sim = to_frames(
         simulate_arrays(
-            key, pop, n_programs, lines_per_program, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction,
-            annotators_per_program, "program", "first",
+            key,
+            pop,
+            n_programs,
+            lines_per_program,
+            p_buggy_program,
+            p_wrong_line_if_buggy,
+            honeypot_fraction,
+            annotators_per_program,
+            "program",
+            "first",
         ),
         pop,
     )

@@ -46,32 +46,34 @@ from pathlib import Path
 import numpy as np
 
 from crowdstat.io.atomic import atomic_write_dir
-from rl.tasks import lines as _lines
-from rl.crowd import population as _pop
 from crowdstat.io.jsonl import read_objects
+from rl.crowd import population as _pop
+from rl.tasks import lines as _lines
 
 __all__ = ["add_arguments", "run", "load_programs", "parse_label", "annotate", "write_outputs"]
 
 DEFAULT_POPULATION = "expert:3@0.95,novice:4@0.7,spammer:2,adversary:1@0.3"
-_LABELS = {"+1": 1, "1": 1, "1.0": 1, "correct": 1, "true": 1, "-1": -1, "-1.0": -1, "wrong": -1,
-           "0": 0, "0.0": 0, "false": 0}
+_LABELS = {"+1": 1, "1": 1, "1.0": 1, "correct": 1, "true": 1, "-1": -1, "-1.0": -1, "wrong": -1, "0": 0, "0.0": 0, "false": 0}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--programs", type=Path, help="JSONL: program, code, and truth or task_id (see docs/annotation.md)")
-    p.add_argument("--population", default=DEFAULT_POPULATION,
-                   help=f"population SPEC (default {DEFAULT_POPULATION!r}; see docs/formats.md)")
-    p.add_argument("--honeypots", type=float, default=0.1, metavar="FRACTION",
-                   help="fraction of programs whose truth is revealed (default 0.1)")
+    p.add_argument(
+        "--population", default=DEFAULT_POPULATION, help=f"population SPEC (default {DEFAULT_POPULATION!r}; see docs/formats.md)"
+    )
+    p.add_argument(
+        "--honeypots", type=float, default=0.1, metavar="FRACTION", help="fraction of programs whose truth is revealed (default 0.1)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-program", type=int, default=None, metavar="R",
-                   help="annotators per program (default: all)")
-    p.add_argument("--benchmark", choices=("humaneval", "mbpp"),
-                   help="benchmark of the task_ids; alone (no --programs): canonical solutions + mutants")
+    p.add_argument("--per-program", type=int, default=None, metavar="R", help="annotators per program (default: all)")
+    p.add_argument(
+        "--benchmark", choices=("humaneval", "mbpp"), help="benchmark of the task_ids; alone (no --programs): canonical solutions + mutants"
+    )
     p.add_argument("--mutants-per-problem", type=int, default=2, metavar="K")
-    p.add_argument("--n-problems", type=int, default=None, metavar="N",
-                   help="with --benchmark and no --programs: the first N problems only")
+    p.add_argument(
+        "--n-problems", type=int, default=None, metavar="N", help="with --benchmark and no --programs: the first N problems only"
+    )
     p.add_argument("--mbpp-split", default="test", help="MBPP split (default test)")
     p.add_argument("--workers", type=int, default=2, help="sandbox workers")
 
@@ -171,8 +173,8 @@ def _problems(name: str, split: str) -> dict:
 
 def _truth_by_execution(items: list[dict], benchmark: str | None, workers: int) -> None:
     """Fill item["truth"] for items that only have a task_id (runs them in the sandbox)."""
-    from rl.tasks import benchmarks
     from rl.execution import sandbox
+    from rl.tasks import benchmarks
 
     todo = [it for it in items if "truth" not in it]
     if not todo:
@@ -207,8 +209,8 @@ def _truth_by_execution(items: list[dict], benchmark: str | None, workers: int) 
 
 
 def _from_benchmark(name: str, split: str, k: int, n_problems: int | None, seed: int, workers: int) -> list[dict]:
-    from rl.tasks import benchmarks, mutants
     from rl.execution import sandbox
+    from rl.tasks import benchmarks, mutants
 
     probs = benchmarks.load_humaneval() if name == "humaneval" else benchmarks.load_mbpp(split=split)
     probs = probs[:n_problems] if n_problems is not None else probs
@@ -225,19 +227,34 @@ def _from_benchmark(name: str, split: str, k: int, n_problems: int | None, seed:
         prompt = p.prompt if p.source == "humaneval" else ""
         code = p.canonical_program
         ann = _lines.annotated_lines(code, prompt)
-        items.append({"program": f"{p.task_id}#canonical", "code": code, "task_id": p.task_id,
-                      "truth": {ln: 1 for ln in ann}, "source": "canonical", "where": f"{name}:{p.task_id}"})
+        items.append(
+            {
+                "program": f"{p.task_id}#canonical",
+                "code": code,
+                "task_id": p.task_id,
+                "truth": {ln: 1 for ln in ann},
+                "source": "canonical",
+                "where": f"{name}:{p.task_id}",
+            }
+        )
         for j, m in enumerate(by_task.get(p.task_id, []), 1):
             ann = _lines.annotated_lines(m.program, prompt)
-            items.append({"program": f"{p.task_id}#m{j}", "code": m.program, "task_id": p.task_id,
-                          "truth": {ln: (-1 if ln in m.wrong_lines else 1) for ln in ann}, "source": "mutant",
-                          "operator": m.operator, "description": m.description,
-                          "where": f"{name}:{p.task_id}#m{j}"})
+            items.append(
+                {
+                    "program": f"{p.task_id}#m{j}",
+                    "code": m.program,
+                    "task_id": p.task_id,
+                    "truth": {ln: (-1 if ln in m.wrong_lines else 1) for ln in ann},
+                    "source": "mutant",
+                    "operator": m.operator,
+                    "description": m.description,
+                    "where": f"{name}:{p.task_id}#m{j}",
+                }
+            )
     return items
 
 
-def annotate(items: list[dict], population: _pop.Population, honeypots: float, seed: int,
-             per_program: int | None):
+def annotate(items: list[dict], population: _pop.Population, honeypots: float, seed: int, per_program: int | None):
     """Choose honeypots and draw votes. Returns (ordered items with a "honeypot" flag, votes, seen)."""
     if not 0.0 <= honeypots <= 1.0:
         raise ValueError(f"--honeypots must be a fraction in [0, 1], got {honeypots}")
@@ -272,16 +289,30 @@ def write_outputs(out: Path, ordered, votes, seen, population: _pop.Population, 
     def write(tmp: Path) -> None:
         files = {
             "votes.csv": _csv([(p, ln, a, _pm(lab)) for p, ln, a, lab in votes], ("program", "line", "annotator", "label")),
-            "truth.csv": _csv([(it["program"], ln, _pm(t)) for it in ordered if it["honeypot"]
-                               for ln, t in it["truth"].items()], ("program", "line", "truth")),
-            "programs.csv": _csv([(it["program"], max(len(it["code"].splitlines()), max(it["truth"])))
-                                  for it in ordered], ("program", "n_lines")),
-            "true_lines.csv": _csv([(it["program"], ln, _pm(t)) for it in ordered for ln, t in it["truth"].items()],
-                                   ("program", "line", "truth")),
-            "annotators.csv": _csv([(a.id, a.kind, f"{_pop.realised_reliability(a, *seen[a.id]):.6g}",
-                                     f"{a.sensitivity:.6g}", f"{a.specificity:.6g}", sum(seen[a.id]))
-                                    for a in population.annotators],
-                                   ("annotator", "kind", "reliability", "sensitivity", "specificity", "n_votes")),
+            "truth.csv": _csv(
+                [(it["program"], ln, _pm(t)) for it in ordered if it["honeypot"] for ln, t in it["truth"].items()],
+                ("program", "line", "truth"),
+            ),
+            "programs.csv": _csv(
+                [(it["program"], max(len(it["code"].splitlines()), max(it["truth"]))) for it in ordered], ("program", "n_lines")
+            ),
+            "true_lines.csv": _csv(
+                [(it["program"], ln, _pm(t)) for it in ordered for ln, t in it["truth"].items()], ("program", "line", "truth")
+            ),
+            "annotators.csv": _csv(
+                [
+                    (
+                        a.id,
+                        a.kind,
+                        f"{_pop.realised_reliability(a, *seen[a.id]):.6g}",
+                        f"{a.sensitivity:.6g}",
+                        f"{a.specificity:.6g}",
+                        sum(seen[a.id]),
+                    )
+                    for a in population.annotators
+                ],
+                ("annotator", "kind", "reliability", "sensitivity", "specificity", "n_votes"),
+            ),
         }
         recs = []
         for it in ordered:
@@ -305,8 +336,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         population = _pop.parse_population(args.population)
         if args.per_program is not None and not 1 <= args.per_program <= len(population):
-            raise ValueError(f"--per-program must be between 1 and the population size {len(population)}, "
-                             f"got {args.per_program}")
+            raise ValueError(f"--per-program must be between 1 and the population size {len(population)}, got {args.per_program}")
         if not 0.0 <= args.honeypots <= 1.0:
             raise ValueError(f"--honeypots must be a fraction in [0, 1], got {args.honeypots}")
         if args.mutants_per_problem < 0:
@@ -317,22 +347,31 @@ def run(args: argparse.Namespace) -> int:
             for it in items:
                 it.setdefault("source", "file")
         elif args.benchmark is not None:
-            items = _from_benchmark(args.benchmark, args.mbpp_split, args.mutants_per_problem, args.n_problems,
-                                    args.seed, args.workers)
+            items = _from_benchmark(args.benchmark, args.mbpp_split, args.mutants_per_problem, args.n_problems, args.seed, args.workers)
         else:
             raise ValueError("give --programs FILE, or --benchmark to annotate canonical solutions + mutants")
         ordered, votes, seen = annotate(items, population, args.honeypots, args.seed, args.per_program)
     except ValueError as e:
         print(f"rl annotate: error: {e}", file=sys.stderr)
         return 2
-    meta = {"programs": str(args.programs) if args.programs else None, "benchmark": args.benchmark,
-            "population": population.spec, "honeypots": args.honeypots, "seed": args.seed,
-            "per_program": args.per_program, "mutants_per_problem": args.mutants_per_problem,
-            "n_programs": len(ordered), "n_honeypots": sum(it["honeypot"] for it in ordered),
-            "n_lines": sum(len(it["truth"]) for it in ordered),
-            "n_wrong_lines": sum(v == -1 for it in ordered for v in it["truth"].values()),
-            "n_votes": len(votes), "n_annotators": len(population)}
+    meta = {
+        "programs": str(args.programs) if args.programs else None,
+        "benchmark": args.benchmark,
+        "population": population.spec,
+        "honeypots": args.honeypots,
+        "seed": args.seed,
+        "per_program": args.per_program,
+        "mutants_per_problem": args.mutants_per_problem,
+        "n_programs": len(ordered),
+        "n_honeypots": sum(it["honeypot"] for it in ordered),
+        "n_lines": sum(len(it["truth"]) for it in ordered),
+        "n_wrong_lines": sum(v == -1 for it in ordered for v in it["truth"].values()),
+        "n_votes": len(votes),
+        "n_annotators": len(population),
+    }
     write_outputs(args.out, ordered, votes, seen, population, meta)
-    print(f"rl annotate: {meta['n_programs']} programs ({meta['n_honeypots']} honeypots), {meta['n_lines']} lines "
-          f"({meta['n_wrong_lines']} wrong), {meta['n_votes']} votes from {meta['n_annotators']} annotators -> {args.out}")
+    print(
+        f"rl annotate: {meta['n_programs']} programs ({meta['n_honeypots']} honeypots), {meta['n_lines']} lines "
+        f"({meta['n_wrong_lines']} wrong), {meta['n_votes']} votes from {meta['n_annotators']} annotators -> {args.out}"
+    )
     return 0

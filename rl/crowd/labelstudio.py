@@ -47,8 +47,18 @@ from crowdstat.io.atomic import atomic_write_csv, atomic_write_text
 from crowdstat.io.jsonl import read_objects
 from rl.tasks import lines as _lines
 
-__all__ = ["LABEL_CONFIG", "add_export_arguments", "run_export", "add_import_arguments", "run_import",
-           "load_programs", "export_labelstudio", "export_csv", "import_labelstudio", "import_csv"]
+__all__ = [
+    "LABEL_CONFIG",
+    "add_export_arguments",
+    "run_export",
+    "add_import_arguments",
+    "run_import",
+    "load_programs",
+    "export_labelstudio",
+    "export_csv",
+    "import_labelstudio",
+    "import_csv",
+]
 
 LABEL_CONFIG = """\
 <View>
@@ -73,6 +83,7 @@ _CSV_LABELS = {"correct": 1, "+1": 1, "1": 1, "wrong": -1, "-1": -1, "0": -1}
 
 # ------------------------------------------------------------------------------ export
 
+
 def load_programs(path: Path) -> list[dict]:
     """Programs to export: dicts with program, code, lines (annotated, ascending)."""
     path = Path(path)
@@ -89,8 +100,11 @@ def load_programs(path: Path) -> list[dict]:
         n = len(code.split("\n"))
         if rec.get("lines") is not None:
             ls = rec["lines"]
-            if (not isinstance(ls, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in ls)
-                    or not all(1 <= x <= n for x in ls)):
+            if (
+                not isinstance(ls, list)
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in ls)
+                or not all(1 <= x <= n for x in ls)
+            ):
                 raise ValueError(f"{where}: lines must be a list of line numbers in 1..{n}, got {ls!r}")
             ls = sorted(set(ls))
         else:
@@ -119,8 +133,17 @@ def export_labelstudio(programs: list[dict]) -> list[dict]:
     for p in programs:
         src = p["code"].split("\n")
         for ln in p["lines"]:
-            tasks.append({"data": {"program": p["program"], "line": ln, "line_text": src[ln - 1],
-                                   "code": _listing(p["code"], ln), "lines": list(p["lines"])}})
+            tasks.append(
+                {
+                    "data": {
+                        "program": p["program"],
+                        "line": ln,
+                        "line_text": src[ln - 1],
+                        "code": _listing(p["code"], ln),
+                        "lines": list(p["lines"]),
+                    }
+                }
+            )
     return tasks
 
 
@@ -162,6 +185,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ import
 
+
 def _annotator(cb, where: str) -> str:
     if isinstance(cb, dict):
         for k in ("email", "id"):
@@ -183,8 +207,7 @@ def import_labelstudio(path: Path) -> list[tuple[str, int, str, int]]:
     except ValueError as e:
         raise ValueError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(tasks, list):
-        raise ValueError(f"{path}: expected a JSON list of tasks (Label Studio's 'JSON' export), "
-                         f"got {type(tasks).__name__}")
+        raise ValueError(f"{path}: expected a JSON list of tasks (Label Studio's 'JSON' export), got {type(tasks).__name__}")
     votes, first = [], {}
     for i, t in enumerate(tasks):
         where = f"{path}: task {i}" + (f" (id {t['id']})" if isinstance(t, dict) and "id" in t else "")
@@ -224,8 +247,7 @@ def import_labelstudio(path: Path) -> list[tuple[str, int, str, int]]:
                 raise ValueError(f"{aw}: choices must be exactly one of ['correct', 'wrong'], got {ch!r}")
             key = (program, line, who)
             if key in first:
-                raise ValueError(f"{aw}: annotator {who!r} labelled program {program!r} line {line} again "
-                                 f"(first in {first[key]})")
+                raise ValueError(f"{aw}: annotator {who!r} labelled program {program!r} line {line} again (first in {first[key]})")
             first[key] = f"task {i}"
             votes.append((program, line, who, _CHOICES[ch[0]]))
     if not votes:
@@ -253,8 +275,7 @@ def import_csv(path: Path) -> tuple[list[tuple[str, int, str, int]], int]:
                 skipped += 1
                 continue
             if lab not in _CSV_LABELS:
-                raise ValueError(f"{where}, column label: unknown label {r['label']!r} "
-                                 f"(expected correct/wrong, +1/-1 or 1/0)")
+                raise ValueError(f"{where}, column label: unknown label {r['label']!r} (expected correct/wrong, +1/-1 or 1/0)")
             if not who:
                 raise ValueError(f"{where}, column annotator: empty annotator for a labelled line")
             prog = (r["program"] or "").strip()
@@ -268,8 +289,7 @@ def import_csv(path: Path) -> tuple[list[tuple[str, int, str, int]], int]:
                 raise ValueError(f"{where}, column line: {r['line']!r} is not a non-negative integer") from None
             key = (prog, line, who)
             if key in first:
-                raise ValueError(f"{where}: annotator {who!r} labelled program {prog!r} line {line} twice "
-                                 f"(first at row {first[key]})")
+                raise ValueError(f"{where}: annotator {who!r} labelled program {prog!r} line {line} twice (first at row {first[key]})")
             first[key] = row
             votes.append((prog, line, who, _CSV_LABELS[lab]))
             codings.add(lab)
@@ -295,8 +315,12 @@ def run_import(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"rl import: error: {e}", file=sys.stderr)
         return 2
-    atomic_write_csv(args.out, ["program", "line", "annotator", "label"],
-                     [(p, ln, a, "+1" if lab == 1 else "-1") for p, ln, a, lab in votes], parents=True)
+    atomic_write_csv(
+        args.out,
+        ["program", "line", "annotator", "label"],
+        [(p, ln, a, "+1" if lab == 1 else "-1") for p, ln, a, lab in votes],
+        parents=True,
+    )
     n_prog = len({v[0] for v in votes})
     n_ann = len({v[2] for v in votes})
     extra = f", {skipped} unlabelled rows skipped" if skipped else ""

@@ -73,10 +73,18 @@ def _n_lines(code: str) -> int:
 def _record(program: str, n_lines: int, lines: list[int], post: list[float], method: str, tau: float) -> dict:
     """A reward record (the reward-file schema) from line posteriors."""
     k = len(lines)
-    return {"program": program, "reward": (sum(p > tau for p in post) / k) if k else 0.0,
-            "reward_soft": (sum(post) / k) if k else 0.0, "n_lines": n_lines, "n_annotated": k,
-            "coverage": k / n_lines if n_lines else 0.0, "lines": lines, "posteriors": post, "tau": tau,
-            "method": method}
+    return {
+        "program": program,
+        "reward": (sum(p > tau for p in post) / k) if k else 0.0,
+        "reward_soft": (sum(post) / k) if k else 0.0,
+        "n_lines": n_lines,
+        "n_annotated": k,
+        "coverage": k / n_lines if n_lines else 0.0,
+        "lines": lines,
+        "posteriors": post,
+        "tau": tau,
+        "method": method,
+    }
 
 
 class CrowdRewarder:
@@ -88,9 +96,20 @@ class CrowdRewarder:
     and proximal estimators see every earlier batch; rewards are returned for this call's programs.
     """
 
-    def __init__(self, source: str, workdir: str | Path, *, population=None, per_program: int | None = None,
-                 honeypot_fraction: float = 0.1, crowd_args: list | None = None, cumulative: bool = True,
-                 sandbox=None, seed: int = 0, tau: float = 0.5):
+    def __init__(
+        self,
+        source: str,
+        workdir: str | Path,
+        *,
+        population=None,
+        per_program: int | None = None,
+        honeypot_fraction: float = 0.1,
+        crowd_args: list | None = None,
+        cumulative: bool = True,
+        sandbox=None,
+        seed: int = 0,
+        tau: float = 0.5,
+    ):
         if source not in SOURCES:
             raise ValueError(f"reward source must be one of {SOURCES}, got {source!r}")
         if not 0.0 <= honeypot_fraction <= 1.0:
@@ -133,14 +152,14 @@ class CrowdRewarder:
             else:
                 k = 0
             # the prompt (comment, examples, signature) is never annotated: pass it as the prefix
-            truths = sorted((ln, v == 1) for ln, v in
-                            line_truth(p.program(c), p.canonical_program, r, prompt=p.prompt).items())
+            truths = sorted((ln, v == 1) for ln, v in line_truth(p.program(c), p.canonical_program, r, prompt=p.prompt).items())
             out.append(Scored(prog, p.task_id, r.status == "passed", k / n if n else 0.0, k >= 2, truths))
         return out
 
     # -- rewards
-    def rewards(self, items: list[tuple[str, Any, str]], tag: str, votes_file: Path | None = None,
-                truth_file: Path | None = None) -> tuple[dict[str, dict], list[Scored], dict]:
+    def rewards(
+        self, items: list[tuple[str, Any, str]], tag: str, votes_file: Path | None = None, truth_file: Path | None = None
+    ) -> tuple[dict[str, dict], list[Scored], dict]:
         """Reward records for ``items``; writes ``workdir/tag/rewards.jsonl``. Returns (records, scored, info).
 
         ``votes_file``/``truth_file``: human votes for this batch (pause mode) instead of the simulation.
@@ -170,8 +189,12 @@ class CrowdRewarder:
         from rl.crowd.population import simulate
 
         key = zlib.crc32(f"{self.seed}/{tag}".encode())
-        votes, _ = simulate([(s.program, [ln for ln, _ in s.truths], [1 if t else -1 for _, t in s.truths], s.shown_pass)
-                             for s in scored], self.population, np.random.default_rng([self.seed, key]), self.per_program)
+        votes, _ = simulate(
+            [(s.program, [ln for ln, _ in s.truths], [1 if t else -1 for _, t in s.truths], s.shown_pass) for s in scored],
+            self.population,
+            np.random.default_rng([self.seed, key]),
+            self.per_program,
+        )
         rng = random.Random(f"{self.seed}/{tag}")
         truth = []
         for s in [s for s in scored if s.truths and rng.random() < self.honeypot_fraction]:
@@ -180,8 +203,9 @@ class CrowdRewarder:
         atomic_write_csv(d / "truth.csv", _TRUTH_HEADER, truth)
         return d / "votes.csv", d / "truth.csv"
 
-    def _crowd_records(self, scored: list[Scored], n_lines: dict[str, int], tag: str, d: Path,
-                       votes_file: Path | None, truth_file: Path | None, info: dict) -> dict[str, dict]:
+    def _crowd_records(
+        self, scored: list[Scored], n_lines: dict[str, int], tag: str, d: Path, votes_file: Path | None, truth_file: Path | None, info: dict
+    ) -> dict[str, dict]:
         from crowdstat.io.rewards import read_rewards
 
         if votes_file is None:
@@ -189,8 +213,11 @@ class CrowdRewarder:
         fit_votes, fit_truth = self._accumulate(votes_file, truth_file, tag)
         info.update(self._fit(fit_votes, fit_truth, d / "fit"))
         pre = f"{tag}:"
-        by_prog = {r["program"][len(pre):]: {**r, "program": r["program"][len(pre):]}
-                   for r in read_rewards(d / "fit" / "rewards.jsonl") if r["program"].startswith(pre)}
+        by_prog = {
+            r["program"][len(pre) :]: {**r, "program": r["program"][len(pre) :]}
+            for r in read_rewards(d / "fit" / "rewards.jsonl")
+            if r["program"].startswith(pre)
+        }
         recs = {}
         for s in scored:
             r = by_prog.get(s.program)
@@ -202,8 +229,7 @@ class CrowdRewarder:
                 r["coverage"] = r["n_annotated"] / r["n_lines"]
                 recs[s.program] = r
         # agreement of the crowd's line decisions with the truth (diagnostic only)
-        agree = [(p > 0.5) == t for s in scored if s.program in by_prog
-                 for (ln, t), p in zip(s.truths, by_prog[s.program]["posteriors"])]
+        agree = [(p > 0.5) == t for s in scored if s.program in by_prog for (ln, t), p in zip(s.truths, by_prog[s.program]["posteriors"])]
         info["line_accuracy"] = sum(agree) / len(agree) if agree else float("nan")
         return recs
 
@@ -213,7 +239,8 @@ class CrowdRewarder:
         index = crowd / "batches.json"
         batches = json.loads(index.read_text()) if index.exists() and self.cumulative else []
         batches = [b for b in batches if b["tag"] != tag] + [
-            {"tag": tag, "votes": str(votes_file), "truth": str(truth_file) if truth_file else None}]
+            {"tag": tag, "votes": str(votes_file), "truth": str(truth_file) if truth_file else None}
+        ]
         rows_v, rows_t = [], []
         for b in batches:  # program ids get the batch tag: the same task recurs in later batches
             with open(b["votes"], newline="") as f:
@@ -227,18 +254,35 @@ class CrowdRewarder:
         return crowd / "votes_all.csv", (crowd / "truth_all.csv") if rows_t else None
 
     def _fit(self, votes: Path, truth: Path | None, out: Path) -> dict:
-        cmd = [sys.executable, "-m", "crowdstat", "fit", str(votes), "--method", self.source, "--out", str(out),
-               "--tau", str(self.tau), *self.crowd_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "crowdstat",
+            "fit",
+            str(votes),
+            "--method",
+            self.source,
+            "--out",
+            str(out),
+            "--tau",
+            str(self.tau),
+            *self.crowd_args,
+        ]
         if truth is not None:
             cmd += ["--truth", str(truth)]
-        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false "
-                   "intra_op_parallelism_threads=1", PYTHONWARNINGS="ignore")
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+            PYTHONWARNINGS="ignore",
+        )
         t0 = time.time()
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         self.fit_seconds += time.time() - t0
         if p.returncode != 0:
-            raise RuntimeError(f"crowdstat fit failed (exit {p.returncode}) on {votes}:\n{p.stderr.strip()[-2000:]}\n"
-                               f"command: {' '.join(cmd)}")
+            raise RuntimeError(
+                f"crowdstat fit failed (exit {p.returncode}) on {votes}:\n{p.stderr.strip()[-2000:]}\ncommand: {' '.join(cmd)}"
+            )
         info = {"fit_seconds": time.time() - t0}
         ann = out / "annotators.csv"
         if ann.exists():

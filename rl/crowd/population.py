@@ -132,7 +132,7 @@ def simulate(programs, population: Population, rng: np.random.Generator, per_pro
         votes = np.where(u < p_true, t[None, :], -t[None, :])
         if shown_pass:
             votes = np.where(shown_acceptor[who][:, None], 1, votes)
-        for j, a in enumerate(who):
+        for a in who:
             seen[ids[a]][0] += int((t == -1).sum())
             seen[ids[a]][1] += int((t == 1).sum())
         for i, ln in enumerate(lines):

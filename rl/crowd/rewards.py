@@ -69,10 +69,7 @@ def load_rewards(path, rollouts, *, prompt_lines: str = "error") -> dict[str, di
     for rec in records:
         prog = rec["program"]
         if prog not in by_prog:
-            raise RewardFileError(
-                f"{path}: program {prog!r} is not among the {len(by_prog)} rollouts "
-                f"(a reward file for other rollouts?)"
-            )
+            raise RewardFileError(f"{path}: program {prog!r} is not among the {len(by_prog)} rollouts (a reward file for other rollouts?)")
         r = by_prog[prog]
         n_code = code_n_lines(r.code)
         in_completion = {ln for ln, _, _ in r.line_spans}

@@ -35,8 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", required=True, choices=("humaneval", "mbpp"))
     parser.add_argument("--samples", required=True, type=Path, help="JSONL of {task_id, completion} objects")
     parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)),
-                        help="parallel sandbox workers (default: CPU count)")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)), help="parallel sandbox workers (default: CPU count)")
     parser.add_argument("--timeout", type=float, default=5.0, help="wall-clock seconds per program (default 5)")
     parser.add_argument("--split", default="test", help="MBPP split (default: test)")
     parser.add_argument("--sanitized", action="store_true", help="MBPP: the sanitized problem set")
@@ -86,8 +85,7 @@ def summarize(task_ids: list[str], results, limits, network_isolated: bool, benc
     }
 
 
-def check_samples(problems: dict, task_ids: list[str], completions: list[str], *, workers: int, limits,
-                  progress: bool = True):
+def check_samples(problems: dict, task_ids: list[str], completions: list[str], *, workers: int, limits, progress: bool = True):
     """Run completions in a Sandbox. Returns (results, network_isolated)."""
     from rl.execution.sandbox import Sandbox
 
@@ -114,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     limits = Limits(timeout_s=args.timeout, cpu_s=max(1, int(args.timeout * 2 + 1)))
     task_ids = [s["_task"] for s in samples]
-    results, netns = check_samples(problems, task_ids, [s["_obj"]["completion"] for s in samples],
-                                   workers=args.workers, limits=limits, progress=not args.no_progress)
+    results, netns = check_samples(
+        problems, task_ids, [s["_obj"]["completion"] for s in samples], workers=args.workers, limits=limits, progress=not args.no_progress
+    )
     rows = []
     for s, r in zip(samples, results):
         row = dict(s["_obj"])
@@ -130,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_jsonl(out / "results.jsonl", rows, parents=True)
     atomic_write_json(out / "summary.json", summary)
     pk = ", ".join(f"{k}={v:.4f}" for k, v in summary["pass_at_k"].items())
-    print(f"{summary['n_problems']} problems x {summary['samples_per_problem']} samples: {pk}; "
-          f"statuses {summary['status_counts']}; network isolated: {netns}; wrote {out}/results.jsonl, summary.json")
+    print(
+        f"{summary['n_problems']} problems x {summary['samples_per_problem']} samples: {pk}; "
+        f"statuses {summary['status_counts']}; network isolated: {netns}; wrote {out}/results.jsonl, summary.json"
+    )
     return 0

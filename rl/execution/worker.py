@@ -6,6 +6,7 @@ process except the constants the caller shares (:data:`STATUSES`, :data:`GRACE_S
 and the message framing (:func:`write_all`, :func:`write_msg`). The design is described in
 :mod:`rl.execution.sandbox` and docs/sandbox.md.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -132,7 +133,7 @@ def _read_exact(fd: int, n: int) -> bytes | None:
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def write_msg(fd: int, obj) -> None:
@@ -222,8 +223,15 @@ def _warm_up() -> None:
         traceback.print_exception(type(e), e, e.__traceback__, file=io.StringIO())
     for fname, _, _ in sources:
         linecache.cache.pop(fname, None)
-    outcome = {"kind": "final", "status": "passed", "stage": None, "exception_type": None,
-               "line": None, "message": "all tests passed", "nonce": "0" * 32}
+    outcome = {
+        "kind": "final",
+        "status": "passed",
+        "stage": None,
+        "exception_type": None,
+        "line": None,
+        "message": "all tests passed",
+        "nonce": "0" * 32,
+    }
     (json.dumps(outcome) + "\n").encode("utf-8", "backslashreplace")
     struct.unpack_from("q", buf, 0)
 
@@ -243,8 +251,7 @@ def _prepare_caps():
             _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
         class Data(ctypes.Structure):
-            _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                        ("inheritable", ctypes.c_uint32)]
+            _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
         libc = _get_libc()
         hdr = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
@@ -291,9 +298,19 @@ def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str, new_se
     try:
         _confine(workdir, limits)
     except BaseException as e:  # setup of the sandbox failed: report, never run the program
-        _emit(res_fd, my_pid, nonce, {"kind": "final", "status": "crashed", "stage": "sandbox",
-                                      "exception_type": type(e).__name__, "line": None,
-                                      "message": f"sandbox setup failed: {e!r}"})
+        _emit(
+            res_fd,
+            my_pid,
+            nonce,
+            {
+                "kind": "final",
+                "status": "crashed",
+                "stage": "sandbox",
+                "exception_type": type(e).__name__,
+                "line": None,
+                "message": f"sandbox setup failed: {e!r}",
+            },
+        )
         os._exit(70)
     outcome = _execute(job, limits, my_pid)
     signal.setitimer(signal.ITIMER_REAL, 0)
@@ -384,8 +401,14 @@ def _execute(job: dict, limits: dict, my_pid: int) -> dict:
         linecache.cache[fname] = (len(src), None, src.splitlines(True), fname)
     stage_map = _STAGE_MAP
     ns: dict = {"__name__": "__sandbox__", "__builtins__": builtins}
-    outcome = {"kind": "final", "status": "passed", "stage": None, "exception_type": None,
-               "line": None, "message": "all tests passed" if tests else "program ran without error"}
+    outcome = {
+        "kind": "final",
+        "status": "passed",
+        "stage": None,
+        "exception_type": None,
+        "line": None,
+        "message": "all tests passed" if tests else "program ran without error",
+    }
     stage = sources[0]
     signal.setitimer(signal.ITIMER_REAL, float(limits["timeout_s"]))
     try:
@@ -591,8 +614,7 @@ class _Zygote:
         for k in ("out_w", "err_w", "res_w", "ctl_w"):
             if k in fds:
                 os.close(fds[k])
-        watch = _Watch(child, fds, self.pid_ns, int(limits["max_output_bytes"]),
-                       deadline=t0 + float(limits["timeout_s"]) + GRACE_S)
+        watch = _Watch(child, fds, self.pid_ns, int(limits["max_output_bytes"]), deadline=t0 + float(limits["timeout_s"]) + GRACE_S)
         watch.run()
         watch.finish()
         return self._outcome(limits, watch, nonce, watch.end_time - t0)
@@ -603,40 +625,61 @@ class _Zygote:
         final = _final_report(watch.bufs[watch.res_r], nonce)
         code_no = struct.unpack_from("q", _STAGE_MAP, 0)[0] if _STAGE_MAP is not None else 0
         running_test = code_no - 3 if code_no >= 3 else None
-        out = dict(status="crashed", failing_test=None, exception_type=None, line=None, message="",
-                   stdout=watch.text(watch.out_r), stderr=watch.text(watch.err_r), duration_s=round(duration, 6),
-                   network_isolated=self.netns, pid_isolated=self.pid_ns)
+        out = dict(
+            status="crashed",
+            failing_test=None,
+            exception_type=None,
+            line=None,
+            message="",
+            stdout=watch.text(watch.out_r),
+            stderr=watch.text(watch.err_r),
+            duration_s=round(duration, 6),
+            network_isolated=self.netns,
+            pid_isolated=self.pid_ns,
+        )
         mon_status, runner_status = watch.mon_status, watch.runner_status
         mon_signal = None
         if mon_status is not None and mon_status >= 0 and os.WIFSIGNALED(mon_status):
             mon_signal = os.WTERMSIG(mon_status)
 
         if watch.killed_by_us:
-            out.update(status="timeout", failing_test=running_test,
-                       message=f"wall-clock limit of {float(limits['timeout_s']):g} s exceeded; process tree killed")
+            out.update(
+                status="timeout",
+                failing_test=running_test,
+                message=f"wall-clock limit of {float(limits['timeout_s']):g} s exceeded; process tree killed",
+            )
         elif final is not None and mon_signal is None:
             status = final.get("status")
             if status not in STATUSES:
                 status = "crashed"
             ft = final.get("test")
-            out.update(status=status, message=str(final.get("message", ""))[:2000],
-                       exception_type=final.get("exception_type") if status != "timeout" else None,
-                       line=final.get("line") if isinstance(final.get("line"), int) else None,
-                       failing_test=ft if status != "passed" and isinstance(ft, int) else None)
+            out.update(
+                status=status,
+                message=str(final.get("message", ""))[:2000],
+                exception_type=final.get("exception_type") if status != "timeout" else None,
+                line=final.get("line") if isinstance(final.get("line"), int) else None,
+                failing_test=ft if status != "passed" and isinstance(ft, int) else None,
+            )
         elif mon_signal is not None:
-            out.update(status="killed", failing_test=running_test, exception_type=_signal_name(mon_signal),
-                       message=f"the sandbox monitor (the program's parent) was killed by "
-                               f"{_signal_name(mon_signal)}, presumably by the program")
+            out.update(
+                status="killed",
+                failing_test=running_test,
+                exception_type=_signal_name(mon_signal),
+                message=f"the sandbox monitor (the program's parent) was killed by {_signal_name(mon_signal)}, presumably by the program",
+            )
         elif runner_status is None or runner_status < 0:
-            out.update(status="crashed", failing_test=running_test,
-                       message="the program's process ended without a status report")
+            out.update(status="crashed", failing_test=running_test, message="the program's process ended without a status report")
         elif os.WIFSIGNALED(runner_status):
             out.update(_signalled(os.WTERMSIG(runner_status), limits), failing_test=running_test)
         else:
             code = os.WEXITSTATUS(runner_status) if os.WIFEXITED(runner_status) else runner_status
-            out.update(status="crashed", failing_test=running_test, exception_type="SystemExit",
-                       message=f"the program exited (code {code}) before all tests ran, "
-                               f"without reporting a result (os._exit or a closed result channel)")
+            out.update(
+                status="crashed",
+                failing_test=running_test,
+                exception_type="SystemExit",
+                message=f"the program exited (code {code}) before all tests ran, "
+                f"without reporting a result (os._exit or a closed result channel)",
+            )
         return out
 
 
@@ -656,11 +699,9 @@ def _signalled(sig: int, limits: dict) -> dict:
     """Status, exception type and message of a runner killed by signal ``sig``."""
     name = _signal_name(sig)
     if sig == signal.SIGXCPU:
-        return dict(status="timeout", exception_type=name,
-                    message=f"CPU time limit of {limits['cpu_s']} s exceeded (SIGXCPU)")
+        return dict(status="timeout", exception_type=name, message=f"CPU time limit of {limits['cpu_s']} s exceeded (SIGXCPU)")
     if sig == signal.SIGXFSZ:
-        return dict(status="crashed", exception_type=name,
-                    message=f"file size limit of {limits['file_size_mb']} MB exceeded (SIGXFSZ)")
+        return dict(status="crashed", exception_type=name, message=f"file size limit of {limits['file_size_mb']} MB exceeded (SIGXFSZ)")
     if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGSYS, signal.SIGTRAP):
         return dict(status="crashed", exception_type=name, message=f"the program crashed with {name}")
     return dict(status="killed", exception_type=name, message=f"the program was killed by {name}")
@@ -879,9 +920,16 @@ def _worker_main() -> None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     z_pid = os.getpid()
     z = _Zygote(pid_ns, netns)
-    write_msg(proto_out, {"ready": True, "network_isolated": z.netns, "netns_error": z.netns_error,
-                           "pid_isolated": z.pid_ns,
-                           "run_uid": _RUN_UID if os.geteuid() == 0 else os.geteuid()})
+    write_msg(
+        proto_out,
+        {
+            "ready": True,
+            "network_isolated": z.netns,
+            "netns_error": z.netns_error,
+            "pid_isolated": z.pid_ns,
+            "run_uid": _RUN_UID if os.geteuid() == 0 else os.geteuid(),
+        },
+    )
     while True:
         req = _read_msg(proto_in)
         if req is None or req.get("cmd") == "exit":

@@ -72,9 +72,18 @@ def train_char_tokenizer(texts: list[str], out_dir, *, extra_chars: str = ""):
     return fast
 
 
-def build_tiny_model(out_dir, tokenizer, *, arch: str = "qwen2", hidden_size: int = 64, num_layers: int = 2,
-                     num_heads: int = 4, max_position: int = 512, seed: int = 0,
-                     initializer_range: float = 0.02) -> Path:
+def build_tiny_model(
+    out_dir,
+    tokenizer,
+    *,
+    arch: str = "qwen2",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    max_position: int = 512,
+    seed: int = 0,
+    initializer_range: float = 0.02,
+) -> Path:
     """Randomly initialise a small causal LM for ``tokenizer`` and save it (with the tokenizer) to ``out_dir``.
 
     ``arch``: ``"qwen2"`` (default) or ``"llama"`` (rotary positions), or ``"gpt2"`` (absolute
@@ -89,15 +98,27 @@ def build_tiny_model(out_dir, tokenizer, *, arch: str = "qwen2", hidden_size: in
 
     if hidden_size % num_heads:
         raise ValueError(f"build_tiny_model: hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})")
-    ids = dict(vocab_size=len(tokenizer), initializer_range=initializer_range, pad_token_id=tokenizer.pad_token_id,
-               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    ids = dict(
+        vocab_size=len(tokenizer),
+        initializer_range=initializer_range,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     if arch in ("qwen2", "llama"):
         from transformers import LlamaConfig, Qwen2Config
 
         cls = Qwen2Config if arch == "qwen2" else LlamaConfig
-        config = cls(hidden_size=hidden_size, intermediate_size=4 * hidden_size, num_hidden_layers=num_layers,
-                     num_attention_heads=num_heads, num_key_value_heads=num_heads, max_position_embeddings=max_position,
-                     tie_word_embeddings=True, **ids)
+        config = cls(
+            hidden_size=hidden_size,
+            intermediate_size=4 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_heads,
+            max_position_embeddings=max_position,
+            tie_word_embeddings=True,
+            **ids,
+        )
     elif arch == "gpt2":
         from transformers import GPT2Config
 

@@ -172,11 +172,11 @@ def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: i
     for b, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
         if len(p) < 1:
             raise ValueError(f"pack: row {b} has an empty prompt")
-        ids[b, P - len(p): P] = torch.tensor(p, dtype=torch.long)
-        att[b, P - len(p): P] = 1
+        ids[b, P - len(p) : P] = torch.tensor(p, dtype=torch.long)
+        att[b, P - len(p) : P] = 1
         if c:
-            ids[b, P: P + len(c)] = torch.tensor(c, dtype=torch.long)
-            att[b, P: P + len(c)] = 1
+            ids[b, P : P + len(c)] = torch.tensor(c, dtype=torch.long)
+            att[b, P : P + len(c)] = 1
             cmask[b, : len(c)] = 1.0
     pos = (att.cumsum(-1) - 1).clamp(min=0)
     out = {"input_ids": ids, "attention_mask": att, "position_ids": pos, "completion_mask": cmask, "P": P, "C": C}
@@ -199,13 +199,18 @@ def completion_forward(model, batch: dict, *, hidden: bool = False):
     P, C = batch["P"], batch["C"]
     # logits_to_keep: the LM head runs on the last C + 1 positions only (columns P-1 .. P+C-1),
     # not on the prompt: with a 150k vocabulary that is most of the activation memory
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"], output_hidden_states=hidden, use_cache=False,
-                logits_to_keep=C + 1)
-    logits = out.logits[:, -(C + 1): -1] if out.logits.shape[1] != P + C else out.logits[:, P - 1: P + C - 1]
-    lp = gather_logprobs(logits, batch["input_ids"][:, P: P + C])
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        output_hidden_states=hidden,
+        use_cache=False,
+        logits_to_keep=C + 1,
+    )
+    logits = out.logits[:, -(C + 1) : -1] if out.logits.shape[1] != P + C else out.logits[:, P - 1 : P + C - 1]
+    lp = gather_logprobs(logits, batch["input_ids"][:, P : P + C])
     if hidden:
-        return lp, out.hidden_states[-1][:, P - 1: P + C - 1]
+        return lp, out.hidden_states[-1][:, P - 1 : P + C - 1]
     return lp
 
 
@@ -224,8 +229,17 @@ def _reference(model):
 # sampling (through the one sampler, rl.policy.sampling)
 
 
-def generate(model, tokenizer, prompts: list[tuple[str, str]], *, n: int, sampling: SamplingConfig | None = None,
-             task_ids: list[str] | None = None, progress: bool = False, **settings) -> list[Rollout]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[tuple[str, str]],
+    *,
+    n: int,
+    sampling: SamplingConfig | None = None,
+    task_ids: list[str] | None = None,
+    progress: bool = False,
+    **settings,
+) -> list[Rollout]:
     """Sample ``n`` completions of each ``(prompt_id, prompt)``; program ids are ``f"{prompt_id}#{k}"``.
 
     Sampling goes through :func:`rl.policy.sampling.sample_batches` with ``sampling`` (default
@@ -255,12 +269,22 @@ def generate(model, tokenizer, prompts: list[tuple[str, str]], *, n: int, sampli
             pid, prompt = prompts[s.prompt_index]
             code = prompt + s.completion
             L = len(s.completion_ids)
-            rollouts.append(Rollout(
-                program=f"{pid}#{s.sample_index}", prompt_id=pid, prompt=prompt, completion=s.completion, code=code,
-                prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, logprobs=lp[b, :L].tolist(),
-                ref_logprobs=ref[b, :L].tolist(),
-                line_spans=compute_line_spans(code, len(prompt), token_char_ends(tokenizer, s.completion_ids)),
-                task_id=None if task_ids is None else task_ids[s.prompt_index], finish_reason=s.finish_reason))
+            rollouts.append(
+                Rollout(
+                    program=f"{pid}#{s.sample_index}",
+                    prompt_id=pid,
+                    prompt=prompt,
+                    completion=s.completion,
+                    code=code,
+                    prompt_ids=s.prompt_ids,
+                    completion_ids=s.completion_ids,
+                    logprobs=lp[b, :L].tolist(),
+                    ref_logprobs=ref[b, :L].tolist(),
+                    line_spans=compute_line_spans(code, len(prompt), token_char_ends(tokenizer, s.completion_ids)),
+                    task_id=None if task_ids is None else task_ids[s.prompt_index],
+                    finish_reason=s.finish_reason,
+                )
+            )
     return rollouts
 
 
@@ -268,8 +292,16 @@ def generate(model, tokenizer, prompts: list[tuple[str, str]], *, n: int, sampli
 # files
 
 _REQUIRED = {
-    "program": str, "prompt_id": str, "prompt": str, "completion": str, "code": str, "prompt_ids": list,
-    "completion_ids": list, "logprobs": list, "ref_logprobs": list, "line_spans": list,
+    "program": str,
+    "prompt_id": str,
+    "prompt": str,
+    "completion": str,
+    "code": str,
+    "prompt_ids": list,
+    "completion_ids": list,
+    "logprobs": list,
+    "ref_logprobs": list,
+    "line_spans": list,
 }
 
 
@@ -298,8 +330,7 @@ def read_rollouts(path) -> list[Rollout]:
         n = len(d["completion_ids"])
         for name in ("logprobs", "ref_logprobs"):
             if len(d[name]) != n:
-                raise RolloutFileError(f"{where}: program {d['program']!r}: {name} has {len(d[name])} entries, "
-                                       f"completion_ids has {n}")
+                raise RolloutFileError(f"{where}: program {d['program']!r}: {name} has {len(d[name])} entries, completion_ids has {n}")
             if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in d[name]):
                 raise RolloutFileError(f"{where}: program {d['program']!r}: {name} has a non-finite value")
         if d["code"] != d["prompt"] + d["completion"]:
@@ -356,8 +387,15 @@ def run(args) -> int:
     _cpu_threads()
     prompts, task_ids = read_prompts(args.prompts)
     model, tok = load_policy(args.model, lora=None, adapter_path=args.adapter)
-    cfg = SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens,
-                         batch_size=args.batch_size, seed=args.seed, stop=tuple(args.stop or ()))
+    cfg = SamplingConfig(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        stop=tuple(args.stop or ()),
+    )
     rollouts = generate(model, tok, prompts, n=args.n, sampling=cfg, task_ids=task_ids, progress=True)
     write_rollouts(args.out, rollouts)
     print(f"wrote {len(rollouts)} rollouts ({len(prompts)} prompts x {args.n}) to {args.out}", file=sys.stderr)

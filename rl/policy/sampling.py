@@ -60,8 +60,7 @@ def token_char_ends(tokenizer, ids: list[int]) -> list[int]:
     return ends
 
 
-def cut_completion(tokenizer, ids: list[int], stop: tuple[str, ...] | list[str] | None,
-                   eos: set[int]) -> tuple[list[int], str]:
+def cut_completion(tokenizer, ids: list[int], stop: tuple[str, ...] | list[str] | None, eos: set[int]) -> tuple[list[int], str]:
     """Cut generated ids at the first EOS (kept) or stop string (see the module docstring).
 
     Returns ``(ids, finish_reason)``; rows a stopping criterion finished are pad-filled after the
@@ -107,15 +106,14 @@ class _StopOnStrings:
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        gen = input_ids[:, self.P:]
+        gen = input_ids[:, self.P :]
         k = min(gen.shape[1], self.tail)
         texts = self.tokenizer.batch_decode(gen[:, -k:], skip_special_tokens=True) if k else [""] * len(gen)
         return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
 
 
 def _generate_kwargs(cfg: SamplingConfig, pad_id: int, eos: set[int]) -> dict:
-    kw = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(eos) or None,
-              repetition_penalty=1.0)
+    kw = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(eos) or None, repetition_penalty=1.0)
     if cfg.temperature > 0:
         kw.update(do_sample=True, temperature=float(cfg.temperature), top_k=cfg.top_k, top_p=float(cfg.top_p))
     else:
@@ -130,13 +128,14 @@ def _left_pad(rows: list[list[int]], pad_id: int, device):
     ids = torch.full((len(rows), P), pad_id, dtype=torch.long)
     att = torch.zeros((len(rows), P), dtype=torch.long)
     for b, r in enumerate(rows):
-        ids[b, P - len(r):] = torch.tensor(r, dtype=torch.long)
-        att[b, P - len(r):] = 1
+        ids[b, P - len(r) :] = torch.tensor(r, dtype=torch.long)
+        att[b, P - len(r) :] = 1
     return ids.to(device), att.to(device)
 
 
-def sample_batches(model, tokenizer, prompts: list[str], n: int, cfg: SamplingConfig, *, progress: bool = False,
-                   desc: str = "sample") -> Iterator[list[Sample]]:
+def sample_batches(
+    model, tokenizer, prompts: list[str], n: int, cfg: SamplingConfig, *, progress: bool = False, desc: str = "sample"
+) -> Iterator[list[Sample]]:
     """Sample ``n`` completions of each prompt; yields the samples of each generate call in order.
 
     The model is in eval mode while the generator runs (callers may run forward passes between
@@ -168,7 +167,7 @@ def sample_batches(model, tokenizer, prompts: list[str], n: int, cfg: SamplingCo
     bar = tqdm(total=len(items), desc=desc, unit="seq", disable=not progress, file=sys.stderr)
     try:
         for start in range(0, len(items), cfg.batch_size):
-            chunk = items[start: start + cfg.batch_size]
+            chunk = items[start : start + cfg.batch_size]
             ids, att = _left_pad([it[2] for it in chunk], pad_id, device)
             P = ids.shape[1]
             if stop:

@@ -36,8 +36,18 @@ from pathlib import Path
 from crowdstat.io.jsonl import read_objects
 from rl.execution import sandbox
 
-__all__ = ["Problem", "load_humaneval", "load_mbpp", "load", "mbpp_root", "mbpp_places", "MBPP_SPLITS", "MBPP_HUB_ID",
-           "BENCHMARKS", "parse_task_id"]
+__all__ = [
+    "Problem",
+    "load_humaneval",
+    "load_mbpp",
+    "load",
+    "mbpp_root",
+    "mbpp_places",
+    "MBPP_SPLITS",
+    "MBPP_HUB_ID",
+    "BENCHMARKS",
+    "parse_task_id",
+]
 
 MBPP_SPLITS: dict[str, range] = {
     "prompt": range(1, 11),
@@ -76,6 +86,7 @@ class Problem:
 
 
 # ---------------------------------------------------------------------------- HumanEval
+
 
 def _split_check(test_src: str, entry_point: str) -> tuple[str, tuple[str, ...]]:
     """(setup, tests) for a HumanEval test module. See the module docstring."""
@@ -120,8 +131,17 @@ def load_humaneval() -> list[Problem]:
     out = []
     for tid, p in raw.items():
         setup, tests = _split_check(p["test"], p["entry_point"])
-        out.append(Problem(task_id=tid, prompt=p["prompt"], entry_point=p["entry_point"], tests=tests,
-                           setup=setup, canonical_solution=p["canonical_solution"], source="humaneval"))
+        out.append(
+            Problem(
+                task_id=tid,
+                prompt=p["prompt"],
+                entry_point=p["entry_point"],
+                tests=tests,
+                setup=setup,
+                canonical_solution=p["canonical_solution"],
+                source="humaneval",
+            )
+        )
     out.sort(key=lambda q: int(q.task_id.split("/")[1]))
     return out
 
@@ -156,8 +176,7 @@ class _HubUnavailable(Exception):
 
 
 def _hub_offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def _hub_records(sanitized: bool) -> list[tuple[str, dict]]:
@@ -187,7 +206,8 @@ def _not_found(sanitized: bool, hub_reason: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"MBPP ({name}) not found: not in {first}, not in ../shared/datasets/mbpp beside the repository "
         f"({mbpp_places()[-1]}), not from the Hugging Face hub ({MBPP_HUB_ID}: {hub_reason}); set {ENV_VAR} to a "
-        f"folder holding mbpp/{name}, put it in shared/datasets/mbpp beside the repository, or allow the hub")
+        f"folder holding mbpp/{name}, put it in shared/datasets/mbpp beside the repository, or allow the hub"
+    )
 
 
 def _file_records(path: Path, sanitized: bool) -> list[tuple[str, dict]]:
@@ -269,12 +289,18 @@ def _mbpp_problem(tid: int, r: dict, where: str, sanitized: bool, challenge: boo
     code = r["code"].replace("\r\n", "\n")
     if not code.endswith("\n"):
         code += "\n"
-    return Problem(task_id=f"Mbpp/{tid}", prompt=prompt, entry_point=_entry_point(code, r["test_list"][0], where),
-                   tests=tuple(tests), setup=setup, canonical_solution=code, source="mbpp")
+    return Problem(
+        task_id=f"Mbpp/{tid}",
+        prompt=prompt,
+        entry_point=_entry_point(code, r["test_list"][0], where),
+        tests=tuple(tests),
+        setup=setup,
+        canonical_solution=code,
+        source="mbpp",
+    )
 
 
-def load_mbpp(split: str = "test", sanitized: bool = False, root: str | Path | None = None,
-              challenge: bool = False) -> list[Problem]:
+def load_mbpp(split: str = "test", sanitized: bool = False, root: str | Path | None = None, challenge: bool = False) -> list[Problem]:
     """MBPP problems of one split ("test", "train", "validation", "prompt" or "all").
 
     Read from ``root`` when given, else from ``$CROWDSTAT_DATASETS/mbpp``, ``../shared/datasets/mbpp``

@@ -99,7 +99,7 @@ def annotated_lines(code: str, prompt: str = "") -> list[int]:
         if i < start:
             continue
         if i == start and prompt and not prompt.endswith("\n"):
-            t = t[len(prompt) - prompt.rfind("\n") - 1:]  # only the completion's part of that line
+            t = t[len(prompt) - prompt.rfind("\n") - 1 :]  # only the completion's part of that line
         s = t.strip()
         if not s or s.startswith("#") or i in doc:
             continue
@@ -110,8 +110,18 @@ def annotated_lines(code: str, prompt: str = "") -> list[int]:
 # --------------------------------------------------------------------------- units
 
 
-_COMPOUND = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try,
-             ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_COMPOUND = (
+    ast.If,
+    ast.For,
+    ast.AsyncFor,
+    ast.While,
+    ast.With,
+    ast.AsyncWith,
+    ast.Try,
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+)
 if hasattr(ast, "TryStar"):
     _COMPOUND = _COMPOUND + (ast.TryStar,)
 if hasattr(ast, "Match"):
@@ -176,8 +186,12 @@ def _units_by_line(code: str, tree: ast.Module | None) -> dict[int, tuple[int, s
                     add(c.pattern.lineno, c.pattern.lineno, f"{depth + 1}|{ast.unparse(cn).split(chr(10))[0]}")
                     visit(c.body, depth + 2)
                 orelse = getattr(s, "orelse", [])
-                if (isinstance(s, ast.If) and len(orelse) == 1 and isinstance(orelse[0], ast.If)
-                        and src_lines[orelse[0].lineno - 1].lstrip().startswith("elif")):
+                if (
+                    isinstance(s, ast.If)
+                    and len(orelse) == 1
+                    and isinstance(orelse[0], ast.If)
+                    and src_lines[orelse[0].lineno - 1].lstrip().startswith("elif")
+                ):
                     visit(orelse, depth)  # an elif stays at this depth
                 else:
                     visit(orelse, depth + 1)
@@ -348,8 +362,9 @@ def rule_agreement(records, problems: dict, results, *, raise_line: str = "union
         hand = {int(ln): int(lab) for ln, lab in rec["truth"]}
         rule = truth_for_problem(problems[rec["task_id"]], rec["code"], res, raise_line=raise_line)
         if set(rule) != set(hand):
-            raise ValueError(f"{rec.get('id', rec['task_id'])}: hand labels cover lines {sorted(hand)}, "
-                             f"the annotated lines are {sorted(rule)}")
+            raise ValueError(
+                f"{rec.get('id', rec['task_id'])}: hand labels cover lines {sorted(hand)}, the annotated lines are {sorted(rule)}"
+            )
         same = sum(rule[ln] == hand[ln] for ln in hand)
         n_lines += len(hand)
         agree += same
@@ -360,10 +375,16 @@ def rule_agreement(records, problems: dict, results, *, raise_line: str = "union
         if same != len(hand):
             differ.append(rec.get("id", rec["task_id"]))
     n = len(records)
-    return {"raise_line": raise_line, "programs": n, "lines": n_lines,
-            "line_agreement": agree / n_lines if n_lines else float("nan"),
-            "program_exact": exact / n if n else float("nan"),
-            "hand_wrong": hw, "rule_wrong": rw, "both_wrong": both_w,
-            "wrong_recall": both_w / hw if hw else float("nan"),
-            "wrong_precision": both_w / rw if rw else float("nan"),
-            "differ": differ}
+    return {
+        "raise_line": raise_line,
+        "programs": n,
+        "lines": n_lines,
+        "line_agreement": agree / n_lines if n_lines else float("nan"),
+        "program_exact": exact / n if n else float("nan"),
+        "hand_wrong": hw,
+        "rule_wrong": rw,
+        "both_wrong": both_w,
+        "wrong_recall": both_w / hw if hw else float("nan"),
+        "wrong_precision": both_w / rw if rw else float("nan"),
+        "differ": differ,
+    }

@@ -46,13 +46,39 @@ from rl.tasks import lines as _lines
 
 __all__ = ["Mutant", "Candidate", "OPERATORS", "candidates", "generate", "MutantRun"]
 
-OPERATORS = ("const_off_by_one", "range_bound", "arith_op", "compare_op", "wrong_name", "remove_stmt",
-             "wrong_return", "negate_cond", "bool_op")
+OPERATORS = (
+    "const_off_by_one",
+    "range_bound",
+    "arith_op",
+    "compare_op",
+    "wrong_name",
+    "remove_stmt",
+    "wrong_return",
+    "negate_cond",
+    "bool_op",
+)
 
-_ARITH = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Add, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
-          ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult}
-_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
-        ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+_ARITH = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Add,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Div,
+    ast.Mod: ast.FloorDiv,
+    ast.Pow: ast.Mult,
+}
+_CMP = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+}
 
 
 @dataclass(frozen=True)
@@ -126,8 +152,7 @@ class _Ctx:
         self.parent = _parents(self.tree) if self.tree is not None else {}
 
     def single_line(self, node: ast.AST) -> bool:
-        return (getattr(node, "lineno", None) is not None and node.lineno == node.end_lineno
-                and node.lineno in self.ann)
+        return getattr(node, "lineno", None) is not None and node.lineno == node.end_lineno and node.lineno in self.ann
 
     def _col(self, ln: int, byte_col: int) -> int:
         return len(self.lines[ln - 1].encode("utf-8")[:byte_col].decode("utf-8", "replace"))
@@ -197,8 +222,7 @@ def _mk(ctx: _Ctx, op: str, node: ast.AST, mutate) -> Candidate | None:
 
 def _op_const(ctx: _Ctx, rng: random.Random):
     for n in ctx.nodes:
-        if (isinstance(n, ast.Constant) and type(n.value) is int and ctx.single_line(n)
-                and not _in_range_call(ctx, n)):
+        if isinstance(n, ast.Constant) and type(n.value) is int and ctx.single_line(n) and not _in_range_call(ctx, n):
             d = rng.choice((1, -1))
 
             def m(t, _tree, d=d):
@@ -210,8 +234,7 @@ def _op_const(ctx: _Ctx, rng: random.Random):
 
 def _op_range(ctx: _Ctx, rng: random.Random):
     for n in ctx.nodes:
-        if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "range" and n.args
-                and 1 <= len(n.args) <= 3):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "range" and n.args and 1 <= len(n.args) <= 3:
             arg = n.args[1] if len(n.args) >= 2 and rng.random() < 0.7 else n.args[0]
             if not ctx.single_line(arg):
                 continue
@@ -228,12 +251,14 @@ def _op_range(ctx: _Ctx, rng: random.Random):
 def _op_arith(ctx: _Ctx, rng: random.Random):
     for n in ctx.nodes:
         if isinstance(n, ast.BinOp) and type(n.op) in _ARITH and ctx.single_line(n):
+
             def m(t, _tree):
                 t.op = _ARITH[type(t.op)]()
                 return t
 
             yield n, m
         elif isinstance(n, ast.AugAssign) and type(n.op) in _ARITH and ctx.single_line(n):
+
             def m(t, _tree):
                 t.op = _ARITH[type(t.op)]()
                 return t
@@ -261,8 +286,7 @@ def _bindings(fn: ast.AST) -> dict[str, int]:
     """name -> first line where the function binds it (parameters: the def line)."""
     out: dict[str, int] = {}
     a = fn.args
-    for arg in a.posonlyargs + a.args + a.kwonlyargs + ([a.vararg] if a.vararg else []) + (
-            [a.kwarg] if a.kwarg else []):
+    for arg in a.posonlyargs + a.args + a.kwonlyargs + ([a.vararg] if a.vararg else []) + ([a.kwarg] if a.kwarg else []):
         out.setdefault(arg.arg, 0)
     for n in ast.walk(fn):
         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
@@ -301,10 +325,11 @@ def _op_remove(ctx: _Ctx, rng: random.Random):
             if not isinstance(body, list) or len(body) < 2:
                 continue
             for s in body:
-                if (isinstance(s, (ast.Pass, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import,
-                                   ast.ImportFrom))
-                        or isinstance(s, _lines._COMPOUND)
-                        or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))):
+                if (
+                    isinstance(s, (ast.Pass, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom))
+                    or isinstance(s, _lines._COMPOUND)
+                    or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+                ):
                     continue
                 span = range(s.lineno, s.end_lineno + 1)
                 if not all(ln in ctx.ann for ln in span):
@@ -314,7 +339,7 @@ def _op_remove(ctx: _Ctx, rng: random.Random):
                 own = "\n".join(ctx.lines[ln - 1] for ln in span).strip()
                 if seg.strip() != own:
                     continue
-                out = "\n".join(ctx.lines[: s.lineno - 1] + ctx.lines[s.end_lineno:])
+                out = "\n".join(ctx.lines[: s.lineno - 1] + ctx.lines[s.end_lineno :])
                 if _parse(out) is None:
                     continue
                 ann2 = _lines.annotated_lines(out, ctx.prompt)
@@ -323,7 +348,8 @@ def _op_remove(ctx: _Ctx, rng: random.Random):
                 if wrong is None:
                     continue
                 desc = f"remove_stmt: deleted line {s.lineno} `{ctx.lines[s.lineno - 1].strip()}`" + (
-                    f" (+{len(span) - 1} continuation lines)" if len(span) > 1 else "")
+                    f" (+{len(span) - 1} continuation lines)" if len(span) > 1 else ""
+                )
                 yield Candidate("remove_stmt", out, (wrong,), desc)
 
 
@@ -333,9 +359,11 @@ def _op_return(ctx: _Ctx, rng: random.Random):
             continue
         v = n.value
         if isinstance(v, ast.Constant) and isinstance(v.value, bool):
+
             def m(t, _tree):
                 return ast.Constant(not t.value)
         elif isinstance(v, ast.Constant) and type(v.value) in (int, float):
+
             def m(t, _tree):
                 return ast.Constant(t.value + 1)
         elif isinstance(v, ast.Constant) and v.value is None:
@@ -345,9 +373,14 @@ def _op_return(ctx: _Ctx, rng: random.Random):
             mine = ast.unparse(v)
             alts = []
             if fn is not None:
-                alts = sorted({ast.unparse(r.value) for r in ast.walk(fn)
-                               if isinstance(r, ast.Return) and r.value is not None and _func_of(ctx, r) is fn}
-                              - {mine})
+                alts = sorted(
+                    {
+                        ast.unparse(r.value)
+                        for r in ast.walk(fn)
+                        if isinstance(r, ast.Return) and r.value is not None and _func_of(ctx, r) is fn
+                    }
+                    - {mine}
+                )
             alt = rng.choice(alts) if alts else "None"
 
             def m(t, _tree, alt=alt):
@@ -359,6 +392,7 @@ def _op_return(ctx: _Ctx, rng: random.Random):
 def _op_negate(ctx: _Ctx, rng: random.Random):
     for n in ctx.nodes:
         if isinstance(n, (ast.If, ast.While, ast.IfExp)) and ctx.single_line(n.test):
+
             def m(t, _tree):
                 if isinstance(t, ast.UnaryOp) and isinstance(t.op, ast.Not):
                     return t.operand
@@ -370,6 +404,7 @@ def _op_negate(ctx: _Ctx, rng: random.Random):
 def _op_boolop(ctx: _Ctx, rng: random.Random):
     for n in ctx.nodes:
         if isinstance(n, ast.BoolOp) and ctx.single_line(n):
+
             def m(t, _tree):
                 t.op = ast.Or() if isinstance(t.op, ast.And) else ast.And()
                 return t
@@ -377,13 +412,20 @@ def _op_boolop(ctx: _Ctx, rng: random.Random):
             yield n, m
 
 
-_SITES = {"const_off_by_one": _op_const, "range_bound": _op_range, "arith_op": _op_arith,
-          "compare_op": _op_compare, "wrong_name": _op_name, "remove_stmt": _op_remove,
-          "wrong_return": _op_return, "negate_cond": _op_negate, "bool_op": _op_boolop}
+_SITES = {
+    "const_off_by_one": _op_const,
+    "range_bound": _op_range,
+    "arith_op": _op_arith,
+    "compare_op": _op_compare,
+    "wrong_name": _op_name,
+    "remove_stmt": _op_remove,
+    "wrong_return": _op_return,
+    "negate_cond": _op_negate,
+    "bool_op": _op_boolop,
+}
 
 
-def candidates(program: str, prompt: str = "", operators=OPERATORS, rng: random.Random | None = None
-               ) -> dict[str, list[Candidate]]:
+def candidates(program: str, prompt: str = "", operators=OPERATORS, rng: random.Random | None = None) -> dict[str, list[Candidate]]:
     """All mutants of ``program`` per operator (no execution). ``prompt`` is not mutated."""
     unknown = set(operators) - set(OPERATORS)
     if unknown:
@@ -416,8 +458,15 @@ def _order(per_op: dict[str, list[Candidate]], rng: random.Random) -> list[Candi
     return out
 
 
-def generate(problems, per_problem: int | None = 3, seed: int = 0, sandbox=None, operators=OPERATORS,
-             tries_per_mutant: int = 3, progress: bool = False) -> MutantRun:
+def generate(
+    problems,
+    per_problem: int | None = 3,
+    seed: int = 0,
+    sandbox=None,
+    operators=OPERATORS,
+    tries_per_mutant: int = 3,
+    progress: bool = False,
+) -> MutantRun:
     """Mutants of each problem's canonical program that fail at least one test.
 
     per_problem: mutants to keep per problem (None: every failing candidate). At most
@@ -456,7 +505,7 @@ def generate(problems, per_problem: int | None = 3, seed: int = 0, sandbox=None,
     skipped: list[str] = []
     k = 0
     for p, order in plan:
-        canon, res = results[k], results[k + 1: k + 1 + len(order)]
+        canon, res = results[k], results[k + 1 : k + 1 + len(order)]
         k += 1 + len(order)
         if canon.status != "passed":
             skipped.append(p.task_id)
@@ -472,8 +521,9 @@ def generate(problems, per_problem: int | None = 3, seed: int = 0, sandbox=None,
             stats[c.operator]["kept"] += 1
             kept += 1
             mutants.append(Mutant(p.task_id, c.operator, c.program, c.wrong_lines, c.description))
-    return MutantRun(mutants, {op: {key: int(c[key]) for key in ("candidates", "tried", "kept", "dropped")}
-                               for op, c in stats.items()}, skipped)
+    return MutantRun(
+        mutants, {op: {key: int(c[key]) for key in ("candidates", "tried", "kept", "dropped")} for op, c in stats.items()}, skipped
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -488,15 +538,19 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     probs = benchmarks.load(a.benchmark)[: a.limit]
     run = generate(probs, per_problem=a.per_problem or None, seed=a.seed, progress=True)
-    print(f"{a.benchmark}: {len(probs)} problems, {len(run.mutants)} mutants kept, "
-          f"{len(run.skipped_problems)} problems skipped (canonical fails: {run.skipped_problems})")
+    print(
+        f"{a.benchmark}: {len(probs)} problems, {len(run.mutants)} mutants kept, "
+        f"{len(run.skipped_problems)} problems skipped (canonical fails: {run.skipped_problems})"
+    )
     print(f"{'operator':18s} {'candidates':>10s} {'tried':>6s} {'kept':>6s} {'dropped':>8s} {'kept %':>7s}")
     for op, s in run.stats.items():
         pct = 100 * s["kept"] / s["tried"] if s["tried"] else float("nan")
         print(f"{op:18s} {s['candidates']:10d} {s['tried']:6d} {s['kept']:6d} {s['dropped']:8d} {pct:7.1f}")
     tot = {key: sum(s[key] for s in run.stats.values()) for key in ("candidates", "tried", "kept", "dropped")}
-    print(f"{'total':18s} {tot['candidates']:10d} {tot['tried']:6d} {tot['kept']:6d} {tot['dropped']:8d} "
-          f"{100 * tot['kept'] / max(tot['tried'], 1):7.1f}")
+    print(
+        f"{'total':18s} {tot['candidates']:10d} {tot['tried']:6d} {tot['kept']:6d} {tot['dropped']:8d} "
+        f"{100 * tot['kept'] / max(tot['tried'], 1):7.1f}"
+    )
     return 0
 
 

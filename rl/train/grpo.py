@@ -82,9 +82,14 @@ def crowd_reward_func(rewarder, problems: dict, field_: str = "reward") -> Calla
         items = [(f"{tag}-{i}", problems[t], c) for i, (t, c) in enumerate(zip(task_id, completions))]
         recs, scored, info = rewarder.rewards(items, tag)
         out = [float(recs[prog][field_]) for prog, _, _ in items]
-        history.append({"call": calls["n"], "mean_reward": sum(out) / len(out),
-                        "exec_pass_rate": sum(s.passed for s in scored) / len(scored),
-                        "line_accuracy": info.get("line_accuracy")})
+        history.append(
+            {
+                "call": calls["n"],
+                "mean_reward": sum(out) / len(out),
+                "exec_pass_rate": sum(s.passed for s in scored) / len(scored),
+                "line_accuracy": info.get("line_accuracy"),
+            }
+        )
         return out
 
     reward.__name__ = f"crowd_{rewarder.source}"
@@ -97,17 +102,42 @@ def grpo_config(s: GRPOSettings, out_dir: str | Path):
     from trl import GRPOConfig
 
     return GRPOConfig(
-        output_dir=str(out_dir), use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
-        per_device_train_batch_size=s.batch_size, num_generations=s.num_generations,
-        max_completion_length=s.max_completion_length, temperature=s.temperature, top_k=0, top_p=1.0,
-        learning_rate=s.lr, lr_scheduler_type="constant", warmup_steps=0, beta=0.0, num_iterations=1,
-        loss_type="dr_grpo", scale_rewards="none", report_to="none", save_strategy="no", logging_steps=1,
-        max_steps=s.steps, seed=s.seed, data_seed=s.seed, disable_tqdm=False, dataloader_num_workers=0,
+        output_dir=str(out_dir),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        per_device_train_batch_size=s.batch_size,
+        num_generations=s.num_generations,
+        max_completion_length=s.max_completion_length,
+        temperature=s.temperature,
+        top_k=0,
+        top_p=1.0,
+        learning_rate=s.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        beta=0.0,
+        num_iterations=1,
+        loss_type="dr_grpo",
+        scale_rewards="none",
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        max_steps=s.steps,
+        seed=s.seed,
+        data_seed=s.seed,
+        disable_tqdm=False,
+        dataloader_num_workers=0,
     )
 
 
-def train_grpo(model_path: str | Path, out_dir: str | Path, s: GRPOSettings | None = None,
-               reward_funcs: list | None = None, problems: list | None = None) -> dict:
+def train_grpo(
+    model_path: str | Path,
+    out_dir: str | Path,
+    s: GRPOSettings | None = None,
+    reward_funcs: list | None = None,
+    problems: list | None = None,
+) -> dict:
     """Train a LoRA adapter with GRPO; writes ``out_dir/adapter`` and ``out_dir/grpo.json``.
 
     ``reward_funcs``: override the crowd reward (e.g. a plain verifiable function in tests).
@@ -144,18 +174,33 @@ def train_grpo(model_path: str | Path, out_dir: str | Path, s: GRPOSettings | No
     with Sandbox(workers=2) as sb:
         funcs = reward_funcs
         if funcs is None:
-            rewarder = CrowdRewarder(s.reward_source, out_dir / "crowdwork", population=DEFAULT_POPULATION,
-                                     honeypot_fraction=s.honeypot_fraction, crowd_args=s.crowd_args, sandbox=sb,
-                                     seed=s.seed)
+            rewarder = CrowdRewarder(
+                s.reward_source,
+                out_dir / "crowdwork",
+                population=DEFAULT_POPULATION,
+                honeypot_fraction=s.honeypot_fraction,
+                crowd_args=s.crowd_args,
+                sandbox=sb,
+                seed=s.seed,
+            )
             funcs = [crowd_reward_func(rewarder, by_task, s.reward_field)]
-        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=grpo_config(s, out_dir / "trainer"),
-                              train_dataset=ds, processing_class=tok, peft_config=lora)
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=funcs,
+            args=grpo_config(s, out_dir / "trainer"),
+            train_dataset=ds,
+            processing_class=tok,
+            peft_config=lora,
+        )
         trainer.train()
     logs = [h for h in trainer.state.log_history if "reward" in h]
     trainer.model.save_pretrained(out_dir / "adapter")
-    summary = {"settings": asdict(s), "seconds": time.time() - t0,
-               "reward_per_step": [h["reward"] for h in logs],
-               "history": getattr(funcs[0], "history", None)}
+    summary = {
+        "settings": asdict(s),
+        "seconds": time.time() - t0,
+        "reward_per_step": [h["reward"] for h in logs],
+        "history": getattr(funcs[0], "history", None),
+    }
     atomic_write_json(out_dir / "grpo.json", summary)
     return summary
 
@@ -176,8 +221,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> GRPOSettings:
     """The settings :func:`add_arguments` options describe."""
-    return GRPOSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GRPOSettings) if f.name != "lora"},
-                        lora=dataclass_from_args(LoraSpec, args, prefix="lora-"))
+    return GRPOSettings(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(GRPOSettings) if f.name != "lora"},
+        lora=dataclass_from_args(LoraSpec, args, prefix="lora-"),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -105,8 +105,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     if squeeze:
         rewards, values, mask = rewards[None], values[None], mask[None]
     if not (rewards.shape == values.shape == mask.shape):
-        raise ValueError(f"gae: shapes differ: rewards {tuple(rewards.shape)}, values {tuple(values.shape)}, "
-                         f"mask {tuple(mask.shape)}")
+        raise ValueError(f"gae: shapes differ: rewards {tuple(rewards.shape)}, values {tuple(values.shape)}, mask {tuple(mask.shape)}")
     m = mask.to(rewards.dtype)
     values = values.to(rewards.dtype)
     B, T = rewards.shape
@@ -200,8 +199,9 @@ def _check_batch(rollouts: list[Rollout], token_rewards: list[list[float]]) -> i
         raise ValueError(f"PPOTrainer.step: {len(rollouts)} rollouts but {len(token_rewards)} reward lists")
     for r, tr in zip(rollouts, token_rewards):
         if len(tr) != len(r.completion_ids):
-            raise ValueError(f"PPOTrainer.step: program {r.program!r}: {len(tr)} token rewards for "
-                             f"{len(r.completion_ids)} completion tokens")
+            raise ValueError(
+                f"PPOTrainer.step: program {r.program!r}: {len(tr)} token rewards for {len(r.completion_ids)} completion tokens"
+            )
         if not all(math.isfinite(x) for x in tr):
             raise ValueError(f"PPOTrainer.step: program {r.program!r}: non-finite token reward")
     n_empty = sum(not r.completion_ids for r in rollouts)
@@ -298,8 +298,7 @@ class PPOTrainer:
         return self.accelerator.device
 
     def _forward(self, rollouts: list[Rollout]):
-        b = pack([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], self.tokenizer.pad_token_id,
-                 self.device)
+        b = pack([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], self.tokenizer.pad_token_id, self.device)
         lp, v = self.wrapped(b["input_ids"], b["attention_mask"], b["position_ids"], b["P"], b["C"])
         return lp, v, b["completion_mask"]
 
@@ -341,14 +340,14 @@ class PPOTrainer:
         ref_lp = torch.zeros(B, C, device=dev)
         with torch.no_grad():
             for s in range(0, B, micro):
-                rows = rollouts[s: s + micro]
+                rows = rollouts[s : s + micro]
                 lp, v, m = self._forward(rows)
                 c = lp.shape[1]
-                old_lp[s: s + len(rows), :c] = lp * m
-                old_v[s: s + len(rows), :c] = v * m
+                old_lp[s : s + len(rows), :c] = lp * m
+                old_v[s : s + len(rows), :c] = v * m
                 with self.model.disable_adapter():
                     rlp, _, _ = self._forward(rows)
-                ref_lp[s: s + len(rows), :c] = rlp * m
+                ref_lp[s : s + len(rows), :c] = rlp * m
         return old_lp, old_v, ref_lp
 
     def _prepare_batch(self, rollouts: list[Rollout], mask: torch.Tensor, scores: torch.Tensor) -> _Batch:
@@ -357,8 +356,7 @@ class PPOTrainer:
         cfg = self.config
         B, C = mask.shape
         old_lp, old_v, ref_lp = self._old_logprobs(rollouts, B, C)
-        mismatch = max(
-            (abs(a - b) for r, row in zip(rollouts, old_lp.tolist()) for a, b in zip(r.logprobs, row)), default=0.0)
+        mismatch = max((abs(a - b) for r, row in zip(rollouts, old_lp.tolist()) for a, b in zip(r.logprobs, row)), default=0.0)
         kl = kl_penalty(old_lp, ref_lp, "k1") * mask
         rewards = scores - cfg.kl_coef * kl
         if cfg.whiten_rewards:
@@ -377,14 +375,15 @@ class PPOTrainer:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.n_steps)
         n_mb = math.ceil(B / cfg.minibatch_size)
         stats = {"loss/policy": [], "loss/value": [], "policy/clipfrac": [], "policy/approx_kl": [], "loss/total": []}
-        bar = tqdm(total=cfg.ppo_epochs * n_mb, desc=f"ppo step {self.n_steps}", unit="mb", disable=not self.progress,
-                   file=sys.stderr, leave=False)
+        bar = tqdm(
+            total=cfg.ppo_epochs * n_mb, desc=f"ppo step {self.n_steps}", unit="mb", disable=not self.progress, file=sys.stderr, leave=False
+        )
         self.wrapped.train(False)
         grad_norm = float("nan")
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(B, generator=gen).tolist()
             for s in range(0, B, cfg.minibatch_size):
-                self._minibatch(batch, perm[s: s + cfg.minibatch_size], stats)
+                self._minibatch(batch, perm[s : s + cfg.minibatch_size], stats)
                 if cfg.max_grad_norm > 0:
                     grad_norm = float(self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm))
                 self.optimizer.step()
@@ -398,7 +397,7 @@ class PPOTrainer:
         its share of the minibatch's tokens; DDP synchronises on the last micro-batch only."""
         cfg = self.config
         micro = self.micro_batch_size
-        parts = [mb[i: i + micro] for i in range(0, len(mb), micro)]
+        parts = [mb[i : i + micro] for i in range(0, len(mb), micro)]
         n_tok = float(batch.mask[mb].sum().item())
         for j, part in enumerate(parts):
             last = j == len(parts) - 1
@@ -428,24 +427,26 @@ class PPOTrainer:
         var_r = masked_var(returns, mask)
         ev = 1.0 - masked_var(returns - old_v, mask) / var_r if var_r > 0 else torch.tensor(float("nan"))
         out = {k: float(sum(v) / len(v)) for k, v in stats.items()}
-        out.update({
-            "step": self.n_steps,
-            "reward/score_mean": float(seq_score.mean()),
-            "reward/score_std": float(seq_score.std()) if B > 1 else 0.0,
-            "reward/total_mean": float(((scores - cfg.kl_coef * kl) * mask).sum(1).mean()),
-            "kl/k1_mean": float(kl.sum(1).mean()),
-            "kl/k3_mean": float((kl_penalty(batch.old_lp, batch.ref_lp, "k3") * mask).sum(1).mean()),
-            "value/mean": float(masked_mean(old_v, mask)),
-            "returns/mean": float(masked_mean(returns, mask)),
-            "value/explained_variance": float(ev),
-            "advantages/mean": float(masked_mean(batch.adv, mask)),
-            "grad_norm": grad_norm,
-            "logprob/rollout_mismatch_max": batch.mismatch,
-            "tokens/mean_len": float(mask.sum() / B),
-            "n_rollouts": B,
-            "n_empty": n_empty,
-            "lr": cfg.learning_rate,
-        })
+        out.update(
+            {
+                "step": self.n_steps,
+                "reward/score_mean": float(seq_score.mean()),
+                "reward/score_std": float(seq_score.std()) if B > 1 else 0.0,
+                "reward/total_mean": float(((scores - cfg.kl_coef * kl) * mask).sum(1).mean()),
+                "kl/k1_mean": float(kl.sum(1).mean()),
+                "kl/k3_mean": float((kl_penalty(batch.old_lp, batch.ref_lp, "k3") * mask).sum(1).mean()),
+                "value/mean": float(masked_mean(old_v, mask)),
+                "returns/mean": float(masked_mean(returns, mask)),
+                "value/explained_variance": float(ev),
+                "advantages/mean": float(masked_mean(batch.adv, mask)),
+                "grad_norm": grad_norm,
+                "logprob/rollout_mismatch_max": batch.mismatch,
+                "tokens/mean_len": float(mask.sum() / B),
+                "n_rollouts": B,
+                "n_empty": n_empty,
+                "lr": cfg.learning_rate,
+            }
+        )
         return out
 
     # -- persistence ----------------------------------------------------------------------------
@@ -462,11 +463,9 @@ class PPOTrainer:
 
             def write(tmp: Path) -> None:
                 acc.unwrap_model(self.wrapped).policy.save_pretrained(tmp)
-                save_file({k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
-                          str(tmp / VALUE_HEAD_FILE))
+                save_file({k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()}, str(tmp / VALUE_HEAD_FILE))
                 (tmp / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8")
-                state = {"n_steps": self.n_steps, "hidden_size": self.value_head.in_features,
-                         "mixed_precision": self.mixed_precision}
+                state = {"n_steps": self.n_steps, "hidden_size": self.value_head.in_features, "mixed_precision": self.mixed_precision}
                 (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
                 torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
 
@@ -475,8 +474,9 @@ class PPOTrainer:
         return out_dir
 
     @classmethod
-    def load(cls, adapter_dir, model_name_or_path=None, *, config: PPOConfig | None = None, device=None, dtype=None,
-             progress: bool = False) -> PPOTrainer:
+    def load(
+        cls, adapter_dir, model_name_or_path=None, *, config: PPOConfig | None = None, device=None, dtype=None, progress: bool = False
+    ) -> PPOTrainer:
         """Rebuild a trainer from :meth:`save`: base model (``model_name_or_path``, default the base
         named in the adapter config) + the saved adapter, value head, optimizer state and step count.
         ``config`` overrides the saved config. A plain peft adapter directory (no value head) gets a
@@ -495,8 +495,10 @@ class PPOTrainer:
         if vh.is_file():
             sd = load_file(str(vh))
             if sd["weight"].shape != trainer.value_head.weight.shape:
-                raise ValueError(f"{vh}: value head of shape {tuple(sd['weight'].shape)}, model needs "
-                                 f"{tuple(trainer.value_head.weight.shape)} (another base model?)")
+                raise ValueError(
+                    f"{vh}: value head of shape {tuple(sd['weight'].shape)}, model needs "
+                    f"{tuple(trainer.value_head.weight.shape)} (another base model?)"
+                )
             with torch.no_grad():
                 trainer.value_head.weight.copy_(sd["weight"])
                 trainer.value_head.bias.copy_(sd["bias"])
@@ -520,17 +522,23 @@ class PPOTrainer:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="base model directory")
-    parser.add_argument("--adapter", default=None,
-                        help="continue from this directory (a previous --out: adapter + value head + optimizer)")
+    parser.add_argument("--adapter", default=None, help="continue from this directory (a previous --out: adapter + value head + optimizer)")
     parser.add_argument("--rollouts", required=True, help="rollout file (rl generate --out)")
     parser.add_argument("--rewards", required=True, help="reward file (crowdstat fit --out DIR/rewards.jsonl)")
     parser.add_argument("--out", required=True, help="output directory (adapter, value head, config, stats)")
-    parser.add_argument("--batch-size", type=int, default=0,
-                        help="rollouts per PPO step (default 0: all rollouts in one step)")
-    parser.add_argument("--line-reward", default="signed", choices=("signed", "posterior", "signed_mean"),
-                        help="lines mode: reward of a line with posterior P: 2P-1, P, or (2P-1)/k (default: signed)")
-    parser.add_argument("--prompt-lines", default="error", choices=("error", "ignore"),
-                        help="annotated lines that lie in the prompt: error (default) or ignore")
+    parser.add_argument("--batch-size", type=int, default=0, help="rollouts per PPO step (default 0: all rollouts in one step)")
+    parser.add_argument(
+        "--line-reward",
+        default="signed",
+        choices=("signed", "posterior", "signed_mean"),
+        help="lines mode: reward of a line with posterior P: 2P-1, P, or (2P-1)/k (default: signed)",
+    )
+    parser.add_argument(
+        "--prompt-lines",
+        default="error",
+        choices=("error", "ignore"),
+        help="annotated lines that lie in the prompt: error (default) or ignore",
+    )
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank of a new adapter (default: 8)")
     parser.add_argument("--lora-alpha", type=int, default=16, help="(default: 16)")
     parser.add_argument("--lora-dropout", type=float, default=0.0, help="(default: 0.0)")
@@ -564,18 +572,19 @@ def run(args) -> int:
     if world > 1:  # data parallel: each process takes an equal share (DDP needs equal pass counts)
         n_use = len(order) // world * world
         if n_use < len(order):
-            print(f"warning: {len(order) - n_use} rollout(s) left out so that {world} processes get equal shares",
-                  file=sys.stderr)
+            print(f"warning: {len(order) - n_use} rollout(s) left out so that {world} processes get equal shares", file=sys.stderr)
         order = order[rank:n_use:world]
     bs = (args.batch_size // world if args.batch_size > 0 else len(order)) or 1
     log = []
     for s in tqdm(range(0, len(order), bs), desc="train", unit="step", file=sys.stderr, disable=not acc.is_main_process):
-        idx = order[s: s + bs]
+        idx = order[s : s + bs]
         st = trainer.step([rollouts[i] for i in idx], [rewards[i] for i in idx])
         log.append(st)
         if acc.is_main_process:
-            print(json.dumps({k: st[k] for k in ("step", "reward/score_mean", "kl/k1_mean", "policy/clipfrac",
-                                              "loss/value", "time_s")}), file=sys.stderr)
+            print(
+                json.dumps({k: st[k] for k in ("step", "reward/score_mean", "kl/k1_mean", "policy/clipfrac", "loss/value", "time_s")}),
+                file=sys.stderr,
+            )
     out = trainer.save(args.out)
     if acc.is_main_process:
         atomic_write_text(out / "train_stats.jsonl", prev_stats + "".join(json.dumps(s) + "\n" for s in log))

@@ -78,11 +78,9 @@ def warm_start(out: str | Path, cfg: SFTConfig | None = None, progress: bool = T
     result: dict = {}
 
     def write(tmp: Path) -> None:  # the model directory appears only when complete
-        bench = make_benchmark(seed=cfg.bench_seed, n_train_per_template=cfg.n_train_per_template,
-                               hold_single=cfg.hold_single)
+        bench = make_benchmark(seed=cfg.bench_seed, n_train_per_template=cfg.n_train_per_template, hold_single=cfg.hold_single)
         tok = train_char_tokenizer(all_texts(bench), tmp)
-        path = build_tiny_model(tmp, tok, arch="qwen2", hidden_size=cfg.hidden_size,
-                                num_layers=cfg.num_layers, num_heads=cfg.num_heads)
+        path = build_tiny_model(tmp, tok, arch="qwen2", hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads)
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -105,7 +103,7 @@ def warm_start(out: str | Path, cfg: SFTConfig | None = None, progress: bool = T
         losses = []
         bar = tqdm(range(cfg.steps), desc="warm start", disable=not progress)
         for step in bar:
-            batch = data[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            batch = data[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             ids, labels = [], []
             for prompt, completion, _ in batch:
                 p = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -158,6 +156,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = SFTConfig(**{k: getattr(args, k) for k in asdict(SFTConfig())})
     s = warm_start(args.out, cfg, progress=not args.no_progress)
-    print(f"warm start: {s['n_parameters']} parameters, loss {s['loss_first']:.3f} -> {s['loss_last10']:.3f}, "
-          f"{s['seconds']:.0f} s -> {args.out}")
+    print(
+        f"warm start: {s['n_parameters']} parameters, loss {s['loss_first']:.3f} -> {s['loss_last10']:.3f}, "
+        f"{s['seconds']:.0f} s -> {args.out}"
+    )
     return 0

@@ -75,9 +75,7 @@ def test_sequential_matches_eq8_oracle(seed, params):
     ann = O.annotators_in_order(votes)
     assert res.annotators["annotator"].tolist() == ann
     np.testing.assert_allclose(res.annotators["weight"].astype(float), [w[a] for a in ann], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(
-        res.annotators["reliability"].astype(float), [O.sigmoid(w[a]) for a in ann], rtol=RTOL, atol=ATOL
-    )
+    np.testing.assert_allclose(res.annotators["reliability"].astype(float), [O.sigmoid(w[a]) for a in ann], rtol=RTOL, atol=ATOL)
     # trajectory: one row per task in processing (= first appearance) order, w after that task
     T = res.trajectory
     assert [str(i) for i in T.index] == [p for p, _ in traj]
@@ -165,9 +163,7 @@ def test_reward_threshold_tau(tau):
 
 
 def _prox_problem(seed, n_programs=10, n_annotators=6):
-    votes_df, truth_df = random_tables(
-        seed, n_programs=n_programs, max_lines=8, n_annotators=n_annotators, p_vote=0.7, p_honeypot=0.6
-    )
+    votes_df, truth_df = random_tables(seed, n_programs=n_programs, max_lines=8, n_annotators=n_annotators, p_vote=0.7, p_honeypot=0.6)
     votes, truth = O.frame_to_votes(votes_df), O.frame_to_truth(truth_df)
     E, t, _ = O.design(votes, truth)
     return votes_df, truth_df, votes, truth, E, t

@@ -54,10 +54,12 @@ def _column_values(rows, j):
 def _write(rows, columns, fmt, path: Path):
     """Write rows in one format; returns what to pass to crowdstat (path or DataFrame)."""
     if fmt == "csv":
+
         def cell(v):
             if v is MISSING or (isinstance(v, float) and math.isnan(v)):
                 return ""
             return str(v)
+
         text = ",".join(columns) + "\n" + "".join(",".join(cell(v) for v in r) + "\n" for r in rows)
         path.write_text(text)
         return path
@@ -179,7 +181,10 @@ def test_bad_programs_table(tmp_path, case, rows, row):
 def _cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "crowdstat", "fit", *map(str, args)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
 
 

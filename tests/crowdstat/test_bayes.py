@@ -36,8 +36,11 @@ def simulate(seed, n_lines, p, p_vote=0.6, pi=0.5, honeypot=0.0):
             rows.append((f"t{j // 3}", j % 3 + 1, f"a{i}", int(y[j] if rng.random() < p[i] else -y[j])))
         if rng.random() < honeypot:
             truth.append((f"t{j // 3}", j % 3 + 1, int(y[j])))
-    return (pd.DataFrame(rows, columns=["program", "line", "annotator", "label"]),
-            pd.DataFrame(truth, columns=["program", "line", "truth"]), y)
+    return (
+        pd.DataFrame(rows, columns=["program", "line", "annotator", "label"]),
+        pd.DataFrame(truth, columns=["program", "line", "truth"]),
+        y,
+    )
 
 
 def oracle_log_joint(votes, truth, p: dict, pi: float, a: float, b: float) -> float:
@@ -71,8 +74,9 @@ def test_model_log_joint_matches_oracle(honeypot, a, b):
     for _ in range(3):
         p = rng.uniform(0.1, 0.95, m)
         pi = float(rng.uniform(0.2, 0.8))
-        ld, _ = log_density(bayes.model, (arr, m, jnp.asarray(a), jnp.asarray(b), jnp.asarray(DELTA)), {},
-                            {"p": jnp.asarray(p), "pi": jnp.asarray(pi)})
+        ld, _ = log_density(
+            bayes.model, (arr, m, jnp.asarray(a), jnp.asarray(b), jnp.asarray(DELTA)), {}, {"p": jnp.asarray(p), "pi": jnp.asarray(pi)}
+        )
         ref = oracle_log_joint(votes, truth, dict(zip(table.annotators, p)), pi, a, b)
         assert abs(float(ld) - ref) < 1e-9 * max(1.0, abs(ref))
 
@@ -85,7 +89,7 @@ def test_label_switching_symmetry_is_broken_only_by_the_prior():
     table = crowdstat.read_votes(votes)
     arr = VoteArrays(*(jnp.asarray(x) for x in table.arrays))
     m = table.n_annotators
-    p = np.array([0.8, 0.7, 0.9, 0.6])[: m]
+    p = np.array([0.8, 0.7, 0.9, 0.6])[:m]
     args = (arr, m, jnp.asarray(2.0), jnp.asarray(1.0), jnp.asarray(DELTA))
     ld, _ = log_density(bayes.model, args, {}, {"p": jnp.asarray(p), "pi": jnp.asarray(0.3)})
     ld_m, _ = log_density(bayes.model, args, {}, {"p": jnp.asarray(1 - p), "pi": jnp.asarray(0.7)})
@@ -98,9 +102,16 @@ def test_label_switching_symmetry_is_broken_only_by_the_prior():
 
 @pytest.mark.parametrize(
     "kw,match",
-    [({"num_warmup": 0}, "num_warmup"), ({"num_samples": 1.5}, "num_samples"), ({"num_chains": 0}, "num_chains"),
-     ({"a": -1.0}, "a:"), ({"b": 0.0}, "b:"), ({"a": float("inf")}, "a:"), ({"credible": 1.0}, "credible"),
-     ({"seed": -1}, "seed")],
+    [
+        ({"num_warmup": 0}, "num_warmup"),
+        ({"num_samples": 1.5}, "num_samples"),
+        ({"num_chains": 0}, "num_chains"),
+        ({"a": -1.0}, "a:"),
+        ({"b": 0.0}, "b:"),
+        ({"a": float("inf")}, "a:"),
+        ({"credible": 1.0}, "credible"),
+        ({"seed": -1}, "seed"),
+    ],
 )
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -144,8 +155,13 @@ def test_nuts_recovers_reliabilities_within_credible_intervals():
     votes, _, y = simulate(6, 150, p_true, p_vote=0.6, pi=0.4)
     table = crowdstat.read_votes(votes)
     with jax.enable_x64(True):
-        bf = bayes.nuts(table.arrays, BayesConfig(num_warmup=400, num_samples=400, num_chains=2, seed=0, credible=0.9),
-                        dtype=jnp.float64, prior=0.5, delta=DELTA)
+        bf = bayes.nuts(
+            table.arrays,
+            BayesConfig(num_warmup=400, num_samples=400, num_chains=2, seed=0, credible=0.9),
+            dtype=jnp.float64,
+            prior=0.5,
+            delta=DELTA,
+        )
     d = bf.diagnostics
     assert d["r_hat_max"] < 1.05, d
     assert d["divergences"] <= 5, d

@@ -17,8 +17,17 @@ from tests.strategies import random_tables
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ["lines.csv", "annotators.csv", "rewards.jsonl", "fit.json"]
 REWARD_FIELDS = {
-    "schema_version", "program", "reward", "reward_soft", "n_lines", "n_annotated",
-    "coverage", "lines", "posteriors", "tau", "method",
+    "schema_version",
+    "program",
+    "reward",
+    "reward_soft",
+    "n_lines",
+    "n_annotated",
+    "coverage",
+    "lines",
+    "posteriors",
+    "tau",
+    "method",
 }
 RUNS = {
     "majority": [],
@@ -50,10 +59,27 @@ def data(tmp_path_factory):
 
 def _run(d, method, out):
     r = subprocess.run(
-        [sys.executable, "-m", "crowdstat", "fit", str(d / "votes.csv"),
-         "--truth", str(d / "truth.csv"), "--programs", str(d / "programs.csv"),
-         "--method", method, "--x64", *RUNS[method], "--out", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "crowdstat",
+            "fit",
+            str(d / "votes.csv"),
+            "--truth",
+            str(d / "truth.csv"),
+            "--programs",
+            str(d / "programs.csv"),
+            "--method",
+            method,
+            "--x64",
+            *RUNS[method],
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert r.returncode == 0, r.stderr
     return out
@@ -63,8 +89,7 @@ def _run(d, method, out):
 def run(request, data):
     method = request.param
     out = _run(data, method, data / f"out_{method}")
-    res = cs.fit(data / "votes.csv", truth=data / "truth.csv", programs=data / "programs.csv",
-                 method=method, x64=True, **PY_KW[method])
+    res = cs.fit(data / "votes.csv", truth=data / "truth.csv", programs=data / "programs.csv", method=method, x64=True, **PY_KW[method])
     return method, out, res
 
 
@@ -174,10 +199,31 @@ def test_cli_absolute_gamma_and_ista(data, tmp_path):
     """`--gamma 0.3` is absolute; `--ista` converges to the same minimiser as the dense oracle."""
     out = tmp_path / "ista"
     r = subprocess.run(
-        [sys.executable, "-m", "crowdstat", "fit", str(data / "votes.csv"),
-         "--truth", str(data / "truth.csv"), "--method", "proximal", "--x64", "--gamma", "0.3",
-         "--ista", "--tol", "1e-12", "--maxiter", "100000", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "crowdstat",
+            "fit",
+            str(data / "votes.csv"),
+            "--truth",
+            str(data / "truth.csv"),
+            "--method",
+            "proximal",
+            "--x64",
+            "--gamma",
+            "0.3",
+            "--ista",
+            "--tol",
+            "1e-12",
+            "--maxiter",
+            "100000",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert r.returncode == 0, r.stderr
     fj = json.loads((out / "fit.json").read_text())
@@ -207,6 +253,6 @@ def test_write_csv_round_trips_floats_exactly_and_quotes_only_when_needed(tmp_pa
     write_csv(f32, tmp_path / "c.csv")
     np.testing.assert_array_equal(pd.read_csv(tmp_path / "c.csv")["w"].to_numpy(), f32["w"].to_numpy().astype(np.float64))
     # A field with a comma or a quote: valid CSV, same values back.
-    odd = pd.DataFrame({"program": ['a,b', 'c"d', "e"], "line": [1, 2, 3], "posterior": [0.5, 0.25, 1.0]})
+    odd = pd.DataFrame({"program": ["a,b", 'c"d', "e"], "line": [1, 2, 3], "posterior": [0.5, 0.25, 1.0]})
     write_csv(odd, tmp_path / "b.csv")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b.csv", dtype={"program": str}), odd, check_dtype=False)

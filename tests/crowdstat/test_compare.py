@@ -33,8 +33,14 @@ def test_parse_method():
     assert _typed(params) == {"lam": ("float", 1.0), "w_max": ("float", 10.0), "keep_trajectory": ("bool", False)}
     assert C.parse_method("sequential:w_max=inf")[1]["w_max"] == float("inf")
     _, params = C.parse_method("proximal:gamma=5%:intercept=true:maxiter=300:tol=1e-8:latent=none:stepsize=0.25")
-    assert _typed(params) == {"gamma": ("str", "5%"), "intercept": ("bool", True), "maxiter": ("int", 300),
-                              "tol": ("float", 1e-8), "latent": ("NoneType", None), "stepsize": ("float", 0.25)}
+    assert _typed(params) == {
+        "gamma": ("str", "5%"),
+        "intercept": ("bool", True),
+        "maxiter": ("int", 300),
+        "tol": ("float", 1e-8),
+        "latent": ("NoneType", None),
+        "stepsize": ("float", 0.25),
+    }
     assert _typed(C.parse_method("proximal:gamma=0.3")[1]) == {"gamma": ("float", 0.3)}  # float | str: a number first
     # the same name, a different field type per method: em's maxiter is an int, its tol a float
     assert _typed(C.parse_method("em2:maxiter=50:tol=0")[1]) == {"maxiter": ("int", 50), "tol": ("float", 0.0)}
@@ -85,8 +91,23 @@ def test_compare_in_process_scores_against_truth():
 
 def test_cli_simulate_and_compare_end_to_end(tmp_path):
     data, out = tmp_path / "data", tmp_path / "cmp"
-    r = run("simulate", "--population", SPEC + ",twocoin:1@0.9/0.6,novice:1@0.8~0.01", "--programs", "24", "--lines", "3",
-            "--honeypots", "0.25", "--per-item", "5", "--seed", "4", "--out", str(data))
+    r = run(
+        "simulate",
+        "--population",
+        SPEC + ",twocoin:1@0.9/0.6,novice:1@0.8~0.01",
+        "--programs",
+        "24",
+        "--lines",
+        "3",
+        "--honeypots",
+        "0.25",
+        "--per-item",
+        "5",
+        "--seed",
+        "4",
+        "--out",
+        str(data),
+    )
     assert r.returncode == 0, r.stderr
     votes = pd.read_csv(data / "votes.csv")
     assert list(votes.columns) == ["program", "line", "annotator", "label"] and len(votes) == 24 * 3 * 5
@@ -94,8 +115,20 @@ def test_cli_simulate_and_compare_end_to_end(tmp_path):
     assert list(truth.columns) == ["program", "line", "truth"] and truth["program"].nunique() == 6
     ann = pd.read_csv(data / "annotators.csv")
     assert len(ann) == 8 and {"annotator", "kind", "p"} <= set(ann.columns)
-    r = run("compare", str(data / "votes.csv"), "--truth", str(data / "truth.csv"), "--true-lines", str(data / "true_lines.csv"),
-            "--true-annotators", str(data / "annotators.csv"), "--methods", "majority,sequential:lam=0.1", "--out", str(out))
+    r = run(
+        "compare",
+        str(data / "votes.csv"),
+        "--truth",
+        str(data / "truth.csv"),
+        "--true-lines",
+        str(data / "true_lines.csv"),
+        "--true-annotators",
+        str(data / "annotators.csv"),
+        "--methods",
+        "majority,sequential:lam=0.1",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     met = pd.read_csv(out / "metrics.csv")
     assert list(met["method"]) == ["majority", "sequential:lam=0.1"]
@@ -114,8 +147,18 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     sim.votes.to_csv(tmp_path / "votes.csv", index=False)
     sim.true_lines.to_csv(tmp_path / "true_lines.csv", index=False)
     # an unknown method: exit 2, a clear message, nothing written, nothing fitted
-    rc = main(["compare", str(tmp_path / "votes.csv"), "--true-lines", str(tmp_path / "true_lines.csv"),
-               "--methods", "majority,em3", "--out", str(tmp_path / "bad")])
+    rc = main(
+        [
+            "compare",
+            str(tmp_path / "votes.csv"),
+            "--true-lines",
+            str(tmp_path / "true_lines.csv"),
+            "--methods",
+            "majority,em3",
+            "--out",
+            str(tmp_path / "bad"),
+        ]
+    )
     assert rc == 2 and "em3" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert main(["simulate", "--population", "wizard:3", "--out", str(tmp_path / "bad2")]) == 2
     err = capsys.readouterr().err
@@ -126,8 +169,20 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 def test_cli_compare_all_methods(tmp_path):
     data, out = tmp_path / "data", tmp_path / "cmp"
     assert run("simulate", "--population", SPEC, "--programs", "30", "--lines", "3", "--seed", "1", "--out", str(data)).returncode == 0
-    r = run("compare", str(data / "votes.csv"), "--truth", str(data / "truth.csv"), "--true-lines", str(data / "true_lines.csv"),
-            "--true-annotators", str(data / "annotators.csv"), "--methods", "majority,sequential,proximal,em1,em2,bayes",
-            "--x64", "--out", str(out))
+    r = run(
+        "compare",
+        str(data / "votes.csv"),
+        "--truth",
+        str(data / "truth.csv"),
+        "--true-lines",
+        str(data / "true_lines.csv"),
+        "--true-annotators",
+        str(data / "annotators.csv"),
+        "--methods",
+        "majority,sequential,proximal,em1,em2,bayes",
+        "--x64",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     assert len(pd.read_csv(out / "metrics.csv")) == 6

@@ -10,10 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdstat.estimators import posterior
-from crowdstat.estimators.l1 import problem, solve as proximal
-from crowdstat.estimators import sequential as seq
 from crowdstat._typing import VoteArrays
+from crowdstat.estimators import posterior
+from crowdstat.estimators import sequential as seq
+from crowdstat.estimators.l1 import problem
+from crowdstat.estimators.l1 import solve as proximal
 from crowdstat.estimators.majority import majority
 
 
@@ -104,10 +105,10 @@ def test_posteriors_and_majority_compile_once_for_new_weights_and_data():
     tables = [jax.device_put(_votes(s)[0]) for s in range(3)]
     m = _votes(0)[1]
     rng = np.random.default_rng(0)
+    weights = [jnp.asarray(rng.normal(size=m), jnp.float32) for _ in range(len(tables) * 2)]
     calls = [
-        (lambda v=v, w=jnp.asarray(rng.normal(size=m), jnp.float32), t=t: posterior.posteriors_and_rewards(w, v, jnp.float32(0.0), jnp.float32(t)))
-        for v in tables
-        for t in (0.5, 0.8)
+        (lambda v=v, w=w, t=t: posterior.posteriors_and_rewards(w, v, jnp.float32(0.0), jnp.float32(t)))
+        for (v, t), w in zip([(v, t) for v in tables for t in (0.5, 0.8)], weights)
     ]
     assert _grows(posterior.posteriors_and_rewards, calls) == 0
     z = jnp.zeros(m, jnp.float32)

@@ -107,8 +107,14 @@ def simulate(seed, n_lines, n_ann, p_vote, alpha, beta, pi=0.5, n_per_program=4,
     jj, ii = np.nonzero(vote)
     perm = rng.permutation(len(jj))  # row order must not matter
     jj, ii = jj[perm], ii[perm]
-    votes = pd.DataFrame({"program": [f"p{j // n_per_program}" for j in jj], "line": jj % n_per_program + 1,
-                          "annotator": [f"a{i}" for i in ii], "label": lab[jj, ii]})
+    votes = pd.DataFrame(
+        {
+            "program": [f"p{j // n_per_program}" for j in jj],
+            "line": jj % n_per_program + 1,
+            "annotator": [f"a{i}" for i in ii],
+            "label": lab[jj, ii],
+        }
+    )
     hp = np.flatnonzero(rng.random(n_lines) < honeypot)
     truth = pd.DataFrame({"program": [f"p{j // n_per_program}" for j in hp], "line": hp % n_per_program + 1, "truth": y[hp]})
     return votes, truth, y
@@ -245,8 +251,13 @@ def test_float32_keeps_dtype_and_agrees():
 
 @pytest.mark.parametrize(
     "kw,match",
-    [({"maxiter": 0}, "maxiter"), ({"maxiter": 2.5}, "maxiter"), ({"maxiter": True}, "maxiter"), ({"tol": -1.0}, "tol"),
-     ({"tol": float("nan")}, "tol")],
+    [
+        ({"maxiter": 0}, "maxiter"),
+        ({"maxiter": 2.5}, "maxiter"),
+        ({"maxiter": True}, "maxiter"),
+        ({"tol": -1.0}, "tol"),
+        ({"tol": float("nan")}, "tol"),
+    ],
 )
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -106,8 +106,18 @@ def test_latent_em_gamma_at_gamma_max_zeroes_everyone():
 
 # ================================================================ proximal.fit == crowdstat.fit(method="proximal")
 
-_PARAMS = dict(gamma="5%", accelerated=True, solver="auto", tol=1e-12, maxiter=10000, intercept=False, latent=None, stepsize=None,
-               nu=0.7, max_outer=100)
+_PARAMS = dict(
+    gamma="5%",
+    accelerated=True,
+    solver="auto",
+    tol=1e-12,
+    maxiter=10000,
+    intercept=False,
+    latent=None,
+    stepsize=None,
+    nu=0.7,
+    max_outer=100,
+)
 _COMMON = dict(prior=0.5, tau=0.5, delta=DELTA, x64=True, progress=False)
 
 

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from crowdstat import _native
-from crowdstat.estimators.l1 import newton, problem, solve as proximal
 from crowdstat._typing import VoteArrays
+from crowdstat.estimators.l1 import newton, problem
+from crowdstat.estimators.l1 import solve as proximal
 from tests.reference import oracles as O
 
 jax.config.update("jax_enable_x64", True)
@@ -38,8 +39,12 @@ def _problem(seed, kind):
     E = np.where(mask, np.where(right, t[:, None], -t[:, None]), 0.0)
     line, ann = np.nonzero(E)  # row-major: sorted by line
     votes = VoteArrays(
-        line=line.astype(np.int32), annotator=ann.astype(np.int32), label=E[line, ann].astype(np.int8),
-        line_program=np.arange(n, dtype=np.int32), truth=t.astype(np.int8), program_size=np.ones(n, np.int32),
+        line=line.astype(np.int32),
+        annotator=ann.astype(np.int32),
+        label=E[line, ann].astype(np.int8),
+        line_program=np.arange(n, dtype=np.int32),
+        truth=t.astype(np.int8),
+        program_size=np.ones(n, np.int32),
     )
     data = problem.training_data(votes, jnp.float64)
     if kind == "pairs":  # the pair list for the pure-XLA Hessian (training_data skips it when the native kernel is there)
@@ -53,7 +58,9 @@ _xla_newton_b = jax.jit(partial(newton.solve, intercept=True, maxiter=1000, nati
 
 def _newton(data, gamma, m, tol=TOL, w0=None, b0=0.0, intercept=False):
     w0 = jnp.zeros(m) if w0 is None else w0
-    return proximal.solve(data, jnp.float64(gamma), w0, jnp.float64(b0), jnp.float64(1.0), jnp.float64(tol), intercept=intercept, solver="newton")
+    return proximal.solve(
+        data, jnp.float64(gamma), w0, jnp.float64(b0), jnp.float64(1.0), jnp.float64(tol), intercept=intercept, solver="newton"
+    )
 
 
 @pytest.mark.parametrize("kind", ["dense_e", "pairs"])
@@ -141,7 +148,9 @@ def test_newton_equals_fista():
     m = E.shape[1]
     gamma = 0.1 * O.gamma_max(E, t)
     lip = problem.lipschitz(data, m)
-    fi = proximal.solve(data, jnp.float64(gamma), jnp.zeros(m), jnp.float64(0.0), 1.0 / lip, jnp.float64(TOL), solver="fista", maxiter=100_000)
+    fi = proximal.solve(
+        data, jnp.float64(gamma), jnp.zeros(m), jnp.float64(0.0), 1.0 / lip, jnp.float64(TOL), solver="fista", maxiter=100_000
+    )
     nw = _newton(data, gamma, m)
     assert float(fi.rel_gap) <= TOL
     np.testing.assert_allclose(np.asarray(nw.w), np.asarray(fi.w), atol=1e-6)
@@ -192,7 +201,9 @@ def test_float32_default_tolerance():
     m = E.shape[1]
     gamma = 0.05 * O.gamma_max(E, t)
     data = jax.tree.map(lambda x: x.astype(jnp.float32) if x.dtype == jnp.float64 else x, data64)
-    st = proximal.solve(data, jnp.float32(gamma), jnp.zeros(m, jnp.float32), jnp.float32(0.0), jnp.float32(1.0), jnp.float32(1e-5), solver="newton")
+    st = proximal.solve(
+        data, jnp.float32(gamma), jnp.zeros(m, jnp.float32), jnp.float32(0.0), jnp.float32(1.0), jnp.float32(1e-5), solver="newton"
+    )
     assert st.w.dtype == jnp.float32 and float(st.rel_gap) <= 1e-5
     w_ref, _ = O.l1_logistic(E, t, gamma)
     np.testing.assert_allclose(np.asarray(st.w, np.float64), w_ref, atol=2e-3)

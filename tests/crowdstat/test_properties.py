@@ -152,13 +152,22 @@ def test_sequential_matches_oracle_on_arbitrary_tables(data, lam, w_max):
 
 @pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=vote_tables(max_programs=6, max_lines=8, max_annotators=10), lam=st.sampled_from([0.1, 0.5, 1.0]), w_max=st.sampled_from([2.0, float("inf")]))
+@given(
+    data=vote_tables(max_programs=6, max_lines=8, max_annotators=10),
+    lam=st.sampled_from([0.1, 0.5, 1.0]),
+    w_max=st.sampled_from([2.0, float("inf")]),
+)
 def test_sequential_matches_oracle_on_arbitrary_tables_long(data, lam, w_max):
     _sequential_matches_oracle(*data, lam, w_max)
 
 
 @pytest.mark.slow
-@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 @given(data=vote_tables(max_programs=4, max_lines=6, max_annotators=5, min_honeypots=4), frac=st.floats(0.01, 0.9))
 def test_proximal_matches_oracle_on_arbitrary_tables_long(data, frac):
     votes, truth = data

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 import crowdstat as cs
-from crowdstat.estimators.l1 import dual, problem, solve as proximal
+from crowdstat.estimators.l1 import dual, problem
+from crowdstat.estimators.l1 import solve as proximal
 
 jax.config.update("jax_enable_x64", True)
 
@@ -20,11 +21,11 @@ def _problem(seed=0, m=6, n=60):
     t = rng.choice([-1, 1], n)
     rows, truth = [], []
     for j in range(n):
-        truth.append(("p%d" % (j // 3), j % 3 + 1, int(t[j])))
+        truth.append((f"p{j // 3}", j % 3 + 1, int(t[j])))
         for i in range(m):
             if rng.random() < 0.8:
                 lab = t[j] if rng.random() < p[i] else -t[j]
-                rows.append(("p%d" % (j // 3), j % 3 + 1, "a%d" % i, int(lab)))
+                rows.append((f"p{j // 3}", j % 3 + 1, f"a{i}", int(lab)))
     votes = pd.DataFrame(rows, columns=["program", "line", "annotator", "label"])
     tr = pd.DataFrame(truth, columns=["program", "line", "truth"])
     table = cs.read_votes(votes, tr)

@@ -146,7 +146,15 @@ def test_fit_help_shows_every_flag_with_its_default():
 
 def test_format_default():
     assert [R.format_default(v) for v in (0.5, 1.0, 1e-6, 1e-10, 10000, math.inf, "1%", True)] == [
-        "0.5", "1", "1e-6", "1e-10", "10000", "inf", "1%", "True"]
+        "0.5",
+        "1",
+        "1e-6",
+        "1e-10",
+        "10000",
+        "inf",
+        "1%",
+        "True",
+    ]
 
 
 def test_field_metadata_is_consistent():
@@ -168,9 +176,32 @@ def test_field_metadata_is_consistent():
                 prev = flags.setdefault(md["flag"], f)
                 assert prev.default == f.default and prev.type == f.type, md["flag"]  # --nu: one option, one default
     assert set(flags) == {
-        "--prior", "--tau", "--delta", "--x64", "--lam", "--nu", "--pbar-honeypot", "--w-max", "--gamma", "--ista", "--stepsize",
-        "--solver", "--tol", "--maxiter", "--intercept", "--latent", "--em-maxiter", "--em-tol", "--num-warmup", "--num-samples",
-        "--num-chains", "--beta-a", "--beta-b", "--seed", "--credible"}
+        "--prior",
+        "--tau",
+        "--delta",
+        "--x64",
+        "--lam",
+        "--nu",
+        "--pbar-honeypot",
+        "--w-max",
+        "--gamma",
+        "--ista",
+        "--stepsize",
+        "--solver",
+        "--tol",
+        "--maxiter",
+        "--intercept",
+        "--latent",
+        "--em-maxiter",
+        "--em-tol",
+        "--num-warmup",
+        "--num-samples",
+        "--num-chains",
+        "--beta-a",
+        "--beta-b",
+        "--seed",
+        "--credible",
+    }
 
 
 @pytest.mark.parametrize(
@@ -179,8 +210,11 @@ def test_field_metadata_is_consistent():
         ([], "proximal", {}),
         (["--ista"], "proximal", {"accelerated": False, "solver": "fista"}),
         (["--ista", "--solver", "newton"], "proximal", {"accelerated": False, "solver": "fista"}),  # --ista wins, as before
-        (["--latent", "--intercept", "--gamma", "5%", "--tol", "1e-8", "--maxiter", "7"], "proximal",
-         {"latent": True, "intercept": True, "gamma": "5%", "tol": 1e-8, "maxiter": 7}),
+        (
+            ["--latent", "--intercept", "--gamma", "5%", "--tol", "1e-8", "--maxiter", "7"],
+            "proximal",
+            {"latent": True, "intercept": True, "gamma": "5%", "tol": 1e-8, "maxiter": 7},
+        ),
         (["--nu", "0.6", "--w-max", "4", "--lam", "0.1", "--x64"], "sequential", {"nu": 0.6, "w_max": 4.0, "lam": 0.1, "x64": True}),
         (["--em-maxiter", "5", "--em-tol", "0.001", "--maxiter", "9"], "em2", {"maxiter": 5, "tol": 1e-3}),
         (["--beta-a", "3", "--beta-b", "2", "--seed", "4", "--num-chains", "1"], "bayes", {"a": 3.0, "b": 2.0, "seed": 4, "num_chains": 1}),
@@ -208,11 +242,25 @@ def test_fit_docstring_is_generated_from_the_fields():
 BAD = {
     R.CommonConfig: {"prior": [0.0, 1.0, "0.5"], "tau": [-0.1, 1.5], "delta": [0.0, 0.5, None]},
     R.SequentialConfig: {"lam": [-1.0, math.inf, "1"], "nu": [0.0, 1.0], "pbar_honeypot": [0.4, 1.01], "w_max": [0.0, -1.0]},
-    R.ProximalConfig: {"gamma": ["x%", -1.0, math.nan], "solver": ["ista"], "tol": [0.0, -1e-3], "maxiter": [0, 2.5],
-                       "stepsize": [0.0], "nu": [1.0], "max_outer": [0]},
+    R.ProximalConfig: {
+        "gamma": ["x%", -1.0, math.nan],
+        "solver": ["ista"],
+        "tol": [0.0, -1e-3],
+        "maxiter": [0, 2.5],
+        "stepsize": [0.0],
+        "nu": [1.0],
+        "max_outer": [0],
+    },
     R.EMConfig: {"maxiter": [0, 2.5, True], "tol": [-1.0, math.nan]},
-    R.BayesConfig: {"num_warmup": [0], "num_samples": [1.5], "num_chains": [0], "a": [0.0, math.inf], "b": [-1.0], "seed": [-1],
-                    "credible": [0.0, 1.0]},
+    R.BayesConfig: {
+        "num_warmup": [0],
+        "num_samples": [1.5],
+        "num_chains": [0],
+        "a": [0.0, math.inf],
+        "b": [-1.0],
+        "seed": [-1],
+        "credible": [0.0, 1.0],
+    },
 }
 UNVALIDATED = {"x64", "progress", "keep_trajectory", "accelerated", "intercept", "latent"}
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crowdstat.study import simulate as S
 from crowdstat.io.tables import read_votes
+from crowdstat.study import simulate as S
 
 SPEC = "expert:2@0.9,spammer:1,adversary:1@0.3,twocoin:1@0.95/0.6,novice:1@0.8~0.01"
 P, K = 200, 5  # one shape for most tests: the core compiles once
@@ -122,9 +122,13 @@ def test_replicates_are_split_and_vmapped(pop):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert not np.array_equal(np.asarray(reps.label[0]), np.asarray(reps.label[1]))
     # traced once for all replicates: a jaxpr of simulate_replicates' vmapped core has no per-replicate loop
-    jaxpr = jax.make_jaxpr(lambda k: jax.vmap(lambda kk: S._simulate_arrays(
-        kk, pop, 0.5, 0.4, 0.2, 6, n_programs=4, lines_per_program=2, design="program", honeypot_placement="first"))(k))(
-        jax.random.split(key, 5))
+    jaxpr = jax.make_jaxpr(
+        lambda k: jax.vmap(
+            lambda kk: S._simulate_arrays(
+                kk, pop, 0.5, 0.4, 0.2, 6, n_programs=4, lines_per_program=2, design="program", honeypot_placement="first"
+            )
+        )(k)
+    )(jax.random.split(key, 5))
     assert "while" not in str(jaxpr)
 
 

@@ -314,7 +314,7 @@ def proximal_gradient(
     if L == 0:
         return np.zeros(m), dict(iterations=0, gap=0.0, rel_gap=0.0, converged=True)
     eta = 1.0 / L if stepsize is None else stepsize
-    y, w_prev, tk = w.copy(), w.copy(), 1.0
+    y, tk = w.copy(), 1.0
     f_prev = objective(E, t, w, gamma)
     for it in range(1, maxiter + 1):
         point = y if accelerated else w
@@ -330,7 +330,7 @@ def proximal_gradient(
             y = w_new + ((tk - 1.0) / tk_new) * (w_new - w)
             tk = tk_new
             f_prev = f_new
-        w_prev, w = w, w_new
+        w = w_new
         if it % 10 == 0 or it == maxiter:
             f, d, gap = duality_gap(E, t, w, gamma)
             rel = gap / max(abs(f), 1e-300)

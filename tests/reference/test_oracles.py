@@ -156,8 +156,8 @@ def test_separable_case_matches_dense_solve():
         a = f"a{rng.integers(6)}"
         t = int(rng.choice([-1, 1]))
         e = t if rng.random() < [0.9, 0.7, 0.5, 0.3, 0.8, 0.6][int(a[1])] else -t
-        votes.append(("p%d" % (j // 8), j % 8, a, e))
-        truth[("p%d" % (j // 8), j % 8)] = t
+        votes.append((f"p{j // 8}", j % 8, a, e))
+        truth[(f"p{j // 8}", j % 8)] = t
     E, t, _ = O.design(votes, truth)
     gamma = 0.2 * O.gamma_max(E, t)
     closed = O.separable_l1(votes, truth, gamma)

@@ -1,11 +1,10 @@
 """rl annotate: programs file (truth given / truth by execution), benchmark mode, outputs, errors."""
 
+import argparse
 import csv
 import json
 
 import pytest
-
-import argparse
 
 from rl.crowd import annotate
 from rl.tasks import benchmarks
@@ -18,6 +17,7 @@ def rl_main(argv):
     p = argparse.ArgumentParser(prog="rl annotate")
     annotate.add_arguments(p)
     return annotate.run(p.parse_args(argv[1:]))
+
 
 POP = "expert:2@0.95,novice:2@0.7,adversary:1@0.3"
 
@@ -33,18 +33,30 @@ def _write_jsonl(path, recs):
 
 
 def _given(n=10):
-    return [{"program": f"prog{i}", "code": "def f(x):\n\n    y = x + 1\n    return y\n",
-             "truth": [[1, 1], [3, "wrong" if i % 3 == 0 else "correct"], [4, 1]]} for i in range(n)]
+    return [
+        {
+            "program": f"prog{i}",
+            "code": "def f(x):\n\n    y = x + 1\n    return y\n",
+            "truth": [[1, 1], [3, "wrong" if i % 3 == 0 else "correct"], [4, 1]],
+        }
+        for i in range(n)
+    ]
 
 
 def test_outputs_from_given_truth(tmp_path):
     progs = _write_jsonl(tmp_path / "p.jsonl", _given())
     out = tmp_path / "ann"
-    rc = rl_main(["annotate", "--programs", str(progs), "--population", POP, "--honeypots", "0.3",
-                  "--out", str(out), "--seed", "5"])
+    rc = rl_main(["annotate", "--programs", str(progs), "--population", POP, "--honeypots", "0.3", "--out", str(out), "--seed", "5"])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["annotate.json", "annotators.csv", "programs.csv",
-                                                     "programs.jsonl", "true_lines.csv", "truth.csv", "votes.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "annotate.json",
+        "annotators.csv",
+        "programs.csv",
+        "programs.jsonl",
+        "true_lines.csv",
+        "truth.csv",
+        "votes.csv",
+    ]
     votes, truth, sizes = _read(out / "votes.csv"), _read(out / "truth.csv"), _read(out / "programs.csv")
     true_lines, anns = _read(out / "true_lines.csv"), _read(out / "annotators.csv")
     assert list(votes[0]) == ["program", "line", "annotator", "label"]
@@ -68,10 +80,8 @@ def test_outputs_from_given_truth(tmp_path):
     assert (meta["n_programs"], meta["n_honeypots"], meta["n_wrong_lines"], meta["n_votes"]) == (10, 3, 4, 150)
     # deterministic in the seed; another seed changes the votes
     out2, out3 = tmp_path / "again", tmp_path / "other"
-    rl_main(["annotate", "--programs", str(progs), "--population", POP, "--honeypots", "0.3", "--out", str(out2),
-             "--seed", "5"])
-    rl_main(["annotate", "--programs", str(progs), "--population", POP, "--honeypots", "0.3", "--out", str(out3),
-             "--seed", "6"])
+    rl_main(["annotate", "--programs", str(progs), "--population", POP, "--honeypots", "0.3", "--out", str(out2), "--seed", "5"])
+    rl_main(["annotate", "--programs", str(progs), "--population", POP, "--honeypots", "0.3", "--out", str(out3), "--seed", "6"])
     assert (out2 / "votes.csv").read_bytes() == (out / "votes.csv").read_bytes()
     assert (out3 / "votes.csv").read_bytes() != (out / "votes.csv").read_bytes()
 
@@ -79,8 +89,10 @@ def test_outputs_from_given_truth(tmp_path):
 def test_per_program_and_no_honeypots(tmp_path):
     progs = _write_jsonl(tmp_path / "p.jsonl", _given(4))
     out = tmp_path / "ann"
-    assert rl_main(["annotate", "--programs", str(progs), "--population", POP, "--honeypots", "0",
-                    "--per-program", "2", "--out", str(out)]) == 0
+    assert (
+        rl_main(["annotate", "--programs", str(progs), "--population", POP, "--honeypots", "0", "--per-program", "2", "--out", str(out)])
+        == 0
+    )
     votes = _read(out / "votes.csv")
     assert len(votes) == 4 * 3 * 2 and _read(out / "truth.csv") == []
     for p in {v["program"] for v in votes}:
@@ -92,9 +104,11 @@ def test_truth_by_execution(tmp_path):
     p3 = he["HumanEval/3"]
     bad = p3.canonical_solution.replace("balance < 0", "balance <= 0")
     mb = benchmarks.load_mbpp()[0]  # Mbpp/11
-    recs = [{"program": "ok", "code": p3.canonical_program, "task_id": "HumanEval/3"},
-            {"program": "bad", "code": p3.prompt + bad, "task_id": "HumanEval/3"},
-            {"program": 7, "code": mb.canonical_program, "task_id": 11}]
+    recs = [
+        {"program": "ok", "code": p3.canonical_program, "task_id": "HumanEval/3"},
+        {"program": "bad", "code": p3.prompt + bad, "task_id": "HumanEval/3"},
+        {"program": 7, "code": mb.canonical_program, "task_id": 11},
+    ]
     progs = _write_jsonl(tmp_path / "p.jsonl", recs)
     out = tmp_path / "ann"
     # task_id 11 has no prefix: --benchmark would be needed, so the error names the row
@@ -102,8 +116,7 @@ def test_truth_by_execution(tmp_path):
     assert rc == 2 and not out.exists()
     recs[2]["task_id"] = "Mbpp/11"
     _write_jsonl(progs, recs)
-    assert rl_main(["annotate", "--programs", str(progs), "--population", POP, "--out", str(out),
-                    "--honeypots", "0"]) == 0
+    assert rl_main(["annotate", "--programs", str(progs), "--population", POP, "--out", str(out), "--honeypots", "0"]) == 0
     tl = _read(out / "true_lines.csv")
     wrong = {(r["program"], int(r["line"])) for r in tl if r["truth"] == "-1"}
     line = 1 + next(i for i, t in enumerate((p3.prompt + bad).split("\n")) if "balance <= 0" in t)
@@ -117,8 +130,28 @@ def test_truth_by_execution(tmp_path):
 
 def test_benchmark_mode_canonical_plus_mutants(tmp_path):
     out = tmp_path / "he"
-    assert rl_main(["annotate", "--benchmark", "humaneval", "--n-problems", "3", "--mutants-per-problem", "2",
-                    "--population", POP, "--honeypots", "0.5", "--out", str(out), "--seed", "1"]) == 0
+    assert (
+        rl_main(
+            [
+                "annotate",
+                "--benchmark",
+                "humaneval",
+                "--n-problems",
+                "3",
+                "--mutants-per-problem",
+                "2",
+                "--population",
+                POP,
+                "--honeypots",
+                "0.5",
+                "--out",
+                str(out),
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     recs = [json.loads(t) for t in (out / "programs.jsonl").read_text().splitlines()]
     kinds = sorted(r["source"] for r in recs)
     assert kinds.count("canonical") == 3 and kinds.count("mutant") == 6
@@ -158,8 +191,7 @@ def test_crowdstat_reads_the_outputs(tmp_path):
         pytest.skip("crowdstat.fit not available")
     progs = _write_jsonl(tmp_path / "p.jsonl", _given(12))
     out = tmp_path / "ann"
-    assert rl_main(["annotate", "--programs", str(progs), "--population", "expert:5@0.95", "--honeypots", "0.25",
-                    "--out", str(out)]) == 0
+    assert rl_main(["annotate", "--programs", str(progs), "--population", "expert:5@0.95", "--honeypots", "0.25", "--out", str(out)]) == 0
     res = cs.fit(out / "votes.csv", truth=out / "truth.csv", method="majority", programs=out / "programs.csv")
     assert len(res.lines) == 36 and len(res.rewards) == 12
     # five experts at 0.95: the majority recovers (almost) every true label
@@ -169,18 +201,23 @@ def test_crowdstat_reads_the_outputs(tmp_path):
     assert sum(got[k] == tl[k] for k in tl) >= 34
 
 
-@pytest.mark.parametrize("recs,match", [
-    ([{"program": "a"}], r"p.jsonl:1: missing field 'code'"),
-    ([{"program": "a", "code": "x = 1\n", "truth": [[1, 1]]}, {"program": "a", "code": "x = 1\n", "truth": [[1, 1]]}],
-     r"p.jsonl:2: duplicate program id 'a' \(first at line 1\)"),
-    ([{"program": "a", "code": "x = 1\n"}], r"p.jsonl:1: needs 'truth' .* or 'task_id'"),
-    ([{"program": "a", "code": "x = 1\n", "truth": [[1, "maybe"]]}], r"p.jsonl:1: truth line 1: unknown label 'maybe'"),
-    ([{"program": "a", "code": "x = 1\n", "truth": [[3, 1]]}], r"p.jsonl:1: truth line 3 outside the program's lines 1..1"),
-    ([{"program": "a", "code": "x = 1\ny = 2\n", "truth": [[1, -1], [2, 0]]}], r"p.jsonl:1: truth mixes the 1/0 coding"),
-    ([{"program": "a", "code": "x = 1\n", "truth": [[1, 1], [1, 1]]}], r"p.jsonl:1: truth line 1 given twice"),
-    ([{"program": "", "code": "x = 1\n", "truth": [[1, 1]]}], r"p.jsonl:1: program id must be a non-empty string"),
-    ([{"program": "a", "code": "x = 1\n", "truth": []}], r"p.jsonl:1: truth is empty"),
-])
+@pytest.mark.parametrize(
+    "recs,match",
+    [
+        ([{"program": "a"}], r"p.jsonl:1: missing field 'code'"),
+        (
+            [{"program": "a", "code": "x = 1\n", "truth": [[1, 1]]}, {"program": "a", "code": "x = 1\n", "truth": [[1, 1]]}],
+            r"p.jsonl:2: duplicate program id 'a' \(first at line 1\)",
+        ),
+        ([{"program": "a", "code": "x = 1\n"}], r"p.jsonl:1: needs 'truth' .* or 'task_id'"),
+        ([{"program": "a", "code": "x = 1\n", "truth": [[1, "maybe"]]}], r"p.jsonl:1: truth line 1: unknown label 'maybe'"),
+        ([{"program": "a", "code": "x = 1\n", "truth": [[3, 1]]}], r"p.jsonl:1: truth line 3 outside the program's lines 1..1"),
+        ([{"program": "a", "code": "x = 1\ny = 2\n", "truth": [[1, -1], [2, 0]]}], r"p.jsonl:1: truth mixes the 1/0 coding"),
+        ([{"program": "a", "code": "x = 1\n", "truth": [[1, 1], [1, 1]]}], r"p.jsonl:1: truth line 1 given twice"),
+        ([{"program": "", "code": "x = 1\n", "truth": [[1, 1]]}], r"p.jsonl:1: program id must be a non-empty string"),
+        ([{"program": "a", "code": "x = 1\n", "truth": []}], r"p.jsonl:1: truth is empty"),
+    ],
+)
 def test_bad_programs_file(tmp_path, recs, match):
     progs = _write_jsonl(tmp_path / "p.jsonl", recs)
     with pytest.raises(ValueError, match=match):
@@ -197,9 +234,11 @@ def test_bad_input_exits_2_and_keeps_existing_dir(tmp_path, capsys):
     assert "p.jsonl:2: malformed JSON" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     _write_jsonl(progs, _given(2))
-    for extra, msg in ((["--population", "wizard:2"], "unknown annotator kind"),
-                       (["--honeypots", "1.5"], "--honeypots must be a fraction in [0, 1], got 1.5"),
-                       (["--per-program", "9"], "--per-program must be between 1 and the population size 5")):
+    for extra, msg in (
+        (["--population", "wizard:2"], "unknown annotator kind"),
+        (["--honeypots", "1.5"], "--honeypots must be a fraction in [0, 1], got 1.5"),
+        (["--per-program", "9"], "--per-program must be between 1 and the population size 5"),
+    ):
         args = ["annotate", "--programs", str(progs), "--population", POP, "--out", str(out)] + extra
         if extra[0] == "--population":
             args = ["annotate", "--programs", str(progs), "--out", str(out)] + extra

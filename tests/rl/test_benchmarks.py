@@ -87,8 +87,14 @@ def _mbpp_records(sanitized=False):
 
 def test_mbpp_env_var_wins_over_the_shared_copy(tmp_path, monkeypatch):
     (tmp_path / "mbpp").mkdir()
-    rec = {"task_id": 11, "text": "from the env folder", "code": "def f():\n    return 1", "test_list": ["assert f() == 1"],
-           "test_setup_code": "", "challenge_test_list": []}
+    rec = {
+        "task_id": 11,
+        "text": "from the env folder",
+        "code": "def f():\n    return 1",
+        "test_list": ["assert f() == 1"],
+        "test_setup_code": "",
+        "challenge_test_list": [],
+    }
     (tmp_path / "mbpp" / "mbpp.jsonl").write_text(json.dumps(rec) + "\n")
     monkeypatch.setenv("CROWDSTAT_DATASETS", str(tmp_path))
     assert mbpp_places()[0] == tmp_path / "mbpp"
@@ -146,8 +152,14 @@ def test_mbpp_bad_files(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="root="):
         load_mbpp(root=tmp_path / "elsewhere")
     (tmp_path / "mbpp").mkdir()
-    good = {"task_id": 11, "text": "t", "code": "def f():\n    return 1", "test_list": ["assert f() == 1"],
-            "test_setup_code": "", "challenge_test_list": []}
+    good = {
+        "task_id": 11,
+        "text": "t",
+        "code": "def f():\n    return 1",
+        "test_list": ["assert f() == 1"],
+        "test_setup_code": "",
+        "challenge_test_list": [],
+    }
     (tmp_path / "mbpp" / "mbpp.jsonl").write_text(json.dumps(good) + "\n{oops\n")
     with pytest.raises(ValueError, match=r"mbpp\.jsonl:2: malformed JSON"):
         load_mbpp()
@@ -191,8 +203,7 @@ def test_humaneval_split_tests_agree_with_check(humaneval):
     for p in humaneval[:60]:
         for w in wrong:
             jobs.append(p.job(w))
-            whole_jobs.append(Job(p.prompt + w, tests=(f"check({p.entry_point})",),
-                                  setup=_test_module(p.task_id)))
+            whole_jobs.append(Job(p.prompt + w, tests=(f"check({p.entry_point})",), setup=_test_module(p.task_id)))
     with Sandbox(workers=2) as sb:
         a = sb.map(jobs)
         b = sb.map(whole_jobs)
@@ -212,8 +223,7 @@ def _test_module(task_id: str) -> str:
 
 
 def test_mbpp_canonical_fast_subset(mbpp_test):
-    sub = [p for p in mbpp_test if int(p.task_id.split("/")[1]) % 10 == 0] + \
-          [p for p in mbpp_test if p.task_id in ("Mbpp/367",)]
+    sub = [p for p in mbpp_test if int(p.task_id.split("/")[1]) % 10 == 0] + [p for p in mbpp_test if p.task_id in ("Mbpp/367",)]
     rs, _ = _run_canonical(sub)
     assert [(p.task_id, r.status) for p, r in zip(sub, rs) if r.status != "passed"] == []
 

@@ -30,8 +30,22 @@ def he_samples(n_per=2):
 def test_check_humaneval_end_to_end(tmp_path, capsys):
     samples = write_jsonl(tmp_path / "s.jsonl", he_samples(n_per=2))
     out = tmp_path / "out" / "nested"
-    code = rl_main(["check", "--benchmark", "humaneval", "--samples", str(samples), "--out", str(out),
-                    "--workers", "2", "--timeout", "3", "--no-progress"])
+    code = rl_main(
+        [
+            "check",
+            "--benchmark",
+            "humaneval",
+            "--samples",
+            str(samples),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--timeout",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     rows = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 6
@@ -52,16 +66,19 @@ def test_check_mbpp_accepts_int_and_string_ids(tmp_path):
     from rl.tasks.benchmarks import load_mbpp
 
     p = {q.task_id: q for q in load_mbpp("test")}["Mbpp/11"]
-    rows = [{"task_id": 11, "completion": p.canonical_solution},
-            {"task_id": "Mbpp/11", "completion": "def remove_Occ(s, ch):\n    return s\n"},
-            {"task_id": "11", "completion": "def remove_Occ(s, ch):\n    return s.replace(ch, '', 1)\n"}]
+    rows = [
+        {"task_id": 11, "completion": p.canonical_solution},
+        {"task_id": "Mbpp/11", "completion": "def remove_Occ(s, ch):\n    return s\n"},
+        {"task_id": "11", "completion": "def remove_Occ(s, ch):\n    return s.replace(ch, '', 1)\n"},
+    ]
     samples = write_jsonl(tmp_path / "s.jsonl", rows)
     import argparse
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--benchmark", "mbpp", "--samples", str(samples), "--out", str(tmp_path / "o"),
-                              "--workers", "1", "--no-progress"])
+    args = parser.parse_args(
+        ["--benchmark", "mbpp", "--samples", str(samples), "--out", str(tmp_path / "o"), "--workers", "1", "--no-progress"]
+    )
     assert run(args) == 0
     got = [json.loads(l) for l in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
     assert [g["task_id"] for g in got] == [11, "Mbpp/11", "11"]  # written back unchanged
@@ -71,17 +88,21 @@ def test_check_mbpp_accepts_int_and_string_ids(tmp_path):
     assert s["pass_at_k"]["pass@1"] == pytest.approx(1 / 3)
 
 
-@pytest.mark.parametrize("lines, match", [
-    (['{"task_id": "HumanEval/0", "completion": "x"}', '{"task_id": "HumanEval/1", '],
-     r"s\.jsonl:2: malformed JSON"),
-    (['{"task_id": "HumanEval/0"}'], r"s\.jsonl:1: missing field 'completion'"),
-    (['{"completion": "x"}'], r"s\.jsonl:1: missing field 'task_id'"),
-    (['{"task_id": "HumanEval/0", "completion": "x"}', "", '{"task_id": "HumanEval/999", "completion": "x"}'],
-     r"s\.jsonl:3: unknown task_id 'HumanEval/999'"),
-    (['{"task_id": "HumanEval/0", "completion": 5}'], r"s\.jsonl:1: field 'completion' must be a string"),
-    (['[1, 2]'], r"s\.jsonl:1: expected a JSON object"),
-    ([], r"s\.jsonl: no samples"),
-])
+@pytest.mark.parametrize(
+    "lines, match",
+    [
+        (['{"task_id": "HumanEval/0", "completion": "x"}', '{"task_id": "HumanEval/1", '], r"s\.jsonl:2: malformed JSON"),
+        (['{"task_id": "HumanEval/0"}'], r"s\.jsonl:1: missing field 'completion'"),
+        (['{"completion": "x"}'], r"s\.jsonl:1: missing field 'task_id'"),
+        (
+            ['{"task_id": "HumanEval/0", "completion": "x"}', "", '{"task_id": "HumanEval/999", "completion": "x"}'],
+            r"s\.jsonl:3: unknown task_id 'HumanEval/999'",
+        ),
+        (['{"task_id": "HumanEval/0", "completion": 5}'], r"s\.jsonl:1: field 'completion' must be a string"),
+        (["[1, 2]"], r"s\.jsonl:1: expected a JSON object"),
+        ([], r"s\.jsonl: no samples"),
+    ],
+)
 def test_bad_samples_are_rejected_before_running(tmp_path, capsys, lines, match):
     samples = write_jsonl(tmp_path / "s.jsonl", lines)
     out = tmp_path / "out"
@@ -97,6 +118,5 @@ def test_bad_mbpp_id_and_missing_file(tmp_path, capsys):
     samples = write_jsonl(tmp_path / "s.jsonl", ['{"task_id": "HumanEval/3", "completion": "x"}'])
     assert rl_main(["check", "--benchmark", "mbpp", "--samples", str(samples), "--out", str(tmp_path / "o")]) == 2
     assert "s.jsonl:1: bad MBPP task_id 'HumanEval/3'" in capsys.readouterr().err
-    assert rl_main(["check", "--benchmark", "mbpp", "--samples", str(tmp_path / "nope.jsonl"),
-                    "--out", str(tmp_path / "o")]) == 2
+    assert rl_main(["check", "--benchmark", "mbpp", "--samples", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")]) == 2
     assert "samples file not found" in capsys.readouterr().err

@@ -46,36 +46,42 @@ def _write(tmp_path, name, d) -> Path:
     return p
 
 
-@pytest.mark.parametrize("d, message", [
-    ({"model": "m", "roundz": 3}, r"c.json: unknown key 'roundz' \(did you mean 'rounds'\?\)$"),
-    ({"model": "m", "ppo": {"lerning_rate": 1e-3}}, r"c.json: unknown key 'ppo.lerning_rate' \(did you mean 'learning_rate'\?\)$"),
-    ({"model": "m", "eval": {"temprature": 0.5}}, r"c.json: unknown key 'eval.temprature' \(did you mean 'temperature'\?\)$"),
-    ({"model": "m", "lora": {"alpah": 4}}, r"c.json: unknown key 'lora.alpah' \(did you mean 'alpha'\?\)$"),
-    ({"model": "m", "sampling": {"topp": 0.9}}, r"c.json: unknown key 'sampling.topp' \(did you mean 'top_p'\?\)$"),
-    ({"model": "m", "bench": {"zzz": 1}}, r"c.json: unknown key 'bench.zzz' \(known: seed, n_train_per_template, "),
-    ({"model": "m", "ppo": {"seed": 3}}, r"c.json: unknown key 'ppo.seed' \(the loop derives it from the top-level 'seed'\)$"),
-])
+@pytest.mark.parametrize(
+    "d, message",
+    [
+        ({"model": "m", "roundz": 3}, r"c.json: unknown key 'roundz' \(did you mean 'rounds'\?\)$"),
+        ({"model": "m", "ppo": {"lerning_rate": 1e-3}}, r"c.json: unknown key 'ppo.lerning_rate' \(did you mean 'learning_rate'\?\)$"),
+        ({"model": "m", "eval": {"temprature": 0.5}}, r"c.json: unknown key 'eval.temprature' \(did you mean 'temperature'\?\)$"),
+        ({"model": "m", "lora": {"alpah": 4}}, r"c.json: unknown key 'lora.alpah' \(did you mean 'alpha'\?\)$"),
+        ({"model": "m", "sampling": {"topp": 0.9}}, r"c.json: unknown key 'sampling.topp' \(did you mean 'top_p'\?\)$"),
+        ({"model": "m", "bench": {"zzz": 1}}, r"c.json: unknown key 'bench.zzz' \(known: seed, n_train_per_template, "),
+        ({"model": "m", "ppo": {"seed": 3}}, r"c.json: unknown key 'ppo.seed' \(the loop derives it from the top-level 'seed'\)$"),
+    ],
+)
 def test_unknown_keys_are_rejected_with_the_dotted_name(tmp_path, d, message):
     with pytest.raises(ConfigError, match=message) as e:
         load_config(_write(tmp_path, "c.json", d))
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("d, message", [
-    ({"model": "m", "rounds": "3"}, r"c.json: 'rounds': expected int, got str '3'"),
-    ({"model": "m", "rounds": 2.5}, r"c.json: 'rounds': expected int, got float 2.5"),
-    ({"model": "m", "rounds": True}, r"c.json: 'rounds': expected int, got bool True"),
-    ({"model": "m", "ppo": {"learning_rate": "fast"}}, r"c.json: 'ppo.learning_rate': expected float, got str 'fast'"),
-    ({"model": "m", "ppo": {"whiten_rewards": 1}}, r"c.json: 'ppo.whiten_rewards': expected bool, got int 1"),
-    ({"model": "m", "sampling": {"stop": "\n"}}, r"c.json: 'sampling.stop': expected list of str or null"),
-    ({"model": "m", "crowd_args": ["--x", None]}, r"c.json: 'crowd_args\[1\]': expected str or int or float"),
-    ({"model": "m", "eval": 10}, r"c.json: 'eval': expected a table of EvalSpec settings, got int 10"),
-    ({"model": "m", "ppo": {"ppo_epochs": 0}}, r"c.json: 'ppo': PPOConfig.ppo_epochs: expected an integer >= 1"),
-    ({"model": "m", "sampling": {"top_p": 0}}, r"c.json: 'sampling': SamplingConfig.top_p: expected in \(0, 1\]"),
-    ({"model": "m", "reward_source": "vibes"}, r"c.json: reward_source must be one of"),
-    ({"model": "m", "temperature": 0.5, "sampling": {"temperature": 0.7}}, r"'temperature' and 'sampling.temperature'"),
-    ({"rounds": 2}, r"c.json: 'model' \(the warm-started model directory\) is required"),
-])
+@pytest.mark.parametrize(
+    "d, message",
+    [
+        ({"model": "m", "rounds": "3"}, r"c.json: 'rounds': expected int, got str '3'"),
+        ({"model": "m", "rounds": 2.5}, r"c.json: 'rounds': expected int, got float 2.5"),
+        ({"model": "m", "rounds": True}, r"c.json: 'rounds': expected int, got bool True"),
+        ({"model": "m", "ppo": {"learning_rate": "fast"}}, r"c.json: 'ppo.learning_rate': expected float, got str 'fast'"),
+        ({"model": "m", "ppo": {"whiten_rewards": 1}}, r"c.json: 'ppo.whiten_rewards': expected bool, got int 1"),
+        ({"model": "m", "sampling": {"stop": "\n"}}, r"c.json: 'sampling.stop': expected list of str or null"),
+        ({"model": "m", "crowd_args": ["--x", None]}, r"c.json: 'crowd_args\[1\]': expected str or int or float"),
+        ({"model": "m", "eval": 10}, r"c.json: 'eval': expected a table of EvalSpec settings, got int 10"),
+        ({"model": "m", "ppo": {"ppo_epochs": 0}}, r"c.json: 'ppo': PPOConfig.ppo_epochs: expected an integer >= 1"),
+        ({"model": "m", "sampling": {"top_p": 0}}, r"c.json: 'sampling': SamplingConfig.top_p: expected in \(0, 1\]"),
+        ({"model": "m", "reward_source": "vibes"}, r"c.json: reward_source must be one of"),
+        ({"model": "m", "temperature": 0.5, "sampling": {"temperature": 0.7}}, r"'temperature' and 'sampling.temperature'"),
+        ({"rounds": 2}, r"c.json: 'model' \(the warm-started model directory\) is required"),
+    ],
+)
 def test_bad_values_are_rejected_with_the_dotted_name(tmp_path, d, message):
     with pytest.raises(ConfigError, match=message) as e:
         load_config(_write(tmp_path, "c.json", d))
@@ -95,8 +101,7 @@ def test_toml_and_parse_errors(tmp_path):
 
 
 def test_defaults_shorthands_and_python_sections(tmp_path):
-    cfg = load_config(_write(tmp_path, "c.json", {"model": "m", "seed": 7, "temperature": 0.5, "max_new_tokens": 12,
-                                                  "stop": ["\ndef"]}))
+    cfg = load_config(_write(tmp_path, "c.json", {"model": "m", "seed": 7, "temperature": 0.5, "max_new_tokens": 12, "stop": ["\ndef"]}))
     # earlier files' top-level generation keys land in the sampling section
     assert cfg.sampling == SamplingConfig(temperature=0.5, max_new_tokens=12, batch_size=64, seed=None, stop=("\ndef",))
     assert cfg.ppo.seed == 7 and cfg.ppo.ppo_epochs == 2 and cfg.ppo.minibatch_size == 32  # the loop's PPO defaults
@@ -110,9 +115,15 @@ def test_defaults_shorthands_and_python_sections(tmp_path):
 
 
 def test_round_trip_of_a_full_config(tmp_path):
-    cfg = LoopConfig(model="m", population=[{"kind": "expert", "count": 2, "p": 0.9}], crowd_args=["--gamma", 0.5],
-                     per_program=2, sampling=SamplingConfig(top_k=5, stop=("\n#",)), bench=BenchSpec(templates=("add",)),
-                     eval=EvalSpec(n_mid=2, max_new_tokens=9))
+    cfg = LoopConfig(
+        model="m",
+        population=[{"kind": "expert", "count": 2, "p": 0.9}],
+        crowd_args=["--gamma", 0.5],
+        per_program=2,
+        sampling=SamplingConfig(top_k=5, stop=("\n#",)),
+        bench=BenchSpec(templates=("add",)),
+        eval=EvalSpec(n_mid=2, max_new_tokens=9),
+    )
     d = cfg.to_dict()
     assert "seed" not in d["ppo"] and "seed" not in d["sampling"]  # derived, not settings
     back = load_config(_write(tmp_path, "c.json", d))
@@ -180,12 +191,15 @@ def test_resume_compares_configs_by_dotted_key(tmp_path):
     (Path(cfg.out) / "state.json").write_text(json.dumps(state))
     assert _open_state(cfg, Path(cfg.out), resume=True)["round"] == 0
     with pytest.raises(ValueError, match=r"differs in \['eval.n', 'ppo.kl_coef'\]"):
-        _open_state(dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, kl_coef=0.1), eval=EvalSpec(n=3)),
-                    Path(cfg.out), resume=True)
+        _open_state(dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, kl_coef=0.1), eval=EvalSpec(n=3)), Path(cfg.out), resume=True)
     # a state saved by the earlier flat format (top-level generation keys, partial sections) still resumes
     old = {k: v for k, v in cfg.to_dict().items() if k != "sampling"}
-    old.update(temperature=1.0, max_new_tokens=64, stop=[], ppo={"learning_rate": 1e-4, "ppo_epochs": 2,
-                                                                 "minibatch_size": 32, "reward_mode": "lines"})
+    old.update(
+        temperature=1.0,
+        max_new_tokens=64,
+        stop=[],
+        ppo={"learning_rate": 1e-4, "ppo_epochs": 2, "minibatch_size": 32, "reward_mode": "lines"},
+    )
     (Path(cfg.out) / "state.json").write_text(json.dumps({**state, "config": old}))
     assert _open_state(cfg, Path(cfg.out), resume=True)["round"] == 0
 
@@ -193,7 +207,13 @@ def test_resume_compares_configs_by_dotted_key(tmp_path):
 def test_ppo_and_lora_specs_unchanged_for_their_other_users():
     assert PPOConfig().ppo_epochs == 4 and PPOConfig().minibatch_size == 16  # rl train's defaults
     kw = LoraSpec(r=4, alpha=8).peft_kwargs(("q_proj", "v_proj"))
-    assert kw == {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "bias": "none",
-                  "task_type": "CAUSAL_LM"}
+    assert kw == {
+        "r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "target_modules": ["q_proj", "v_proj"],
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+    }
     assert LoraSpec(target_modules=["c_attn"]).peft_kwargs("all-linear")["target_modules"] == ["c_attn"]
     assert LoraSpec().peft_kwargs("all-linear")["target_modules"] == "all-linear"

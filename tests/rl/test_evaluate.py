@@ -22,8 +22,10 @@ def test_truncate_at_earliest_stop_sequence():
     assert truncate("    x = 1\n# note\nprint(x)\n", s) == "    x = 1"
     assert truncate("    return 2\n", s) == "    return 2\n"
     m = STOP_SEQUENCES["mbpp"]
-    assert truncate("def f():\n    return 1\ndef g():\n    return f()\nassert f() == 1\n", m) == \
-        "def f():\n    return 1\ndef g():\n    return f()"
+    assert (
+        truncate("def f():\n    return 1\ndef g():\n    return f()\nassert f() == 1\n", m)
+        == "def f():\n    return 1\ndef g():\n    return f()"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +40,23 @@ def tiny_model_dir(tmp_path_factory):
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     fast.save_pretrained(d)
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-                      eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, tie_word_embeddings=True)
+    cfg = Qwen2Config(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=True,
+    )
     Qwen2ForCausalLM(cfg).save_pretrained(d)
     return d
 
@@ -82,8 +92,7 @@ def test_evaluate_with_the_canonical_solution_as_model_output_passes(tiny_model_
 
     problems = load_humaneval()[:2]
     canon = {p.prompt: p.canonical_solution for p in problems}
-    monkeypatch.setattr(ev, "generate_completions",
-                        lambda model, tok, prompts, n, *a, **k: [[canon[p]] * n for p in prompts])
+    monkeypatch.setattr(ev, "generate_completions", lambda model, tok, prompts, n, *a, **k: [[canon[p]] * n for p in prompts])
     res = ev.evaluate(None, None, problems, 3, SamplingConfig(temperature=0.8, max_new_tokens=8), workers=1)
     assert res.pass_at_k == {"pass@1": 1.0}
     assert [p["n_passed"] for p in res.problems] == [3, 3]
@@ -94,9 +103,32 @@ def test_cli_evaluate_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "ev"
-    code = main(["evaluate", "--model", str(tiny_model_dir), "--benchmark", "mbpp", "--n", "2",
-                 "--temperature", "0.8", "--max-new-tokens", "8", "--out", str(out), "--limit", "2",
-                 "--batch-size", "4", "--device", "cpu", "--workers", "2", "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(tiny_model_dir),
+            "--benchmark",
+            "mbpp",
+            "--n",
+            "2",
+            "--temperature",
+            "0.8",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(out),
+            "--limit",
+            "2",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_problems"] == 2 and summary["samples_per_problem"] == 2
@@ -111,11 +143,28 @@ def test_cli_evaluate_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
 def test_cli_evaluate_bad_arguments(tmp_path, capsys):
     from rl.cli import main
 
-    assert main(["evaluate", "--model", str(tmp_path / "none"), "--benchmark", "humaneval", "--n", "0",
-                 "--out", str(tmp_path / "o")]) == 2
+    assert main(["evaluate", "--model", str(tmp_path / "none"), "--benchmark", "humaneval", "--n", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--n must be >= 1" in capsys.readouterr().err
-    assert main(["evaluate", "--model", str(tmp_path / "missing-model"), "--benchmark", "humaneval", "--n", "1",
-                 "--limit", "1", "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "missing-model"),
+                "--benchmark",
+                "humaneval",
+                "--n",
+                "1",
+                "--limit",
+                "1",
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "cannot load model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -159,13 +208,35 @@ def test_rl_evaluate_and_the_loop_sample_identical_completions(char_policy, monk
     # rl evaluate's sampler, from its command line with the defaults (no --top-p / --top-k)
     parser = argparse.ArgumentParser()
     ev.add_arguments(parser)
-    args = parser.parse_args(["--model", str(path), "--benchmark", "humaneval", "--out", "x", "--n", "3",
-                              "--temperature", "0.8", "--max-new-tokens", "16", "--batch-size", "4", "--seed", "10007"])
+    args = parser.parse_args(
+        [
+            "--model",
+            str(path),
+            "--benchmark",
+            "humaneval",
+            "--out",
+            "x",
+            "--n",
+            "3",
+            "--temperature",
+            "0.8",
+            "--max-new-tokens",
+            "16",
+            "--batch-size",
+            "4",
+            "--seed",
+            "10007",
+        ]
+    )
     cli = ev.sampling_from_args(args)
     assert (cli.top_p, cli.top_k) == (1.0, 0)  # the full distribution, as the rollouts sample
     # the loop's evaluation of a config with the same settings (eval seed = 10000 + seed)
-    cfg = LoopConfig(model=str(path), seed=7, sampling=SamplingConfig(stop=STOP_SEQUENCES["humaneval"]),
-                     eval=EvalSpec(n=3, temperature=0.8, max_new_tokens=16, batch_size=4))
+    cfg = LoopConfig(
+        model=str(path),
+        seed=7,
+        sampling=SamplingConfig(stop=STOP_SEQUENCES["humaneval"]),
+        eval=EvalSpec(n=3, temperature=0.8, max_new_tokens=16, batch_size=4),
+    )
     assert ev.eval_sampling(cfg) == cli
     seen = []
     real = ev.generate_completions
@@ -185,8 +256,7 @@ def test_rl_evaluate_and_the_loop_sample_identical_completions(char_policy, monk
     assert len({c for cs in cli_completions for c in cs}) > 1  # sampled, not one string
     # and the loop's rollouts, sampled with the same settings, are the same completions
     ro = generate(model, tok, [(p.task_id, p.prompt) for p in problems], n=3, sampling=cli)
-    assert [[r.completion for r in ro[3 * i: 3 * i + 3]] for i in range(3)] == cli_completions
+    assert [[r.completion for r in ro[3 * i : 3 * i + 3]] for i in range(3)] == cli_completions
     # truncated sampling stays available and changes the draw
-    nucleus = ev.generate_completions(model, tok, [p.prompt for p in problems], 3,
-                                      dataclasses.replace(cli, top_p=0.5))
+    nucleus = ev.generate_completions(model, tok, [p.prompt for p in problems], 3, dataclasses.replace(cli, top_p=0.5))
     assert nucleus != cli_completions

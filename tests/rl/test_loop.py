@@ -21,17 +21,30 @@ from rl.train.sft import SFTConfig, warm_start
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("ws") / "model"
-    warm_start(out, SFTConfig(steps=8, batch_size=16, hidden_size=32, num_layers=1, num_heads=4,
-                              n_train_per_template=3, lr=3e-3, threads=2), progress=False)
+    warm_start(
+        out,
+        SFTConfig(steps=8, batch_size=16, hidden_size=32, num_layers=1, num_heads=4, n_train_per_template=3, lr=3e-3, threads=2),
+        progress=False,
+    )
     return out
 
 
 def _cfg(model, out, **kw):
-    base = dict(model=str(model), out=str(out), rounds=2, prompts_per_round=2, samples=3, sampling={"max_new_tokens": 14},
-                reward_source="sequential", bench={"seed": 0, "n_train_per_template": 3},
-                eval={"n": 2, "n_mid": 1, "temperature": 0.8, "n_problems": 3, "every": 1},
-                ppo={"learning_rate": 1e-3, "ppo_epochs": 1, "minibatch_size": 3, "reward_mode": "lines"},
-                lora={"r": 4, "alpha": 8}, threads=2, seed=1)
+    base = dict(
+        model=str(model),
+        out=str(out),
+        rounds=2,
+        prompts_per_round=2,
+        samples=3,
+        sampling={"max_new_tokens": 14},
+        reward_source="sequential",
+        bench={"seed": 0, "n_train_per_template": 3},
+        eval={"n": 2, "n_mid": 1, "temperature": 0.8, "n_problems": 3, "every": 1},
+        ppo={"learning_rate": 1e-3, "ppo_epochs": 1, "minibatch_size": 3, "reward_mode": "lines"},
+        lora={"r": 4, "alpha": 8},
+        threads=2,
+        seed=1,
+    )
     base.update(kw)
     return LoopConfig(**base)
 
@@ -47,8 +60,17 @@ def test_default_population_is_the_biased_crowd():
     from rl.crowd.population import parse_population
 
     pop = parse_population(DEFAULT_POPULATION)
-    assert [a.id for a in pop.annotators] == ["expert01", "expert02", "novice01", "novice02", "examples01", "lazy01",
-                                             "spammer01", "adversary01", "adversary02"]
+    assert [a.id for a in pop.annotators] == [
+        "expert01",
+        "expert02",
+        "novice01",
+        "novice02",
+        "examples01",
+        "lazy01",
+        "spammer01",
+        "adversary01",
+        "adversary02",
+    ]
     by = {a.id: a for a in pop.annotators}
     # sensitivity = P(vote +1 | correct line), specificity = P(vote -1 | wrong line): the lazy rater
     # approves every correct line and flags only the 20 % of wrong lines it looks at
@@ -63,8 +85,7 @@ def test_default_population_is_the_biased_crowd():
 def test_crowd_rewarder_sources(tmp_path):
     b = make_benchmark(seed=0, n_train_per_template=2, n_heldout_per_template=1)
     probs = b.train[:6]
-    items = [(f"p{i}", p, p.canonical_solution if i % 2 == 0 else b.buggy_completions(p)[0])
-             for i, p in enumerate(probs)]
+    items = [(f"p{i}", p, p.canonical_solution if i % 2 == 0 else b.buggy_completions(p)[0]) for i, p in enumerate(probs)]
     recs, scored, _ = CrowdRewarder("true_lines", tmp_path / "t").rewards(items, "b1")
     assert [recs[f"p{i}"]["reward"] == 1.0 for i in range(6)] == [i % 2 == 0 for i in range(6)]
     # the line truth is rl.tasks.lines' rule with the prompt as the unannotated prefix: exactly the changed
@@ -76,8 +97,9 @@ def test_crowd_rewarder_sources(tmp_path):
         assert [ln for ln, _ in sc.truths] == list(range(first, first + len(c.splitlines())))
         canon = p.canonical_solution.splitlines()
         assert [t for _, t in sc.truths] == [a == b for a, b in zip(c.splitlines(), canon)] or sc.passed
-        assert dict(sc.truths) == {ln: v == 1 for ln, v in line_truth(p.program(c), p.canonical_program, sc.passed,
-                                                                      prompt=p.prompt).items()}
+        assert dict(sc.truths) == {
+            ln: v == 1 for ln, v in line_truth(p.program(c), p.canonical_program, sc.passed, prompt=p.prompt).items()
+        }
     assert sum(not t for s in scored for _, t in s.truths) == 3  # one wrong line per buggy program
     recs, scored, _ = CrowdRewarder("execution", tmp_path / "e").rewards(items, "b1")
     assert [s.passed for s in scored] == [i % 2 == 0 for i in range(6)]
@@ -141,6 +163,7 @@ def test_loop_end_to_end_and_resume_equals_uninterrupted(tiny_model, tmp_path, m
     assert wa.keys() == wb.keys() and len(wa) > 0
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+
     def strip(h):  # wall-clock timings differ, nothing else may
         h = {k: v for k, v in h.items() if k != "seconds"}
         if "ppo" in h:

@@ -93,8 +93,8 @@ def test_left_padding_does_not_change_logprobs(tiny, tmp_path, arch):
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
     # and an independent reference: a plain forward on the unpadded sequence
     ids = torch.tensor([short_p + short_c])
-    logits = m(input_ids=ids).logits[0, len(short_p) - 1: -1].log_softmax(-1)
-    ref = logits.gather(-1, ids[0, len(short_p):, None])[:, 0]
+    logits = m(input_ids=ids).logits[0, len(short_p) - 1 : -1].log_softmax(-1)
+    ref = logits.gather(-1, ids[0, len(short_p) :, None])[:, 0]
     torch.testing.assert_close(alone, ref, atol=1e-5, rtol=1e-5)
 
 

@@ -41,8 +41,7 @@ def test_range_bound():
     got = mutants.candidates(SRC, operators=("range_bound",))["range_bound"]
     assert len(got) == 1
     new = got[0].program.split("\n")[2].strip()
-    assert new in {"for i in range(1, n + 1):", "for i in range(1, n - 1):", "for i in range(2, n):",
-                   "for i in range(0, n):"}
+    assert new in {"for i in range(1, n + 1):", "for i in range(1, n - 1):", "for i in range(2, n):", "for i in range(0, n):"}
     assert got[0].wrong_lines == (3,)
 
 
@@ -105,8 +104,7 @@ def test_prompt_is_never_mutated_and_bad_operator():
 def _difflib_changed(canon: str, mut: str, prompt: str):
     """Independent check: lines of ``mut`` whose whitespace-normalised text differs from ``canon``."""
     norm = lambda s: [" ".join(t.split()) for t in s.split("\n")]  # noqa: E731
-    ops = [o for o in difflib.SequenceMatcher(None, norm(canon), norm(mut), autojunk=False).get_opcodes()
-           if o[0] != "equal"]
+    ops = [o for o in difflib.SequenceMatcher(None, norm(canon), norm(mut), autojunk=False).get_opcodes() if o[0] != "equal"]
     if len(ops) == 1 and ops[0][0] == "delete":  # a removed statement: the annotated line before the gap
         j = ops[0][3] + 1  # first mutant line after the gap (1-based)
         ann = lines.annotated_lines(mut, prompt)
@@ -122,8 +120,7 @@ def run():
     with sandbox.Sandbox(workers=2, limits=sandbox.Limits(timeout_s=2.0)) as sb:
         r = mutants.generate(probs, per_problem=3, seed=7, sandbox=sb)
         again = mutants.generate(probs[:2], per_problem=3, seed=7, sandbox=sb)
-        rerun = sb.map([sandbox.Job(m.program, _prob(probs, m.task_id).tests, _prob(probs, m.task_id).setup)
-                        for m in r.mutants])
+        rerun = sb.map([sandbox.Job(m.program, _prob(probs, m.task_id).tests, _prob(probs, m.task_id).setup) for m in r.mutants])
     return probs, r, again, rerun
 
 
@@ -158,16 +155,20 @@ def test_deterministic_given_seed(run):
 
 
 def test_equivalent_mutants_are_dropped():
-    weak = benchmarks.Problem(task_id="toy/1", prompt="", entry_point="f",
-                              tests=("assert f(5) == 1",), setup="",
-                              canonical_solution="def f(x):\n    if x > 0:\n        return 1\n    return 0\n",
-                              source="mbpp")
+    weak = benchmarks.Problem(
+        task_id="toy/1",
+        prompt="",
+        entry_point="f",
+        tests=("assert f(5) == 1",),
+        setup="",
+        canonical_solution="def f(x):\n    if x > 0:\n        return 1\n    return 0\n",
+        source="mbpp",
+    )
     r = mutants.generate([weak], per_problem=None, seed=0)
     kept = {m.description for m in r.mutants}
     # x >= 0, x > 1 and `return 1` (the last line) cannot be seen by f(5) == 1
     assert r.stats["compare_op"] == {"candidates": 1, "tried": 1, "kept": 0, "dropped": 1}
-    assert any("return 0` -> `return 1`" in d for d in
-               [c.description for c in mutants.candidates(weak.canonical_program)["wrong_return"]])
+    assert any("return 0` -> `return 1`" in d for d in [c.description for c in mutants.candidates(weak.canonical_program)["wrong_return"]])
     assert not any("return 0` -> `return 1`" in d for d in kept)
     assert r.stats["negate_cond"]["kept"] == 1
     with pytest.raises(ValueError, match="per_problem must be a positive int"):

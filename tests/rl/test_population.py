@@ -26,8 +26,13 @@ def test_parse_compact_spec():
     # defaults and count 1
     d = pop.parse_population("expert, novice:2, adversary, lazy, spammer@0.8")
     assert [(a.id, a.sensitivity, a.specificity) for a in d.annotators] == [
-        ("expert01", 0.95, 0.95), ("novice01", 0.7, 0.7), ("novice02", 0.7, 0.7), ("adversary01", 0.3, 0.3),
-        ("lazy01", 1.0, 0.5), ("spammer01", 0.8, 0.2)]
+        ("expert01", 0.95, 0.95),
+        ("novice01", 0.7, 0.7),
+        ("novice02", 0.7, 0.7),
+        ("adversary01", 0.3, 0.3),
+        ("lazy01", 1.0, 0.5),
+        ("spammer01", 0.8, 0.2),
+    ]
     assert p.spec == "expert:3@0.95,novice:4@0.7,spammer:2@0.5,adversary:1@0.3,twocoin:2@0.9/0.6,lazy:1@0.8"
 
 
@@ -44,23 +49,26 @@ def test_parse_json_string_and_file(tmp_path):
     assert (d.annotators[0].sensitivity, d.annotators[0].specificity) == (0.9, 0.6)
 
 
-@pytest.mark.parametrize("spec,match", [
-    ("wizard:2@0.9", r"entry 1 \('wizard:2@0.9'\): unknown annotator kind 'wizard'"),
-    ("expert:3@0.95,adversary:1@0.6", r"entry 2 .*an adversary has p < 0.5, got 0.6"),
-    ("twocoin:2@0.9", r"entry 1 .*twocoin params are sensitivity/specificity"),
-    ("twocoin:2@0.9/", r"sensitivity must be a number in \[0, 1\], got ''|specificity must be a number in \[0, 1\], got ''"),
-    ('[{"kind": "twocoin", "sensitivity": 0.9}]', r"twocoin needs both sensitivity and specificity"),
-    ("expert:2,novice:1@0.7~0.01", r"entry 2 \('novice:1@0.7~0.01'\): fatigue \(~decay\) is not supported by the rl simulator"),
-    ("onecoin:2", r"onecoin needs p"),
-    ("novice:2@1.3", r"p must be in \[0, 1\], got '1.3'"),
-    ("novice:0@0.7", r"count must be a positive integer, got 0"),
-    ("novice:2@abc", r"p must be a number in \[0, 1\]"),
-    ("expert:3:4", r"expected kind\[:count\]\[@params\]"),
-    ("", r"empty population spec"),
-    ('[{"kind": "expert", "count": 2, "reliability": 0.9}]', r"population JSON: entry 0: unknown field\(s\) \['reliability'\]"),
-    ("[1, 2", r"population JSON does not parse"),
-    ("nowhere/crowd.json", r"population file nowhere/crowd.json not found"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("wizard:2@0.9", r"entry 1 \('wizard:2@0.9'\): unknown annotator kind 'wizard'"),
+        ("expert:3@0.95,adversary:1@0.6", r"entry 2 .*an adversary has p < 0.5, got 0.6"),
+        ("twocoin:2@0.9", r"entry 1 .*twocoin params are sensitivity/specificity"),
+        ("twocoin:2@0.9/", r"sensitivity must be a number in \[0, 1\], got ''|specificity must be a number in \[0, 1\], got ''"),
+        ('[{"kind": "twocoin", "sensitivity": 0.9}]', r"twocoin needs both sensitivity and specificity"),
+        ("expert:2,novice:1@0.7~0.01", r"entry 2 \('novice:1@0.7~0.01'\): fatigue \(~decay\) is not supported by the rl simulator"),
+        ("onecoin:2", r"onecoin needs p"),
+        ("novice:2@1.3", r"p must be in \[0, 1\], got '1.3'"),
+        ("novice:0@0.7", r"count must be a positive integer, got 0"),
+        ("novice:2@abc", r"p must be a number in \[0, 1\]"),
+        ("expert:3:4", r"expected kind\[:count\]\[@params\]"),
+        ("", r"empty population spec"),
+        ('[{"kind": "expert", "count": 2, "reliability": 0.9}]', r"population JSON: entry 0: unknown field\(s\) \['reliability'\]"),
+        ("[1, 2", r"population JSON does not parse"),
+        ("nowhere/crowd.json", r"population file nowhere/crowd.json not found"),
+    ],
+)
 def test_bad_specs(spec, match):
     with pytest.raises(ValueError, match=match):
         pop.parse_population(spec)
@@ -71,7 +79,7 @@ def test_vote_rates_match_sensitivity_and_specificity():
     rng = np.random.default_rng(3)
     n = 4000
     truth = np.where(rng.random(n) < 0.3, -1, 1)
-    progs = [(f"p{i}", list(range(1, 11)), truth[i * 10:(i + 1) * 10].tolist()) for i in range(n // 10)]
+    progs = [(f"p{i}", list(range(1, 11)), truth[i * 10 : (i + 1) * 10].tolist()) for i in range(n // 10)]
     rows, seen = pop.simulate(progs, p, np.random.default_rng(11))
     assert len(rows) == n * len(p)
     t = {(r[0], r[1]): tv for (pid, lines, tr) in progs for r, tv in zip([(pid, ln) for ln in lines], tr)}
@@ -102,7 +110,7 @@ def test_assignment_and_determinism():
     by_prog = {}
     for pid, ln, a, _ in r1:
         by_prog.setdefault(pid, {}).setdefault(ln, []).append(a)
-    for pid, per_line in by_prog.items():
+    for per_line in by_prog.values():
         assert sorted(per_line) == [2, 5, 9]
         sets = {tuple(v) for v in per_line.values()}
         assert len(sets) == 1 and len(next(iter(sets))) == 3  # the same 3 annotators label every line

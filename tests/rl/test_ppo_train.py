@@ -95,16 +95,21 @@ def test_save_and_load_round_trip(trained, model_path, tmp_path):
     trainer, tok, _, _, _ = trained
     out = trainer.save(tmp_path / "ckpt")
     assert {p.name for p in tmp_path.iterdir()} == {"ckpt"}  # written through a temporary sibling, renamed
-    assert {"adapter_config.json", "adapter_model.safetensors", "value_head.safetensors", "ppo_config.json",
-            "trainer_state.json", "optimizer.pt"} <= {p.name for p in out.iterdir()}
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "value_head.safetensors",
+        "ppo_config.json",
+        "trainer_state.json",
+        "optimizer.pt",
+    } <= {p.name for p in out.iterdir()}
     assert "model.safetensors" not in {p.name for p in out.iterdir()}  # adapter only, no base copy
     again = PPOTrainer.load(out, model_path)
     assert again.n_steps == N_STEPS and again.config == trainer.config
     torch.testing.assert_close(again.value_head.weight, trainer.value_head.weight, atol=0, rtol=0)
     ids = torch.tensor([tok("abcab")["input_ids"]])
     with torch.no_grad():
-        torch.testing.assert_close(again.model(input_ids=ids).logits, trainer.model(input_ids=ids).logits,
-                                   atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(again.model(input_ids=ids).logits, trainer.model(input_ids=ids).logits, atol=1e-6, rtol=1e-6)
     # save over an existing directory replaces it
     trainer.save(out)
     assert {p.name for p in tmp_path.iterdir()} == {"ckpt"}
@@ -163,19 +168,47 @@ def test_cli_train_lines_mode_and_resume(model_path, tmp_path, monkeypatch):
         lines = [ln for ln, _, _ in r.line_spans] or [1]  # a text-less completion: a prompt line (ignored)
         code_lines = r.code.split("\n")
         post = [min(1.0, code_lines[ln - 1].count("a") / 3) for ln in lines]
-        recs.append({"program": r.program, "reward": sum(p > 0.5 for p in post) / len(lines),
-                     "reward_soft": sum(post) / len(lines), "n_lines": max(len(code_lines), max(lines)),
-                     "n_annotated": len(lines), "coverage": len(lines) / max(len(code_lines), max(lines)),
-                     "lines": lines, "posteriors": post, "tau": 0.5, "method": "test"})
+        recs.append(
+            {
+                "program": r.program,
+                "reward": sum(p > 0.5 for p in post) / len(lines),
+                "reward_soft": sum(post) / len(lines),
+                "n_lines": max(len(code_lines), max(lines)),
+                "n_annotated": len(lines),
+                "coverage": len(lines) / max(len(code_lines), max(lines)),
+                "lines": lines,
+                "posteriors": post,
+                "tau": 0.5,
+                "method": "test",
+            }
+        )
     write_rewards(tmp_path / "w.jsonl", recs)
     base_bytes = (model_path / "model.safetensors").read_bytes()
 
     def train(*extra):
         parser = argparse.ArgumentParser()
         ppo.add_arguments(parser)
-        args = parser.parse_args(["--model", str(model_path), "--rollouts", str(tmp_path / "r.jsonl"), "--rewards",
-                                  str(tmp_path / "w.jsonl"), "--reward-mode", "lines", "--prompt-lines", "ignore",
-                                  "--ppo-epochs", "1", "--minibatch-size", "6", "--batch-size", "6", *extra])
+        args = parser.parse_args(
+            [
+                "--model",
+                str(model_path),
+                "--rollouts",
+                str(tmp_path / "r.jsonl"),
+                "--rewards",
+                str(tmp_path / "w.jsonl"),
+                "--reward-mode",
+                "lines",
+                "--prompt-lines",
+                "ignore",
+                "--ppo-epochs",
+                "1",
+                "--minibatch-size",
+                "6",
+                "--batch-size",
+                "6",
+                *extra,
+            ]
+        )
         assert args.mixed_precision == "auto"
         return ppo.run(args)
 
@@ -190,15 +223,28 @@ def test_cli_train_lines_mode_and_resume(model_path, tmp_path, monkeypatch):
     assert (model_path / "model.safetensors").read_bytes() == base_bytes  # the base model is never written
     assert train("--adapter", str(tmp_path / "b"), "--out", str(tmp_path / "b")) == 0  # resume in place
     assert json.loads((tmp_path / "b" / "trainer_state.json").read_text())["n_steps"] == 6
-    assert [json.loads(x)["step"] for x in (tmp_path / "b" / "train_stats.jsonl").read_text().splitlines()] == [
-        1, 2, 3, 4, 5, 6]
+    assert [json.loads(x)["step"] for x in (tmp_path / "b" / "train_stats.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt_id": "p", "prompt": "a\n"}) + "\n")
     parser = argparse.ArgumentParser()
     rmod.add_arguments(parser)
-    args = parser.parse_args(["--model", str(model_path), "--adapter", str(tmp_path / "b"), "--prompts", str(prompts),
-                              "--n", "2", "--max-new-tokens", "5", "--out", str(tmp_path / "r2.jsonl")])
+    args = parser.parse_args(
+        [
+            "--model",
+            str(model_path),
+            "--adapter",
+            str(tmp_path / "b"),
+            "--prompts",
+            str(prompts),
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "5",
+            "--out",
+            str(tmp_path / "r2.jsonl"),
+        ]
+    )
     assert rmod.run(args) == 0
     r2 = read_rollouts(tmp_path / "r2.jsonl")
     assert len(r2) == 2 and any(a != b for r in r2 for a, b in zip(r.logprobs, r.ref_logprobs))
@@ -221,12 +267,22 @@ def test_line_rewards_through_the_seam_raise_the_target(model_path, tmp_path):
         for r in rs:
             code_lines = r.code.split("\n")
             lines = [ln for ln, _, _ in r.line_spans if code_lines[ln - 1]] or [ln for ln, _, _ in r.line_spans] or [1]
-            post = [code_lines[ln - 1].count("a") / len(code_lines[ln - 1]) if code_lines[ln - 1] else 0.0
-                    for ln in lines]
+            post = [code_lines[ln - 1].count("a") / len(code_lines[ln - 1]) if code_lines[ln - 1] else 0.0 for ln in lines]
             n = max(len(code_lines), max(lines))
-            recs.append({"program": r.program, "reward": sum(q > 0.5 for q in post) / len(lines),
-                         "reward_soft": sum(post) / len(post), "n_lines": n, "n_annotated": len(lines),
-                         "coverage": len(lines) / n, "lines": lines, "posteriors": post, "tau": 0.5, "method": "t"})
+            recs.append(
+                {
+                    "program": r.program,
+                    "reward": sum(q > 0.5 for q in post) / len(lines),
+                    "reward_soft": sum(post) / len(post),
+                    "n_lines": n,
+                    "n_annotated": len(lines),
+                    "coverage": len(lines) / n,
+                    "lines": lines,
+                    "posteriors": post,
+                    "tau": 0.5,
+                    "method": "t",
+                }
+            )
         write_rewards(tmp_path / "w.jsonl", recs)
         records = load_rewards(tmp_path / "w.jsonl", rs, prompt_lines="ignore")
         trainer.step(rs, [token_rewards(r, records[r.program], "lines") for r in rs])

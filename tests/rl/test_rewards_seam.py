@@ -18,17 +18,35 @@ def hand_rollout(program="f#0", prompt=PROMPT, completion=COMPLETION, eos=True):
     ids = list(range(10, 10 + len(completion))) + ([2] if eos else [])
     ends = list(range(1, len(completion) + 1)) + ([len(completion)] if eos else [])
     code = prompt + completion
-    return Rollout(program=program, prompt_id=program.split("#")[0], prompt=prompt, completion=completion, code=code,
-                   prompt_ids=[5] * len(prompt), completion_ids=ids, logprobs=[-1.0] * len(ids),
-                   ref_logprobs=[-1.0] * len(ids), line_spans=compute_line_spans(code, len(prompt), ends),
-                   task_id="T/f")
+    return Rollout(
+        program=program,
+        prompt_id=program.split("#")[0],
+        prompt=prompt,
+        completion=completion,
+        code=code,
+        prompt_ids=[5] * len(prompt),
+        completion_ids=ids,
+        logprobs=[-1.0] * len(ids),
+        ref_logprobs=[-1.0] * len(ids),
+        line_spans=compute_line_spans(code, len(prompt), ends),
+        task_id="T/f",
+    )
 
 
 def record(program, lines, posteriors, n_lines=3, tau=0.5):
     k = len(lines)
-    return {"program": program, "reward": sum(p > tau for p in posteriors) / k, "reward_soft": sum(posteriors) / k,
-            "n_lines": n_lines, "n_annotated": k, "coverage": k / n_lines, "lines": lines,
-            "posteriors": posteriors, "tau": tau, "method": "test"}
+    return {
+        "program": program,
+        "reward": sum(p > tau for p in posteriors) / k,
+        "reward_soft": sum(posteriors) / k,
+        "n_lines": n_lines,
+        "n_annotated": k,
+        "coverage": k / n_lines,
+        "lines": lines,
+        "posteriors": posteriors,
+        "tau": tau,
+        "method": "test",
+    }
 
 
 @pytest.fixture
@@ -117,8 +135,18 @@ def test_rl_train_validates_rewards_before_loading_any_model(tmp_path, rollouts)
     write_rewards(tmp_path / "w.jsonl", [record("f#0", [2], [0.9])])  # f#1 missing
     parser = argparse.ArgumentParser()
     ppo.add_arguments(parser)
-    args = parser.parse_args(["--model", str(tmp_path / "no-such-model"), "--rollouts", str(tmp_path / "r.jsonl"),
-                              "--rewards", str(tmp_path / "w.jsonl"), "--out", str(tmp_path / "out")])
+    args = parser.parse_args(
+        [
+            "--model",
+            str(tmp_path / "no-such-model"),
+            "--rollouts",
+            str(tmp_path / "r.jsonl"),
+            "--rewards",
+            str(tmp_path / "w.jsonl"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     with pytest.raises(RewardFileError, match="no reward record for program 'f#1'"):
         ppo.run(args)
     assert not (tmp_path / "out").exists()

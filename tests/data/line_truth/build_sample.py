@@ -47,10 +47,17 @@ def main() -> None:
         ann = lines.annotated_lines(code, prompt)
         missing = set(reasons) - set(ann)
         assert not missing, (s["id"], missing)
-        out.append({"id": s["id"], "task_id": p.task_id, "benchmark": p.source, "code": code,
-                    "truth": [[ln, -1 if ln in reasons else 1] for ln in ann],
-                    "reasons": {str(k): v for k, v in sorted(reasons.items())}})
-        jobs.append(p.job(code[len(p.prompt):] if p.source == "humaneval" else code))
+        out.append(
+            {
+                "id": s["id"],
+                "task_id": p.task_id,
+                "benchmark": p.source,
+                "code": code,
+                "truth": [[ln, -1 if ln in reasons else 1] for ln in ann],
+                "reasons": {str(k): v for k, v in sorted(reasons.items())},
+            }
+        )
+        jobs.append(p.job(code[len(p.prompt) :] if p.source == "humaneval" else code))
     with sandbox.Sandbox(workers=2) as sb:
         res = sb.map(jobs)
     for rec, r in zip(out, res):

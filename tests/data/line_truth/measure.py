@@ -1,6 +1,6 @@
 """Agreement of rl.tasks.lines' rule with the hand labels of sample.jsonl (docs/annotation.md).
 
-    .venv/bin/python tests/data/line_truth/measure.py
+.venv/bin/python tests/data/line_truth/measure.py
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ def main() -> None:
     recs, probs, results = load_and_run()
     for mode in lines.RAISE_LINE_MODES:
         a = lines.rule_agreement(recs, probs, results, raise_line=mode)
-        print(f"raise_line={mode:8s} line agreement {a['line_agreement']:.3f} ({a['lines']} lines)  "
-              f"program exact {a['program_exact']:.3f} ({a['programs']} programs)  "
-              f"wrong recall {a['wrong_recall']:.3f} precision {a['wrong_precision']:.3f} "
-              f"(hand {a['hand_wrong']}, rule {a['rule_wrong']})  differ: {', '.join(a['differ'])}")
+        print(
+            f"raise_line={mode:8s} line agreement {a['line_agreement']:.3f} ({a['lines']} lines)  "
+            f"program exact {a['program_exact']:.3f} ({a['programs']} programs)  "
+            f"wrong recall {a['wrong_recall']:.3f} precision {a['wrong_precision']:.3f} "
+            f"(hand {a['hand_wrong']}, rule {a['rule_wrong']})  differ: {', '.join(a['differ'])}"
+        )
 
 
 if __name__ == "__main__":
