@@ -123,7 +123,6 @@ def nuts(arrays: VoteArrays, cfg: BayesConfig | None = None, *, dtype, prior, de
     cfg = cfg or BayesConfig()
     _check(arrays, dtype, prior, delta)
     num_warmup, num_samples, num_chains, credible = cfg.num_warmup, cfg.num_samples, cfg.num_chains, cfg.credible
-    a, b = cfg.a, cfg.b
     import jax
     import jax.numpy as jnp
     from numpyro.diagnostics import summary
@@ -134,8 +133,8 @@ def nuts(arrays: VoteArrays, cfg: BayesConfig | None = None, *, dtype, prior, de
     t0 = time.perf_counter()
     m = int(np.max(np.asarray(arrays.annotator))) + 1
     votes = VoteArrays(*(jnp.asarray(x) for x in arrays))
-    a_ = jnp.asarray(a, dtype)
-    b_ = jnp.asarray(b, dtype)
+    a_ = jnp.asarray(cfg.a, dtype)
+    b_ = jnp.asarray(cfg.b, dtype)
     delta_ = jnp.asarray(delta, dtype)
     prior_ = jnp.asarray(prior, dtype)
 
@@ -170,7 +169,7 @@ def nuts(arrays: VoteArrays, cfg: BayesConfig | None = None, *, dtype, prior, de
 
     r_hat_max = float(np.nanmax(r_hat)) if np.any(np.isfinite(r_hat)) else float("nan")
     diagnostics = {
-        "model": f"one-coin Bayes: p_i ~ Beta({a}, {b}), pi ~ Beta(1, 1), truth marginalised; NUTS",
+        "model": f"one-coin Bayes: p_i ~ Beta({cfg.a}, {cfg.b}), pi ~ Beta(1, 1), truth marginalised; NUTS",
         "r_hat_max": r_hat_max if math.isfinite(r_hat_max) else None,
         "n_eff_min": float(np.nanmin(n_eff)),
         "divergences": divergences,
