@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from rl.config import LoopConfig, SamplingConfig
+from rl.policy import sampling
+from rl.policy.sampling import add_sampling_arguments
 
 __all__ = [
     "STOP_SEQUENCES",
@@ -286,32 +288,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a local path or hub name for from_pretrained")
     parser.add_argument("--benchmark", required=True, choices=("humaneval", "mbpp"))
     parser.add_argument("--n", type=int, default=100, help="samples per problem (default 100)")
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (default 1.0: the full distribution)")
-    parser.add_argument("--top-k", type=int, default=0, help="top-k truncation (default 0: off)")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
-    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, default=None, help="only the first N problems")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--split", default="test", help="MBPP split (default: test)")
     parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 2), help="sandbox workers")
     parser.add_argument("--timeout", type=float, default=5.0, help="sandbox wall-clock seconds per program")
+    add_sampling_arguments(parser, temperature=0.8, batch_size=16)
     parser.add_argument("--no-progress", action="store_true")
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
     """The sampler of ``rl evaluate`` (the benchmark's stop sequences)."""
-    return SamplingConfig(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        stop=STOP_SEQUENCES[args.benchmark],
-    )
+    return sampling.sampling_from_args(args, stop=STOP_SEQUENCES[args.benchmark])
 
 
 def run(args: argparse.Namespace) -> int:

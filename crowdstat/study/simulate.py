@@ -194,6 +194,20 @@ def _simulate_arrays(
     return SimArrays(label, truth, honeypot, p_vote, p_eff)
 
 
+def _prepared(pop, n_programs, lines_per_program, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, r, design, placement):
+    """Check the settings; return r (annotators per item, default all) and the core with its static
+    arguments bound (``core(key, pop, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, r)``)."""
+    _check_settings(n_programs, lines_per_program, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, r, pop.m, design, placement)
+    core = partial(
+        _simulate_arrays,
+        n_programs=int(n_programs),
+        lines_per_program=int(lines_per_program),
+        design=design,
+        honeypot_placement=placement,
+    )
+    return (pop.m if r is None else int(r)), core
+
+
 def _check_settings(n_programs, lines_per_program, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, r, m, design, placement):
     if not (isinstance(n_programs, (int, np.integer)) and n_programs >= 1):
         raise ValueError(f"n_programs: expected an integer >= 1, got {n_programs!r}")
@@ -248,31 +262,18 @@ def simulate_arrays(
     SimArrays
     """
     key = canonicalize_key(key)
-    m = pop.m
-    _check_settings(
+    r, core = _prepared(
+        pop,
         n_programs,
         lines_per_program,
         p_buggy_program,
         p_wrong_line_if_buggy,
         honeypot_fraction,
         annotators_per_item,
-        m,
         design,
         honeypot_placement,
     )
-    r = m if annotators_per_item is None else int(annotators_per_item)
-    return _simulate_arrays(
-        key,
-        pop,
-        p_buggy_program,
-        p_wrong_line_if_buggy,
-        honeypot_fraction,
-        r,
-        n_programs=int(n_programs),
-        lines_per_program=int(lines_per_program),
-        design=design,
-        honeypot_placement=honeypot_placement,
-    )
+    return core(key, pop, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, r)
 
 
 def simulate_replicates(
@@ -296,27 +297,18 @@ def simulate_replicates(
     key = canonicalize_key(key)
     if not (isinstance(n_replicates, (int, np.integer)) and n_replicates >= 1):
         raise ValueError(f"n_replicates: expected an integer >= 1, got {n_replicates!r}")
-    m = pop.m
-    _check_settings(
+    r, core = _prepared(
+        pop,
         n_programs,
         lines_per_program,
         p_buggy_program,
         p_wrong_line_if_buggy,
         honeypot_fraction,
         annotators_per_item,
-        m,
         design,
         honeypot_placement,
     )
-    r = m if annotators_per_item is None else int(annotators_per_item)
     keys = jax.random.split(key, int(n_replicates))
-    core = partial(
-        _simulate_arrays,
-        n_programs=int(n_programs),
-        lines_per_program=int(lines_per_program),
-        design=design,
-        honeypot_placement=honeypot_placement,
-    )
     return jax.vmap(core, in_axes=(0, None, None, None, None, None))(
         keys, pop, p_buggy_program, p_wrong_line_if_buggy, honeypot_fraction, r
     )

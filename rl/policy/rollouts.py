@@ -43,7 +43,7 @@ import torch
 
 from crowdstat.io.atomic import atomic_write_text
 from crowdstat.io.jsonl import read_jsonl
-from rl.policy.sampling import SamplingConfig, sample_batches, token_char_ends
+from rl.policy.sampling import SamplingConfig, add_sampling_arguments, sample_batches, sampling_from_args, token_char_ends
 
 __all__ = [
     "Rollout",
@@ -371,13 +371,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--adapter", default=None, help="LoRA adapter directory (e.g. the --out of rl train)")
     parser.add_argument("--prompts", required=True, help="JSONL with prompt_id, prompt[, task_id]")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt (default: 8)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default: 1.0)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass; 1 = the full distribution (default: 1.0)")
-    parser.add_argument("--top-k", type=int, default=0, help="top-k truncation; 0 = off (default: 0)")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="(default: 128)")
-    parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
     parser.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
-    parser.add_argument("--batch-size", type=int, default=32, help="sequences per generate call (default: 32)")
+    add_sampling_arguments(parser, temperature=1.0, batch_size=32)
     parser.add_argument("--out", required=True, help="rollout file to write (JSONL)")
 
 
@@ -387,15 +382,7 @@ def run(args) -> int:
     _cpu_threads()
     prompts, task_ids = read_prompts(args.prompts)
     model, tok = load_policy(args.model, lora=None, adapter_path=args.adapter)
-    cfg = SamplingConfig(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        stop=tuple(args.stop or ()),
-    )
+    cfg = sampling_from_args(args, stop=tuple(args.stop or ()))
     rollouts = generate(model, tok, prompts, n=args.n, sampling=cfg, task_ids=task_ids, progress=True)
     write_rollouts(args.out, rollouts)
     print(f"wrote {len(rollouts)} rollouts ({len(prompts)} prompts x {args.n}) to {args.out}", file=sys.stderr)

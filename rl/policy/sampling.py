@@ -23,6 +23,7 @@ Conventions
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import sys
 from collections.abc import Iterator
@@ -30,7 +31,17 @@ from dataclasses import dataclass
 
 from rl.config import SamplingConfig
 
-__all__ = ["SamplingConfig", "Sample", "sample", "sample_batches", "token_char_ends", "cut_completion", "eos_ids"]
+__all__ = [
+    "SamplingConfig",
+    "Sample",
+    "sample",
+    "sample_batches",
+    "token_char_ends",
+    "cut_completion",
+    "eos_ids",
+    "add_sampling_arguments",
+    "sampling_from_args",
+]
 
 
 @dataclass
@@ -190,3 +201,28 @@ def sample_batches(
 def sample(model, tokenizer, prompts: list[str], n: int, cfg: SamplingConfig, *, progress: bool = False) -> list[Sample]:
     """Every sample of :func:`sample_batches`, prompt by prompt (``n`` consecutive samples each)."""
     return [s for batch in sample_batches(model, tokenizer, prompts, n, cfg, progress=progress) for s in batch]
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, *, temperature: float, batch_size: int) -> None:
+    """The sampler's options (one set for ``rl evaluate`` and ``rl generate``); the two commands differ
+    only in their default temperature and batch size."""
+    g = parser.add_argument_group("sampling (rl.policy.sampling)")
+    g.add_argument("--temperature", type=float, default=temperature, help=f"sampling temperature; 0 = greedy (default {temperature})")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus mass; 1 = the full distribution (default 1.0)")
+    g.add_argument("--top-k", type=int, default=0, help="top-k truncation; 0 = off (default 0)")
+    g.add_argument("--max-new-tokens", type=int, default=128, help="(default 128)")
+    g.add_argument("--batch-size", type=int, default=batch_size, help=f"sequences per generate call (default {batch_size})")
+    g.add_argument("--seed", type=int, default=0, help="(default 0)")
+
+
+def sampling_from_args(args: argparse.Namespace, stop: tuple[str, ...] | None) -> SamplingConfig:
+    """The :class:`SamplingConfig` of the options :func:`add_sampling_arguments` added."""
+    return SamplingConfig(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        stop=stop,
+    )

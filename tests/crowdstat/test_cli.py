@@ -57,31 +57,26 @@ def data(tmp_path_factory):
     return d
 
 
-def _run(d, method, out):
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "crowdstat",
-            "fit",
-            str(d / "votes.csv"),
-            "--truth",
-            str(d / "truth.csv"),
-            "--programs",
-            str(d / "programs.csv"),
-            "--method",
-            method,
-            "--x64",
-            *RUNS[method],
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+def _fit_cli(*args) -> None:
+    """``crowdstat fit ARGS`` in a subprocess; it must succeed."""
+    r = subprocess.run([sys.executable, "-m", "crowdstat", "fit", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr
+
+
+def _run(d, method, out):
+    _fit_cli(
+        d / "votes.csv",
+        "--truth",
+        d / "truth.csv",
+        "--programs",
+        d / "programs.csv",
+        "--method",
+        method,
+        "--x64",
+        *RUNS[method],
+        "--out",
+        out,
+    )
     return out
 
 
@@ -198,34 +193,8 @@ def test_result_save_writes_the_same_files(run, tmp_path):
 def test_cli_absolute_gamma_and_ista(data, tmp_path):
     """`--gamma 0.3` is absolute; `--ista` converges to the same minimiser as the dense oracle."""
     out = tmp_path / "ista"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "crowdstat",
-            "fit",
-            str(data / "votes.csv"),
-            "--truth",
-            str(data / "truth.csv"),
-            "--method",
-            "proximal",
-            "--x64",
-            "--gamma",
-            "0.3",
-            "--ista",
-            "--tol",
-            "1e-12",
-            "--maxiter",
-            "100000",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert r.returncode == 0, r.stderr
+    args = ["--method", "proximal", "--x64", "--gamma", "0.3", "--ista", "--tol", "1e-12", "--maxiter", "100000"]
+    _fit_cli(data / "votes.csv", "--truth", data / "truth.csv", *args, "--out", out)
     fj = json.loads((out / "fit.json").read_text())
     diag = fj.get("diagnostics", fj)
     assert diag["gamma"] == pytest.approx(0.3, rel=1e-15)

@@ -21,6 +21,12 @@ def run(*args):
     return subprocess.run([exe, "-m", "crowdstat", *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
+def run_compare(data, out, methods, *extra):
+    """``crowdstat compare`` on the files ``crowdstat simulate`` wrote to ``data``."""
+    files = ["--truth", data / "truth.csv", "--true-lines", data / "true_lines.csv", "--true-annotators", data / "annotators.csv"]
+    return run("compare", str(data / "votes.csv"), *map(str, files), "--methods", methods, *extra, "--out", str(out))
+
+
 def _typed(params):
     return {k: (type(v).__name__, v) for k, v in params.items()}
 
@@ -115,20 +121,7 @@ def test_cli_simulate_and_compare_end_to_end(tmp_path):
     assert list(truth.columns) == ["program", "line", "truth"] and truth["program"].nunique() == 6
     ann = pd.read_csv(data / "annotators.csv")
     assert len(ann) == 8 and {"annotator", "kind", "p"} <= set(ann.columns)
-    r = run(
-        "compare",
-        str(data / "votes.csv"),
-        "--truth",
-        str(data / "truth.csv"),
-        "--true-lines",
-        str(data / "true_lines.csv"),
-        "--true-annotators",
-        str(data / "annotators.csv"),
-        "--methods",
-        "majority,sequential:lam=0.1",
-        "--out",
-        str(out),
-    )
+    r = run_compare(data, out, "majority,sequential:lam=0.1")
     assert r.returncode == 0, r.stderr
     met = pd.read_csv(out / "metrics.csv")
     assert list(met["method"]) == ["majority", "sequential:lam=0.1"]
@@ -169,20 +162,6 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 def test_cli_compare_all_methods(tmp_path):
     data, out = tmp_path / "data", tmp_path / "cmp"
     assert run("simulate", "--population", SPEC, "--programs", "30", "--lines", "3", "--seed", "1", "--out", str(data)).returncode == 0
-    r = run(
-        "compare",
-        str(data / "votes.csv"),
-        "--truth",
-        str(data / "truth.csv"),
-        "--true-lines",
-        str(data / "true_lines.csv"),
-        "--true-annotators",
-        str(data / "annotators.csv"),
-        "--methods",
-        "majority,sequential,proximal,em1,em2,bayes",
-        "--x64",
-        "--out",
-        str(out),
-    )
+    r = run_compare(data, out, "majority,sequential,proximal,em1,em2,bayes", "--x64")
     assert r.returncode == 0, r.stderr
     assert len(pd.read_csv(out / "metrics.csv")) == 6
