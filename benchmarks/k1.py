@@ -1,8 +1,8 @@
 """K1: line posteriors (eq. 7) and rewards.
 
 Competitors, same data, same weights:
-- crowdstat: ``posterior.posteriors_and_rewards_ell`` (jitted, float32) on the ELLPACK layout
-  built once on the host (``posterior.ell_layout``, its build time reported apart, like a sort
+- crowdstat: ``ell.posteriors_and_rewards_ell`` (jitted, float32) on the ELLPACK layout
+  built once on the host (``ell.ell_layout``, its build time reported apart, like a sort
   done once); also the vote-list kernel ``posterior.posteriors_and_rewards`` (one sorted
   segment-sum), which needs no layout;
 - numpy: vectorised, two ``np.bincount`` segment sums (float64, NumPy's natural dtype);
@@ -63,7 +63,7 @@ def run(sizes, repeat=5, python_cap=10**6, seed=0):
     import jax.numpy as jnp
 
     from benchmarks.data import synth
-    from crowdstat.estimators import posterior
+    from crowdstat.estimators import ell, posterior
 
     rows = []
     for n in sizes:
@@ -82,12 +82,12 @@ def run(sizes, repeat=5, python_cap=10**6, seed=0):
         import time as _time
 
         t0 = _time.perf_counter()
-        layout = posterior.ell_layout(v)
+        layout = ell.ell_layout(v)
         layout_s = _time.perf_counter() - t0
         assert layout is not None, "benchmark data has uniform votes per line: the ELL layout must apply"
         # partial, not a lambda: the callables hold their arguments, and the `del` at the end of the
         # iteration drops callables and arguments together (device memory before the next size).
-        f = partial(posterior.posteriors_and_rewards_ell, w32, layout, pl, tu)
+        f = partial(ell.posteriors_and_rewards_ell, w32, layout, pl, tu)
         t_cs = jit_timing(f, repeat=repeat, min_time=0.5)  # first call = trace + compile
         f_seg = partial(posterior.posteriors_and_rewards, w32, vd, pl, tu)
         t_seg = jit_timing(f_seg, repeat=repeat, min_time=0.5)

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: the submodules, imported on first attribute access (``crowdstat.estimators.sequential``)
-_SUBMODULES = ("l1", "majority", "sequential", "proximal", "dawid_skene", "bayes", "posterior", "result", "registry")
+_SUBMODULES = ("l1", "majority", "sequential", "proximal", "dawid_skene", "bayes", "posterior", "ell", "result", "registry")
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""The ELLPACK kernels (crowdstat.estimators.posterior.ell_layout / *_ell) against the plain-Python oracle
+"""The ELLPACK kernels (crowdstat.estimators.ell.ell_layout / *_ell) against the plain-Python oracle
 (eq. 7 and rewards from docs/math.md) and against the vote-list kernels, plus the layout's refusals."""
 
 import jax
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from crowdstat._typing import VoteArrays
-from crowdstat.estimators import posterior
+from crowdstat.estimators import ell, posterior
 from crowdstat.io.tables import read_votes
 from tests.reference import oracles as O
 from tests.strategies import random_tables, vote_tables
@@ -22,12 +22,12 @@ def _oracle(votes_df, w_by_id, prior_logit, tau):
 
 def _check(table, w, prior_logit, tau, tol):
     v = table.arrays
-    lay = posterior.ell_layout(v, max_width=64, max_fill=100.0)
+    lay = ell.ell_layout(v, max_width=64, max_fill=100.0)
     assert lay is not None
-    p, rw = posterior.posteriors_and_rewards_ell(jnp.asarray(w), lay, jnp.asarray(prior_logit, w.dtype), jnp.asarray(tau, w.dtype))
+    p, rw = ell.posteriors_and_rewards_ell(jnp.asarray(w), lay, jnp.asarray(prior_logit, w.dtype), jnp.asarray(tau, w.dtype))
     l_seg, p_seg, rw_seg = posterior.posteriors_and_rewards(jnp.asarray(w), v, jnp.asarray(prior_logit, w.dtype), jnp.asarray(tau, w.dtype))
     np.testing.assert_allclose(np.asarray(p), np.asarray(p_seg), rtol=0, atol=tol)
-    l_ell = posterior.line_logits_ell(jnp.asarray(w), lay, prior_logit)
+    l_ell = ell.line_logits_ell(jnp.asarray(w), lay, prior_logit)
     np.testing.assert_allclose(np.asarray(l_ell), np.asarray(l_seg), rtol=tol, atol=tol)
     for a, b in zip(rw, rw_seg):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=tol)
@@ -77,11 +77,11 @@ def _uniform(n_lines, k, m, lines_per_prog, rng):
 def test_ell_float32_and_coverage():
     rng = np.random.default_rng(5)
     v = _uniform(600, 4, 30, 6, rng)
-    lay = posterior.ell_layout(v)
+    lay = ell.ell_layout(v)
     assert lay.slots.shape == (4, 600) and lay.grid_width == 6 and lay.line_cell.shape == (0,)  # cells = lines
     assert not (np.asarray(lay.slots) == 0).any()
     w = jnp.asarray(rng.normal(0.8, 1, 30), jnp.float32)
-    p, rw = posterior.posteriors_and_rewards_ell(w, lay, jnp.float32(-0.2), jnp.float32(0.6))
+    p, rw = ell.posteriors_and_rewards_ell(w, lay, jnp.float32(-0.2), jnp.float32(0.6))
     wn = np.asarray(w, np.float64)
     l_ref = np.bincount(v.line, weights=wn[v.annotator] * v.label, minlength=600) - 0.2
     p_ref = 1 / (1 + np.exp(-l_ref))
@@ -101,17 +101,17 @@ def test_ell_refuses_ragged_and_falls_back_for_programs():
     ann = np.concatenate([v.annotator, 10 + np.arange(extra, dtype=np.int32)])[order]
     lab = np.concatenate([v.label, np.ones(extra, np.int8)])[order]
     ragged = v._replace(line=line[order], annotator=ann, label=lab)
-    assert posterior.ell_layout(ragged) is None
-    assert posterior.ell_layout(ragged, max_fill=20.0) is not None
-    assert posterior.ell_layout(ragged, max_width=16, max_fill=20.0) is None
+    assert ell.ell_layout(ragged) is None
+    assert ell.ell_layout(ragged, max_fill=20.0) is not None
+    assert ell.ell_layout(ragged, max_width=16, max_fill=20.0) is None
     # ragged programs only: the line stage is ELL, the program sums fall back to a segment-sum
     lp = np.zeros(40, np.int32)
     lp[30:] = np.arange(1, 11)
     v2 = v._replace(line_program=lp, program_size=np.full(11, 30, np.int32))
-    lay = posterior.ell_layout(v2, max_fill=2.0)
+    lay = ell.ell_layout(v2, max_fill=2.0)
     assert lay is not None and lay.grid_width == 0 and lay.slots.shape[1] == 40
     w = jnp.asarray(rng.normal(size=10 + extra))
-    p, rw = posterior.posteriors_and_rewards_ell(w, lay, 0.0, 0.5)
+    p, rw = ell.posteriors_and_rewards_ell(w, lay, 0.0, 0.5)
     _, p2, rw2 = posterior.posteriors_and_rewards(w, v2, 0.0, 0.5)
     np.testing.assert_allclose(np.asarray(p), np.asarray(p2), atol=1e-6)
     np.testing.assert_allclose(np.asarray(rw.reward), np.asarray(rw2.reward), atol=1e-6)
@@ -124,16 +124,16 @@ def test_ell_grid_with_lines_out_of_program_order():
     lp = rng.permutation(np.repeat(np.arange(15, dtype=np.int32), 4))  # 15 programs of 4 lines, shuffled
     lp[:3] = 15  # and a 16th program of 3 lines: one empty cell
     v = v._replace(line_program=lp, program_size=np.full(16, 5, np.int32))
-    lay = posterior.ell_layout(v)
+    lay = ell.ell_layout(v)
     assert lay.grid_width == 4 and lay.slots.shape == (3, 64) and lay.line_cell.shape == (60,)
     w = jnp.asarray(rng.normal(0.3, 1.2, 12))
-    p, rw = posterior.posteriors_and_rewards_ell(w, lay, 0.4, 0.5)
+    p, rw = ell.posteriors_and_rewards_ell(w, lay, 0.4, 0.5)
     wn = np.asarray(w)
     p_ref = 1 / (1 + np.exp(-(np.bincount(v.line, weights=wn[v.annotator] * v.label, minlength=60) + 0.4)))
     k = np.bincount(lp, minlength=16)
     want = [np.bincount(lp, p_ref > 0.5, 16) / k, np.bincount(lp, p_ref, 16) / k, k, k / 5]
     np.testing.assert_allclose(np.asarray(p), p_ref, atol=1e-12)
-    for got in (rw, posterior.rewards_ell(p, lay, 0.5)):  # the driver and the per-line entry point
+    for got in (rw, ell.rewards_ell(p, lay, 0.5)):  # the driver and the per-line entry point
         for a, b in zip(got, want):
             np.testing.assert_allclose(np.asarray(a), b, atol=1e-12)
 
@@ -141,23 +141,23 @@ def test_ell_grid_with_lines_out_of_program_order():
 def test_ell_bad_input():
     rng = np.random.default_rng(2)
     v = _uniform(20, 3, 8, 5, rng)
-    lay = posterior.ell_layout(v)
+    lay = ell.ell_layout(v)
     with pytest.raises(ValueError, match="w has 5 entries but the votes name 8 annotators"):
-        posterior.posteriors_and_rewards_ell(jnp.zeros(5), lay, 0.0, 0.5)
+        ell.posteriors_and_rewards_ell(jnp.zeros(5), lay, 0.0, 0.5)
     unsorted = v._replace(line=v.line[::-1].copy())
     with pytest.raises(ValueError, match="sorted"):
-        posterior.ell_layout(unsorted)
+        ell.ell_layout(unsorted)
 
 
 def test_ell_int32_slots_above_16384_annotators():
     rng = np.random.default_rng(3)
     v = _uniform(300, 3, 20000, 5, rng)
-    lay = posterior.ell_layout(v)
+    lay = ell.ell_layout(v)
     assert lay.slots.dtype == jnp.int32 and lay.n_annotators == int(v.annotator.max()) + 1
-    small = posterior.ell_layout(v._replace(annotator=(v.annotator % 1000).astype(np.int32)))
+    small = ell.ell_layout(v._replace(annotator=(v.annotator % 1000).astype(np.int32)))
     assert small is not None and small.slots.dtype == jnp.int16
     w = jnp.asarray(rng.normal(size=20000))
-    p, _ = posterior.posteriors_and_rewards_ell(w, lay, 0.0, 0.5)
+    p, _ = ell.posteriors_and_rewards_ell(w, lay, 0.0, 0.5)
     wn = np.asarray(w)
     l_ref = np.bincount(v.line, weights=wn[v.annotator] * v.label, minlength=300)
     np.testing.assert_allclose(np.asarray(p), 1 / (1 + np.exp(-l_ref)), atol=1e-6)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from crowdstat.estimators.l1 import dual as _dual
 from crowdstat.estimators.l1.problem import DENSE_E_MAX, DENSE_MAX, loss_rows, matvec, native_available, rmatvec, soft_threshold
 
-__all__ = ["DENSE_MAX", "DENSE_E_MAX", "HESSIAN_DTYPE", "applicable", "hessian_mode", "native_available", "prepare", "hessian", "solve"]
+__all__ = ["DENSE_MAX", "DENSE_E_MAX", "HESSIAN_DTYPE", "hessian_mode", "native_available", "prepare", "hessian", "solve"]
 
 _DENSE_E_CELLS = 2**25  # 'dense_e' only if n_rows x (m + 1) stays below this
 _SIGMA = 0.01  # Armijo constant of the line search
@@ -62,11 +62,6 @@ def hessian_mode(data, m: int, native: bool | None = None) -> str | None:
     if pairs is None and n * j1 <= _DENSE_E_CELLS:
         return "dense_e"
     return "pairs" if pairs is not None else None
-
-
-def applicable(data, m: int, native: bool | None = None) -> bool:
-    """Whether proximal Newton can run on ``data`` with m annotators."""
-    return hessian_mode(data, m, native) is not None
 
 
 def _suffix(dtype) -> str:
