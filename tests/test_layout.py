@@ -25,7 +25,7 @@ FUNCTION_DIRS = ("crowdstat", "rl", "experiments", "benchmarks")
 # Places outside the repository that the code and docs must not point to. The data sets folder
 # ``../shared/datasets`` is the documented data location and stays allowed.
 OUTSIDE_REFERENCES = re.compile(r"MATH\.md|STYLE\.md|shared/notes|shared/MATH|\.\./shared/(?!datasets\b)")
-REFERENCE_PLACES = ("crowdstat", "rl", "docs", "README.md", "experiments", "benchmarks")
+REFERENCE_PLACES = ("crowdstat", "rl", "docs", "README.md", "experiments", "benchmarks", "tests")
 # Generated outputs are not written by hand.
 SKIP_DIRS = {"__pycache__", "results", "cache"}
 
@@ -159,6 +159,7 @@ def _reference_files() -> list[Path]:
         path = ROOT / place
         candidates = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
         files += [p for p in candidates if not SKIP_DIRS & set(p.relative_to(ROOT).parts)]
+    files = [p for p in files if p != Path(__file__).resolve()]  # this file names the patterns it looks for
     return sorted(files)
 
 

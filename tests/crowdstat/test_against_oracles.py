@@ -88,7 +88,7 @@ def test_sequential_matches_eq8_oracle(seed, params):
 
 
 def test_sequential_without_truth_and_geometric_growth():
-    """No honeypots: every step is lam*|l_j|, the weights feed on themselves (MATH.md note)."""
+    """No honeypots: every step is lam*|l_j|, the weights feed on themselves (docs/math.md note)."""
     votes_df, _ = random_tables(7, n_programs=5, max_lines=4, n_annotators=5, p_vote=0.8)
     votes = O.frame_to_votes(votes_df)
     res = _fit(votes_df, None, "sequential")
@@ -443,7 +443,7 @@ def test_extra_columns_are_ignored():
 
 
 def test_latent_variant_runs_and_posteriors_follow_eq7():
-    """No truth: the latent-truth variant (MATH.md leaves it loose; only self-consistency is checked)."""
+    """No truth: the latent-truth variant (docs/math.md leaves it loose; only self-consistency is checked)."""
     votes_df, _ = random_tables(15, n_programs=6, max_lines=6, n_annotators=6, p_vote=0.7)
     votes = O.frame_to_votes(votes_df)
     res = _fit(votes_df, None, "proximal", gamma="5%")
@@ -481,7 +481,7 @@ def test_programs_keep_first_appearance_order_not_sorted_order(method):
 
 def test_proximal_intercept_gamma_max():
     """With an unpenalised intercept, w* = 0 iff gamma >= ||E^T (t * sigmoid(-t b0))||_inf, where
-    b0 = logit(share of t = +1) is the intercept-only fit (MATH.md states gamma_max only without
+    b0 = logit(share of t = +1) is the intercept-only fit (docs/math.md states gamma_max only without
     intercept; this is its generalisation, and reduces to ||E^T t||_inf / 2 when b0 = 0)."""
     votes_df, truth_df = random_tables(10, n_programs=12, max_lines=8, n_annotators=5, p_vote=0.7, p_honeypot=0.6)
     truth_df = truth_df.assign(truth=np.where(np.arange(len(truth_df)) % 4 == 0, -1, 1))

@@ -1,4 +1,4 @@
-"""Independent test oracles for crowdstat, written from /work/shared/MATH.md alone.
+"""Independent test oracles for crowdstat, written from the statement of the estimators alone (docs/math.md).
 
 Plain Python (dict loops) and dense NumPy; nothing here imports crowdstat or JAX. These are
 deliberately slow and obvious: every function is a literal transcription of one formula.
@@ -10,7 +10,7 @@ Data model used by the oracles
 ``truth``: dict ``{(program, line): +1 | -1}`` (honeypot lines).
 ``w``: dict ``{annotator: float}``.
 
-Conventions fixed by the lead's brief (on top of MATH.md): programs and annotators are
+Conventions fixed on top of the statement: programs and annotators are
 ordered by first appearance in the vote table; lines ascending inside a program; the
 posterior of every voted line uses the final weights (eq. 7).
 """
@@ -41,7 +41,7 @@ def logit(p: float) -> float:
 
 
 def clip_prob(p: float, delta: float = DELTA) -> float:
-    """MATH.md: probabilities given by users are clipped to [delta, 1-delta] before any logit."""
+    """docs/math.md: probabilities given by users are clipped to [delta, 1-delta] before any logit."""
     return min(max(p, delta), 1.0 - delta)
 
 
