@@ -119,28 +119,28 @@ class FitResult:
 def fit(votes, truth=None, method: str = "sequential", programs=None, **params) -> FitResult:
     """Fit an estimator to a vote table.
 
-        Parameters
-        ----------
-        votes : path or DataFrame
-            ``program, line, annotator, label`` (CSV, Parquet, JSONL or DataFrame; docs/formats.md).
-        truth : path or DataFrame, optional
-            Honeypot truth ``program, line, truth``.
-        method : str
-            One of ``crowdstat.estimators.METHODS`` (docs/math.md, docs/baselines.md):
+    Parameters
+    ----------
+    votes : path or DataFrame
+        ``program, line, annotator, label`` (CSV, Parquet, JSONL or DataFrame; docs/formats.md).
+    truth : path or DataFrame, optional
+        Honeypot truth ``program, line, truth``.
+    method : str
+        One of ``crowdstat.estimators.METHODS`` (docs/math.md, docs/baselines.md):
 
     <methods>
-        programs : path or DataFrame, optional
-            ``program, n_lines`` for coverage.
-        **params
-            The method's parameters and the common ones, as ``name = default: meaning``; they are the
-            fields of the config dataclasses in ``crowdstat.estimators.REGISTRY``. An unknown name
-            raises TypeError, a bad value ValueError.
+    programs : path or DataFrame, optional
+        ``program, n_lines`` for coverage.
+    **params
+        The method's parameters and the common ones, as ``name = default: meaning``; they are the
+        fields of the config dataclasses in ``crowdstat.estimators.REGISTRY``. An unknown name
+        raises TypeError, a bad value ValueError.
 
     <params>
 
-        Returns
-        -------
-        FitResult
+    Returns
+    -------
+    FitResult
     """
     common, cfg = make_configs(method, params)
     t0 = time.perf_counter()
@@ -156,9 +156,9 @@ def fit(votes, truth=None, method: str = "sequential", programs=None, **params) 
 
 
 if fit.__doc__:  # None under python -OO
-    fit.__doc__ = fit.__doc__.replace("<methods>", "\n".join(f"        - ``{m.name}``: {m.summary}" for m in REGISTRY.values())).replace(
-        "<params>", textwrap.indent(describe_params(), " " * 8)
-    )
+    fit.__doc__ = fit.__doc__.replace(
+        "    <methods>", "\n".join(f"        - ``{m.name}``: {m.summary}" for m in REGISTRY.values())
+    ).replace("    <params>", textwrap.indent(describe_params(), " " * 8))
 
 
 def _fit_table(table: VoteTable, method: str, common, cfg) -> FitResult:
