@@ -13,7 +13,8 @@ For each round r = 1..R (one function per stage):
    stops with instructions; place ``votes.csv`` (and optionally ``truth.csv``) in the round
    directory and run again with ``--resume``.
 3. **train** (:func:`_train`): one :meth:`rl.train.ppo.PPOTrainer.step` on the round's rollouts with
-   :func:`rl.crowd.rewards.token_rewards` (``ppo.reward_mode``).
+   :func:`rl.crowd.rewards.token_rewards` (``ppo.reward_mode``, ``ppo.line_reward``, ``ppo.line_credit``,
+   ``ppo.missing_eos_penalty``).
 4. **evaluate** (:func:`_evaluate`): pass@1 / pass@10 on held-out problems, per template too
    (:func:`rl.evaluate.heldout_pass`: its own seed, so rounds are comparable; the same sampler as
    ``rl evaluate``).
@@ -228,7 +229,9 @@ def _train(run: _Run, rnd: int, rollouts: list, records: dict) -> dict:
 
     from rl.crowd.rewards import token_rewards
 
-    tr = [token_rewards(r, records[r.program], run.cfg.ppo.reward_mode) for r in rollouts]
+    ppo = run.cfg.ppo
+    kw = dict(line_reward=ppo.line_reward, credit=ppo.line_credit, missing_eos_penalty=ppo.missing_eos_penalty)
+    tr = [token_rewards(r, records[r.program], ppo.reward_mode, **kw) for r in rollouts]
     torch.manual_seed(run.cfg.seed * 100_003 + rnd)  # minibatch order: independent of what ran before
     return run.trainer.step(rollouts, tr)
 

@@ -51,6 +51,8 @@ __all__ = [
     "LoopConfig",
     "ConfigError",
     "REWARD_MODES",
+    "LINE_REWARDS",
+    "LINE_CREDITS",
     "MIXED_PRECISION",
     "NON_CROWD_SOURCES",
     "DEFAULT_POPULATION",
@@ -65,6 +67,10 @@ __all__ = [
 
 #: how crowd rewards become per-token rewards (see rl.crowd.rewards.token_rewards)
 REWARD_MODES = ("program", "soft", "lines")
+#: how a line posterior P becomes a reward in "lines" mode: 2P - 1, P, or (2P - 1) / k (k annotated completion lines)
+LINE_REWARDS = ("signed", "posterior", "signed_mean")
+#: where a line's reward goes among the tokens of the line: its last token, or evenly over all of them
+LINE_CREDITS = ("last", "spread")
 #: accepted values of PPOConfig.mixed_precision; "auto" = "no" on CPU, "bf16" (or "fp16") on GPU
 MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
 #: reward sources that bypass the crowd: the line truth itself, and the share of tests passed
@@ -102,11 +108,19 @@ class PPOConfig:
     gamma : discount factor of GAE.
     lam : lambda of GAE.
     kl_coef : weight of the per-token KL penalty to the adapter-disabled reference.
-    whiten_rewards : scale the per-token rewards to unit variance over the batch (mean kept).
+    whiten_rewards : divide the per-token rewards by their standard deviation over the batch (nothing
+        added: a zero reward stays zero; off by default, as in TRL).
     max_grad_norm : gradient clipping norm (<= 0 disables).
     reward_mode : "program", "soft" or "lines" (rl.crowd.rewards.token_rewards).
+    line_reward : "lines" mode: a line with posterior P earns 2P - 1 ("signed"), P ("posterior") or
+        (2P - 1) / k ("signed_mean", k = the annotated lines of the completion).
+    line_credit : "lines" mode: a line's reward on the last token of the line ("last") or spread evenly
+        over the line's tokens ("spread").
+    missing_eos_penalty : subtracted from the last token's reward of a completion that ended by length
+        (neither EOS nor a stop string); None = no penalty (TRL's option of the same name).
     mixed_precision : "no", "fp16", "bf16" or "auto" ("no" on CPU, bf16/fp16 on GPU).
-    seed : seed of the minibatch shuffling (the value head starts at zero).
+    seed : seed of the minibatch layout and order, and in ``rl train`` of a new adapter's LoRA
+        initialisation (the value head starts at zero).
     """
 
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (LoRA weights and value head)."})
@@ -119,14 +133,27 @@ class PPOConfig:
     gamma: float = field(default=1.0, metadata={"help": "GAE discount factor."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
     kl_coef: float = field(default=0.05, metadata={"help": "Per-token KL penalty to the adapter-disabled reference."})
-    whiten_rewards: bool = field(default=True, metadata={"help": "Scale per-token rewards to unit variance over the batch."})
+    whiten_rewards: bool = field(
+        default=False, metadata={"help": "Divide per-token rewards by their standard deviation over the batch (no shift)."}
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (<= 0: no clipping)."})
     reward_mode: str = field(default="lines", metadata={"help": "How crowd rewards reach tokens.", "choices": REWARD_MODES})
+    line_reward: str = field(
+        default="signed",
+        metadata={"help": "lines mode: reward of a line with posterior P: 2P-1, P, or (2P-1)/k.", "choices": LINE_REWARDS},
+    )
+    line_credit: str = field(
+        default="last",
+        metadata={"help": "lines mode: a line's reward on its last token, or spread over its tokens.", "choices": LINE_CREDITS},
+    )
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "Subtracted from the reward of a completion cut by length (no EOS, no stop string)."}
+    )
     mixed_precision: str = field(
         default="no",
         metadata={"help": "Mixed precision: no, fp16, bf16, or auto (no on CPU, bf16/fp16 on GPU).", "choices": MIXED_PRECISION},
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the minibatch shuffling."})
+    seed: int = field(default=0, metadata={"help": "Seed of the minibatch shuffling (and of a new adapter's LoRA init)."})
 
     def __post_init__(self) -> None:
         for name in ("ppo_epochs", "minibatch_size", "grad_accum_steps"):
@@ -151,6 +178,13 @@ class PPOConfig:
             raise ValueError(f"PPOConfig.reward_mode: expected one of {REWARD_MODES}, got {self.reward_mode!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"PPOConfig.mixed_precision: expected one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.line_reward not in LINE_REWARDS:
+            raise ValueError(f"PPOConfig.line_reward: expected one of {LINE_REWARDS}, got {self.line_reward!r}")
+        if self.line_credit not in LINE_CREDITS:
+            raise ValueError(f"PPOConfig.line_credit: expected one of {LINE_CREDITS}, got {self.line_credit!r}")
+        pen = self.missing_eos_penalty
+        if pen is not None and not (isinstance(pen, (int, float)) and math.isfinite(pen) and pen >= 0):
+            raise ValueError(f"PPOConfig.missing_eos_penalty: expected None or a finite number >= 0, got {pen!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -235,6 +235,8 @@ def add_dataclass_arguments(
             kw["type"] = str
         elif typ in ("int | None",):
             kw["type"] = int
+        elif typ in ("float | None",):
+            kw["type"] = float
         else:  # tuple[str, ...] | None
             kw["nargs"] = "+"
             kw["type"] = str

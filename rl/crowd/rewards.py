@@ -14,28 +14,49 @@ Reward modes
 ``"lines"`` (dense; the point of cRLHF with a value head)
     for each annotated line j of the completion, ``2 * P_j - 1`` (in [-1, 1]: + for a line the
     crowd believes correct, - for one it believes wrong, 0 for an undecided line) on the *last*
-    completion token of that line (its newline with a character tokenizer), i.e. at the moment
-    the policy finishes writing the line. Lines outside the completion (prompt lines) get
-    nothing. ``line_reward="posterior"`` puts ``P_j`` instead, ``"signed_mean"`` puts
-    ``(2 P_j - 1) / k`` so that a program's rewards sum to a value in [-1, 1] whatever its number
-    of lines (``"signed"`` sums to more for longer programs: a length incentive when lines are
-    judged correct, a length penalty when they are judged wrong).
+    completion token that belongs to line j (:func:`token_lines`), i.e. at the moment the policy
+    finishes writing the line; ``credit="spread"`` divides it evenly over the line's tokens
+    instead. Lines outside the completion (prompt lines) get nothing. ``line_reward="posterior"``
+    puts ``P_j`` instead, ``"signed_mean"`` puts ``(2 P_j - 1) / k`` with k the number of
+    annotated lines *of the completion*, so that a program's rewards sum to a value in [-1, 1]
+    whatever its number of lines (``"signed"`` sums to more for longer programs: a length
+    incentive when lines are judged correct, a length penalty when they are judged wrong).
 
-A token that ends two annotated lines (a multi-line BPE token) receives the sum of their rewards.
+Which line a token belongs to (:func:`token_lines`, independent of the tokenizer): the line of its
+last character that is not a newline, or of its first character when it holds newlines only;
+characters past the end of ``code`` (a stop string) do not count, and a token with no character
+in ``code`` (EOS, a token inside the stop string) belongs to no line. So byte-level BPE's
+``"\n    "`` (a newline merged with the next line's indentation) belongs to the *next* line,
+Qwen2's ``"):\n"`` and ``"]\n\n"`` to the line they close. Every token belongs to at most one
+line, so no token carries the reward of two lines, and no line reward lands on EOS or on a stop
+token. A line that owns no token (a blank line whose newline sits in the previous line's token, or
+a line of which the completion wrote only the newline, merged into the next line's indentation)
+gets no reward.
+
+``missing_eos_penalty`` (every mode; TRL's option of the same name): a completion that ended by
+length (``finish_reason == "length"``: neither EOS nor a stop string) has the penalty subtracted
+from its last token's reward. Unknown finish reasons (``None``) are not penalised.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from pathlib import Path
 
 from crowdstat.io.rewards import RewardFileError, read_rewards
+from rl.config import LINE_CREDITS, LINE_REWARDS, REWARD_MODES
 
-__all__ = ["RewardFileError", "load_rewards", "token_rewards", "LINE_REWARDS", "REWARD_MODES", "code_n_lines"]
-
-REWARD_MODES = ("program", "soft", "lines")
-#: how a line posterior P becomes a reward in "lines" mode
-LINE_REWARDS = ("signed", "posterior", "signed_mean")
+__all__ = [
+    "RewardFileError",
+    "load_rewards",
+    "token_rewards",
+    "token_lines",
+    "LINE_REWARDS",
+    "LINE_CREDITS",
+    "REWARD_MODES",
+    "code_n_lines",
+]
 
 
 def code_n_lines(code: str) -> int:
@@ -91,12 +112,73 @@ def load_rewards(path, rollouts, *, prompt_lines: str = "error") -> dict[str, di
     return out
 
 
-def token_rewards(rollout, record: dict, mode: str, *, line_reward: str = "signed") -> list[float]:
+def _line_starts(code: str) -> list[int]:
+    starts = [0]
+    pos = code.find("\n")
+    while pos != -1:
+        starts.append(pos + 1)
+        pos = code.find("\n", pos + 1)
+    return starts
+
+
+def _lines_from_spans(rollout) -> list[int]:
+    """Owners for a rollout without ``char_ends`` (files written before the field): a token in several
+    ``line_spans`` belongs to the later line, and the final token of an ``"eos"`` completion to none."""
+    out = [0] * len(rollout.completion_ids)
+    for ln, lo, hi in sorted(rollout.line_spans):
+        for t in range(lo, min(hi + 1, len(out))):
+            out[t] = ln
+    if out and rollout.finish_reason == "eos":
+        out[-1] = 0
+    return out
+
+
+def token_lines(rollout) -> list[int]:
+    """The line (1-based, of ``code``) each completion token belongs to; 0 for none (see the module docstring).
+
+    Uses ``rollout.char_ends`` (characters of ``decode(completion_ids[:k+1])``); without it (older
+    rollout files), an approximation from ``line_spans``.
+    """
+    ends = getattr(rollout, "char_ends", None)
+    if ends is None:
+        return _lines_from_spans(rollout)
+    if len(ends) != len(rollout.completion_ids):
+        raise ValueError(f"program {rollout.program!r}: {len(ends)} char_ends for {len(rollout.completion_ids)} completion tokens")
+    code, p = rollout.code, len(rollout.prompt)
+    starts = _line_starts(code)
+    out, prev = [], 0
+    for end in ends:
+        a, b = p + prev, min(p + end, len(code))
+        prev = max(prev, end)
+        if a >= b:  # no character in the code: EOS, a special token, a token of the stop string
+            out.append(0)
+            continue
+        c = b - 1
+        while c > a and code[c] == "\n":  # trailing newlines close lines; the token writes the line before them
+            c -= 1
+        out.append(bisect.bisect_right(starts, c))
+    return out
+
+
+def token_rewards(
+    rollout,
+    record: dict,
+    mode: str,
+    *,
+    line_reward: str = "signed",
+    credit: str = "last",
+    missing_eos_penalty: float | None = None,
+) -> list[float]:
     """Per completion token rewards (length ``len(rollout.completion_ids)``); see the module docstring."""
     if mode not in REWARD_MODES:
         raise ValueError(f"token_rewards: mode must be one of {REWARD_MODES}, got {mode!r}")
     if line_reward not in LINE_REWARDS:
         raise ValueError(f"token_rewards: line_reward must be one of {LINE_REWARDS}, got {line_reward!r}")
+    if credit not in LINE_CREDITS:
+        raise ValueError(f"token_rewards: credit must be one of {LINE_CREDITS}, got {credit!r}")
+    pen = missing_eos_penalty
+    if pen is not None and not (isinstance(pen, (int, float)) and math.isfinite(pen) and pen >= 0):
+        raise ValueError(f"token_rewards: missing_eos_penalty must be None or a finite number >= 0, got {pen!r}")
     if record.get("program") != rollout.program:
         raise ValueError(f"token_rewards: record of program {record.get('program')!r} given for rollout {rollout.program!r}")
     n = len(rollout.completion_ids)
@@ -108,16 +190,30 @@ def token_rewards(rollout, record: dict, mode: str, *, line_reward: str = "signe
     elif mode == "soft":
         out[-1] = float(record["reward_soft"])
     else:
-        last = {ln: hi for ln, _, hi in rollout.line_spans}
-        k = len(record["lines"])
-        for ln, p in zip(record["lines"], record["posteriors"]):
-            if ln not in last:
-                continue  # a prompt line: no completion token wrote it
-            p = float(p)
-            if not math.isfinite(p):
-                raise ValueError(f"token_rewards: program {rollout.program!r}: line {ln}: posterior {p!r}")
-            v = p if line_reward == "posterior" else 2.0 * p - 1.0
-            if line_reward == "signed_mean":
-                v /= k
-            out[last[ln]] += v
+        _place_lines(rollout, record, out, line_reward, credit)
+    if pen is not None and rollout.finish_reason == "length":
+        out[-1] -= float(pen)
     return out
+
+
+def _place_lines(rollout, record: dict, out: list[float], line_reward: str, credit: str) -> None:
+    """``"lines"`` mode: add each annotated completion line's reward to the tokens of that line."""
+    completion_lines = {ln for ln, _, _ in rollout.line_spans}
+    annotated = [(ln, p) for ln, p in zip(record["lines"], record["posteriors"]) if ln in completion_lines]
+    tokens: dict[int, list[int]] = {}
+    for t, ln in enumerate(token_lines(rollout)):
+        if ln:
+            tokens.setdefault(ln, []).append(t)
+    for ln, p in annotated:
+        p = float(p)
+        if not math.isfinite(p):
+            raise ValueError(f"token_rewards: program {rollout.program!r}: line {ln}: posterior {p!r}")
+        v = p if line_reward == "posterior" else 2.0 * p - 1.0
+        if line_reward == "signed_mean":
+            v /= len(annotated)  # k: the annotated lines of the completion (prompt lines excluded)
+        own = tokens.get(ln, [])
+        if credit == "last" and own:
+            out[own[-1]] += v
+        elif own:
+            for t in own:
+                out[t] += v / len(own)

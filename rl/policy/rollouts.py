@@ -14,14 +14,21 @@ Conventions
 - Sampling is the one sampler's (:mod:`rl.policy.sampling`: prompt encoding, padding, seeding,
   stopping and the cut at EOS or a stop string are described there); by default from the
   policy's full distribution (top_k=0, top_p=1), the distribution the policy gradient is of.
-- Log probabilities are those of the policy itself (logits at temperature 1), also when sampling
-  at another temperature: PPO's ratio and KL are defined on the policy, and
-  :meth:`rl.train.ppo.PPOTrainer.step` recomputes them before the update anyway.
+- Log probabilities are those of the distribution sampled from: ``log softmax(logits / T)`` at the
+  sampling temperature T (``Rollout.temperature``, written to the file; greedy, T <= 0: at 1).
+  :meth:`rl.train.ppo.PPOTrainer.step` recomputes them at the same T before the update, so PPO's
+  ratio and KL are those of the tempered policy (as in TRL and OpenRLHF).
 - ``line_spans`` lists ``(line, first, last)``: ``line`` a 1-based line of ``code``, ``first``
   and ``last`` (inclusive) indices into ``completion_ids`` of the tokens whose characters lie on
   that line. A line's characters include its terminating newline, so with a character tokenizer
   the last token of a line is its ``"\\n"``. A token spanning several lines belongs to each. Tokens
-  without text (EOS) belong to the line of the token before them.
+  without text in ``code`` (EOS, the tokens of a stop string) belong to the line of the token before them.
+  ``line_spans`` says which lines the completion wrote (what :func:`rl.crowd.rewards.load_rewards`
+  checks); where a line's reward goes is :func:`rl.crowd.rewards.token_lines`' rule, on ``char_ends``.
+- ``completion_ids`` are the trained tokens: up to and including EOS, or up to and including the
+  token that completes a stop string (stopping is an action, and it gets gradient), while
+  ``completion`` (and so ``code``) is the text cut *before* the stop string, for execution and
+  annotation. So ``decode(completion_ids)`` may extend past ``completion`` by the stop string.
 
 ``rl generate --model PATH [--adapter DIR] --prompts FILE.jsonl --n N --temperature T
 --max-new-tokens M --seed S --out rollouts.jsonl`` (prompt file fields ``prompt_id``, ``prompt``,
@@ -82,6 +89,13 @@ class Rollout:
     task_id: str | None = None
     #: "eos", "stop" or "length" (an addition to the agreed API; None when unknown)
     finish_reason: str | None = None
+    #: the sampling temperature; ``logprobs`` and ``ref_logprobs`` are at this temperature (1.0 in
+    #: files written before the field existed, whose log probs are at temperature 1)
+    temperature: float = 1.0
+    #: ``char_ends[k]`` = characters of ``decode(completion_ids[:k+1])`` (:func:`token_char_ends`): where each
+    #: token's text ends; past ``len(completion)`` for the tokens of a stop string. What places line rewards on
+    #: tokens (:func:`rl.crowd.rewards.token_lines`); None in files written before the field existed
+    char_ends: list[int] | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -112,7 +126,8 @@ def compute_line_spans(code: str, prompt_len: int, char_ends: list[int]) -> list
     """``(line, first_token, last_token)`` for every line of ``code`` that completion tokens cover.
 
     ``prompt_len`` is the number of characters of the prompt (the completion starts there);
-    ``char_ends`` as returned by :func:`token_char_ends` for the completion tokens.
+    ``char_ends`` as returned by :func:`token_char_ends` for the completion tokens. Characters past
+    the end of ``code`` (a stop string after the cut) are not on any line.
     """
     starts = _line_starts(code)
 
@@ -122,7 +137,7 @@ def compute_line_spans(code: str, prompt_len: int, char_ends: list[int]) -> list
     per_token: list[tuple[int, int] | None] = []
     prev_end = 0
     for end in char_ends:
-        a, b = prompt_len + prev_end, prompt_len + end
+        a, b = prompt_len + prev_end, min(prompt_len + end, len(code))
         per_token.append((line_of(a), line_of(b - 1)) if b > a else None)
         prev_end = end
     # tokens without text: the line of the token before them (else of the next token with text)
@@ -185,17 +200,23 @@ def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: i
     return out
 
 
-def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[token] in float32, one row at a time (no [B, T, V] float32 copy)."""
+def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature)[token] in float32, one row at a time (no [B, T, V] float32 copy).
+
+    The distribution the sampler draws from at ``temperature`` (float32 logits divided by it, as
+    transformers' ``TemperatureLogitsWarper``); ``temperature <= 0`` (greedy) is taken as 1.
+    """
+    scale = 1.0 / temperature if temperature > 0 else 1.0
     out = []
     for row_logits, row_tokens in zip(logits, tokens):
-        row = row_logits.float()
+        row = row_logits.float() if scale == 1.0 else row_logits.float() * scale
         out.append(row.gather(-1, row_tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(row, dim=-1))
     return torch.stack(out)
 
 
-def completion_forward(model, batch: dict, *, hidden: bool = False):
-    """Forward pass on a :func:`pack` batch: per completion token log probs [B, C] (and last hidden [B, C, H])."""
+def completion_forward(model, batch: dict, *, hidden: bool = False, temperature: float = 1.0):
+    """Forward pass on a :func:`pack` batch: per completion token log probs [B, C] at ``temperature``
+    (:func:`gather_logprobs`), and the last hidden state [B, C, H] with ``hidden``."""
     P, C = batch["P"], batch["C"]
     # logits_to_keep: the LM head runs on the last C + 1 positions only (columns P-1 .. P+C-1),
     # not on the prompt: with a 150k vocabulary that is most of the activation memory
@@ -208,16 +229,16 @@ def completion_forward(model, batch: dict, *, hidden: bool = False):
         logits_to_keep=C + 1,
     )
     logits = out.logits[:, -(C + 1) : -1] if out.logits.shape[1] != P + C else out.logits[:, P - 1 : P + C - 1]
-    lp = gather_logprobs(logits, batch["input_ids"][:, P : P + C])
+    lp = gather_logprobs(logits, batch["input_ids"][:, P : P + C], temperature)
     if hidden:
         return lp, out.hidden_states[-1][:, P - 1 : P + C - 1]
     return lp
 
 
 @torch.no_grad()
-def completion_logprobs(model, batch: dict) -> torch.Tensor:
-    """Per completion token log probs [B, C] under ``model`` (no grad)."""
-    return completion_forward(model, batch)
+def completion_logprobs(model, batch: dict, *, temperature: float = 1.0) -> torch.Tensor:
+    """Per completion token log probs [B, C] under ``model`` at ``temperature`` (no grad)."""
+    return completion_forward(model, batch, temperature=temperature)
 
 
 def _reference(model):
@@ -262,13 +283,14 @@ def generate(
     for batch in sample_batches(model, tokenizer, [p for _, p in prompts], n, cfg, progress=progress, desc="generate"):
         full = pack([s.prompt_ids for s in batch], [s.completion_ids for s in batch], pad_id, device)
         with torch.no_grad():
-            lp = completion_logprobs(model, full)
+            lp = completion_logprobs(model, full, temperature=cfg.temperature)
             with _reference(model):
-                ref = completion_logprobs(model, full)
+                ref = completion_logprobs(model, full, temperature=cfg.temperature)
         for b, s in enumerate(batch):
             pid, prompt = prompts[s.prompt_index]
             code = prompt + s.completion
             L = len(s.completion_ids)
+            ends = token_char_ends(tokenizer, s.completion_ids)
             rollouts.append(
                 Rollout(
                     program=f"{pid}#{s.sample_index}",
@@ -280,9 +302,11 @@ def generate(
                     completion_ids=s.completion_ids,
                     logprobs=lp[b, :L].tolist(),
                     ref_logprobs=ref[b, :L].tolist(),
-                    line_spans=compute_line_spans(code, len(prompt), token_char_ends(tokenizer, s.completion_ids)),
+                    line_spans=compute_line_spans(code, len(prompt), ends),
                     task_id=None if task_ids is None else task_ids[s.prompt_index],
                     finish_reason=s.finish_reason,
+                    temperature=float(cfg.temperature),
+                    char_ends=ends,
                 )
             )
     return rollouts
@@ -338,6 +362,11 @@ def read_rollouts(path) -> list[Rollout]:
         for s in d["line_spans"]:
             if not (isinstance(s, list) and len(s) == 3 and 0 <= s[1] <= s[2] < max(n, 1)):
                 raise RolloutFileError(f"{where}: program {d['program']!r}: bad line span {s!r}")
+        ce = d.get("char_ends")
+        if ce is not None and not (
+            isinstance(ce, list) and len(ce) == n and all(isinstance(x, int) and x >= 0 for x in ce) and ce == sorted(ce)
+        ):
+            raise RolloutFileError(f"{where}: program {d['program']!r}: char_ends must be {n} non-decreasing integers >= 0")
         if d["program"] in seen:
             raise RolloutFileError(f"{where}: duplicate program {d['program']!r} (first at line {seen[d['program']]})")
         seen[d["program"]] = i

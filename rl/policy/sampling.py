@@ -15,9 +15,10 @@ Conventions
   ``SamplingConfig`` describes, by default the model's full distribution at ``temperature``.
 - A completion ends at the first EOS (kept in ``completion_ids``: stopping is an action; it decodes
   to no text), at the first stop string, or after ``max_new_tokens``. At a stop string the ids are
-  cut at a token boundary: tokens before the stop string are kept, so is a token that straddles its
-  start (a BPE ``")\\n\\n"`` before ``"def"``) unless its text holds a whole stop string; the
-  completion text is the decoded kept ids and never contains a stop string.
+  kept up to and including the token that completes it (stopping by a stop string is an action
+  too, and PPO trains it), and the completion *text* is cut before the stop string
+  (:func:`completion_text`): it never contains a stop string, and it is what is executed and
+  annotated. ``decode(completion_ids)`` is then the text followed by the stop string.
 - Deterministic given ``seed``, ``batch_size`` and the device. torch is imported inside functions.
 """
 
@@ -38,6 +39,7 @@ __all__ = [
     "sample_batches",
     "token_char_ends",
     "cut_completion",
+    "completion_text",
     "eos_ids",
     "add_sampling_arguments",
     "sampling_from_args",
@@ -51,7 +53,9 @@ class Sample:
     prompt_index: int
     sample_index: int
     prompt_ids: list[int]
+    #: the generated tokens that are trained: through EOS, or through the token completing a stop string
     completion_ids: list[int]
+    #: the text: ``decode(completion_ids)`` cut before the first stop string
     completion: str
     #: "eos", "stop" or "length"
     finish_reason: str
@@ -72,10 +76,11 @@ def token_char_ends(tokenizer, ids: list[int]) -> list[int]:
 
 
 def cut_completion(tokenizer, ids: list[int], stop: tuple[str, ...] | list[str] | None, eos: set[int]) -> tuple[list[int], str]:
-    """Cut generated ids at the first EOS (kept) or stop string (see the module docstring).
+    """Cut generated ids after the first EOS or after the token that completes the first stop string.
 
-    Returns ``(ids, finish_reason)``; rows a stopping criterion finished are pad-filled after the
-    stop string, which this cut removes.
+    Returns ``(ids, finish_reason)``: ``"eos"`` (the EOS kept), ``"stop"`` (the tokens that produce the
+    stop string kept: the policy learns to stop) or ``"length"``. Rows a stopping criterion finished are
+    pad-filled after the stop string, which this cut removes. The text is :func:`completion_text`.
     """
     reason = "length"
     for k, t in enumerate(ids):
@@ -85,18 +90,19 @@ def cut_completion(tokenizer, ids: list[int], stop: tuple[str, ...] | list[str] 
     if not stop:
         return ids, reason
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    hits = [i for i in (text.find(s) for s in stop) if i != -1]
-    if not hits:
+    done = [i + len(s) for s in stop for i in (text.find(s),) if i != -1]
+    if not done:
         return ids, reason
-    p = min(hits)
     ends = token_char_ends(tokenizer, ids)
-    k = bisect.bisect_right(ends, p)  # tokens whose text ends at or before the stop string
-    start = ends[k - 1] if k > 0 else 0
-    if k < len(ids) and start < p:  # token k starts before the stop string and runs into it
-        kept = tokenizer.decode(ids[: k + 1], skip_special_tokens=True)
-        if not any(s in kept for s in stop):
-            k += 1
-    return ids[:k], "stop"
+    k = bisect.bisect_left(ends, min(done))  # the first token whose text reaches the end of a stop string
+    return ids[: k + 1], "stop"
+
+
+def completion_text(tokenizer, ids: list[int], stop: tuple[str, ...] | list[str] | None) -> str:
+    """``decode(ids)`` cut before the first stop string (the whole text when none occurs)."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    hits = [i for i in (text.find(s) for s in stop or ()) if i != -1]
+    return text[: min(hits)] if hits else text
 
 
 def eos_ids(model, tokenizer) -> set[int]:
@@ -190,7 +196,7 @@ def sample_batches(
             batch = []
             for (i, k, p_ids), row in zip(chunk, out):
                 c_ids, reason = cut_completion(tokenizer, row[P:].tolist(), stop, eos)
-                batch.append(Sample(i, k, list(p_ids), c_ids, tokenizer.decode(c_ids, skip_special_tokens=True), reason))
+                batch.append(Sample(i, k, list(p_ids), c_ids, completion_text(tokenizer, c_ids, stop), reason))
             bar.update(len(chunk))
             yield batch
     finally:

@@ -12,16 +12,25 @@ reward from :class:`rl.crowd.pipeline.CrowdRewarder`, the same pipeline as the P
   through crowdstat's CLI and reward file.
 - ``true_lines``: the share of correct completion lines; ``execution``: the share of tests passed.
 
-GRPO sees one scalar per completion (no value head), so line rewards enter only through s. The
+With ``--advantages scalar`` (the default) GRPO sees one scalar per completion (no value head), so
+line rewards enter only through s. With ``--advantages lines`` the same scalar reward function
+also hands its line posteriors to :class:`rl.train.grpo_lines.LineGRPOTrainer`, which gives each
+token its line's group-baselined advantage (the math is in :mod:`rl.train.grpo_lines`). The
 adapter is built from the same :class:`rl.config.LoraSpec` as PPO's (``--lora-r``, ``--lora-alpha``, ...).
 
-CPU settings: ``GRPOConfig`` defaults to bf16, gradient checkpointing and lr 1e-6; here
-``use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False``, lr 1e-4, constant schedule,
-``beta=0`` (no reference model), ``loss_type="dr_grpo"``, ``scale_rewards="none"``,
-``report_to="none"``, ``save_strategy="no"``. TRL samples with its own generate call, from the full
-distribution (``top_k=0, top_p=1``) as :mod:`rl.policy.sampling` does by default. The model has
-rotary positions (Qwen2 config), so TRL's log-prob pass, which passes no position ids, agrees with
-``generate()`` under left padding.
+Device and dtype (:func:`resolve_precision`): ``--device auto`` trains on the CUDA GPU when one is
+visible, else on the CPU (``use_cpu`` only then, or with ``--device cpu``); ``--dtype auto`` is
+bfloat16 on a GPU that supports it, else float32. bfloat16/float16 load the base weights in that
+dtype and turn on TRL's ``bf16``/``fp16`` mixed precision; peft keeps the LoRA weights in float32.
+float16 needs a GPU.
+
+Other settings: ``GRPOConfig`` defaults to gradient checkpointing and lr 1e-6; here
+``gradient_checkpointing=False``, lr 1e-4, constant schedule, ``beta=0`` (no reference model),
+``loss_type="dr_grpo"``, ``scale_rewards="none"`` (``--scale-rewards group`` divides by the group
+std as GRPO does), ``report_to="none"``, ``save_strategy="no"``. TRL samples with its own generate
+call, from the full distribution (``top_k=0, top_p=1``) as :mod:`rl.policy.sampling` does by
+default. The model has rotary positions (Qwen2 config), so TRL's log-prob pass, which passes no
+position ids, agrees with ``generate()`` under left padding.
 """
 
 from __future__ import annotations
@@ -35,8 +44,26 @@ from pathlib import Path
 
 from crowdstat.io.atomic import atomic_write_json
 from rl.config import LoraSpec, add_dataclass_arguments, dataclass_from_args
+from rl.train.grpo_lines import LINE_REWARDS, SCALES
 
-__all__ = ["GRPOSettings", "crowd_reward_func", "grpo_config", "train_grpo", "add_arguments", "settings_from_args", "run"]
+__all__ = [
+    "DEVICES",
+    "DTYPES",
+    "ADVANTAGES",
+    "GRPOSettings",
+    "resolve_precision",
+    "crowd_reward_func",
+    "grpo_config",
+    "train_grpo",
+    "add_arguments",
+    "settings_from_args",
+    "run",
+]
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: ``scalar``: TRL's one advantage per completion; ``lines``: per-line advantages (rl.train.grpo_lines)
+ADVANTAGES = ("scalar", "lines")
 
 
 @dataclass
@@ -48,6 +75,9 @@ class GRPOSettings:
     lr: learning rate of the LoRA weights. lora: the adapter (:class:`rl.config.LoraSpec`).
     reward_source: a crowdstat method, ``true_lines`` or ``execution``. reward_field: ``reward``
     or ``reward_soft``. honeypot_fraction: programs whose line truth is revealed to crowdstat.
+    device, dtype: see :func:`resolve_precision`. advantages: ``scalar`` or ``lines``.
+    line_reward: f(P) of a line for ``lines`` (``auto``: ``hard`` for ``reward``, ``posterior``
+    for ``reward_soft``). scale_rewards: TRL's ``none``, ``group`` or ``batch``.
     """
 
     steps: int = 20
@@ -65,14 +95,60 @@ class GRPOSettings:
     n_train_per_template: int = 200
     seed: int = 0
     threads: int = 2
+    device: str = "auto"
+    dtype: str = "auto"
+    advantages: str = "scalar"
+    line_reward: str = "auto"
+    scale_rewards: str = "none"
+
+
+#: the values each string setting takes (the CLI's ``choices``)
+_CHOICES = {
+    "reward_field": ("reward", "reward_soft"),
+    "device": DEVICES,
+    "dtype": DTYPES,
+    "advantages": ADVANTAGES,
+    "line_reward": LINE_REWARDS,
+    "scale_rewards": SCALES,
+}
+
+
+def resolve_precision(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
+    """``(device, dtype)`` to train with: ``"cpu"`` or ``"cuda"``; ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+
+    ``auto`` device: CUDA when ``torch.cuda.is_available()``, else CPU. ``auto`` dtype: bfloat16 on
+    a GPU that supports it, else float32. Refused: ``cuda`` without a GPU, float16 on the CPU,
+    bfloat16 on a GPU without it.
+    """
+    import torch
+
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    gpu = torch.cuda.is_available()
+    if device == "cuda" and not gpu:
+        raise ValueError("device 'cuda': no CUDA GPU is visible (torch.cuda.is_available() is False)")
+    dev = "cuda" if device == "cuda" or (device == "auto" and gpu) else "cpu"
+    bf16_ok = dev == "cuda" and torch.cuda.is_bf16_supported()
+    dt = ("bfloat16" if bf16_ok else "float32") if dtype == "auto" else dtype
+    if dt == "float16" and dev == "cpu":
+        raise ValueError("dtype float16 needs a GPU; on the CPU use float32 or bfloat16")
+    if dt == "bfloat16" and dev == "cuda" and not bf16_ok:
+        raise ValueError("dtype bfloat16: this GPU does not support it; use float16 or float32")
+    return dev, dt
 
 
 def crowd_reward_func(rewarder, problems: dict, field_: str = "reward") -> Callable:
     """A TRL reward function: ``(prompts, completions, task_id, **kw) -> list[float]``.
 
     Each call is one generation batch; it is scored in one sandbox pass and (for crowd
-    sources) one ``crowdstat fit``. Per-call reward means are kept in ``func.history``.
+    sources) one ``crowdstat fit``. Per-call reward means are kept in ``func.history``, and the
+    call's line posteriors in ``func.last_lines`` (one :class:`rl.train.grpo_lines.CompletionLines`
+    per completion, in call order: what ``--advantages lines`` reads).
     """
+    from rl.train.grpo_lines import CompletionLines
+
     calls = {"n": 0}
     history: list[dict] = []
 
@@ -82,6 +158,14 @@ def crowd_reward_func(rewarder, problems: dict, field_: str = "reward") -> Calla
         items = [(f"{tag}-{i}", problems[t], c) for i, (t, c) in enumerate(zip(task_id, completions))]
         recs, scored, info = rewarder.rewards(items, tag)
         out = [float(recs[prog][field_]) for prog, _, _ in items]
+        last = []
+        for prog, p, c in items:
+            code = p.program(c)
+            if not code.endswith(c):
+                raise ValueError(f"{p.task_id}: the program does not end with the completion; its lines cannot be mapped to tokens")
+            r = recs[prog]
+            last.append(CompletionLines(c, code, len(code) - len(c), dict(zip(r["lines"], r["posteriors"])), r.get("tau", 0.5)))
+        reward.last_lines = last  # type: ignore[attr-defined]
         history.append(
             {
                 "call": calls["n"],
@@ -94,18 +178,20 @@ def crowd_reward_func(rewarder, problems: dict, field_: str = "reward") -> Calla
 
     reward.__name__ = f"crowd_{rewarder.source}"
     reward.history = history  # type: ignore[attr-defined]
+    reward.last_lines = []  # type: ignore[attr-defined]
     return reward
 
 
 def grpo_config(s: GRPOSettings, out_dir: str | Path):
-    """The TRL ``GRPOConfig`` that ran on CPU (see the module docstring)."""
+    """The TRL ``GRPOConfig`` of ``rl grpo`` (see the module docstring); device and dtype by :func:`resolve_precision`."""
     from trl import GRPOConfig
 
+    dev, dt = resolve_precision(s.device, s.dtype)
     return GRPOConfig(
         output_dir=str(out_dir),
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
+        use_cpu=dev == "cpu",
+        bf16=dt == "bfloat16",
+        fp16=dt == "float16",
         gradient_checkpointing=False,
         per_device_train_batch_size=s.batch_size,
         num_generations=s.num_generations,
@@ -119,7 +205,7 @@ def grpo_config(s: GRPOSettings, out_dir: str | Path):
         beta=0.0,
         num_iterations=1,
         loss_type="dr_grpo",
-        scale_rewards="none",
+        scale_rewards=s.scale_rewards,
         report_to="none",
         save_strategy="no",
         logging_steps=1,
@@ -131,6 +217,33 @@ def grpo_config(s: GRPOSettings, out_dir: str | Path):
     )
 
 
+def _check(s: GRPOSettings) -> None:
+    if s.batch_size % s.num_generations:
+        raise ValueError(f"batch_size ({s.batch_size}) must be a multiple of num_generations ({s.num_generations})")
+    for name, allowed in _CHOICES.items():
+        if getattr(s, name) not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {getattr(s, name)!r}")
+    resolve_precision(s.device, s.dtype)
+
+
+def _line_reward(s: GRPOSettings) -> str:
+    """``--line-reward auto``: the transform whose mean over a program's lines is its scalar reward."""
+    if s.line_reward != "auto":
+        return s.line_reward
+    return "hard" if s.reward_field == "reward" else "posterior"
+
+
+def _trainer(s: GRPOSettings, model, tok, funcs: list, ds, lora, out_dir: Path):
+    from trl import GRPOTrainer
+
+    kw = dict(model=model, reward_funcs=funcs, args=grpo_config(s, out_dir / "trainer"), train_dataset=ds, processing_class=tok)
+    if s.advantages == "scalar":
+        return GRPOTrainer(**kw, peft_config=lora)
+    from rl.train.grpo_lines import LineGRPOTrainer
+
+    return LineGRPOTrainer(**kw, peft_config=lora, line_source=funcs[0], line_reward=_line_reward(s))
+
+
 def train_grpo(
     model_path: str | Path,
     out_dir: str | Path,
@@ -140,14 +253,14 @@ def train_grpo(
 ) -> dict:
     """Train a LoRA adapter with GRPO; writes ``out_dir/adapter`` and ``out_dir/grpo.json``.
 
-    ``reward_funcs``: override the crowd reward (e.g. a plain verifiable function in tests).
+    ``reward_funcs``: override the crowd reward (e.g. a plain verifiable function in tests; with
+    ``advantages="lines"`` the first one must set ``last_lines`` as :func:`crowd_reward_func` does).
     ``problems``: training problems (default: the synthetic benchmark's training split).
     """
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
-    from trl import GRPOTrainer
 
     from rl.crowd.pipeline import DEFAULT_POPULATION, CrowdRewarder
     from rl.execution.sandbox import Sandbox
@@ -155,12 +268,10 @@ def train_grpo(
     from rl.tasks.synthetic import make_benchmark
 
     s = s or GRPOSettings()
+    _check(s)
+    device, dtype = resolve_precision(s.device, s.dtype)
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
-    if s.batch_size % s.num_generations:
-        raise ValueError(f"batch_size ({s.batch_size}) must be a multiple of num_generations ({s.num_generations})")
-    if s.reward_field not in ("reward", "reward_soft"):
-        raise ValueError(f"reward_field must be 'reward' or 'reward_soft', got {s.reward_field!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if problems is None:
@@ -168,7 +279,7 @@ def train_grpo(
     by_task = {p.task_id: p for p in problems}
     ds = Dataset.from_list([{"prompt": p.prompt, "task_id": p.task_id} for p in problems])
     tok = load_tokenizer(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     lora = LoraConfig(**s.lora.peft_kwargs(default_target_modules(model.config.model_type)))
     t0 = time.time()
     with Sandbox(workers=2) as sb:
@@ -184,19 +295,14 @@ def train_grpo(
                 seed=s.seed,
             )
             funcs = [crowd_reward_func(rewarder, by_task, s.reward_field)]
-        trainer = GRPOTrainer(
-            model=model,
-            reward_funcs=funcs,
-            args=grpo_config(s, out_dir / "trainer"),
-            train_dataset=ds,
-            processing_class=tok,
-            peft_config=lora,
-        )
+        trainer = _trainer(s, model, tok, funcs, ds, lora, out_dir)
         trainer.train()
     logs = [h for h in trainer.state.log_history if "reward" in h]
     trainer.model.save_pretrained(out_dir / "adapter")
     summary = {
         "settings": asdict(s),
+        "device": device,
+        "dtype": dtype,
         "seconds": time.time() - t0,
         "reward_per_step": [h["reward"] for h in logs],
         "history": getattr(funcs[0], "history", None),
@@ -212,10 +318,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if f.name == "lora":
             continue
         val = getattr(GRPOSettings(), f.name)
+        opt = f"--{f.name.replace('_', '-')}"
         if isinstance(val, list):
-            p.add_argument(f"--{f.name.replace('_', '-')}", nargs="*", default=val, help="extra crowdstat fit options")
+            p.add_argument(opt, nargs="*", default=val, help="extra crowdstat fit options")
+        elif f.name in _CHOICES:
+            p.add_argument(opt, choices=_CHOICES[f.name], default=val, help=f"(default {val})")
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(val), default=val, help=f"(default {val})")
+            p.add_argument(opt, type=type(val), default=val, help=f"(default {val})")
     add_dataclass_arguments(p, LoraSpec, prefix="lora-", title="LoRA adapter")
 
 
@@ -231,5 +340,8 @@ def run(args: argparse.Namespace) -> int:
     s = settings_from_args(args)
     res = train_grpo(args.model, args.out, s)
     r = res["reward_per_step"]
-    print(f"grpo: {len(r)} steps, mean reward {r[0]:.3f} -> {r[-1]:.3f}, {res['seconds']:.0f} s -> {args.out}")
+    print(
+        f"grpo ({res['device']}, {res['dtype']}, {s.advantages} advantages): {len(r)} steps, "
+        f"mean reward {r[0]:.3f} -> {r[-1]:.3f}, {res['seconds']:.0f} s -> {args.out}"
+    )
     return 0

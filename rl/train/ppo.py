@@ -11,9 +11,10 @@ wrote each line. So the update is written here, compactly, on transformers + pef
   hidden state) trained jointly (``loss = pg_loss + vf_coef * vf_loss``).
 - Reference: the same model with the adapter disabled (``with model.disable_adapter():``), so
   there is no second copy of the weights.
-- Per-token reward: ``r_t = score_t - kl_coef * (log pi(a_t) - log pi_ref(a_t))``; optional
-  scaling to unit variance; GAE (gamma, lam); advantages whitened; ``ppo_epochs`` passes of
-  shuffled minibatches; clipped ratio and clipped value losses.
+- Log probs at the rollouts' sampling temperature; one packing (micro-batches packed once) for old
+  and new log probs; per-token reward ``r_t = score_t - kl_coef * (log pi(a_t) - log pi_ref(a_t))``,
+  optionally divided by its std (no shift); GAE (gamma, lam); advantages whitened; ``ppo_epochs``
+  passes of the minibatches in shuffled order; clipped ratio and value losses (math: ppo_math.py).
 - ``accelerate.Accelerator`` for device placement, mixed precision and multi-GPU (DDP).
 
 ``rl train --model PATH [--adapter DIR] --rollouts R --rewards W --reward-mode {program,soft,lines}
@@ -36,10 +37,13 @@ from torch import nn
 from crowdstat.io.atomic import atomic_write_dir, atomic_write_text
 from rl.config import PPOConfig, add_dataclass_arguments, dataclass_from_args
 from rl.policy.rollouts import Rollout, completion_forward, pack
+from rl.train.ppo_math import gae, kl_penalty, masked_mean, masked_rescale, masked_var, masked_whiten, policy_loss, value_loss
 
 __all__ = [
     "PPOConfig",
     "PPOTrainer",
+    "PPOBatch",
+    "rollout_temperature",
     "gae",
     "policy_loss",
     "value_loss",
@@ -47,6 +51,7 @@ __all__ = [
     "masked_mean",
     "masked_var",
     "masked_whiten",
+    "masked_rescale",
     "add_arguments",
     "run",
 ]
@@ -55,113 +60,6 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 CONFIG_FILE = "ppo_config.json"
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
-
-
-# ---------------------------------------------------------------------------------------------
-# the math (pure tensor functions; tests/rl/test_ppo_math.py checks each against hand values)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
-    """Mean of ``x`` over entries where ``mask`` is 1 (0 when the mask is empty)."""
-    mask = mask.to(x.dtype)
-    if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1.0)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
-
-
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of the masked entries (Bessel-corrected when ``unbiased`` and more than one entry)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    n = mask.sum()
-    if unbiased and n > 1:
-        var = var * n / (n - 1)
-    return var
-
-
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
-    """``(x - mean) / sqrt(var + eps)`` over masked entries; ``shift_mean=False`` adds the mean back
-    (scale only). Masked-out entries are returned as 0."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
-    out = (x - mean) * torch.rsqrt(var + eps)
-    if not shift_mean:
-        out = out + mean
-    return out * mask.to(x.dtype)
-
-
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
-    """Generalised advantage estimation per token, skipping masked positions.
-
-    For the unmasked tokens t_1 < ... < t_n of a row (V after the last one is 0)::
-
-        delta_i = r_i + gamma * V_{i+1} - V_i
-        A_i     = delta_i + gamma * lam * A_{i+1}
-        R_i     = A_i + V_i
-
-    ``rewards``, ``values``, ``mask``: [B, T] (or [T]). Returns ``(advantages, returns)``, zero
-    at masked positions. Value V_i estimates the return from before token i is emitted.
-    """
-    squeeze = rewards.dim() == 1
-    if squeeze:
-        rewards, values, mask = rewards[None], values[None], mask[None]
-    if not (rewards.shape == values.shape == mask.shape):
-        raise ValueError(f"gae: shapes differ: rewards {tuple(rewards.shape)}, values {tuple(values.shape)}, mask {tuple(mask.shape)}")
-    m = mask.to(rewards.dtype)
-    values = values.to(rewards.dtype)
-    B, T = rewards.shape
-    adv = torch.zeros_like(rewards)
-    last = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
-    next_v = torch.zeros_like(last)
-    for t in range(T - 1, -1, -1):
-        on = m[:, t] > 0
-        delta = rewards[:, t] + gamma * next_v - values[:, t]
-        g = delta + gamma * lam * last
-        adv[:, t] = torch.where(on, g, torch.zeros_like(g))
-        last = torch.where(on, g, last)
-        next_v = torch.where(on, values[:, t], next_v)
-    returns = (adv + values) * m
-    if squeeze:
-        return adv[0], returns[0]
-    return adv, returns
-
-
-def policy_loss(logprobs_new, logprobs_old, advantages, mask, clip_range: float):
-    """PPO clipped surrogate: ``mean(max(-A r, -A clip(r, 1-eps, 1+eps)))``, r = exp(new - old).
-
-    Returns ``(loss, clipfrac, approx_kl)``: the share of tokens where the clipped term is the
-    larger (active), and the k3 estimate ``mean((r - 1) - log r)`` of KL(old || new).
-    """
-    log_ratio = logprobs_new - logprobs_old
-    ratio = torch.exp(log_ratio)
-    pg1 = -advantages * ratio
-    pg2 = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(pg1, pg2), mask)
-    clipfrac = masked_mean((pg2 > pg1).to(ratio.dtype), mask)
-    approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
-    return loss, clipfrac.detach(), approx_kl.detach()
-
-
-def value_loss(values_new, values_old, returns, mask, clip_range_value: float):
-    """Clipped value loss ``0.5 * mean(max((V - R)^2, (V_clip - R)^2))``,
-    ``V_clip = V_old + clip(V - V_old, -c, c)``."""
-    v_clip = values_old + torch.clamp(values_new - values_old, -clip_range_value, clip_range_value)
-    return 0.5 * masked_mean(torch.maximum((values_new - returns) ** 2, (v_clip - returns) ** 2), mask)
-
-
-def kl_penalty(logprobs, ref_logprobs, kind: str = "k1"):
-    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi.
-
-    With ``d = log pi - log pi_ref``: ``"k1"`` = d (unbiased, can be negative), ``"k2"`` =
-    d^2 / 2, ``"k3"`` = exp(-d) - 1 + d (unbiased and >= 0; Schulman's estimator).
-    """
-    d = logprobs - ref_logprobs
-    if kind == "k1":
-        return d
-    if kind == "k2":
-        return 0.5 * d * d
-    if kind == "k3":
-        return torch.expm1(-d) + d
-    raise ValueError(f"kl_penalty: kind must be 'k1', 'k2' or 'k3', got {kind!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,9 +74,9 @@ class _PolicyWithValue(nn.Module):
         self.policy = policy
         self.value_head = value_head
 
-    def forward(self, input_ids, attention_mask, position_ids, P: int, C: int):
+    def forward(self, input_ids, attention_mask, position_ids, P: int, C: int, temperature: float = 1.0):
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "P": P, "C": C}
-        lp, h = completion_forward(self.policy, batch, hidden=True)
+        lp, h = completion_forward(self.policy, batch, hidden=True, temperature=temperature)
         values = self.value_head(h.to(self.value_head.weight.dtype)).squeeze(-1).float()
         return lp, values
 
@@ -193,10 +91,30 @@ def _resolve_mixed_precision(mp: str, on_gpu: bool) -> str:
     return mp
 
 
-def _check_batch(rollouts: list[Rollout], token_rewards: list[list[float]]) -> int:
-    """Validate a PPO batch (one finite reward per completion token); return the number of empty completions."""
+def rollout_temperature(rollouts: list[Rollout], where: str = "PPOTrainer.step") -> float:
+    """The one sampling temperature of ``rollouts`` (``Rollout.temperature``), at which PPO computes every
+    log probability; a ``ValueError`` naming ``where`` if they differ or one is not a finite number."""
+    temps = set()
+    for r in rollouts:
+        t = r.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+            raise ValueError(f"{where}: program {r.program!r}: temperature must be a finite number, got {t!r}")
+        temps.add(float(t))
+    if len(temps) > 1:
+        raise ValueError(
+            f"{where}: rollouts sampled at different temperatures {sorted(temps)}; their log probabilities belong to "
+            "different distributions (train each temperature in its own step or run)"
+        )
+    return temps.pop() if temps else 1.0
+
+
+def _check_batch(rollouts: list[Rollout], token_rewards: list[list[float]]) -> tuple[int, float]:
+    """Validate a PPO batch (one finite reward per completion token, one temperature); return the number
+    of empty completions and the temperature."""
     if len(rollouts) != len(token_rewards):
         raise ValueError(f"PPOTrainer.step: {len(rollouts)} rollouts but {len(token_rewards)} reward lists")
+    if not rollouts:
+        raise ValueError("PPOTrainer.step: no rollouts")
     for r, tr in zip(rollouts, token_rewards):
         if len(tr) != len(r.completion_ids):
             raise ValueError(
@@ -204,10 +122,7 @@ def _check_batch(rollouts: list[Rollout], token_rewards: list[list[float]]) -> i
             )
         if not all(math.isfinite(x) for x in tr):
             raise ValueError(f"PPOTrainer.step: program {r.program!r}: non-finite token reward")
-    n_empty = sum(not r.completion_ids for r in rollouts)
-    if n_empty == len(rollouts):
-        raise ValueError("PPOTrainer.step: every completion is empty; nothing to train on")
-    return n_empty
+    return sum(not r.completion_ids for r in rollouts), rollout_temperature(rollouts)
 
 
 def _grid(rows: list[list[float]], B: int, C: int, device) -> torch.Tensor:
@@ -218,23 +133,41 @@ def _grid(rows: list[list[float]], B: int, C: int, device) -> torch.Tensor:
     return out.to(device)
 
 
+_STAT_KEYS = ("loss/policy", "loss/value", "policy/clipfrac", "policy/approx_kl", "loss/total")
+
+
 @dataclass(frozen=True)
-class _Batch:
-    """One PPO batch: the rollouts and, as [B, C] tensors over completion tokens, the token mask, the
-    scores, and what the epochs hold fixed (old and reference log probs, old values, the per-token
-    KL, whitened advantages, returns). ``mismatch``: the largest gap between the rollouts' stored
-    log probs and the recomputed ones."""
+class PPOBatch:
+    """One PPO batch as :meth:`PPOTrainer.prepare` leaves it: everything the epochs hold fixed.
+
+    ``packs``: the micro-batches, each ``(rows, packed)``: row indices into ``rollouts`` and their
+    :func:`rl.policy.rollouts.pack` tensors. Old and new log probs are computed on these very
+    layouts (one packing). ``minibatches``: lists of pack indices, one optimizer step each (their
+    order is shuffled per epoch, their membership fixed). As [B, C] tensors over completion tokens:
+    the token mask, the scores, old and reference log probs, old values, the per-token KL, the
+    rewards after the KL penalty and the optional scaling, whitened advantages, returns.
+    ``mismatch``: the largest gap between the rollouts' stored and the recomputed log probs;
+    ``n_tokens``: completion tokens over all processes; ``index``: the step it is prepared for.
+    """
 
     rollouts: list[Rollout]
+    temperature: float
+    packs: list[tuple[list[int], dict]]
+    minibatches: list[list[int]]
     mask: torch.Tensor
     scores: torch.Tensor
     old_lp: torch.Tensor
     old_v: torch.Tensor
     ref_lp: torch.Tensor
     kl: torch.Tensor
+    rewards: torch.Tensor
     adv: torch.Tensor
     returns: torch.Tensor
     mismatch: float
+    n_empty: int
+    n_tokens: int
+    index: int
+    prepare_s: float
 
 
 class PPOTrainer:
@@ -290,6 +223,7 @@ class PPOTrainer:
         self.wrapped, self.optimizer = self.accelerator.prepare(wrapper, optimizer)
         self.params = params
         self.n_steps = 0
+        self._n_pending = 0  # batches prepared and not yet updated on
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -297,93 +231,154 @@ class PPOTrainer:
     def device(self) -> torch.device:
         return self.accelerator.device
 
-    def _forward(self, rollouts: list[Rollout]):
-        b = pack([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], self.tokenizer.pad_token_id, self.device)
-        lp, v = self.wrapped(b["input_ids"], b["attention_mask"], b["position_ids"], b["P"], b["C"])
-        return lp, v, b["completion_mask"]
+    def _forward(self, packed: dict, temperature: float):
+        return self.wrapped(packed["input_ids"], packed["attention_mask"], packed["position_ids"], packed["P"], packed["C"], temperature)
 
     @property
     def micro_batch_size(self) -> int:
         """Rollouts per forward/backward pass: minibatch_size / grad_accum_steps."""
         return self.config.minibatch_size // self.config.grad_accum_steps
 
+    def _generator(self, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.config.seed * 1_000_003 + index)
+
+    def _layout(self, rollouts: list[Rollout], index: int) -> tuple[list[tuple[list[int], dict]], list[list[int]]]:
+        """The one packing of a batch: rows shuffled once, cut into minibatches of ``minibatch_size``
+        rollouts, each cut into micro-batches of ``micro_batch_size``, each packed once."""
+        cfg, micro = self.config, self.micro_batch_size
+        perm = torch.randperm(len(rollouts), generator=self._generator(index)).tolist()
+        packs, minibatches = [], []
+        for s in range(0, len(perm), cfg.minibatch_size):
+            mb = perm[s : s + cfg.minibatch_size]
+            minibatches.append([])
+            for i in range(0, len(mb), micro):
+                rows = mb[i : i + micro]
+                packed = pack(
+                    [rollouts[j].prompt_ids for j in rows], [rollouts[j].completion_ids for j in rows], self.tokenizer.pad_token_id
+                )
+                minibatches[-1].append(len(packs))
+                packs.append((rows, {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in packed.items()}))
+        return packs, minibatches
+
+    def _global_tokens(self, mask: torch.Tensor) -> int:
+        """Completion tokens of the batch summed over all processes (one all-reduce when there are several)."""
+        n = mask.sum().reshape(1)
+        if self.accelerator.num_processes > 1:
+            n = self.accelerator.reduce(n, reduction="sum")
+        return int(round(float(n.item())))
+
     # -- the update -----------------------------------------------------------------------------
 
     def step(self, rollouts: list[Rollout], token_rewards: list[list[float]]) -> dict:
         """One PPO update on a batch of rollouts and their per-token rewards; returns statistics.
 
-        Empty completions (no tokens) carry no action: they are masked out (counted in ``n_empty``).
-        In a multi-process run each process passes its own, equally sized, share of the rollouts;
-        DDP averages the gradients (whitening statistics are per process).
+        ``update(prepare(rollouts, token_rewards))``. Empty completions (no tokens) carry no action:
+        they are masked out (counted in ``n_empty``); a batch of only empty completions is a step that
+        changes nothing. In a multi-process run each process passes its own, equally sized, share of
+        the rollouts; DDP averages the gradients (whitening statistics are per process).
         """
+        return self.update(self.prepare(rollouts, token_rewards))
+
+    def prepare(self, rollouts: list[Rollout], token_rewards: list[list[float]]) -> PPOBatch:
+        """Everything a PPO step holds fixed, computed under the current policy without updating it: the
+        layout, old/reference log probs (at the rollouts' temperature) and values, the KL-penalised
+        rewards (optionally scaled), GAE advantages (whitened) and returns. Prepare every batch of a
+        rollout set before the first :meth:`update` so that each batch's old log probs are those of
+        the policy that sampled it; batches must then be updated in the order they were prepared."""
         t0 = time.perf_counter()
-        n_empty = _check_batch(rollouts, token_rewards)
+        cfg = self.config
+        n_empty, temperature = _check_batch(rollouts, token_rewards)
         # empty completions stay in the batch as all-masked rows (so that every process of a
         # multi-GPU run makes the same number of forward/backward passes)
         B = len(rollouts)
         C = max(1, max(len(r.completion_ids) for r in rollouts))
         mask = _grid([[1.0] * len(r.completion_ids) for r in rollouts], B, C, self.device)
         scores = _grid(token_rewards, B, C, self.device)
-        batch = self._prepare_batch(rollouts, mask, scores)
-        stats, grad_norm = self._ppo_epochs(batch)
-        self.n_steps += 1
-        out = self._summary(batch, stats, grad_norm, n_empty)
-        out["time_s"] = time.perf_counter() - t0
-        return out
-
-    def _old_logprobs(self, rollouts: list[Rollout], B: int, C: int):
-        """Log probs and values under the current policy, and reference log probs (adapter off),
-        of every completion token: three [B, C] tensors, zero at padding."""
-        dev, micro = self.device, self.micro_batch_size
-        old_lp = torch.zeros(B, C, device=dev)
-        old_v = torch.zeros(B, C, device=dev)
-        ref_lp = torch.zeros(B, C, device=dev)
-        with torch.no_grad():
-            for s in range(0, B, micro):
-                rows = rollouts[s : s + micro]
-                lp, v, m = self._forward(rows)
-                c = lp.shape[1]
-                old_lp[s : s + len(rows), :c] = lp * m
-                old_v[s : s + len(rows), :c] = v * m
-                with self.model.disable_adapter():
-                    rlp, _, _ = self._forward(rows)
-                ref_lp[s : s + len(rows), :c] = rlp * m
-        return old_lp, old_v, ref_lp
-
-    def _prepare_batch(self, rollouts: list[Rollout], mask: torch.Tensor, scores: torch.Tensor) -> _Batch:
-        """Everything the PPO epochs hold fixed: old/reference log probs and values, the KL-penalised
-        rewards (optionally scaled), GAE advantages (whitened) and returns."""
-        cfg = self.config
-        B, C = mask.shape
-        old_lp, old_v, ref_lp = self._old_logprobs(rollouts, B, C)
+        index = self.n_steps + self._n_pending
+        packs, minibatches = self._layout(rollouts, index)
+        old_lp, old_v, ref_lp = self._old_logprobs(packs, B, C, temperature)
         mismatch = max((abs(a - b) for r, row in zip(rollouts, old_lp.tolist()) for a, b in zip(r.logprobs, row)), default=0.0)
         kl = kl_penalty(old_lp, ref_lp, "k1") * mask
         rewards = scores - cfg.kl_coef * kl
         if cfg.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False)
+            rewards = masked_rescale(rewards, mask)
         adv, returns = gae(rewards, old_v, mask, cfg.gamma, cfg.lam)
         adv = masked_whiten(adv, mask, shift_mean=True)
-        return _Batch(rollouts, mask, scores, old_lp, old_v, ref_lp, kl, adv, returns, float(mismatch))
+        self._n_pending += 1
+        return PPOBatch(
+            rollouts=rollouts,
+            temperature=temperature,
+            packs=packs,
+            minibatches=minibatches,
+            mask=mask,
+            scores=scores,
+            old_lp=old_lp,
+            old_v=old_v,
+            ref_lp=ref_lp,
+            kl=kl,
+            rewards=rewards,
+            adv=adv,
+            returns=returns,
+            mismatch=float(mismatch),
+            n_empty=n_empty,
+            n_tokens=self._global_tokens(mask),
+            index=index,
+            prepare_s=time.perf_counter() - t0,
+        )
 
-    def _ppo_epochs(self, batch: _Batch) -> tuple[dict[str, list[float]], float]:
-        """``ppo_epochs`` passes over shuffled minibatches, one optimizer step per minibatch.
+    def _old_logprobs(self, packs: list[tuple[list[int], dict]], B: int, C: int, temperature: float):
+        """Log probs and values under the current policy, and reference log probs (adapter off), of every
+        completion token, pack by pack: three [B, C] tensors, zero at padding."""
+        dev = self.device
+        old_lp = torch.zeros(B, C, device=dev)
+        old_v = torch.zeros(B, C, device=dev)
+        ref_lp = torch.zeros(B, C, device=dev)
+        with torch.no_grad():
+            for rows, packed in packs:
+                idx = torch.tensor(rows, device=dev)
+                lp, v = self._forward(packed, temperature)
+                m = packed["completion_mask"]
+                c = lp.shape[1]
+                old_lp[idx, :c] = lp * m
+                old_v[idx, :c] = v * m
+                with self.model.disable_adapter():
+                    rlp, _ = self._forward(packed, temperature)
+                ref_lp[idx, :c] = rlp * m
+        return old_lp, old_v, ref_lp
+
+    def update(self, batch: PPOBatch) -> dict:
+        """The PPO epochs on a batch from :meth:`prepare` (the next one prepared); returns statistics. A batch
+        without completion tokens on any process changes nothing (no forward, no optimizer step)."""
+        t0 = time.perf_counter()
+        if batch.index != self.n_steps:
+            raise ValueError(f"PPOTrainer.update: batch prepared for step {batch.index}, the trainer is at step {self.n_steps}")
+        self._n_pending = max(0, self._n_pending - 1)
+        if batch.n_tokens > 0:
+            stats, grad_norm = self._ppo_epochs(batch)
+        else:
+            stats, grad_norm = {k: [] for k in _STAT_KEYS}, float("nan")
+        self.n_steps += 1
+        out = self._summary(batch, stats, grad_norm)
+        out["time_s"] = batch.prepare_s + time.perf_counter() - t0
+        return out
+
+    def _ppo_epochs(self, batch: PPOBatch) -> tuple[dict[str, list[float]], float]:
+        """``ppo_epochs`` passes over the minibatches in shuffled order, one optimizer step per minibatch.
         Returns the per-micro-batch losses and the last gradient norm (nan without clipping)."""
         from tqdm.auto import tqdm
 
         cfg = self.config
-        B = len(batch.rollouts)
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.n_steps)
-        n_mb = math.ceil(B / cfg.minibatch_size)
-        stats = {"loss/policy": [], "loss/value": [], "policy/clipfrac": [], "policy/approx_kl": [], "loss/total": []}
+        gen = self._generator(batch.index + 500_009)
+        n_mb = len(batch.minibatches)
+        stats: dict[str, list[float]] = {k: [] for k in _STAT_KEYS}
         bar = tqdm(
             total=cfg.ppo_epochs * n_mb, desc=f"ppo step {self.n_steps}", unit="mb", disable=not self.progress, file=sys.stderr, leave=False
         )
         self.wrapped.train(False)
         grad_norm = float("nan")
         for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(B, generator=gen).tolist()
-            for s in range(0, B, cfg.minibatch_size):
-                self._minibatch(batch, perm[s : s + cfg.minibatch_size], stats)
+            for k in torch.randperm(n_mb, generator=gen).tolist():
+                self._minibatch(batch, batch.minibatches[k], stats)
                 if cfg.max_grad_norm > 0:
                     grad_norm = float(self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm))
                 self.optimizer.step()
@@ -392,20 +387,19 @@ class PPOTrainer:
         bar.close()
         return stats, grad_norm
 
-    def _minibatch(self, batch: _Batch, mb: list[int], stats: dict[str, list[float]]) -> None:
-        """Accumulate the gradient of one minibatch (rows ``mb``) over micro-batches, each weighted by
+    def _minibatch(self, batch: PPOBatch, mb: list[int], stats: dict[str, list[float]]) -> None:
+        """Accumulate the gradient of one minibatch (packs ``mb``) over its micro-batches, each weighted by
         its share of the minibatch's tokens; DDP synchronises on the last micro-batch only."""
         cfg = self.config
-        micro = self.micro_batch_size
-        parts = [mb[i : i + micro] for i in range(0, len(mb), micro)]
-        n_tok = float(batch.mask[mb].sum().item())
-        for j, part in enumerate(parts):
-            last = j == len(parts) - 1
+        n_tok = float(sum(batch.packs[j][1]["completion_mask"].sum().item() for j in mb))
+        for n, j in enumerate(mb):
+            rows, packed = batch.packs[j]
+            last = n == len(mb) - 1
             ctx = contextlib.nullcontext() if last else self.accelerator.no_sync(self.wrapped)
             with ctx:
-                lp, v, m = self._forward([batch.rollouts[i] for i in part])
+                lp, v = self._forward(packed, batch.temperature)
                 c = lp.shape[1]
-                idx = torch.tensor(part, device=self.device)
+                idx = torch.tensor(rows, device=self.device)
                 mk = batch.mask[idx, :c]
                 pg, clipfrac, akl = policy_loss(lp, batch.old_lp[idx, :c], batch.adv[idx, :c], mk, cfg.clip_range)
                 vf = value_loss(v, batch.old_v[idx, :c], batch.returns[idx, :c], mk, cfg.clip_range_value)
@@ -418,15 +412,15 @@ class PPOTrainer:
             stats["policy/approx_kl"].append(akl.item())
             stats["loss/total"].append(loss.item())
 
-    def _summary(self, batch: _Batch, stats: dict[str, list[float]], grad_norm: float, n_empty: int) -> dict:
-        """The statistics :meth:`step` returns (all but ``time_s``)."""
+    def _summary(self, batch: PPOBatch, stats: dict[str, list[float]], grad_norm: float) -> dict:
+        """The statistics :meth:`update` returns (all but ``time_s``); losses are 0 for a step without tokens."""
         cfg = self.config
         mask, scores, kl, returns, old_v = batch.mask, batch.scores, batch.kl, batch.returns, batch.old_v
         B = len(batch.rollouts)
         seq_score = (scores * mask).sum(1)
         var_r = masked_var(returns, mask)
         ev = 1.0 - masked_var(returns - old_v, mask) / var_r if var_r > 0 else torch.tensor(float("nan"))
-        out = {k: float(sum(v) / len(v)) for k, v in stats.items()}
+        out = {k: float(sum(v) / len(v)) if v else 0.0 for k, v in stats.items()}
         out.update(
             {
                 "step": self.n_steps,
@@ -441,9 +435,11 @@ class PPOTrainer:
                 "advantages/mean": float(masked_mean(batch.adv, mask)),
                 "grad_norm": grad_norm,
                 "logprob/rollout_mismatch_max": batch.mismatch,
+                "logprob/temperature": batch.temperature,
                 "tokens/mean_len": float(mask.sum() / B),
+                "tokens/n": int(mask.sum().item()),
                 "n_rollouts": B,
-                "n_empty": n_empty,
+                "n_empty": batch.n_empty,
                 "lr": cfg.learning_rate,
             }
         )
@@ -528,12 +524,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output directory (adapter, value head, config, stats)")
     parser.add_argument("--batch-size", type=int, default=0, help="rollouts per PPO step (default 0: all rollouts in one step)")
     parser.add_argument(
-        "--line-reward",
-        default="signed",
-        choices=("signed", "posterior", "signed_mean"),
-        help="lines mode: reward of a line with posterior P: 2P-1, P, or (2P-1)/k (default: signed)",
-    )
-    parser.add_argument(
         "--prompt-lines",
         default="error",
         choices=("error", "ignore"),
@@ -556,7 +546,9 @@ def run(args) -> int:
     # everything about the inputs is checked before a model is loaded
     rollouts = read_rollouts(args.rollouts)
     records = load_rewards(args.rewards, rollouts, prompt_lines=args.prompt_lines)
-    rewards = [token_rewards(r, records[r.program], config.reward_mode, line_reward=args.line_reward) for r in rollouts]
+    kw = dict(line_reward=config.line_reward, credit=config.line_credit, missing_eos_penalty=config.missing_eos_penalty)
+    rewards = [token_rewards(r, records[r.program], config.reward_mode, **kw) for r in rollouts]
+    rollout_temperature(rollouts, str(args.rollouts))  # one sampling temperature for every log prob
     _cpu_threads()
     prev_stats = ""
     if args.adapter and (Path(args.adapter) / "train_stats.jsonl").is_file():  # read now: --out may be --adapter
@@ -564,6 +556,7 @@ def run(args) -> int:
     if args.adapter:
         trainer = PPOTrainer.load(args.adapter, args.model, config=config, progress=True)
     else:
+        torch.manual_seed(config.seed)  # the LoRA initialisation (A random, B = 0): same seed, same adapter
         model, tok = load_policy(args.model, LoraSpec(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout))
         trainer = PPOTrainer(model, tok, config, progress=True)
     order = torch.randperm(len(rollouts), generator=torch.Generator().manual_seed(config.seed)).tolist()
@@ -575,10 +568,14 @@ def run(args) -> int:
             print(f"warning: {len(order) - n_use} rollout(s) left out so that {world} processes get equal shares", file=sys.stderr)
         order = order[rank:n_use:world]
     bs = (args.batch_size // world if args.batch_size > 0 else len(order)) or 1
+    # every batch's old log probs, values and reference log probs come from the policy that sampled the
+    # rollouts: all batches are prepared before the first update
+    bar = {"file": sys.stderr, "disable": not acc.is_main_process}
+    chunks = [order[s : s + bs] for s in range(0, len(order), bs)]
+    batches = [trainer.prepare([rollouts[i] for i in idx], [rewards[i] for i in idx]) for idx in tqdm(chunks, desc="old log probs", **bar)]
     log = []
-    for s in tqdm(range(0, len(order), bs), desc="train", unit="step", file=sys.stderr, disable=not acc.is_main_process):
-        idx = order[s : s + bs]
-        st = trainer.step([rollouts[i] for i in idx], [rewards[i] for i in idx])
+    for batch in tqdm(batches, desc="train", unit="step", **bar):
+        st = trainer.update(batch)
         log.append(st)
         if acc.is_main_process:
             print(

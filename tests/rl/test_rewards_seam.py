@@ -14,7 +14,7 @@ COMPLETION = "    y = x\n    return y\n"  # lines 2 and 3
 
 
 def hand_rollout(program="f#0", prompt=PROMPT, completion=COMPLETION, eos=True):
-    """One token per character (ids made up), plus an EOS token without text."""
+    """One token per character (ids made up), plus an EOS token without text (as generate builds it)."""
     ids = list(range(10, 10 + len(completion))) + ([2] if eos else [])
     ends = list(range(1, len(completion) + 1)) + ([len(completion)] if eos else [])
     code = prompt + completion
@@ -30,6 +30,8 @@ def hand_rollout(program="f#0", prompt=PROMPT, completion=COMPLETION, eos=True):
         ref_logprobs=[-1.0] * len(ids),
         line_spans=compute_line_spans(code, len(prompt), ends),
         task_id="T/f",
+        finish_reason="eos" if eos else "length",
+        char_ends=ends,
     )
 
 
@@ -166,12 +168,23 @@ def test_token_rewards_each_mode():
     lines = token_rewards(r, rec, "lines")
     want = [0.0] * n
     want[9] = 2 * 0.8 - 1  # end of line 2: its newline
-    want[23] = 2 * 0.3 - 1  # end of line 3: the EOS token that closes it
+    want[22] = 2 * 0.3 - 1  # end of line 3: its newline (EOS, token 23, belongs to no line)
     assert lines == pytest.approx(want, abs=1e-12)
     post = token_rewards(r, rec, "lines", line_reward="posterior")
-    assert (post[9], post[23]) == pytest.approx((0.8, 0.3))
+    assert (post[9], post[22]) == pytest.approx((0.8, 0.3))
     mean = token_rewards(r, rec, "lines", line_reward="signed_mean")
-    assert (mean[9], mean[23]) == pytest.approx((0.3, -0.2))
+    assert (mean[9], mean[22]) == pytest.approx((0.3, -0.2))
+
+
+def test_signed_mean_counts_completion_lines_only(tmp_path, rollouts):
+    """signed_mean divides by the number of annotated *completion* lines: a prompt line accepted with
+    prompt_lines="ignore" gets no reward and must not shrink the others."""
+    f = tmp_path / "rewards.jsonl"
+    write_rewards(f, [record("f#0", [1, 2, 3], [0.1, 0.9, 0.6]), record("f#1", [2], [0.9], n_lines=2)])
+    rec = load_rewards(f, rollouts, prompt_lines="ignore")["f#0"]
+    tr = token_rewards(rollouts[0], rec, "lines", line_reward="signed_mean")
+    assert (tr[9], tr[22]) == pytest.approx((0.8 / 2, 0.2 / 2))  # k = 2 completion lines, not 3
+    assert sum(tr) == pytest.approx((0.8 + 0.2) / 2)
 
 
 def test_token_rewards_line_of_a_prompt_without_newline():

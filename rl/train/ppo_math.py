@@ -1,0 +1,133 @@
+"""The math of PPO (:mod:`rl.train.ppo`): pure tensor functions, no model, no state.
+
+Each is checked against hand-computed numbers in tests/rl/test_ppo_math.py; docs/rl.md ("The PPO
+update") states the formulas. Masks are float or bool tensors with 1 at the entries that count.
+
+- :func:`masked_mean`, :func:`masked_var`: statistics over the masked entries.
+- :func:`masked_whiten`: ``(x - mean) / std`` (advantages); with ``shift_mean=False`` TRL's and
+  OpenAI's ``whiten(..., shift_mean=False)``, ``(x - mean) / std + mean``, which adds a constant to
+  every entry: not what reward scaling should do (:func:`masked_rescale` is).
+- :func:`masked_rescale`: ``x / std``, the reward scaling of ``PPOConfig.whiten_rewards``: zero stays zero.
+- :func:`gae`, :func:`policy_loss`, :func:`value_loss`, :func:`kl_penalty`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["masked_mean", "masked_var", "masked_whiten", "masked_rescale", "gae", "policy_loss", "value_loss", "kl_penalty"]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
+    """Mean of ``x`` over entries where ``mask`` is 1 (0 when the mask is empty)."""
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance of the masked entries (Bessel-corrected when ``unbiased`` and more than one entry)."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    n = mask.sum()
+    if unbiased and n > 1:
+        var = var * n / (n - 1)
+    return var
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + eps)`` over masked entries; masked-out entries are returned as 0.
+
+    ``shift_mean=False`` adds the mean back, ``(x - mean) / std + mean`` (TRL's and OpenAI's
+    convention): the variance becomes 1 but every entry moves by ``mean (1 - 1/std)``. For rewards
+    that are zero on most tokens that constant is as large as the signal and grows with the length
+    of a completion; scale rewards with :func:`masked_rescale` instead.
+    """
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask.to(x.dtype)
+
+
+def masked_rescale(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``x / sqrt(var + eps)``, var the (unbiased) variance of the masked entries: unit variance, nothing
+    added, so a zero reward stays zero and a completion's rewards keep their sum up to one common
+    factor. Masked-out entries are returned as 0."""
+    return x * torch.rsqrt(masked_var(x, mask) + eps) * mask.to(x.dtype)
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
+    """Generalised advantage estimation per token, skipping masked positions.
+
+    For the unmasked tokens t_1 < ... < t_n of a row (V after the last one is 0)::
+
+        delta_i = r_i + gamma * V_{i+1} - V_i
+        A_i     = delta_i + gamma * lam * A_{i+1}
+        R_i     = A_i + V_i
+
+    ``rewards``, ``values``, ``mask``: [B, T] (or [T]). Returns ``(advantages, returns)``, zero
+    at masked positions. Value V_i estimates the return from before token i is emitted.
+    """
+    squeeze = rewards.dim() == 1
+    if squeeze:
+        rewards, values, mask = rewards[None], values[None], mask[None]
+    if not (rewards.shape == values.shape == mask.shape):
+        raise ValueError(f"gae: shapes differ: rewards {tuple(rewards.shape)}, values {tuple(values.shape)}, mask {tuple(mask.shape)}")
+    m = mask.to(rewards.dtype)
+    values = values.to(rewards.dtype)
+    B, T = rewards.shape
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
+    next_v = torch.zeros_like(last)
+    for t in range(T - 1, -1, -1):
+        on = m[:, t] > 0
+        delta = rewards[:, t] + gamma * next_v - values[:, t]
+        g = delta + gamma * lam * last
+        adv[:, t] = torch.where(on, g, torch.zeros_like(g))
+        last = torch.where(on, g, last)
+        next_v = torch.where(on, values[:, t], next_v)
+    returns = (adv + values) * m
+    if squeeze:
+        return adv[0], returns[0]
+    return adv, returns
+
+
+def policy_loss(logprobs_new, logprobs_old, advantages, mask, clip_range: float):
+    """PPO clipped surrogate: ``mean(max(-A r, -A clip(r, 1-eps, 1+eps)))``, r = exp(new - old).
+
+    Returns ``(loss, clipfrac, approx_kl)``: the share of tokens where the clipped term is the
+    larger (active), and the k3 estimate ``mean((r - 1) - log r)`` of KL(old || new).
+    """
+    log_ratio = logprobs_new - logprobs_old
+    ratio = torch.exp(log_ratio)
+    pg1 = -advantages * ratio
+    pg2 = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(pg1, pg2), mask)
+    clipfrac = masked_mean((pg2 > pg1).to(ratio.dtype), mask)
+    approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
+    return loss, clipfrac.detach(), approx_kl.detach()
+
+
+def value_loss(values_new, values_old, returns, mask, clip_range_value: float):
+    """Clipped value loss ``0.5 * mean(max((V - R)^2, (V_clip - R)^2))``,
+    ``V_clip = V_old + clip(V - V_old, -c, c)``."""
+    v_clip = values_old + torch.clamp(values_new - values_old, -clip_range_value, clip_range_value)
+    return 0.5 * masked_mean(torch.maximum((values_new - returns) ** 2, (v_clip - returns) ** 2), mask)
+
+
+def kl_penalty(logprobs, ref_logprobs, kind: str = "k1"):
+    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi.
+
+    With ``d = log pi - log pi_ref``: ``"k1"`` = d (unbiased, can be negative), ``"k2"`` =
+    d^2 / 2, ``"k3"`` = exp(-d) - 1 + d (unbiased and >= 0; Schulman's estimator).
+    """
+    d = logprobs - ref_logprobs
+    if kind == "k1":
+        return d
+    if kind == "k2":
+        return 0.5 * d * d
+    if kind == "k3":
+        return torch.expm1(-d) + d
+    raise ValueError(f"kl_penalty: kind must be 'k1', 'k2' or 'k3', got {kind!r}")
