@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("rl.crowd.labelstudio", "export programs as a line-labelling task file (Label Studio JSON or CSV)"),
     "import": ("rl.crowd.labelstudio", "import labelling results back into a vote table"),
     "generate": ("rl.policy.rollouts", "sample completions with the current policy and write a rollout file"),
-    "train": ("rl.train.ppo", "PPO with LoRA on rollouts and their crowd rewards"),
+    "train": ("rl.train.ppo_cli", "PPO with LoRA on rollouts and their crowd rewards"),
     "grpo": ("rl.train.grpo", "TRL GRPOTrainer with a crowd-backed reward function (comparison trainer)"),
     "warmstart": ("rl.train.sft", "supervised warm start of a tiny model on the synthetic code benchmark"),
     "loop": ("rl.loop", "Algorithm 1 end to end: generate, annotate, aggregate, train, evaluate; resumable"),

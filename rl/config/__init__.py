@@ -54,6 +54,8 @@ __all__ = [
     "LINE_REWARDS",
     "LINE_CREDITS",
     "MIXED_PRECISION",
+    "ADVANTAGES",
+    "KL_ESTIMATORS",
     "NON_CROWD_SOURCES",
     "DEFAULT_POPULATION",
     "reward_sources",
@@ -71,6 +73,10 @@ REWARD_MODES = ("program", "soft", "lines")
 LINE_REWARDS = ("signed", "posterior", "signed_mean")
 #: where a line's reward goes among the tokens of the line: its last token, or evenly over all of them
 LINE_CREDITS = ("last", "spread")
+#: advantage estimators of PPO: GAE with the value head, or line rewards minus the group's mean line reward
+ADVANTAGES = ("gae", "lines")
+#: Schulman's estimators of KL(pi || pi_ref) per sampled token (rl.train.ppo_math.kl_penalty)
+KL_ESTIMATORS = ("k1", "k2", "k3")
 #: accepted values of PPOConfig.mixed_precision; "auto" = "no" on CPU, "bf16" (or "fp16") on GPU
 MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
 #: reward sources that bypass the crowd: the line truth itself, and the share of tests passed
@@ -103,11 +109,17 @@ class PPOConfig:
     minibatch_size : rollouts per optimizer step.
     grad_accum_steps : micro-batches a minibatch is split into (gradients accumulated).
     clip_range : PPO ratio clip epsilon.
-    clip_range_value : clip of the value update around the old values.
+    clip_range_value : clip of the value update around the old values; None (default) = no clip (the
+        returns are several units while the clip is absolute: a clip of 0.2 keeps the critic behind).
+    value_learning_rate : AdamW learning rate of the value head; None = ``learning_rate``.
     vf_coef : weight of the value loss in the joint loss.
     gamma : discount factor of GAE.
     lam : lambda of GAE.
     kl_coef : weight of the per-token KL penalty to the adapter-disabled reference.
+    kl_estimator : "k1" (default), "k2" or "k3": the per-token KL estimate of the penalty.
+    advantage : "gae" (value head) or "lines" (default): each token of an annotated line gets its
+        line's reward minus the mean line reward of the group of rollouts of the same prompt (docs/rl.md).
+    advantage_std : "lines": divide the advantages by the group's standard deviation (GRPO's scaling).
     whiten_rewards : divide the per-token rewards by their standard deviation over the batch (nothing
         added: a zero reward stays zero; off by default, as in TRL).
     max_grad_norm : gradient clipping norm (<= 0 disables).
@@ -128,11 +140,21 @@ class PPOConfig:
     minibatch_size: int = field(default=16, metadata={"help": "Rollouts per optimizer step."})
     grad_accum_steps: int = field(default=1, metadata={"help": "Micro-batches per minibatch (gradient accumulation)."})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon."})
-    clip_range_value: float = field(default=0.2, metadata={"help": "Clip of value updates around the old values."})
+    clip_range_value: float | None = field(
+        default=None, metadata={"help": "Clip of value updates around the old values (default None: no clip)."}
+    )
+    value_learning_rate: float | None = field(
+        default=None, metadata={"help": "AdamW learning rate of the value head (default None: learning_rate)."}
+    )
     vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
     gamma: float = field(default=1.0, metadata={"help": "GAE discount factor."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
     kl_coef: float = field(default=0.05, metadata={"help": "Per-token KL penalty to the adapter-disabled reference."})
+    kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL estimator of the penalty.", "choices": KL_ESTIMATORS})
+    advantage: str = field(
+        default="lines", metadata={"help": "Advantage estimator: GAE, or line reward minus the group's mean.", "choices": ADVANTAGES}
+    )
+    advantage_std: bool = field(default=True, metadata={"help": "lines: divide advantages by the group's standard deviation."})
     whiten_rewards: bool = field(
         default=False, metadata={"help": "Divide per-token rewards by their standard deviation over the batch (no shift)."}
     )
@@ -167,9 +189,16 @@ class PPOConfig:
             )
         if not self.learning_rate > 0:
             raise ValueError(f"PPOConfig.learning_rate: expected > 0, got {self.learning_rate!r}")
-        for name in ("clip_range", "clip_range_value"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"PPOConfig.{name}: expected > 0, got {getattr(self, name)!r}")
+        if not self.clip_range > 0:
+            raise ValueError(f"PPOConfig.clip_range: expected > 0, got {self.clip_range!r}")
+        for name in ("clip_range_value", "value_learning_rate"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v)):
+                raise ValueError(f"PPOConfig.{name}: expected None or a finite number > 0, got {v!r}")
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"PPOConfig.advantage: expected one of {ADVANTAGES}, got {self.advantage!r}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"PPOConfig.kl_estimator: expected one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
             raise ValueError(f"PPOConfig: gamma and lam must lie in [0, 1], got gamma={self.gamma!r}, lam={self.lam!r}")
         if self.kl_coef < 0 or self.vf_coef < 0:

@@ -34,10 +34,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crowdstat.io.atomic import atomic_write_dir, atomic_write_text
-from rl.config import PPOConfig, add_dataclass_arguments, dataclass_from_args
+from crowdstat.io.atomic import atomic_write_dir
+from rl.config import PPOConfig
+from rl.crowd.rewards import token_lines
 from rl.policy.rollouts import Rollout, completion_forward, pack
-from rl.train.ppo_math import gae, kl_penalty, masked_mean, masked_rescale, masked_var, masked_whiten, policy_loss, value_loss
+from rl.train.ppo_math import (
+    gae,
+    kl_penalty,
+    line_advantages,
+    masked_mean,
+    masked_rescale,
+    masked_var,
+    masked_whiten,
+    policy_loss,
+    value_loss,
+)
 
 __all__ = [
     "PPOConfig",
@@ -52,8 +63,6 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "masked_rescale",
-    "add_arguments",
-    "run",
 ]
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -219,7 +228,9 @@ class PPOTrainer:
         self.value_head = value_head
         wrapper = _PolicyWithValue(model, value_head).to(self.accelerator.device)
         params = trainable + list(value_head.parameters())
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+        vlr = config.value_learning_rate or config.learning_rate
+        groups = [{"params": trainable, "lr": config.learning_rate}, {"params": list(value_head.parameters()), "lr": vlr}]
+        optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
         self.wrapped, self.optimizer = self.accelerator.prepare(wrapper, optimizer)
         self.params = params
         self.n_steps = 0
@@ -298,12 +309,16 @@ class PPOTrainer:
         packs, minibatches = self._layout(rollouts, index)
         old_lp, old_v, ref_lp = self._old_logprobs(packs, B, C, temperature)
         mismatch = max((abs(a - b) for r, row in zip(rollouts, old_lp.tolist()) for a, b in zip(r.logprobs, row)), default=0.0)
-        kl = kl_penalty(old_lp, ref_lp, "k1") * mask
+        kl = kl_penalty(old_lp, ref_lp, cfg.kl_estimator) * mask
         rewards = scores - cfg.kl_coef * kl
         if cfg.whiten_rewards:
             rewards = masked_rescale(rewards, mask)
-        adv, returns = gae(rewards, old_v, mask, cfg.gamma, cfg.lam)
-        adv = masked_whiten(adv, mask, shift_mean=True)
+        adv, returns = gae(rewards, old_v, mask, cfg.gamma, cfg.lam)  # returns: the value head's targets in both modes
+        if cfg.advantage == "lines":
+            owners = _grid([token_lines(r) for r in rollouts], B, C, self.device)
+            adv = line_advantages(rewards, scores, owners, mask, [r.prompt_id for r in rollouts], cfg.advantage_std)
+        else:
+            adv = masked_whiten(adv, mask, shift_mean=True)
         self._n_pending += 1
         return PPOBatch(
             rollouts=rollouts,
@@ -427,7 +442,7 @@ class PPOTrainer:
                 "reward/score_mean": float(seq_score.mean()),
                 "reward/score_std": float(seq_score.std()) if B > 1 else 0.0,
                 "reward/total_mean": float(((scores - cfg.kl_coef * kl) * mask).sum(1).mean()),
-                "kl/k1_mean": float(kl.sum(1).mean()),
+                "kl/k1_mean": float((kl_penalty(batch.old_lp, batch.ref_lp, "k1") * mask).sum(1).mean()),
                 "kl/k3_mean": float((kl_penalty(batch.old_lp, batch.ref_lp, "k3") * mask).sum(1).mean()),
                 "value/mean": float(masked_mean(old_v, mask)),
                 "returns/mean": float(masked_mean(returns, mask)),
@@ -504,86 +519,9 @@ class PPOTrainer:
                     trainer.optimizer.load_state_dict(torch.load(opt, map_location=trainer.device, weights_only=True))
                 except (ValueError, KeyError, RuntimeError) as e:
                     print(f"warning: {opt}: optimizer state not restored ({e}); starting AdamW afresh", file=sys.stderr)
-                for g in trainer.optimizer.param_groups:
-                    g["lr"] = config.learning_rate
+                for g, lr in zip(trainer.optimizer.param_groups, (config.learning_rate, config.value_learning_rate)):
+                    g["lr"] = lr or config.learning_rate
         st = adapter_dir / STATE_FILE
         if st.is_file():
             trainer.n_steps = int(json.loads(st.read_text(encoding="utf-8")).get("n_steps", 0))
         return trainer
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI: rl train
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, help="base model directory")
-    parser.add_argument("--adapter", default=None, help="continue from this directory (a previous --out: adapter + value head + optimizer)")
-    parser.add_argument("--rollouts", required=True, help="rollout file (rl generate --out)")
-    parser.add_argument("--rewards", required=True, help="reward file (crowdstat fit --out DIR/rewards.jsonl)")
-    parser.add_argument("--out", required=True, help="output directory (adapter, value head, config, stats)")
-    parser.add_argument("--batch-size", type=int, default=0, help="rollouts per PPO step (default 0: all rollouts in one step)")
-    parser.add_argument(
-        "--prompt-lines",
-        default="error",
-        choices=("error", "ignore"),
-        help="annotated lines that lie in the prompt: error (default) or ignore",
-    )
-    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank of a new adapter (default: 8)")
-    parser.add_argument("--lora-alpha", type=int, default=16, help="(default: 16)")
-    parser.add_argument("--lora-dropout", type=float, default=0.0, help="(default: 0.0)")
-    add_dataclass_arguments(parser, PPOConfig, title="PPO", defaults={"mixed_precision": "auto"})
-
-
-def run(args) -> int:
-    from tqdm.auto import tqdm
-
-    from rl.crowd.rewards import load_rewards, token_rewards
-    from rl.policy.models import LoraSpec, _cpu_threads, load_policy
-    from rl.policy.rollouts import read_rollouts
-
-    config = dataclass_from_args(PPOConfig, args)
-    # everything about the inputs is checked before a model is loaded
-    rollouts = read_rollouts(args.rollouts)
-    records = load_rewards(args.rewards, rollouts, prompt_lines=args.prompt_lines)
-    kw = dict(line_reward=config.line_reward, credit=config.line_credit, missing_eos_penalty=config.missing_eos_penalty)
-    rewards = [token_rewards(r, records[r.program], config.reward_mode, **kw) for r in rollouts]
-    rollout_temperature(rollouts, str(args.rollouts))  # one sampling temperature for every log prob
-    _cpu_threads()
-    prev_stats = ""
-    if args.adapter and (Path(args.adapter) / "train_stats.jsonl").is_file():  # read now: --out may be --adapter
-        prev_stats = (Path(args.adapter) / "train_stats.jsonl").read_text(encoding="utf-8")
-    if args.adapter:
-        trainer = PPOTrainer.load(args.adapter, args.model, config=config, progress=True)
-    else:
-        torch.manual_seed(config.seed)  # the LoRA initialisation (A random, B = 0): same seed, same adapter
-        model, tok = load_policy(args.model, LoraSpec(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout))
-        trainer = PPOTrainer(model, tok, config, progress=True)
-    order = torch.randperm(len(rollouts), generator=torch.Generator().manual_seed(config.seed)).tolist()
-    acc = trainer.accelerator
-    world, rank = acc.num_processes, acc.process_index
-    if world > 1:  # data parallel: each process takes an equal share (DDP needs equal pass counts)
-        n_use = len(order) // world * world
-        if n_use < len(order):
-            print(f"warning: {len(order) - n_use} rollout(s) left out so that {world} processes get equal shares", file=sys.stderr)
-        order = order[rank:n_use:world]
-    bs = (args.batch_size // world if args.batch_size > 0 else len(order)) or 1
-    # every batch's old log probs, values and reference log probs come from the policy that sampled the
-    # rollouts: all batches are prepared before the first update
-    bar = {"file": sys.stderr, "disable": not acc.is_main_process}
-    chunks = [order[s : s + bs] for s in range(0, len(order), bs)]
-    batches = [trainer.prepare([rollouts[i] for i in idx], [rewards[i] for i in idx]) for idx in tqdm(chunks, desc="old log probs", **bar)]
-    log = []
-    for batch in tqdm(batches, desc="train", unit="step", **bar):
-        st = trainer.update(batch)
-        log.append(st)
-        if acc.is_main_process:
-            print(
-                json.dumps({k: st[k] for k in ("step", "reward/score_mean", "kl/k1_mean", "policy/clipfrac", "loss/value", "time_s")}),
-                file=sys.stderr,
-            )
-    out = trainer.save(args.out)
-    if acc.is_main_process:
-        atomic_write_text(out / "train_stats.jsonl", prev_stats + "".join(json.dumps(s) + "\n" for s in log))
-    print(f"trained {len(log)} PPO step(s) on {len(rollouts)} rollouts; saved to {out}", file=sys.stderr)
-    return 0

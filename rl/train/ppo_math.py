@@ -8,14 +8,24 @@ update") states the formulas. Masks are float or bool tensors with 1 at the entr
   OpenAI's ``whiten(..., shift_mean=False)``, ``(x - mean) / std + mean``, which adds a constant to
   every entry: not what reward scaling should do (:func:`masked_rescale` is).
 - :func:`masked_rescale`: ``x / std``, the reward scaling of ``PPOConfig.whiten_rewards``: zero stays zero.
-- :func:`gae`, :func:`policy_loss`, :func:`value_loss`, :func:`kl_penalty`.
+- :func:`gae`, :func:`line_advantages`, :func:`policy_loss`, :func:`value_loss`, :func:`kl_penalty`.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["masked_mean", "masked_var", "masked_whiten", "masked_rescale", "gae", "policy_loss", "value_loss", "kl_penalty"]
+__all__ = [
+    "masked_mean",
+    "masked_var",
+    "masked_whiten",
+    "masked_rescale",
+    "gae",
+    "line_advantages",
+    "policy_loss",
+    "value_loss",
+    "kl_penalty",
+]
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
@@ -94,6 +104,53 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return adv, returns
 
 
+def _group_stats(values: dict[int, list[float]], groups: list, b: int, std: bool, eps: float) -> tuple[float, float]:
+    """Mean and divisor of the pooled values of row ``b``'s group (divisor ``std + eps``, or 1 without ``std``)."""
+    pool = [x for j, g in enumerate(groups) if g == groups[b] for x in values[j]]
+    mean = sum(pool) / len(pool)
+    if not std:
+        return mean, 1.0
+    var = sum((x - mean) ** 2 for x in pool) / (len(pool) - 1) if len(pool) > 1 else 0.0
+    return mean, var**0.5 + eps
+
+
+def line_advantages(rewards, scores, owners, mask, groups: list, std: bool = True, eps: float = 1e-4):
+    """The ``"lines"`` advantage estimator (no critic): GRPO's group baseline, per line.
+
+    ``rewards``, ``scores``: [B, T] per-token rewards (after the KL penalty) and crowd scores; ``owners``:
+    [B, T] the line each token belongs to (0: none; :func:`rl.crowd.rewards.token_lines`); ``groups``:
+    one hashable per row, rows of one prompt share it. A line ``l`` of row b is *rewarded* when one of
+    its tokens has a nonzero score; its reward ``r_bl`` is the sum of ``rewards`` over its tokens, and
+    the row's program reward ``R_b`` the sum over all its tokens. With the group g of row b::
+
+        A_t = (r_bl - mean_g r) / (std_g r + eps)   for the tokens of a rewarded line l
+        A_t = (R_b - mean_g R) / (std_g R + eps)    for every other token
+
+    the means and (unbiased) standard deviations over all rewarded lines, resp. all rows, of the group;
+    without ``std`` nothing is divided. Returns [B, T], zero at masked positions.
+    """
+    m = mask.to(rewards.dtype) > 0
+    B = rewards.shape[0]
+    if len(groups) != B:
+        raise ValueError(f"line_advantages: {len(groups)} group ids for {B} rows")
+    r, sc, own = (rewards * m).tolist(), (scores * m).tolist(), (owners.long() * m.long()).tolist()
+    line_r: list[dict[int, float]] = []
+    for b in range(B):
+        hit = {ln for ln, s in zip(own[b], sc[b]) if ln > 0 and s != 0.0}
+        line_r.append({ln: sum(x for x, o in zip(r[b], own[b]) if o == ln) for ln in sorted(hit)})
+    lines = {b: list(line_r[b].values()) for b in range(B)}
+    progs = {b: [sum(r[b])] for b in range(B)}
+    adv = torch.zeros_like(rewards)
+    for b in range(B):
+        pm, ps = _group_stats(progs, groups, b, std, eps)
+        row = [(sum(r[b]) - pm) / ps] * len(r[b])
+        if line_r[b]:
+            lm, ls = _group_stats(lines, groups, b, std, eps)
+            row = [(line_r[b][o] - lm) / ls if o in line_r[b] else x for x, o in zip(row, own[b])]
+        adv[b] = torch.tensor(row, dtype=rewards.dtype)
+    return adv * m.to(rewards.dtype)
+
+
 def policy_loss(logprobs_new, logprobs_old, advantages, mask, clip_range: float):
     """PPO clipped surrogate: ``mean(max(-A r, -A clip(r, 1-eps, 1+eps)))``, r = exp(new - old).
 
@@ -110,9 +167,11 @@ def policy_loss(logprobs_new, logprobs_old, advantages, mask, clip_range: float)
     return loss, clipfrac.detach(), approx_kl.detach()
 
 
-def value_loss(values_new, values_old, returns, mask, clip_range_value: float):
+def value_loss(values_new, values_old, returns, mask, clip_range_value: float | None):
     """Clipped value loss ``0.5 * mean(max((V - R)^2, (V_clip - R)^2))``,
-    ``V_clip = V_old + clip(V - V_old, -c, c)``."""
+    ``V_clip = V_old + clip(V - V_old, -c, c)``; ``clip_range_value=None``: ``0.5 * mean((V - R)^2)``."""
+    if clip_range_value is None:
+        return 0.5 * masked_mean((values_new - returns) ** 2, mask)
     v_clip = values_old + torch.clamp(values_new - values_old, -clip_range_value, clip_range_value)
     return 0.5 * masked_mean(torch.maximum((values_new - returns) ** 2, (v_clip - returns) ** 2), mask)
 

@@ -253,13 +253,13 @@ def test_legacy_rollout_without_char_ends():
 
 def test_line_reward_is_a_ppo_config_option(monkeypatch):
     from rl import loop
-    from rl.train import ppo
+    from rl.train import ppo_cli
 
     assert PPOConfig().line_reward == "signed" and PPOConfig().line_credit == "last" and PPOConfig().missing_eos_penalty is None
     with pytest.raises(ValueError, match="PPOConfig.line_reward"):
         PPOConfig(line_reward="mean")
     parser = argparse.ArgumentParser()
-    ppo.add_arguments(parser)
+    ppo_cli.add_arguments(parser)
     base = ["--model", "m", "--rollouts", "r", "--rewards", "w", "--out", "o"]
     args = parser.parse_args(base + ["--line-reward", "signed_mean", "--line-credit", "spread", "--missing-eos-penalty", "0.5"])
     cfg = dataclass_from_args(PPOConfig, args)

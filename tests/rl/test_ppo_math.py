@@ -158,3 +158,35 @@ def test_masked_whiten_by_hand():
     assert masked_var(w, m).item() == pytest.approx(1.0, abs=1e-7)
     ws = masked_whiten(x, m, shift_mean=False)
     assert ws.tolist() == pytest.approx([(v - 2.5) / std + 2.5 for v in (1, 2, 3, 4)] + [0.0], abs=1e-12)
+
+
+# ------------------------------------------------------------------------------ "lines" advantages
+
+
+def test_line_advantages_two_prompts_three_samples_by_hand():
+    from rl.train.ppo_math import line_advantages
+
+    # group A: A0 lines {1: +1, 2: -1}; A1 line {1: +1}, tokens 2-3 in no line; A2 no rewarded line (score on a
+    # token of no line) -> program reward. Lines of A: (1, -1, 1), mean 1/3, sd 2/sqrt(3); programs (0, 1, 0.5), mean 0.5, sd 0.5.
+    # group B (B0 padded to 2 tokens): lines (2, 1, 1, -1), mean 0.75, sd sqrt(4.75 / 3); programs (2, 2, -1).
+    scores = t([[0, 1, 0, -1], [0, 1, 0, 0], [0, 0, 0, 0.5], [0, 2, 9, 9], [1, 0, 0, 1], [0, 0, 0, -1]])
+    owners = t([[1, 1, 2, 2], [1, 1, 0, 0], [1, 1, 2, 0], [1, 1, 1, 1], [1, 2, 2, 2], [3, 3, 3, 3]])
+    mask = t([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]])
+    groups = ["A", "A", "A", "B", "B", "B"]
+    adv = line_advantages(scores * mask, scores, owners, mask, groups, std=True, eps=0.0)
+    sa, sb = 2 / math.sqrt(3), math.sqrt(4.75 / 3)
+    a1, a2 = (1 - 1 / 3) / sa, (-1 - 1 / 3) / sa
+    b = [(2 - 0.75) / sb, (1 - 0.75) / sb, (-1 - 0.75) / sb]
+    expected = [[a1, a1, a2, a2], [a1, a1, 1.0, 1.0], [0.0] * 4, [b[0], b[0], 0, 0], [b[1]] * 4, [b[2]] * 4]
+    assert adv.tolist() == [pytest.approx(row, abs=1e-12) for row in expected]
+    # without the std: differences to the group means; line rewards are sums of the (KL-penalised) rewards
+    adv = line_advantages((scores - 0.1) * mask, scores, owners, mask, groups, std=False)
+    assert adv[0].tolist() == pytest.approx([0.8 - (0.8 - 1.2 + 0.8) / 3] * 2 + [-1.2 - 0.4 / 3] * 2, abs=1e-12)
+    assert adv[2].tolist() == pytest.approx([0.1 - (-0.4 + 0.6 + 0.1) / 3] * 4, abs=1e-12)
+    with pytest.raises(ValueError, match="group"):
+        line_advantages(scores, scores, owners, mask, groups[:5])
+
+
+def test_value_loss_without_clip():
+    loss = value_loss(t([0.5, 0.9, 7.0]), t([0.0, 1.0, 0.0]), t([1.0, 0.0, -9.0]), t([1, 1, 0]), clip_range_value=None)
+    assert loss.item() == pytest.approx(0.5 * (0.25 + 0.81) / 2, abs=1e-12)

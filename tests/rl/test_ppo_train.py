@@ -156,7 +156,7 @@ def test_step_rejects_mismatched_rewards(trained):
 def test_cli_train_lines_mode_and_resume(model_path, tmp_path, monkeypatch):
     """rl generate -> a crowd reward file -> rl train --reward-mode lines -> rl train --adapter (resume)."""
     from rl.policy import rollouts as rmod
-    from rl.train import ppo
+    from rl.train import ppo_cli
 
     monkeypatch.setenv("RL_TORCH_THREADS", "1")
 
@@ -187,7 +187,7 @@ def test_cli_train_lines_mode_and_resume(model_path, tmp_path, monkeypatch):
 
     def train(*extra):
         parser = argparse.ArgumentParser()
-        ppo.add_arguments(parser)
+        ppo_cli.add_arguments(parser)
         args = parser.parse_args(
             [
                 "--model",
@@ -210,7 +210,7 @@ def test_cli_train_lines_mode_and_resume(model_path, tmp_path, monkeypatch):
             ]
         )
         assert args.mixed_precision == "auto"
-        return ppo.run(args)
+        return ppo_cli.run(args)
 
     assert train("--out", str(tmp_path / "a")) == 0
     cfg = json.loads((tmp_path / "a" / "ppo_config.json").read_text())

@@ -131,12 +131,12 @@ def test_rl_train_validates_rewards_before_loading_any_model(tmp_path, rollouts)
     the model path does not exist (a model load, let alone a training step, never happens)."""
     pytest.importorskip("torch")
     from rl.policy.rollouts import write_rollouts
-    from rl.train import ppo
+    from rl.train import ppo_cli
 
     write_rollouts(tmp_path / "r.jsonl", rollouts)
     write_rewards(tmp_path / "w.jsonl", [record("f#0", [2], [0.9])])  # f#1 missing
     parser = argparse.ArgumentParser()
-    ppo.add_arguments(parser)
+    ppo_cli.add_arguments(parser)
     args = parser.parse_args(
         [
             "--model",
@@ -150,7 +150,7 @@ def test_rl_train_validates_rewards_before_loading_any_model(tmp_path, rollouts)
         ]
     )
     with pytest.raises(RewardFileError, match="no reward record for program 'f#1'"):
-        ppo.run(args)
+        ppo_cli.run(args)
     assert not (tmp_path / "out").exists()
 
 
