@@ -10,12 +10,7 @@ from rl.policy.rollouts import completion_logprobs, pack  # noqa: E402
 CODE = ["def add(a, b):\n    return a + b\n", "def neg(x):\n\treturn -x  # done\n"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread is faster on a shared CPU
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@
 6. a batch of only empty completions raised (under DDP: while the other ranks wait in all-reduce).
 """
 
-import argparse
 import dataclasses
 import math
 
@@ -19,16 +18,11 @@ torch = pytest.importorskip("torch")
 from crowdstat.io.rewards import write_rewards  # noqa: E402
 from rl.policy.models import LoraSpec, build_tiny_model, load_policy, train_char_tokenizer  # noqa: E402
 from rl.policy.rollouts import Rollout, generate, read_rollouts, write_rollouts  # noqa: E402
-from rl.train import ppo, ppo_cli  # noqa: E402
+from rl.train import ppo  # noqa: E402
 from rl.train.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from tests.rl_helpers import run_rl_train  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -104,26 +98,7 @@ def _write_line_rewards(rs, path) -> None:
 
 
 def _train_cli(model_path, tmp_path, out: str, *extra: str) -> int:
-    parser = argparse.ArgumentParser()
-    ppo_cli.add_arguments(parser)
-    args = parser.parse_args(
-        [
-            "--model",
-            str(model_path),
-            "--rollouts",
-            str(tmp_path / "r.jsonl"),
-            "--rewards",
-            str(tmp_path / "w.jsonl"),
-            "--reward-mode",
-            "lines",
-            "--prompt-lines",
-            "ignore",
-            "--out",
-            str(tmp_path / out),
-            *extra,
-        ]
-    )
-    return ppo_cli.run(args)
+    return run_rl_train(model_path, tmp_path, "--out", str(tmp_path / out), *extra)
 
 
 # ------------------------------------------------------------------------------ 1. reward whitening

@@ -16,16 +16,12 @@ from crowdstat.io.rewards import write_rewards  # noqa: E402
 from rl.policy.models import LoraSpec, build_tiny_model, load_policy, train_char_tokenizer  # noqa: E402
 from rl.policy.rollouts import generate, read_rollouts, write_rollouts  # noqa: E402
 from rl.train.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from tests.rl_helpers import run_rl_train  # noqa: E402
 
 N_STEPS = 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread beats two on a shared CPU
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +152,6 @@ def test_step_rejects_mismatched_rewards(trained):
 def test_cli_train_lines_mode_and_resume(model_path, tmp_path, monkeypatch):
     """rl generate -> a crowd reward file -> rl train --reward-mode lines -> rl train --adapter (resume)."""
     from rl.policy import rollouts as rmod
-    from rl.train import ppo_cli
 
     monkeypatch.setenv("RL_TORCH_THREADS", "1")
 
@@ -186,31 +181,7 @@ def test_cli_train_lines_mode_and_resume(model_path, tmp_path, monkeypatch):
     base_bytes = (model_path / "model.safetensors").read_bytes()
 
     def train(*extra):
-        parser = argparse.ArgumentParser()
-        ppo_cli.add_arguments(parser)
-        args = parser.parse_args(
-            [
-                "--model",
-                str(model_path),
-                "--rollouts",
-                str(tmp_path / "r.jsonl"),
-                "--rewards",
-                str(tmp_path / "w.jsonl"),
-                "--reward-mode",
-                "lines",
-                "--prompt-lines",
-                "ignore",
-                "--ppo-epochs",
-                "1",
-                "--minibatch-size",
-                "6",
-                "--batch-size",
-                "6",
-                *extra,
-            ]
-        )
-        assert args.mixed_precision == "auto"
-        return ppo_cli.run(args)
+        return run_rl_train(model_path, tmp_path, "--ppo-epochs", "1", "--minibatch-size", "6", "--batch-size", "6", *extra)
 
     assert train("--out", str(tmp_path / "a")) == 0
     cfg = json.loads((tmp_path / "a" / "ppo_config.json").read_text())

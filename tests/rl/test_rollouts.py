@@ -21,12 +21,7 @@ from rl.policy.rollouts import (  # noqa: E402
 PROMPTS = [("add", "def add(a, b):\n"), ("neg", "def neg(x):\n    ")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
