@@ -1,6 +1,7 @@
 """``make bench``: the whole benchmark suite in one run; ``--smoke`` for the tiny CI version.
 
     python -m benchmarks.run [--smoke] [--out benchmarks/results] [--only k1,k2,k3,agg,e2e,memory]
+    python -m benchmarks.run [--smoke] --only rl   # opt-in: RL trainers' throughput (benchmarks/rl_throughput.py; needs torch + trl)
 
 Prints one table per kernel with ratios measured in this run, then the targets of issue #7
 (met, or missed by how much), and writes ``results.json`` (or ``smoke.json``) and log-log plots
@@ -320,6 +321,20 @@ def _clean(o):
     return o
 
 
+def _rl_throughput(out: Path, smoke: bool) -> dict:
+    """``python -m benchmarks.rl_throughput`` in a child process (its table is printed); its JSON result."""
+    import subprocess
+    import sys
+
+    f = out / ("rl_throughput_smoke.json" if smoke else "rl_throughput.json")
+    cmd = [sys.executable, "-m", "benchmarks.rl_throughput", "--out", str(f), *(["--smoke"] if smoke else [])]
+    p = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    if p.returncode != 0:
+        return {"skipped": f"rl_throughput exited with {p.returncode}: {p.stderr[-500:]}"}
+    print(p.stdout[p.stdout.find("RL throughput") :], flush=True)
+    return json.loads(f.read_text())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (< 1 min), for CI")
@@ -383,6 +398,8 @@ def main(argv=None) -> int:
 
     section("e2e", _e2e)
     section("memory", lambda: memory.run(cfg["memory_votes"]))
+    if "rl" in only:  # opt-in (not in the default --only): torch and TRL, in their own process
+        section("rl", lambda: _rl_throughput(out, args.smoke))
     res["section_seconds"] = timings
     res["total_seconds"] = time.perf_counter() - t0
     res["machine"]["loadavg_end"] = os.getloadavg()
