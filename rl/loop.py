@@ -105,6 +105,22 @@ def _open_state(cfg: LoopConfig, out: Path, resume: bool) -> dict:
     return {"round": 0, "history": [], "config": now, "checkpoint": None}
 
 
+#: PPO step statistics the loop logs to TensorBoard (as ``ppo/<key>``)
+TB_PPO_KEYS = (
+    "policy/approx_kl",
+    "policy/clipfrac",
+    "policy/entropy",
+    "policy/epochs_run",
+    "value/explained_variance",
+    "loss/value",
+    "loss/policy",
+    "kl/k1_mean",
+    "tokens/mean_len",
+    "reward/score_mean",
+    "lr",
+)
+
+
 @dataclass
 class _Run:
     """What every stage of a round needs."""
@@ -124,9 +140,15 @@ class _Run:
         atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in state["history"]))
 
     def log(self, h: dict) -> None:
-        for k in ("pass@1", "pass@10", "mean_reward", "true_line_frac", "exec_pass_rate", "line_accuracy"):
-            if isinstance(h.get(k), (int, float)) and math.isfinite(h[k]):
-                self.tb.add_scalar(k, h[k], h["round"])
+        """The round's scalars: evaluation and reward metrics, ``reward/<reward_source>`` (the mean reward
+        under the run's source), and the PPO step's statistics ``ppo/<name>`` (:data:`TB_PPO_KEYS`)."""
+        ppo = h.get("ppo") or {}
+        scalars = {k: h.get(k) for k in ("pass@1", "pass@10", "mean_reward", "true_line_frac", "exec_pass_rate", "line_accuracy")}
+        scalars[f"reward/{self.cfg.reward_source}"] = h.get("mean_reward")
+        scalars.update({f"ppo/{k}": ppo.get(k) for k in TB_PPO_KEYS})
+        for k, v in scalars.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                self.tb.add_scalar(k, v, h["round"])
         self.tb.flush()
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "MIXED_PRECISION",
     "ADVANTAGES",
     "KL_ESTIMATORS",
+    "LR_SCHEDULES",
     "NON_CROWD_SOURCES",
     "DEFAULT_POPULATION",
     "reward_sources",
@@ -77,6 +78,7 @@ LINE_CREDITS = ("last", "spread")
 ADVANTAGES = ("gae", "lines")
 #: Schulman's estimators of KL(pi || pi_ref) per sampled token (rl.train.ppo_math.kl_penalty)
 KL_ESTIMATORS = ("k1", "k2", "k3")
+LR_SCHEDULES = ("constant", "linear", "cosine")
 #: accepted values of PPOConfig.mixed_precision; "auto" = "no" on CPU, "bf16" (or "fp16") on GPU
 MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
 #: reward sources that bypass the crowd: the line truth itself, and the share of tests passed
@@ -133,6 +135,13 @@ class PPOConfig:
     mixed_precision : "no", "fp16", "bf16" or "auto" ("no" on CPU, bf16/fp16 on GPU).
     seed : seed of the minibatch layout and order, and in ``rl train`` of a new adapter's LoRA
         initialisation (the value head starts at zero).
+    entropy_coef : weight of the entropy bonus, ``loss = pg + vf_coef * vf - entropy_coef * H`` (default 0).
+    target_kl : stop a step's epochs once the approx KL (k3, old vs new) of an epoch's last minibatch
+        exceeds it (CleanRL / SB3); None (default) = always ``ppo_epochs``.
+    lr_warmup_steps : PPO steps of linear learning-rate warmup (default 0).
+    lr_schedule : "constant" (default), "linear" or "cosine" decay after the warmup, over ``total_steps``.
+    total_steps : PPO steps the schedule spans; None = constant after the warmup.
+    reward_clip : clip the per-token scores to [-c, c] before the KL penalty and advantages; None = no clip.
     """
 
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (LoRA weights and value head)."})
@@ -176,6 +185,14 @@ class PPOConfig:
         metadata={"help": "Mixed precision: no, fp16, bf16, or auto (no on CPU, bf16/fp16 on GPU).", "choices": MIXED_PRECISION},
     )
     seed: int = field(default=0, metadata={"help": "Seed of the minibatch shuffling (and of a new adapter's LoRA init)."})
+    entropy_coef: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus in the loss."})
+    target_kl: float | None = field(
+        default=None, metadata={"help": "Stop a step's epochs when an epoch's last minibatch has approx KL above it."}
+    )
+    lr_warmup_steps: int = field(default=0, metadata={"help": "PPO steps of linear learning-rate warmup."})
+    lr_schedule: str = field(default="constant", metadata={"help": "Learning-rate decay after the warmup.", "choices": LR_SCHEDULES})
+    total_steps: int | None = field(default=None, metadata={"help": "PPO steps of the lr schedule (None: constant after warmup)."})
+    reward_clip: float | None = field(default=None, metadata={"help": "Clip per-token scores to [-c, c] (None: no clip)."})
 
     def __post_init__(self) -> None:
         for name in ("ppo_epochs", "minibatch_size", "grad_accum_steps"):
@@ -214,6 +231,22 @@ class PPOConfig:
         pen = self.missing_eos_penalty
         if pen is not None and not (isinstance(pen, (int, float)) and math.isfinite(pen) and pen >= 0):
             raise ValueError(f"PPOConfig.missing_eos_penalty: expected None or a finite number >= 0, got {pen!r}")
+        self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        if not (isinstance(self.entropy_coef, (int, float)) and math.isfinite(self.entropy_coef) and self.entropy_coef >= 0):
+            raise ValueError(f"PPOConfig.entropy_coef: expected a finite number >= 0, got {self.entropy_coef!r}")
+        for name in ("target_kl", "reward_clip"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v)):
+                raise ValueError(f"PPOConfig.{name}: expected None or a finite number > 0, got {v!r}")
+        w, t = self.lr_warmup_steps, self.total_steps
+        if not isinstance(w, int) or isinstance(w, bool) or w < 0:
+            raise ValueError(f"PPOConfig.lr_warmup_steps: expected an integer >= 0, got {w!r}")
+        if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t <= w):
+            raise ValueError(f"PPOConfig.total_steps: expected None or an integer > lr_warmup_steps ({w}), got {t!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"PPOConfig.lr_schedule: expected one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

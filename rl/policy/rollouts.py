@@ -54,6 +54,7 @@ from rl.policy.sampling import SamplingConfig, add_sampling_arguments, sample_ba
 
 __all__ = [
     "Rollout",
+    "entropy_from_logits",
     "RolloutFileError",
     "generate",
     "write_rollouts",
@@ -200,6 +201,19 @@ def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: i
     return out
 
 
+def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy ``H = logsumexp(z) - sum_v softmax(z)_v z_v`` of ``softmax(z)``, ``z = logits / T``, per
+    position ([..., V] -> [...], float32), one row of the leading dimension at a time (no float32 copy
+    of the whole [B, T, V] tensor). ``temperature <= 0`` (greedy) is taken as 1, as the log probs are."""
+    scale = 1.0 / temperature if temperature > 0 else 1.0
+    out = []
+    for row in logits:
+        z = row.float() if scale == 1.0 else row.float() * scale
+        lse = torch.logsumexp(z, dim=-1)
+        out.append(lse - (torch.softmax(z, dim=-1) * z).sum(-1))
+    return torch.stack(out)
+
+
 def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log softmax(logits / temperature)[token] in float32, one row at a time (no [B, T, V] float32 copy).
 
@@ -214,9 +228,11 @@ def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: flo
     return torch.stack(out)
 
 
-def completion_forward(model, batch: dict, *, hidden: bool = False, temperature: float = 1.0):
+def completion_forward(model, batch: dict, *, hidden: bool = False, temperature: float = 1.0, entropy: str | None = None):
     """Forward pass on a :func:`pack` batch: per completion token log probs [B, C] at ``temperature``
-    (:func:`gather_logprobs`), and the last hidden state [B, C, H] with ``hidden``."""
+    (:func:`gather_logprobs`), and the last hidden state [B, C, H] with ``hidden``. ``entropy``
+    ("grad" or "detach") appends the per-token entropy [B, C] of the same tempered distribution
+    (:func:`entropy_from_logits`), with or without its gradient."""
     P, C = batch["P"], batch["C"]
     # logits_to_keep: the LM head runs on the last C + 1 positions only (columns P-1 .. P+C-1),
     # not on the prompt: with a 150k vocabulary that is most of the activation memory
@@ -230,9 +246,11 @@ def completion_forward(model, batch: dict, *, hidden: bool = False, temperature:
     )
     logits = out.logits[:, -(C + 1) : -1] if out.logits.shape[1] != P + C else out.logits[:, P - 1 : P + C - 1]
     lp = gather_logprobs(logits, batch["input_ids"][:, P : P + C], temperature)
-    if hidden:
-        return lp, out.hidden_states[-1][:, P - 1 : P + C - 1]
-    return lp
+    res = (lp, out.hidden_states[-1][:, P - 1 : P + C - 1]) if hidden else (lp,)
+    if entropy is not None:
+        with torch.set_grad_enabled(entropy == "grad" and torch.is_grad_enabled()):
+            res = (*res, entropy_from_logits(logits, temperature))
+    return res if len(res) > 1 else lp
 
 
 @torch.no_grad()

@@ -15,6 +15,9 @@ wrote each line. So the update is written here, compactly, on transformers + pef
   and new log probs; per-token reward ``r_t = score_t - kl_coef * (log pi(a_t) - log pi_ref(a_t))``,
   optionally divided by its std (no shift); GAE (gamma, lam); advantages whitened; ``ppo_epochs``
   passes of the minibatches in shuffled order; clipped ratio and value losses (math: ppo_math.py).
+- Options: scores clipped to [-reward_clip, reward_clip]; entropy of the tempered policy per token
+  (``policy/entropy``, bonus ``entropy_coef``); epochs stopped early past ``target_kl``; a LambdaLR
+  learning-rate warmup/schedule stepped once per PPO step (saved in ``scheduler.pt``).
 - ``accelerate.Accelerator`` for device placement, mixed precision and multi-GPU (DDP).
 
 ``rl train --model PATH [--adapter DIR] --rollouts R --rewards W --reward-mode {program,soft,lines}
@@ -28,6 +31,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +43,11 @@ from rl.config import PPOConfig
 from rl.crowd.rewards import token_lines
 from rl.policy.rollouts import Rollout, completion_forward, pack
 from rl.train.ppo_math import (
+    entropy_from_logits,
     gae,
     kl_penalty,
     line_advantages,
+    lr_factor,
     masked_mean,
     masked_rescale,
     masked_var,
@@ -59,6 +65,8 @@ __all__ = [
     "policy_loss",
     "value_loss",
     "kl_penalty",
+    "entropy_from_logits",
+    "lr_factor",
     "masked_mean",
     "masked_var",
     "masked_whiten",
@@ -69,6 +77,7 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 CONFIG_FILE = "ppo_config.json"
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,11 +92,11 @@ class _PolicyWithValue(nn.Module):
         self.policy = policy
         self.value_head = value_head
 
-    def forward(self, input_ids, attention_mask, position_ids, P: int, C: int, temperature: float = 1.0):
+    def forward(self, input_ids, attention_mask, position_ids, P: int, C: int, temperature: float = 1.0, entropy: str | None = None):
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "P": P, "C": C}
-        lp, h = completion_forward(self.policy, batch, hidden=True, temperature=temperature)
+        lp, h, *ent = completion_forward(self.policy, batch, hidden=True, temperature=temperature, entropy=entropy)
         values = self.value_head(h.to(self.value_head.weight.dtype)).squeeze(-1).float()
-        return lp, values
+        return lp, values, (ent[0] if ent else None)
 
 
 def _resolve_mixed_precision(mp: str, on_gpu: bool) -> str:
@@ -142,7 +151,7 @@ def _grid(rows: list[list[float]], B: int, C: int, device) -> torch.Tensor:
     return out.to(device)
 
 
-_STAT_KEYS = ("loss/policy", "loss/value", "policy/clipfrac", "policy/approx_kl", "loss/total")
+_STAT_KEYS = ("loss/policy", "loss/value", "policy/clipfrac", "policy/approx_kl", "policy/entropy", "loss/total")
 
 
 @dataclass(frozen=True)
@@ -232,6 +241,10 @@ class PPOTrainer:
         groups = [{"params": trainable, "lr": config.learning_rate}, {"params": list(value_head.parameters()), "lr": vlr}]
         optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
         self.wrapped, self.optimizer = self.accelerator.prepare(wrapper, optimizer)
+        # stepped once per PPO step (update), so that its last_epoch is n_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda k: lr_factor(k, config.lr_warmup_steps, config.lr_schedule, config.total_steps)
+        )
         self.params = params
         self.n_steps = 0
         self._n_pending = 0  # batches prepared and not yet updated on
@@ -242,8 +255,9 @@ class PPOTrainer:
     def device(self) -> torch.device:
         return self.accelerator.device
 
-    def _forward(self, packed: dict, temperature: float):
-        return self.wrapped(packed["input_ids"], packed["attention_mask"], packed["position_ids"], packed["P"], packed["C"], temperature)
+    def _forward(self, packed: dict, temperature: float, entropy: str | None = None):
+        p = packed
+        return self.wrapped(p["input_ids"], p["attention_mask"], p["position_ids"], p["P"], p["C"], temperature, entropy)
 
     @property
     def micro_batch_size(self) -> int:
@@ -305,6 +319,8 @@ class PPOTrainer:
         C = max(1, max(len(r.completion_ids) for r in rollouts))
         mask = _grid([[1.0] * len(r.completion_ids) for r in rollouts], B, C, self.device)
         scores = _grid(token_rewards, B, C, self.device)
+        if cfg.reward_clip is not None:
+            scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
         index = self.n_steps + self._n_pending
         packs, minibatches = self._layout(rollouts, index)
         old_lp, old_v, ref_lp = self._old_logprobs(packs, B, C, temperature)
@@ -351,13 +367,13 @@ class PPOTrainer:
         with torch.no_grad():
             for rows, packed in packs:
                 idx = torch.tensor(rows, device=dev)
-                lp, v = self._forward(packed, temperature)
+                lp, v, _ = self._forward(packed, temperature)
                 m = packed["completion_mask"]
                 c = lp.shape[1]
                 old_lp[idx, :c] = lp * m
                 old_v[idx, :c] = v * m
                 with self.model.disable_adapter():
-                    rlp, _ = self._forward(packed, temperature)
+                    rlp, _, _ = self._forward(packed, temperature)
                 ref_lp[idx, :c] = rlp * m
         return old_lp, old_v, ref_lp
 
@@ -368,18 +384,25 @@ class PPOTrainer:
         if batch.index != self.n_steps:
             raise ValueError(f"PPOTrainer.update: batch prepared for step {batch.index}, the trainer is at step {self.n_steps}")
         self._n_pending = max(0, self._n_pending - 1)
+        lr = float(self.optimizer.param_groups[0]["lr"])
         if batch.n_tokens > 0:
-            stats, grad_norm = self._ppo_epochs(batch)
+            stats, grad_norm, epochs = self._ppo_epochs(batch)
         else:
-            stats, grad_norm = {k: [] for k in _STAT_KEYS}, float("nan")
+            stats, grad_norm, epochs = {k: [] for k in _STAT_KEYS}, float("nan"), 0
         self.n_steps += 1
+        with warnings.catch_warnings():  # a step without tokens steps the schedule but not the optimizer
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
         out = self._summary(batch, stats, grad_norm)
+        out.update({"lr": lr, "policy/epochs_run": epochs})
         out["time_s"] = batch.prepare_s + time.perf_counter() - t0
         return out
 
-    def _ppo_epochs(self, batch: PPOBatch) -> tuple[dict[str, list[float]], float]:
-        """``ppo_epochs`` passes over the minibatches in shuffled order, one optimizer step per minibatch.
-        Returns the per-micro-batch losses and the last gradient norm (nan without clipping)."""
+    def _ppo_epochs(self, batch: PPOBatch) -> tuple[dict[str, list[float]], float, int]:
+        """``ppo_epochs`` passes over the minibatches in shuffled order, one optimizer step per minibatch;
+        with ``target_kl``, no further epoch once an epoch's last minibatch had approx KL above it (averaged
+        over processes). Returns the per-micro-batch losses, the last gradient norm (nan without clipping)
+        and the number of epochs run."""
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -390,42 +413,57 @@ class PPOTrainer:
             total=cfg.ppo_epochs * n_mb, desc=f"ppo step {self.n_steps}", unit="mb", disable=not self.progress, file=sys.stderr, leave=False
         )
         self.wrapped.train(False)
-        grad_norm = float("nan")
+        grad_norm, epochs = float("nan"), 0
         for _ in range(cfg.ppo_epochs):
+            epochs += 1
             for k in torch.randperm(n_mb, generator=gen).tolist():
-                self._minibatch(batch, batch.minibatches[k], stats)
+                akl = self._minibatch(batch, batch.minibatches[k], stats)
                 if cfg.max_grad_norm > 0:
                     grad_norm = float(self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm))
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 bar.update(1)
+            if cfg.target_kl is not None and self._mean_over_processes(akl) > cfg.target_kl:
+                break
         bar.close()
-        return stats, grad_norm
+        return stats, grad_norm, epochs
 
-    def _minibatch(self, batch: PPOBatch, mb: list[int], stats: dict[str, list[float]]) -> None:
+    def _mean_over_processes(self, x: float) -> float:
+        if self.accelerator.num_processes == 1:
+            return x
+        return float(self.accelerator.reduce(torch.tensor([x], device=self.device), reduction="mean").item())
+
+    def _minibatch(self, batch: PPOBatch, mb: list[int], stats: dict[str, list[float]]) -> float:
         """Accumulate the gradient of one minibatch (packs ``mb``) over its micro-batches, each weighted by
-        its share of the minibatch's tokens; DDP synchronises on the last micro-batch only."""
+        its share of the minibatch's tokens; DDP synchronises on the last micro-batch only. Returns the
+        minibatch's approx KL (token-weighted over its micro-batches)."""
         cfg = self.config
+        ent_mode = "grad" if cfg.entropy_coef > 0 else "detach"
+        akl_sum = 0.0
         n_tok = float(sum(batch.packs[j][1]["completion_mask"].sum().item() for j in mb))
         for n, j in enumerate(mb):
             rows, packed = batch.packs[j]
             last = n == len(mb) - 1
             ctx = contextlib.nullcontext() if last else self.accelerator.no_sync(self.wrapped)
             with ctx:
-                lp, v = self._forward(packed, batch.temperature)
+                lp, v, ent = self._forward(packed, batch.temperature, ent_mode)
                 c = lp.shape[1]
                 idx = torch.tensor(rows, device=self.device)
                 mk = batch.mask[idx, :c]
                 pg, clipfrac, akl = policy_loss(lp, batch.old_lp[idx, :c], batch.adv[idx, :c], mk, cfg.clip_range)
                 vf = value_loss(v, batch.old_v[idx, :c], batch.returns[idx, :c], mk, cfg.clip_range_value)
-                loss = pg + cfg.vf_coef * vf
+                ent_mean = masked_mean(ent, mk)
+                loss = pg + cfg.vf_coef * vf - cfg.entropy_coef * ent_mean
                 w = float(mk.sum().item()) / max(n_tok, 1.0)
                 self.accelerator.backward(loss * w)
+            akl_sum += w * akl.item()
             stats["loss/policy"].append(pg.item())
             stats["loss/value"].append(vf.item())
             stats["policy/clipfrac"].append(clipfrac.item())
             stats["policy/approx_kl"].append(akl.item())
+            stats["policy/entropy"].append(ent_mean.item())
             stats["loss/total"].append(loss.item())
+        return akl_sum
 
     def _summary(self, batch: PPOBatch, stats: dict[str, list[float]], grad_norm: float) -> dict:
         """The statistics :meth:`update` returns (all but ``time_s``); losses are 0 for a step without tokens."""
@@ -455,7 +493,6 @@ class PPOTrainer:
                 "tokens/n": int(mask.sum().item()),
                 "n_rollouts": B,
                 "n_empty": batch.n_empty,
-                "lr": cfg.learning_rate,
             }
         )
         return out
@@ -479,6 +516,7 @@ class PPOTrainer:
                 state = {"n_steps": self.n_steps, "hidden_size": self.value_head.in_features, "mixed_precision": self.mixed_precision}
                 (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
                 torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+                torch.save(self.scheduler.state_dict(), tmp / SCHEDULER_FILE)
 
             atomic_write_dir(out_dir, write)
         acc.wait_for_everyone()
@@ -519,9 +557,23 @@ class PPOTrainer:
                     trainer.optimizer.load_state_dict(torch.load(opt, map_location=trainer.device, weights_only=True))
                 except (ValueError, KeyError, RuntimeError) as e:
                     print(f"warning: {opt}: optimizer state not restored ({e}); starting AdamW afresh", file=sys.stderr)
-                for g, lr in zip(trainer.optimizer.param_groups, (config.learning_rate, config.value_learning_rate)):
-                    g["lr"] = lr or config.learning_rate
         st = adapter_dir / STATE_FILE
         if st.is_file():
             trainer.n_steps = int(json.loads(st.read_text(encoding="utf-8")).get("n_steps", 0))
+        trainer._restore_schedule(adapter_dir / SCHEDULER_FILE)
         return trainer
+
+    def _restore_schedule(self, path: Path) -> None:
+        """The learning rates at step ``n_steps``: the (possibly overriding) config's base rates times the
+        schedule's factor at the saved scheduler's step (``n_steps`` without a scheduler file)."""
+        cfg = self.config
+        step = self.n_steps
+        if path.is_file():
+            step = int(torch.load(path, map_location="cpu", weights_only=True).get("last_epoch", step))
+        bases = [cfg.learning_rate, cfg.value_learning_rate or cfg.learning_rate]
+        self.scheduler.base_lrs = bases
+        self.scheduler.last_epoch = step
+        for g, base in zip(self.optimizer.param_groups, bases):
+            g["initial_lr"] = base
+            g["lr"] = base * lr_factor(step, cfg.lr_warmup_steps, cfg.lr_schedule, cfg.total_steps)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]

@@ -9,11 +9,17 @@ update") states the formulas. Masks are float or bool tensors with 1 at the entr
   every entry: not what reward scaling should do (:func:`masked_rescale` is).
 - :func:`masked_rescale`: ``x / std``, the reward scaling of ``PPOConfig.whiten_rewards``: zero stays zero.
 - :func:`gae`, :func:`line_advantages`, :func:`policy_loss`, :func:`value_loss`, :func:`kl_penalty`.
+- :func:`entropy_from_logits`: per-position entropy of ``softmax(logits / T)``.
+- :func:`lr_factor`: the learning-rate multiplier of ``PPOConfig.lr_warmup_steps`` / ``lr_schedule``.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from rl.policy.rollouts import entropy_from_logits  # the policy's own statistic, re-exported here
 
 __all__ = [
     "masked_mean",
@@ -25,7 +31,12 @@ __all__ = [
     "policy_loss",
     "value_loss",
     "kl_penalty",
+    "entropy_from_logits",
+    "lr_factor",
+    "LR_SCHEDULES",
 ]
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
@@ -190,3 +201,23 @@ def kl_penalty(logprobs, ref_logprobs, kind: str = "k1"):
     if kind == "k3":
         return torch.expm1(-d) + d
     raise ValueError(f"kl_penalty: kind must be 'k1', 'k2' or 'k3', got {kind!r}")
+
+
+def lr_factor(step: int, warmup: int = 0, schedule: str = "constant", total: int | None = None) -> float:
+    """Multiplier of the base learning rate at PPO step ``step`` (0-based), for ``LambdaLR``.
+
+    Warmup: ``(step + 1) / warmup`` for ``step < warmup`` (the first step already trains, at
+    ``lr / warmup``). Then, with ``p = (step - warmup) / (total - warmup)``: ``"constant"`` 1,
+    ``"linear"`` ``max(0, 1 - p)``, ``"cosine"`` ``max(0, (1 + cos(pi p)) / 2)``; ``total=None``:
+    1 after the warmup whatever the schedule.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_factor: schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total is None:
+        return 1.0
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return max(0.0, 1.0 - p)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * p)))

@@ -131,6 +131,23 @@ def test_config_files(tmp_path):
         LoopConfig(model="m", reward_source="vibes")
 
 
+def _check_tensorboard_tags(tb_dir):
+    """The PPO diagnostics and the reward per source reach TensorBoard, once per trained round."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rl.loop import TB_PPO_KEYS
+
+    ea = EventAccumulator(str(tb_dir))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    want = {f"ppo/{k}" for k in TB_PPO_KEYS} | {"reward/sequential", "mean_reward", "pass@1"}
+    assert want <= tags, want - tags
+    for k in ("approx_kl", "clipfrac", "entropy", "epochs_run"):
+        assert [e.step for e in ea.Scalars(f"ppo/policy/{k}")] == [1, 2]
+    assert {"value/explained_variance", "loss/value", "tokens/mean_len"} <= set(TB_PPO_KEYS)
+    assert all(e.value > 0 for e in ea.Scalars("ppo/tokens/mean_len") + ea.Scalars("ppo/policy/entropy"))
+
+
 def test_loop_end_to_end_and_resume_equals_uninterrupted(tiny_model, tmp_path, monkeypatch):
     a = tmp_path / "a"
     st_a = run_rounds(_cfg(tiny_model, a), progress=False)
@@ -141,6 +158,7 @@ def test_loop_end_to_end_and_resume_equals_uninterrupted(tiny_model, tmp_path, m
     assert 0.0 <= h1["mean_reward"] <= 1.0 and 0.0 <= h1["pass@1"] <= 1.0 and h1["ppo_steps"] == 1
     assert set(h1["reliability"]) and len(h1["reliability"]) == 9  # the default population
     assert list((a / "tb").glob("events.out.tfevents.*"))
+    _check_tensorboard_tags(a / "tb")
     assert (a / "rounds" / "r002" / "rewards.jsonl").exists()
     assert sorted(p.name for p in (a / "checkpoints").iterdir()) == ["round_002"]  # older ones removed
     with pytest.raises(FileExistsError, match="--resume"):

@@ -190,3 +190,38 @@ def test_line_advantages_two_prompts_three_samples_by_hand():
 def test_value_loss_without_clip():
     loss = value_loss(t([0.5, 0.9, 7.0]), t([0.0, 1.0, 0.0]), t([1.0, 0.0, -9.0]), t([1, 1, 0]), clip_range_value=None)
     assert loss.item() == pytest.approx(0.5 * (0.25 + 0.81) / 2, abs=1e-12)
+
+
+# ------------------------------------------------------------------- entropy, lr schedule
+
+
+def test_entropy_of_a_uniform_distribution_is_log_v():
+    from rl.train.ppo_math import entropy_from_logits
+
+    for V in (2, 13, 1000):
+        logits = torch.full((3, 4, V), 0.7)
+        for T in (1.0, 0.6):
+            h = entropy_from_logits(logits, T)
+            assert h.shape == (3, 4)
+            assert torch.allclose(h, torch.full((3, 4), math.log(V)), atol=1e-5)
+    # a one-hot-like distribution has entropy ~0; a hand-computed two-token one: p = (e/(1+e), 1/(1+e))
+    assert float(entropy_from_logits(torch.tensor([[[100.0, 0.0, 0.0]]]))) == pytest.approx(0.0, abs=1e-5)
+    p = math.e / (1 + math.e)
+    expect = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+    assert float(entropy_from_logits(torch.tensor([[[1.0, 0.0]]]))) == pytest.approx(expect, abs=1e-6)
+    # at temperature T the entropy is that of softmax(logits / T)
+    assert float(entropy_from_logits(torch.tensor([[[2.0, 0.0]]]), 2.0)) == pytest.approx(expect, abs=1e-6)
+
+
+def test_lr_factor_formulas():
+    from rl.train.ppo_math import lr_factor
+
+    assert [lr_factor(k, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [lr_factor(k, 0, "linear", None) for k in range(3)] == [1.0, 1.0, 1.0]  # no total: constant
+    # linear over total 10 after 2 warmup steps: 1 - (k - 2) / 8, floored at 0
+    assert [lr_factor(k, 2, "linear", 10) for k in (0, 1, 2, 6, 10, 12)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0, 0.0])
+    assert [lr_factor(k, 0, "cosine", 8) for k in (0, 2, 4, 8, 9)] == pytest.approx(
+        [1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.0, 0.0], abs=1e-12
+    )
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor(0, 0, "step")

@@ -263,3 +263,85 @@ def test_line_rewards_through_the_seam_raise_the_target(model_path, tmp_path):
         lengths.append(sum(len(r.completion_ids) for r in rs) / len(rs))
     print("share of 'a' per step:", [round(s, 3) for s in shares], "mean completion tokens:", [round(x, 1) for x in lengths])
     assert sum(shares[-3:]) / 3 > sum(shares[:2]) / 2 + 0.3, shares
+
+
+# ------------------------------------------------- entropy, target_kl, lr schedule, reward clip
+
+
+def _fresh(model_path, **cfg):
+    torch.manual_seed(0)
+    model, tok = load_policy(model_path, LoraSpec(r=4, alpha=8))
+    trainer = PPOTrainer(model, tok, PPOConfig(**{"ppo_epochs": 1, "minibatch_size": 8, "seed": 3, **cfg}))
+    rs = generate(model, tok, [("p", "ab")], n=8, temperature=0.8, max_new_tokens=6, seed=0)
+    return trainer, model, tok, rs
+
+
+def test_entropy_stat_is_the_entropy_of_the_sampling_distribution(model_path):
+    from rl.train.ppo_math import entropy_from_logits
+
+    trainer, model, tok, rs = _fresh(model_path)
+    # independently: the entropy of softmax(logits / 0.8) at every completion token, averaged over tokens
+    ents = []
+    with torch.no_grad():
+        for r in rs:
+            ids = torch.tensor([r.prompt_ids + r.completion_ids])
+            logits = model(input_ids=ids).logits[0, len(r.prompt_ids) - 1 : -1]
+            ents += entropy_from_logits(logits[None], 0.8)[0].tolist()
+    stats = trainer.step(rs, share_of_a(tok, rs))  # one epoch, one minibatch: measured before any update
+    assert math.isfinite(stats["policy/entropy"]) and 0 < stats["policy/entropy"] <= math.log(len(tok)) + 1e-6
+    assert stats["policy/entropy"] == pytest.approx(sum(ents) / len(ents), abs=1e-5)
+    assert stats["policy/epochs_run"] == 1
+
+
+def test_entropy_bonus_enters_the_loss(model_path):
+    losses = []
+    for coef in (0.0, 0.5):
+        trainer, _, tok, rs = _fresh(model_path, entropy_coef=coef)
+        s = trainer.step(rs, share_of_a(tok, rs))
+        losses.append((s["loss/total"], s["loss/policy"], s["loss/value"], s["policy/entropy"]))
+    (t0, p0, v0, h0), (t1, p1, v1, h1) = losses
+    assert h0 == pytest.approx(h1, abs=1e-6) and p0 == pytest.approx(p1, abs=1e-6)
+    assert t1 == pytest.approx(t0 - 0.5 * h1, abs=1e-5)
+
+
+def test_target_kl_stops_the_epochs_early(model_path):
+    runs = {}
+    for tkl in (None, 1e-6):
+        trainer, _, tok, rs = _fresh(model_path, learning_rate=5e-2, ppo_epochs=4, minibatch_size=4, target_kl=tkl)
+        runs[tkl] = trainer.step(rs, share_of_a(tok, rs))
+    assert runs[None]["policy/epochs_run"] == 4
+    assert runs[1e-6]["policy/approx_kl"] > 0
+    assert 1 <= runs[1e-6]["policy/epochs_run"] < 4
+
+
+def test_lr_warmup_and_schedule_follow_the_formula_and_survive_save_load(model_path, tmp_path):
+    from rl.train.ppo_math import lr_factor
+
+    base, vbase = 1e-3, 4e-3
+    kw = dict(learning_rate=base, value_learning_rate=vbase, lr_warmup_steps=2, lr_schedule="cosine", total_steps=6)
+    trainer, _, tok, rs = _fresh(model_path, **kw)
+    want = [base * lr_factor(k, 2, "cosine", 6) for k in range(8)]
+    assert want[:4] == pytest.approx([5e-4, 1e-3, 1e-3, base * 0.5 * (1 + math.cos(math.pi / 4))])
+    for k in range(3):
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(want[k], rel=1e-12)
+        assert trainer.optimizer.param_groups[1]["lr"] == pytest.approx(want[k] * vbase / base, rel=1e-12)
+        assert trainer.step(rs, share_of_a(tok, rs))["lr"] == pytest.approx(want[k], rel=1e-12)
+    again = PPOTrainer.load(trainer.save(tmp_path / "ck"), model_path)
+    assert (tmp_path / "ck" / "scheduler.pt").is_file()
+    for t in (trainer, again):
+        assert [g["lr"] for g in t.optimizer.param_groups] == pytest.approx([want[3], want[3] * vbase / base], rel=1e-12)
+    for k in (3, 4, 5, 6, 7):
+        assert again.step(rs, share_of_a(tok, rs))["lr"] == pytest.approx(want[k], rel=1e-12, abs=1e-15)
+    assert again.optimizer.param_groups[0]["lr"] == 0.0  # past total_steps: 0
+
+
+def test_reward_clip_clips_the_scores_before_the_advantages(model_path):
+    trainer, _, tok, rs = _fresh(model_path, reward_clip=0.5, kl_coef=0.1, advantage="gae")
+    raw = [[(-3.0 if i % 2 else 2.0) * (j + 1) for j in range(len(r.completion_ids))] for i, r in enumerate(rs)]
+    b = trainer.prepare(rs, raw)
+    for i, row in enumerate(raw):
+        n = len(row)
+        assert b.scores[i, :n].tolist() == pytest.approx([max(-0.5, min(0.5, x)) for x in row])
+    torch.testing.assert_close(b.rewards, (b.scores - 0.1 * b.kl) * b.mask)
+    with pytest.raises(ValueError, match="reward_clip"):
+        PPOConfig(reward_clip=0)
