@@ -45,6 +45,8 @@ import time
 import traceback
 from pathlib import Path
 
+from benchmarks._torch_timing import sync, wrapped
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: GPU sizes (about 5 minutes on an H200 for everything) and the CPU smoke sizes (tiny model only)
@@ -156,13 +158,6 @@ def _bench_sft() -> dict:
 # stages (run in a child process)
 
 
-def _sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def _rates(rollout: list[tuple[int, float]], update: list[tuple[int, float]]) -> dict:
     """Tokens per second from per-step (tokens, seconds); the first step is left out when there are several."""
 
@@ -211,14 +206,14 @@ def _stage_ppo(spec: dict) -> dict:
     for step in range(size["steps"]):
         probs = [train[(step * size["prompts"] + i) % len(train)] for i in range(size["prompts"])]
         prompts = [(f"s{step}-{i}-{p.task_id}", p.prompt) for i, p in enumerate(probs)]
-        _sync()
+        sync()
         t0 = time.perf_counter()
         rs = generate(model, tok, prompts, n=size["samples"], max_new_tokens=size["max_new_tokens"], seed=step)
-        _sync()
+        sync()
         t1 = time.perf_counter()
         scores = [[0.0] * (len(r.completion_ids) - 1) + [r.completion.count(" ") / max(1, len(r.completion))] for r in rs]
         stats = trainer.step(rs, scores)
-        _sync()
+        sync()
         n = sum(len(r.completion_ids) for r in rs)
         rollout.append((n, t1 - t0))
         update.append((n, time.perf_counter() - t1))
@@ -226,26 +221,6 @@ def _stage_ppo(spec: dict) -> dict:
         history.append({k: stats[k] for k in ("reward/score_mean", "loss/policy", "kl/k1_mean", "logprob/rollout_mismatch_max")})
     note = f"mixed_precision {trainer.mixed_precision}, rollout mismatch max {max(h['logprob/rollout_mismatch_max'] for h in history):.2g}"
     return {**_rates(rollout, update), "history": history, "note": note}
-
-
-@contextlib.contextmanager
-def _wrapped(owner, name: str, after):
-    """Replace ``owner.name`` by a wrapper that calls ``after(result, seconds)``; restored on exit."""
-    original = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        _sync()
-        t0 = time.perf_counter()
-        out = original(*args, **kwargs)
-        _sync()
-        after(out, time.perf_counter() - t0)
-        return out
-
-    setattr(owner, name, wrapper)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
 
 
 def _stage_grpo(spec: dict, advantages: str) -> dict:
@@ -270,9 +245,9 @@ def _stage_grpo(spec: dict, advantages: str) -> dict:
     scored: list[float] = []
     steps: list[float] = []
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_wrapped(GRPOTrainer, "_generate", lambda out, sec: gen.append((sum(map(len, out[1])), sec))))
-        stack.enter_context(_wrapped(GRPOTrainer, "_generate_and_score_completions", lambda out, sec: scored.append(sec)))
-        stack.enter_context(_wrapped(GRPOTrainer, "training_step", lambda out, sec: steps.append(sec)))
+        stack.enter_context(wrapped(GRPOTrainer, "_generate", lambda out, sec: gen.append((sum(map(len, out[1])), sec))))
+        stack.enter_context(wrapped(GRPOTrainer, "_generate_and_score_completions", lambda out, sec: scored.append(sec)))
+        stack.enter_context(wrapped(GRPOTrainer, "training_step", lambda out, sec: steps.append(sec)))
         res = train_grpo(spec["model_path"], work / "grpo", s, problems=make_benchmark(**BENCH).train)
     r = res["reward_per_step"]
     _finite({f"reward{i}": x for i, x in enumerate(r)}, tuple(f"reward{i}" for i in range(len(r))), "GRPO")
@@ -316,7 +291,7 @@ def _stage_loop(spec: dict) -> dict:
         tokens["n"] = sum(len(r.completion_ids) for r in out)
         rollout.append((tokens["n"], sec))
 
-    with _wrapped(rl.loop, "_generate", on_generate), _wrapped(rl.loop, "_train", lambda out, sec: update.append((tokens["n"], sec))):
+    with wrapped(rl.loop, "_generate", on_generate), wrapped(rl.loop, "_train", lambda out, sec: update.append((tokens["n"], sec))):
         rc = rl_main(["loop", "--config", str(path), "--no-progress"])
     if rc != 0:
         raise RuntimeError(f"rl loop exited with {rc}")

@@ -43,18 +43,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._torch_timing import sync, wrapped
+
 SMOKE = {"prompts": 2, "samples": 4, "max_new_tokens": 8, "repeats": 2}
 SMALL = {"prompts": 4, "samples": 8, "max_new_tokens": 32, "repeats": 5}
 GPU = {"prompts": 8, "samples": 8, "max_new_tokens": 64, "repeats": 3}
 TRAINERS = ("ppo", "grpo_scalar", "grpo_lines", "trl")
 BENCH = {"seed": 0, "n_train_per_template": 3}
-
-
-def _sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def build_model(out: Path, threads: int) -> Path:
@@ -126,41 +121,21 @@ def run_ppo(model_path: Path, size: dict, env: dict) -> dict:
     for step in range(1 + size["repeats"]):
         probs = [train[(step * size["prompts"] + i) % len(train)] for i in range(size["prompts"])]
         prompts = [(f"s{step}-{i}-{p.task_id}", p.prompt) for i, p in enumerate(probs)]
-        _sync()
+        sync()
         t0 = time.perf_counter()
         rs = generate(model, tok, prompts, n=size["samples"], max_new_tokens=size["max_new_tokens"], seed=step)
-        _sync()
+        sync()
         t1 = time.perf_counter()
         scores = [[0.0] * (len(r.completion_ids) - 1) + [_share(r.completion)] for r in rs]
         t2 = time.perf_counter()
         stats = trainer.step(rs, scores)
-        _sync()
+        sync()
         t3 = time.perf_counter()
         if not math.isfinite(stats["loss/policy"]):
             raise FloatingPointError(f"PPO step {step}: loss/policy {stats['loss/policy']}")
         steps.append((sum(len(r.completion_ids) for r in rs), (t1 - t0) + (t3 - t2)))
         reward_s.append(t2 - t1)
     return {**_rate(steps), "reward_s_median": statistics.median(reward_s[1:] or reward_s)}
-
-
-@contextlib.contextmanager
-def _wrapped(owner, name: str, after):
-    """Replace ``owner.name`` by a synchronised, timed wrapper calling ``after(result, seconds)``; restored on exit."""
-    original = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        _sync()
-        t0 = time.perf_counter()
-        out = original(*args, **kwargs)
-        _sync()
-        after(out, time.perf_counter() - t0)
-        return out
-
-    setattr(owner, name, wrapper)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
 
 
 @contextlib.contextmanager
@@ -181,9 +156,9 @@ def trl_timer():
         rew.clear()
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_wrapped(GRPOTrainer, "_generate", lambda out, sec: gen.append(sum(map(len, out[1])))))
-        stack.enter_context(_wrapped(GRPOTrainer, "_calculate_rewards", lambda out, sec: rew.append(sec)))
-        stack.enter_context(_wrapped(GRPOTrainer, "training_step", on_step))
+        stack.enter_context(wrapped(GRPOTrainer, "_generate", lambda out, sec: gen.append(sum(map(len, out[1])))))
+        stack.enter_context(wrapped(GRPOTrainer, "_calculate_rewards", lambda out, sec: rew.append(sec)))
+        stack.enter_context(wrapped(GRPOTrainer, "training_step", on_step))
         yield steps, reward_s
 
 
