@@ -14,3 +14,19 @@ def run_rl_train(model, folder, *extra: str) -> int:
     args = parser.parse_args([*base, "--reward-mode", "lines", "--prompt-lines", "ignore", *extra])
     assert args.mixed_precision == "auto"  # rl train's own default, not PPOConfig's
     return ppo_cli.run(args)
+
+
+def reward_record(program: str, lines: list[int], post: list[float], n_lines: int, method: str = "test") -> dict:
+    """One rewards.jsonl record (schema of crowdstat.io.rewards) from line posteriors, tau = 0.5."""
+    return {
+        "program": program,
+        "reward": sum(p > 0.5 for p in post) / len(lines),
+        "reward_soft": sum(post) / len(lines),
+        "n_lines": n_lines,
+        "n_annotated": len(lines),
+        "coverage": len(lines) / n_lines,
+        "lines": lines,
+        "posteriors": post,
+        "tau": 0.5,
+        "method": method,
+    }

@@ -20,7 +20,7 @@ from rl.policy.models import LoraSpec, build_tiny_model, load_policy, train_char
 from rl.policy.rollouts import Rollout, generate, read_rollouts, write_rollouts  # noqa: E402
 from rl.train import ppo  # noqa: E402
 from rl.train.ppo import PPOConfig, PPOTrainer  # noqa: E402
-from tests.rl_helpers import run_rl_train  # noqa: E402
+from tests.rl_helpers import reward_record, run_rl_train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -80,20 +80,7 @@ def _write_line_rewards(rs, path) -> None:
         code_lines = r.code.split("\n")
         post = [min(1.0, code_lines[ln - 1].count("a") / 3) for ln in lines]
         n = max(len(code_lines), max(lines))
-        recs.append(
-            {
-                "program": r.program,
-                "reward": sum(p > 0.5 for p in post) / len(lines),
-                "reward_soft": sum(post) / len(lines),
-                "n_lines": n,
-                "n_annotated": len(lines),
-                "coverage": len(lines) / n,
-                "lines": lines,
-                "posteriors": post,
-                "tau": 0.5,
-                "method": "test",
-            }
-        )
+        recs.append(reward_record(r.program, lines, post, n))
     write_rewards(path, recs)
 
 

@@ -16,7 +16,7 @@ from crowdstat.io.rewards import write_rewards  # noqa: E402
 from rl.policy.models import LoraSpec, build_tiny_model, load_policy, train_char_tokenizer  # noqa: E402
 from rl.policy.rollouts import generate, read_rollouts, write_rollouts  # noqa: E402
 from rl.train.ppo import PPOConfig, PPOTrainer  # noqa: E402
-from tests.rl_helpers import run_rl_train  # noqa: E402
+from tests.rl_helpers import reward_record, run_rl_train  # noqa: E402
 
 N_STEPS = 10
 
@@ -242,20 +242,7 @@ def test_line_rewards_through_the_seam_raise_the_target(model_path, tmp_path):
             lines = [ln for ln, _, _ in r.line_spans if code_lines[ln - 1]] or [ln for ln, _, _ in r.line_spans] or [1]
             post = [code_lines[ln - 1].count("a") / len(code_lines[ln - 1]) if code_lines[ln - 1] else 0.0 for ln in lines]
             n = max(len(code_lines), max(lines))
-            recs.append(
-                {
-                    "program": r.program,
-                    "reward": sum(q > 0.5 for q in post) / len(lines),
-                    "reward_soft": sum(post) / len(post),
-                    "n_lines": n,
-                    "n_annotated": len(lines),
-                    "coverage": len(lines) / n,
-                    "lines": lines,
-                    "posteriors": post,
-                    "tau": 0.5,
-                    "method": "t",
-                }
-            )
+            recs.append(reward_record(r.program, lines, post, n, method="t"))
         write_rewards(tmp_path / "w.jsonl", recs)
         records = load_rewards(tmp_path / "w.jsonl", rs, prompt_lines="ignore")
         trainer.step(rs, [token_rewards(r, records[r.program], "lines") for r in rs])
