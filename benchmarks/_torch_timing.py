@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-__all__ = ["sync", "wrapped"]
+__all__ = ["sync", "wrapped", "step_prompts", "timed"]
 
 
 def sync() -> None:
@@ -34,3 +34,18 @@ def wrapped(owner, name: str, after):
         yield
     finally:
         setattr(owner, name, original)
+
+
+def step_prompts(train: list, step: int, n_prompts: int) -> list[tuple[str, str]]:
+    """The (prompt_id, prompt) pairs of benchmark step ``step``: the next ``n_prompts`` problems, cycling."""
+    probs = [train[(step * n_prompts + i) % len(train)] for i in range(n_prompts)]
+    return [(f"s{step}-{i}-{p.task_id}", p.prompt) for i, p in enumerate(probs)]
+
+
+def timed(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), seconds)``, with queued GPU work finished before and after."""
+    sync()
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    sync()
+    return out, time.perf_counter() - t0

@@ -45,7 +45,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks._torch_timing import sync, wrapped
+from benchmarks._torch_timing import step_prompts, sync, timed, wrapped
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,13 +204,10 @@ def _stage_ppo(spec: dict) -> dict:
     train = make_benchmark(**BENCH).train
     rollout, update, history = [], [], []
     for step in range(size["steps"]):
-        probs = [train[(step * size["prompts"] + i) % len(train)] for i in range(size["prompts"])]
-        prompts = [(f"s{step}-{i}-{p.task_id}", p.prompt) for i, p in enumerate(probs)]
-        sync()
+        prompts = step_prompts(train, step, size["prompts"])
         t0 = time.perf_counter()
-        rs = generate(model, tok, prompts, n=size["samples"], max_new_tokens=size["max_new_tokens"], seed=step)
-        sync()
-        t1 = time.perf_counter()
+        rs, dt = timed(generate, model, tok, prompts, n=size["samples"], max_new_tokens=size["max_new_tokens"], seed=step)
+        t1 = t0 + dt
         scores = [[0.0] * (len(r.completion_ids) - 1) + [r.completion.count(" ") / max(1, len(r.completion))] for r in rs]
         stats = trainer.step(rs, scores)
         sync()

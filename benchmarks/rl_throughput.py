@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._torch_timing import sync, wrapped
+from benchmarks._torch_timing import step_prompts, sync, timed, wrapped
 
 SMOKE = {"prompts": 2, "samples": 4, "max_new_tokens": 8, "repeats": 2}
 SMALL = {"prompts": 4, "samples": 8, "max_new_tokens": 32, "repeats": 5}
@@ -119,13 +119,10 @@ def run_ppo(model_path: Path, size: dict, env: dict) -> dict:
     train = make_benchmark(**BENCH).train
     steps, reward_s = [], []
     for step in range(1 + size["repeats"]):
-        probs = [train[(step * size["prompts"] + i) % len(train)] for i in range(size["prompts"])]
-        prompts = [(f"s{step}-{i}-{p.task_id}", p.prompt) for i, p in enumerate(probs)]
-        sync()
+        prompts = step_prompts(train, step, size["prompts"])
         t0 = time.perf_counter()
-        rs = generate(model, tok, prompts, n=size["samples"], max_new_tokens=size["max_new_tokens"], seed=step)
-        sync()
-        t1 = time.perf_counter()
+        rs, dt = timed(generate, model, tok, prompts, n=size["samples"], max_new_tokens=size["max_new_tokens"], seed=step)
+        t1 = t0 + dt
         scores = [[0.0] * (len(r.completion_ids) - 1) + [_share(r.completion)] for r in rs]
         t2 = time.perf_counter()
         stats = trainer.step(rs, scores)
