@@ -81,12 +81,12 @@ def _convert(tp, value, where: str, key: str):
         if isinstance(value, str):
             return value
         raise bad
-    if origin in (list, tuple):
+    if origin in (list, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise bad
         elem = typing.get_args(tp)[0] if typing.get_args(tp) else Any
         items = [_convert(elem, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
+        return items if list in (origin, tp) else tuple(items)
     if tp is dict or origin is dict:
         if isinstance(value, Mapping):
             return dict(value)

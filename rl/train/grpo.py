@@ -306,6 +306,8 @@ def train_grpo(
         "seconds": time.time() - t0,
         "reward_per_step": [h["reward"] for h in logs],
         "history": getattr(funcs[0], "history", None),
+        # TRL's per-step log (completion lengths, entropy, kl when beta > 0, clip ratios, ...)
+        "log": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in trainer.state.log_history],
     }
     atomic_write_json(out_dir / "grpo.json", summary)
     return summary

@@ -161,7 +161,9 @@ def test_every_committed_config_round_trips(path, tmp_path):
         else:
             assert loop[k] == v, k
     assert dataclasses.asdict(cfg.sft) == raw["sft"]
-    assert list(cfg.sources) == raw["sources"] and list(cfg.seeds) == raw["seeds"]
+    assert [a.name for a in cfg.arms] == [a["name"] for a in raw["arms"]] and list(cfg.seeds) == raw["seeds"]
+    assert cfg.crowds == raw["crowds"] and [c.a for c in cfg.comparisons] == [c["a"] for c in raw["comparisons"]]
+    assert {k: getattr(cfg.grpo, k) for k in raw["grpo"]} == raw["grpo"]
     quick = mod.load_study_config(path, True)
     assert list(quick.seeds) == raw["quick"]["seeds"] and quick.loop.rounds == raw["quick"]["loop"]["rounds"]
     assert quick.loop.ppo == cfg.loop.ppo  # the quick overrides touch only what they name
@@ -178,8 +180,16 @@ def test_study_config_errors_name_the_file_and_the_dotted_key(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'loop.roundz'"):
         mod.load_study_config(_write(tmp_path, "s.json", raw), False)  # checked without --quick too
     raw = read_config_file(ROOT / "experiments" / "configs" / "rl_synthetic.json")
-    raw["sources"] = ["majority", "vibes"]
-    with pytest.raises(ConfigError, match=r"s.json: sources: \['vibes'\] are not reward sources"):
+    raw["arms"][3]["source"] = "vibes"
+    with pytest.raises(ConfigError, match=r"s.json: arms: majority: source 'vibes' is not a reward source"):
+        mod.load_study_config(_write(tmp_path, "s.json", raw), False)
+    raw = read_config_file(ROOT / "experiments" / "configs" / "rl_synthetic.json")
+    raw["comparisons"][0]["b"] = "nobody"
+    with pytest.raises(ConfigError, match=r"s.json: comparisons: .* arms must be named arms"):
+        mod.load_study_config(_write(tmp_path, "s.json", raw), False)
+    raw = read_config_file(ROOT / "experiments" / "configs" / "rl_synthetic.json")
+    raw["arms"][0]["crowd"] = "angry"
+    with pytest.raises(ConfigError, match=r"crowd 'angry' is not one of the crowds"):
         mod.load_study_config(_write(tmp_path, "s.json", raw), False)
 
 
