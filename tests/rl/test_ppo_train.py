@@ -332,3 +332,50 @@ def test_reward_clip_clips_the_scores_before_the_advantages(model_path):
     torch.testing.assert_close(b.rewards, (b.scores - 0.1 * b.kl) * b.mask)
     with pytest.raises(ValueError, match="reward_clip"):
         PPOConfig(reward_clip=0)
+
+
+def test_free_cpu_threads_leaves_busy_cores_alone():
+    from rl.policy.models import free_cpu_threads
+
+    assert [free_cpu_threads(2, load) for load in (0.0, 0.4, 0.6, 1.4, 2.0, 7.5)] == [2, 2, 1, 1, 1, 1]
+    assert free_cpu_threads(16, 3.2) == 13 and free_cpu_threads(1, 0.0) == 1
+
+
+def test_rl_train_threads_env_is_checked(monkeypatch):
+    from rl.policy.models import _cpu_threads
+
+    monkeypatch.setenv("RL_TORCH_THREADS", "0")
+    with pytest.raises(ValueError, match="RL_TORCH_THREADS: expected a positive integer or 'auto', got '0'"):
+        _cpu_threads()
+    monkeypatch.setenv("RL_TORCH_THREADS", "1")
+    assert _cpu_threads() == 1 == torch.get_num_threads()
+
+
+def test_two_identical_rl_train_runs_give_identical_statistics_and_adapters(model_path, tmp_path, monkeypatch):
+    """Same rollouts, rewards and seed: the same per-step statistics and bitwise the same adapter, also with
+    a different torch thread count (issue: two identical runs once gave different clip fractions)."""
+    monkeypatch.setenv("RL_TORCH_THREADS", "1")
+    model, tok = load_policy(model_path, None)
+    rs = generate(model, tok, [("p", "a\n"), ("q", "b\n")], n=6, temperature=1.0, max_new_tokens=12, seed=0)
+    write_rollouts(tmp_path / "r.jsonl", rs)
+    recs = []
+    for r in rs:
+        lines = [ln for ln, _, _ in r.line_spans] or [1]
+        code_lines = r.code.split("\n")
+        post = [min(1.0, code_lines[ln - 1].count("a") / 3) for ln in lines]
+        recs.append(reward_record(r.program, lines, post, max(len(code_lines), max(lines))))
+    write_rewards(tmp_path / "w.jsonl", recs)
+    stats = {}
+    for out, threads in (("a", "1"), ("b", "1"), ("c", "2")):
+        monkeypatch.setenv("RL_TORCH_THREADS", threads)
+        assert (
+            run_rl_train(
+                model_path, tmp_path, "--ppo-epochs", "2", "--minibatch-size", "4", "--batch-size", "6", "--out", str(tmp_path / out)
+            )
+            == 0
+        )
+        rows = [json.loads(x) for x in (tmp_path / out / "train_stats.jsonl").read_text().splitlines()]
+        stats[out] = [{k: v for k, v in row.items() if k != "time_s"} for row in rows]
+    assert stats["a"] == stats["b"] == stats["c"] and len(stats["a"]) == 2
+    adapters = {o: (tmp_path / o / "adapter_model.safetensors").read_bytes() for o in "abc"}
+    assert adapters["a"] == adapters["b"] == adapters["c"]
