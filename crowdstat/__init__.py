@@ -8,6 +8,7 @@ Layers (each a subpackage; lower layers never import higher ones):
 - :mod:`crowdstat.estimators`: one module per method behind one result contract and one registry
   (``METHODS``); the one-shot L1 estimator in :mod:`crowdstat.estimators.l1`.
 - :mod:`crowdstat.study`: simulation, metrics, method comparison, plots.
+- :mod:`crowdstat.aggregation`: crowd-kit style classes (``DawidSkene().fit_predict_proba(df)``).
 - :mod:`crowdstat.api` (:func:`fit`), :mod:`crowdstat.cli`, :mod:`crowdstat.demo` on top.
 
 Names are loaded lazily, so ``import crowdstat.io.rewards`` loads no JAX. crowdstat never changes
@@ -34,7 +35,7 @@ _ATTRS = {
     "RewardFileError": "crowdstat.io.rewards",
     "SCHEMA_VERSION": "crowdstat.io.rewards",
 }
-_MODULES = {"io", "estimators", "study", "spec", "api", "cli", "demo"}
+_MODULES = {"io", "estimators", "study", "aggregation", "spec", "api", "cli", "demo"}
 
 __all__ = sorted([*_ATTRS, *_MODULES, "__version__"])
 
