@@ -234,6 +234,14 @@ def _setup_lines(results: dict) -> list[str]:
             f"{c.get('workers')} workers, load average {c.get('loadavg_start', math.nan):.1f} -> {c.get('loadavg_end', math.nan):.1f}, "
             f"{len(c['arms'])} arms x seeds {c['seeds']}"
         )
+    planned = {(a, sd) for c in results.get("calls", []) for a in c["arms"] for sd in c["seeds"]}
+    done = {(r["arm"], r["seed"]) for r in results["runs"].values()}
+    if planned - done:
+        lines += [
+            "",
+            f"**Incomplete: {len(done & planned)} of the {len(planned)} runs planned by these calls have finished** "
+            "(the study is resumable: rerun the same command). Every number below is over the finished runs only.",
+        ]
     lines += [
         "",
         "## Setup",
