@@ -53,6 +53,20 @@ class SFTConfig:
     threads: int = 2
     hold_single: bool = False
 
+    def __post_init__(self) -> None:
+        import math
+
+        for name in ("steps", "batch_size", "hidden_size", "num_layers", "num_heads", "n_train_per_template", "threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"SFTConfig.{name}: expected an integer >= 1, got {v!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"SFTConfig: hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})")
+        for name in ("lr", "weight_decay"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
+                raise ValueError(f"SFTConfig.{name}: expected a finite number {'> 0' if name == 'lr' else '>= 0'}, got {v!r}")
+
 
 def all_texts(bench) -> list[str]:
     """Every text the tokenizer must cover: prompts, canonical and buggy solutions."""

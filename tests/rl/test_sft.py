@@ -55,3 +55,22 @@ def test_failure_leaves_no_directory(tmp_path):
     with pytest.raises(ValueError, match="multiple of num_heads"):
         warm_start(tmp_path / "bad", SFTConfig(steps=1, hidden_size=30, num_heads=4), progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "0"], "SFTConfig.steps: expected an integer >= 1, got 0"),
+        (["--hidden-size", "30"], r"hidden_size \(30\) must be a multiple of num_heads \(4\)"),
+        (["--lr", "0"], "SFTConfig.lr: expected a finite number > 0, got 0.0"),
+    ],
+)
+def test_rl_warmstart_rejects_bad_settings_in_one_line(argv, message, tmp_path, capsys):
+    """Before: ``rl warmstart --steps 0`` ended in an IndexError after building the benchmark."""
+    import re
+
+    from rl.cli import main
+
+    assert main(["warmstart", "--out", str(tmp_path / "ws"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]) and not (tmp_path / "ws").exists()
