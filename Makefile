@@ -9,9 +9,9 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow lint fmt venv clean
+.PHONY: demo test test-slow lint fmt venv clean sandbox-deps
 
-venv: $(STAMP)
+venv: $(STAMP) sandbox-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,28 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m crowdstat.demo --out demo-output
 
-test: lint
+test: lint sandbox-deps
 	$(PY) -m pytest -q -n 2
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) sandbox-deps
 	$(PY) -m pytest -q -n 2 -m slow
+
+# bubblewrap (Debian package `bubblewrap`) runs every sandbox worker in a read-only view of only the
+# interpreter, with private /tmp, /dev/shm and namespaces (docs/sandbox.md). Installed here when it
+# is missing and this can (root and apt-get); otherwise a note, never a failure: without it the
+# sandbox runs with process isolation only and says so in every result.
+sandbox-deps:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "+ apt-get install -y bubblewrap (for the sandbox: docs/sandbox.md)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; } \
+		|| echo "note: could not install bubblewrap; the sandbox runs with process isolation only (docs/sandbox.md)"; \
+	else \
+		echo "note: bubblewrap (bwrap) is not installed, so the sandbox runs with process isolation only (docs/sandbox.md)."; \
+		echo "      Install it for the full isolation, e.g. on Debian/Ubuntu: sudo apt-get install bubblewrap"; \
+	fi
 
 # Lint: ruff (rules and formatting), the import contracts and mypy, all configured in
 # pyproject.toml. Every step runs even when an earlier one fails, so one pass shows everything.

@@ -60,6 +60,7 @@ class FitResult:
     diagnostics: dict
     trajectory: pd.DataFrame | None = None
     table: VoteTable | None = field(default=None, repr=False)
+    inputs: tuple = field(default=(), repr=False)  # the input files fit() read (never replaced by save)
 
     def reward_records(self) -> list[dict]:
         """The rows of ``rewards.jsonl`` (schema in docs/formats.md)."""
@@ -102,8 +103,14 @@ class FitResult:
             "diagnostics": self.diagnostics,
         }
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write lines.csv, annotators.csv, rewards.jsonl, fit.json (and trajectory.csv for sequential) atomically."""
+    def save(self, out_dir: str | os.PathLike, *, force: bool = False, inputs=None) -> Path:
+        """Write lines.csv, annotators.csv, rewards.jsonl, fit.json (and trajectory.csv for sequential) atomically.
+
+        ``out_dir`` gets the manifest of ``crowdstat fit``; a non-empty directory that is not an
+        earlier output of it is refused unless ``force``, the current directory, a file and a
+        directory holding one of ``inputs`` (default: the files :func:`fit` read) always
+        (:class:`crowdstat.io.atomic.OutputDirError`, a ValueError; docs/cli.md "Output directories").
+        """
 
         def write(tmp: Path) -> None:
             write_csv(self.lines, tmp / "lines.csv")
@@ -113,7 +120,8 @@ class FitResult:
                 write_csv(self.trajectory.reset_index(), tmp / "trajectory.csv")
             atomic_write_text(tmp / "fit.json", json.dumps(self.fit_record(), indent=2, allow_nan=False) + "\n")
 
-        return save_dir_atomically(out_dir, write)
+        inputs = self.inputs if inputs is None else inputs
+        return save_dir_atomically(out_dir, write, tool="crowdstat fit", force=force, inputs=inputs)
 
 
 def fit(votes, truth=None, method: str = "sequential", programs=None, **params) -> FitResult:
@@ -150,6 +158,7 @@ def fit(votes, truth=None, method: str = "sequential", programs=None, **params) 
 
     with jax.enable_x64(bool(common.x64)):
         res = _fit_table(table, method, common, cfg)
+    res.inputs = tuple(x for x in (votes, truth, programs) if isinstance(x, (str, os.PathLike)))
     res.diagnostics["seconds_read"] = t_read
     res.diagnostics["seconds_total"] = time.perf_counter() - t0
     return res

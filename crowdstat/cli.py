@@ -3,16 +3,23 @@
 ``crowdstat fit``'s method options are generated from the config dataclasses of
 :mod:`crowdstat.estimators.registry` (flag, help, default, type and choices from each field), so
 the CLI and :func:`crowdstat.fit` share one set of defaults.
+
+Errors: every failure ends in one line per problem, ``crowdstat CMD: error: FILE:ROW:COLUMN: what``
+(ROW and COLUMN where there are), and exit status 2 (1 for an internal error, 130 when
+interrupted); never a traceback, unless ``--debug`` or ``CROWDSTAT_DEBUG=1``. ``--out`` is checked
+(:func:`crowdstat.io.atomic.check_output_dir`) before anything is read or computed.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import warnings
 
 from crowdstat.estimators.registry import METHODS, REGISTRY, CommonConfig, Config, format_default
+from crowdstat.io.atomic import check_output_dir
 
 __all__ = ["main", "build_parser"]
 
@@ -91,6 +98,18 @@ def _fit_params(method: str, args: argparse.Namespace) -> dict:
     return params
 
 
+def _add_out(p: argparse.ArgumentParser) -> None:
+    """``--out``, ``--force`` and ``--debug``, shared by every subcommand."""
+    p.add_argument("--out", required=True, help="output directory, replaced atomically (docs/cli.md, 'Output directories')")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a non-empty --out that is not an earlier output of this command (never the current directory, "
+        "a file, or a directory holding an input)",
+    )
+    p.add_argument("--debug", action="store_true", help="on an error, show the traceback (also CROWDSTAT_DEBUG=1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crowdstat", description="Calibrated crowd feedback on lines of code (cRLHF).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--truth", help="honeypot truth table: program,line,truth")
     f.add_argument("--programs", help="program sizes: program,n_lines (for coverage)")
     f.add_argument("--method", required=True, choices=METHODS)
-    f.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    _add_out(f)
     _add_config_options(f)
     _add_simulate(sub)
     _add_compare(sub)
@@ -134,7 +153,7 @@ def _add_simulate(sub) -> None:
     s.add_argument("--p-buggy", type=float, default=0.5, help="P(program is buggy) (default 0.5)")
     s.add_argument("--p-wrong", type=float, default=0.4, help="P(line wrong | buggy program) (default 0.4)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    _add_out(s)
 
 
 def _add_compare(sub) -> None:
@@ -158,7 +177,12 @@ def _add_compare(sub) -> None:
         help=f"comma-separated method specs, methods among {','.join(METHODS)} (default majority,sequential,proximal)",
     )
     c.add_argument("--x64", action="store_true", help="compute in float64")
-    c.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    _add_out(c)
+
+
+def _population_file(spec: str) -> list[str]:
+    """The population SPEC when it names a file (an input --out must not hold)."""
+    return [spec] if spec.endswith(".json") and os.path.isfile(spec) else []
 
 
 def _main_simulate(args) -> int:
@@ -167,23 +191,21 @@ def _main_simulate(args) -> int:
     from crowdstat.api import save_dir_atomically
     from crowdstat.study.simulate import parse_population, simulate_arrays, to_frames
 
-    try:
-        pop = parse_population(args.population)
-        arr = simulate_arrays(
-            args.seed,
-            pop,
-            args.programs,
-            args.lines,
-            args.p_buggy,
-            args.p_wrong,
-            args.honeypots,
-            args.per_item,
-            args.design,
-            args.placement,
-        )
-    except ValueError as e:
-        print(f"crowdstat: error: {e}", file=sys.stderr)
-        return 2
+    inputs = _population_file(args.population)
+    check_output_dir(args.out, tool="crowdstat simulate", force=args.force, inputs=inputs)
+    pop = parse_population(args.population)
+    arr = simulate_arrays(
+        args.seed,
+        pop,
+        args.programs,
+        args.lines,
+        args.p_buggy,
+        args.p_wrong,
+        args.honeypots,
+        args.per_item,
+        args.design,
+        args.placement,
+    )
     sim = to_frames(arr, pop)
 
     def write(tmp):
@@ -195,7 +217,7 @@ def _main_simulate(args) -> int:
         settings = {k: getattr(args, k) for k in keys}
         (tmp / "simulation.json").write_text(json.dumps(settings, indent=2) + "\n")
 
-    out = save_dir_atomically(args.out, write)
+    out = save_dir_atomically(args.out, write, tool="crowdstat simulate", force=args.force, inputs=inputs)
     print(
         f"crowdstat simulate: {len(sim.votes)} votes, {args.programs} programs x {args.lines} lines, {pop.m} annotators, "
         f"{sim.truth['program'].nunique() if len(sim.truth) else 0} honeypot programs (seed {args.seed}) -> {out}"
@@ -204,10 +226,10 @@ def _main_simulate(args) -> int:
 
 
 def _main_compare(args) -> int:
-    from crowdstat.io.rewards import RewardFileError
-    from crowdstat.io.tables import VoteTableError
     from crowdstat.study.compare import MethodUnavailable, compare, write_outputs
 
+    inputs = [args.votes, args.truth, args.true_lines, args.true_annotators]
+    check_output_dir(args.out, tool="crowdstat compare", force=args.force, inputs=inputs)
     methods = [m for m in args.methods.split(",") if m.strip()]
     try:
         cmp = compare(
@@ -219,14 +241,10 @@ def _main_compare(args) -> int:
             common={"x64": args.x64},
             progress=True,
         )
-        meta = {k: getattr(args, k) for k in ("votes", "truth", "true_lines", "true_annotators", "methods", "x64")}
-        out = write_outputs(cmp, args.out, meta)
     except MethodUnavailable as e:
-        print(f"crowdstat: error: {e}. Drop it from --methods.", file=sys.stderr)
-        return 2
-    except (VoteTableError, RewardFileError, ValueError, TypeError, FileNotFoundError) as e:
-        print(f"crowdstat: error: {e}", file=sys.stderr)
-        return 2
+        raise ValueError(f"{e}. Drop it from --methods.") from e
+    meta = {k: getattr(args, k) for k in ("votes", "truth", "true_lines", "true_annotators", "methods", "x64")}
+    out = write_outputs(cmp, args.out, meta, force=args.force, inputs=inputs)
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
@@ -235,33 +253,20 @@ def _main_compare(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from crowdstat._cache import enable_compilation_cache
-
-    # A CLI process compiles its drivers and exits: keep compiled programs on disk between runs
-    # (CROWDSTAT_NO_COMPILE_CACHE=1 turns this off; CROWDSTAT_CACHE_DIR moves it).
-    enable_compilation_cache()
-    if args.command == "simulate":
-        return _main_simulate(args)
-    if args.command == "compare":
-        return _main_compare(args)
-    if args.command != "fit":  # pragma: no cover - argparse enforces the choices
-        return 2
+def _main_fit(args) -> int:
     from crowdstat.api import fit
-    from crowdstat.io.rewards import RewardFileError
-    from crowdstat.io.tables import VoteTableError
 
+    inputs = [args.votes, args.truth, args.programs]
+    check_output_dir(args.out, tool="crowdstat fit", force=args.force, inputs=inputs)
     params = {**_fit_params(args.method, args), "progress": sys.stderr.isatty()}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = lambda msg, *a, **k: print(f"crowdstat: warning: {msg}", file=sys.stderr)
-            res = fit(args.votes, truth=args.truth, method=args.method, programs=args.programs, **params)
-            out = res.save(args.out)
-    except (VoteTableError, RewardFileError, ValueError, FileNotFoundError) as e:
-        print(f"crowdstat: error: {e}", file=sys.stderr)
-        return 2
+    pbar = params.get("pbar_honeypot")
+    if pbar is not None and not pbar < 1:  # the config accepts 1 (clipped to 1 - delta); the option says < 1
+        raise ValueError(f"--pbar-honeypot: expected a number >= 0.5 and < 1 (1 has an infinite logit), got {pbar!r}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, *a, **k: print(f"crowdstat fit: warning: {msg}", file=sys.stderr)
+        res = fit(args.votes, truth=args.truth, method=args.method, programs=args.programs, **params)
+        out = res.save(args.out, force=args.force, inputs=inputs)
     d = res.diagnostics
     t = res.table
     assert t is not None  # fit() keeps the table it read
@@ -275,6 +280,58 @@ def main(argv: list[str] | None = None) -> int:
             f"(relative {d['rel_gap']:.3g}), {d['iterations']} iterations, converged={d['converged']}"
         )
     return 0
+
+
+def _flat(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _error_lines(e: BaseException) -> tuple[list[str], int]:
+    """The one-line messages of an error (one per table problem) and the exit status."""
+    from crowdstat.io.rewards import RewardFileError
+    from crowdstat.io.tables import VoteTableError
+
+    if isinstance(e, VoteTableError):
+        return e.located(), 2
+    if isinstance(e, UnicodeError):  # a ValueError, but its text names no file
+        return [f"not valid UTF-8: {_flat(e)}"], 2
+    if isinstance(e, (RewardFileError, ValueError, TypeError)):
+        return [_flat(e)], 2
+    if isinstance(e, OSError):
+        where = e.filename if e.filename is not None else ""
+        text = e.strerror or _flat(e)
+        return [f"{where}: {text}" if where else text], 2
+    if isinstance(e, MemoryError):
+        return ["out of memory"], 1
+    return [f"internal error: {type(e).__name__}: {_flat(e)} (--debug or CROWDSTAT_DEBUG=1 shows the traceback)"], 1
+
+
+_COMMANDS = {"fit": _main_fit, "simulate": _main_simulate, "compare": _main_compare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("CROWDSTAT_DEBUG", "") not in ("", "0")
+    cmd = f"crowdstat {args.command}"
+    try:
+        from crowdstat._cache import enable_compilation_cache
+
+        # A CLI process compiles its drivers and exits: keep compiled programs on disk between runs
+        # (CROWDSTAT_NO_COMPILE_CACHE=1 turns this off; CROWDSTAT_CACHE_DIR moves it).
+        enable_compilation_cache()
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{cmd}: error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        lines, status = _error_lines(e)
+        for line in lines:
+            print(f"{cmd}: error: {line}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

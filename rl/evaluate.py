@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import random
 import sys
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rl.config import LoopConfig, SamplingConfig
+from rl.config.paths import check_model, check_output
 from rl.policy import sampling
 from rl.policy.sampling import add_sampling_arguments
 
@@ -314,6 +316,10 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        if not (math.isfinite(args.timeout) and args.timeout > 0):
+            raise ValueError(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
+        check_output(args.out)  # before the model loads, not after the sampling
+        check_model(args.model)
         sampling = sampling_from_args(args)
         kw = {} if args.benchmark == "humaneval" else {"split": args.split}
         problems = load(args.benchmark, **kw)

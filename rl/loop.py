@@ -43,9 +43,10 @@ from typing import Any
 
 from crowdstat.io.atomic import atomic_write_json, atomic_write_text
 from rl.config import ConfigError, LoopConfig, from_dict, load_config
+from rl.config.paths import PathError, check_model, check_output, utf8_error
 from rl.crowd.pipeline import CROWD_METHODS, SOURCES, CrowdRewarder
 
-__all__ = ["PausedForAnnotation", "run_rounds", "add_arguments", "run"]
+__all__ = ["PausedForAnnotation", "RunDirError", "check_out", "run_rounds", "add_arguments", "run"]
 
 
 class PausedForAnnotation(Exception):
@@ -84,23 +85,70 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _dotted(d: dict, key: str):
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+class RunDirError(ValueError):
+    """The out directory cannot hold this run (a file, below a file, not writable, a damaged or other run's state)."""
+
+
+def _read_state(state_file: Path) -> dict:
+    """The saved ``state.json``; a damaged one is a :class:`RunDirError` naming it."""
+    try:
+        state = json.loads(state_file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise RunDirError(utf8_error(state_file, e)) from None
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{state_file}:{e.lineno}: damaged run state ({e.msg}); start a new --out") from None
+    except OSError as e:
+        raise RunDirError(f"{state_file}: cannot read the run state: {(e.strerror or str(e)).lower()}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or not isinstance(state.get("round"), int):
+        raise RunDirError(f"{state_file}: damaged run state (expected an object with 'round' and 'config'); start a new --out")
+    return state
+
+
+def check_out(cfg: LoopConfig, out: Path, resume: bool) -> dict | None:
+    """Check the run directory before anything runs; return the saved state when resuming one.
+
+    Raises :class:`FileExistsError` for a directory that holds a run without ``resume``, and
+    :class:`RunDirError` for an out that cannot be a directory, a damaged ``state.json``, or a saved
+    run whose config differs from ``cfg`` (the message names the changed keys and their values).
+    """
+    state_file = out / "state.json"
+    try:
+        check_output(out)
+    except PathError as e:
+        raise RunDirError(str(e).replace("--out ", "out ", 1)) from None
+    if state_file.exists() and not resume:
+        raise FileExistsError(f"{out} already holds a run (state.json); pass --resume to continue it, or choose a new --out")
+    if not (resume and state_file.exists()):
+        return None
+    state = _read_state(state_file)
+    try:  # configs saved by earlier versions (flat keys, partial sections) read the same way
+        saved = from_dict(LoopConfig, state["config"], where=str(state_file)).to_dict()
+    except ConfigError as e:
+        raise RunDirError(f"{state_file}: the saved config cannot be read by this version ({e})") from None
+    now = cfg.to_dict()
+    diff = _config_diff(now, saved)
+    if diff:
+        changes = ", ".join(f"{k} ({_dotted(saved, k)!r} -> {_dotted(now, k)!r})" for k in diff)
+        raise RunDirError(
+            f"{state_file}: the run was started with another config (differs in {diff}: {changes}); "
+            f"resume with the same config, or start a new --out"
+        )
+    return state
+
+
 def _open_state(cfg: LoopConfig, out: Path, resume: bool) -> dict:
     """The run's state: a new one (and ``config.json``), or the saved one when resuming with the same config."""
-    state_file = out / "state.json"
-    now = cfg.to_dict()
-    if state_file.exists() and not resume:
-        raise FileExistsError(f"{out} already holds a run (state.json); pass --resume to continue it or use a new out")
-    out.mkdir(parents=True, exist_ok=True)
-    if resume and state_file.exists():
-        state = json.loads(state_file.read_text())
-        try:  # configs saved by earlier versions (flat keys, partial sections) read the same way
-            saved = from_dict(LoopConfig, state["config"], where=str(state_file)).to_dict()
-        except ConfigError as e:
-            raise ValueError(f"{state_file}: the saved config cannot be read by this version ({e})") from None
-        diff = _config_diff(now, saved)
-        if diff:
-            raise ValueError(f"{state_file}: the run was started with another config (differs in {diff}); resume with the same config")
+    state = check_out(cfg, out, resume)
+    if state is not None:
         return state
+    out.mkdir(parents=True, exist_ok=True)
+    now = cfg.to_dict()
     atomic_write_json(out / "config.json", now)
     return {"round": 0, "history": [], "config": now, "checkpoint": None}
 
@@ -385,7 +433,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, out=args.out, reward_source=args.reward_source)
-    except (ConfigError, FileNotFoundError) as e:
+        check_out(cfg, Path(cfg.out), args.resume)  # before torch loads: a refused out costs nothing
+        check_model(cfg.model, option=f"{args.config}: 'model'")
+    except (ConfigError, PathError, RunDirError, FileExistsError) as e:
         print(f"rl loop: error: {e}", file=sys.stderr)
         return 2
     try:

@@ -10,22 +10,18 @@ every estimator shares, plus the original ids to write results back.
 
 from __future__ import annotations
 
-import json
-import os
+import re
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeAlias
+from decimal import Decimal, InvalidOperation
 
 import numpy as np
 import pandas as pd
 
 from crowdstat._typing import VoteArrays
+from crowdstat.io._read import Source, VoteTableError, read_frame, scalars_only
 
 __all__ = ["VoteTableError", "VoteTable", "read_votes", "read_frame", "parse_labels"]
-
-Source: TypeAlias = str | os.PathLike | pd.DataFrame
 
 VOTE_COLUMNS = ("program", "line", "annotator", "label")
 TRUTH_COLUMNS = ("program", "line", "truth")
@@ -34,104 +30,10 @@ PROGRAM_COLUMNS = ("program", "n_lines")
 _POS = {"1", "+1", "1.0", "+1.0", "correct", "true"}
 _NEG_PM = {"-1", "-1.0", "wrong"}  # the +1/-1 coding
 _NEG_01 = {"0", "0.0", "false"}  # the 1/0 coding
-_MAX_LISTED = 20
-
-
-class VoteTableError(ValueError):
-    """A vote, truth or program table is invalid. ``problems`` lists (row, column, message)."""
-
-    def __init__(self, source: str, problems: Sequence[tuple[int | None, str | None, str]]):
-        self.source = source
-        self.problems = problems
-        lines = []
-        for row, col, msg in problems[:_MAX_LISTED]:
-            where = []
-            if row is not None:
-                where.append(f"row {row}")
-            if col is not None:
-                where.append(f"column '{col}'")
-            lines.append(f"  {source}: {', '.join(where)}: {msg}" if where else f"  {source}: {msg}")
-        more = len(problems) - _MAX_LISTED
-        if more > 0:
-            lines.append(f"  ... and {more} more problem(s)")
-        n = len(problems)
-        super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''} in the table:\n" + "\n".join(lines))
-
-
-def _source_name(source: Source) -> str:
-    if isinstance(source, pd.DataFrame):
-        return "<DataFrame>"
-    return os.fspath(source)
-
-
-def read_frame(source: Source, what: str = "table") -> tuple[pd.DataFrame, np.ndarray, str]:
-    """Load a CSV / Parquet / JSONL file or copy a DataFrame.
-
-    Returns the frame, the 1-based row number of each record as the user counts it (data
-    rows for CSV/Parquet/DataFrame, file lines for JSONL) and the source name.
-    """
-    name = _source_name(source)
-    if isinstance(source, pd.DataFrame):
-        df = source.reset_index(drop=True).copy()
-        return df, np.arange(1, len(df) + 1), name
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"{name}: no such {what} file")
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
-    if suffix in (".csv", ".csv.gz", ".tsv", ".txt"):
-        sep = "\t" if suffix == ".tsv" else ","
-        try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, sep=sep)
-        except pd.errors.EmptyDataError:
-            raise VoteTableError(name, [(None, None, "the file is empty (no header, no rows)")]) from None
-        except pd.errors.ParserError as e:
-            raise VoteTableError(name, [(None, None, f"not a valid CSV file: {e}")]) from None
-        return df, np.arange(1, len(df) + 1), name
-    if suffix in (".parquet", ".pq"):
-        df = _read_parquet(path, name)
-        return df.reset_index(drop=True), np.arange(1, len(df) + 1), name
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        records, rows, problems = [], [], []
-        with open(path, encoding="utf-8") as fh:
-            for i, text in enumerate(fh, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as e:
-                    problems.append((i, None, f"not valid JSON ({e.msg} at column {e.colno})"))
-                    continue
-                if not isinstance(obj, dict):
-                    problems.append((i, None, f"expected a JSON object, got {type(obj).__name__}"))
-                    continue
-                records.append(obj)
-                rows.append(i)
-        if problems:
-            raise VoteTableError(name, problems)
-        return pd.DataFrame.from_records(records), np.asarray(rows, dtype=np.int64), name
-    raise ValueError(f"{name}: unknown file type '{path.suffix}' (expected .csv, .tsv, .parquet or .jsonl)")
-
-
-_CODED = ("program", "annotator", "label", "truth")  # read as dictionary (categorical) columns from Parquet
-
-
-def _read_parquet(path: Path, name: str) -> pd.DataFrame:
-    """Parquet with the id and label string columns read as dictionaries (pandas categoricals):
-    Parquet stores them dictionary-encoded, so no string is materialised per row and the codes
-    go straight to :func:`_factorized`."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        schema = pq.read_schema(path)
-        coded = [
-            f.name
-            for f in schema
-            if f.name in _CODED and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type))
-        ]
-        return pq.read_table(path, read_dictionary=coded or None).to_pandas()
-    except pa.ArrowException as e:
-        raise VoteTableError(name, [(None, None, f"not a valid Parquet file: {e}")]) from None
+MAX_LINE = 2**53 - 1  # the largest integer every reader of the outputs (float64, JSON) keeps exactly
+MAX_SIZE = 2**31 - 1  # program sizes are int32
+_INT = re.compile(r"[+-]?[0-9]+")
+_TOO_BIG = 10**40  # stands for any integer with more digits than that
 
 
 def _check_columns(df: pd.DataFrame, required: tuple[str, ...], name: str) -> None:
@@ -246,11 +148,22 @@ def _id_codes(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> 
         # A string column's distinct values are distinct strings already: nothing to merge.
         return codes.astype(np.int64, copy=False), uniques
     is_float = pd.api.types.is_float_dtype(vdtype)
+    if is_float:
+        _inexact_ids(np.abs(np.asarray(uniques, float)) >= 2.0**53, codes, rows, column, problems, col)
     ustr = np.array([_id_str(u, is_float) for u in uniques], dtype=object)
     if ustr.shape[0] == 0:
         return codes.astype(np.int64, copy=False), ustr
     merged, ids = pd.factorize(ustr, sort=False)
     return np.where(codes >= 0, merged[np.maximum(codes, 0)], -1).astype(np.int64), np.asarray(ids, dtype=object)
+
+
+_INEXACT = lambda raw: f"the id {raw!r} was read as a number >= 2**53, which cannot be exact: write ids as strings"
+
+
+def _inexact_ids(big_u: np.ndarray, codes: np.ndarray, rows: np.ndarray, column: str, problems: list, col: pd.Series) -> None:
+    """Report the rows of a float id column whose value is >= 2**53 (2**53 + 1 reads as 2**53)."""
+    if big_u.any():
+        _report(problems, rows, (codes >= 0) & big_u[np.maximum(codes, 0)], column, _INEXACT, col)
 
 
 def _ids(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> np.ndarray:
@@ -259,6 +172,7 @@ def _ids(col: pd.Series, rows: np.ndarray, column: str, problems: list) -> np.nd
     _report(problems, rows, miss, column, EMPTY_FIELD)
     if pd.api.types.is_float_dtype(col.dtype):
         vals = col.to_numpy()
+        _report(problems, rows, np.abs(vals) >= 2.0**53, column, _INEXACT, col)
         out = np.array([str(int(v)) if np.isfinite(v) and float(v).is_integer() else str(v) for v in vals], dtype=object)
     else:
         out = col.astype(str).to_numpy(dtype=object)
@@ -270,21 +184,49 @@ def _numpy_int(col: pd.Series) -> bool:
     return isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu"
 
 
-def _integers(col: pd.Series, rows: np.ndarray, column: str, problems: list, minimum: int) -> np.ndarray:
+def _exact_int(v) -> int | None:
+    """The integer a field holds, read exactly (``"9007199254740993"``, ``"1e20"``, ``"3.0"``), or
+    None (not an integer). Beyond 40 digits: +-10**40 (too large for any use)."""
+    s = str(v).strip()
+    if not s.isascii() or "_" in s:
+        return None
+    if _INT.fullmatch(s):
+        digits = s.lstrip("+-")
+        return int(s) if len(digits) <= 40 else (-_TOO_BIG if s.startswith("-") else _TOO_BIG)
+    try:
+        d = Decimal(s)
+    except InvalidOperation:
+        return None
+    if not d.is_finite() or d != d.to_integral_value():
+        return None
+    return int(d) if d.adjusted() <= 40 else (-_TOO_BIG if d < 0 else _TOO_BIG)
+
+
+def _integers(col: pd.Series, rows: np.ndarray, column: str, problems: list, minimum: int, maximum: int = MAX_LINE) -> np.ndarray:
+    """Integers in [minimum, maximum], never rounded or wrapped: a value outside (1e20, 2**53 + 1 for
+    a line, 2**31 for a program size) is a problem naming its row, as is anything not an integer."""
+    limit = f"{maximum} (2**53 - 1)" if maximum == MAX_LINE else f"{maximum} (2**31 - 1)" if maximum == MAX_SIZE else str(maximum)
+    message = lambda raw: f"expected an integer >= {minimum} and <= {limit}, got {raw!r}"
     if _numpy_int(col):  # nothing to parse: only the range is checked
         vals = col.to_numpy()
-        _report(problems, rows, vals < minimum, column, lambda raw: f"expected an integer >= {minimum}, got {raw!r}", col)
-        return vals.astype(np.int64, copy=False)
+        _report(problems, rows, (vals < minimum) | (vals > maximum), column, message, col)
+        return vals.astype(np.int64)
     miss = _missing_mask(col)
     _report(problems, rows, miss, column, EMPTY_FIELD)
     if pd.api.types.is_bool_dtype(col.dtype):
-        num = pd.Series(np.full(len(col), np.nan))
-    else:
-        num = pd.to_numeric(col.astype(str).str.strip() if not pd.api.types.is_numeric_dtype(col.dtype) else col, errors="coerce")
-    vals = num.to_numpy(dtype=float)
-    bad = ~miss & ~(np.isfinite(vals) & (np.floor(vals) == vals) & (vals >= minimum))
-    _report(problems, rows, bad, column, lambda raw: f"expected an integer >= {minimum}, got {raw!r}", col)
-    out = np.where(np.isfinite(vals), vals, -1).astype(np.int64)
+        ok, out = np.zeros(len(col), bool), np.full(len(col), -1, np.int64)
+    elif pd.api.types.is_numeric_dtype(col.dtype) and not isinstance(col.dtype, pd.CategoricalDtype):
+        # floats, nullable and Arrow integers: exact up to 2**53, and every value above reads >= 2**53
+        vals = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        ok = np.isfinite(vals) & (np.floor(vals) == vals) & (vals >= minimum) & (vals <= maximum)
+        out = np.where(ok, vals, -1).astype(np.int64)
+    else:  # strings / objects: parsed exactly, once per distinct value
+        codes, uniques = pd.factorize(col.astype(str) if isinstance(col.dtype, pd.CategoricalDtype) else col, use_na_sentinel=True)
+        parsed = [_exact_int(u) for u in uniques]
+        ok_u = np.array([p is not None and minimum <= p <= maximum for p in parsed] + [False], bool)
+        val_u = np.array([p if ok else -1 for p, ok in zip(parsed, ok_u)] + [-1], np.int64)
+        ok, out = ok_u[codes], val_u[codes]  # code -1 (missing) takes the appended False / -1
+    _report(problems, rows, ~miss & ~ok, column, message, col)
     return out
 
 
@@ -433,17 +375,47 @@ def _code_votes(df: pd.DataFrame, rows: np.ndarray, problems: list):
     return prog_code, np.asarray(prog_ids, dtype=object), line_no, ann_code, np.asarray(ann_ids, dtype=object), label
 
 
-def _check_duplicate_votes(prog_code, prog_ids, line_no, ann_code, ann_ids, rows, problems) -> tuple[np.ndarray, int]:
-    """Report every repeated (program, line, annotator) vote; return ``(line_key, lmax)``.
+@dataclass(frozen=True)
+class _LineCoding:
+    """Line numbers as small codes for the one-integer (program, line) key ``program * base + code``.
 
-    ``line_key = prog_code * lmax + line_no`` is one integer per line, reused to group the votes
-    by line. Duplicates are found on one integer key per vote, sorted once; the row-by-row report
-    (pandas) runs only if there is one.
+    The code is the line number itself while ``n_programs * (max line + 1) < 2**62``; beyond (line
+    numbers up to 2**53 - 1, many programs), its rank among the distinct line numbers, so that the
+    key never overflows int64. Codes keep the order of the line numbers.
     """
-    lmax = int(line_no.max()) + 1
+
+    base: int
+    numbers: np.ndarray | None = None  # the sorted distinct line numbers, when coded by rank
+
+    @staticmethod
+    def of(line_no: np.ndarray, n_programs: int) -> _LineCoding:
+        lmax = int(line_no.max()) + 1
+        if max(n_programs, 1) * lmax < 2**62:
+            return _LineCoding(lmax)
+        numbers = np.unique(line_no)
+        return _LineCoding(len(numbers), numbers)
+
+    def codes(self, line_no: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(code, known): ``known`` is False for a line number no vote has (its code is meaningless)."""
+        if self.numbers is None:
+            return line_no, line_no < self.base
+        pos = np.minimum(np.searchsorted(self.numbers, line_no), len(self.numbers) - 1)
+        return pos.astype(np.int64), self.numbers[pos] == line_no
+
+    def number(self, code: np.ndarray) -> np.ndarray:
+        return (code if self.numbers is None else self.numbers[code]).astype(np.int64)
+
+
+def _check_duplicate_votes(prog_code, prog_ids, line_no, coding: _LineCoding, ann_code, ann_ids, rows, problems) -> np.ndarray:
+    """Report every repeated (program, line, annotator) vote; return ``line_key``.
+
+    ``line_key = prog_code * base + line code`` (:class:`_LineCoding`) is one integer per line,
+    reused to group the votes by line. Duplicates are found on one integer key per vote, sorted
+    once; the row-by-row report (pandas) runs only if there is one.
+    """
     n_a = max(len(ann_ids), 1)
-    line_key = prog_code.astype(np.int64, copy=False) * lmax + line_no
-    if max(len(prog_ids), 1) * lmax * n_a < 2**62:
+    line_key = prog_code.astype(np.int64, copy=False) * coding.base + coding.codes(line_no)[0]
+    if max(len(prog_ids), 1) * coding.base * n_a < 2**62:
         packed = np.sort(line_key * n_a + ann_code)
         dup = len(packed) > 1 and bool(np.any(packed[1:] == packed[:-1]))
     else:  # the packed key could overflow int64
@@ -458,7 +430,7 @@ def _check_duplicate_votes(prog_code, prog_ids, line_no, ann_code, ann_ids, rows
             problems,
             "annotator",
         )
-    return line_key, lmax
+    return line_key
 
 
 def _group_lines(line_key: np.ndarray, ann_code: np.ndarray, label: np.ndarray):
@@ -503,23 +475,25 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
     if len(df) == 0:
         raise VoteTableError(name, [(None, None, "the table has no votes (empty table)")])
     problems: list = []
-    prog_code, prog_ids, line_no, ann_code, ann_ids, label = _code_votes(df, rows, problems)
+    with scalars_only(df, rows, name, VOTE_COLUMNS):
+        prog_code, prog_ids, line_no, ann_code, ann_ids, label = _code_votes(df, rows, problems)
     if not problems:
-        line_key, lmax = _check_duplicate_votes(prog_code, prog_ids, line_no, ann_code, ann_ids, rows, problems)
+        coding = _LineCoding.of(line_no, len(prog_ids))
+        line_key = _check_duplicate_votes(prog_code, prog_ids, line_no, coding, ann_code, ann_ids, rows, problems)
     if problems:
         problems.sort(key=lambda p: p[0] or 0)
         raise VoteTableError(name, problems)
     n_prog = len(prog_ids)
     ukey, v_line, v_ann, v_label = _group_lines(line_key, ann_code, label)
-    line_program = (ukey // lmax).astype(np.int32)
-    line_numbers = (ukey % lmax).astype(np.int64)
+    line_program = (ukey // coding.base).astype(np.int32)
+    line_numbers = coding.number(ukey % coding.base)
     n_lines = len(ukey)
     n_votes_per_line = np.bincount(v_line, minlength=n_lines).astype(np.int64, copy=False)
     annotated = np.bincount(line_program, minlength=n_prog).astype(np.int32)
 
     truth_arr = np.zeros(n_lines, dtype=np.int8)
     if truth is not None:
-        truth_arr = _read_truth(truth, prog_ids, ukey, lmax)
+        truth_arr = _read_truth(truth, prog_ids, ukey, coding)
 
     program_size = annotated.copy()
     has_sizes = False
@@ -539,7 +513,7 @@ def read_votes(votes: Source, truth: Source | None = None, programs: Source | No
     )
 
 
-def _read_truth(truth: Source, prog_ids: np.ndarray, ukey: np.ndarray, base: int) -> np.ndarray:
+def _read_truth(truth: Source, prog_ids: np.ndarray, ukey: np.ndarray, coding: _LineCoding) -> np.ndarray:
     df, rows, name = read_frame(truth, "truth")
     _check_columns(df, TRUTH_COLUMNS, name)
     out = np.zeros(len(ukey), dtype=np.int8)
@@ -547,9 +521,10 @@ def _read_truth(truth: Source, prog_ids: np.ndarray, ukey: np.ndarray, base: int
         warnings.warn(f"{name}: the truth table is empty (no honeypot lines)", stacklevel=3)
         return out
     problems: list = []
-    prog = _ids(df["program"], rows, "program", problems)
-    line_no = _integers(df["line"], rows, "line", problems, minimum=0)
-    t = parse_labels(df["truth"], rows, "truth", problems)
+    with scalars_only(df, rows, name, TRUTH_COLUMNS):
+        prog = _ids(df["program"], rows, "program", problems)
+        line_no = _integers(df["line"], rows, "line", problems, minimum=0)
+        t = parse_labels(df["truth"], rows, "truth", problems)
     if not problems:
         _duplicates(pd.DataFrame({"program": prog, "line": line_no}), rows, "truth for (program, line)", problems, "line")
     if not problems:
@@ -558,10 +533,11 @@ def _read_truth(truth: Source, prog_ids: np.ndarray, ukey: np.ndarray, base: int
         for r, p in zip(rows[unknown], prog[unknown]):
             problems.append((int(r), "program", f"truth for program {p!r}, which has no vote in the vote table"))
         known = ~unknown
-        key = pidx.astype(np.int64) * base + line_no
+        code, voted = coding.codes(line_no)
+        key = pidx.astype(np.int64) * coding.base + code
         pos = np.searchsorted(ukey, key)
         pos_c = np.minimum(pos, len(ukey) - 1)
-        hit = known & (line_no < base) & (ukey[pos_c] == key)
+        hit = known & voted & (ukey[pos_c] == key)
         for r, p, ln in zip(rows[known & ~hit], prog[known & ~hit], line_no[known & ~hit]):
             problems.append((int(r), "line", f"truth for line {int(ln)} of program {p!r}, which nobody voted on"))
         if not problems:
@@ -576,8 +552,9 @@ def _read_programs(programs: Source, prog_ids: np.ndarray, annotated: np.ndarray
     df, rows, name = read_frame(programs, "program")
     _check_columns(df, PROGRAM_COLUMNS, name)
     problems: list = []
-    prog = _ids(df["program"], rows, "program", problems)
-    n = _integers(df["n_lines"], rows, "n_lines", problems, minimum=1)
+    with scalars_only(df, rows, name, PROGRAM_COLUMNS):
+        prog = _ids(df["program"], rows, "program", problems)
+        n = _integers(df["n_lines"], rows, "n_lines", problems, minimum=1, maximum=MAX_SIZE)
     if not problems:
         _duplicates(pd.DataFrame({"program": prog}), rows, "program", problems, "program")
     if problems:

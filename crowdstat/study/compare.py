@@ -92,7 +92,7 @@ def _frame(x, what):
 
 def _line_truth(table, true_lines) -> tuple[pd.MultiIndex, np.ndarray]:
     """(program, line) key of the table's lines and their truth (+1 / -1) from ``true_lines``."""
-    from crowdstat.io.tables import VoteTableError, parse_labels
+    from crowdstat.io.tables import VoteTableError, _integers, parse_labels
 
     tl = _frame(true_lines, "true lines")
     if tl is None:
@@ -103,12 +103,14 @@ def _line_truth(table, true_lines) -> tuple[pd.MultiIndex, np.ndarray]:
     programs = table.programs[np.asarray(table.arrays.line_program)].astype(str)
     key = pd.MultiIndex.from_arrays([programs, table.line_numbers.astype(np.int64)])
     problems: list = []
-    tl_lab = parse_labels(tl["truth"], np.arange(1, len(tl) + 1), "truth", problems)
+    rows = np.arange(1, len(tl) + 1)
+    tl_lab = parse_labels(tl["truth"], rows, "truth", problems)
+    tl_line = _integers(tl["line"], rows, "line", problems, minimum=0)  # never rounded nor wrapped (issue 15)
     if problems:
-        raise VoteTableError("true_lines", problems)
+        raise VoteTableError("true_lines" if isinstance(true_lines, pd.DataFrame) else str(true_lines), problems)
     tl_idx = pd.Series(
         tl_lab.astype(np.int64),
-        index=pd.MultiIndex.from_arrays([tl["program"].astype(str).to_numpy(), pd.to_numeric(tl["line"]).astype(np.int64).to_numpy()]),
+        index=pd.MultiIndex.from_arrays([tl["program"].astype(str).to_numpy(), tl_line]),
     )
     if tl_idx.index.has_duplicates:
         raise ValueError(f"compare: true_lines has duplicate (program, line) {tl_idx.index[tl_idx.index.duplicated()][0]}")
@@ -248,11 +250,13 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_outputs(cmp: Comparison, out_dir, meta: dict | None = None) -> Path:
-    """Write the tables and figures of a comparison atomically to ``out_dir`` (module docstring)."""
+def write_outputs(cmp: Comparison, out_dir, meta: dict | None = None, *, force: bool = False, inputs=()) -> Path:
+    """Write the tables and figures of a comparison atomically to ``out_dir`` (module docstring).
+
+    ``force`` and ``inputs`` as in :func:`crowdstat.io.atomic.atomic_write_dir` (tool ``crowdstat compare``)."""
     from crowdstat.api import save_dir_atomically
     from crowdstat.study.metrics import plot_reliability_diagram
-    from crowdstat.study.plotting import _plt
+    from crowdstat.study.plotting import plot_reliabilities
 
     def writer(tmp: Path):
         cmp.metrics.to_csv(tmp / "metrics.csv", index=False, float_format="%.6g")
@@ -263,22 +267,8 @@ def write_outputs(cmp: Comparison, out_dir, meta: dict | None = None) -> Path:
             cmp.annotators.to_csv(tmp / "annotators.csv", index=False, float_format="%.9g")
         plot_reliability_diagram(cmp.diagrams, tmp / "reliability_diagram.png", title="Calibration of line posteriors (non-honeypot lines)")
         if cmp.annotators is not None and "true_p" in cmp.annotators:
-            plt = _plt()
-            fig, ax = plt.subplots(figsize=(5.2, 4.6))
-            ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1)
-            for c in cmp.annotators.columns:
-                if c.startswith("reliability["):
-                    ax.plot(cmp.annotators["true_p"], cmp.annotators[c], "o", ms=5, alpha=0.7, label=c[len("reliability[") : -1])
-            ax.set_xlabel("true reliability p")
-            ax.set_ylabel("estimated reliability")
-            ax.set_xlim(-0.02, 1.02)
-            ax.set_ylim(-0.02, 1.02)
-            ax.legend(fontsize=7)
-            ax.set_title("Estimated vs true annotator reliabilities", fontsize=9)
-            fig.tight_layout()
-            fig.savefig(tmp / "reliabilities.png", dpi=110)
-            plt.close(fig)
+            plot_reliabilities(cmp.annotators, tmp / "reliabilities.png")
         rec = {"meta": meta or {}, "metrics": json.loads(cmp.metrics.to_json(orient="records"))}
         (tmp / "compare.json").write_text(json.dumps(rec, indent=2) + "\n")
 
-    return save_dir_atomically(out_dir, writer)
+    return save_dir_atomically(out_dir, writer, tool="crowdstat compare", force=force, inputs=inputs)

@@ -101,6 +101,8 @@ class Simulation(NamedTuple):
 def canonicalize_key(key) -> jax.Array:
     """Accept an int seed or a JAX key at the API edge (the key-first convention of this module)."""
     if isinstance(key, (int, np.integer)):
+        if not 0 <= int(key) < 2**32:  # JAX keeps 32 bits of a seed: 2**32 would silently be seed 0
+            raise ValueError(f"seed: expected an integer in [0, 2**32 - 1], got {int(key)}")
         return jax.random.key(int(key))
     return key
 

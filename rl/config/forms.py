@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rl.config.paths import utf8_error
+
 __all__ = ["ConfigError", "field_default", "from_dict", "to_dict", "read_config_file", "add_dataclass_arguments", "dataclass_from_args"]
 
 
@@ -177,9 +179,15 @@ def to_dict(obj) -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path) -> dict:
-    """The mapping in a JSON (``.json``) or TOML (``.toml``) file; a parse error names the file."""
+    """The mapping in a JSON (``.json``) or TOML (``.toml``) file; an unreadable file, invalid UTF-8 or a
+    parse error is a :class:`ConfigError` naming the file (and the line where known)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(utf8_error(path, e)) from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config: {(e.strerror or str(e)).lower()}") from None
     try:
         if path.suffix == ".toml":
             import tomllib
@@ -187,7 +195,9 @@ def read_config_file(path: str | Path) -> dict:
             d = tomllib.loads(text)
         else:
             d = json.loads(text)
-    except ValueError as e:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: cannot parse the config: {e.msg} (column {e.colno})") from None
+    except ValueError as e:  # tomllib.TOMLDecodeError (its message names line and column)
         raise ConfigError(f"{path}: cannot parse the config: {e}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: expected a table of settings at the top, got {type(d).__name__}")

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crowdstat.io.atomic import atomic_write_dir
+from crowdstat.io.atomic import atomic_write_dir, check_output_dir
 from crowdstat.io.jsonl import read_objects
 from rl.crowd import population as _pop
 from rl.tasks import lines as _lines
@@ -64,7 +64,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--honeypots", type=float, default=0.1, metavar="FRACTION", help="fraction of programs whose truth is revealed (default 0.1)"
     )
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--out", type=Path, required=True, help="output directory, replaced atomically (docs/cli.md, 'Output directories')")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a non-empty --out that is not an earlier output of rl annotate (never the current directory, a file, "
+        "or a directory holding an input)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-program", type=int, default=None, metavar="R", help="annotators per program (default: all)")
     p.add_argument(
@@ -197,7 +203,7 @@ def _truth_by_execution(items: list[dict], benchmark: str | None, workers: int) 
         if p.source == "humaneval" and not it["code"].startswith(p.prompt):
             raise ValueError(f"{it['where']}: code does not start with the prompt of {tid}")
         it["task_id"], it["_problem"] = tid, p
-        jobs.append(sandbox.Job(program=it["code"], tests=p.tests, setup=p.setup))
+        jobs.append(sandbox.Job(program=it["code"], tests=p.tests, setup=p.setup, entry_point=p.entry_point))
     with sandbox.Sandbox(workers=workers) as sb:
         results = sb.map(jobs, progress=len(jobs) > 20)
     for it, res in zip(todo, results):
@@ -283,8 +289,13 @@ def _pm(v: int) -> str:
     return "+1" if v == 1 else "-1"
 
 
-def write_outputs(out: Path, ordered, votes, seen, population: _pop.Population, meta: dict) -> None:
-    """Write the output directory atomically (temporary sibling, then rename)."""
+_TOOL = "rl annotate"  # the tool named in the output directory's manifest
+
+
+def write_outputs(out: Path, ordered, votes, seen, population: _pop.Population, meta: dict, *, force: bool = False, inputs=()) -> Path:
+    """Write the output directory atomically (temporary sibling, then rename; crowdstat.io.atomic):
+    a non-empty ``out`` that is not an earlier output of rl annotate is refused unless ``force``, the
+    current directory, a file and a directory holding one of ``inputs`` always (OutputDirError)."""
 
     def write(tmp: Path) -> None:
         files = {
@@ -329,11 +340,13 @@ def write_outputs(out: Path, ordered, votes, seen, population: _pop.Population, 
                 f.flush()
                 os.fsync(f.fileno())
 
-    atomic_write_dir(out, write)
+    return atomic_write_dir(out, write, tool=_TOOL, force=force, inputs=inputs)
 
 
 def run(args: argparse.Namespace) -> int:
+    inputs = [args.programs] + ([args.population] if str(args.population).endswith(".json") else [])
     try:
+        check_output_dir(args.out, tool=_TOOL, force=args.force, inputs=inputs)  # before any work
         population = _pop.parse_population(args.population)
         if args.per_program is not None and not 1 <= args.per_program <= len(population):
             raise ValueError(f"--per-program must be between 1 and the population size {len(population)}, got {args.per_program}")
@@ -369,7 +382,11 @@ def run(args: argparse.Namespace) -> int:
         "n_votes": len(votes),
         "n_annotators": len(population),
     }
-    write_outputs(args.out, ordered, votes, seen, population, meta)
+    try:
+        write_outputs(args.out, ordered, votes, seen, population, meta, force=args.force, inputs=inputs)
+    except ValueError as e:  # OutputDirError: --out changed since the check, or cannot be written
+        print(f"rl annotate: error: {e}", file=sys.stderr)
+        return 2
     print(
         f"rl annotate: {meta['n_programs']} programs ({meta['n_honeypots']} honeypots), {meta['n_lines']} lines "
         f"({meta['n_wrong_lines']} wrong), {meta['n_votes']} votes from {meta['n_annotators']} annotators -> {args.out}"

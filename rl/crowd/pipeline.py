@@ -132,13 +132,13 @@ class CrowdRewarder:
     # -- execution + truth
     def score(self, items: list[tuple[str, Any, str]]) -> list[Scored]:
         """``items``: ``(program id, Problem, completion)``. Runs every program in the sandbox."""
-        from rl.execution.sandbox import Job, Sandbox
+        from rl.execution.sandbox import Sandbox
         from rl.tasks.lines import line_truth
 
         own = self.sandbox is None
         sb = Sandbox(workers=2) if own else self.sandbox
         try:
-            res = sb.map([Job(p.program(c), tests=p.tests, setup=p.setup) for _, p, c in items])
+            res = sb.map([p.job(c) for _, p, c in items])
         finally:
             if own:
                 sb.close()

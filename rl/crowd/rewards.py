@@ -44,8 +44,10 @@ import bisect
 import math
 from pathlib import Path
 
+from crowdstat.io.jsonl import read_jsonl
 from crowdstat.io.rewards import RewardFileError, read_rewards
 from rl.config import LINE_CREDITS, LINE_REWARDS, REWARD_MODES
+from rl.config.paths import reading
 
 __all__ = [
     "RewardFileError",
@@ -69,18 +71,19 @@ def code_n_lines(code: str) -> int:
 def load_rewards(path, rollouts, *, prompt_lines: str = "error") -> dict[str, dict]:
     """Read ``rewards.jsonl`` and check it against ``rollouts``; return ``{program: record}``.
 
-    Raises :class:`crowdstat.io.rewards.RewardFileError` (a ``ValueError``) naming the file and
-    the program when: the schema is violated (version, missing field, NaN, range; checked by
-    ``read_rewards``), a rollout has no record, a record names no rollout, or an annotated line
-    does not exist in the rollout's ``code`` or is not a line of the completion (no completion
-    token produced it). ``prompt_lines="ignore"`` accepts annotated lines that lie wholly in the
-    prompt (they are then ignored by :func:`token_rewards`); lines beyond the code are always an
-    error.
+    Raises :class:`crowdstat.io.rewards.RewardFileError` (a ``ValueError``) of one line naming the
+    file, the line and the field when: the file is not UTF-8, the schema is violated (version,
+    missing field, NaN, range; checked by ``read_rewards``), a rollout has no record, a record names
+    no rollout, or an annotated line does not exist in the rollout's ``code`` or is not a line of
+    the completion (no completion token produced it). ``prompt_lines="ignore"`` accepts annotated
+    lines that lie wholly in the prompt (they are then ignored by :func:`token_rewards`); lines
+    beyond the code are always an error.
     """
     if prompt_lines not in ("error", "ignore"):
         raise ValueError(f"load_rewards: prompt_lines must be 'error' or 'ignore', got {prompt_lines!r}")
     path = Path(path)
-    records = read_rewards(path)
+    with reading(path, RewardFileError):
+        records = read_rewards(path)
     by_prog: dict[str, object] = {}
     for r in rollouts:
         if r.program in by_prog:
@@ -90,26 +93,43 @@ def load_rewards(path, rollouts, *, prompt_lines: str = "error") -> dict[str, di
     for rec in records:
         prog = rec["program"]
         if prog not in by_prog:
-            raise RewardFileError(f"{path}: program {prog!r} is not among the {len(by_prog)} rollouts (a reward file for other rollouts?)")
-        r = by_prog[prog]
-        n_code = code_n_lines(r.code)
-        in_completion = {ln for ln, _, _ in r.line_spans}
-        for ln in rec["lines"]:
-            if not 1 <= ln <= n_code:
-                raise RewardFileError(f"{path}: program {prog!r}: line {ln} does not exist (the code has {n_code} lines)")
-            if ln not in in_completion and prompt_lines == "error":
-                where = sorted(in_completion)
-                raise RewardFileError(
-                    f"{path}: program {prog!r}: line {ln} is not a line of the completion "
-                    f"(completion lines: {where[0] if where else '-'}..{where[-1] if where else '-'}); "
-                    f"annotate completion lines only, or pass prompt_lines='ignore'"
-                )
+            raise RewardFileError(
+                f"{_where(path, prog)}: program {prog!r} is not among the {len(by_prog)} rollouts (a reward file for other rollouts?)"
+            )
+        _check_lines(path, rec, by_prog[prog], prompt_lines)
         out[prog] = rec
     missing = [p for p in by_prog if p not in out]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise RewardFileError(f"{path}: no reward record for program {missing[0]!r}{more}")
     return out
+
+
+def _where(path: Path, program: str) -> str:
+    """``{path}:{line}`` of the record of ``program`` (the file was read and checked, so programs are unique)."""
+    for _, where, rec in read_jsonl(path, RewardFileError):
+        if rec.get("program") == program:
+            return where
+    return str(path)
+
+
+def _check_lines(path: Path, rec: dict, rollout, prompt_lines: str) -> None:
+    """Every annotated line of ``rec`` is a line of the rollout's code (and of its completion, unless ignored)."""
+    prog = rec["program"]
+    n_code = code_n_lines(rollout.code)
+    in_completion = {ln for ln, _, _ in rollout.line_spans}
+    for ln in rec["lines"]:
+        if not 1 <= ln <= n_code:
+            raise RewardFileError(
+                f"{_where(path, prog)}: field 'lines': program {prog!r}: line {ln} does not exist (the code has {n_code} lines)"
+            )
+        if ln not in in_completion and prompt_lines == "error":
+            span = sorted(in_completion)
+            raise RewardFileError(
+                f"{_where(path, prog)}: field 'lines': program {prog!r}: line {ln} is not a line of the completion "
+                f"(completion lines: {span[0] if span else '-'}..{span[-1] if span else '-'}); annotate completion lines "
+                f"only, or ignore prompt lines (rl train --prompt-lines ignore, load_rewards(prompt_lines='ignore'))"
+            )
 
 
 def _line_starts(code: str) -> list[int]:

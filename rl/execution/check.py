@@ -10,13 +10,15 @@ Writes, atomically (temporary file + ``os.replace``), into ``--out DIR`` (create
 * ``summary.json``: problems, samples per problem, pass@k for k in 1, 10, 100 that the
   sample count allows, status counts, limits and whether the network was isolated.
 
-All input errors (malformed JSON, missing or mistyped fields, unknown task ids) are reported
-with the file and line number before anything runs.
+All input errors (malformed JSON, invalid UTF-8, missing or mistyped fields, unknown task ids)
+are reported with the file and line number, and an ``--out`` that cannot be written (an existing
+file, a path below a file, an unwritable directory) is refused, before anything runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections import Counter
@@ -24,11 +26,12 @@ from pathlib import Path
 
 from crowdstat.io.atomic import atomic_write_json, atomic_write_jsonl
 from crowdstat.io.jsonl import read_objects
+from rl.config.paths import check_output, reading
 
 __all__ = ["add_arguments", "run", "read_samples", "check_samples"]
 
 KS = (1, 10, 100)
-RESULT_FIELDS = ("status", "failing_test", "exception_type", "line", "message")
+RESULT_FIELDS = ("status", "failing_test", "exception_type", "line", "message", "verdict", "isolation")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,19 +50,22 @@ def read_samples(path: Path, problems: dict, benchmark: str) -> list[dict]:
     from rl.tasks.benchmarks import parse_task_id
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, not a samples file")
     if not path.is_file():
-        raise FileNotFoundError(f"samples file not found: {path}")
+        raise FileNotFoundError(f"{path}: samples file not found")
     samples = []
-    for _, where, obj in read_objects(path, ("task_id", "completion")):
-        if not isinstance(obj["completion"], str):
-            raise ValueError(f"{where}: field 'completion' must be a string, got {type(obj['completion']).__name__}")
-        try:
-            tid = parse_task_id(obj["task_id"], benchmark)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
-        if tid not in problems:
-            raise ValueError(f"{where}: unknown task_id {obj['task_id']!r} for benchmark {benchmark!r}")
-        samples.append({"_task": tid, "_obj": obj})
+    with reading(path, ValueError):
+        for _, where, obj in read_objects(path, ("task_id", "completion")):
+            if not isinstance(obj["completion"], str):
+                raise ValueError(f"{where}: field 'completion' must be a string, got {type(obj['completion']).__name__}")
+            try:
+                tid = parse_task_id(obj["task_id"], benchmark)
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+            if tid not in problems:
+                raise ValueError(f"{where}: unknown task_id {obj['task_id']!r} for benchmark {benchmark!r}")
+            samples.append({"_task": tid, "_obj": obj})
     if not samples:
         raise ValueError(f"{path}: no samples")
     return samples
@@ -81,6 +87,9 @@ def summarize(task_ids: list[str], results, limits, network_isolated: bool, benc
         "pass_at_k": pass_at_k(per, ks=KS),
         "status_counts": {s: c for s, c in Counter(r.status for r in results).most_common()},
         "network_isolated": bool(network_isolated),
+        # how each sample was judged (io: outside the program's reach; rl.execution.verdict) and isolated
+        "verdict_counts": {s: c for s, c in Counter(getattr(r, "verdict", "in_process") for r in results).most_common()},
+        "isolation": sorted({getattr(r, "isolation", "process") for r in results}),
         "limits": {k: getattr(limits, k) for k in limits.__dataclass_fields__},
     }
 
@@ -102,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        if not args.timeout > 0:
-            raise ValueError(f"--timeout must be > 0, got {args.timeout}")
+        if not (math.isfinite(args.timeout) and args.timeout > 0):
+            raise ValueError(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
+        check_output(args.out)  # before anything runs, not after every sample has
         kw = {} if args.benchmark == "humaneval" else {"split": args.split, "sanitized": args.sanitized}
         problems = {p.task_id: p for p in load(args.benchmark, **kw)}
         samples = read_samples(args.samples, problems, args.benchmark)

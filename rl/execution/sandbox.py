@@ -23,9 +23,21 @@ Nothing here ever ``exec``s a program in the caller's process. The design:
   ``sys.exit(0)`` cannot pass by doing so) and its current stage in a shared page.
 * The zygote enforces the wall clock (SIGKILL to the whole process tree), caps the
   captured output, removes the temporary directory and maps what happened to a status.
+* Tests of the shape ``assert f(...) == expected`` are judged here, not in the sandbox
+  (:mod:`rl.execution.verdict`): the runner only evaluates the calls and returns their values
+  as plain data; :func:`_result` compares them with the expected side, which never leaves
+  this process. ``ExecResult.verdict`` says which tests were judged where.
 
-This is process isolation + rlimits + namespaces. It is *not* a container: no seccomp
-filter, no read-only filesystem, no chroot. See docs/sandbox.md.
+When bubblewrap (``bwrap``) is installed and works, every worker runs inside it
+(:mod:`rl.execution.bwrap`): a read-only view of only the interpreter and site-packages,
+private /tmp and /dev/shm, new pid/net/IPC/UTS namespaces, a fresh /proc; the worker is pid 1
+there and is the zygote, so the design above is unchanged. Otherwise the *process* mode above
+runs, with a RuntimeWarning, and every result says which mode it ran under
+(``ExecResult.isolation``) and reports ``network_isolated=False`` (unix sockets at host paths
+are reachable). The zygote removes each job's directories through descriptors, never
+following a link, at any depth; a sample the harness fails on is that sample's ``crashed``
+result. On x86_64 a seccomp filter (installed once in the zygote) refuses namespaces,
+mounts, ptrace, bpf, io_uring and the like. What each mode guarantees: docs/sandbox.md.
 """
 
 from __future__ import annotations
@@ -38,12 +50,16 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from rl.execution.worker import GRACE_S, RUNNER_ENV, STATUSES, write_all, write_msg
+from rl.execution import verdict
+from rl.execution.bwrap import bwrap_argv, find_bwrap, spawn
+from rl.execution.worker import GRACE_S, RUNNER_ENV, SANDBOX_UID_BASE, STATUSES, write_all, write_msg
 
 __all__ = ["STATUSES", "Limits", "Job", "ExecResult", "Sandbox", "SandboxError", "run_one"]
 
@@ -82,12 +98,19 @@ class Job:
 
     program: the full Python source (line numbers in results refer to it).
     tests: snippets run in order after the program, in the same namespace; each is one test.
+        Tests of the shape ``assert f(...) == expected`` (see :mod:`rl.execution.verdict`) are
+        judged outside the sandbox: only the calls' values come back from it.
     setup: code run before the program (e.g. imports the tests need).
+    entry_point: the program's function the tests call (HumanEval's ``candidate``); when given,
+        only calls of that name are evaluated in the sandbox for converted tests, and a test that
+        calls any other function of the program runs in the sandbox as code. "" (default): any
+        call of a name that is not a pure built-in is the program's.
     """
 
     program: str
     tests: tuple[str, ...] = ()
     setup: str = ""
+    entry_point: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.program, str):
@@ -100,6 +123,16 @@ class Job:
             raise TypeError("every entry of Job.tests must be a str")
         if not isinstance(self.setup, str):
             raise TypeError(f"Job.setup must be str, got {type(self.setup).__name__}")
+        if not isinstance(self.entry_point, str):
+            raise TypeError(f"Job.entry_point must be str, got {type(self.entry_point).__name__}")
+
+    @property
+    def plan(self) -> verdict.Plan:
+        """Which tests are judged outside the sandbox (cached per distinct tests)."""
+        if self.entry_point:  # the program cannot change the plan (a built-in it redefines is not used)
+            return verdict.plan_tests(self.tests, (self.entry_point,))
+        # without one, a built-in the program or setup redefines is the program's, as in Python
+        return verdict.plan_tests(self.tests, (), verdict.shadowed_names(self.program, self.setup) if self.tests else ())
 
 
 @dataclass(frozen=True)
@@ -114,8 +147,15 @@ class ExecResult:
     message: a one-line human-readable explanation.
     stdout, stderr: captured output, each capped at Limits.max_output_bytes.
     duration_s: wall-clock seconds of the run.
-    network_isolated: whether the program ran in its own (empty) network namespace.
+    network_isolated: whether the program could reach nothing outside: true only inside
+        bubblewrap (own network namespace and no view of the host's filesystem, so no unix
+        socket at a host path either); false in the process mode (see docs/sandbox.md).
     pid_isolated: whether the program ran in its own pid namespace (addition).
+    verdict: where pass/fail was decided: "io" (every test judged by the caller on the plain
+        values the program returned), "in_process" (every test ran as code in the sandboxed
+        process; also when there are no tests), "mixed" (some of each). See docs/sandbox.md.
+    isolation: "bwrap" (inside bubblewrap) or "process" (the fallback without it: the program
+        sees the host's files and processes; see docs/sandbox.md).
     """
 
     status: str
@@ -128,6 +168,8 @@ class ExecResult:
     duration_s: float
     network_isolated: bool
     pid_isolated: bool = False
+    verdict: str = "in_process"
+    isolation: str = "process"
 
     @property
     def passed(self) -> bool:
@@ -187,37 +229,67 @@ def _worker_code() -> bytes:
     return _WORKER_CODE
 
 
-class _Worker:
-    """One worker process, as the caller sees it: started, handshaken, one request at a time."""
+def _find_bwrap() -> str | None:
+    return find_bwrap()
 
-    def __init__(self, pid_namespace: bool = True) -> None:
+
+def _tmp_mb(limits: Limits) -> int:
+    """Size of each of bubblewrap's private /tmp and /dev/shm: room for a few files at the file size limit."""
+    return max(64, 4 * int(limits.file_size_mb))
+
+
+class _Worker:
+    """One worker process, as the caller sees it: started, handshaken, one request at a time.
+
+    ``bwrap``: the bubblewrap executable to start it in, or None (the process mode)."""
+
+    def __init__(self, pid_namespace: bool = True, bwrap: str | None = None, limits: Limits = Limits()) -> None:
         # The worker starts from the same scrubbed environment its runners get (nothing inherited).
         env = dict(RUNNER_ENV)
         if not pid_namespace:
             env["RL_SANDBOX_NO_PIDNS"] = "1"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-s", "-S", "-B", "-c", _BOOT, _WORKER_PATH, "--worker", *_site_dirs()],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            cwd="/",
-            close_fds=True,
-            start_new_session=True,
-        )
-        code = _worker_code()
+        sites = _site_dirs()
+        if bwrap:
+            sites = [os.path.realpath(d) for d in sites]  # bound at their real paths
+            argv = [*bwrap_argv(bwrap, sites, _tmp_mb(limits)), "--", os.path.realpath(sys.executable)]
+        else:
+            argv = [sys.executable]
+        argv += ["-s", "-S", "-B", "-c", _BOOT, _WORKER_PATH, "--worker", *sites]
+        errors = tempfile.TemporaryFile()  # what bubblewrap (or a dying worker) says on stderr
         try:
-            write_all(self.proc.stdin.fileno(), len(code).to_bytes(8, "big") + code)
-        except OSError:
-            pass  # the worker died: reported just below
-        hello = self._recv(timeout=60.0)
-        if not hello or not hello.get("ready"):
-            self.kill()
-            raise SandboxError("a sandbox worker failed to start")
+            self.proc = spawn(
+                lambda: subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=errors,
+                    env=env,
+                    cwd="/",
+                    close_fds=True,
+                    start_new_session=True,
+                )
+            )
+            code = _worker_code()
+            try:
+                write_all(self.proc.stdin.fileno(), len(code).to_bytes(8, "big") + code)
+                # The worker's configuration; its runners' uid is unique while it lives.
+                write_msg(self.proc.stdin.fileno(), {"bwrap": bool(bwrap), "run_uid": SANDBOX_UID_BASE + self.proc.pid})
+            except OSError:
+                pass  # the worker died: reported just below
+            hello = self._recv(timeout=60.0)
+            if not hello or not hello.get("ready"):
+                self.kill()
+                errors.seek(0)
+                said = " ".join(errors.read(2000).decode("utf-8", "replace").split())
+                raise SandboxError("a sandbox worker failed to start" + (f": {said}" if said else ""))
+        finally:
+            errors.close()
         self.network_isolated = bool(hello["network_isolated"])
         self.netns_error = hello.get("netns_error", "")
         self.pid_isolated = bool(hello.get("pid_isolated"))
         self.run_uid = hello.get("run_uid")
+        self.isolation = hello.get("isolation", "process")
+        self.seccomp = bool(hello.get("seccomp"))
 
     def _recv(self, timeout: float):
         """The next :func:`write_msg` message from the worker; None on timeout or end of stream."""
@@ -247,7 +319,11 @@ class _Worker:
                     return marshal.loads(bytes(buf))
 
     def request(self, job: Job, limits: Limits) -> dict | None:
-        msg = {"cmd": "run", "job": {"program": job.program, "tests": list(job.tests), "setup": job.setup}, "limits": asdict(limits)}
+        # A converted test's source is not sent (its expected side stays here): only its calls.
+        plan = job.plan
+        tests = [t if conv is None else "" for t, conv in zip(job.tests, plan.tests)]
+        wire = {"program": job.program, "tests": tests, "setup": job.setup, "io": plan.wire()}
+        msg = {"cmd": "run", "job": wire, "limits": asdict(limits)}
         try:
             write_msg(self.proc.stdin.fileno(), msg)
         except OSError:
@@ -287,19 +363,36 @@ class _Worker:
         self.kill()
 
 
+_BWRAP_BROKEN = ""  # why bubblewrap could not start a worker in this process (then not retried)
+
+_FALLBACK_NOTE = (
+    "running with process isolation only: programs can read the host's files and processes' command lines "
+    "and connect to unix sockets at filesystem paths (docs/sandbox.md; `make sandbox-deps` installs bubblewrap)"
+)
+
+
 class Sandbox:
     """A pool of pre-forked sandbox workers. Use as a context manager.
+
+    ``isolation``: "auto" (bubblewrap when it is installed and works, else the process mode with
+    a RuntimeWarning), "bwrap" (bubblewrap or SandboxError) or "process" (today's process
+    isolation only). ``pid_namespace=False`` (the fallback without a pid namespace) implies
+    "process". Every result says which mode it ran under (:attr:`ExecResult.isolation`).
 
     >>> with Sandbox(workers=2) as sb:
     ...     sb.run(Job("def f(x):\\n    return x + 1\\n", tests=("assert f(1) == 2",))).status
     'passed'
     """
 
-    def __init__(self, workers: int = 2, limits: Limits = Limits(), *, pid_namespace: bool = True):
+    def __init__(self, workers: int = 2, limits: Limits = Limits(), *, pid_namespace: bool = True, isolation: str = "auto"):
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a Limits, got {type(limits).__name__}")
+        if isolation not in ("auto", "bwrap", "process"):
+            raise ValueError(f"isolation must be 'auto', 'bwrap' or 'process', got {isolation!r}")
+        if isolation == "bwrap" and not pid_namespace:
+            raise ValueError("isolation='bwrap' always has a pid namespace (pid_namespace=False is the process mode)")
         self.n_workers = workers
         self.limits = limits
         self.pid_namespace = pid_namespace
@@ -308,17 +401,49 @@ class Sandbox:
         self._lock = threading.Lock()
         self._closed = False
         self.restarts = 0
+        self.isolation_warning = ""
         try:
-            for _ in range(workers):
-                w = _Worker(pid_namespace)
+            self._bwrap = self._start_first(isolation if pid_namespace else "process")
+            for _ in range(workers - 1):
+                w = _Worker(pid_namespace, self._bwrap, limits)
                 self._all.append(w)
                 self._idle.put(w)
         except BaseException:
             self.close()
             raise
+        self.isolation = "bwrap" if all(w.isolation == "bwrap" for w in self._all) else "process"
         self.network_isolated = all(w.network_isolated for w in self._all)
         self.netns_error = next((w.netns_error for w in self._all if w.netns_error), "")
         self.pid_isolated = all(w.pid_isolated for w in self._all)
+        self.seccomp = all(w.seccomp for w in self._all)
+
+    def _start_first(self, isolation: str) -> str | None:
+        """Start the first worker, in bubblewrap when asked and possible; returns the bwrap
+        executable the others use (None: the process mode, with a warning when it is a fallback)."""
+        global _BWRAP_BROKEN
+        bwrap = _find_bwrap() if isolation != "process" else None
+        why = "" if bwrap or isolation == "process" else "bubblewrap (bwrap) is not installed"
+        if bwrap and _BWRAP_BROKEN and isolation == "auto":
+            bwrap, why = None, _BWRAP_BROKEN
+        if bwrap:
+            try:
+                w = _Worker(self.pid_namespace, bwrap, self.limits)
+            except SandboxError as e:
+                _BWRAP_BROKEN = why = f"bubblewrap could not start a worker ({e})"
+                bwrap = None
+            else:
+                self._all.append(w)
+                self._idle.put(w)
+                return bwrap
+        if isolation == "bwrap":
+            raise SandboxError(f"isolation='bwrap' was asked for, but {why}")
+        if why:
+            self.isolation_warning = f"rl sandbox: {why}; {_FALLBACK_NOTE}"
+            warnings.warn(self.isolation_warning, RuntimeWarning, stacklevel=3)
+        w = _Worker(self.pid_namespace, None, self.limits)
+        self._all.append(w)
+        self._idle.put(w)
+        return None
 
     def __enter__(self) -> Sandbox:
         return self
@@ -344,7 +469,7 @@ class Sandbox:
 
     def _replace(self, dead: _Worker) -> _Worker:
         dead.kill()
-        w = _Worker(self.pid_namespace)
+        w = _Worker(self.pid_namespace, self._bwrap, self.limits)
         with self._lock:
             if dead in self._all:
                 self._all.remove(dead)
@@ -352,8 +477,26 @@ class Sandbox:
             self.restarts += 1
         return w
 
+    @staticmethod
+    def _crashed(w: _Worker, message: str) -> ExecResult:
+        return ExecResult(
+            status="crashed",
+            failing_test=None,
+            exception_type=None,
+            line=None,
+            message=message,
+            stdout="",
+            stderr="",
+            duration_s=0.0,
+            network_isolated=w.network_isolated,
+            pid_isolated=w.pid_isolated,
+            isolation=w.isolation,
+        )
+
     def run(self, job: Job) -> ExecResult:
-        """Run one job on an idle worker (a dead or wedged worker is replaced, and the job retried once)."""
+        """Run one job on an idle worker. A dead or wedged worker is replaced and the job retried
+        once; a job the harness fails on (its worker reports an error) is that job's ``crashed``
+        result and its worker is replaced: one sample never ends a run."""
         if self._closed:
             raise SandboxError("the Sandbox is closed")
         if not isinstance(job, Job):
@@ -369,12 +512,15 @@ class Sandbox:
                     break
                 w = self._replace(w)  # the worker died or wedged; retry once on a fresh one
             if reply is None:
-                return ExecResult(
-                    "crashed", None, None, None, "the sandbox worker died twice running this job", "", "", 0.0, w.network_isolated
-                )
-            if not reply.get("ok"):
-                raise SandboxError(f"sandbox worker error: {reply.get('error')}")
-            return ExecResult(**reply["result"])
+                return self._crashed(w, "the sandbox worker died twice running this job")
+            if reply.get("ok"):
+                try:
+                    return _result(job, {**reply["result"], "isolation": w.isolation})
+                except Exception as e:  # a reply this side cannot use: this sample's crash, not the run's end
+                    reply = {"error": f"malformed result ({type(e).__name__}: {e})"}
+            error = str(reply.get("error"))[:500]
+            w = self._replace(w)  # whatever state the harness was left in goes with the old worker
+            return self._crashed(w, f"the sandbox harness failed on this program ({error}); its worker was replaced")
         finally:
             self._idle.put(w)
 
@@ -400,6 +546,14 @@ class Sandbox:
             if bar is not None:
                 bar.close()
         return results  # type: ignore[return-value]
+
+
+def _result(job: Job, fields: dict) -> ExecResult:
+    """The ExecResult of a worker's report, with the converted tests judged here on the values
+    the program returned (rl.execution.verdict.decide)."""
+    fields = dict(fields)
+    outputs = fields.pop("outputs", None)
+    return ExecResult(**verdict.decide(job.plan, fields, outputs))
 
 
 def run_one(job: Job, limits: Limits = Limits()) -> ExecResult:

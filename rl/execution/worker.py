@@ -22,16 +22,18 @@ import sys
 import time
 import traceback
 
-__all__ = ["STATUSES", "GRACE_S", "RUNNER_ENV", "write_all", "write_msg"]
+__all__ = ["STATUSES", "GRACE_S", "RUNNER_ENV", "SANDBOX_UID_BASE", "write_all", "write_msg"]
 
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "killed")
 
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
+PR_SET_NO_NEW_PRIVS = 38
 CAP_DAC_READ_SEARCH = 2
 # When the sandbox runs as root, runners drop to an unprivileged uid of their own per worker
 # (1000000 + the worker's pid; no passwd entry needed), so RLIMIT_NPROC counts each worker's
@@ -197,7 +199,7 @@ def _warm_up() -> None:
 
     The big one: the first ``compile()`` of a process builds the ~120 AST node types
     (``init_types`` in Python-ast.c). Also warmed: the exception and traceback path (which
-    parses the failing line with ``ast`` in 3.11), ``json`` encoding of an outcome, the
+    parses the failing line with ``ast`` in 3.11), encoding an outcome and returned values, the
     ``struct`` format cache and ``linecache``. Only this module's own constant snippets are
     executed here."""
     import io
@@ -232,7 +234,8 @@ def _warm_up() -> None:
         "message": "all tests passed",
         "nonce": "0" * 32,
     }
-    (json.dumps(outcome) + "\n").encode("utf-8", "backslashreplace")
+    outcome["outputs"] = [[0, [_tag(v, [_OUTPUT_BUDGET]) for v in (None, 1, 1.5, "s", [1], (1,), {1: 2}, {1})]]]
+    (_jenc(outcome, _jenc) + "\n").encode("utf-8", "backslashreplace")
     struct.unpack_from("q", buf, 0)
 
 
@@ -276,6 +279,75 @@ def _drop_root() -> None:
     prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
 
 
+# A small seccomp filter (x86_64 only; elsewhere none), installed once in the zygote and inherited by every runner: system calls a
+# program under test never needs and that widen the kernel surface it can reach or let it leave
+# its namespaces fail with EPERM: new namespaces (unshare, setns, clone with a CLONE_NEW* flag),
+# mounts, ptrace and other processes' memory, keyrings, bpf, perf, userfaultfd, io_uring,
+# file handles, modules, kexec, reboot, swap, accounting. clone3 fails with ENOSYS (its flags
+# cannot be inspected; the C library then uses clone). Any other ABI (i386, x32) fails.
+_SECCOMP_DENY_NAMES = """
+    ptrace=101 syslog=103 uselib=134 vhangup=153 pivot_root=155 chroot=161 acct=163 mount=165 umount2=166 swapon=167
+    swapoff=168 reboot=169 iopl=172 ioperm=173 init_module=175 delete_module=176 quotactl=179 lookup_dcookie=212
+    kexec_load=246 add_key=248 request_key=249 keyctl=250 unshare=272 perf_event_open=298 name_to_handle_at=303
+    open_by_handle_at=304 setns=308 process_vm_readv=310 process_vm_writev=311 finit_module=313 kexec_file_load=320
+    bpf=321 userfaultfd=323 io_uring_setup=425 io_uring_enter=426 io_uring_register=427 open_tree=428 move_mount=429
+    fsopen=430 fsconfig=431 fsmount=432 fspick=433 mount_setattr=442 quotactl_fd=443
+"""
+_SECCOMP_DENY_X86_64 = {name: int(nr) for name, nr in (p.split("=") for p in _SECCOMP_DENY_NAMES.split())}
+_NR_CLONE, _NR_CLONE3 = 56, 435
+_CLONE_NEW_MASK = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+_SECCOMP = None  # the installed filter's ctypes objects (kept alive)
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
+
+def _seccomp_filter() -> list[tuple[int, int, int, int]]:
+    """The classic-BPF program: (code, jump if true, jump if false, k) per instruction."""
+    ld_abs, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    n_deny = len(_SECCOMP_DENY_X86_64)
+    # layout: 0 ld arch, 1 jeq x86_64, 2 ld nr, 3 jge x32, 4.. deny list, clone3, clone, ret allow,
+    # ld arg0, jset mask, ret allow, ret eperm (the target "deny")
+    deny_at = 4 + n_deny + 2 + 1 + 3
+    prog = [(ld_abs, 0, 0, 4), (jeq, 0, deny_at - 2, 0xC000003E), (ld_abs, 0, 0, 0), (jge, deny_at - 4, 0, 0x40000000)]
+    for i, nr in enumerate(_SECCOMP_DENY_X86_64.values()):
+        prog.append((jeq, deny_at - (4 + i) - 1, 0, nr))
+    clone3_at = 4 + n_deny
+    prog.append((jeq, deny_at + 1 - clone3_at - 1, 0, _NR_CLONE3))  # -> ret ENOSYS (after deny)
+    prog.append((jeq, 1, 0, _NR_CLONE))
+    prog.append((ret, 0, 0, allow))
+    prog += [(ld_abs, 0, 0, 16), (jset, 1, 0, _CLONE_NEW_MASK), (ret, 0, 0, allow)]
+    prog += [(ret, 0, 0, eperm), (ret, 0, 0, enosys)]
+    assert len(prog) == deny_at + 2
+    return prog
+
+
+def _seccomp_zygote() -> bool:
+    """Set no_new_privs and install the filter in the zygote itself, once: every runner inherits
+    both through fork at no cost per program (installing a filter per runner cost ~0.15 ms of
+    CPU: the kernel compiles it and frees it again at exit), and the zygote needs none of the
+    refused calls once its namespaces exist. True when the filter is in place."""
+    global _SECCOMP
+    prctl = _prepare_caps()[0]
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid or file-capability binary gains anything
+    if os.uname().machine != "x86_64":
+        return False
+    import ctypes
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    insns = _seccomp_filter()
+    arr = (SockFilter * len(insns))(*[SockFilter(*i) for i in insns])
+    fprog = SockFprog(len(insns), ctypes.cast(arr, ctypes.POINTER(SockFilter)))
+    if prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.pointer(fprog), 0, 0) != 0:
+        return False
+    _SECCOMP = (arr, fprog)
+    return _get_libc().unshare(0) != 0  # refused now: the filter is active
+
+
 def _program_line(tb, filename: str = "<program>") -> int | None:
     """The line of the innermost traceback frame in ``filename``, if any."""
     line = None
@@ -312,17 +384,20 @@ def _runner(job: dict, limits: dict, fds: dict, workdir: str, nonce: str, new_se
             },
         )
         os._exit(70)
-    outcome = _execute(job, limits, my_pid)
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    if os.getpid() != my_pid:  # a forked child of the program fell through
-        os._exit(0)
-    for stream in (sys.stdout, sys.stderr):
+    # Everything used after the program has run is bound here, before it runs: the program
+    # can patch modules, builtins and this module's globals, not this frame's locals.
+    emit, execute, setitimer, getpid, exit_, streams = _emit, _execute, signal.setitimer, os.getpid, os._exit, (sys.stdout, sys.stderr)
+    outcome = execute(job, limits, my_pid)
+    setitimer(signal.ITIMER_REAL, 0)
+    if getpid() != my_pid:  # a forked child of the program fell through
+        exit_(0)
+    for stream in streams:
         try:
             stream.flush()
         except BaseException:
             pass
-    _emit(res_fd, my_pid, nonce, outcome)
-    os._exit(0)
+    emit(res_fd, my_pid, nonce, outcome)
+    exit_(0)
 
 
 def _redirect_fds(fds: dict, new_session: bool) -> int:
@@ -356,16 +431,95 @@ def _redirect_fds(fds: dict, new_session: bool) -> int:
     return res_fd
 
 
-def _emit(res_fd: int, my_pid: int, nonce: str, obj: dict) -> None:
+# JSON escapes of the characters a JSON string cannot hold as they are (other non-ASCII text is
+# written as UTF-8; lone surrogates become ``\\udXXX`` escapes through "backslashreplace").
+_JSON_ESC = {i: f"\\u{i:04x}" for i in range(0x20)} | {ord('"'): '\\"', ord("\\"): "\\\\"}
+
+
+def _jenc(obj, rec, _type=type, _str=str, _int_repr=int.__repr__, _translate=str.translate, _join=str.join, _esc=_JSON_ESC) -> str:
+    """``obj`` (dicts with str keys, lists, str, int, bool, None) as JSON text, built from
+    primitives bound at load time; ``rec`` is this function (recursion without a global lookup)."""
+    t = _type(obj)
+    if t is _str:
+        return '"' + _translate(obj, _esc) + '"'
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if t is int:
+        return _int_repr(obj)
+    if t is list or t is tuple:
+        return "[" + _join(",", [rec(x, rec) for x in obj]) + "]"
+    if t is dict:
+        return "{" + _join(",", ['"' + _translate(_str(k), _esc) + '":' + rec(v, rec) for k, v in dict.items(obj)]) + "}"
+    raise TypeError(f"cannot encode {t.__name__}")
+
+
+def _emit(
+    res_fd: int, my_pid: int, nonce: str, obj: dict, _getpid=os.getpid, _write=os.write, _encode=str.encode, _mv=memoryview, _jenc=_jenc
+) -> None:
     """Write ``obj``, tagged with the job's nonce, as one JSON line on the result pipe (only
-    from the runner itself, never from a process the program forked)."""
-    if os.getpid() != my_pid:
+    from the runner itself, never from a process the program forked). Uses only what was bound
+    when this module was loaded (not ``json`` or ``os.write`` as the program may have left them)."""
+    if _getpid() != my_pid:
         return
     obj["nonce"] = nonce
     try:
-        write_all(res_fd, (json.dumps(obj) + "\n").encode("utf-8", "backslashreplace"))
-    except OSError:
+        view = _mv(_encode(_jenc(obj, _jenc) + "\n", "utf-8", "backslashreplace"))
+        while view:
+            view = view[_write(res_fd, view) :]
+    except (OSError, ValueError, TypeError, RecursionError):
         pass
+
+
+class _NotPlain(Exception):
+    """A returned value that is not plain data (``kind``: "NotPlainData" or "OutputTooLarge")."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+_OUTPUT_BUDGET = 1 << 17  # characters of returned values per job (the result pipe holds 1 MiB)
+_MAX_DEPTH = 100  # as rl.execution.verdict.MAX_DEPTH
+
+
+def _tag(v, budget: list, depth: int = 0, _type=type, _isinstance=isinstance, _len=len):
+    """A returned value as tagged plain data for the caller (rl.execution.verdict.decode_value):
+    ``None``/``True``/``False`` as themselves, else ``[tag, payload...]``. Subclasses of the plain
+    types are encoded by their base type's data (their own methods never reach the caller); any
+    other type, nesting deeper than _MAX_DEPTH or more than the budget raises _NotPlain."""
+    if depth > _MAX_DEPTH:
+        raise _NotPlain("NotPlainData", f"nested deeper than {_MAX_DEPTH} levels (or cyclic)")
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _NotPlain("OutputTooLarge", f"returned values larger than {_OUTPUT_BUDGET} items/characters")
+    if v is None or v is True or v is False:
+        return v
+    t = _type(v)
+    if _isinstance(v, int):
+        out = ["i", int.__format__(v, "x")]
+    elif _isinstance(v, float):
+        out = ["f", float.hex(v)]
+    elif _isinstance(v, complex):
+        out = ["c", float.hex(complex.real.__get__(v)), float.hex(complex.imag.__get__(v))]
+    elif _isinstance(v, str):
+        out = ["s", str.__str__(v)]
+    elif _isinstance(v, bytes):
+        out = ["b", bytes.hex(v)]
+    elif _isinstance(v, dict):
+        out = ["d", [[_tag(k, budget, depth + 1), _tag(x, budget, depth + 1)] for k, x in dict.items(v)]]
+    else:
+        for base, tag in ((list, "l"), (tuple, "t"), (set, "S"), (frozenset, "F")):
+            if _isinstance(v, base):
+                return [tag, [_tag(x, budget, depth + 1) for x in base.__iter__(v)]]
+        raise _NotPlain("NotPlainData", f"returned a {t.__module__}.{t.__qualname__}, which is not plain data")
+    budget[0] -= _len(out[1])
+    if budget[0] < 0:
+        raise _NotPlain("OutputTooLarge", f"returned values larger than {_OUTPUT_BUDGET} items/characters")
+    return out
 
 
 def _confine(workdir: str, limits: dict) -> None:
@@ -376,6 +530,7 @@ def _confine(workdir: str, limits: dict) -> None:
     # pages are not copied here).
     if os.geteuid() == 0:
         _drop_root()
+    # (no_new_privs and the seccomp filter are inherited from the zygote: _seccomp_zygote)
     mb = 1024 * 1024
     cpu = int(limits["cpu_s"])
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -383,50 +538,6 @@ def _confine(workdir: str, limits: dict) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (int(limits["memory_mb"]) * mb,) * 2)
     resource.setrlimit(resource.RLIMIT_FSIZE, (int(limits["file_size_mb"]) * mb,) * 2)
     resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["max_processes"]),) * 2)
-
-
-def _execute(job: dict, limits: dict, my_pid: int) -> dict:
-    """In the runner: run setup, program and tests in one namespace under the wall-clock alarm,
-    recording the stage in the shared page; return the outcome (``status``, ``stage``, ``test``...)."""
-    # Signal dispositions, sys.stdout/err settings and the SIGALRM handler were set up once
-    # in the zygote (see _Zygote.__init__) and are inherited: less work per fork.
-    global _TIMEOUT_S
-    _TIMEOUT_S = limits["timeout_s"]
-    sys.argv = ["<program>"]
-    sys.setrecursionlimit(1000)
-    tests = job["tests"]
-    sources = [("<setup>", job["setup"], None), ("<program>", job["program"], None)]
-    sources += [(f"<test {i}>", t, i) for i, t in enumerate(tests)]
-    for fname, src, _ in sources:
-        linecache.cache[fname] = (len(src), None, src.splitlines(True), fname)
-    stage_map = _STAGE_MAP
-    ns: dict = {"__name__": "__sandbox__", "__builtins__": builtins}
-    outcome = {
-        "kind": "final",
-        "status": "passed",
-        "stage": None,
-        "exception_type": None,
-        "line": None,
-        "message": "all tests passed" if tests else "program ran without error",
-    }
-    stage = sources[0]
-    signal.setitimer(signal.ITIMER_REAL, float(limits["timeout_s"]))
-    try:
-        for code_no, stage in enumerate(sources, 1):
-            if stage_map is not None and os.getpid() == my_pid:
-                struct.pack_into("q", stage_map, 0, code_no)  # shared with the zygote: no syscall
-            code = compile(stage[1], stage[0], "exec", dont_inherit=True)
-            exec(code, ns)
-    except BaseException as e:  # every way out of the program is an outcome
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        if os.getpid() != my_pid:  # a forked child of the program fell through
-            os._exit(0)
-        outcome.update(_failure(e), stage=stage[0], test=stage[2])
-        try:
-            traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
-        except BaseException:
-            pass
-    return outcome
 
 
 def _failure(e: BaseException) -> dict:
@@ -441,6 +552,104 @@ def _failure(e: BaseException) -> dict:
         msg = "<unprintable exception>"
     message = msg if isinstance(e, _SandboxTimeout) else f"{type(e).__name__}: {msg}" if msg else type(e).__name__
     return {"status": status, "exception_type": type(e).__name__, "line": line, "message": message[:2000]}
+
+
+def _stages(job: dict, _compile=compile) -> tuple:
+    """Every piece of code of a job, compiled before any of it runs: a tuple of
+    ``(filename, code or the SyntaxError compiling it raised, test index, call codes or None)``
+    for setup, program and each test. A test the caller converted (``job["io"][i]`` is
+    ``[prefix, [call, ...]]``) is its prefix statements plus the calls whose values go back."""
+    io = job.get("io") or [None] * len(job["tests"])
+    pieces = [("<setup>", job["setup"], None, None), ("<program>", job["program"], None, None)]
+    for i, (src, conv) in enumerate(zip(job["tests"], io)):
+        if conv is None:
+            pieces.append((f"<test {i}>", src, i, None))
+        else:
+            prefix, calls = conv
+            pieces.append((f"<test {i}>", "\n".join([prefix, *calls]) if prefix else "\n".join(calls), i, (prefix, tuple(calls))))
+    out = []
+    for fname, src, i, conv in pieces:
+        linecache.cache[fname] = (len(src), None, src.splitlines(True), fname)
+        try:
+            if conv is None:
+                out.append((fname, _compile(src, fname, "exec", dont_inherit=True), i, None))
+            else:
+                calls = tuple(_compile(c, fname, "eval", dont_inherit=True) for c in conv[1])
+                out.append((fname, _compile(conv[0], fname, "exec", dont_inherit=True), i, calls))
+        except SyntaxError as e:  # raised when its stage is reached, as if compiled there
+            out.append((fname, e, i, None))
+    return tuple(out)
+
+
+def _execute(
+    job: dict,
+    limits: dict,
+    my_pid: int,
+    _exec=exec,
+    _eval=eval,
+    _isinstance=isinstance,
+    _getpid=os.getpid,
+    _pack=struct.pack_into,
+    _setitimer=signal.setitimer,
+    _tag=_tag,
+    _failure=_failure,
+    _NotPlain=_NotPlain,
+    _SyntaxError=SyntaxError,
+) -> dict:
+    """In the runner: run setup, program and tests in one namespace under the wall-clock alarm,
+    recording the stage in the shared page; return the outcome (``status``, ``stage``, ``test``,
+    ``outputs``: the tagged values of the converted tests' calls, ``[[test index, [value...]]...]``).
+
+    Everything the harness uses once the program has started is bound before it starts (the
+    defaults above, bound when this module loaded, and the compiled stages, in a tuple): the
+    program can replace ``builtins.exec``, ``compile`` or ``json``, or clear lists it finds
+    through ``sys._getframe``, without changing which tests run or what is reported."""
+    # Signal dispositions, sys.stdout/err settings and the SIGALRM handler were set up once
+    # in the zygote (see _Zygote.__init__) and are inherited: less work per fork.
+    global _TIMEOUT_S
+    _TIMEOUT_S = limits["timeout_s"]
+    sys.argv = ["<program>"]
+    sys.setrecursionlimit(1000)
+    stages = _stages(job)
+    stage_map = _STAGE_MAP
+    ns: dict = {"__name__": "__sandbox__", "__builtins__": builtins}
+    outputs: list = []
+    outcome = {
+        "kind": "final",
+        "status": "passed",
+        "stage": None,
+        "exception_type": None,
+        "line": None,
+        "message": "all tests passed" if job["tests"] else "program ran without error",
+        "outputs": outputs,
+    }
+    stage = stages[0]
+    budget = [_OUTPUT_BUDGET]
+    _setitimer(signal.ITIMER_REAL, float(limits["timeout_s"]))
+    try:
+        for code_no, stage in enumerate(stages, 1):
+            if stage_map is not None and _getpid() == my_pid:
+                _pack("q", stage_map, 0, code_no)  # shared with the zygote: no syscall
+            code = stage[1]
+            if _isinstance(code, _SyntaxError):
+                raise code
+            _exec(code, ns)
+            if stage[3] is not None:
+                outputs.append([stage[2], [_tag(_eval(call, ns), budget) for call in stage[3]]])
+    except BaseException as e:  # every way out of the program is an outcome
+        _setitimer(signal.ITIMER_REAL, 0)
+        if _getpid() != my_pid:  # a forked child of the program fell through
+            os._exit(0)
+        if _isinstance(e, _NotPlain):
+            outcome.update(status="failed", exception_type=e.kind, line=None, message=f"{e.kind}: test {stage[2]}: {e}"[:2000])
+            outcome.update(stage=stage[0], test=stage[2])
+            return outcome
+        outcome.update(_failure(e), stage=stage[0], test=stage[2])
+        try:
+            traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        except BaseException:
+            pass
+    return outcome
 
 
 def _monitor(job, limits, fds, workdir, nonce) -> None:
@@ -480,40 +689,201 @@ def _reap_until(pid: int) -> int:
             return st
 
 
-def _mkdtemp(root: str) -> str:
-    """A fresh private directory (tempfile/shutil stay out of the zygote: smaller forks)."""
-    for _ in range(100):
-        path = os.path.join(root, "rl-sandbox-" + os.urandom(8).hex())
-        try:
-            os.mkdir(path, 0o700)
-            return path
-        except FileExistsError:  # pragma: no cover
-            continue
-    raise FileExistsError(f"cannot create a working directory in {root}")  # pragma: no cover
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _rmtree(path: str) -> None:
-    """Remove a directory tree without following symlinks; errors are ignored."""
+def _open_dir(name: str, dir_fd: int) -> int | None:
+    """``name`` in ``dir_fd`` opened as a directory without following a symlink; None if it is not
+    a directory (any more). A directory its owner made unreadable (non-root mode) is first given
+    back its owner's permissions, through an O_PATH descriptor (never by path)."""
     try:
-        os.rmdir(path)  # the common case: the program left nothing behind
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except PermissionError:
+        pass
+    except OSError:
+        return None
+    try:
+        pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        os.chmod(f"/proc/self/fd/{pfd}", 0o700)  # the magic link names this inode, not a path
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(pfd)
+
+
+def _unlink(name: str, dir_fd: int) -> bool:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+        return True
+    except OSError:
+        return False
+
+
+def _empty_dir(root_fd: int) -> None:
+    """Remove everything inside the directory open as ``root_fd``. Never follows a symlink (every
+    step is relative to a descriptor opened with O_NOFOLLOW; unlink and rename act on the entry
+    itself) and never recurses: the subdirectories of each subdirectory are moved up into
+    ``root_fd``, so a tree of any depth needs two descriptors and no stack. Errors are ignored."""
+    moved = 0
+    for _pass in range(100_000):  # one pass per level of depth; bounded against a writer that never stops
+        try:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(root_fd)]
+        except OSError:
+            return
+        progress = False
+        for name, is_dir in entries:
+            fd = _open_dir(name, root_fd) if is_dir else None
+            if fd is None:  # a file, a symlink, or no longer a directory
+                progress |= _unlink(name, root_fd)
+                continue
+            try:
+                for e in os.scandir(fd):
+                    if not e.is_dir(follow_symlinks=False):
+                        _unlink(e.name, fd)
+                        continue
+                    for _ in range(5):  # a fresh name in root_fd (a collision is retried)
+                        moved += 1
+                        try:
+                            os.rename(e.name, f".rl-rm-{moved}-{os.urandom(4).hex()}", src_dir_fd=fd, dst_dir_fd=root_fd)
+                            break
+                        except OSError:
+                            continue
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            try:
+                os.rmdir(name, dir_fd=root_fd)
+                progress = True
+            except OSError:
+                pass
+        if not progress:
+            return  # empty, or nothing more can be removed
+
+
+def _remove_entry(name: str, dir_fd: int) -> None:
+    """Remove ``name`` (a file, a symlink, or a whole directory tree) from ``dir_fd``, never
+    following a link; errors are ignored."""
+    try:
+        os.rmdir(name, dir_fd=dir_fd)  # the common case: an empty directory
         return
     except OSError:
         pass
+    fd = _open_dir(name, dir_fd)
+    if fd is None:
+        _unlink(name, dir_fd)
+        return
     try:
-        entries = list(os.scandir(path))
+        _empty_dir(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
     except OSError:
-        entries = []
+        pass
+
+
+def _rmtree(path: str) -> None:
+    """Remove the tree at ``path`` (its parent directories are trusted; the last component and
+    everything below it are not), never following a symlink; errors are ignored."""
+    parent, name = os.path.split(os.path.abspath(path))
+    try:
+        pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        _remove_entry(name, pfd)
+    finally:
+        os.close(pfd)
+
+
+def _sweep(root_fd: int, owner: int | None) -> None:
+    """Remove the entries of ``root_fd`` (a private /tmp or /dev/shm: all of them; a shared one:
+    only those owned by ``owner``, the runners' uid)."""
+    try:
+        entries = list(os.scandir(root_fd))
+    except OSError:
+        return
     for e in entries:
         try:
-            if e.is_dir(follow_symlinks=False):
-                _rmtree(e.path)
-            else:
-                os.unlink(e.path)
+            if owner is None or e.stat(follow_symlinks=False).st_uid == owner:
+                _remove_entry(e.name, root_fd)
         except OSError:
             pass
+
+
+# SysV IPC (sys/ipc.h, sys/shm.h, sys/sem.h, sys/msg.h on Linux): the *_INFO commands return the
+# highest index in use and fill a struct whose given field counts the objects; *_STAT_ANY (Linux
+# >= 4.17, else *_STAT) turns an index into an id; IPC_RMID removes it.
+_IPC_RMID = 0
+_SYSV = (  # (function, INFO, STAT_ANY, STAT, int index of the count field in the INFO struct)
+    ("shmctl", 14, 15, 13, 0),  # shm_info.used_ids
+    ("semctl", 19, 20, 18, 7),  # seminfo.semusz
+    ("msgctl", 12, 13, 11, 0),  # msginfo.msgpool
+)
+
+
+def _sysv_call(fn, ident: int, cmd: int, buf) -> int:
+    return fn(ident, 0, cmd, buf) if fn.__name__ == "semctl" else fn(ident, cmd, buf)
+
+
+def _sysv_objects() -> list[tuple[str, int]]:
+    """(kind, highest index) of the SysV IPC kinds that have objects in this IPC namespace."""
+    import ctypes
+
+    libc = _get_libc()
+    buf = (ctypes.c_int * 64)()
+    found = []
+    for name, info, _any, _stat, field in _SYSV:
+        top = _sysv_call(getattr(libc, name), 0, info, buf)
+        if top >= 0 and buf[field] > 0:
+            found.append((name, top))
+    return found
+
+
+def _sysv_remove(found: list[tuple[str, int]]) -> None:
+    import ctypes
+
+    libc = _get_libc()
+    buf = (ctypes.c_char * 512)()
+    for name, top in found:
+        fn = getattr(libc, name)
+        stat_any, stat = next((a, s) for n, _i, a, s, _f in _SYSV if n == name)
+        for idx in range(top + 1):
+            ident = _sysv_call(fn, idx, stat_any, buf)
+            if ident < 0:
+                ident = _sysv_call(fn, idx, stat, buf)
+            if ident >= 0:
+                _sysv_call(fn, ident, _IPC_RMID, None)
+
+
+def _sysv_sweep(as_uid: int | None) -> None:
+    """Remove every SysV shared memory segment, semaphore set and message queue of this (private)
+    IPC namespace. Removing needs CAP_SYS_ADMIN or ownership: without the capability (the zygote
+    inside bubblewrap) a child that becomes the runners' uid does it. Costs one call per kind when
+    there is nothing to remove."""
     try:
-        os.rmdir(path)
-    except OSError:
+        found = _sysv_objects()
+        if not found:
+            return
+        if as_uid is None:
+            _sysv_remove(found)
+            return
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgroups([])
+                os.setgid(as_uid)
+                os.setuid(as_uid)
+                _sysv_remove(found)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+    except Exception:  # pragma: no cover - best effort
         pass
 
 
@@ -537,9 +907,10 @@ class _Zygote:
     new session; the session's process group is killed after the job.
     """
 
-    def __init__(self, pid_ns: bool, netns: tuple[bool, str]) -> None:
+    def __init__(self, pid_ns: bool, netns: tuple[bool, str], bwrap: bool = False, ipc_private: bool = False) -> None:
         self.pid_ns = pid_ns and os.getpid() == 1
         self.netns, self.netns_error = netns
+        self.bwrap, self.ipc_private = bwrap, ipc_private
         if not self.pid_ns:  # the runner's orphans become the zygote's children (pid 1 gets them anyway)
             _prctl(PR_SET_CHILD_SUBREAPER, 1)
         for mod in _PREIMPORT:
@@ -556,10 +927,22 @@ class _Zygote:
         _prepare_process_for_runners()
         _scrub_environment()
         _warm_up()
+        self.seccomp = _seccomp_zygote()
         # Working directories on tmpfs when there is one (cheaper to create and remove).
         self.tmp_root = os.environ.get("TMPDIR") or "/tmp"
         if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
             self.tmp_root = "/dev/shm"
+        self.tmp_fd = os.open(self.tmp_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # Swept after every job: inside bubblewrap /tmp and /dev/shm are this worker's own
+        # (everything in them is a runner's); otherwise, as root, what the runners' uid left in
+        # the shared /dev/shm. (Without root the runners' uid is the user's: nothing is swept.)
+        self.root = os.geteuid() == 0
+        self.sweep_fds = []
+        for d in ("/tmp", "/dev/shm") if bwrap else ("/dev/shm",) if self.root else ():
+            try:
+                self.sweep_fds.append(os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            except OSError:
+                pass
         # Move every object to the permanent generation: the runners' garbage collections
         # then do not touch (and copy-on-write) the zygote's pages.
         import gc
@@ -578,10 +961,8 @@ class _Zygote:
 
     def run(self, job: dict, limits: dict) -> dict:
         nonce = os.urandom(16).hex()
-        workdir = _mkdtemp(self.tmp_root)
+        outer, outer_fd, workdir = self._new_jobdir()
         try:
-            if os.geteuid() == 0:
-                os.chown(workdir, _RUN_UID, _RUN_UID)
             return self._run(job, limits, workdir, nonce)
         finally:
             if self.pid_ns:
@@ -592,7 +973,57 @@ class _Zygote:
                 self.reap_all(block=True)
             else:
                 self.reap_all(block=False)
-            _rmtree(workdir)
+            self._cleanup(outer, outer_fd)
+
+    def _new_jobdir(self) -> tuple[str, int, str]:
+        """A job's directories: ``TMP/rl-job-X`` (the zygote's, mode 0711: the runner can neither
+        rename nor replace what is in it when it is not the zygote's uid) holding the working
+        directory ``rl-sandbox-Y`` (the runner's). Returns the outer name, a descriptor of it
+        (the cleanup works through it, never through a path) and the working directory's path."""
+        for _ in range(100):
+            outer = "rl-job-" + os.urandom(8).hex()
+            try:
+                os.mkdir(outer, 0o711, dir_fd=self.tmp_fd)
+                break
+            except FileExistsError:  # pragma: no cover
+                continue
+        else:  # pragma: no cover
+            raise FileExistsError(f"cannot create a working directory in {self.tmp_root}")
+        outer_fd = os.open(outer, _DIR_FLAGS, dir_fd=self.tmp_fd)
+        inner = "rl-sandbox-" + os.urandom(8).hex()
+        os.mkdir(inner, 0o700, dir_fd=outer_fd)
+        if self.root:
+            os.chown(inner, _RUN_UID, _RUN_UID, dir_fd=outer_fd, follow_symlinks=False)
+        return outer, outer_fd, os.path.join(self.tmp_root, outer, inner)
+
+    def _cleanup(self, outer: str, outer_fd: int) -> None:
+        """After a job (every process of it is gone in pid-namespace mode): remove its directories
+        through their descriptors (never following a link; any depth), what it left in the swept
+        directories and its SysV IPC objects."""
+        try:
+            _empty_dir(outer_fd)
+        finally:
+            os.close(outer_fd)
+        _remove_entry(outer, self.tmp_fd)
+        for fd in self.sweep_fds:
+            _sweep(fd, None if self.bwrap else _RUN_UID)
+        if self.ipc_private:
+            _sysv_sweep(_RUN_UID if self.bwrap and self.root else None)
+
+    def at_exit(self) -> None:
+        """Before the worker exits: without bubblewrap, as root, also what the runners' uid left in
+        the shared temporary directories (checked once here rather than after every job)."""
+        if self.bwrap or not self.root:
+            return
+        for d in ("/tmp", "/var/tmp", "/dev/shm"):
+            try:
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                _sweep(fd, _RUN_UID)
+            finally:
+                os.close(fd)
 
     def _run(self, job: dict, limits: dict, workdir: str, nonce: str) -> dict:
         fds = {}
@@ -660,6 +1091,8 @@ class _Zygote:
                 line=final.get("line") if isinstance(final.get("line"), int) else None,
                 failing_test=ft if status != "passed" and isinstance(ft, int) else None,
             )
+            # the converted tests' returned values: judged by the caller (rl.execution.verdict)
+            out["outputs"] = final.get("outputs")
         elif mon_signal is not None:
             out.update(
                 status="killed",
@@ -688,7 +1121,7 @@ def _final_report(data: bytes, nonce: str) -> dict | None:
     for ln in bytes(data).decode("utf-8", errors="replace").splitlines():
         try:
             obj = json.loads(ln)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply: not a report
             continue
         if isinstance(obj, dict) and obj.get("nonce") == nonce and obj.get("kind") == "final":
             return obj
@@ -882,8 +1315,32 @@ class _Watch:
         return s
 
 
+# In the process mode the network namespace stops IP and abstract unix sockets but not a unix
+# socket at a filesystem path: the result says so instead of claiming isolation.
+_FS_SOCKETS_NOTE = "own network namespace, but the host's filesystem is visible: unix sockets at filesystem paths can connect out"
+
+
+def _isolate(bwrap: bool) -> tuple[tuple[bool, str], bool, bool]:
+    """The namespaces of a worker: ``(network_isolated, why not), pid namespace, private IPC``.
+
+    Inside bubblewrap (started with ``--as-pid-1``) everything is done: this process is pid 1 of
+    its own pid, network, IPC and UTS namespaces, and sees only a read-only interpreter. Otherwise
+    a network namespace first (it may need a user namespace, which must come before the pid
+    namespace), then a private IPC namespace, then a pid namespace whose init, forked by
+    :func:`_worker_main`, is the zygote proper."""
+    if bwrap:
+        return (True, ""), os.getpid() == 1, True
+    ok, err = _isolate_network()
+    netns = (False, _FS_SOCKETS_NOTE if ok else err)
+    ipc_private = _unshare(CLONE_NEWIPC)[0]
+    pid_ns = False if os.environ.get("RL_SANDBOX_NO_PIDNS") else _unshare(CLONE_NEWPID)[0]
+    return netns, pid_ns, ipc_private
+
+
 def _worker_main() -> None:
-    """Entry point of a worker: requests on stdin (fd 0), replies on stdout (fd 1)."""
+    """Entry point of a worker: requests on stdin (fd 0), replies on stdout (fd 1). The first
+    message is the worker's configuration (``bwrap``: started inside bubblewrap; ``run_uid``:
+    the uid its runners drop to when it is root, unique per worker)."""
     global _RUN_UID
     # The protocol descriptors move away from 0/1/2 so nothing can write into them by accident.
     proto_in, proto_out = os.dup(0), os.dup(1)
@@ -898,12 +1355,11 @@ def _worker_main() -> None:
     for p in sys.argv[2:]:
         if p not in sys.path:
             sys.path.append(p)
-    # Network namespace first (it may need a user namespace, which must come before the
-    # pid namespace), then a pid namespace whose init is the zygote proper.
-    _RUN_UID = SANDBOX_UID_BASE + os.getpid()
-    netns = _isolate_network()
-    pid_ns, _ = (False, "disabled") if os.environ.get("RL_SANDBOX_NO_PIDNS") else _unshare(CLONE_NEWPID)
-    if pid_ns:
+    cfg = _read_msg(proto_in) or {}
+    bwrap = bool(cfg.get("bwrap"))
+    _RUN_UID = int(cfg.get("run_uid") or SANDBOX_UID_BASE + os.getpid())
+    netns, pid_ns, ipc_private = _isolate(bwrap)
+    if pid_ns and not bwrap:
         try:
             zyg = os.fork()
         except OSError:
@@ -919,7 +1375,7 @@ def _worker_main() -> None:
             os._exit(0)
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     z_pid = os.getpid()
-    z = _Zygote(pid_ns, netns)
+    z = _Zygote(pid_ns, netns, bwrap=bwrap, ipc_private=ipc_private)
     write_msg(
         proto_out,
         {
@@ -928,6 +1384,8 @@ def _worker_main() -> None:
             "netns_error": z.netns_error,
             "pid_isolated": z.pid_ns,
             "run_uid": _RUN_UID if os.geteuid() == 0 else os.geteuid(),
+            "isolation": "bwrap" if bwrap else "process",
+            "seccomp": z.seccomp,
         },
     )
     while True:
@@ -936,11 +1394,12 @@ def _worker_main() -> None:
             break
         try:
             reply = {"ok": True, "result": z.run(req["job"], req["limits"])}
-        except BaseException as e:
-            reply = {"ok": False, "error": repr(e)}
+        except BaseException as e:  # the harness failed on this job: the caller replaces this worker
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
         if os.getpid() != z_pid:  # pragma: no cover - defensive: a forked child escaped
             os._exit(0)
         write_msg(proto_out, reply)
+    z.at_exit()
     os._exit(0)
 
 

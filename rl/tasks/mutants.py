@@ -492,8 +492,8 @@ def generate(
         plan.append((p, order))
     jobs = []
     for p, order in plan:
-        jobs.append(_sb.Job(program=p.canonical_program, tests=p.tests, setup=p.setup))
-        jobs += [_sb.Job(program=c.program, tests=p.tests, setup=p.setup) for c in order]
+        jobs.append(_sb.Job(program=p.canonical_program, tests=p.tests, setup=p.setup, entry_point=p.entry_point))
+        jobs += [_sb.Job(program=c.program, tests=p.tests, setup=p.setup, entry_point=p.entry_point) for c in order]
     own = sandbox is None
     sb = _sb.Sandbox(workers=2, limits=_sb.Limits(timeout_s=2.0, cpu_s=4)) if own else sandbox
     try:

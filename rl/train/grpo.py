@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ from pathlib import Path
 
 from crowdstat.io.atomic import atomic_write_json
 from rl.config import LoraSpec, add_dataclass_arguments, dataclass_from_args
+from rl.config.paths import check_model, check_output
 from rl.train.grpo_lines import LINE_REWARDS, SCALES
 
 __all__ = [
@@ -218,6 +220,14 @@ def grpo_config(s: GRPOSettings, out_dir: str | Path):
 
 
 def _check(s: GRPOSettings) -> None:
+    for name in ("steps", "batch_size", "num_generations", "max_completion_length", "n_train_per_template", "threads"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(s, name)!r}")
+    for name in ("temperature", "lr"):
+        if not (math.isfinite(getattr(s, name)) and getattr(s, name) > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {getattr(s, name)!r}")
+    if not 0.0 <= s.honeypot_fraction <= 1.0:
+        raise ValueError(f"honeypot_fraction must be in [0, 1], got {s.honeypot_fraction!r}")
     if s.batch_size % s.num_generations:
         raise ValueError(f"batch_size ({s.batch_size}) must be a multiple of num_generations ({s.num_generations})")
     for name, allowed in _CHOICES.items():
@@ -340,6 +350,9 @@ def settings_from_args(args: argparse.Namespace) -> GRPOSettings:
 
 def run(args: argparse.Namespace) -> int:
     s = settings_from_args(args)
+    _check(s)  # every setting, and --out, before the benchmark is built and the model loads
+    check_output(args.out)
+    check_model(args.model)
     res = train_grpo(args.model, args.out, s)
     r = res["reward_per_step"]
     print(

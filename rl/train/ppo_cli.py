@@ -1,7 +1,9 @@
 """``rl train``: PPO with LoRA on a rollout file and its reward file (:class:`rl.train.ppo.PPOTrainer`).
 
-Every input is checked before a model is loaded; every batch's old log-probabilities come from the
-policy that sampled the rollouts (all batches are prepared before the first update).
+Every input (and the ``--out`` location) is checked before a model is loaded; errors are one line
+naming the file, the line and the field (``rl train: error: ...``, see :mod:`rl.cli`). Every
+batch's old log-probabilities come from the policy that sampled the rollouts (all batches are
+prepared before the first update).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 import torch
 
 from crowdstat.io.atomic import atomic_write_text
-from rl.config import PPOConfig, add_dataclass_arguments, dataclass_from_args
+from rl.config import LoraSpec, PPOConfig, add_dataclass_arguments, dataclass_from_args
+from rl.config.paths import PathError, check_model, check_output
 from rl.train.ppo import PPOTrainer, rollout_temperature
 
 __all__ = ["add_arguments", "run"]
@@ -42,16 +45,23 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from rl.crowd.rewards import load_rewards, token_rewards
-    from rl.policy.models import LoraSpec, _cpu_threads, load_policy
+    from rl.policy.models import _cpu_threads, load_policy
     from rl.policy.rollouts import read_rollouts
 
+    # everything about the inputs and the output is checked before a model is loaded
+    if args.batch_size < 0:
+        raise ValueError(f"--batch-size must be >= 0 (0: all rollouts in one step), got {args.batch_size}")
     config = dataclass_from_args(PPOConfig, args)
-    # everything about the inputs is checked before a model is loaded
+    LoraSpec(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)  # validates the options
+    check_output(args.out)
     rollouts = read_rollouts(args.rollouts)
     records = load_rewards(args.rewards, rollouts, prompt_lines=args.prompt_lines)
     kw = dict(line_reward=config.line_reward, credit=config.line_credit, missing_eos_penalty=config.missing_eos_penalty)
     rewards = [token_rewards(r, records[r.program], config.reward_mode, **kw) for r in rollouts]
     rollout_temperature(rollouts, str(args.rollouts))  # one sampling temperature for every log prob
+    check_model(args.model)
+    if args.adapter and not Path(args.adapter).is_dir():
+        raise PathError(f"--adapter {args.adapter}: no such directory (a previous --out of rl train)")
     _cpu_threads()
     prev_stats = ""
     if args.adapter and (Path(args.adapter) / "train_stats.jsonl").is_file():  # read now: --out may be --adapter

@@ -49,6 +49,7 @@ def test_outputs_from_given_truth(tmp_path):
     rc = rl_main(["annotate", "--programs", str(progs), "--population", POP, "--honeypots", "0.3", "--out", str(out), "--seed", "5"])
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        ".crowdstat-output.json",  # the manifest of every output directory (docs/cli.md)
         "annotate.json",
         "annotators.csv",
         "programs.csv",
@@ -230,7 +231,8 @@ def test_bad_input_exits_2_and_keeps_existing_dir(tmp_path, capsys):
     out = tmp_path / "ann"
     out.mkdir()
     (out / "keep.txt").write_text("old")
-    assert rl_main(["annotate", "--programs", str(progs), "--population", POP, "--out", str(out)]) == 2
+    # --force: the bad inputs, not the foreign --out, are what stops these runs
+    assert rl_main(["annotate", "--programs", str(progs), "--population", POP, "--out", str(out), "--force"]) == 2
     assert "p.jsonl:2: malformed JSON" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     _write_jsonl(progs, _given(2))
@@ -239,18 +241,39 @@ def test_bad_input_exits_2_and_keeps_existing_dir(tmp_path, capsys):
         (["--honeypots", "1.5"], "--honeypots must be a fraction in [0, 1], got 1.5"),
         (["--per-program", "9"], "--per-program must be between 1 and the population size 5"),
     ):
-        args = ["annotate", "--programs", str(progs), "--population", POP, "--out", str(out)] + extra
+        args = ["annotate", "--programs", str(progs), "--population", POP, "--out", str(out), "--force"] + extra
         if extra[0] == "--population":
-            args = ["annotate", "--programs", str(progs), "--out", str(out)] + extra
+            args = ["annotate", "--programs", str(progs), "--out", str(out), "--force"] + extra
         assert rl_main(args) == 2
         assert msg in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    assert rl_main(["annotate", "--population", POP, "--out", str(out)]) == 2
+    assert rl_main(["annotate", "--population", POP, "--out", str(out), "--force"]) == 2
     assert "give --programs FILE, or --benchmark" in capsys.readouterr().err
-    # a successful run replaces the directory
-    assert rl_main(["annotate", "--programs", str(progs), "--population", POP, "--out", str(out)]) == 0
+    # a directory rl annotate did not write is replaced only with --force; its own output without
+    assert rl_main(["annotate", "--programs", str(progs), "--population", POP, "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err and [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert rl_main(["annotate", "--programs", str(progs), "--population", POP, "--out", str(out), "--force"]) == 0
     assert not (out / "keep.txt").exists() and (out / "votes.csv").exists()
+    assert rl_main(["annotate", "--programs", str(progs), "--population", POP, "--out", str(out)]) == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ann.")]  # no temporary leftovers
+
+
+def test_out_never_deletes_what_annotate_did_not_write(tmp_path, monkeypatch, capsys):
+    """Issue 15: --out ., the programs file's directory, a file: refused even with --force, nothing touched."""
+    data = tmp_path / "data"
+    data.mkdir()
+    progs = _write_jsonl(data / "p.jsonl", _given(2))
+    (data / "notes.txt").write_text("mine")
+    (tmp_path / "file.txt").write_text("precious")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.chdir(data)
+    for out in (".", str(data), str(tmp_path), str(tmp_path / "file.txt"), str(progs)):
+        for force in ([], ["--force"]):
+            assert rl_main(["annotate", "--programs", str(progs), "--population", POP, "--out", out, *force]) == 2, out
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("rl annotate: error: ") and len(err.splitlines()) == 1, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "file.txt"]
 
 
 @pytest.mark.slow

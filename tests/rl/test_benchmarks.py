@@ -35,10 +35,13 @@ def test_humaneval_loader(humaneval):
     assert isinstance(p.job("x"), Job)
     split = sum(len(q.tests) > 1 for q in humaneval)
     assert split >= 150  # nearly all check() bodies are plain asserts
-    whole = [q for q in humaneval if q.tests == (f"check({q.entry_point})",)]
-    assert {q.task_id for q in whole} >= {"HumanEval/32", "HumanEval/53"}  # loops/state: not split
-    for q in whole:
-        assert "def check(candidate)" in q.setup
+    # Loops/state stay in one test that defines check() itself: after the program has run, so a
+    # check() the program defines cannot replace it (setup, which runs first, never defines it).
+    whole = {q.task_id: q for q in humaneval if q.tests[-1].startswith("def check(candidate):")}
+    assert set(whole) == {f"HumanEval/{n}" for n in (32, 38, 44, 50, 53, 151)}
+    assert len(whole["HumanEval/32"].tests) == 1 and len(whole["HumanEval/44"].tests) == 7  # 6 plain asserts split off
+    for q in humaneval:
+        assert "def check" not in q.setup and q.tests[-1].endswith(f"\n{'check' if q.task_id in whole else '__rl_test'}({q.entry_point})\n")
 
 
 def test_mbpp_splits_and_prompt(mbpp_test):

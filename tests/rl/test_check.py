@@ -59,6 +59,9 @@ def test_check_humaneval_end_to_end(tmp_path, capsys):
     assert summary["pass_at_k"] == {"pass@1": pytest.approx(0.5)}  # k=10, 100 > 2 samples: skipped
     assert summary["status_counts"] == {"passed": 3, "failed": 3}
     assert isinstance(summary["network_isolated"], bool)
+    # HumanEval's asserts are judged from returned values (rl.execution.verdict), recorded per sample
+    assert {r["verdict"] for r in rows} <= {"io", "mixed", "in_process"} and sum(summary["verdict_counts"].values()) == 6
+    assert summary["isolation"] == sorted({r["isolation"] for r in rows}) and set(summary["isolation"]) <= {"bwrap", "process"}
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic writes leave no temp files
 
 

@@ -74,7 +74,7 @@ def test_load_rewards_ok(tmp_path, rollouts):
 def test_rewards_for_other_rollouts(tmp_path, rollouts):
     f = tmp_path / "rewards.jsonl"
     write_rewards(f, [record("f#0", [2], [0.9]), record("f#1", [2], [0.9]), record("g#7", [2], [0.9])])
-    with pytest.raises(RewardFileError, match=r"rewards.jsonl: program 'g#7' is not among the 2 rollouts"):
+    with pytest.raises(RewardFileError, match=r"rewards.jsonl:3: program 'g#7' is not among the 2 rollouts"):
         load_rewards(f, rollouts)
 
 

@@ -22,7 +22,7 @@ def load_and_run():
     jobs = []
     for r in recs:
         p = probs[r["task_id"]]
-        jobs.append(sandbox.Job(program=r["code"], tests=p.tests, setup=p.setup))
+        jobs.append(sandbox.Job(program=r["code"], tests=p.tests, setup=p.setup, entry_point=p.entry_point))
     with sandbox.Sandbox(workers=2) as sb:
         results = sb.map(jobs)
     return recs, probs, results
