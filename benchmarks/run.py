@@ -209,10 +209,7 @@ def print_tables(res: dict) -> None:
 
 
 def plots(res: dict, out: Path, stem: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from crowdstat.study.plotting import NEUTRAL, PALETTE, legend_outside, log_axis, new_figure, save_figure, series_style, style_axes
 
     files = []
     series = {
@@ -239,40 +236,37 @@ def plots(res: dict, out: Path, stem: str) -> list[str]:
         rows = res.get(key) or []
         if not rows:
             continue
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig, axes = new_figure(1, 1, figsize=(7.6, 4.2))
+        ax = axes[0, 0]
         x = [r["n_votes"] for r in rows]
-        for col, label in cols:
+        for i, (col, label) in enumerate(cols):
             if all(col in r for r in rows):
-                ax.loglog(x, [r[col] for r in rows], "o-", label=label)
+                ax.plot(x, [r[col] for r in rows], label=label, **series_style(i))
         if key == "k1":
-            ax.axhline(res["bandwidth"]["limit_ns_per_vote"], ls="--", c="gray", label="bandwidth limit (9 B/vote)")
-            ax.axhline(1.0, ls=":", c="red", label="target 1 ns/vote")
-        ax.set_xlabel("votes")
-        ax.set_ylabel("ns per vote (median)")
-        ax.set_title(title)
-        ax.legend(fontsize=8)
-        f = out / f"{stem}_{key}.png"
-        fig.tight_layout()
-        fig.savefig(f, dpi=110)
-        plt.close(fig)
+            ax.axhline(res["bandwidth"]["limit_ns_per_vote"], ls="--", c=NEUTRAL, label="bandwidth limit (9 B/vote)")
+            ax.axhline(1.0, ls=":", c=PALETTE[1], label="target 1 ns/vote")
+        log_axis(ax, "x")
+        log_axis(ax, "y")
+        style_axes(ax, "votes (log scale)", "time per vote (ns, median; log scale)", title)
+        legend_outside(ax, "right")
+        f = save_figure(fig, out / f"{stem}_{key}.png", dpi=110)
         files.append(str(f))
     agg = res.get("agg") or {}
     if agg.get("majority"):
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for key, name in (("majority", "MV"), ("dawid_skene", "DS")):
+        fig, axes = new_figure(1, 1, figsize=(7.6, 4.2))
+        ax = axes[0, 0]
+        for j, (key, name) in enumerate((("majority", "MV"), ("dawid_skene", "DS"))):
             rows = [r for r in agg.get(key, []) if "crowdstat_table_in_s" in r]
             if rows:
                 x = [r["n_votes"] for r in rows]
-                ax.loglog(x, [r["crowdkit_s"] for r in rows], "o--", label=f"crowd-kit {name}")
-                ax.loglog(x, [r["crowdstat_table_in_s"] for r in rows], "o-", label=f"crowdstat {name} (table in)")
-        ax.set_xlabel("votes")
-        ax.set_ylabel("seconds (median)")
-        ax.set_title("Aggregation vs crowd-kit")
-        ax.legend(fontsize=8)
-        f = out / f"{stem}_agg.png"
-        fig.tight_layout()
-        fig.savefig(f, dpi=110)
-        plt.close(fig)
+                st = series_style(j)  # colour = the aggregation; solid = crowdstat, dashed + hollow = crowd-kit
+                ax.plot(x, [r["crowdstat_table_in_s"] for r in rows], label=f"crowdstat {name} (table in)", **st)
+                ax.plot(x, [r["crowdkit_s"] for r in rows], label=f"crowd-kit {name}", **{**st, "linestyle": "--"}, mfc="none")
+        log_axis(ax, "x")
+        log_axis(ax, "y")
+        style_axes(ax, "votes (log scale)", "wall time (seconds, median; log scale)", "Aggregation vs crowd-kit")
+        legend_outside(ax, "right")
+        f = save_figure(fig, out / f"{stem}_agg.png", dpi=110)
         files.append(str(f))
     return files
 

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         },
         true_p=true_p,
         path=out / "trajectories.png",
-        title="Sequential (eq. 8) weight trajectories vs one-shot L1-logistic weights (dashed: true logit p)",
+        title="Sequential (eq. 8) weight trajectories vs one-shot L1-logistic weights (dotted: true logit p)",
     )
     print(f"\nwrote {out / 'summary.csv'}, {out / 'trajectories.png'} and fits under {out / 'fits'}")
     return 0

@@ -8,12 +8,14 @@ Seeds are recorded in every JSON result.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +23,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "experiments" / "results"
-FIGURES = ROOT / "docs" / "figures"
+RESULTS = ROOT / "experiments" / "results"  # the committed results: written only by a full run without --out
+FIGURES = ROOT / "docs" / "figures"  # the committed figures (same rule)
+CACHE = ROOT / "experiments" / "cache"  # default home of quick / custom-sized runs: experiments/cache/<name>/<quick|custom>/
 
 from crowdstat.study import simulate as S  # noqa: E402
 from crowdstat.study.compare import available, compare  # noqa: E402
@@ -123,8 +126,48 @@ def markdown(df: pd.DataFrame, cols: list[str], interval_metrics=(), digits=3) -
     return head + "\n".join(body) + "\n"
 
 
-def write_results(name: str, payload: dict, tables: dict[str, pd.DataFrame] | None = None) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run writes: results (JSON / CSV) and figures; ``kind``: the run's size (full, quick or custom)."""
+
+    results: Path
+    figures: Path
+    kind: str
+
+
+def add_output_args(ap: argparse.ArgumentParser) -> None:
+    """``--out DIR`` and ``--plot-only`` (the options every experiment shares)."""
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="write results (JSON/CSV) to DIR and figures to DIR/figures. Default: the committed experiments/results and "
+        "docs/figures for a full run; experiments/cache/<experiment>/quick (or /custom with non-default sizes or seed) otherwise",
+    )
+    ap.add_argument("--plot-only", action="store_true", help="run nothing: redraw the figure from the results already in the output folder")
+
+
+def outputs(name: str, args, custom: bool = False) -> Outputs:
+    """The output folders of experiment ``name``: quick and custom-sized runs never write over the committed files.
+
+    ``kind`` (recorded as ``run_kind`` in the JSON) is the size of the run: quick, custom (non-default sizes or seed) or full.
+    """
+    kind = "quick" if getattr(args, "quick", False) else "custom" if custom else "full"
+    if args.out:
+        out = Path(args.out).resolve()
+        return Outputs(out, out / "figures", kind)
+    if kind == "full":
+        return Outputs(RESULTS, FIGURES, kind)
+    return Outputs(CACHE / name / kind, CACHE / name / kind / "figures", kind)
+
+
+def cpu_note() -> str:
+    """The machine as it was during the run: cores, niceness of this process (``os.nice(0)``), load average."""
+    return f"{os.cpu_count()} CPU cores shared with other jobs; niceness {os.nice(0)}; load average {os.getloadavg()[0]:.1f} at the end"
+
+
+def write_results(name: str, payload: dict, tables: dict[str, pd.DataFrame] | None = None, out: Outputs | None = None) -> None:
+    results = out.results if out is not None else RESULTS
+    results.mkdir(parents=True, exist_ok=True)
     import jax
 
     import crowdstat
@@ -135,12 +178,23 @@ def write_results(name: str, payload: dict, tables: dict[str, pd.DataFrame] | No
         "jax_version": jax.__version__,
         "python": platform.python_version(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cpu_note": f"{os.cpu_count()} CPU cores shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end)",
+        "run_kind": out.kind if out is not None else "full",
+        "cpu_note": cpu_note(),
         **payload,
     }
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    (results / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
     for tname, df in (tables or {}).items():
-        df.to_csv(RESULTS / f"{name}_{tname}.csv", index=False, float_format="%.6g")
+        df.to_csv(results / f"{name}_{tname}.csv", index=False, float_format="%.6g")
+
+
+def read_results(name: str, out: Outputs, *tables: str) -> tuple[dict, list[pd.DataFrame]]:
+    """The JSON and the named CSV tables of a finished run (for --plot-only); a clear error when absent."""
+    js = out.results / f"{name}.json"
+    paths = [out.results / f"{name}_{t}.csv" for t in tables]
+    missing = [str(p) for p in [js, *paths] if not p.exists()]
+    if missing:
+        raise SystemExit(f"--plot-only: no results to plot: {', '.join(missing)} missing (run the experiment first, same --out/--quick)")
+    return json.loads(js.read_text()), [pd.read_csv(p) for p in paths]
 
 
 def _jsonable(x):
@@ -155,10 +209,6 @@ def _jsonable(x):
     return str(x)
 
 
-def plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as p
-
-    return p
+def figure_path(out: Outputs, name: str) -> Path:
+    out.figures.mkdir(parents=True, exist_ok=True)
+    return out.figures / f"{name}.png"

@@ -1,13 +1,14 @@
 """Experiment 2: accuracy and calibration (log-loss, ECE, Brier) against the number of honeypots.
 
-    .venv/bin/python experiments/exp2_honeypots.py [--quick] [--seed 2]
+    .venv/bin/python experiments/exp2_honeypots.py [--quick] [--seed 2] [--out DIR] [--plot-only]
 
 Every method of the study (majority, sequential lam=1 and 0.1, proximal gamma=1%, em1, em2, bayes
 when available) on the same replicates, for honeypot fractions 0 .. 40% of the programs (placed
 first). With 0 honeypots proximal runs its latent variant and sequential learns from the crowd's
 majority only. Metrics on the non-honeypot lines. Also the honeypots needed to reach a target
-accuracy (crowdstat.study.metrics.honeypots_needed). Writes docs/figures/exp2_honeypots.png and
-experiments/results/exp2_honeypots.{json,csv}.
+accuracy (crowdstat.study.metrics.honeypots_needed). A full run writes docs/figures/exp2_honeypots.png
+and experiments/results/exp2_honeypots*.{json,csv}; --quick / non-default sizes write under
+experiments/cache/exp2_honeypots/, --out DIR under DIR. --plot-only redraws the figure from the results.
 """
 
 from __future__ import annotations
@@ -16,14 +17,61 @@ import argparse
 
 import numpy as np
 import pandas as pd
-from _study import ALL_METHODS, FIGURES, markdown, plt, replicates, score_all, short, summarize, usable, write_results
+from _study import (
+    ALL_METHODS,
+    add_output_args,
+    figure_path,
+    markdown,
+    outputs,
+    read_results,
+    replicates,
+    score_all,
+    short,
+    summarize,
+    usable,
+    write_results,
+)
 
 from crowdstat.study.metrics import honeypots_needed
+from crowdstat.study.plotting import figure_legend, log_axis, new_figure, save_figure, series_style, style_axes
 
+NAME = "exp2_honeypots"
 POP = "expert:2@0.9,novice:5@0.7,spammer:3,adversary:2@0.3"
 FRACTIONS = [0.0, 0.05, 0.1, 0.2, 0.4]
 N_PROGRAMS = 60
 TARGETS = [0.85, 0.9]
+
+
+def _figure(summ: pd.DataFrame, meta: dict, path) -> None:
+    """Accuracy, log-loss and ECE against the honeypot programs; one series per method, dodged, with 95% t-intervals."""
+    fig, axes = new_figure(1, 3, figsize=(16, 4.8))
+    axes = axes[0]
+    meths = list(summ["method"].unique())
+    grid = sorted(summ["n_honeypot_programs"].unique())
+    n = meta["settings"]["n_programs"]
+    for j, meth in enumerate(meths):
+        g = summ[summ["method"] == meth]
+        st = series_style(j)
+        for ax, m in zip(axes, ["accuracy", "log_loss", "ece"]):
+            x = g["n_honeypot_programs"].to_numpy() + 0.3 * (j - (len(meths) - 1) / 2)
+            yerr = [g[m] - g[m + "_lo"], g[m + "_hi"] - g[m]]
+            ax.errorbar(x, g[m], yerr=yerr, ms=4, capsize=2, lw=1.2, label=meth, **st)
+    labels = [
+        ("line accuracy (fraction, non-honeypot lines)", "accuracy"),
+        ("log-loss (nats per line, log scale)", "log-loss"),
+        ("ECE (probability, 10 equal-width bins)", "expected calibration error"),
+    ]
+    for ax, (ylabel, title) in zip(axes, labels):
+        style_axes(ax, f"honeypot programs (of {n}, {meta['settings']['lines_per_program']} lines each)", ylabel, title)
+        ax.set_xticks(grid)
+    log_axis(axes[1])
+    figure_legend(fig, axes[0], where="right", title="method")
+    fig.suptitle(
+        f"Accuracy and calibration vs honeypots: {meta['population']}, {meta['settings']['annotators_per_item']} annotators per program\n"
+        f"mean and 95% t-interval over {meta['replicates']} replicates (bayes: {meta['bayes_replicates']}; seed {meta['seed']})",
+        fontsize=10,
+    )
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv=None):
@@ -32,7 +80,15 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--replicates", type=int, default=None)
     ap.add_argument("--bayes-replicates", type=int, default=None)
+    add_output_args(ap)
     args = ap.parse_args(argv)
+    custom = args.replicates is not None or args.bayes_replicates is not None or args.seed != 2
+    out = outputs(NAME, args, custom=custom)
+    if args.plot_only:
+        meta, (summ,) = read_results(NAME, out, "summary")
+        _figure(summ, meta, figure_path(out, NAME))
+        print(f"wrote {figure_path(out, NAME)} from {out.results}")
+        return
     R = args.replicates or (5 if args.quick else 20)
     RB = min(R, args.bayes_replicates or (2 if args.quick else 5))
     methods, missing = usable(ALL_METHODS)
@@ -71,38 +127,10 @@ def main(argv=None):
             )
     need_df = pd.DataFrame(need_rows)
 
-    P = plt()
-    fig, axes = P.subplots(1, 3, figsize=(16, 4.6))
-    for meth, g in summ.groupby("method", sort=False):
-        for ax, m in zip(axes, ["accuracy", "log_loss", "ece"]):
-            x = g["n_honeypot_programs"].to_numpy()
-            ax.errorbar(
-                x + 0.25 * (list(summ["method"].unique()).index(meth) - 3),
-                g[m],
-                yerr=[g[m] - g[m + "_lo"], g[m + "_hi"] - g[m]],
-                marker="o",
-                ms=4,
-                capsize=2,
-                label=meth,
-            )
-    axes[0].set_ylabel("line accuracy (non-honeypot lines)")
-    axes[1].set_ylabel("log-loss (nats per line)")
-    axes[1].set_yscale("log")
-    axes[2].set_ylabel("ECE (10 equal-width bins)")
-    for ax in axes:
-        ax.set_xlabel(f"honeypot programs (of {N_PROGRAMS}, 5 lines each)")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(
-        f"Accuracy and calibration vs honeypots: {POP}, 5 annotators per program; mean and 95% t-interval over {R} replicates "
-        f"(bayes: {RB}) (seed {args.seed})",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(FIGURES / "exp2_honeypots.png", dpi=100)
     cols = ["method", "n_honeypot_programs", "n_replicates", "accuracy", "log_loss", "ece", "brier"]
     md = markdown(summ, cols, interval_metrics=["accuracy", "log_loss", "ece", "brier"])
     write_results(
-        "exp2_honeypots",
+        NAME,
         {
             "seed": args.seed,
             "replicates": R,
@@ -117,7 +145,10 @@ def main(argv=None):
             "markdown": md,
         },
         {"replicates": df, "summary": summ, "honeypots_needed": need_df},
+        out,
     )
+    meta, (summ_read,) = read_results(NAME, out, "summary")  # draw from what was written: --plot-only draws the same
+    _figure(summ_read, meta, figure_path(out, NAME))
     print(md)
     print(need_df.drop(columns=["per_replicate"]).to_string(index=False))
 

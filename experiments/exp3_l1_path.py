@@ -1,14 +1,15 @@
 """Experiment 3: the L1 regularisation path of the one-shot estimator, vmapped over replicates.
 
-    .venv/bin/python experiments/exp3_l1_path.py [--quick] [--seed 3]
+    .venv/bin/python experiments/exp3_l1_path.py [--quick] [--seed 3] [--out DIR] [--plot-only]
 
 For each replicate: the honeypot training problem (crowdstat.estimators.l1.problem.training_data), gamma_max and
 L; then ``proximal.path`` (warm starts, from gamma_max down a geometric grid) under ``jax.vmap``
 over the replicates (one compiled program for all). Reports which annotators are filtered out
 (w = 0) or turned negative as gamma grows, against who the spammers/adversaries really are, the
 line accuracy / log-loss of the eq. 7 posteriors along the path (non-honeypot lines), and the
-relative duality gap certificate at every point. Float64. Writes docs/figures/exp3_l1_path.png
-and experiments/results/exp3_l1_path.{json,csv}.
+relative duality gap certificate at every point. Float64. A full run writes docs/figures/exp3_l1_path.png
+and experiments/results/exp3_l1_path*.{json,csv}; --quick writes under experiments/cache/exp3_l1_path/quick,
+--out DIR under DIR. --plot-only redraws the figure from the results (..._path, _replicate0, _gaps.csv).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from _study import FIGURES, markdown, plt, replicates, write_results
+from _study import add_output_args, figure_path, markdown, outputs, read_results, replicates, write_results
 
 from crowdstat.estimators import posterior
 from crowdstat.estimators.l1 import problem
@@ -28,7 +29,9 @@ from crowdstat.estimators.l1 import solve as px
 from crowdstat.io.tables import read_votes
 from crowdstat.study import metrics as M
 from crowdstat.study.metrics import replicate_interval
+from crowdstat.study.plotting import PALETTE, kind_style, legend_outside, new_figure, save_figure, style_axes
 
+NAME = "exp3_l1_path"
 POP = "expert:3@0.9,novice:4@0.7,spammer:4,adversary:2@0.3"
 BAD = ("spammer", "adversary")
 
@@ -101,64 +104,97 @@ def _path_table(W, kinds, bad, rel_grid, acc, ll, rel_gap, iters) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def _plot(W, kinds, rel_grid, path_df, rel_gap, seed: int):
-    """docs/figures/exp3_l1_path.png: replicate 0's path, who is filtered, the scores, the certificate."""
-    R, m = W.shape[0], W.shape[2]
-    P = plt()
-    fig, axes = P.subplots(1, 4, figsize=(20, 4.6))
-    colors = {"expert": "tab:green", "novice": "tab:blue", "spammer": "tab:gray", "adversary": "tab:red"}
+def _figure_tables(W, kinds, annotators, rel_grid, rel_gap) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the figure needs beyond the path table: replicate 0's weights along the path, and every replicate's gap."""
+    G, m = W.shape[1], W.shape[2]
+    w0 = pd.DataFrame(
+        {
+            "gamma_over_gamma_max": np.repeat(rel_grid, m),
+            "annotator": np.tile(annotators, G),
+            "kind": np.tile(kinds, G),
+            "w": W[0].reshape(-1),
+        }
+    )
+    R = rel_gap.shape[0]
+    gaps = pd.DataFrame(
+        {"replicate": np.repeat(np.arange(R), G), "gamma_over_gamma_max": np.tile(rel_grid, R), "rel_gap": rel_gap.reshape(-1)}
+    )
+    return w0, gaps
+
+
+def _figure(path_df: pd.DataFrame, w0: pd.DataFrame, gaps: pd.DataFrame, meta: dict, path) -> None:
+    """Replicate 0's path, who is filtered, the scores and the certificate along gamma (2 x 2 panels, gamma decreasing)."""
+    fig, axes = new_figure(2, 2, figsize=(14, 9))
+    axes = axes.ravel()
+    g = path_df["gamma_over_gamma_max"].to_numpy()
+    xlabel = "gamma / gamma_max (log scale; weaker penalty to the right)"
     ax = axes[0]
-    for i in range(m):
-        ax.plot(rel_grid, W[0, :, i], color=colors[kinds[i]], lw=1.3, label=kinds[i] if kinds[i] not in kinds[:i] else None)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xlabel("gamma / gamma_max")
-    ax.set_ylabel("w_i")
-    ax.set_title("L1 path, replicate 0 (warm starts from gamma_max)", fontsize=10)
-    ax.legend(fontsize=8)
+    seen: set = set()
+    for _ann, a in w0.groupby("annotator", sort=False):
+        kind = a["kind"].iloc[0]
+        ax.plot(a["gamma_over_gamma_max"], a["w"], color=kind_style(kind)["color"], lw=1.3, label=None if kind in seen else kind)
+        seen.add(kind)
+    ax.axhline(0, color="k", lw=0.6)
+    style_axes(ax, xlabel, "weight w_i (log-odds)", "L1 path of replicate 0 (warm starts from gamma_max)")
+    legend_outside(ax, "right", title="annotator kind")
     ax = axes[1]
-    for kind, col in colors.items():
-        ax.plot(rel_grid, path_df[f"zero_frac_{kind}"], color=col, lw=1.6, label=f"{kind}: w = 0")
-        ax.plot(rel_grid, path_df[f"neg_frac_{kind}"], color=col, lw=1.2, ls="--", label=f"{kind}: w < 0")
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("gamma / gamma_max")
-    ax.set_ylabel(f"fraction of annotators (over {R} replicates)")
-    ax.set_title("who is filtered out (w = 0) / flagged adversarial (w < 0)", fontsize=10)
-    ax.legend(fontsize=7)
+    for kind in ["expert", "novice", "spammer", "adversary"]:
+        col = kind_style(kind)["color"]
+        ax.plot(g, path_df[f"zero_frac_{kind}"], color=col, lw=1.6, label=f"{kind}: w = 0")
+        ax.plot(g, path_df[f"neg_frac_{kind}"], color=col, lw=1.2, ls="--", label=f"{kind}: w < 0")
+    style_axes(
+        ax,
+        xlabel,
+        f"fraction of the annotators of the kind\n(over {meta['replicates']} replicates)",
+        "filtered out (w = 0) / flagged (w < 0)",
+    )
+    legend_outside(ax, "right", ncol=1)
     ax = axes[2]
-    ax.plot(rel_grid, path_df["accuracy"], "k-", label="accuracy")
-    ax.fill_between(rel_grid, path_df["accuracy_lo"], path_df["accuracy_hi"], color="k", alpha=0.15)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("gamma / gamma_max")
-    ax.set_ylabel("line accuracy (non-honeypot lines)")
+    ax.plot(g, path_df["accuracy"], color=PALETTE[0], label="line accuracy (left axis)")
+    ax.fill_between(g, path_df["accuracy_lo"], path_df["accuracy_hi"], color=PALETTE[0], alpha=0.15, lw=0)
     ax2 = ax.twinx()
-    ax2.plot(rel_grid, path_df["log_loss"], "tab:purple", label="log-loss")
-    ax2.fill_between(rel_grid, path_df["log_loss_lo"], path_df["log_loss_hi"], color="tab:purple", alpha=0.15)
-    ax2.set_ylabel("log-loss", color="tab:purple")
-    ax.set_title("eq. 7 posteriors along the path (mean, 95% CI)", fontsize=10)
+    ax2.plot(g, path_df["log_loss"], color=PALETTE[1], ls="--", label="log-loss (right axis)")
+    ax2.fill_between(g, path_df["log_loss_lo"], path_df["log_loss_hi"], color=PALETTE[1], alpha=0.15, lw=0)
+    ax2.set_ylabel("log-loss (nats per line)", color=PALETTE[1])
+    ax2.spines["top"].set_visible(False)
+    style_axes(ax, xlabel, "line accuracy (fraction, non-honeypot lines)", "eq. 7 posteriors along the path (mean, 95% CI)")
+    ax.yaxis.label.set_color(PALETTE[0])
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    legend_outside(ax, "below", handles=h1 + h2, labels=l1 + l2, ncol=2, bbox_to_anchor=(0.5, -0.2))
     ax = axes[3]
-    ax.plot(rel_grid, np.maximum(rel_gap.T, 1e-18), color="tab:orange", lw=0.7, alpha=0.6)
-    ax.axhline(TOL, color="k", ls="--", lw=0.8, label=f"tol = {TOL:g}")
-    ax.set_xscale("log")
+    for _, r in gaps.groupby("replicate"):
+        ax.plot(r["gamma_over_gamma_max"], np.maximum(r["rel_gap"], 1e-18), color=PALETTE[4], lw=0.7, alpha=0.5)
+    ax.plot([], [], color=PALETTE[4], lw=0.7, label="one replicate")
+    ax.axhline(meta["tol"], color="k", ls="--", lw=0.8, label=f"tolerance {meta['tol']:g}")
     ax.set_yscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("gamma / gamma_max")
-    ax.set_ylabel("relative duality gap at the returned w")
-    ax.set_title("certificate along the path (each line a replicate)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.suptitle(f"L1 path: {POP}; 60 programs x 5 lines, 12 honeypot programs; {R} replicates vmapped (seed {seed}), float64", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(FIGURES / "exp3_l1_path.png", dpi=100)
+    style_axes(ax, xlabel, "relative duality gap at the returned w", "certificate along the path (floored at 1e-18)")
+    legend_outside(ax, "right")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+    st = meta["settings"]
+    fig.suptitle(
+        f"L1 path: {meta['population']}; {st['n_programs']} programs x {st['lines_per_program']} lines, "
+        f"{round(st['honeypot_fraction'] * st['n_programs'])} honeypot programs; {meta['replicates']} replicates vmapped "
+        f"(seed {meta['seed']}), float64",
+        fontsize=10,
+    )
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="8 replicates, 20 gammas instead of 40 and 40")
     ap.add_argument("--seed", type=int, default=3)
+    add_output_args(ap)
     args = ap.parse_args(argv)
+    out = outputs(NAME, args, custom=args.seed != 3)
+    if args.plot_only:
+        meta, tabs = read_results(NAME, out, "path", "replicate0", "gaps")
+        _figure(*tabs, meta, figure_path(out, NAME))
+        print(f"wrote {figure_path(out, NAME)} from {out.results}")
+        return
     R, G = (8, 20) if args.quick else (40, 40)
     settings = dict(n_programs=60, lines_per_program=5, honeypot_fraction=0.2, honeypot_placement="first")
     sims = replicates(args.seed, R, POP, **settings)
@@ -175,7 +211,7 @@ def main(argv=None):
     path_df = _path_table(W, kinds, bad, rel_grid, acc, ll, rel_gap, iters)
     best = path_df.loc[path_df["log_loss"].idxmin()]
     best_acc = path_df.loc[path_df["accuracy"].idxmax()]
-    _plot(W, kinds, rel_grid, path_df, rel_gap, args.seed)
+    w0, gaps = _figure_tables(W, kinds, sims[0].reliability["annotator"].to_numpy(), rel_grid, rel_gap)
     cols = [
         "gamma_over_gamma_max",
         "zero_frac_expert",
@@ -191,7 +227,7 @@ def main(argv=None):
     ]
     md = markdown(path_df.iloc[:: max(1, G // 10)], cols, interval_metrics=["accuracy", "log_loss"])
     write_results(
-        "exp3_l1_path",
+        NAME,
         {
             "seed": args.seed,
             "replicates": R,
@@ -210,8 +246,11 @@ def main(argv=None):
             "markdown": md,
             "true_p": true_p,
         },
-        {"path": path_df},
+        {"path": path_df, "replicate0": w0, "gaps": gaps},
+        out,
     )
+    meta, tabs = read_results(NAME, out, "path", "replicate0", "gaps")  # draw from what was written: --plot-only draws the same
+    _figure(*tabs, meta, figure_path(out, NAME))
     print(md)
     print(
         f"paths of {R} replicates x {G} gammas in {seconds:.1f} s (one vmapped call, compile included); "

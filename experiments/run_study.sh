@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The simulation study (docs/study.md), one command per experiment. Usage:
-#   experiments/run_study.sh            # full size, the numbers in docs/study.md (~35 min on 2 shared cores)
-#   experiments/run_study.sh --quick    # CI-sized (5 replicates; a few minutes per experiment)
+# The simulation study (docs/study.md), one command per experiment; every option is passed to each. Usage:
+#   experiments/run_study.sh                 # full size: writes the committed experiments/results and docs/figures (~35 min on 2 shared cores)
+#   experiments/run_study.sh --quick         # CI-sized (5 replicates): writes under experiments/cache/<experiment>/quick, never the committed files
+#   experiments/run_study.sh --quick --out DIR   # results in DIR, figures in DIR/figures
+#   experiments/run_study.sh --plot-only     # redraw the committed figures from the committed results (seconds, runs nothing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -1,9 +1,14 @@
-"""Print the markdown tables of docs/study.md from experiments/results/*_summary.csv (after the runs)."""
+"""Print the markdown tables of docs/study.md from the results of the runs (default: the committed experiments/results).
+
+    .venv/bin/python experiments/study_tables.py exp2|exp4|exp5 [--results DIR]
+
+``--results DIR``: the folder a run wrote (its ``--out``, or experiments/cache/<experiment>/quick).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -54,5 +59,15 @@ def exp5():
     print(json.loads((R / "exp5_compute_time.json").read_text())["markdown"])
 
 
+def main(argv=None) -> None:
+    global R
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("experiment", choices=["exp2", "exp4", "exp5"])
+    ap.add_argument("--results", default=str(R), help="folder of the results (default: the committed experiments/results)")
+    args = ap.parse_args(argv)
+    R = Path(args.results)
+    {"exp2": exp2, "exp4": exp4, "exp5": exp5}[args.experiment]()
+
+
 if __name__ == "__main__":
-    {"exp2": exp2, "exp4": exp4, "exp5": exp5}[sys.argv[1]]()
+    main()

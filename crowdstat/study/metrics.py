@@ -26,8 +26,6 @@ Truth is coded +1 (correct) / -1 (wrong) as everywhere in crowdstat.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -227,33 +225,46 @@ def reliability_diagram(posterior, truth, n_bins: int = 10, mask=None) -> dict:
     }
 
 
-def plot_reliability_diagram(diagrams: dict, path=None, title: str | None = None):
-    """Plot ``{label: reliability_diagram(...)}`` on one axes (plus a histogram of the posteriors).
+def plot_reliability_diagram(diagrams: dict, path=None, title: str | None = None, min_count: int = 10):
+    """Plot ``{label: reliability_diagram(...)}`` on one axes, with the lines per bin below.
 
+    Bins holding fewer than ``min_count`` lines are drawn as hollow markers and not joined to the
+    curve (their fraction correct is noise); the lower panel shows the count of every bin.
     Returns the matplotlib figure; saves it to ``path`` when given.
     """
-    from crowdstat.study.plotting import _plt
+    from crowdstat.study.plotting import NEUTRAL, figure_legend, new_figure, save_figure, series_style, style_axes
 
-    plt = _plt()
-    fig, (ax, axh) = plt.subplots(2, 1, figsize=(5.2, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="perfect calibration")
+    fig, axes = new_figure(2, 1, figsize=(7.6, 6.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
+    ax, axh = axes[0, 0], axes[1, 0]
+    ax.plot([0, 1], [0, 1], color=NEUTRAL, ls="--", lw=1, label="perfect calibration")
     for i, (label, d) in enumerate(diagrams.items()):
-        ok = d["count"] > 0
-        ax.plot(d["mean_posterior"][ok], d["frac_correct"][ok], "o-", ms=4, label=f"{label} (ECE {d['ece']:.3f})")
+        st = series_style(i)
+        count = np.asarray(d["count"])
+        x, y = np.asarray(d["mean_posterior"], float), np.asarray(d["frac_correct"], float)
+        big, small = count >= min_count, (count > 0) & (count < min_count)
+        # NaN outside the well-filled bins: the curve joins neighbouring well-filled bins only, never across a gap
+        ax.plot(
+            np.where(big, x, np.nan),
+            np.where(big, y, np.nan),
+            color=st["color"],
+            ls=st["linestyle"],
+            marker=st["marker"],
+            ms=5,
+            label=f"{label} (ECE {d['ece']:.3f})",
+        )
+        ax.plot(x[small], y[small], ls="none", marker=st["marker"], ms=5, mfc="none", color=st["color"])
         width = (d["edges"][1] - d["edges"][0]) / (len(diagrams) + 1)
-        axh.bar(d["edges"][:-1] + (i + 0.5) * width, d["count"], width=width, label=label)
-    ax.set_ylabel("fraction of lines correct")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="upper left")
-    axh.set_xlabel("posterior P(line correct)")
-    axh.set_ylabel("lines")
+        axh.bar(d["edges"][:-1] + (i + 0.5) * width, count, width=width, color=st["color"])
+    if any(((np.asarray(d["count"]) > 0) & (np.asarray(d["count"]) < min_count)).any() for d in diagrams.values()):
+        ax.plot([], [], ls="none", marker="o", mfc="none", color="k", label=f"hollow: bin of < {min_count} lines")
+    axh.axhline(min_count, color=NEUTRAL, ls=":", lw=1)
+    axh.text(1.01, min_count, f"{min_count} lines", transform=axh.get_yaxis_transform(), va="center", fontsize=7, color="0.3")
+    ax.set_xlim(-0.03, 1.03)  # room for the markers at 0 and 1
+    ax.set_ylim(-0.03, 1.03)
+    style_axes(ax, None, "fraction of lines correct", title)
+    style_axes(axh, "posterior P(line correct), binned", "lines per bin (log)")
     axh.set_yscale("log")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    figure_legend(fig, ax, where="right", fontsize=7)
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path, dpi=110)
     return fig
