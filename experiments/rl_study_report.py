@@ -344,4 +344,35 @@ def write_report(results: dict, doc: Path, figs: Path) -> None:
     if "QUICK" not in results["label"] and reading.exists():
         lines += ["", reading.read_text().rstrip()]
     lines += ["", "Raw numbers: the results JSON next to this run (`experiments/results/rl_synthetic.json` for the committed run).", ""]
+    lines += [COMMANDS.rstrip(), ""]
     atomic_write_text(doc, "\n".join(lines), parents=True)
+
+
+COMMANDS = """## Commands
+
+    nice -n 10 python experiments/rl_synthetic.py --part crowd      # 10 PPO arms x 8 seeds (+ the warm start)
+    nice -n 10 python experiments/rl_synthetic.py --part trainers   # GAE and the two GRPO arms x 8 seeds
+    python experiments/rl_synthetic.py --quick                      # smoke run: every arm, 1 seed (experiments/cache/rl_synthetic/quick)
+    python experiments/rl_synthetic.py --report-only                # this page and its figures from the results JSON
+
+The study is resumable: the warm start is cached in `experiments/cache/rl_synthetic/warmstart` (reused
+when its settings match), each seed's evaluation before RL in `runs/before-s<seed>.json`, a finished
+run is read back, and an interrupted PPO run resumes from its last checkpointed round (an interrupted
+GRPO run starts again). Parts run one after the other add to the same results file. The arms,
+crowds, comparisons and targets are in `experiments/configs/rl_synthetic.json`; they were fixed
+before the first full run.
+
+## Caveats (read before quoting a number)
+
+- Held-out problems: multi-constant templates use constant combinations never seen in training;
+  one-constant templates use new instances with training constants; `sub_mul` and `keep_less`
+  are never trained (nothing correct to reinforce). Evaluation: the first few held-out problems of
+  each of the 23 templates, the same problems and evaluation seed for every arm of a seed.
+- Line truth: `rl.tasks.lines.line_truth` (the rule `rl annotate` uses) on prompt + completion, the
+  prompt unannotated. `execution` gives every line the share of tests passed; `true_program` gives
+  the completion one reward (all lines right or not) through PPO's program reward mode, with the same
+  group baseline as the line estimator.
+- Intervals: bootstrap over 8 seeds (BCa); each seed's number is itself a noisy estimate (a few
+  problems x 10 samples per template), so seed-level spread includes evaluation noise.
+- Timings: a 2-core machine shared with other jobs; the load average of each call is listed at the top.
+"""
