@@ -83,3 +83,37 @@ $(BENCH_STAMP): pyproject.toml
 
 bench: $(BENCH_STAMP)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BENCH_PY) -m benchmarks.run $(BENCH_ARGS)
+
+# Label Studio (docs/annotation.md, "Real annotators"): the server, its SDK and playwright live in their
+# own venv, built from the `labelstudio` extra of pyproject.toml WITHOUT installing the project (their
+# numpy/pyarrow pins conflict with ours). rl drives it only through subprocesses. The browser test
+# uses the system Chromium (Debian package `chromium`), installed here when missing and this is root.
+# `make test-labelstudio` runs the integration tests (real server; marked slow, not in `make test`).
+LS_VENV := .venv-labelstudio
+LS_PY := $(LS_VENV)/bin/python
+LS_STAMP := $(LS_VENV)/.installed
+.PHONY: labelstudio-venv labelstudio-browser test-labelstudio
+
+labelstudio-venv: $(LS_STAMP)
+
+$(LS_STAMP): pyproject.toml
+	@test -x $(LS_PY) || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_PY) -m pip install -q --upgrade pip
+	$(LS_PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["labelstudio"]))' > $(LS_VENV)/requirements.txt
+	$(LS_PY) -m pip install -q -r $(LS_VENV)/requirements.txt
+	@touch $(LS_STAMP)
+
+labelstudio-browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "+ apt-get install -y chromium (for the Label Studio browser test)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq chromium >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
+		|| echo "note: could not install chromium; the browser test will be skipped"; \
+	else \
+		echo "note: chromium is not installed, so the browser test is skipped (e.g. sudo apt-get install chromium)"; \
+	fi
+
+test-labelstudio: $(STAMP) $(LS_STAMP) labelstudio-browser
+	$(PY) -m pytest -q -m slow tests/rl/test_labelstudio_server.py

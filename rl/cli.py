@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "annotate": ("rl.crowd.annotate", "simulate annotators voting on the lines of programs"),
     "export": ("rl.crowd.labelstudio", "export programs as a line-labelling task file (Label Studio JSON or CSV)"),
     "import": ("rl.crowd.labelstudio", "import labelling results back into a vote table"),
+    "labelstudio": ("rl.crowd.labelstudio_cli", "rounds on a real Label Studio server: serve, push, status, pull, crowd, browse"),
     "generate": ("rl.policy.rollouts", "sample completions with the current policy and write a rollout file"),
     "train": ("rl.train.ppo_cli", "PPO with LoRA on rollouts and their crowd rewards"),
     "grpo": ("rl.train.grpo", "TRL GRPOTrainer with a crowd-backed reward function (comparison trainer)"),

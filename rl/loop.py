@@ -11,7 +11,9 @@ For each round r = 1..R (one function per stage):
    ``python -m crowdstat fit`` in a subprocess on the votes of all rounds so far; or the reward
    sources ``true_lines`` / ``execution``. ``annotate = "pause"`` instead writes the programs and
    stops with instructions; place ``votes.csv`` (and optionally ``truth.csv``) in the round
-   directory and run again with ``--resume``.
+   directory and run again with ``--resume``. ``annotate = "labelstudio"`` pushes the programs to a
+   Label Studio server, waits for the annotations (or stops the same way) and pulls them
+   (:mod:`rl.crowd.ls_backend`, docs/annotation.md).
 3. **train** (:func:`_train`): one :meth:`rl.train.ppo.PPOTrainer.step` on the round's rollouts with
    :func:`rl.crowd.rewards.token_rewards` (``ppo.reward_mode``, ``ppo.line_reward``, ``ppo.line_credit``,
    ``ppo.missing_eos_penalty``).
@@ -264,8 +266,23 @@ def _generate(run: _Run, rnd: int, rdir: Path) -> list:
     return rollouts
 
 
+def _labelstudio_votes(run: _Run, rnd: int, rdir: Path) -> tuple[Path, Path | None]:
+    """``annotate = "labelstudio"``: the round's votes from the server (:mod:`rl.crowd.ls_backend`)."""
+    from rl.crowd.ls_backend import WaitingForVotes, round_votes
+    from rl.policy.rollouts import read_rollouts
+
+    items = [(r.program, run.by_task[r.task_id], r.completion) for r in read_rollouts(rdir / "rollouts.jsonl")]
+    try:
+        return round_votes(run.cfg, run.rewarder, items, rnd, rdir)
+    except WaitingForVotes as e:
+        atomic_write_text(rdir / "PAUSED.txt", str(e))
+        raise PausedForAnnotation(str(e)) from None
+
+
 def _human_votes(run: _Run, rnd: int, rdir: Path) -> tuple[Path | None, Path | None]:
     """Pause mode: the round's human votes, or :class:`PausedForAnnotation` with instructions."""
+    if run.cfg.annotate == "labelstudio" and run.cfg.reward_source in CROWD_METHODS:
+        return _labelstudio_votes(run, rnd, rdir)
     if run.cfg.annotate != "pause" or run.cfg.reward_source not in CROWD_METHODS:
         return None, None
     votes_file = rdir / "votes.csv"

@@ -48,6 +48,7 @@ __all__ = [
     "SamplingConfig",
     "BenchSpec",
     "EvalSpec",
+    "LabelStudioSpec",
     "LoopConfig",
     "ConfigError",
     "REWARD_MODES",
@@ -367,6 +368,34 @@ class EvalSpec:
             raise ValueError("EvalSpec: per_template and n_problems must be >= 0 (0 = all)")
 
 
+@dataclass
+class LabelStudioSpec:
+    """``annotate = "labelstudio"``: the round's votes come from a Label Studio server (docs/annotation.md).
+
+    server: the ``server.json`` of ``rl labelstudio serve`` (URL and admin token; relative paths are
+    taken from the working directory). local_crowd: the simulated ``population`` posts its votes through
+    the server, each annotator as its own account (no humans needed). wait: ``poll`` (wait up to
+    ``timeout`` seconds, checking every ``poll_seconds``, then stop with exit status 3) or ``exit``
+    (stop at once when votes are missing); ``rl loop --resume`` continues the round. title: the
+    project's title (default: ``rl loop <name of out>``; at most 50 characters); all rounds go to one project.
+    """
+
+    server: str = "server.json"
+    local_crowd: bool = False
+    wait: str = "poll"
+    timeout: float = 3600.0
+    poll_seconds: float = 10.0
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if self.wait not in ("poll", "exit"):
+            raise ValueError(f"LabelStudioSpec.wait: expected 'poll' or 'exit', got {self.wait!r}")
+        for name in ("timeout", "poll_seconds"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"LabelStudioSpec.{name}: expected a finite number > 0, got {v!r}")
+
+
 def _default_sampling() -> SamplingConfig:
     return SamplingConfig(max_new_tokens=64, batch_size=64, seed=None, stop=())
 
@@ -387,7 +416,8 @@ class LoopConfig:
         shorthands for ``sampling.*``.
     reward_source: a crowdstat method (``crowdstat.estimators.METHODS``), ``true_lines`` or
         ``execution``. crowd_args: extra ``crowdstat fit`` options.
-    annotate: ``simulate`` or ``pause`` (human round trip). population (a ``crowdstat.spec``
+    annotate: ``simulate``, ``pause`` (human round trip) or ``labelstudio`` (a Label Studio server,
+        section ``labelstudio``: :class:`LabelStudioSpec`). population (a ``crowdstat.spec``
         population: compact string or list of objects), per_program (annotators per program; None =
         all), honeypot_fraction: the simulated crowd.
     ppo, lora, bench, eval: :class:`PPOConfig`, :class:`LoraSpec`, :class:`BenchSpec`, :class:`EvalSpec`.
@@ -413,6 +443,7 @@ class LoopConfig:
     lora: LoraSpec = field(default_factory=LoraSpec)
     bench: BenchSpec = field(default_factory=BenchSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    labelstudio: LabelStudioSpec = field(default_factory=LabelStudioSpec)
     seed: int = 0
     threads: int = 2
 
@@ -444,8 +475,8 @@ class LoopConfig:
         sources = reward_sources()
         if self.reward_source not in sources:
             raise ValueError(f"reward_source must be one of {sources}, got {self.reward_source!r}")
-        if self.annotate not in ("simulate", "pause"):
-            raise ValueError(f"annotate must be 'simulate' or 'pause', got {self.annotate!r}")
+        if self.annotate not in ("simulate", "pause", "labelstudio"):
+            raise ValueError(f"annotate must be 'simulate', 'pause' or 'labelstudio', got {self.annotate!r}")
         if self.rounds < 1 or self.prompts_per_round < 1 or self.samples < 1:
             raise ValueError("rounds, prompts_per_round and samples must be >= 1")
         if not 0.0 <= self.honeypot_fraction <= 1.0:
