@@ -2,7 +2,8 @@
 
 Every experiment: simulates replicates with ``crowdstat.study.simulate.simulate_replicates`` (one key
 split + vmap), fits each method through ``crowdstat.study.compare.compare`` (i.e. ``crowdstat.fit``),
-and reports means with 95% Student-t intervals over replicates (``crowdstat.study.metrics.replicate_interval``).
+and reports means with 95% intervals over replicates (``crowdstat.study.metrics.replicate_interval``: bootstrap inside [0, 1]
+for bounded metrics, Student-t otherwise; none below 3 replicates).
 Seeds are recorded in every JSON result.
 """
 
@@ -90,15 +91,20 @@ def score_all(sims, methods, progress_desc=None, **extra) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+#: metrics that live in [0, 1]: their intervals are bootstrap intervals inside [0, 1]
+#: (crowdstat.study.metrics.replicate_interval); the others (log-loss, seconds) get t-intervals
+UNIT_METRICS = {"accuracy", "ece", "brier", "reliability_rmse", "detection_auc", "auc", "recall_bad", "false_flag_good"}
+
+
 def summarize(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean and 95% t-interval over replicates of each metric, per group."""
+    """Mean and 95% interval over replicates of each metric, per group (bounded metrics: bootstrap in [0, 1])."""
     out = []
     for keys, g in df.groupby(by, sort=False):
         keys = keys if isinstance(keys, tuple) else (keys,)
         row = dict(zip(by, keys))
         row["n_replicates"] = int(g["replicate"].nunique())
         for m in metrics:
-            ri = replicate_interval(g[m].to_numpy(np.float64))
+            ri = replicate_interval(g[m].to_numpy(np.float64), bounds=(0.0, 1.0) if m in UNIT_METRICS else None)
             row[m] = ri["mean"]
             row[f"{m}_lo"] = ri["lo"]
             row[f"{m}_hi"] = ri["hi"]
@@ -107,6 +113,8 @@ def summarize(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFra
 
 
 def fmt(row, m, digits=3) -> str:
+    if np.isnan(row[m + "_lo"]):
+        return f"{row[m]:.{digits}f} (no interval: < 3 replicates)"
     return f"{row[m]:.{digits}f} [{row[m + '_lo']:.{digits}f}, {row[m + '_hi']:.{digits}f}]"
 
 

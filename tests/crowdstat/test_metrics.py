@@ -112,3 +112,23 @@ def test_plot_reliability_diagram(tmp_path):
     d = {"a": M.reliability_diagram(POST, TRUTH), "b": M.reliability_diagram(1 - POST, TRUTH)}
     M.plot_reliability_diagram(d, tmp_path / "r.png", title="t")
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bounded_replicate_intervals_stay_inside_the_bounds():
+    """Two replicates 0.80 and 0.99 gave a t-interval [-0.31, 2.10] (the issue saw 0.896 [0.684, 1.108]):
+    with bounds the interval is a bootstrap interval inside the data's range, and below 3 replicates none."""
+    v = np.array([0.80, 0.99])
+    t = M.replicate_interval(v)
+    assert t["hi"] > 1.0 or np.isnan(t["hi"])  # the old t-interval leaves [0, 1] (now: no interval at n = 2)
+    b = M.replicate_interval(v, bounds=(0.0, 1.0))
+    assert np.isnan(b["lo"]) and np.isnan(b["hi"]) and b["mean"] == pytest.approx(0.895)
+    v = np.array([0.97, 0.99, 1.0, 1.0, 0.98])
+    b = M.replicate_interval(v, bounds=(0.0, 1.0))
+    assert 0.97 <= b["lo"] < b["mean"] < b["hi"] <= 1.0 and b["method"] == "percentile bootstrap"
+    t = M.replicate_interval(v)
+    assert t["hi"] > 1.0  # what the t-interval did
+    arr = np.array([[0.0, 0.5], [0.0, 0.7], [0.0, 0.6], [0.0, np.nan]])
+    b = M.replicate_interval(arr, bounds=(0.0, 1.0))
+    assert b["lo"][0] == b["hi"][0] == 0.0 and 0.5 <= b["lo"][1] <= b["hi"][1] <= 0.7
+    with pytest.raises(ValueError, match="outside the bounds"):
+        M.replicate_interval(np.array([0.5, 1.2, 0.3]), bounds=(0.0, 1.0))
