@@ -15,6 +15,7 @@ import math
 import os
 import textwrap
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,6 +171,39 @@ if fit.__doc__:  # None under python -OO
     ).replace("    <params>", textwrap.indent(describe_params(), " " * 8))
 
 
+#: |weight| from which an annotator counts as infallible (reliability within 2e-9 of 0 or 1)
+SATURATED_WEIGHT = 20.0
+#: posteriors within this of 0 or 1 count as collapsed
+COLLAPSED_POSTERIOR = 1e-6
+
+
+def degeneracy_warnings(weight, posterior, truth, w_max: float = math.inf) -> list[str]:
+    """What makes a fit's output degenerate, as messages (empty when none): weights at the ``w_max`` cap or
+    beyond :data:`SATURATED_WEIGHT` (annotators treated as never or always wrong), and most posteriors of
+    the lines without truth collapsed to 0 or 1 (every reward then 0/1, however few the votes)."""
+    w = np.abs(np.asarray(weight, np.float64))
+    out = []
+    m = int(w.size)
+    capped = int(np.sum(w >= w_max * (1 - 1e-6))) if math.isfinite(w_max) else 0
+    if capped:
+        out.append(f"{capped} of {m} annotators sit at the weight cap w_max = {w_max:g}: the cap, not the votes, sets their reliability")
+    big = int(np.sum(w >= SATURATED_WEIGHT))
+    if big:
+        out.append(
+            f"{big} of {m} annotators have |weight| >= {SATURATED_WEIGHT:g} (max {w.max():.3g}): their reliability is within "
+            f"2e-9 of 0 or 1, so one vote of theirs decides a line"
+        )
+    p = np.asarray(posterior, np.float64)[np.asarray(truth) == 0]
+    if p.size:
+        frac = float(np.mean((p < COLLAPSED_POSTERIOR) | (p > 1 - COLLAPSED_POSTERIOR)))
+        if frac > 0.5:
+            out.append(
+                f"{frac:.0%} of the {p.size} lines without truth have posteriors within {COLLAPSED_POSTERIOR:g} of 0 or 1: "
+                "the posteriors are not calibrated probabilities (reward_soft = reward)"
+            )
+    return out
+
+
 def _fit_table(table: VoteTable, method: str, common, cfg) -> FitResult:
     """Run the registry's implementation of ``method`` and compute the rewards from its posteriors."""
     import jax
@@ -185,6 +219,11 @@ def _fit_table(table: VoteTable, method: str, common, cfg) -> FitResult:
     diagnostics = dict(est.diagnostics)
     diagnostics["seconds_fit"] = time.perf_counter() - t0
     diagnostics["dtype"] = str(jnp.dtype(dtype))
+    found = degeneracy_warnings(est.weight, est.posterior, np.asarray(table.arrays.truth), getattr(cfg, "w_max", math.inf))
+    if found:
+        diagnostics["warnings"] = [*diagnostics.get("warnings", []), *found]
+        for msg in found:
+            warnings.warn(f"{method}: {msg}", stacklevel=3)
     trajectory = None
     if est.trajectory is not None:
         trajectory = pd.DataFrame(est.trajectory, index=pd.Index(table.programs, name="program"), columns=table.annotators)

@@ -225,3 +225,32 @@ def test_write_csv_round_trips_floats_exactly_and_quotes_only_when_needed(tmp_pa
     odd = pd.DataFrame({"program": ["a,b", 'c"d', "e"], "line": [1, 2, 3], "posterior": [0.5, 0.25, 1.0]})
     write_csv(odd, tmp_path / "b.csv")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b.csv", dtype={"program": str}), odd, check_dtype=False)
+
+
+def test_degenerate_fits_say_so_in_fit_json_and_on_stderr(tmp_path):
+    """The sequential default (weights in the thousands, every posterior 0 or 1) used to flow into
+    rewards.jsonl without a word; an honest two-coin EM fit of the same votes raises nothing."""
+    import json
+    import subprocess
+    import sys
+
+    sim = tmp_path / "sim"
+    run = [sys.executable, "-m", "crowdstat"]
+    subprocess.run([*run, "simulate", "--population", "expert:3@0.95,novice:4@0.7,spammer:2", "--out", str(sim)], check=True)
+    r = subprocess.run(
+        [*run, "fit", str(sim / "votes.csv"), "--truth", str(sim / "truth.csv"), "--method", "sequential", "--out", str(tmp_path / "seq")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0
+    warned = [ln for ln in r.stderr.splitlines() if ln.startswith("crowdstat fit: warning: sequential:")]
+    assert any("|weight| >= 20" in ln for ln in warned) and any("lines without truth have posteriors within" in ln for ln in warned)
+    diag = json.loads((tmp_path / "seq" / "fit.json").read_text())["diagnostics"]
+    assert len(diag["warnings"]) == 2
+    r = subprocess.run(
+        [*run, "fit", str(sim / "votes.csv"), "--truth", str(sim / "truth.csv"), "--method", "em2", "--out", str(tmp_path / "em2")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0 and "warning" not in r.stderr
+    assert "warnings" not in json.loads((tmp_path / "em2" / "fit.json").read_text())["diagnostics"]
