@@ -125,7 +125,7 @@ class FitResult:
         return save_dir_atomically(out_dir, write, tool="crowdstat fit", force=force, inputs=inputs)
 
 
-def fit(votes, truth=None, method: str = "sequential", programs=None, **params) -> FitResult:
+def fit(votes, truth=None, method: str = "auto", programs=None, **params) -> FitResult:
     """Fit an estimator to a vote table.
 
     Parameters
@@ -135,7 +135,11 @@ def fit(votes, truth=None, method: str = "sequential", programs=None, **params) 
     truth : path or DataFrame, optional
         Honeypot truth ``program, line, truth``.
     method : str
-        One of ``crowdstat.estimators.METHODS`` (docs/math.md, docs/baselines.md):
+        ``"auto"`` (the default): the one of em1, em2 and proximal (latent) that best predicts held-out
+        honeypot truth (5-fold over honeypot programs), or without enough honeypots the EM model with
+        the smaller BIC; ``diagnostics["auto"]`` says what was compared. (Before 0.2 the default was
+        ``sequential``, whose defaults give degenerate 0/1 posteriors.) Or one of
+        ``crowdstat.estimators.METHODS`` (docs/math.md, docs/baselines.md):
 
     <methods>
     programs : path or DataFrame, optional
@@ -151,6 +155,8 @@ def fit(votes, truth=None, method: str = "sequential", programs=None, **params) 
     -------
     FitResult
     """
+    if method == "auto":
+        return _fit_auto(votes, truth, programs, params)
     common, cfg = make_configs(method, params)
     t0 = time.perf_counter()
     table = votes if isinstance(votes, VoteTable) else read_votes(votes, truth=truth, programs=programs)
@@ -162,6 +168,70 @@ def fit(votes, truth=None, method: str = "sequential", programs=None, **params) 
     res.inputs = tuple(x for x in (votes, truth, programs) if isinstance(x, (str, os.PathLike)))
     res.diagnostics["seconds_read"] = t_read
     res.diagnostics["seconds_total"] = time.perf_counter() - t0
+    return res
+
+
+#: the methods ``method="auto"`` chooses among, with the parameters it gives them
+AUTO_CANDIDATES: dict[str, dict] = {"em1": {}, "em2": {}, "proximal": {"latent": True}}
+#: folds (over honeypot programs) of the held-out comparison; fewer honeypot programs than this: BIC
+AUTO_FOLDS = 5
+
+
+def _with_truth(table: VoteTable, truth: np.ndarray) -> VoteTable:
+    return dataclasses.replace(table, arrays=table.arrays._replace(truth=truth))
+
+
+def _heldout_loglik(table: VoteTable, method: str, extra: dict, common: dict, folds: list[np.ndarray]) -> float:
+    """Mean log-likelihood of the honeypot truth of each fold's lines, fitted without that fold's truth."""
+    truth = np.asarray(table.arrays.truth)
+    total, n = 0.0, 0
+    for lines in folds:
+        masked = truth.copy()
+        masked[lines] = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = fit(_with_truth(table, masked), method=method, **extra, **common)
+        p = np.clip(res.lines["posterior"].to_numpy(np.float64)[lines], 1e-6, 1 - 1e-6)
+        y = truth[lines] > 0
+        total += float(np.sum(np.where(y, np.log(p), np.log1p(-p))))
+        n += len(lines)
+    return total / max(n, 1)
+
+
+def _fit_auto(votes, truth, programs, params: dict) -> FitResult:
+    """``method="auto"``: the candidate of :data:`AUTO_CANDIDATES` that best predicts held-out honeypot truth
+    (K-fold over honeypot programs, mean log-likelihood of the held-out lines), refitted on all the truth;
+    with fewer than :data:`AUTO_FOLDS` honeypot programs, the EM model (em1 or em2) with the smaller BIC
+    (-2 log-likelihood + parameters x log votes). fit.json's ``diagnostics["auto"]`` says what was compared
+    and why the choice."""
+    table = votes if isinstance(votes, VoteTable) else read_votes(votes, truth=truth, programs=programs)
+    common_names = {f.name for f in dataclasses.fields(make_configs("em1", {})[0])}
+    bad = sorted(set(params) - common_names)
+    if bad:
+        raise TypeError(f"fit(method='auto') takes only the common parameters {sorted(common_names)}; got {bad}")
+    t = np.asarray(table.arrays.truth)
+    lp = np.asarray(table.arrays.line_program)
+    hp_programs = np.unique(lp[t != 0])
+    rng = np.random.default_rng(0)
+    if len(hp_programs) >= AUTO_FOLDS:
+        order = rng.permutation(hp_programs)
+        folds = [np.flatnonzero(np.isin(lp, order[k::AUTO_FOLDS]) & (t != 0)) for k in range(AUTO_FOLDS)]
+        scores = {m: _heldout_loglik(table, m, extra, params, folds) for m, extra in AUTO_CANDIDATES.items()}
+        chosen = max(scores, key=lambda m: scores[m])
+        why = f"largest mean held-out log-likelihood of the honeypot truth ({AUTO_FOLDS}-fold over {len(hp_programs)} honeypot programs)"
+    else:
+        scores = {}
+        for m in ("em1", "em2"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                r = fit(table, method=m, **params)
+            k = table.n_annotators * (1 if m == "em1" else 2) + 1
+            scores[m] = -2 * float(r.diagnostics["log_likelihood"]) + k * math.log(max(table.n_votes, 2))
+        chosen = min(scores, key=lambda m: scores[m])
+        why = f"smaller BIC of the two EM models ({len(hp_programs)} honeypot programs: too few to hold out {AUTO_FOLDS} folds)"
+    res = fit(table, method=chosen, **AUTO_CANDIDATES[chosen], **params)
+    res.diagnostics["auto"] = {"chosen": chosen, "params": AUTO_CANDIDATES[chosen], "why": why, "scores": scores}
+    res.params = {**res.params, "auto": True}
     return res
 
 

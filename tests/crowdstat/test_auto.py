@@ -1,0 +1,70 @@
+"""method="auto" (the default of crowdstat.fit): a choice made from the data, and said."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import crowdstat as cs
+from crowdstat.api import AUTO_CANDIDATES, AUTO_FOLDS
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("auto") / "sim"
+    pop = "expert:3@0.95,novice:4@0.7,spammer:2,twocoin:2@0.95/0.5"
+    subprocess.run([sys.executable, "-m", "crowdstat", "simulate", "--population", pop, "--seed", "3", "--out", str(out)], check=True)
+    return out
+
+
+def _heldout_score(sim, method, extra):
+    """An independent re-computation of one candidate's held-out score (same folds as fit)."""
+    table = cs.read_votes(str(sim / "votes.csv"), truth=str(sim / "truth.csv"))
+    t, lp = np.asarray(table.arrays.truth), np.asarray(table.arrays.line_program)
+    order = np.random.default_rng(0).permutation(np.unique(lp[t != 0]))
+    ll, n = 0.0, 0
+    for k in range(AUTO_FOLDS):
+        lines = np.flatnonzero(np.isin(lp, order[k::AUTO_FOLDS]) & (t != 0))
+        held = t.copy()
+        held[lines] = 0
+        import dataclasses
+
+        tab = dataclasses.replace(table, arrays=table.arrays._replace(truth=held))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p = cs.fit(tab, method=method, **extra).lines["posterior"].to_numpy()[lines]
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        ll += float(np.sum(np.where(t[lines] > 0, np.log(p), np.log1p(-p))))
+        n += len(lines)
+    return ll / n
+
+
+def test_auto_is_the_default_and_picks_the_best_held_out_candidate(sim):
+    r = cs.fit(str(sim / "votes.csv"), str(sim / "truth.csv"))
+    auto = r.diagnostics["auto"]
+    assert set(auto["scores"]) == set(AUTO_CANDIDATES) and "held-out" in auto["why"]
+    assert auto["chosen"] == max(auto["scores"], key=auto["scores"].get) and r.method == auto["chosen"]
+    for m, extra in AUTO_CANDIDATES.items():
+        assert auto["scores"][m] == pytest.approx(_heldout_score(sim, m, extra), rel=1e-6)
+    # the refit uses every honeypot: its posteriors equal a direct fit of the chosen method
+    direct = cs.fit(str(sim / "votes.csv"), str(sim / "truth.csv"), method=auto["chosen"], **AUTO_CANDIDATES[auto["chosen"]])
+    assert np.allclose(direct.lines["posterior"], r.lines["posterior"])
+
+
+def test_auto_without_honeypots_compares_bic_of_the_em_models(sim):
+    r = cs.fit(str(sim / "votes.csv"), method="auto")
+    auto = r.diagnostics["auto"]
+    assert set(auto["scores"]) == {"em1", "em2"} and "BIC" in auto["why"] and auto["chosen"] == min(auto["scores"], key=auto["scores"].get)
+    em1 = cs.fit(str(sim / "votes.csv"), method="em1")
+    m, n = em1.annotators.shape[0], len(cs.read_votes(str(sim / "votes.csv")).arrays.label)
+    assert auto["scores"]["em1"] == pytest.approx(-2 * em1.diagnostics["log_likelihood"] + (m + 1) * np.log(n))
+
+
+def test_auto_rejects_method_parameters(sim):
+    with pytest.raises(TypeError, match="takes only the common parameters"):
+        cs.fit(str(sim / "votes.csv"), method="auto", lam=0.1)
