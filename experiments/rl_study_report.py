@@ -350,6 +350,8 @@ def write_report(results: dict, doc: Path, figs: Path) -> None:
 
 COMMANDS = """## Commands
 
+<!-- not-run: the study itself (hours of CPU in all); --quick is its smoke run, tests/rl/test_rl_study.py tests this page -->
+
     nice -n 10 python experiments/rl_synthetic.py --part crowd      # 10 PPO arms x 8 seeds (+ the warm start)
     nice -n 10 python experiments/rl_synthetic.py --part trainers   # GAE and the two GRPO arms x 8 seeds
     python experiments/rl_synthetic.py --quick                      # smoke run: every arm, 1 seed (experiments/cache/rl_synthetic/quick)
