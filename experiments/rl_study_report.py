@@ -68,13 +68,15 @@ def _nanmean(xs) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def _series(run: dict, key: str) -> list[float]:
+def _series(run: dict, key: str, rounds: int = 6) -> list[float]:
     """A per-round statistic of a run: ``len`` (mean completion tokens) or ``kl`` (k1 per token)."""
     if run["trainer"] == "ppo":
         k = {"len": "tokens/mean_len", "kl": "kl/k1_mean"}[key]
         return [h.get("ppo", {}).get(k, float("nan")) for h in run["history"][1:]]
     k = {"len": "completions/mean_length", "kl": "kl"}[key]
-    return [h.get(k, float("nan")) for h in run.get("grpo", {}).get("log", [])]
+    steps = [h[k] for h in run.get("grpo", {}).get("log", []) if k in h]
+    size = max(1, len(steps) // rounds)  # GRPO steps grouped into as many "rounds" as a PPO run has
+    return [sum(steps[i : i + size]) / len(steps[i : i + size]) for i in range(0, size * rounds, size) if steps[i : i + size]]
 
 
 def summarize(results: dict) -> dict:
@@ -101,7 +103,7 @@ def summarize(results: dict) -> dict:
             if all("pass@1" in runs[s]["history"][i] for s in seeds)
         ]
         for key in ("len", "kl"):
-            ser = [_series(runs[s], key) for s in seeds]
+            ser = [_series(runs[s], key, results["settings"]["loop"]["rounds"]) for s in seeds]
             m = min(map(len, ser))
             d[key] = [_nanmean([x[i] for x in ser]) for i in range(m)]
         temps = sorted(runs[seeds[0]]["history"][0]["per_template"])
@@ -151,11 +153,14 @@ def length_targets(results: dict, tolerance: float) -> dict[str, dict]:
     out = {}
     for arm in [a["name"] for a in results["settings"]["arms"]]:
         runs = list(_runs_of(results, arm).values())
-        ratios = [ser[-1] / ser[0] for ser in (_series(r, "len") for r in runs) if len(ser) >= 2 and ser[0] > 0]
+        rounds = results["settings"]["loop"]["rounds"]
+        ratios = [ser[-1] / ser[0] for ser in (_series(r, "len", rounds) for r in runs) if len(ser) >= 2 and ser[0] > 0]
         if ratios:
             iv = bootstrap_interval(_mean, ratios)
             ok = abs(iv["mean"] - 1) <= tolerance
             out[arm] = {**iv, "verdict": "met" if ok else "missed"}
+        elif runs:
+            out[arm] = {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0, "verdict": "not measured"}
     return out
 
 
@@ -211,10 +216,11 @@ def plot(results: dict, summ: dict, rows: list[dict], figs: Path) -> list[str]:
     return names
 
 
-def _iv(d: dict, nd: int = 3) -> str:
+def _iv(d: dict, nd: int = 3, sign: bool = True) -> str:
+    sg = "+" if sign else ""
     if math.isnan(d["lo"]):
         return f"{d['mean']:.{nd}f} (n={d['n']}, no interval)"
-    return f"{d['mean']:+.{nd}f} [{d['lo']:+.{nd}f}, {d['hi']:+.{nd}f}]"
+    return f"{d['mean']:{sg}.{nd}f} [{d['lo']:{sg}.{nd}f}, {d['hi']:{sg}.{nd}f}]"
 
 
 def _setup_lines(results: dict) -> list[str]:
@@ -290,7 +296,7 @@ def _arm_table(summ: dict, lt: dict) -> list[str]:
         la = d["line_accuracy"][-1] if d["line_accuracy"] and not math.isnan(d["line_accuracy"][-1]) else None
         lines.append(
             f"| {arm} | {len(d['seeds'])} | {d['pass@1_before']:.3f} | {d['pass@1_after']['mean']:.3f} | {_iv(d['pass@1_gain'])} | {p10} | "
-            f"{_iv(lt[arm], 2) if arm in lt else '-'} | {'-' if la is None else f'{la:.3f}'} |"
+            f"{_iv(lt[arm], 2, sign=False) if arm in lt else '-'} | {'-' if la is None else f'{la:.3f}'} |"
         )
     return lines + [""]
 
@@ -320,7 +326,7 @@ def write_report(results: dict, doc: Path, figs: Path) -> None:
     lines += [
         "",
         f"Length target: the last round's mean completion length within {tol:.0%} of the first round's "
-        "(whose rollouts come from the warm start), per PPO arm: "
+        "(whose rollouts come from the warm start), per arm: "
         + ", ".join(f"`{a}` {v['mean']:.2f} ({v['verdict']})" for a, v in lt.items())
         + ".",
         "",

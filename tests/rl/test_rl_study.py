@@ -52,7 +52,7 @@ def _results(gains: dict[str, list[float]], comps: list[dict], before=0.4) -> di
         }
         for a in gains
     ]
-    return {"label": "full", "settings": {"arms": arms, "comparisons": comps, "length_tolerance": 0.2}, "runs": runs}
+    return {"label": "full", "settings": {"arms": arms, "comparisons": comps, "length_tolerance": 0.2, "loop": {"rounds": 2}}, "runs": runs}
 
 
 def test_bootstrap_interval_of_a_mean_matches_the_percentile_spread(rep):
@@ -128,3 +128,14 @@ def test_report_writes_page_and_figures(rep, tmp_path):
     assert "| a vs b | `a` - `b` | 4 |" in page and "| met |" in page
     assert (tmp_path / "figs" / "rl_study_rounds.png").stat().st_size > 0
     assert (tmp_path / "figs" / "rl_study_comparisons.png").stat().st_size > 0
+
+
+def test_grpo_lengths_are_grouped_into_rounds_and_the_summary_line_is_skipped(rep):
+    res = _results({"g": [0.1, 0.1, 0.1]}, [])
+    for r in res["runs"].values():
+        r["trainer"] = "grpo"
+        steps = [{"completions/mean_length": 10.0 + i, "step": i} for i in range(8)]
+        r["grpo"] = {"log": [*steps, {"train_runtime": 3.0}]}  # TRL's final summary has no length
+    (v,) = rep.length_targets(res, 0.2).values()
+    # 8 steps in 2 "rounds" of 4: mean 11.5 then 15.5
+    assert v["mean"] == pytest.approx(15.5 / 11.5) and v["verdict"] == "missed"
