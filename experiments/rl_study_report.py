@@ -164,54 +164,52 @@ def length_targets(results: dict, tolerance: float) -> dict[str, dict]:
     return out
 
 
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
-
-
 def plot(results: dict, summ: dict, rows: list[dict], figs: Path) -> list[str]:
-    """pass@1 vs round, length and KL vs round (ppo arms), and the paired comparisons with intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """pass@1, completion length and KL per round (every arm; GRPO steps grouped into rounds), and the
+    paired comparisons with their intervals (differences and gain ratios on separate axes). The
+    project's figure style (crowdstat.study.plotting): distinct colour/line/marker per arm, legends outside."""
+    from crowdstat.study.plotting import NEUTRAL, figure_legend, new_figure, save_figure, series_style, style_axes
 
     names = []
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    for arm, d in summ.items():
-        if d["trainer"] != "ppo":
-            continue
-        axes[0].plot([c["round"] for c in d["curve"]], [c["mean"] for c in d["curve"]], marker="o", label=arm)
-        axes[1].plot(range(1, len(d["len"]) + 1), d["len"], marker=".", label=arm)
-        axes[2].plot(range(1, len(d["kl"]) + 1), d["kl"], marker=".", label=arm)
-    for ax, t in zip(
-        axes, ("held-out pass@1 (mean over seeds)", "mean completion tokens of the round's rollouts", "KL to reference (k1, nats/token)")
-    ):
-        ax.set_title(t, fontsize=9)
-        ax.set_xlabel("round")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    _save(fig, figs / "rl_study_rounds.png")
-    plt.close(fig)
+    fig, axes = new_figure(1, 3, figsize=(15, 4.4))
+    ax0, ax1, ax2 = axes[0]
+    for i, (arm, d) in enumerate(summ.items()):
+        st = series_style(i)
+        ax0.plot([c["round"] for c in d["curve"]], [c["mean"] for c in d["curve"]], label=arm, **st)
+        ax1.plot(range(1, len(d["len"]) + 1), d["len"], **st)
+        if any(not math.isnan(x) for x in d["kl"]):
+            ax2.plot(range(1, len(d["kl"]) + 1), d["kl"], **st)
+    style_axes(ax0, "round (GRPO: after its last step)", "held-out pass@1", "pass@1, mean over seeds", integer_x=True)
+    style_axes(ax1, "round (GRPO: 8 steps of 16 completions)", "tokens", "mean completion length", integer_x=True)
+    style_axes(ax2, "round", "nats per token", "KL to the reference (k1; PPO arms)", integer_x=True)
+    figure_legend(fig, ax0, where="right")
+    save_figure(fig, figs / "rl_study_rounds.png")
     names.append("rl_study_rounds.png")
     if rows:
-        fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
-        ys = np.arange(len(rows))[::-1]
-        for y, r in zip(ys, rows):
-            ref = 0.0 if r["kind"] == "diff" else 1.0
-            lo, hi = (r["lo"], r["hi"]) if not math.isnan(r["lo"]) else (r["mean"], r["mean"])
-            ax.plot([lo, hi], [y, y], color="C0")
-            ax.plot([r["mean"]], [y], "o", color="C1" if r["kind"] == "ratio" else "C0")
-            ax.axvline(ref, color="grey", lw=0.5) if r["kind"] == "diff" else None
-        ax.set_yticks(ys, [f"{r['a']} {'-' if r['kind'] == 'diff' else '/'} {r['b']}" for r in rows], fontsize=7)
-        ax.axvline(0, color="grey", lw=0.8)
-        ax.set_xlabel("pass@1 difference (blue) or gain ratio (orange), 95 % bootstrap interval over seeds")
-        ax.grid(alpha=0.3, axis="x")
-        _save(fig, figs / "rl_study_comparisons.png")
-        plt.close(fig)
+        kinds = [k for k in ("diff", "ratio") if any(r["kind"] == k for r in rows)]
+        fig, axes = new_figure(
+            1, len(kinds), figsize=(6.5 * len(kinds), 0.42 * max(sum(r["kind"] == k for r in rows) for k in kinds) + 1.6)
+        )
+        for ax, kind in zip(axes[0], kinds):
+            sub = [r for r in rows if r["kind"] == kind]
+            ys = np.arange(len(sub))[::-1]
+            for y, r in zip(ys, sub):
+                lo, hi = (r["lo"], r["hi"]) if not math.isnan(r["lo"]) else (r["mean"], r["mean"])
+                colour = series_style(0 if r.get("target") else 1)["color"]
+                ax.plot([lo, hi], [y, y], color=colour, lw=2)
+                ax.plot([r["mean"]], [y], "o", color=colour)
+            ax.axvline(0.0 if kind == "diff" else 1.0, color=NEUTRAL, lw=0.8)
+            if kind == "ratio":
+                ax.axvline(0.8, color=NEUTRAL, lw=0.8, ls=":")
+            sep = "-" if kind == "diff" else "/"
+            ax.set_yticks(ys, [f"{r['a']} {sep} {r['b']}" for r in sub], fontsize=7)
+            style_axes(
+                ax,
+                "pass@1 after RL, paired difference" if kind == "diff" else "gain ratio (dotted: the 0.8 target)",
+                None,
+                "95 % bootstrap interval over seeds (blue: a stated target; orange: reported only)",
+            )
+        save_figure(fig, figs / "rl_study_comparisons.png")
         names.append("rl_study_comparisons.png")
     return names
 
