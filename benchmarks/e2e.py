@@ -91,7 +91,8 @@ def run(n_votes: int, methods=("em2", "majority"), repeat=3, seed=0, workdir=Non
         print(
             f"  e2e {m} n={len(df):,}: cold {r['cold_s']:.2f}s, warm cache {r['warm_cache_s']:.2f}s "
             f"(read {r['seconds_read']:.2f}s, fit {r['seconds_fit']:.2f}s), peak RSS "
-            f"{rss or float('nan'):.0f} MiB; python+jax import {res['python_import_s']:.2f}s",
+            + (f"{rss:.0f} MiB" if rss is not None else "n/a (not measured in --smoke)")
+            + f"; python+jax import {res['python_import_s']:.2f}s",
             flush=True,
         )
     return res

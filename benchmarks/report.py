@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 
 def _f(x, fmt):
-    return "-" if x is None else format(x, fmt)
+    """``x`` formatted, or "n/a" for a value that was not measured (None, or NaN from older results)."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
 def _run_line(res: dict) -> list[str]:

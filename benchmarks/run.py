@@ -47,6 +47,11 @@ SMOKE = {
 }
 
 
+def _measured(x) -> bool:
+    """A timing that was measured: not None (not run, e.g. in --smoke) and not NaN (older results)."""
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
 def _target(name, value, limit, kind, unit="", where=""):
     """kind '<=' (value must be at most limit) or '>=' (at least). 'by' = factor still missing."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -174,7 +179,7 @@ def print_tables(res: dict) -> None:
                     f"{r['crowdstat_rel_objective_diff']:.1e}",
                     f"{lib['seconds'] * 1e3:.1f} ms",
                     f"{lib['rel_objective_diff']:.1e}",
-                    f"{sag.get('seconds', float('nan')) * 1e3:.0f} ms",
+                    f"{sag['seconds'] * 1e3:.0f} ms" if sag.get("seconds") is not None else "n/a",  # saga: not run in --smoke
                     f"{r['crowdstat_over_liblinear']:.2f}",
                 ),
                 wd,
@@ -184,7 +189,12 @@ def print_tables(res: dict) -> None:
             print(
                 f"  path ({p['n_gammas']} gammas, m={p['n_annotators']}): crowdstat warm-started path "
                 f"{p['crowdstat_path_s'] * 1e3:.0f} ms, "
-                f"vmap {p['crowdstat_vmap_s'] * 1e3:.0f} ms, liblinear loop {p['liblinear_loop_s'] * 1e3:.0f} ms"
+                + (
+                    f"vmap {p['crowdstat_vmap_s'] * 1e3:.0f} ms"
+                    if _measured(p.get("crowdstat_vmap_s"))
+                    else "vmap n/a (not run in --smoke)"
+                )
+                + f", liblinear loop {p['liblinear_loop_s'] * 1e3:.0f} ms"
             )
     agg = res.get("agg") or {}
     if agg.get("skipped"):

@@ -35,7 +35,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["KINDS", "ONE_COIN", "Annotator", "Parsed", "parse"]
+__all__ = ["KINDS", "ONE_COIN", "Annotator", "Parsed", "parse", "annotator_ids", "ANNOTATOR_COLUMNS", "DEFAULT_HONEYPOT_FRACTION"]
+
+#: The columns both simulators write first in their ``annotators.csv`` (the true annotators: ``crowdstat
+#: simulate``, ``rl annotate``), the names ``crowdstat compare --true-annotators`` reads: reliability =
+#: P(vote == truth) over the annotator's votes (the column ``crowdstat fit`` estimates under the same
+#: name), sensitivity = P(vote +1 | line correct), specificity = P(vote -1 | line wrong).
+ANNOTATOR_COLUMNS = ("annotator", "kind", "reliability", "sensitivity", "specificity")
+
+#: The default fraction of programs that are honeypots, of ``crowdstat simulate``, ``rl annotate`` and ``rl loop``.
+DEFAULT_HONEYPOT_FRACTION = 0.1
+
+
+def annotator_ids(kinds) -> list[str]:
+    """The annotator ids of a population, one scheme for both simulators: the kind and a two-digit
+    count per kind from 01, in population order (``expert:2,novice`` -> expert01, expert02, novice01)."""
+    seen: dict[str, int] = {}
+    out = []
+    for k in kinds:
+        seen[k] = seen.get(k, 0) + 1
+        out.append(f"{k}{seen[k]:02d}")
+    return out
+
 
 #: kind -> (parameter form, default); a default of None means the parameter is required
 KINDS: dict[str, tuple[str, Any]] = {

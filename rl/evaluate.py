@@ -12,7 +12,10 @@ same policy and are comparable. ``--top-p`` / ``--top-k`` select truncated sampl
   ``SamplingConfig.stop`` gives others.
 - ``rl evaluate`` loads a model with ``AutoModelForCausalLM.from_pretrained(PATH_OR_NAME)`` (set
   ``HF_HUB_OFFLINE=1`` to forbid downloads), GPU with bf16/fp16 when available, CPU float32
-  otherwise, and writes ``samples.jsonl``, ``problems.jsonl`` and ``summary.json`` atomically.
+  otherwise, with ``--adapter DIR`` a LoRA adapter on it (a checkpoint of ``rl train`` or ``rl loop``;
+  ``--model`` defaults to the adapter's base), on HumanEval, MBPP or the synthetic benchmark
+  (``--split``: MBPP test, synthetic heldout by default), reports pass@k for ``--k`` (default 1, 10
+  and 100, those <= ``--n``) and writes ``samples.jsonl``, ``problems.jsonl`` and ``summary.json`` atomically.
 - :func:`evaluate_heldout` / :func:`heldout_pass`: the loop's evaluation on held-out problems of the
   synthetic benchmark (pass@1, pass@10 when n >= 10, per template), with :func:`eval_sampling`.
 
@@ -260,8 +263,10 @@ def evaluate_heldout(cfg: LoopConfig) -> dict[str, Any]:
 # rl evaluate
 
 
-def load_model(name_or_path: str, device: str | None = None):
-    """(model, tokenizer, device) via AutoModelForCausalLM.from_pretrained and rl.policy.models.load_tokenizer.
+def load_model(name_or_path: str | None, device: str | None = None, adapter: str | os.PathLike | None = None):
+    """(model, tokenizer, device) via AutoModelForCausalLM.from_pretrained and rl.policy.models.load_tokenizer;
+    with ``adapter``, the LoRA adapter in that directory on top (peft), and the base model defaults to the
+    adapter's ``base_model_name_or_path``.
 
     ``load_tokenizer`` (not AutoTokenizer) because transformers 5.23's AutoTokenizer forces
     Qwen2Tokenizer on every qwen2 directory, which breaks locally trained character vocabularies.
@@ -269,8 +274,12 @@ def load_model(name_or_path: str, device: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rl.policy.models import load_tokenizer
+    from rl.policy.models import adapter_base, load_tokenizer, quiet_gradient_checkpointing_warning
 
+    if name_or_path is None:
+        name_or_path = adapter_base(adapter) if adapter is not None else None
+        if not name_or_path:
+            raise ValueError("--model: not given, and the adapter's adapter_config.json names no base model")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
@@ -281,19 +290,29 @@ def load_model(name_or_path: str, device: str | None = None):
         torch.set_num_threads(max(1, min(os.cpu_count() or 1, 16)))
     tok = load_tokenizer(name_or_path)
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+    if adapter is not None:
+        from peft import PeftModel
+
+        adapter_base(adapter)  # a one-line error when it is not an adapter directory
+        with quiet_gradient_checkpointing_warning():
+            model = PeftModel.from_pretrained(model, str(adapter))
     model.to(dev)
     model.eval()
     return model, tok, dev
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="a local path or hub name for from_pretrained")
-    parser.add_argument("--benchmark", required=True, choices=("humaneval", "mbpp"))
+    from rl.execution.check import add_k_argument
+
+    parser.add_argument("--model", default=None, help="a local path or hub name for from_pretrained (default: the --adapter's base)")
+    parser.add_argument("--adapter", default=None, help="a LoRA adapter directory on top of --model (a checkpoint of rl train or rl loop)")
+    parser.add_argument("--benchmark", required=True, choices=("humaneval", "mbpp", "synthetic"))
     parser.add_argument("--n", type=int, default=100, help="samples per problem (default 100)")
     parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N problems")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
-    parser.add_argument("--split", default="test", help="MBPP split (default: test)")
+    parser.add_argument("--split", default=None, help="MBPP split (default test); synthetic: heldout (default), train or all")
+    add_k_argument(parser, (1, 10, 100))
     parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 2), help="sandbox workers")
     parser.add_argument("--timeout", type=float, default=5.0, help="sandbox wall-clock seconds per program")
     add_sampling_arguments(parser, temperature=0.8, batch_size=16)
@@ -302,13 +321,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
     """The sampler of ``rl evaluate`` (the benchmark's stop sequences)."""
-    return sampling.sampling_from_args(args, stop=STOP_SEQUENCES[args.benchmark])
+    return sampling.sampling_from_args(args, stop=STOP_SEQUENCES.get(args.benchmark, ()))
 
 
 def run(args: argparse.Namespace) -> int:
     from crowdstat.io.atomic import atomic_write_json, atomic_write_jsonl
+    from rl.execution.check import check_ks
     from rl.execution.sandbox import Limits
-    from rl.tasks.benchmarks import load
+    from rl.tasks.benchmarks import default_split, load
 
     try:
         for name in ("n", "workers"):
@@ -319,9 +339,14 @@ def run(args: argparse.Namespace) -> int:
         if not (math.isfinite(args.timeout) and args.timeout > 0):
             raise ValueError(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
         check_output(args.out)  # before the model loads, not after the sampling
-        check_model(args.model)
+        if args.model is None and args.adapter is None:
+            raise ValueError("give --model (and optionally --adapter), or --adapter alone when its config names the base model")
+        if args.model is not None:
+            check_model(args.model)
+        ks = check_ks(args.k, args.n, (1, 10, 100))
         sampling = sampling_from_args(args)
-        kw = {} if args.benchmark == "humaneval" else {"split": args.split}
+        split = args.split or default_split(args.benchmark)
+        kw = {"split": split} if split else {}
         problems = load(args.benchmark, **kw)
     except (ValueError, FileNotFoundError) as e:
         print(f"rl evaluate: error: {e}", file=sys.stderr)
@@ -329,17 +354,19 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         problems = problems[: args.limit]
     try:
-        model, tok, dev = load_model(args.model, args.device)
-    except OSError as e:
-        print(f"rl evaluate: error: cannot load model {args.model!r}: {e}", file=sys.stderr)
+        model, tok, dev = load_model(args.model, args.device, args.adapter)
+    except (OSError, ValueError) as e:
+        what = f"adapter {args.adapter!r}" if args.adapter and not isinstance(e, OSError) else f"model {args.model or args.adapter!r}"
+        print(f"rl evaluate: error: cannot load {what}: {e}", file=sys.stderr)
         return 2
     limits = Limits(timeout_s=args.timeout, cpu_s=max(1, int(args.timeout * 2 + 1)))
-    res = evaluate(model, tok, problems, args.n, sampling, workers=args.workers, limits=limits, progress=not args.no_progress)
+    res = evaluate(model, tok, problems, args.n, sampling, workers=args.workers, limits=limits, ks=ks, progress=not args.no_progress)
     out = Path(args.out)
     atomic_write_jsonl(out / "samples.jsonl", res.samples, parents=True)
     atomic_write_jsonl(out / "problems.jsonl", res.problems)
     summary = {
-        "model": str(args.model),
+        "model": str(args.model) if args.model else None,
+        "adapter": str(args.adapter) if args.adapter else None,
         "benchmark": args.benchmark,
         "split": kw.get("split"),
         "n_problems": len(problems),
@@ -355,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
         "status_counts": res.status_counts,
         "network_isolated": res.network_isolated,
         "timings": res.timings,
-        "stop_sequences": list(STOP_SEQUENCES[args.benchmark]),
+        "stop_sequences": list(STOP_SEQUENCES.get(args.benchmark, ())),
     }
     atomic_write_json(out / "summary.json", summary)
     pk = ", ".join(f"{k}={v:.4f}" for k, v in res.pass_at_k.items())

@@ -27,6 +27,10 @@ their tool did not write:
 
 Kill-safety is against killed processes (SIGKILL, OOM), not power loss: files are not fsynced
 one by one, the parent directory is after each rename.
+
+Permissions: ``tempfile`` creates files 0600 and directories 0700; the writers give them the modes
+a plain ``open()`` / ``mkdir()`` would under the process umask (0644 / 0755 with umask 022), and a
+file that is replaced keeps its mode, as ``open(path, "w")`` keeps it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -57,6 +62,35 @@ __all__ = [
 ]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux: /proc/self/status; else set and restore)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _plain_file_mode(path: Path) -> int:
+    """The mode ``open(path, "w")`` would leave: the existing file's, else 0666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _mkdtemp(prefix: str, parent: Path) -> Path:
+    """``tempfile.mkdtemp`` with the mode ``mkdir`` would give (0777 less the umask), not 0700."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(d, 0o777 & ~_umask())
+    return d
+
+
 def atomic_write_text(path: str | os.PathLike, text: str, *, parents: bool = False) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory and os.replace.
 
@@ -65,8 +99,10 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, parents: bool = Fal
     path = Path(path)
     if parents:
         path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _plain_file_mode(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -333,7 +369,7 @@ def _swap(tmp: Path, out: Path, tool: str) -> None:
         os.rename(tmp, out)
         _fsync_dir(out.parent)
         return
-    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    backup = _mkdtemp(f".{out.name}.old-", out.parent)
     atomic_write_json(backup / MANIFEST, _marker(tool, role="backup"))
     os.rename(out, backup / out.name)
     try:
@@ -370,7 +406,7 @@ def atomic_write_dir(out_dir: str | os.PathLike, writer, *, tool: str | None = N
         with _locked(out.parent):
             _recover(out, tool)
             check_output_dir(out, tool=tool, force=force, inputs=inputs)  # a recovered directory is checked too
-            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+            tmp = _mkdtemp(f".{out.name}.tmp-", out.parent)
             atomic_write_json(tmp / MANIFEST, _marker(tool, complete=False))
     except OSError as e:
         if tmp is not None:

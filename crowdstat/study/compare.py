@@ -13,7 +13,8 @@ ValueError, both before anything is fitted. The label of a spec in the tables is
 Scoring (docs/study.md): line metrics are computed on the lines whose truth the estimator did
 **not** see (``true_lines`` minus the honeypot lines of ``truth``): accuracy (decision
 P > tau, tau = 0.5), log-loss, Brier, ECE (10 equal-width bins). With true annotator
-reliabilities (``annotator, p`` [, ``kind``]): RMSE of the estimated reliabilities, and the ROC AUC
+reliabilities (``annotator, reliability`` [, ``kind``]; ``p``, the earlier name, is read too): RMSE of
+the estimated reliabilities, and the ROC AUC
 of flagging the bad annotators (``kind`` spammer/adversary, or p <= 1/2 without ``kind``) by low
 estimated reliability. Wall time is the seconds of the ``fit`` call (reading + JIT compilation
 included: a first call of a shape compiles).
@@ -126,13 +127,15 @@ def _annotator_truth(table, true_annotators) -> tuple[np.ndarray | None, np.ndar
     ta = _frame(true_annotators, "true annotators")
     if ta is None:
         return None, None
-    if not {"annotator", "p"} <= set(ta.columns):
-        raise ValueError("compare: true_annotators needs columns annotator, p")
+    if "reliability" not in ta.columns and "p" in ta.columns:  # the column's name before issue 20
+        ta = ta.rename(columns={"p": "reliability"})
+    if not {"annotator", "reliability"} <= set(ta.columns):
+        raise ValueError("compare: true_annotators needs columns annotator, reliability (or p, its earlier name)")
     tai = ta.assign(annotator=ta["annotator"].astype(str)).set_index("annotator")
     ids = pd.Index(table.annotators.astype(str))
     if not ids.isin(tai.index).all():
         raise ValueError(f"compare: true_annotators lacks annotator {ids[~ids.isin(tai.index)][0]!r}")
-    true_p = pd.to_numeric(tai.loc[ids, "p"]).to_numpy(np.float64)
+    true_p = pd.to_numeric(tai.loc[ids, "reliability"]).to_numpy(np.float64)
     bad = tai.loc[ids, "kind"].isin(BAD_KINDS).to_numpy() if "kind" in tai.columns else true_p <= 0.5
     return true_p, bad
 

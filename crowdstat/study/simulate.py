@@ -55,6 +55,8 @@ __all__ = [
     "to_frames",
     "simulate",
     "simulate_votes",
+    "annotators_file_frame",
+    "FILE_COLUMNS",
 ]
 
 KINDS = tuple(_spec.KINDS)  # the kind codes of Population.kind
@@ -76,9 +78,9 @@ class Population(NamedTuple):
         return int(np.shape(self.sens)[0])
 
     def names(self) -> np.ndarray:
-        """Annotator ids ``ann00, ann01, ...`` (at least two digits)."""
-        width = max(2, len(str(max(self.m - 1, 0))))
-        return np.array([f"ann{i:0{width}d}" for i in range(self.m)], dtype=object)
+        """Annotator ids ``expert01, expert02, novice01, ...``: kind and count per kind, the ids ``rl annotate``
+        gives the same SPEC (:func:`crowdstat.spec.annotator_ids`; before: ``ann00, ann01, ...``)."""
+        return np.array(_spec.annotator_ids(KINDS[int(k)] for k in np.asarray(self.kind)), dtype=object)
 
 
 class SimArrays(NamedTuple):
@@ -238,7 +240,7 @@ def simulate_arrays(
     lines_per_program: int = 6,
     p_buggy_program=0.5,
     p_wrong_line_if_buggy=0.4,
-    honeypot_fraction=0.2,
+    honeypot_fraction=_spec.DEFAULT_HONEYPOT_FRACTION,
     annotators_per_item: int | None = None,
     design: str = "program",
     honeypot_placement: str = "first",
@@ -286,7 +288,7 @@ def simulate_replicates(
     lines_per_program: int = 6,
     p_buggy_program=0.5,
     p_wrong_line_if_buggy=0.4,
-    honeypot_fraction=0.2,
+    honeypot_fraction=_spec.DEFAULT_HONEYPOT_FRACTION,
     annotators_per_item: int | None = None,
     design: str = "program",
     honeypot_placement: str = "first",
@@ -367,6 +369,19 @@ def to_frames(sim: SimArrays, pop: Population, program_prefix: str = "prog") -> 
     return Simulation(votes, hp_tab, true_lines, rel)
 
 
+#: ``Simulation.reliability`` column -> its name in ``annotators.csv`` (the shared vocabulary, crowdstat.spec.ANNOTATOR_COLUMNS)
+FILE_COLUMNS = {"p": "reliability", "sens": "sensitivity", "spec": "specificity", "p_nominal": "reliability_nominal"}
+
+
+def annotators_file_frame(reliability: pd.DataFrame) -> pd.DataFrame:
+    """``Simulation.reliability`` with the column names of ``annotators.csv``: ``annotator, kind, reliability,
+    sensitivity, specificity, reliability_nominal, decay, n_votes`` (the columns ``rl annotate`` writes too).
+    The in-memory frame keeps its short names (``p``, ``sens``, ``spec``, ``p_nominal``)."""
+    df = reliability.rename(columns=FILE_COLUMNS)
+    first = [c for c in _spec.ANNOTATOR_COLUMNS if c in df.columns]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
 def simulate(key, population, n_programs: int = 50, lines_per_program: int = 6, **kw) -> Simulation:
     """Host convenience: ``population`` is a SPEC string, a :class:`Population` or one-coin p's."""
     if isinstance(population, str):
@@ -385,7 +400,7 @@ def simulate_votes(
     lines_per_program: int = 6,
     p_buggy_program: float = 0.5,
     p_wrong_line_if_buggy: float = 0.4,
-    honeypot_fraction: float = 0.2,
+    honeypot_fraction: float = _spec.DEFAULT_HONEYPOT_FRACTION,
     annotators_per_program: int | None = None,
 ) -> Simulation:
     """One-coin annotators with reliabilities ``p`` vote on whole programs (the demo's simulator).

@@ -11,10 +11,12 @@ and one source of line truth:
 
 * ``truth``: ``[[line, label], ...]`` or ``{"line": label}`` with labels ``+1``/``-1``,
   ``1``/``0`` or ``correct``/``wrong``. Its lines are the annotated lines; or
-* ``task_id`` (``HumanEval/<n>`` or ``Mbpp/<n>``; ``--benchmark`` picks the benchmark, else the
-  prefix does): the program runs in the sandbox on the problem's tests and
-  :func:`rl.tasks.lines.truth_for_problem` gives the truth of the lines of
-  :func:`rl.tasks.lines.annotated_lines` (for HumanEval, ``code`` must start with the prompt).
+* ``task_id`` (``HumanEval/<n>``, ``Mbpp/<n>`` or ``synth/<split>/<template>/<idx>``; ``--benchmark``
+  picks the benchmark, else the prefix does): the program runs in the sandbox on the problem's tests
+  and :func:`rl.tasks.lines.line_truth` gives the truth of the lines of
+  :func:`rl.tasks.lines.annotated_lines` (for HumanEval and the synthetic benchmark, ``code`` must
+  start with the prompt, whose lines are not annotated, as in ``rl loop``). The rollout file of
+  ``rl generate`` is such a file.
 
 ``truth`` wins when both are present. A ``--honeypots`` FRACTION of the programs (at least one
 when FRACTION > 0; drawn with the seed) are honeypots: their line truth goes to ``truth.csv``,
@@ -47,6 +49,7 @@ import numpy as np
 
 from crowdstat.io.atomic import atomic_write_dir, check_output_dir
 from crowdstat.io.jsonl import read_objects
+from crowdstat.spec import DEFAULT_HONEYPOT_FRACTION
 from rl.crowd import population as _pop
 from rl.tasks import lines as _lines
 
@@ -62,7 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--population", default=DEFAULT_POPULATION, help=f"population SPEC (default {DEFAULT_POPULATION!r}; see docs/formats.md)"
     )
     p.add_argument(
-        "--honeypots", type=float, default=0.1, metavar="FRACTION", help="fraction of programs whose truth is revealed (default 0.1)"
+        "--honeypots",
+        type=float,
+        default=DEFAULT_HONEYPOT_FRACTION,
+        metavar="FRACTION",
+        help=f"fraction of programs whose truth is revealed (default {DEFAULT_HONEYPOT_FRACTION}, as crowdstat simulate and rl loop)",
     )
     p.add_argument("--out", type=Path, required=True, help="output directory, replaced atomically (docs/cli.md, 'Output directories')")
     p.add_argument(
@@ -74,7 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-program", type=int, default=None, metavar="R", help="annotators per program (default: all)")
     p.add_argument(
-        "--benchmark", choices=("humaneval", "mbpp"), help="benchmark of the task_ids; alone (no --programs): canonical solutions + mutants"
+        "--benchmark",
+        choices=("humaneval", "mbpp", "synthetic"),
+        help="benchmark of the task_ids (default: told by their prefix); alone (no --programs): canonical solutions + mutants",
     )
     p.add_argument("--mutants-per-problem", type=int, default=2, metavar="K")
     p.add_argument(
@@ -131,11 +140,6 @@ def _parse_truth(raw, where: str, n_lines: int) -> dict[int, int]:
     return dict(sorted(out.items()))
 
 
-def _infer_benchmark(task_id: str) -> str | None:
-    t = task_id.lower()
-    return "humaneval" if t.startswith("humaneval/") else "mbpp" if t.startswith("mbpp/") else None
-
-
 def load_programs(path: Path) -> list[dict]:
     """Read and check a programs JSONL (no execution): list of dicts with program, code, and
     either ``truth`` ({line: +1/-1}) or ``task_id``; ``row`` is the 1-based file line."""
@@ -173,7 +177,10 @@ def load_programs(path: Path) -> list[dict]:
 def _problems(name: str, split: str) -> dict:
     from rl.tasks import benchmarks
 
-    probs = benchmarks.load_humaneval() if name == "humaneval" else benchmarks.load_mbpp(split="all")
+    if name == "humaneval":
+        probs = benchmarks.load_humaneval()
+    else:
+        probs = benchmarks.load(name, split="all")
     return {p.task_id: p for p in probs}
 
 
@@ -188,7 +195,7 @@ def _truth_by_execution(items: list[dict], benchmark: str | None, workers: int) 
     cache: dict[str, dict] = {}
     jobs = []
     for it in todo:
-        bench = benchmark or _infer_benchmark(str(it["task_id"]))
+        bench = benchmark or benchmarks.benchmark_of(it["task_id"])
         if bench is None:
             raise ValueError(f"{it['where']}: cannot tell the benchmark of task_id {it['task_id']!r}; pass --benchmark")
         try:
@@ -200,7 +207,7 @@ def _truth_by_execution(items: list[dict], benchmark: str | None, workers: int) 
         p = cache[bench].get(tid)
         if p is None:
             raise ValueError(f"{it['where']}: unknown {bench} task_id {it['task_id']!r}")
-        if p.source == "humaneval" and not it["code"].startswith(p.prompt):
+        if p.source in ("humaneval", "synthetic") and not it["code"].startswith(p.prompt):
             raise ValueError(f"{it['where']}: code does not start with the prompt of {tid}")
         it["task_id"], it["_problem"] = tid, p
         jobs.append(sandbox.Job(program=it["code"], tests=p.tests, setup=p.setup, entry_point=p.entry_point))
@@ -209,7 +216,8 @@ def _truth_by_execution(items: list[dict], benchmark: str | None, workers: int) 
     for it, res in zip(todo, results):
         p = it.pop("_problem")
         it["status"] = res.status
-        it["truth"] = _lines.truth_for_problem(p, it["code"], res)
+        prompt = p.prompt if p.source in ("humaneval", "synthetic") else ""  # the prompt's lines are not annotated
+        it["truth"] = _lines.line_truth(it["code"], p.canonical_program, res, prompt)
         if not it["truth"]:
             print(f"warning: {it['where']}: program {it['program']!r} has no annotated lines; skipped", file=sys.stderr)
 
@@ -218,7 +226,10 @@ def _from_benchmark(name: str, split: str, k: int, n_problems: int | None, seed:
     from rl.execution import sandbox
     from rl.tasks import benchmarks, mutants
 
-    probs = benchmarks.load_humaneval() if name == "humaneval" else benchmarks.load_mbpp(split=split)
+    if name == "humaneval":
+        probs = benchmarks.load_humaneval()
+    else:
+        probs = benchmarks.load(name, split=split if name == "mbpp" else benchmarks.default_split(name))
     probs = probs[:n_problems] if n_problems is not None else probs
     with sandbox.Sandbox(workers=workers, limits=sandbox.Limits(timeout_s=2.0, cpu_s=4)) as sb:
         run = mutants.generate(probs, per_problem=k, seed=seed, sandbox=sb, progress=True) if k > 0 else None
@@ -230,7 +241,7 @@ def _from_benchmark(name: str, split: str, k: int, n_problems: int | None, seed:
     for p in probs:
         if p.task_id in skipped:
             continue
-        prompt = p.prompt if p.source == "humaneval" else ""
+        prompt = p.prompt if p.source in ("humaneval", "synthetic") else ""
         code = p.canonical_program
         ann = _lines.annotated_lines(code, prompt)
         items.append(

@@ -79,11 +79,8 @@ class Population:
 def parse_population(spec: str | list) -> Population:
     """A :class:`Population` from the compact string, a JSON string/list, or a ``.json`` path (:mod:`crowdstat.spec`)."""
     parsed = _spec.parse(spec, decay=False, tool="the rl simulator")
-    seen: dict[str, int] = {}
-    anns = []
-    for r in parsed.annotators:
-        seen[r.kind] = seen.get(r.kind, 0) + 1
-        anns.append(Annotator(f"{r.kind}{seen[r.kind]:02d}", r.kind, r.sensitivity, r.specificity, r.p))
+    ids = _spec.annotator_ids(r.kind for r in parsed.annotators)  # the ids crowdstat simulate gives too
+    anns = [Annotator(i, r.kind, r.sensitivity, r.specificity, r.p) for i, r in zip(ids, parsed.annotators)]
     return Population(tuple(anns), parsed.text)
 
 

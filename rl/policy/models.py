@@ -13,8 +13,11 @@ and so do the log probabilities (docs/rl.md). rl.policy.rollouts and rl.train.pp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -29,6 +32,8 @@ __all__ = [
     "default_target_modules",
     "load_tokenizer",
     "load_policy",
+    "adapter_base",
+    "quiet_gradient_checkpointing_warning",
     "free_cpu_threads",
     "pick_device",
     "pick_dtype",
@@ -196,11 +201,26 @@ def load_tokenizer(name_or_path):
     return tok
 
 
-def _adapter_base(adapter_path) -> str | None:
+def adapter_base(adapter_path) -> str | None:
+    """The base model an adapter directory names (``base_model_name_or_path`` of its ``adapter_config.json``);
+    FileNotFoundError (one line) when the directory holds no adapter."""
     cfg = Path(adapter_path) / "adapter_config.json"
     if not cfg.is_file():
         raise FileNotFoundError(f"{adapter_path}: no adapter_config.json (not a peft adapter directory)")
     return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+
+
+_adapter_base = adapter_base  # the earlier private name
+
+
+@contextlib.contextmanager
+def quiet_gradient_checkpointing_warning() -> Iterator[None]:
+    """Hide exactly transformers' FutureWarning "`is_gradient_checkpointing` is deprecated", which peft
+    (``PeftModel.__init__``: ``getattr(model, "is_gradient_checkpointing", True)``) triggers on every
+    model it wraps; our code never reads the property. Every other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def load_policy(name_or_path, lora: LoraSpec | None, device=None, adapter_path=None, dtype=None):
@@ -237,11 +257,13 @@ def load_policy(name_or_path, lora: LoraSpec | None, device=None, adapter_path=N
         from peft import PeftModel
 
         _adapter_base(adapter_path)  # a clear error if it is not an adapter directory
-        model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
+        with quiet_gradient_checkpointing_warning():
+            model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
     elif lora is not None:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(**lora.peft_kwargs(default_target_modules(model.config.model_type))))
+        with quiet_gradient_checkpointing_warning():
+            model = get_peft_model(model, LoraConfig(**lora.peft_kwargs(default_target_modules(model.config.model_type))))
     model.to(dev)
     model.eval()
     return model, tokenizer

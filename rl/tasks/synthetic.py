@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rl.tasks.benchmarks import Problem as _BaseProblem
+from rl.tasks.problem import Problem as _BaseProblem
 
 __all__ = [
     "TEMPLATES",

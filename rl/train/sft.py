@@ -8,8 +8,14 @@ on a mix of correct and systematically buggy solutions (:meth:`SyntheticBenchmar
 so the warm-started policy is partly right and partly wrong in the ways a crowd can flag.
 
 The output directory holds the model and tokenizer (``from_pretrained(DIR)`` works for both)
-and ``warmstart.json`` (settings, loss curve, timing). It is written atomically: into a
-temporary sibling, renamed at the end.
+and ``warmstart.json`` (settings, loss curve, timing, and ``heldout``: the held-out pass@k). It is
+written atomically: into a temporary sibling, renamed at the end.
+
+``heldout`` is the evaluation ``rl loop`` runs at round 0 on this model (``eval_n`` samples per
+held-out problem, by default 10, with the loop's default evaluation sampler: temperature 0.8, full
+distribution, 64 new tokens, seed 10000 + ``seed``): ``{"n", "n_problems", "pass@1", "pass@10"
+(when eval_n >= 10), "per_template"}``, or None with ``eval_n = 0``. For the same seed and benchmark
+it equals the loop's round-0 numbers.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from pathlib import Path
 
 from crowdstat.io.atomic import atomic_write_dir, atomic_write_json
 
-__all__ = ["SFTConfig", "warm_start", "add_arguments", "run"]
+__all__ = ["SFTConfig", "warm_start", "heldout_pass", "add_arguments", "run"]
 
 
 @dataclass
@@ -35,6 +41,7 @@ class SFTConfig:
     bench_seed, n_train_per_template, hold_single: the synthetic benchmark (rl.tasks.synthetic.make_benchmark;
     hold_single=True keeps a quarter of the values of one-constant templates out of the warm start).
     seed: torch and data-order seed. threads: torch CPU threads.
+    eval_n: samples per held-out problem of the final evaluation (0 = no evaluation; module docstring).
 
     The defaults are the warm start of the study (docs/rl_study.md): a policy that is partly right,
     leaving headroom for RL. How they were chosen, with the measurements: docs/rl.md, "The warm start".
@@ -52,6 +59,7 @@ class SFTConfig:
     seed: int = 0
     threads: int = 2
     hold_single: bool = False
+    eval_n: int = 10
 
     def __post_init__(self) -> None:
         import math
@@ -60,6 +68,8 @@ class SFTConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"SFTConfig.{name}: expected an integer >= 1, got {v!r}")
+        if isinstance(self.eval_n, bool) or not isinstance(self.eval_n, int) or self.eval_n < 0:
+            raise ValueError(f"SFTConfig.eval_n: expected an integer >= 0 (0 = no evaluation), got {self.eval_n!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"SFTConfig: hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})")
         for name in ("lr", "weight_decay"):
@@ -75,6 +85,46 @@ def all_texts(bench) -> list[str]:
         texts.append(p.prompt + p.canonical_solution)
         texts.extend(bench.buggy_completions(p))
     return texts
+
+
+def heldout_pass(model, tok, bench, cfg: SFTConfig, progress: bool = False) -> dict | None:
+    """The held-out pass@k of ``model`` as ``rl loop`` evaluates it at round 0 (module docstring); None when eval_n is 0."""
+    if cfg.eval_n == 0:
+        return None
+    from rl.config import EvalSpec, LoopConfig, SamplingConfig
+    from rl.execution.passk import pass_at_k
+    from rl.execution.sandbox import Sandbox
+    from rl.policy.sampling import sample
+    from rl.tasks.synthetic import template_of
+
+    e, loop = EvalSpec(), LoopConfig()
+    sc = SamplingConfig(
+        temperature=e.temperature,
+        top_p=e.top_p,
+        top_k=e.top_k,
+        max_new_tokens=e.max_new_tokens or loop.sampling.max_new_tokens,
+        batch_size=e.batch_size,
+        seed=10_000 + cfg.seed,
+        stop=tuple(loop.sampling.stop or ()),
+    )
+    problems = bench.heldout
+    samples = sample(model, tok, [p.prompt for p in problems], cfg.eval_n, sc, progress=progress)
+    jobs = [problems[s.prompt_index].job(s.completion) for s in samples]
+    with Sandbox(workers=2) as sb:
+        results = sb.map(jobs, progress=progress)
+    per: dict[str, list[bool]] = {p.task_id: [] for p in problems}
+    for s, r in zip(samples, results):
+        per[problems[s.prompt_index].task_id].append(r.status == "passed")
+    groups: dict[str, dict[str, list[bool]]] = {}
+    for tid, passed in per.items():
+        groups.setdefault(template_of(tid), {})[tid] = passed
+    ks = (1, 10)
+    return {
+        "n": cfg.eval_n,
+        "n_problems": len(problems),
+        **pass_at_k(per, ks=ks),
+        "per_template": {g: pass_at_k(v, ks=ks) for g, v in sorted(groups.items())},
+    }
 
 
 def warm_start(out: str | Path, cfg: SFTConfig | None = None, progress: bool = True) -> dict:
@@ -138,6 +188,8 @@ def warm_start(out: str | Path, cfg: SFTConfig | None = None, progress: bool = T
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
         model.eval()
+        with torch.no_grad():
+            heldout = heldout_pass(model, tok, bench, cfg, progress=progress)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         summary = {
@@ -148,6 +200,7 @@ def warm_start(out: str | Path, cfg: SFTConfig | None = None, progress: bool = T
             "losses": losses,
             "seconds": time.time() - t0,
             "frac_buggy_examples": sum(not ok for _, _, ok in data) / len(data),
+            "heldout": heldout,
         }
         atomic_write_json(tmp / "warmstart.json", summary)
         result["summary"] = summary
@@ -170,8 +223,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = SFTConfig(**{k: getattr(args, k) for k in asdict(SFTConfig())})
     s = warm_start(args.out, cfg, progress=not args.no_progress)
+    ev = s["heldout"]
+    passes = "" if ev is None else f"held-out pass@1 {ev['pass@1']:.3f}" + (f", pass@10 {ev['pass@10']:.3f}" if "pass@10" in ev else "")
+    passes += "" if ev is None else f" ({ev['n_problems']} problems x {ev['n']} samples), "
     print(
-        f"warm start: {s['n_parameters']} parameters, loss {s['loss_first']:.3f} -> {s['loss_last10']:.3f}, "
+        f"warm start: {s['n_parameters']} parameters, loss {s['loss_first']:.3f} -> {s['loss_last10']:.3f}, {passes}"
         f"{s['seconds']:.0f} s -> {args.out}"
     )
     return 0

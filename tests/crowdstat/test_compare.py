@@ -120,7 +120,7 @@ def test_cli_simulate_and_compare_end_to_end(tmp_path):
     truth = pd.read_csv(data / "truth.csv")
     assert list(truth.columns) == ["program", "line", "truth"] and truth["program"].nunique() == 6
     ann = pd.read_csv(data / "annotators.csv")
-    assert len(ann) == 8 and {"annotator", "kind", "p"} <= set(ann.columns)
+    assert len(ann) == 8 and {"annotator", "kind", "reliability", "sensitivity", "specificity"} <= set(ann.columns)
     r = run_compare(data, out, "majority,sequential:lam=0.1")
     assert r.returncode == 0, r.stderr
     met = pd.read_csv(out / "metrics.csv")

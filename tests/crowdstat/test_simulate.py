@@ -42,7 +42,8 @@ def test_parse_population(pop):
     np.testing.assert_allclose(np.asarray(u.spec), [0.2, 0.3, 0.3, 0.6, 0.8], rtol=1e-6)
     np.testing.assert_allclose(np.asarray(u.decay), [0, 0.01, 0.01, 0, 0], rtol=1e-6)
     assert [S.KINDS[k] for k in np.asarray(u.kind)] == ["spammer", "lazy", "lazy", "onecoin", "reliable"]
-    assert list(u.names()) == ["ann00", "ann01", "ann02", "ann03", "ann04"]
+    # the ids rl annotate gives the same SPEC: kind + count per kind (crowdstat.spec.annotator_ids; issue 20)
+    assert list(u.names()) == ["spammer01", "lazy01", "lazy02", "onecoin01", "reliable01"]
 
 
 @pytest.mark.parametrize(
@@ -167,7 +168,7 @@ def test_simulate_votes_compatible():
     assert isinstance(sim, S.Simulation)
     assert len(sim.votes) == 12 * 4 * 2 and sim.truth["program"].nunique() == 3
     np.testing.assert_allclose(sim.reliability["p"], [0.9, 0.5, 0.3])
-    assert list(sim.reliability["annotator"]) == ["ann00", "ann01", "ann02"]
+    assert list(sim.reliability["annotator"]) == ["reliable01", "spammer01", "adversary01"]  # one_coin's kinds by p
 
 
 def test_float64_population_keeps_dtype():

@@ -1,0 +1,27 @@
+"""Benchmarks that were not run print "n/a", not "nan" (issue 20: `make bench BENCH_ARGS=--smoke`)."""
+
+from __future__ import annotations
+
+from benchmarks import report
+
+
+def test_report_prints_na_for_values_not_measured():
+    assert report._f(None, ".0f") == "n/a"
+    assert report._f(float("nan"), ".0f") == "n/a"  # results written before: NaN for a skipped vmap
+    assert report._f(12.34, ".1f") == "12.3"
+
+
+def test_e2e_row_without_rss_says_na():
+    lines = report._e2e(
+        {
+            "e2e": {
+                "n_votes": 1000,
+                "python_import_s": 1.0,
+                "methods": {
+                    "majority": {"cold_s": 1.0, "warm_cache_s": 0.5, "seconds_read": 0.1, "seconds_fit": 0.2, "peak_rss_mib": None}
+                },
+            }
+        }
+    )
+    text = "\n".join(lines)
+    assert "nan" not in text and "n/a" in text
