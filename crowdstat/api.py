@@ -247,10 +247,11 @@ SATURATED_WEIGHT = 20.0
 COLLAPSED_POSTERIOR = 1e-6
 
 
-def degeneracy_warnings(weight, posterior, truth, w_max: float = math.inf) -> list[str]:
+def degeneracy_warnings(weight, posterior, truth, w_max: float = math.inf, check_posteriors: bool = True, min_lines: int = 20) -> list[str]:
     """What makes a fit's output degenerate, as messages (empty when none): weights at the ``w_max`` cap or
     beyond :data:`SATURATED_WEIGHT` (annotators treated as never or always wrong), and most posteriors of
-    the lines without truth collapsed to 0 or 1 (every reward then 0/1, however few the votes)."""
+    the lines without truth collapsed to 0 or 1 (every reward then 0/1, however few the votes; checked from
+    ``min_lines`` such lines on, and not for majority vote, whose "posterior" is the vote share)."""
     w = np.abs(np.asarray(weight, np.float64))
     out = []
     m = int(w.size)
@@ -264,7 +265,7 @@ def degeneracy_warnings(weight, posterior, truth, w_max: float = math.inf) -> li
             f"2e-9 of 0 or 1, so one vote of theirs decides a line"
         )
     p = np.asarray(posterior, np.float64)[np.asarray(truth) == 0]
-    if p.size:
+    if check_posteriors and p.size >= min_lines:
         frac = float(np.mean((p < COLLAPSED_POSTERIOR) | (p > 1 - COLLAPSED_POSTERIOR)))
         if frac > 0.5:
             out.append(
@@ -289,7 +290,9 @@ def _fit_table(table: VoteTable, method: str, common, cfg) -> FitResult:
     diagnostics = dict(est.diagnostics)
     diagnostics["seconds_fit"] = time.perf_counter() - t0
     diagnostics["dtype"] = str(jnp.dtype(dtype))
-    found = degeneracy_warnings(est.weight, est.posterior, np.asarray(table.arrays.truth), getattr(cfg, "w_max", math.inf))
+    found = degeneracy_warnings(
+        est.weight, est.posterior, np.asarray(table.arrays.truth), getattr(cfg, "w_max", math.inf), check_posteriors=method != "majority"
+    )
     if found:
         diagnostics["warnings"] = [*diagnostics.get("warnings", []), *found]
         for msg in found:

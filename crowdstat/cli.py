@@ -20,6 +20,7 @@ import warnings
 
 from crowdstat.estimators.registry import METHODS, REGISTRY, CommonConfig, Config, format_default
 from crowdstat.io.atomic import check_output_dir
+from crowdstat.spec import DEFAULT_HONEYPOT_FRACTION
 
 __all__ = ["main", "build_parser"]
 
@@ -37,17 +38,55 @@ def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
+class _Store(argparse._StoreAction):
+    """``store`` that also records the option as given on the command line (``args._given``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _note_given(namespace, self)
+
+
+class _StoreTrue(argparse._StoreTrueAction):
+    """``store_true`` that also records the switch as given (``args._given``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _note_given(namespace, self)
+
+
+def _note_given(namespace: argparse.Namespace, action: argparse.Action) -> None:
+    given = getattr(namespace, "_given", None)
+    if given is None:
+        given = []
+        namespace._given = given
+    if action.option_strings[0] not in given:
+        given.append(action.option_strings[0])
+
+
+def _check_options_apply(method: str, args: argparse.Namespace) -> None:
+    """A method option given for a method that does not take it is an error (as in :func:`crowdstat.fit`)."""
+    if method != "auto" and method not in REGISTRY:  # a method without a config of its own (none today): fit checks them
+        return
+    classes = (CommonConfig,) if method == "auto" else (CommonConfig, REGISTRY[method].config)
+    own = {fld.metadata["flag"] for cls in classes for fld in dataclasses.fields(cls) if "flag" in fld.metadata}
+    foreign = [flag for flag in getattr(args, "_given", []) if flag not in own]
+    if foreign:
+        takes = sorted(own - {fld.metadata.get("flag") for fld in dataclasses.fields(CommonConfig)})
+        theirs = f"its own options are {', '.join(takes)}" if takes else "it has no options of its own"
+        raise ValueError(f"{', '.join(foreign)}: not an option of --method {method} ({theirs}, besides the common ones)")
+
+
 def _option(fld: dataclasses.Field) -> dict:
     """argparse keyword arguments of a config field's flag; the help ends with the field's default."""
     md = fld.metadata
     text = md.get("flag_help", md["help"])
     doc = md.get("default_doc")
     if "switch" in md:
-        kw = {"action": "store_true", "default": False}
+        kw = {"action": _StoreTrue, "default": False}
         shown = f"(default: {doc})" if doc else "(default off)"
     else:
         kinds = [t for t in (getattr(fld.type, "__args__", None) or (fld.type,)) if t is not type(None)]
-        kw = {"type": str if str in kinds else kinds[0], "default": fld.default}
+        kw = {"action": _Store, "type": str if str in kinds else kinds[0], "default": fld.default}
         if "choices" in md:
             kw["choices"] = md["choices"]
         shown = f"(default: {doc})" if doc else f"(default {format_default(fld.default)})"
@@ -84,7 +123,7 @@ def _fit_params(method: str, args: argparse.Namespace) -> dict:
     the parameters its field's ``switch`` metadata names, after the valued ones.
     """
     params, switched = {}, {}
-    for cls in (CommonConfig, REGISTRY[method].config):
+    for cls in (CommonConfig,) if method == "auto" else (CommonConfig, REGISTRY[method].config):
         for fld in dataclasses.fields(cls):
             flag = fld.metadata.get("flag")
             if flag is None:
@@ -121,7 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("votes", help="vote table: .csv, .parquet or .jsonl with columns program,line,annotator,label")
     f.add_argument("--truth", help="honeypot truth table: program,line,truth")
     f.add_argument("--programs", help="program sizes: program,n_lines (for coverage)")
-    f.add_argument("--method", required=True, choices=METHODS)
+    f.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", *METHODS),
+        help="auto (default): em1, em2 or proximal --latent, whichever best predicts held-out honeypot truth "
+        "(5-fold), or without enough honeypots em1 vs em2 by BIC; fit.json says what was compared",
+    )
     _add_out(f)
     _add_config_options(f)
     _add_simulate(sub)
@@ -146,7 +191,12 @@ def _add_simulate(sub) -> None:
     s.add_argument("--population", required=True, metavar="SPEC", help="annotator population, e.g. 'expert:3@0.95,spammer:2'")
     s.add_argument("--programs", type=int, default=50, help="number of programs (tasks) (default 50)")
     s.add_argument("--lines", type=int, default=6, help="lines per program (default 6)")
-    s.add_argument("--honeypots", type=float, default=0.2, help="fraction of programs that are honeypots (default 0.2)")
+    s.add_argument(
+        "--honeypots",
+        type=float,
+        default=DEFAULT_HONEYPOT_FRACTION,
+        help=f"fraction of programs that are honeypots (default {DEFAULT_HONEYPOT_FRACTION}, as rl annotate and rl loop)",
+    )
     s.add_argument("--placement", choices=("first", "random"), default="first", help="honeypot programs first (Algorithm 1) or scattered")
     s.add_argument("--design", choices=("program", "line"), default="program", help="r annotators per program (all its lines) or per line")
     s.add_argument("--per-item", type=int, default=None, metavar="R", help="annotators per program/line (default: all)")
@@ -170,7 +220,11 @@ def _add_compare(sub) -> None:
     c.add_argument("votes", help="vote table (program,line,annotator,label)")
     c.add_argument("--truth", help="honeypot truth (program,line,truth)")
     c.add_argument("--true-lines", required=True, help="truth of every line (program,line,truth)")
-    c.add_argument("--true-annotators", help="true reliabilities (annotator,p[,kind]), e.g. annotators.csv of crowdstat simulate")
+    c.add_argument(
+        "--true-annotators",
+        help="true reliabilities (annotator,reliability[,kind]; the old column name p is read too), "
+        "e.g. annotators.csv of crowdstat simulate or rl annotate",
+    )
     c.add_argument(
         "--methods",
         default="majority,sequential,proximal",
@@ -189,7 +243,7 @@ def _main_simulate(args) -> int:
     import json
 
     from crowdstat.api import save_dir_atomically
-    from crowdstat.study.simulate import parse_population, simulate_arrays, to_frames
+    from crowdstat.study.simulate import annotators_file_frame, parse_population, simulate_arrays, to_frames
 
     inputs = _population_file(args.population)
     check_output_dir(args.out, tool="crowdstat simulate", force=args.force, inputs=inputs)
@@ -212,7 +266,7 @@ def _main_simulate(args) -> int:
         sim.votes.to_csv(tmp / "votes.csv", index=False)
         sim.truth.to_csv(tmp / "truth.csv", index=False)
         sim.true_lines.to_csv(tmp / "true_lines.csv", index=False)
-        sim.reliability.to_csv(tmp / "annotators.csv", index=False, float_format="%.9g")
+        annotators_file_frame(sim.reliability).to_csv(tmp / "annotators.csv", index=False, float_format="%.9g")
         keys = ("population", "programs", "lines", "honeypots", "placement", "design", "per_item", "p_buggy", "p_wrong", "seed")
         settings = {k: getattr(args, k) for k in keys}
         (tmp / "simulation.json").write_text(json.dumps(settings, indent=2) + "\n")
@@ -256,6 +310,7 @@ def _main_compare(args) -> int:
 def _main_fit(args) -> int:
     from crowdstat.api import fit
 
+    _check_options_apply(args.method, args)  # before anything is checked, read or computed
     inputs = [args.votes, args.truth, args.programs]
     check_output_dir(args.out, tool="crowdstat fit", force=args.force, inputs=inputs)
     params = {**_fit_params(args.method, args), "progress": sys.stderr.isatty()}
@@ -270,11 +325,12 @@ def _main_fit(args) -> int:
     d = res.diagnostics
     t = res.table
     assert t is not None  # fit() keeps the table it read
+    chose = f" (chose {res.method}: {d['auto']['why']})" if "auto" in d else ""
     print(
-        f"crowdstat fit --method {args.method}: {t.n_votes} votes, {t.n_lines} lines, {t.n_programs} programs, "
+        f"crowdstat fit --method {args.method}{chose}: {t.n_votes} votes, {t.n_lines} lines, {t.n_programs} programs, "
         f"{t.n_annotators} annotators, {t.n_honeypots} honeypot lines -> {out}"
     )
-    if args.method == "proximal" and "gap" in d:
+    if res.method == "proximal" and "gap" in d:
         print(
             f"  objective {d['objective']:.6g}, dual {d['dual_value']:.6g}, gap {d['gap']:.3g} "
             f"(relative {d['rel_gap']:.3g}), {d['iterations']} iterations, converged={d['converged']}"

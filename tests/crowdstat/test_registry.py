@@ -121,7 +121,7 @@ def test_fit_help_shows_every_flag_with_its_default():
     r = subprocess.run([sys.executable, "-m", "crowdstat", "fit", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     entries = _help_entries(r.stdout)
-    assert "{" + ",".join(R.METHODS) + "}" in entries["--method"]
+    assert "{auto," + ",".join(R.METHODS) + "}" in entries["--method"] and "auto (default)" in entries["--method"]
     n = 0
     for cls in CONFIGS:
         for f in _fields(cls):
