@@ -198,18 +198,8 @@ def evaluate(
 
 
 def eval_sampling(cfg: LoopConfig) -> SamplingConfig:
-    """The sampler of the loop's evaluation: ``cfg.eval``'s settings, the loop's stop strings, seed 10000 + seed
-    (its own seed, so that every round and every run of the same seed samples alike)."""
-    e = cfg.eval
-    return SamplingConfig(
-        temperature=e.temperature,
-        top_p=e.top_p,
-        top_k=e.top_k,
-        max_new_tokens=e.max_new_tokens or cfg.sampling.max_new_tokens,
-        batch_size=e.batch_size,
-        seed=10_000 + cfg.seed,
-        stop=tuple(cfg.sampling.stop or ()),
-    )
+    """The sampler of the loop's evaluation (:meth:`rl.config.LoopConfig.eval_sampling`)."""
+    return cfg.eval_sampling()
 
 
 def heldout_problems(cfg: LoopConfig, bench) -> list:

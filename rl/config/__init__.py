@@ -491,6 +491,21 @@ class LoopConfig:
         """The file form (JSON-ready; derived keys left out)."""
         return to_dict(self)
 
+    def eval_sampling(self) -> SamplingConfig:
+        """The sampler of the held-out evaluation: ``eval``'s settings, the loop's stop strings, seed
+        10000 + seed (its own seed, so that every round and every run of the same seed samples alike;
+        ``rl warmstart``'s evaluation uses it too)."""
+        e = self.eval
+        return SamplingConfig(
+            temperature=e.temperature,
+            top_p=e.top_p,
+            top_k=e.top_k,
+            max_new_tokens=e.max_new_tokens or self.sampling.max_new_tokens,
+            batch_size=e.batch_size,
+            seed=10_000 + self.seed,
+            stop=tuple(self.sampling.stop or ()),
+        )
+
 
 def load_config(path: str | Path, **overrides) -> LoopConfig:
     """Read a JSON or TOML loop config; ``overrides`` (not None) replace top-level keys.

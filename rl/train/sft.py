@@ -91,22 +91,13 @@ def heldout_pass(model, tok, bench, cfg: SFTConfig, progress: bool = False) -> d
     """The held-out pass@k of ``model`` as ``rl loop`` evaluates it at round 0 (module docstring); None when eval_n is 0."""
     if cfg.eval_n == 0:
         return None
-    from rl.config import EvalSpec, LoopConfig, SamplingConfig
+    from rl.config import LoopConfig
     from rl.execution.passk import pass_at_k
     from rl.execution.sandbox import Sandbox
     from rl.policy.sampling import sample
     from rl.tasks.synthetic import template_of
 
-    e, loop = EvalSpec(), LoopConfig()
-    sc = SamplingConfig(
-        temperature=e.temperature,
-        top_p=e.top_p,
-        top_k=e.top_k,
-        max_new_tokens=e.max_new_tokens or loop.sampling.max_new_tokens,
-        batch_size=e.batch_size,
-        seed=10_000 + cfg.seed,
-        stop=tuple(loop.sampling.stop or ()),
-    )
+    sc = LoopConfig(seed=cfg.seed).eval_sampling()  # the loop's round-0 sampler for this seed
     problems = bench.heldout
     samples = sample(model, tok, [p.prompt for p in problems], cfg.eval_n, sc, progress=progress)
     jobs = [problems[s.prompt_index].job(s.completion) for s in samples]
