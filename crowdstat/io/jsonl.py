@@ -23,11 +23,15 @@ def read_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError) -> 
     that is not JSON, or not a JSON object, raises ``error`` naming it.
     """
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise error(f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
             if not text.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(text)  # NaN / Infinity parse: validators name the field holding them
             except json.JSONDecodeError as e:

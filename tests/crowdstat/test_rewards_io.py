@@ -102,3 +102,15 @@ def test_read_jsonl_names_file_and_line(tmp_path):
     p.write_text('{"a": 1}\n[1]\n')
     with pytest.raises(RewardFileError, match=r"x\.jsonl:2: expected a JSON object, got list"):
         list(read_jsonl(p, RewardFileError))
+
+
+def test_read_jsonl_names_file_line_and_byte_of_invalid_utf8(tmp_path):
+    """Before: ``rl annotate`` / ``rl export`` on such a file said only "'utf-8' codec can't decode byte 0xff"."""
+    from crowdstat.io.jsonl import read_jsonl
+
+    p = tmp_path / "bad.jsonl"
+    p.write_bytes(b'{"program": "a"}\n\n{"program": "x\xff"}\r\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:3: not valid UTF-8 \(byte 0xff at column 15\)$"):
+        list(read_jsonl(p))
+    p.write_bytes(b'{"program": "a"}\r\n{"program": "b"}\n')
+    assert [o["program"] for _, _, o in read_jsonl(p)] == ["a", "b"]
