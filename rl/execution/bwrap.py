@@ -16,7 +16,7 @@ import shutil
 import sys
 import threading
 
-__all__ = ["ZYGOTE_CAPS", "find_bwrap", "readonly_view", "bwrap_argv", "spawn"]
+__all__ = ["kept_names", "ZYGOTE_CAPS", "find_bwrap", "readonly_view", "bwrap_argv", "spawn"]
 
 # Started as root, bubblewrap creates no user namespace (it would map root alone, and runners
 # must drop to a uid of their own), so the worker keeps root with only the capabilities the
@@ -65,6 +65,18 @@ def readonly_view(site_dirs: list[str]) -> tuple[list[str], list[tuple[str, str]
     return paths, links
 
 
+def kept_names(site_dirs: list[str]) -> dict[str, list[str]]:
+    """The entries of the private /tmp and /dev/shm that hold a read-only bound path (their first
+    component): the per-job sweep must leave them (root-owned, mode 0755: a runner cannot write there)."""
+    paths, _ = readonly_view(site_dirs)
+    out: dict[str, list[str]] = {"/tmp": [], "/dev/shm": []}
+    for p in paths:
+        for root in out:
+            if _under(p, root) and p != root:
+                out[root].append(os.path.relpath(p, root).split(os.sep)[0])
+    return {k: sorted(set(v)) for k, v in out.items()}
+
+
 def bwrap_argv(bwrap: str, site_dirs: list[str], tmp_mb: int) -> list[str]:
     """bubblewrap's arguments up to (not including) ``--`` and the command.
 
@@ -77,6 +89,11 @@ def bwrap_argv(bwrap: str, site_dirs: list[str], tmp_mb: int) -> list[str]:
     else:
         argv += ["--unshare-all"]  # a user namespace too (an unprivileged bwrap needs one)
     argv += ["--die-with-parent", "--new-session", "--as-pid-1", "--hostname", "sandbox"]
+    # The private file systems first: a bound path below /tmp (a checkout or venv there, e.g. a CI
+    # clone) is then mounted onto the private /tmp instead of being hidden by it.
+    size = str(int(tmp_mb) * 1024 * 1024)
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp", "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm"]
     paths, links = readonly_view(site_dirs)
     made: set[str] = set()
     for p in paths:
@@ -93,9 +110,6 @@ def bwrap_argv(bwrap: str, site_dirs: list[str], tmp_mb: int) -> list[str]:
         argv += ["--ro-bind", p, p]
     for target, link in links:
         argv += ["--symlink", target, link]
-    size = str(int(tmp_mb) * 1024 * 1024)
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp", "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm"]
     argv += ["--chdir", "/"]
     return argv
 

@@ -58,7 +58,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from rl.execution import verdict
-from rl.execution.bwrap import bwrap_argv, find_bwrap, spawn
+from rl.execution.bwrap import bwrap_argv, find_bwrap, kept_names, spawn
 from rl.execution.worker import GRACE_S, RUNNER_ENV, SANDBOX_UID_BASE, STATUSES, write_all, write_msg
 
 __all__ = ["STATUSES", "Limits", "Job", "ExecResult", "Sandbox", "SandboxError", "run_one"]
@@ -273,7 +273,10 @@ class _Worker:
             try:
                 write_all(self.proc.stdin.fileno(), len(code).to_bytes(8, "big") + code)
                 # The worker's configuration; its runners' uid is unique while it lives.
-                write_msg(self.proc.stdin.fileno(), {"bwrap": bool(bwrap), "run_uid": SANDBOX_UID_BASE + self.proc.pid})
+                cfg = {"bwrap": bool(bwrap), "run_uid": SANDBOX_UID_BASE + self.proc.pid}
+                if bwrap:
+                    cfg["keep"] = kept_names(sites)  # bound paths below the private /tmp: not swept
+                write_msg(self.proc.stdin.fileno(), cfg)
             except OSError:
                 pass  # the worker died: reported just below
             hello = self._recv(timeout=60.0)

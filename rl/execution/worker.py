@@ -40,6 +40,7 @@ CAP_DAC_READ_SEARCH = 2
 # programs separately and runners of different workers cannot signal each other.
 SANDBOX_UID_BASE = 1_000_000
 _RUN_UID = 65534  # nobody, until _worker_main sets the worker's own uid
+_KEEP: dict[str, list[str]] = {}  # per private dir, the names of entries that hold bound paths (never swept)
 GRACE_S = 0.5  # after the in-process alarm, how long until SIGKILL
 # Modules HumanEval/MBPP programs and the harness use, imported once per zygote. Kept small on
 # purpose: every page of the zygote is copied-on-write into each runner, so a big module (hashlib,
@@ -801,14 +802,17 @@ def _rmtree(path: str) -> None:
         os.close(pfd)
 
 
-def _sweep(root_fd: int, owner: int | None) -> None:
-    """Remove the entries of ``root_fd`` (a private /tmp or /dev/shm: all of them; a shared one:
-    only those owned by ``owner``, the runners' uid)."""
+def _sweep(root_fd: int, owner: int | None, keep: frozenset = frozenset()) -> None:
+    """Remove the entries of ``root_fd`` (a private /tmp or /dev/shm: all of them but ``keep``, the
+    root-owned directories that hold read-only bound paths; a shared one: only those owned by
+    ``owner``, the runners' uid)."""
     try:
         entries = list(os.scandir(root_fd))
     except OSError:
         return
     for e in entries:
+        if e.name in keep:
+            continue
         try:
             if owner is None or e.stat(follow_symlinks=False).st_uid == owner:
                 _remove_entry(e.name, root_fd)
@@ -940,7 +944,7 @@ class _Zygote:
         self.sweep_fds = []
         for d in ("/tmp", "/dev/shm") if bwrap else ("/dev/shm",) if self.root else ():
             try:
-                self.sweep_fds.append(os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+                self.sweep_fds.append((os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), frozenset(_KEEP.get(d, ()))))
             except OSError:
                 pass
         # Move every object to the permanent generation: the runners' garbage collections
@@ -1005,8 +1009,8 @@ class _Zygote:
         finally:
             os.close(outer_fd)
         _remove_entry(outer, self.tmp_fd)
-        for fd in self.sweep_fds:
-            _sweep(fd, None if self.bwrap else _RUN_UID)
+        for fd, keep in self.sweep_fds:
+            _sweep(fd, None if self.bwrap else _RUN_UID, keep)
         if self.ipc_private:
             _sysv_sweep(_RUN_UID if self.bwrap and self.root else None)
 
@@ -1358,6 +1362,7 @@ def _worker_main() -> None:
     cfg = _read_msg(proto_in) or {}
     bwrap = bool(cfg.get("bwrap"))
     _RUN_UID = int(cfg.get("run_uid") or SANDBOX_UID_BASE + os.getpid())
+    _KEEP.update({k: [str(x) for x in v] for k, v in (cfg.get("keep") or {}).items()})
     netns, pid_ns, ipc_private = _isolate(bwrap)
     if pid_ns and not bwrap:
         try:
