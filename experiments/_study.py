@@ -91,6 +91,9 @@ def score_all(sims, methods, progress_desc=None, **extra) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+#: how summarize's intervals are made (recorded in each result's meta, shown in figure titles;
+#: results written before it say nothing: they hold Student-t intervals)
+INTERVALS = "95% interval (percentile bootstrap for metrics in [0, 1], Student-t otherwise; none below 3 replicates)"
 #: metrics that live in [0, 1]: their intervals are bootstrap intervals inside [0, 1]
 #: (crowdstat.study.metrics.replicate_interval); the others (log-loss, seconds) get t-intervals
 UNIT_METRICS = {"accuracy", "ece", "brier", "reliability_rmse", "detection_auc", "auc", "recall_bad", "false_flag_good"}
@@ -220,3 +223,10 @@ def _jsonable(x):
 def figure_path(out: Outputs, name: str) -> Path:
     out.figures.mkdir(parents=True, exist_ok=True)
     return out.figures / f"{name}.png"
+
+
+def redraw(name: str, out, figure, *tables: str) -> None:
+    """``--plot-only``: draw the figure from the tables already written (the one code path both ways)."""
+    meta, tabs = read_results(name, out, *tables)
+    figure(*tabs, meta, figure_path(out, name))
+    print(f"wrote {figure_path(out, name)} from {out.results}")

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from _study import add_output_args, figure_path, markdown, outputs, read_results, replicates, summarize, write_results
+from _study import add_output_args, figure_path, markdown, outputs, read_results, redraw, replicates, summarize, write_results
 
 from crowdstat.study.compare import compare
 from crowdstat.study.plotting import (
@@ -116,9 +116,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     out = outputs(NAME, args, custom=args.replicates is not None or args.seed != 1)
     if args.plot_only:
-        meta, (curves,) = read_results(NAME, out, "curves")
-        _figure(curves, meta, figure_path(out, NAME))
-        print(f"wrote {figure_path(out, NAME)} from {out.results}")
+        redraw(NAME, out, _figure, "curves")
         return
     R = args.replicates or (5 if args.quick else 20)
     settings = dict(n_programs=120, lines_per_program=6, honeypot_fraction=0.2, honeypot_placement="first")

@@ -19,11 +19,13 @@ import numpy as np
 import pandas as pd
 from _study import (
     ALL_METHODS,
+    INTERVALS,
     add_output_args,
     figure_path,
     markdown,
     outputs,
     read_results,
+    redraw,
     replicates,
     score_all,
     short,
@@ -43,7 +45,7 @@ TARGETS = [0.85, 0.9]
 
 
 def _figure(summ: pd.DataFrame, meta: dict, path) -> None:
-    """Accuracy, log-loss and ECE against the honeypot programs; one series per method, dodged, with 95% t-intervals."""
+    """Accuracy, log-loss and ECE against the honeypot programs; one series per method, dodged, with 95% intervals (meta["intervals"])."""
     fig, axes = new_figure(1, 3, figsize=(16, 4.8))
     axes = axes[0]
     meths = list(summ["method"].unique())
@@ -68,7 +70,8 @@ def _figure(summ: pd.DataFrame, meta: dict, path) -> None:
     figure_legend(fig, axes[0], where="right", title="method")
     fig.suptitle(
         f"Accuracy and calibration vs honeypots: {meta['population']}, {meta['settings']['annotators_per_item']} annotators per program\n"
-        f"mean and 95% t-interval over {meta['replicates']} replicates (bayes: {meta['bayes_replicates']}; seed {meta['seed']})",
+        f"mean and {meta.get('intervals', '95% Student-t interval')}\nover {meta['replicates']} replicates "
+        f"(bayes: {meta['bayes_replicates']}; seed {meta['seed']})",
         fontsize=10,
     )
     save_figure(fig, path, dpi=100)
@@ -85,9 +88,7 @@ def main(argv=None):
     custom = args.replicates is not None or args.bayes_replicates is not None or args.seed != 2
     out = outputs(NAME, args, custom=custom)
     if args.plot_only:
-        meta, (summ,) = read_results(NAME, out, "summary")
-        _figure(summ, meta, figure_path(out, NAME))
-        print(f"wrote {figure_path(out, NAME)} from {out.results}")
+        redraw(NAME, out, _figure, "summary")
         return
     R = args.replicates or (5 if args.quick else 20)
     RB = min(R, args.bayes_replicates or (2 if args.quick else 5))
@@ -132,6 +133,7 @@ def main(argv=None):
     write_results(
         NAME,
         {
+            "intervals": INTERVALS,
             "seed": args.seed,
             "replicates": R,
             "bayes_replicates": RB,

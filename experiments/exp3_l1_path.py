@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from _study import add_output_args, figure_path, markdown, outputs, read_results, replicates, write_results
+from _study import add_output_args, figure_path, markdown, outputs, read_results, redraw, replicates, write_results
 
 from crowdstat.estimators import posterior
 from crowdstat.estimators.l1 import problem
@@ -192,9 +192,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     out = outputs(NAME, args, custom=args.seed != 3)
     if args.plot_only:
-        meta, tabs = read_results(NAME, out, "path", "replicate0", "gaps")
-        _figure(*tabs, meta, figure_path(out, NAME))
-        print(f"wrote {figure_path(out, NAME)} from {out.results}")
+        redraw(NAME, out, _figure, "path", "replicate0", "gaps")
         return
     R, G = (8, 20) if args.quick else (40, 40)
     settings = dict(n_programs=60, lines_per_program=5, honeypot_fraction=0.2, honeypot_placement="first")

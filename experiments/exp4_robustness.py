@@ -20,11 +20,13 @@ import argparse
 
 import pandas as pd
 from _study import (
+    INTERVALS,
     add_output_args,
     figure_path,
     markdown,
     outputs,
     read_results,
+    redraw,
     replicates,
     score_all,
     short,
@@ -76,7 +78,8 @@ def _figure(summ: pd.DataFrame, meta: dict, path) -> None:
             log_axis(ax)
     figure_legend(fig, axes[0, 0], where="right", title="method")
     fig.suptitle(
-        f"Robustness (5 annotators per program, 12/60 honeypot programs); mean and 95% t-interval over {meta['replicates']} replicates "
+        f"Robustness (5 annotators per program, 12/60 honeypot programs); mean and "
+        f"{meta.get('intervals', '95% Student-t interval')}\nover {meta['replicates']} replicates "
         f"(seeds {meta['seed']}, {meta['seed_twocoin']}, {meta['seed_fatigue']})",
         fontsize=10,
     )
@@ -92,9 +95,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     out = outputs(NAME, args, custom=args.replicates is not None or args.seed != 4)
     if args.plot_only:
-        meta, (summ,) = read_results(NAME, out, "summary")
-        _figure(summ, meta, figure_path(out, NAME))
-        print(f"wrote {figure_path(out, NAME)} from {out.results}")
+        redraw(NAME, out, _figure, "summary")
         return
     R = args.replicates or (5 if args.quick else 20)
     methods, missing = usable(METHODS)
@@ -122,6 +123,7 @@ def main(argv=None):
     write_results(
         NAME,
         {
+            "intervals": INTERVALS,
             "seed": args.seed,
             "seed_twocoin": args.seed + 1000,
             "seed_fatigue": args.seed + 2000,

@@ -21,7 +21,19 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from _study import ALL_METHODS, add_output_args, figure_path, markdown, outputs, read_results, replicates, short, usable, write_results
+from _study import (
+    ALL_METHODS,
+    add_output_args,
+    figure_path,
+    markdown,
+    outputs,
+    read_results,
+    redraw,
+    replicates,
+    short,
+    usable,
+    write_results,
+)
 
 import crowdstat
 from crowdstat.io.tables import read_votes
@@ -65,9 +77,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     out = outputs(NAME, args, custom=args.seed != 5)
     if args.plot_only:
-        meta, (table,) = read_results(NAME, out, "table")
-        _figure(table, meta, figure_path(out, NAME))
-        print(f"wrote {figure_path(out, NAME)} from {out.results}")
+        redraw(NAME, out, _figure, "table")
         return
     sizes = [50, 200] if args.quick else [50, 200, 800]
     methods, missing = usable(ALL_METHODS)

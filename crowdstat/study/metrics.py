@@ -17,9 +17,9 @@ entries that count, so replicates of one shape vmap without ragged arrays):
 - :func:`honeypots_needed`: smallest number of honeypots at which an accuracy curve reaches a target.
 
 Intervals (host, NumPy): :func:`bootstrap_ci` (percentile bootstrap; key first, resamples by
-``vmap``) and :func:`replicate_interval` (mean and t-interval over simulation replicates, plus
-the 2.5/97.5% quantiles). :func:`reliability_diagram` / :func:`plot_reliability_diagram` draw
-calibration.
+``vmap``) and :func:`replicate_interval` (mean and interval over simulation replicates: bootstrap
+inside the bounds of a bounded metric, else Student-t; plus the 2.5/97.5% quantiles).
+:func:`reliability_diagram` / :func:`plot_reliability_diagram` draw calibration.
 
 Truth is coded +1 (correct) / -1 (wrong) as everywhere in crowdstat.
 """
