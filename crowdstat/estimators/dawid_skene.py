@@ -40,6 +40,10 @@ compared with the previous one; EM stops when the gain L_new - L_old < tol * max
 (a *relative* gain, so that the rule means the same on 100 and on 100,000 lines and in
 float32), or after ``maxiter`` cycles. ``converged`` is False when maxiter was reached.
 
+A vote slot with label 0 is empty (no vote): it adds nothing to either step, so callers can pad the
+vote arrays to a fixed shape (one compilation for a growing vote set: :mod:`crowdstat.allocate`'s
+study reveals votes into a fixed grid of slots). :func:`crowdstat.io.tables.read_votes` never makes one.
+
 The driver is one jitted ``lax.while_loop`` over the pure :func:`update`. :func:`em_one_coin` and
 :func:`em_two_coin` take vote arrays; :func:`fit_one_coin` and :func:`fit_two_coin` are the
 registry's entry points (``crowdstat.fit(method="em1" | "em2")``, parameters in
@@ -90,12 +94,13 @@ def e_step(votes: VoteArrays, pi, alpha, beta, delta):
     """
     n_lines = votes.line_program.shape[0]
     pos = votes.label > 0
+    cast = votes.label != 0  # label 0: an empty slot (padding), no vote
     la, l1a = _log_clip(alpha, delta)
     lb, l1b = _log_clip(beta, delta)
     lpi, l1pi = _log_clip(pi, delta)
     a = votes.annotator
-    c_correct = jnp.where(pos, lb[a], l1b[a])
-    c_wrong = jnp.where(pos, l1a[a], la[a])
+    c_correct = jnp.where(cast, jnp.where(pos, lb[a], l1b[a]), 0.0)
+    c_wrong = jnp.where(cast, jnp.where(pos, l1a[a], la[a]), 0.0)
     seg = partial(jax.ops.segment_sum, segment_ids=votes.line, num_segments=n_lines, indices_are_sorted=True)
     lc = lpi + seg(c_correct)
     lw = l1pi + seg(c_wrong)
@@ -109,8 +114,8 @@ def m_step(votes: VoteArrays, q, m: int, two_coin: bool):
     """Closed-form M-step: (pi, alpha, beta) from the line posteriors q (unclipped)."""
     dtype = q.dtype
     pos = (votes.label > 0).astype(dtype)
-    neg = 1.0 - pos
-    qv = q[votes.line]
+    neg = (votes.label < 0).astype(dtype)  # label 0 (an empty slot) is neither
+    qv = q[votes.line] * (votes.label != 0).astype(dtype)
     seg = partial(jax.ops.segment_sum, segment_ids=votes.annotator, num_segments=m)
     pi = jnp.mean(q)
     half = jnp.asarray(0.5, dtype)
@@ -120,10 +125,10 @@ def m_step(votes: VoteArrays, q, m: int, two_coin: bool):
 
     if two_coin:
         beta = ratio(seg(qv * pos), seg(qv))
-        alpha = ratio(seg((1.0 - qv) * neg), seg(1.0 - qv))
+        alpha = ratio(seg((1.0 - qv) * neg), seg((1.0 - qv) * (pos + neg)))
     else:
         agree = pos * qv + neg * (1.0 - qv)
-        p = ratio(seg(agree), seg(jnp.ones_like(agree)))
+        p = ratio(seg(agree), seg(pos + neg))
         alpha = beta = p
     return pi, alpha, beta
 
@@ -133,7 +138,7 @@ def init(votes: VoteArrays, m: int, prior, delta, two_coin: bool, dtype) -> DSSt
     n_lines = votes.line_program.shape[0]
     pos = (votes.label > 0).astype(dtype)
     seg = partial(jax.ops.segment_sum, segment_ids=votes.line, num_segments=n_lines, indices_are_sorted=True)
-    q0 = seg(pos) / jnp.maximum(seg(jnp.ones_like(pos)), 1.0)
+    q0 = seg(pos) / jnp.maximum(seg((votes.label != 0).astype(dtype)), 1.0)
     t = votes.truth
     q0 = jnp.where(t > 0, 1.0, jnp.where(t < 0, 0.0, q0)).astype(dtype)
     pi, alpha, beta = m_step(votes, q0, m, two_coin)

@@ -300,3 +300,26 @@ def test_fit_facade_columns(method):
     np.testing.assert_allclose(res.annotators["reliability"], bf.reliability, atol=1e-12)
     with pytest.raises(ValueError, match="maxiter"):
         crowdstat.fit(votes, method=method, maxiter=0)
+
+
+@pytest.mark.parametrize("two_coin", [False, True])
+def test_empty_slots_change_nothing(two_coin):
+    """Label-0 slots (padding to a fixed shape) add nothing: the same state as without them, and the
+    padded run is one compilation for any number of real votes in the grid."""
+    rng = np.random.default_rng(21)
+    votes, truth, _ = simulate(21, 80, 5, 0.6, rng.uniform(0.6, 0.9, 5), rng.uniform(0.6, 0.9, 5), honeypot=0.2)
+    table = crowdstat.read_votes(votes, truth=truth)
+    a = table.arrays
+    n_lines, m = a.n_lines, table.n_annotators
+    # every (line, annotator) slot, the real votes filled in, the rest label 0
+    grid = np.zeros((n_lines, m), np.int8)
+    grid[np.asarray(a.line), np.asarray(a.annotator)] = np.asarray(a.label)
+    jj, ii = np.divmod(np.arange(n_lines * m), m)
+    padded = a._replace(line=jj.astype(np.int32), annotator=ii.astype(np.int32), label=grid.ravel())
+    with jax.enable_x64(True):
+        args = (jnp.asarray(0.5), jnp.asarray(DELTA), jnp.asarray(200, jnp.int32), jnp.asarray(1e-10))
+        s_real = ds.run(ds.VoteArrays(*map(jnp.asarray, a)), *args, m=m, two_coin=two_coin)
+        s_pad = ds.run(ds.VoteArrays(*map(jnp.asarray, padded)), *args, m=m, two_coin=two_coin)
+    for name in ("q", "pi", "alpha", "beta", "log_likelihood"):
+        np.testing.assert_allclose(np.asarray(getattr(s_pad, name)), np.asarray(getattr(s_real, name)), atol=1e-12, err_msg=name)
+    assert int(s_pad.iter_num) == int(s_real.iter_num)
