@@ -171,7 +171,91 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(f)
     _add_simulate(sub)
     _add_compare(sub)
+    _add_next(sub)
     return parser
+
+
+def _add_next(sub) -> None:
+    n = sub.add_parser(
+        "next",
+        help="propose which programs (or lines) get the next votes and from whom; write next.csv, programs.csv, next.json",
+        description="Fit the votes so far, then propose the next --budget assignments by expected information about the "
+        "lines' truth (honeypots where they teach most about the annotators), skipping programs already decided at "
+        "--confidence (docs/allocation.md).",
+    )
+    n.add_argument("votes", help="vote table so far: program,line,annotator,label")
+    n.add_argument("--truth", help="honeypot truth table: program,line,truth")
+    n.add_argument("--programs", help="program,n_lines: every program to annotate, those without votes yet included")
+    n.add_argument("--budget", type=int, required=True, help="assignments to propose (program reviews, or line votes with --unit line)")
+    n.add_argument("--unit", choices=("program", "line"), default="program", help="a review of a whole program (default) or one line")
+    n.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="stop asking about a program once all its line decisions are right with this probability (default 0.95)",
+    )
+    n.add_argument(
+        "--honeypot-fraction",
+        type=float,
+        default=DEFAULT_HONEYPOT_FRACTION,
+        help=f"share of the budget for honeypot items (default {DEFAULT_HONEYPOT_FRACTION:g})",
+    )
+    n.add_argument("--per-annotator", type=int, default=None, help="at most this many assignments per annotator (default: no limit)")
+    n.add_argument("--annotators", default=None, help="comma-separated ids of who can be asked (default: every annotator in the votes)")
+    n.add_argument("--method", default="auto", choices=("auto", *METHODS), help="the fit the proposal starts from (default auto)")
+    _add_out(n)
+
+
+def _main_next(args) -> int:
+    import json
+
+    import pandas as pd
+
+    from crowdstat.allocate import check_options, propose
+    from crowdstat.api import fit, save_dir_atomically
+
+    inputs = [args.votes, args.truth, args.programs]
+    check_output_dir(args.out, tool="crowdstat next", force=args.force, inputs=inputs)
+    check_options(args.budget, args.unit, args.confidence, args.honeypot_fraction, args.per_annotator)
+    programs = None
+    if args.programs:
+        programs = pd.read_csv(args.programs)
+        missing = [c for c in ("program", "n_lines") if c not in programs.columns]
+        if missing:
+            raise ValueError(f"{args.programs}: missing column(s) {', '.join(missing)} (expected program,n_lines)")
+        bad = ~pd.to_numeric(programs["n_lines"], errors="coerce").between(1, 10**6)
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise ValueError(f"{args.programs}:{row + 2}:n_lines: expected an integer >= 1, got {programs['n_lines'].iloc[row]!r}")
+    who = [a.strip() for a in args.annotators.split(",") if a.strip()] if args.annotators else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, *a, **k: print(f"crowdstat next: warning: {msg}", file=sys.stderr)
+        res = fit(args.votes, truth=args.truth, method=args.method, programs=args.programs)
+    prop = propose(
+        res,
+        args.budget,
+        unit=args.unit,
+        confidence=args.confidence,
+        honeypot_fraction=args.honeypot_fraction,
+        per_annotator=args.per_annotator,
+        annotators=who,
+        programs=programs,
+    )
+
+    def write(tmp):
+        prop.assignments.to_csv(tmp / "next.csv", index=False, float_format="%.6g")
+        prop.programs.to_csv(tmp / "programs.csv", index=False, float_format="%.6g")
+        record = {**prop.summary, "method": res.method, "votes": args.votes, "truth": args.truth}
+        (tmp / "next.json").write_text(json.dumps(record, indent=2) + "\n")
+
+    out = save_dir_atomically(args.out, write, tool="crowdstat next", force=args.force, inputs=inputs)
+    s = prop.summary
+    print(
+        f"crowdstat next: {s['proposed']} of {s['budget']} assignments ({s['honeypot_assignments']} honeypot), "
+        f"{s['programs_decided']} of {s['programs']} programs decided at {s['confidence']:g} ({res.method} fit) -> {out}"
+    )
+    return 0
 
 
 def _add_simulate(sub) -> None:
@@ -362,7 +446,7 @@ def _error_lines(e: BaseException) -> tuple[list[str], int]:
     return [f"internal error: {type(e).__name__}: {_flat(e)} (--debug or CROWDSTAT_DEBUG=1 shows the traceback)"], 1
 
 
-_COMMANDS = {"fit": _main_fit, "simulate": _main_simulate, "compare": _main_compare}
+_COMMANDS = {"fit": _main_fit, "simulate": _main_simulate, "compare": _main_compare, "next": _main_next}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -404,6 +404,9 @@ def run_rounds(cfg: LoopConfig, resume: bool = False, progress: bool = True, ini
                 crowd_args=cfg.crowd_args,
                 sandbox=sb,
                 seed=cfg.seed,
+                allocation=cfg.allocation,
+                vote_budget=cfg.vote_budget,
+                confidence=cfg.allocation_confidence,
             )
             run = _Run(
                 cfg,

@@ -419,7 +419,10 @@ class LoopConfig:
     annotate: ``simulate``, ``pause`` (human round trip) or ``labelstudio`` (a Label Studio server,
         section ``labelstudio``: :class:`LabelStudioSpec`). population (a ``crowdstat.spec``
         population: compact string or list of objects), per_program (annotators per program; None =
-        all), honeypot_fraction: the simulated crowd.
+        all), honeypot_fraction: the simulated crowd. allocation: ``fixed`` (per_program annotators on
+        every program) or ``adaptive`` (``crowdstat next`` asks for reviews where they inform most, up to
+        vote_budget reviews per program on average, skipping programs decided at allocation_confidence;
+        docs/allocation.md).
     ppo, lora, bench, eval: :class:`PPOConfig`, :class:`LoraSpec`, :class:`BenchSpec`, :class:`EvalSpec`.
     seed: generation, crowd, LoRA-init and PPO minibatch seed (``ppo.seed`` and ``sampling.seed`` are
         derived from it, per round, and cannot be set). threads: torch CPU threads.
@@ -439,6 +442,9 @@ class LoopConfig:
     population: str | list[dict] = DEFAULT_POPULATION
     per_program: int | None = None
     honeypot_fraction: float = 0.1
+    allocation: str = "fixed"
+    vote_budget: float = 3.0
+    allocation_confidence: float = 0.95
     ppo: PPOConfig = field(default_factory=_default_ppo)
     lora: LoraSpec = field(default_factory=LoraSpec)
     bench: BenchSpec = field(default_factory=BenchSpec)
@@ -486,6 +492,14 @@ class LoopConfig:
         n = len(spec.parse(self.population, decay=False, tool="the rl simulator").annotators)  # validates the spec
         if self.per_program is not None and not 1 <= self.per_program <= n:
             raise ValueError(f"per_program must be between 1 and the population size {n}, got {self.per_program!r}")
+        if self.allocation not in ("fixed", "adaptive"):
+            raise ValueError(f"allocation must be 'fixed' or 'adaptive', got {self.allocation!r}")
+        if not 1 <= self.vote_budget <= (n if self.allocation == "adaptive" else math.inf):
+            raise ValueError(f"vote_budget must be between 1 and the population size {n} (reviews per program), got {self.vote_budget!r}")
+        if not 0.5 <= self.allocation_confidence < 1:
+            raise ValueError(f"allocation_confidence must be in [0.5, 1), got {self.allocation_confidence!r}")
+        if self.allocation == "adaptive" and self.annotate != "simulate":
+            raise ValueError("allocation 'adaptive' needs annotate 'simulate' (a Label Studio round asks for a fixed overlap)")
 
     def to_dict(self) -> dict[str, Any]:
         """The file form (JSON-ready; derived keys left out)."""

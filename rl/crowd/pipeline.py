@@ -37,7 +37,10 @@ from crowdstat.estimators import METHODS
 from crowdstat.io.atomic import atomic_write_csv, atomic_write_json
 from rl.config import DEFAULT_POPULATION, NON_CROWD_SOURCES
 
-__all__ = ["CROWD_METHODS", "SOURCES", "DEFAULT_POPULATION", "Scored", "CrowdRewarder"]
+__all__ = ["ALLOCATIONS", "CROWD_METHODS", "SOURCES", "DEFAULT_POPULATION", "Scored", "CrowdRewarder"]
+
+#: how votes are asked for: ``fixed`` (``per_program`` annotators per program) or ``adaptive`` (``crowdstat next``)
+ALLOCATIONS = ("fixed", "adaptive")
 
 #: the crowdstat methods (its registry), each a reward source through ``crowdstat fit``
 CROWD_METHODS: tuple[str, ...] = tuple(METHODS)
@@ -109,6 +112,9 @@ class CrowdRewarder:
         sandbox=None,
         seed: int = 0,
         tau: float = 0.5,
+        allocation: str = "fixed",
+        vote_budget: float = 3.0,
+        confidence: float = 0.95,
     ):
         if source not in SOURCES:
             raise ValueError(f"reward source must be one of {SOURCES}, got {source!r}")
@@ -127,6 +133,15 @@ class CrowdRewarder:
         self.sandbox = sandbox
         self.seed = seed
         self.tau = tau
+        if allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+        if not (isinstance(vote_budget, (int, float)) and vote_budget >= 1):
+            raise ValueError(f"vote_budget must be a number >= 1 (reviews per program), got {vote_budget!r}")
+        if not (isinstance(confidence, (int, float)) and 0.5 <= confidence < 1):
+            raise ValueError(f"confidence must be in [0.5, 1), got {confidence!r}")
+        self.allocation = allocation
+        self.vote_budget = float(vote_budget)
+        self.confidence = float(confidence)
         self.fit_seconds = 0.0
 
     # -- execution + truth
@@ -203,13 +218,62 @@ class CrowdRewarder:
         atomic_write_csv(d / "truth.csv", _TRUTH_HEADER, truth)
         return d / "votes.csv", d / "truth.csv"
 
+    def _simulate_adaptive(self, scored: list[Scored], tag: str, d: Path, info: dict) -> tuple[Path, Path]:
+        """Votes asked for adaptively: one random review per program, then rounds of ``crowdstat next``
+        (a quarter of the programs per round) until ``vote_budget`` reviews per program on average or every
+        program is decided at ``confidence`` (docs/allocation.md)."""
+        import math
+
+        import numpy as np
+
+        from rl.crowd.population import simulate, simulate_reviews
+
+        key = zlib.crc32(f"{self.seed}/{tag}".encode())
+        rng = np.random.default_rng([self.seed, key])
+        entries = [(s.program, [ln for ln, _ in s.truths], [1 if t else -1 for _, t in s.truths], s.shown_pass) for s in scored if s.truths]
+        votes, _ = simulate(entries, self.population, rng, 1)
+        hp_rng = random.Random(f"{self.seed}/{tag}")
+        truth = []
+        for s in [s for s in scored if s.truths and hp_rng.random() < self.honeypot_fraction]:
+            truth.extend((s.program, ln, 1 if t else -1) for ln, t in s.truths)
+        atomic_write_csv(d / "truth.csv", _TRUTH_HEADER, truth)
+        by_id = {e[0]: e[1:] for e in entries}
+        total, used, rounds = round(self.vote_budget * len(entries)), len(entries), 0
+        batch = max(1, math.ceil(0.25 * len(entries)))
+        while used < total and entries:
+            atomic_write_csv(d / "votes.csv", _VOTES_HEADER, votes)
+            nxt = d / "next" / f"round{rounds:02d}"
+            cmd = ["next", str(d / "votes.csv"), "--budget", str(min(batch, total - used)), "--confidence", str(self.confidence)]
+            cmd += ["--honeypot-fraction", str(self.honeypot_fraction), "--method", self._allocation_fit(), "--out", str(nxt)]
+            if truth:
+                cmd += ["--truth", str(d / "truth.csv")]
+            self._crowdstat(cmd, d / "votes.csv")
+            with open(nxt / "next.csv", newline="") as f:
+                pairs = [(r["program"], r["annotator"]) for r in csv.DictReader(f)]
+            if not pairs:
+                break
+            votes += simulate_reviews(by_id, pairs, self.population, rng)
+            used += len(pairs)
+            rounds += 1
+        atomic_write_csv(d / "votes.csv", _VOTES_HEADER, votes)
+        info["allocation"] = {"reviews": used, "programs": len(entries), "rounds": rounds, "budget": total}
+        return d / "votes.csv", d / "truth.csv"
+
+    def _allocation_fit(self) -> str:
+        """The fit the allocation starts from: the reward source when it is a Dawid-Skene EM, else two-coin EM
+        (fast, and calibrated where sequential's posteriors collapse to 0/1 and would stop every program at once)."""
+        return self.source if self.source in ("em1", "em2") else "em2"
+
     def _crowd_records(
         self, scored: list[Scored], n_lines: dict[str, int], tag: str, d: Path, votes_file: Path | None, truth_file: Path | None, info: dict
     ) -> dict[str, dict]:
         from crowdstat.io.rewards import read_rewards
 
         if votes_file is None:
-            votes_file, truth_file = self._simulate(scored, tag, d)
+            if self.allocation == "adaptive":
+                votes_file, truth_file = self._simulate_adaptive(scored, tag, d, info)
+            else:
+                votes_file, truth_file = self._simulate(scored, tag, d)
         fit_votes, fit_truth = self._accumulate(votes_file, truth_file, tag)
         info.update(self._fit(fit_votes, fit_truth, d / "fit"))
         pre = f"{tag}:"
@@ -270,6 +334,18 @@ class CrowdRewarder:
         ]
         if truth is not None:
             cmd += ["--truth", str(truth)]
+        t0 = time.time()
+        self._crowdstat(cmd[3:], votes)
+        info = {"fit_seconds": time.time() - t0}
+        ann = out / "annotators.csv"
+        if ann.exists():
+            with open(ann, newline="") as f:
+                info["reliability"] = {r["annotator"]: float(r["reliability"]) for r in csv.DictReader(f)}
+        return info
+
+    def _crowdstat(self, args: list[str], votes: Path) -> None:
+        """``python -m crowdstat ARGS`` in a subprocess (JAX never enters this process); its time counts in ``fit_seconds``."""
+        cmd = [sys.executable, "-m", "crowdstat", *args]
         env = dict(
             os.environ,
             JAX_PLATFORMS="cpu",
@@ -281,11 +357,5 @@ class CrowdRewarder:
         self.fit_seconds += time.time() - t0
         if p.returncode != 0:
             raise RuntimeError(
-                f"crowdstat fit failed (exit {p.returncode}) on {votes}:\n{p.stderr.strip()[-2000:]}\ncommand: {' '.join(cmd)}"
+                f"crowdstat {args[0]} failed (exit {p.returncode}) on {votes}:\n{p.stderr.strip()[-2000:]}\ncommand: {' '.join(cmd)}"
             )
-        info = {"fit_seconds": time.time() - t0}
-        ann = out / "annotators.csv"
-        if ann.exists():
-            with open(ann, newline="") as f:
-                info["reliability"] = {r["annotator"]: float(r["reliability"]) for r in csv.DictReader(f)}
-        return info

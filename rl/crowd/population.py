@@ -37,7 +37,7 @@ import numpy as np
 
 from crowdstat import spec as _spec
 
-__all__ = ["Annotator", "Population", "parse_population", "simulate", "realised_reliability", "KINDS"]
+__all__ = ["simulate_reviews", "Annotator", "Population", "parse_population", "simulate", "realised_reliability", "KINDS"]
 
 #: kind -> (parameter form, default); the kinds of :mod:`crowdstat.spec`
 KINDS = _spec.KINDS
@@ -136,6 +136,32 @@ def simulate(programs, population: Population, rng: np.random.Generator, per_pro
             for j, a in enumerate(who):
                 rows.append((pid, int(ln), ids[a], int(votes[j, i])))
     return rows, {k: tuple(v) for k, v in seen.items()}
+
+
+def simulate_reviews(programs: dict, pairs, population: Population, rng: np.random.Generator) -> list[tuple[str, int, str, int]]:
+    """Votes of chosen annotators on chosen programs (adaptive allocation: ``crowdstat next`` says who reviews what).
+
+    ``programs``: program id -> ``(lines, truth[, shown_pass])`` as in :func:`simulate`; ``pairs``: ``(program id,
+    annotator id)`` in the order to draw them. Returns ``(program, line, annotator, label)`` rows.
+    """
+    index = {a.id: i for i, a in enumerate(population.annotators)}
+    sens, spec = population.sensitivity, population.specificity
+    rows = []
+    for pid, ann in pairs:
+        if pid not in programs:
+            raise ValueError(f"simulate_reviews: unknown program {pid!r}")
+        if ann not in index:
+            raise ValueError(f"simulate_reviews: unknown annotator {ann!r} (the population has {sorted(index)})")
+        entry = programs[pid]
+        lines, truth = entry[0], np.asarray(entry[1], dtype=np.int64)
+        shown_pass = bool(entry[2]) if len(entry) > 2 else False
+        a = index[ann]
+        p_true = np.where(truth == 1, sens[a], spec[a])
+        votes = np.where(rng.random(len(truth)) < p_true, truth, -truth)
+        if shown_pass and population.annotators[a].kind == "examples":
+            votes = np.ones_like(votes)
+        rows.extend((pid, int(ln), ann, int(v)) for ln, v in zip(lines, votes))
+    return rows
 
 
 def realised_reliability(a: Annotator, n_wrong: int, n_correct: int) -> float:
