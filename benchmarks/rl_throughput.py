@@ -211,7 +211,7 @@ def run_trl(model_path: Path, size: dict, env: dict, work: Path) -> dict:
         top_k=0,
         top_p=1.0,
         beta=0.0,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         learning_rate=1e-4,
         max_steps=1 + size["repeats"],
         report_to="none",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 from crowdstat.io.atomic import atomic_write_csv
 
@@ -33,7 +34,9 @@ __all__ = [
     "control_name",
     "task_data",
     "account",
+    "build_tasks",
     "build_push",
+    "latest_per_annotator",
     "votes_from_export",
     "crowd_annotations",
     "write_votes",
@@ -84,6 +87,32 @@ def account(annotator: str, domain: str = "crowd.local") -> str:
     return annotator if "@" in annotator else f"{annotator}@{domain}"
 
 
+def build_tasks(programs: list[dict], *, seed: int = 0, key_prefix: str = "") -> tuple[list[dict], list[dict]]:
+    """``(tasks, rows)``: one task per program with annotated lines, in an order shuffled with ``seed``.
+
+    ``programs``: dicts with ``program``, ``code`` and ``lines`` (annotated lines, ascending). A task is
+    ``{"data": task_data(key, code, lines)}`` with the opaque key ``<key_prefix>t0001``, ...; ``rows``
+    (the manifest's ``tasks``) map each key to its program id and lines. Honeypot programs are thus
+    hidden among the others (by position and by id). Used by :func:`build_push` and ``rl export``.
+    """
+    ids = [str(p["program"]) for p in programs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("program ids must be unique")
+    order = list(range(len(programs)))
+    random.Random(f"order/{seed}").shuffle(order)  # honeypots hidden among the others, not first
+    tasks, rows = [], []
+    for k, i in enumerate(order, 1):
+        p = programs[i]
+        if not p["lines"]:
+            continue
+        key = f"{key_prefix}t{k:04d}"
+        tasks.append({"data": task_data(key, p["code"], list(p["lines"]))})
+        rows.append({"key": key, "program": str(p["program"]), "lines": list(p["lines"])})
+    if not tasks:
+        raise ValueError("no program with annotated lines to push")
+    return tasks, rows
+
+
 def build_push(
     programs: list[dict],
     *,
@@ -116,18 +145,7 @@ def build_push(
         raise ValueError(f"annotators must be a non-empty list of distinct ids, got {annotators!r}")
     if per_program is not None and not 1 <= per_program <= len(annotators):
         raise ValueError(f"per_program must be between 1 and the number of annotators {len(annotators)}, got {per_program!r}")
-    order = list(range(len(programs)))
-    random.Random(f"order/{seed}").shuffle(order)  # honeypots hidden among the others, not first
-    tasks, rows = [], []
-    for k, i in enumerate(order, 1):
-        p = programs[i]
-        if not p["lines"]:
-            continue
-        key = f"{key_prefix}t{k:04d}"
-        tasks.append({"data": task_data(key, p["code"], list(p["lines"]))})
-        rows.append({"key": key, "program": str(p["program"]), "lines": list(p["lines"])})
-    if not tasks:
-        raise ValueError("no program with annotated lines to push")
+    tasks, rows = build_tasks(programs, seed=seed, key_prefix=key_prefix)
     passwords = passwords or {}
     accounts = [{"annotator": a, "email": account(a), "password": passwords.get(a, "")} for a in annotators]
     title = title[:50]  # Label Studio's limit
@@ -154,9 +172,10 @@ def _user_of(completed_by) -> int | str | None:
     return completed_by
 
 
-def _latest(anns: list[dict]) -> dict[object, dict]:
-    """Per annotator, the annotation with the latest ``updated_at`` (then ``created_at``, then id)."""
-    best: dict[object, dict] = {}
+def latest_per_annotator(anns: list[dict]) -> dict[object, dict]:
+    """Per annotator (user id, else e-mail), the annotation with the latest ``updated_at`` (then
+    ``created_at``, then id): Label Studio keeps an annotation per edit, the latest is the answer."""
+    best: dict[object, tuple] = {}
     for a in anns:
         who = _user_of(a.get("completed_by"))
         key = (str(a.get("updated_at") or ""), str(a.get("created_at") or ""), a.get("id") or 0)
@@ -177,7 +196,15 @@ def votes_from_export(export: list[dict], users: list[dict], manifest: dict) -> 
     by_key = {t["key"]: t for t in manifest["tasks"]}
     email = {u["id"]: u.get("email") for u in users}
     name_of = {a["email"].lower(): a["annotator"] for a in manifest.get("annotators", [])}
-    rep = {"tasks": 0, "annotations": 0, "cancelled": [], "replaced": 0, "unmarked": 0, "foreign_tasks": 0, "bad_results": []}
+    rep: dict[str, Any] = {
+        "tasks": 0,
+        "annotations": 0,
+        "cancelled": [],
+        "replaced": 0,
+        "unmarked": 0,
+        "foreign_tasks": 0,
+        "bad_results": [],
+    }
     rows = []
     for t in export:
         m = by_key.get((t.get("data") or {}).get("key"))
@@ -186,7 +213,7 @@ def votes_from_export(export: list[dict], users: list[dict], manifest: dict) -> 
             continue
         rep["tasks"] += 1
         anns = [a for a in t.get("annotations") or [] if isinstance(a, dict)]
-        latest = _latest(anns)
+        latest = latest_per_annotator(anns)
         rep["replaced"] += len(anns) - len(latest)
         for uid, a in sorted(latest.items(), key=lambda kv: str(kv[0])):
             mail = email.get(uid) or (a["completed_by"].get("email") if isinstance(a.get("completed_by"), dict) else None)

@@ -25,11 +25,12 @@ dtype and turn on TRL's ``bf16``/``fp16`` mixed precision; peft keeps the LoRA w
 float16 needs a GPU.
 
 Other settings: ``GRPOConfig`` defaults to gradient checkpointing and lr 1e-6; here
-``gradient_checkpointing=False``, lr 1e-4, constant schedule, ``beta=0`` (no reference model),
-``loss_type="dr_grpo"``, ``scale_rewards="none"`` (``--scale-rewards group`` divides by the group
-std as GRPO does), ``report_to="none"``, ``save_strategy="no"``. TRL samples with its own generate
-call, from the full distribution (``top_k=0, top_p=1``) as :mod:`rl.policy.sampling` does by
-default. The model has rotary positions (Qwen2 config), so TRL's log-prob pass, which passes no
+``activation_checkpointing=False`` (transformers 5's name; the old ``gradient_checkpointing`` warns),
+lr 1e-4, constant schedule, ``beta=0`` (no reference model), ``loss_type="dr_grpo"``,
+``scale_rewards="none"`` (``--scale-rewards group`` divides by the group std as GRPO does),
+``report_to="none"``, ``save_strategy="no"``. TRL samples with its own generate call, from the full
+distribution (``top_k=0, top_p=1``) as :mod:`rl.policy.sampling` does by default. The model has
+rotary positions (Qwen2 config), so TRL's log-prob pass, which passes no
 position ids, agrees with ``generate()`` under left padding.
 """
 
@@ -194,7 +195,7 @@ def grpo_config(s: GRPOSettings, out_dir: str | Path):
         use_cpu=dev == "cpu",
         bf16=dt == "bfloat16",
         fp16=dt == "float16",
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         per_device_train_batch_size=s.batch_size,
         num_generations=s.num_generations,
         max_completion_length=s.max_completion_length,
@@ -274,7 +275,7 @@ def train_grpo(
 
     from rl.crowd.pipeline import DEFAULT_POPULATION, CrowdRewarder
     from rl.execution.sandbox import Sandbox
-    from rl.policy.models import default_target_modules, load_tokenizer
+    from rl.policy.models import default_target_modules, load_tokenizer, quiet_gradient_checkpointing_warning
     from rl.tasks.synthetic import make_benchmark
 
     s = s or GRPOSettings()
@@ -305,8 +306,11 @@ def train_grpo(
                 seed=s.seed,
             )
             funcs = [crowd_reward_func(rewarder, by_task, s.reward_field)]
-        trainer = _trainer(s, model, tok, funcs, ds, lora, out_dir)
-        trainer.train()
+        # peft (wrapping the model) and TRL (around each generation) read the deprecated
+        # is_gradient_checkpointing property: hide exactly that FutureWarning, as rl.policy.models does
+        with quiet_gradient_checkpointing_warning():
+            trainer = _trainer(s, model, tok, funcs, ds, lora, out_dir)
+            trainer.train()
     logs = [h for h in trainer.state.log_history if "reward" in h]
     trainer.model.save_pretrained(out_dir / "adapter")
     summary = {

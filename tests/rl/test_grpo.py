@@ -48,7 +48,7 @@ def test_grpo_config_follows_a_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(trl, "GRPOConfig", lambda **kw: types.SimpleNamespace(**kw))
     c = grpo_config(GRPOSettings(), tmp_path)
     assert (c.use_cpu, c.bf16, c.fp16) == (False, True, False)
-    assert c.gradient_checkpointing is False
+    assert c.activation_checkpointing is False  # transformers 5's name (the old gradient_checkpointing warns)
     # the flags: the CPU on request; float16 / float32 on request
     c = grpo_config(GRPOSettings(device="cpu"), tmp_path)
     assert (c.use_cpu, c.bf16, c.fp16) == (True, False, False)
