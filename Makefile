@@ -30,6 +30,11 @@ test: lint sandbox-deps
 test-slow: $(STAMP) sandbox-deps
 	$(PY) -m pytest -q -n 2 -m slow
 
+# PPO as 2 torchrun processes and crowdstat as 2 jax.distributed processes (gloo, CPU), fast and slow tests (docs/scale.md)
+.PHONY: test-distributed
+test-distributed: $(STAMP)
+	$(PY) -m pytest -q -m 'slow or not slow' tests/rl/test_distributed.py tests/crowdstat/test_multiprocess.py
+
 # bubblewrap (Debian package `bubblewrap`) runs every sandbox worker in a read-only view of only the
 # interpreter, with private /tmp, /dev/shm and namespaces (docs/sandbox.md). Installed here when it
 # is missing and this can (root and apt-get); otherwise a note, never a failure: without it the
@@ -116,4 +121,25 @@ labelstudio-browser:
 	fi
 
 test-labelstudio: $(STAMP) $(LS_STAMP) labelstudio-browser
-	$(PY) -m pytest -q -m slow tests/rl/test_labelstudio_server.py
+	$(PY) -m pytest -q -m slow tests/rl/test_labelstudio_server.py tests/rl/test_labelstudio_file_server.py
+
+# verl (docs/verl.md): verl 0.9.1 needs transformers <5.11 (the rl extra pins 5.23), so it lives in its
+# own venv, built from the project and its `verl` extra (torch's CPU build first, as for .venv).
+# `make test-verl` runs tests/rl/test_verl.py there: the reward managers on a DataProto of real rollouts
+# of a tiny model give the project's PPO per-token rewards. CI runs it after `make test` (.ci/run).
+VERL_VENV := .venv-verl
+VERL_PY := $(VERL_VENV)/bin/python
+VERL_STAMP := $(VERL_VENV)/.installed
+.PHONY: verl-venv test-verl
+
+verl-venv: $(VERL_STAMP)
+
+$(VERL_STAMP): pyproject.toml
+	@test -x $(VERL_PY) || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_PY) -m pip install -q --upgrade pip
+	$(VERL_PY) -m pip install -q torch==2.13.0
+	$(VERL_PY) -m pip install -q -e '.[verl]'
+	@touch $(VERL_STAMP)
+
+test-verl: $(VERL_STAMP) sandbox-deps
+	$(VERL_PY) -m pytest -q tests/rl/test_verl.py
