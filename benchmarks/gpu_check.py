@@ -17,12 +17,16 @@ reported on its own (one failing does not stop the others):
 - ``build``: build, ``save_pretrained``, reload with ``from_pretrained``;
 - ``ppo``: a few :class:`rl.train.ppo.PPOTrainer` steps as the tests run them (``load_policy``
   + LoRA, ``generate``, ``trainer.step``), ``mixed_precision="bf16"``;
+- ``ppo_ddp``: the same steps data parallel, ``torchrun --standalone --nproc_per_node=2`` (each process
+  samples half of the prompts; one DDP step on the union; the parameters are checked identical on
+  both processes). Needs 2 GPUs (its row says ``n/a`` with fewer); ``--cpu-smoke`` runs it as 2 CPU
+  processes (gloo);
 - ``grpo_scalar``, ``grpo_lines``: ``rl grpo`` settings parsed from its command line
   (``--device cuda --dtype bfloat16 --advantages scalar|lines``, crowd reward ``majority``) and
   :func:`rl.train.grpo.train_grpo`;
 - ``loop`` (tiny only): ``rl loop --config FILE`` with a one-round config.
 
-Reported per stage: rollout and update tokens per second (completion tokens; the first step or
+Reported per stage: rollout and update tokens per second (completion tokens of every process; the first step or
 generation batch is left out when there are several: warm-up), peak GPU memory
 (``torch.cuda.max_memory_allocated``), and the error, if any. ``--out`` gets ``gpu_check.json``
 and ``gpu_check.md`` (the table, also printed). Exit status 1 if a stage failed, 3 if none failed
@@ -70,9 +74,9 @@ SMOKE = {
     "budget_s": 600,
     "deadline_s": 900,
 }
-STAGES = ("build", "ppo", "grpo_scalar", "grpo_lines", "loop")
-#: the stages each model runs
-MODEL_STAGES = {"tiny": STAGES, "qwen2-0.5b": ("build", "ppo", "grpo_scalar", "grpo_lines")}
+STAGES = ("build", "ppo", "ppo_ddp", "grpo_scalar", "grpo_lines", "loop")
+#: the stages each model runs (``ppo_ddp``: 2 processes under torchrun, with 2 GPUs or more, 2 CPU processes in the smoke run)
+MODEL_STAGES = {"tiny": STAGES, "qwen2-0.5b": ("build", "ppo", "ppo_ddp", "grpo_scalar", "grpo_lines")}
 #: the training problems of every stage (their characters are the tokenizer's)
 BENCH = {"seed": 0, "n_train_per_template": 3}
 
@@ -181,7 +185,11 @@ def _finite(stats: dict, keys: tuple[str, ...], where: str) -> None:
 
 
 def _stage_ppo(spec: dict) -> dict:
-    """A few PPO steps as tests/rl/test_ppo_train.py runs them; the reward: the share of spaces, on the last token."""
+    """A few PPO steps as tests/rl/test_ppo_train.py runs them; the reward: the share of spaces, on the last token.
+
+    Under ``torchrun`` (stage ``ppo_ddp``) every process samples its share of the step's prompts and the
+    trainer takes one data-parallel step on the union; the rates count the completion tokens of every
+    process (the slowest process's generation time, the update time of the lock-stepped processes)."""
     import torch
 
     from rl.policy.models import LoraSpec, load_policy
@@ -201,23 +209,32 @@ def _stage_ppo(spec: dict) -> dict:
         seed=0,
     )
     trainer = PPOTrainer(model, tok, cfg)
+    dist = trainer.dist
     train = make_benchmark(**BENCH).train
     rollout, update, history = [], [], []
     for step in range(size["steps"]):
-        prompts = step_prompts(train, step, size["prompts"])
-        t0 = time.perf_counter()
-        rs, dt = timed(generate, model, tok, prompts, n=size["samples"], max_new_tokens=size["max_new_tokens"], seed=step)
-        t1 = t0 + dt
+        prompts = step_prompts(train, step, size["prompts"])[dist.rank :: dist.world]
+        rs, dt = timed(
+            generate, model, tok, prompts, n=size["samples"], max_new_tokens=size["max_new_tokens"], seed=step * dist.world + dist.rank
+        )
+        dt = float(dist.max(torch.tensor([dt], device=trainer.device)).item())
         scores = [[0.0] * (len(r.completion_ids) - 1) + [r.completion.count(" ") / max(1, len(r.completion))] for r in rs]
+        t1 = time.perf_counter()
         stats = trainer.step(rs, scores)
         sync()
-        n = sum(len(r.completion_ids) for r in rs)
-        rollout.append((n, t1 - t0))
+        n = stats["tokens/n"]  # every process's completion tokens
+        rollout.append((n, dt))
         update.append((n, time.perf_counter() - t1))
         _finite(stats, ("loss/policy", "loss/value", "kl/k1_mean", "grad_norm"), f"PPO step {step}")
         history.append({k: stats[k] for k in ("reward/score_mean", "loss/policy", "kl/k1_mean", "logprob/rollout_mismatch_max")})
     note = f"mixed_precision {trainer.mixed_precision}, rollout mismatch max {max(h['logprob/rollout_mismatch_max'] for h in history):.2g}"
-    return {**_rates(rollout, update), "history": history, "note": note}
+    if dist.world > 1:
+        flat = torch.cat([p.detach().reshape(-1).float() for p in trainer.params])
+        same = bool(torch.equal(dist.max(flat), -dist.max(-flat)))  # every process holds the same parameters
+        if not same:
+            raise RuntimeError("PPO under torchrun: the processes' parameters differ after the steps")
+        note = f"{dist.world} processes ({trainer.device.type}), parameters identical on all; " + note
+    return {**_rates(rollout, update), "history": history, "note": note, "processes": dist.world}
 
 
 def _stage_grpo(spec: dict, advantages: str) -> dict:
@@ -305,12 +322,13 @@ def _child(spec_file: str) -> int:
         import torch
 
         if spec["env"]["device"] == "cpu":
-            torch.set_num_threads(2)
+            torch.set_num_threads(2 // int(os.environ.get("WORLD_SIZE", "1")) or 1)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         fn = {
             "build": _stage_build,
             "ppo": _stage_ppo,
+            "ppo_ddp": _stage_ppo,
             "grpo_scalar": lambda s: _stage_grpo(s, "scalar"),
             "grpo_lines": lambda s: _stage_grpo(s, "lines"),
             "loop": _stage_loop,
@@ -325,7 +343,8 @@ def _child(spec_file: str) -> int:
 
         if torch.cuda.is_available():
             result["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    Path(spec["result_file"]).write_text(json.dumps(result, default=str))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: the first process reports
+        Path(spec["result_file"]).write_text(json.dumps(result, default=str))
     gc.collect()
     return 0 if result["status"] == "ok" else 1
 
@@ -347,6 +366,7 @@ def _machine() -> dict:
         import torch
 
         info["cuda"] = torch.cuda.is_available()
+        info["gpu_count"] = torch.cuda.device_count() if info["cuda"] else 0
         if info["cuda"]:
             info["gpu"] = torch.cuda.get_device_name(0)
             info["gpu_memory_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30
@@ -372,6 +392,8 @@ def _run_child(spec: dict, d: Path, timeout: float, smoke: bool) -> dict:
     (d / "spec.json").write_text(json.dumps(spec, indent=1))
     log = d / "log.txt"
     cmd = [sys.executable, "-m", "benchmarks.gpu_check", "--child", str(d / "spec.json")]
+    if spec["stage"] == "ppo_ddp":  # 2 processes, DDP (nccl on GPUs, gloo on the CPU)
+        cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=_child_env(smoke), start_new_session=True)
         try:
@@ -389,8 +411,11 @@ def _run_child(spec: dict, d: Path, timeout: float, smoke: bool) -> dict:
     return {"status": "failed", "error": why, "traceback": tail}
 
 
-def run_checks(sizes: dict, env: dict, work: Path, models: tuple, stages: tuple, smoke: bool, big_layers: int = 24) -> list[dict]:
-    """Every (model, stage) in order; a failed build skips its model's other stages; the time budget skips the rest."""
+def run_checks(
+    sizes: dict, env: dict, work: Path, models: tuple, stages: tuple, smoke: bool, big_layers: int = 24, n_gpus: int = 0
+) -> list[dict]:
+    """Every (model, stage) in order; a failed build skips its model's other stages; the time budget skips the rest;
+    ``ppo_ddp`` on a GPU needs ``n_gpus >= 2`` (else its row says n/a)."""
     t_start = time.perf_counter()
     rows: list[dict] = []
     for model in models:
@@ -403,6 +428,9 @@ def run_checks(sizes: dict, env: dict, work: Path, models: tuple, stages: tuple,
             timeout = min(sizes["stage_timeout_s"], sizes["deadline_s"] - elapsed)
             if not built:
                 rows.append({**row, "status": "skipped", "note": "the model's build failed"})
+                continue
+            if stage == "ppo_ddp" and env["device"] == "cuda" and n_gpus < 2:
+                rows.append({**row, "status": "n/a", "note": f"needs 2 GPUs, {n_gpus} visible"})
                 continue
             if elapsed > sizes["budget_s"] or timeout < 20:
                 rows.append({**row, "status": "skipped", "note": f"time budget ({sizes['budget_s']} s) spent"})
@@ -495,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         work = Path(args.work) if args.work else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu_check-")))
         work.mkdir(parents=True, exist_ok=True)
-        rows = run_checks(sizes, env, work, models, stages, args.cpu_smoke, args.big_layers)
+        rows = run_checks(sizes, env, work, models, stages, args.cpu_smoke, args.big_layers, n_gpus=machine.get("gpu_count", 0))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = [f"{r['model']}/{r['stage']}" for r in rows if r["status"] == "failed"]

@@ -9,6 +9,8 @@ Layers (each a subpackage; lower layers never import higher ones):
   (``METHODS``); the one-shot L1 estimator in :mod:`crowdstat.estimators.l1`.
 - :mod:`crowdstat.study`: simulation, metrics, method comparison, plots.
 - :mod:`crowdstat.aggregation`: crowd-kit style classes (``DawidSkene().fit_predict_proba(df)``).
+- :mod:`crowdstat.online`: streaming fits that take new votes as they arrive (docs/streaming.md).
+- :mod:`crowdstat.allocate`: which items get the next votes, and when to stop asking (docs/allocation.md).
 - :mod:`crowdstat.api` (:func:`fit`), :mod:`crowdstat.cli`, :mod:`crowdstat.demo` on top.
 
 Names are loaded lazily, so ``import crowdstat.io.rewards`` loads no JAX. crowdstat never changes
@@ -35,7 +37,7 @@ _ATTRS = {
     "RewardFileError": "crowdstat.io.rewards",
     "SCHEMA_VERSION": "crowdstat.io.rewards",
 }
-_MODULES = {"io", "estimators", "study", "aggregation", "spec", "api", "cli", "demo"}
+_MODULES = {"io", "estimators", "study", "aggregation", "online", "allocate", "spec", "api", "cli", "demo"}
 
 __all__ = sorted([*_ATTRS, *_MODULES, "__version__"])
 

@@ -18,7 +18,9 @@ wrote each line. So the update is written here, compactly, on transformers + pef
 - Options: scores clipped to [-reward_clip, reward_clip]; entropy of the tempered policy per token
   (``policy/entropy``, bonus ``entropy_coef``); epochs stopped early past ``target_kl``; a LambdaLR
   learning-rate warmup/schedule stepped once per PPO step (saved in ``scheduler.pt``).
-- ``accelerate.Accelerator`` for device placement, mixed precision and multi-GPU (DDP).
+- ``accelerate.Accelerator`` for device placement, mixed precision and multi-GPU (DDP); under several
+  processes a step is the one a single process takes on the global batch (global token means,
+  whitening and group baselines: rl/train/ppo_dist.py, docs/scale.md).
 
 ``rl train --model PATH [--adapter DIR] --rollouts R --rewards W --reward-mode {program,soft,lines}
 --out DIR [ppo options]``.
@@ -42,6 +44,7 @@ from crowdstat.io.atomic import atomic_write_dir
 from rl.config import PPOConfig
 from rl.crowd.rewards import token_lines
 from rl.policy.rollouts import Rollout, completion_forward, pack
+from rl.train.ppo_dist import LOSS_KEYS, Collectives, step_summary
 from rl.train.ppo_math import (
     entropy_from_logits,
     gae,
@@ -53,6 +56,7 @@ from rl.train.ppo_math import (
     masked_var,
     masked_whiten,
     policy_loss,
+    token_weight,
     value_loss,
 )
 
@@ -151,9 +155,6 @@ def _grid(rows: list[list[float]], B: int, C: int, device) -> torch.Tensor:
     return out.to(device)
 
 
-_STAT_KEYS = ("loss/policy", "loss/value", "policy/clipfrac", "policy/approx_kl", "policy/entropy", "loss/total")
-
-
 @dataclass(frozen=True)
 class PPOBatch:
     """One PPO batch as :meth:`PPOTrainer.prepare` leaves it: everything the epochs hold fixed.
@@ -164,8 +165,10 @@ class PPOBatch:
     order is shuffled per epoch, their membership fixed). As [B, C] tensors over completion tokens:
     the token mask, the scores, old and reference log probs, old values, the per-token KL, the
     rewards after the KL penalty and the optional scaling, whitened advantages, returns.
-    ``mismatch``: the largest gap between the rollouts' stored and the recomputed log probs;
-    ``n_tokens``: completion tokens over all processes; ``index``: the step it is prepared for.
+    ``mismatch``: the largest gap between the rollouts' stored and the recomputed log probs (over all
+    processes); ``n_tokens``: completion tokens over all processes; ``mb_tokens``: each minibatch's
+    completion tokens over all processes (the denominator of its loss); ``index``: the step it is
+    prepared for.
     """
 
     rollouts: list[Rollout]
@@ -184,6 +187,7 @@ class PPOBatch:
     mismatch: float
     n_empty: int
     n_tokens: int
+    mb_tokens: tuple[int, ...]
     index: int
     prepare_s: float
 
@@ -246,6 +250,7 @@ class PPOTrainer:
             self.optimizer, lambda k: lr_factor(k, config.lr_warmup_steps, config.lr_schedule, config.total_steps)
         )
         self.params = params
+        self.dist = Collectives(self.accelerator)
         self.n_steps = 0
         self._n_pending = 0  # batches prepared and not yet updated on
 
@@ -285,12 +290,13 @@ class PPOTrainer:
                 packs.append((rows, {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in packed.items()}))
         return packs, minibatches
 
-    def _global_tokens(self, mask: torch.Tensor) -> int:
-        """Completion tokens of the batch summed over all processes (one all-reduce when there are several)."""
-        n = mask.sum().reshape(1)
-        if self.accelerator.num_processes > 1:
-            n = self.accelerator.reduce(n, reduction="sum")
-        return int(round(float(n.item())))
+    def _minibatch_tokens(self, packs: list[tuple[list[int], dict]], minibatches: list[list[int]]) -> tuple[int, ...]:
+        """Each minibatch's completion tokens summed over all processes (one all-reduce when there are several),
+        after checking that every process makes the same passes (minibatches of as many micro-batches)."""
+        self.dist.check_same([len(mb) for mb in minibatches], "the number of minibatches and micro-batches of a batch")
+        local = [sum(float(packs[j][1]["completion_mask"].sum()) for j in mb) for mb in minibatches]
+        n = self.dist.sum(torch.tensor(local, dtype=torch.float64, device=self.device))
+        return tuple(int(round(x)) for x in n.tolist())
 
     # -- the update -----------------------------------------------------------------------------
 
@@ -300,7 +306,8 @@ class PPOTrainer:
         ``update(prepare(rollouts, token_rewards))``. Empty completions (no tokens) carry no action:
         they are masked out (counted in ``n_empty``); a batch of only empty completions is a step that
         changes nothing. In a multi-process run each process passes its own, equally sized, share of
-        the rollouts; DDP averages the gradients (whitening statistics are per process).
+        the rollouts; the step is that of one process on the union of the shares (global token means,
+        whitening and group baselines over every process; :mod:`rl.train.ppo_dist`).
         """
         return self.update(self.prepare(rollouts, token_rewards))
 
@@ -325,16 +332,20 @@ class PPOTrainer:
         packs, minibatches = self._layout(rollouts, index)
         old_lp, old_v, ref_lp = self._old_logprobs(packs, B, C, temperature)
         mismatch = max((abs(a - b) for r, row in zip(rollouts, old_lp.tolist()) for a, b in zip(r.logprobs, row)), default=0.0)
+        mismatch = float(self.dist.max(torch.tensor([mismatch], device=self.device)).item())
+        mb_tokens = self._minibatch_tokens(packs, minibatches)
+        red = self.dist.sum if self.dist.world > 1 else None
         kl = kl_penalty(old_lp, ref_lp, cfg.kl_estimator) * mask
         rewards = scores - cfg.kl_coef * kl
         if cfg.whiten_rewards:
-            rewards = masked_rescale(rewards, mask)
+            rewards = masked_rescale(rewards, mask, reduce=red)
         adv, returns = gae(rewards, old_v, mask, cfg.gamma, cfg.lam)  # returns: the value head's targets in both modes
         if cfg.advantage == "lines":
             owners = _grid([token_lines(r) for r in rollouts], B, C, self.device)
-            adv = line_advantages(rewards, scores, owners, mask, [r.prompt_id for r in rollouts], cfg.advantage_std)
+            gather = self.dist.gather if self.dist.world > 1 else None
+            adv = line_advantages(rewards, scores, owners, mask, [r.prompt_id for r in rollouts], cfg.advantage_std, gather=gather)
         else:
-            adv = masked_whiten(adv, mask, shift_mean=True)
+            adv = masked_whiten(adv, mask, shift_mean=True, reduce=red)
         self._n_pending += 1
         return PPOBatch(
             rollouts=rollouts,
@@ -352,7 +363,8 @@ class PPOTrainer:
             returns=returns,
             mismatch=float(mismatch),
             n_empty=n_empty,
-            n_tokens=self._global_tokens(mask),
+            n_tokens=sum(mb_tokens),
+            mb_tokens=mb_tokens,
             index=index,
             prepare_s=time.perf_counter() - t0,
         )
@@ -386,61 +398,72 @@ class PPOTrainer:
         self._n_pending = max(0, self._n_pending - 1)
         lr = float(self.optimizer.param_groups[0]["lr"])
         if batch.n_tokens > 0:
-            stats, grad_norm, epochs = self._ppo_epochs(batch)
+            losses, grad_norm, epochs = self._ppo_epochs(batch)
         else:
-            stats, grad_norm, epochs = {k: [] for k in _STAT_KEYS}, float("nan"), 0
+            losses, grad_norm, epochs = [], float("nan"), 0
         self.n_steps += 1
         with warnings.catch_warnings():  # a step without tokens steps the schedule but not the optimizer
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
-        out = self._summary(batch, stats, grad_norm)
-        out.update({"lr": lr, "policy/epochs_run": epochs})
+        out = {"step": self.n_steps, **step_summary(batch, losses, self.config, self.dist)}
+        out.update(
+            {
+                "grad_norm": grad_norm,
+                "logprob/rollout_mismatch_max": batch.mismatch,
+                "logprob/temperature": batch.temperature,
+                "lr": lr,
+                "policy/epochs_run": epochs,
+            }
+        )
         out["time_s"] = batch.prepare_s + time.perf_counter() - t0
         return out
 
-    def _ppo_epochs(self, batch: PPOBatch) -> tuple[dict[str, list[float]], float, int]:
+    def _ppo_epochs(self, batch: PPOBatch) -> tuple[list[list[float]], float, int]:
         """``ppo_epochs`` passes over the minibatches in shuffled order, one optimizer step per minibatch;
-        with ``target_kl``, no further epoch once an epoch's last minibatch had approx KL above it (averaged
-        over processes). Returns the per-micro-batch losses, the last gradient norm (nan without clipping)
-        and the number of epochs run."""
+        with ``target_kl``, no further epoch once an epoch's last minibatch had approx KL above it (its
+        token mean over every process). Returns one row per minibatch update, the global token means of
+        :data:`rl.train.ppo_dist.LOSS_KEYS` (one all-reduce per step), the last gradient norm (nan without
+        clipping) and the number of epochs run."""
         from tqdm.auto import tqdm
 
         cfg = self.config
         gen = self._generator(batch.index + 500_009)
         n_mb = len(batch.minibatches)
-        stats: dict[str, list[float]] = {k: [] for k in _STAT_KEYS}
-        bar = tqdm(
-            total=cfg.ppo_epochs * n_mb, desc=f"ppo step {self.n_steps}", unit="mb", disable=not self.progress, file=sys.stderr, leave=False
-        )
+        sums: list[torch.Tensor] = []  # this process's token sums of LOSS_KEYS, one row per update
+        denom: list[int] = []
+        show = self.progress and self.accelerator.is_main_process
+        bar = tqdm(total=cfg.ppo_epochs * n_mb, desc=f"ppo step {self.n_steps}", unit="mb", disable=not show, file=sys.stderr, leave=False)
         self.wrapped.train(False)
         grad_norm, epochs = float("nan"), 0
         for _ in range(cfg.ppo_epochs):
             epochs += 1
             for k in torch.randperm(n_mb, generator=gen).tolist():
-                akl = self._minibatch(batch, batch.minibatches[k], stats)
+                sums.append(self._minibatch(batch, k))
+                denom.append(batch.mb_tokens[k])
                 if cfg.max_grad_norm > 0:
                     grad_norm = float(self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm))
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 bar.update(1)
-            if cfg.target_kl is not None and self._mean_over_processes(akl) > cfg.target_kl:
-                break
+            if cfg.target_kl is not None:
+                akl = float(self.dist.sum(sums[-1][3:4]).item()) / max(denom[-1], 1)
+                if akl > cfg.target_kl:
+                    break
         bar.close()
-        return stats, grad_norm, epochs
+        total = self.dist.sum(torch.stack(sums)).cpu()
+        losses = (total / torch.tensor(denom, dtype=total.dtype).clamp(min=1.0)[:, None]).tolist()
+        return losses, grad_norm, epochs
 
-    def _mean_over_processes(self, x: float) -> float:
-        if self.accelerator.num_processes == 1:
-            return x
-        return float(self.accelerator.reduce(torch.tensor([x], device=self.device), reduction="mean").item())
-
-    def _minibatch(self, batch: PPOBatch, mb: list[int], stats: dict[str, list[float]]) -> float:
-        """Accumulate the gradient of one minibatch (packs ``mb``) over its micro-batches, each weighted by
-        its share of the minibatch's tokens; DDP synchronises on the last micro-batch only. Returns the
-        minibatch's approx KL (token-weighted over its micro-batches)."""
+    def _minibatch(self, batch: PPOBatch, k: int) -> torch.Tensor:
+        """Accumulate the gradient of minibatch ``k`` over its micro-batches, each token mean weighted by
+        :func:`rl.train.ppo_math.token_weight` (its tokens over the minibatch's tokens on every process, times
+        the number of processes, which DDP's gradient average divides out): the gradient of the token mean of
+        the loss over the global minibatch. DDP synchronises on the last micro-batch only. Returns this
+        process's token sums of :data:`rl.train.ppo_dist.LOSS_KEYS` over the minibatch (float64, [5])."""
         cfg = self.config
         ent_mode = "grad" if cfg.entropy_coef > 0 else "detach"
-        akl_sum = 0.0
-        n_tok = float(sum(batch.packs[j][1]["completion_mask"].sum().item() for j in mb))
+        mb = batch.minibatches[k]
+        sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
         for n, j in enumerate(mb):
             rows, packed = batch.packs[j]
             last = n == len(mb) - 1
@@ -454,48 +477,10 @@ class PPOTrainer:
                 vf = value_loss(v, batch.old_v[idx, :c], batch.returns[idx, :c], mk, cfg.clip_range_value)
                 ent_mean = masked_mean(ent, mk)
                 loss = pg + cfg.vf_coef * vf - cfg.entropy_coef * ent_mean
-                w = float(mk.sum().item()) / max(n_tok, 1.0)
-                self.accelerator.backward(loss * w)
-            akl_sum += w * akl.item()
-            stats["loss/policy"].append(pg.item())
-            stats["loss/value"].append(vf.item())
-            stats["policy/clipfrac"].append(clipfrac.item())
-            stats["policy/approx_kl"].append(akl.item())
-            stats["policy/entropy"].append(ent_mean.item())
-            stats["loss/total"].append(loss.item())
-        return akl_sum
-
-    def _summary(self, batch: PPOBatch, stats: dict[str, list[float]], grad_norm: float) -> dict:
-        """The statistics :meth:`update` returns (all but ``time_s``); losses are 0 for a step without tokens."""
-        cfg = self.config
-        mask, scores, kl, returns, old_v = batch.mask, batch.scores, batch.kl, batch.returns, batch.old_v
-        B = len(batch.rollouts)
-        seq_score = (scores * mask).sum(1)
-        var_r = masked_var(returns, mask)
-        ev = 1.0 - masked_var(returns - old_v, mask) / var_r if var_r > 0 else torch.tensor(float("nan"))
-        out = {k: float(sum(v) / len(v)) if v else 0.0 for k, v in stats.items()}
-        out.update(
-            {
-                "step": self.n_steps,
-                "reward/score_mean": float(seq_score.mean()),
-                "reward/score_std": float(seq_score.std()) if B > 1 else 0.0,
-                "reward/total_mean": float(((scores - cfg.kl_coef * kl) * mask).sum(1).mean()),
-                "kl/k1_mean": float((kl_penalty(batch.old_lp, batch.ref_lp, "k1") * mask).sum(1).mean()),
-                "kl/k3_mean": float((kl_penalty(batch.old_lp, batch.ref_lp, "k3") * mask).sum(1).mean()),
-                "value/mean": float(masked_mean(old_v, mask)),
-                "returns/mean": float(masked_mean(returns, mask)),
-                "value/explained_variance": float(ev),
-                "advantages/mean": float(masked_mean(batch.adv, mask)),
-                "grad_norm": grad_norm,
-                "logprob/rollout_mismatch_max": batch.mismatch,
-                "logprob/temperature": batch.temperature,
-                "tokens/mean_len": float(mask.sum() / B),
-                "tokens/n": int(mask.sum().item()),
-                "n_rollouts": B,
-                "n_empty": batch.n_empty,
-            }
-        )
-        return out
+                n_local = float(mk.sum().item())
+                self.accelerator.backward(loss * token_weight(n_local, batch.mb_tokens[k], self.dist.world))
+            sums += n_local * torch.stack([pg.detach(), vf.detach(), clipfrac, akl, ent_mean.detach()]).double()
+        return sums
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -554,7 +539,9 @@ class PPOTrainer:
             opt = adapter_dir / OPTIMIZER_FILE
             if opt.is_file():
                 try:
-                    trainer.optimizer.load_state_dict(torch.load(opt, map_location=trainer.device, weights_only=True))
+                    # to the CPU first: a DDP run on CPUs has device "cpu:0", which torch.load cannot map to;
+                    # load_state_dict moves the state to each parameter's device
+                    trainer.optimizer.load_state_dict(torch.load(opt, map_location="cpu", weights_only=True))
                 except (ValueError, KeyError, RuntimeError) as e:
                     print(f"warning: {opt}: optimizer state not restored ({e}); starting AdamW afresh", file=sys.stderr)
         st = adapter_dir / STATE_FILE

@@ -75,9 +75,9 @@ def run(args) -> int:
     order = torch.randperm(len(rollouts), generator=torch.Generator().manual_seed(config.seed)).tolist()
     acc = trainer.accelerator
     world, rank = acc.num_processes, acc.process_index
-    if world > 1:  # data parallel: each process takes an equal share (DDP needs equal pass counts)
+    if world > 1:  # data parallel: each process takes an equal share (DDP needs equal pass counts); docs/scale.md
         n_use = len(order) // world * world
-        if n_use < len(order):
+        if n_use < len(order) and acc.is_main_process:
             print(f"warning: {len(order) - n_use} rollout(s) left out so that {world} processes get equal shares", file=sys.stderr)
         order = order[rank:n_use:world]
     bs = (args.batch_size // world if args.batch_size > 0 else len(order)) or 1
@@ -98,5 +98,6 @@ def run(args) -> int:
     out = trainer.save(args.out)
     if acc.is_main_process:
         atomic_write_text(out / "train_stats.jsonl", prev_stats + "".join(json.dumps(s) + "\n" for s in log))
-    print(f"trained {len(log)} PPO step(s) on {len(rollouts)} rollouts; saved to {out}", file=sys.stderr)
+    if acc.is_main_process:
+        print(f"trained {len(log)} PPO step(s) on {len(rollouts)} rollouts ({world} process(es)); saved to {out}", file=sys.stderr)
     return 0

@@ -11,11 +11,17 @@ update") states the formulas. Masks are float or bool tensors with 1 at the entr
 - :func:`gae`, :func:`line_advantages`, :func:`policy_loss`, :func:`value_loss`, :func:`kl_penalty`.
 - :func:`entropy_from_logits`: per-position entropy of ``softmax(logits / T)``.
 - :func:`lr_factor`: the learning-rate multiplier of ``PPOConfig.lr_warmup_steps`` / ``lr_schedule``.
+- :func:`token_weight`: the factor that makes data-parallel micro-batch losses one global token mean.
+
+Data parallel: the statistics that drive gradients (whitening, rescaling, line baselines) take a
+``reduce`` / ``gather`` over the processes, so that every process computes the numbers one process
+would compute on the global batch (tests/rl/test_distributed.py).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -33,50 +39,84 @@ __all__ = [
     "kl_penalty",
     "entropy_from_logits",
     "lr_factor",
+    "token_weight",
     "LR_SCHEDULES",
 ]
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 
+#: sums a tensor over the processes of a data-parallel run (the identity on one process)
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+#: concatenates a list over the processes, in rank order (the identity on one process)
+Gather = Callable[[list], list]
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
-    """Mean of ``x`` over entries where ``mask`` is 1 (0 when the mask is empty)."""
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None, reduce: Reduce | None = None) -> torch.Tensor:
+    """Mean of ``x`` over entries where ``mask`` is 1 (0 when the mask is empty).
+
+    ``reduce``: sums a tensor over the processes of a data-parallel run (:class:`rl.train.ppo_dist.Collectives`
+    ``.sum``); with it the mean is over the masked entries of every process (``dim`` must be None)."""
     mask = mask.to(x.dtype)
     if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1.0)
+        if reduce is None:
+            return (x * mask).sum() / mask.sum().clamp(min=1.0)
+        s = reduce(torch.stack([(x * mask).sum(), mask.sum()]))
+        return s[0] / s[1].clamp(min=1.0)
+    if reduce is not None:
+        raise ValueError("masked_mean: reduce works on the whole tensor (dim=None)")
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of the masked entries (Bessel-corrected when ``unbiased`` and more than one entry)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    n = mask.sum()
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True, reduce: Reduce | None = None) -> torch.Tensor:
+    """Variance of the masked entries (Bessel-corrected when ``unbiased`` and more than one entry); with
+    ``reduce``, of the masked entries of every process (two passes: the global mean, then the squares)."""
+    mean = masked_mean(x, mask, reduce=reduce)
+    m = mask.to(x.dtype)
+    s = torch.stack([((x - mean) ** 2 * m).sum(), m.sum()])
+    if reduce is not None:
+        s = reduce(s)
+    var, n = s[0] / s[1].clamp(min=1.0), s[1]
     if unbiased and n > 1:
         var = var * n / (n - 1)
     return var
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
-    """``(x - mean) / sqrt(var + eps)`` over masked entries; masked-out entries are returned as 0.
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8, reduce: Reduce | None = None
+) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + eps)`` over masked entries (of every process with ``reduce``); masked-out
+    entries are returned as 0.
 
     ``shift_mean=False`` adds the mean back, ``(x - mean) / std + mean`` (TRL's and OpenAI's
     convention): the variance becomes 1 but every entry moves by ``mean (1 - 1/std)``. For rewards
     that are zero on most tokens that constant is as large as the signal and grows with the length
     of a completion; scale rewards with :func:`masked_rescale` instead.
     """
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    mean, var = masked_mean(x, mask, reduce=reduce), masked_var(x, mask, reduce=reduce)
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
     return out * mask.to(x.dtype)
 
 
-def masked_rescale(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``x / sqrt(var + eps)``, var the (unbiased) variance of the masked entries: unit variance, nothing
-    added, so a zero reward stays zero and a completion's rewards keep their sum up to one common
-    factor. Masked-out entries are returned as 0."""
-    return x * torch.rsqrt(masked_var(x, mask) + eps) * mask.to(x.dtype)
+def masked_rescale(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, reduce: Reduce | None = None) -> torch.Tensor:
+    """``x / sqrt(var + eps)``, var the (unbiased) variance of the masked entries (of every process with
+    ``reduce``): unit variance, nothing added, so a zero reward stays zero and a completion's rewards keep
+    their sum up to one common factor. Masked-out entries are returned as 0."""
+    return x * torch.rsqrt(masked_var(x, mask, reduce=reduce) + eps) * mask.to(x.dtype)
+
+
+def token_weight(n_local: float, n_global: float, world: int) -> float:
+    """The factor of a micro-batch's token-mean loss so that data-parallel training takes the gradient of
+    the token mean over the whole global minibatch: ``n_local * world / n_global``.
+
+    ``n_local``: the micro-batch's completion tokens; ``n_global``: the tokens of the minibatch over all
+    ``world`` processes. DDP averages the processes' gradients (divides their sum by ``world``), so
+    ``sum_micro mean_micro(l) * n_local * world / n_global`` summed over processes and divided by
+    ``world`` is ``sum_all_tokens(l) / n_global``. Averaging each process's own token mean instead
+    weighs a token by 1 / (its process's tokens): wrong when processes hold different token counts.
+    A minibatch without tokens anywhere gets weight 0."""
+    return float(n_local) * world / max(float(n_global), 1.0)
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
@@ -115,9 +155,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return adv, returns
 
 
-def _group_stats(values: dict[int, list[float]], groups: list, b: int, std: bool, eps: float) -> tuple[float, float]:
-    """Mean and divisor of the pooled values of row ``b``'s group (divisor ``std + eps``, or 1 without ``std``)."""
-    pool = [x for j, g in enumerate(groups) if g == groups[b] for x in values[j]]
+def _pool_stats(pool: list[float], std: bool, eps: float) -> tuple[float, float]:
+    """Mean and divisor of a group's pooled values (divisor ``std + eps``, or 1 without ``std``)."""
     mean = sum(pool) / len(pool)
     if not std:
         return mean, 1.0
@@ -125,7 +164,7 @@ def _group_stats(values: dict[int, list[float]], groups: list, b: int, std: bool
     return mean, var**0.5 + eps
 
 
-def line_advantages(rewards, scores, owners, mask, groups: list, std: bool = True, eps: float = 1e-4):
+def line_advantages(rewards, scores, owners, mask, groups: list, std: bool = True, eps: float = 1e-4, gather: Gather | None = None):
     """The ``"lines"`` advantage estimator (no critic): GRPO's group baseline, per line.
 
     ``rewards``, ``scores``: [B, T] per-token rewards (after the KL penalty) and crowd scores; ``owners``:
@@ -138,7 +177,9 @@ def line_advantages(rewards, scores, owners, mask, groups: list, std: bool = Tru
         A_t = (R_b - mean_g R) / (std_g R + eps)    for every other token
 
     the means and (unbiased) standard deviations over all rewarded lines, resp. all rows, of the group;
-    without ``std`` nothing is divided. Returns [B, T], zero at masked positions.
+    without ``std`` nothing is divided. ``gather``: concatenates a list over the processes of a
+    data-parallel run (:class:`rl.train.ppo_dist.Collectives` ``.gather``), so that a group split across
+    processes has one baseline, that of its rows on every process. Returns [B, T], zero at masked positions.
     """
     m = mask.to(rewards.dtype) > 0
     B = rewards.shape[0]
@@ -149,14 +190,20 @@ def line_advantages(rewards, scores, owners, mask, groups: list, std: bool = Tru
     for b in range(B):
         hit = {ln for ln, s in zip(own[b], sc[b]) if ln > 0 and s != 0.0}
         line_r.append({ln: sum(x for x, o in zip(r[b], own[b]) if o == ln) for ln in sorted(hit)})
-    lines = {b: list(line_r[b].values()) for b in range(B)}
-    progs = {b: [sum(r[b])] for b in range(B)}
+    rows = [(groups[b], list(line_r[b].values()), sum(r[b])) for b in range(B)]
+    if gather is not None:
+        rows = gather(rows)
+    line_pool: dict = {}
+    prog_pool: dict = {}
+    for g, lines, prog in rows:
+        line_pool.setdefault(g, []).extend(lines)
+        prog_pool.setdefault(g, []).append(prog)
     adv = torch.zeros_like(rewards)
     for b in range(B):
-        pm, ps = _group_stats(progs, groups, b, std, eps)
+        pm, ps = _pool_stats(prog_pool[groups[b]], std, eps)
         row = [(sum(r[b]) - pm) / ps] * len(r[b])
         if line_r[b]:
-            lm, ls = _group_stats(lines, groups, b, std, eps)
+            lm, ls = _pool_stats(line_pool[groups[b]], std, eps)
             row = [(line_r[b][o] - lm) / ls if o in line_r[b] else x for x, o in zip(row, own[b])]
         adv[b] = torch.tensor(row, dtype=rewards.dtype)
     return adv * m.to(rewards.dtype)
