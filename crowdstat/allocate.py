@@ -192,7 +192,8 @@ def _annotator_rates(result, available, prior_reliability):
     sens = ann["sensitivity"].to_numpy(np.float64) if "sensitivity" in ann else rel.copy()
     spec = ann["specificity"].to_numpy(np.float64) if "specificity" in ann else rel.copy()
     if prior_reliability is None:
-        prior_reliability = float(np.median(rel)) if len(rel) else 0.7
+        # the median fitted reliability, kept inside [0.5, 0.99]: on a small or unanimous round it can be 1
+        prior_reliability = float(np.clip(np.median(rel), 0.5, 0.99)) if len(rel) else 0.7
     if not 0.5 <= prior_reliability < 1:
         raise ValueError(f"prior_reliability: expected a number in [0.5, 1), got {prior_reliability!r}")
     new = [str(x) for x in (available or []) if str(x) not in set(ids)]

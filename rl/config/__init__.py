@@ -422,7 +422,7 @@ class LoopConfig:
         all), honeypot_fraction: the simulated crowd. allocation: ``fixed`` (per_program annotators on
         every program) or ``adaptive`` (``crowdstat next`` asks for reviews where they inform most, up to
         vote_budget reviews per program on average, skipping programs decided at allocation_confidence;
-        docs/allocation.md).
+        with ``labelstudio`` it raises the overlap of undecided programs' tasks; docs/allocation.md).
     ppo, lora, bench, eval: :class:`PPOConfig`, :class:`LoraSpec`, :class:`BenchSpec`, :class:`EvalSpec`.
     seed: generation, crowd, LoRA-init and PPO minibatch seed (``ppo.seed`` and ``sampling.seed`` are
         derived from it, per round, and cannot be set). threads: torch CPU threads.
@@ -498,8 +498,8 @@ class LoopConfig:
             raise ValueError(f"vote_budget must be between 1 and the population size {n} (reviews per program), got {self.vote_budget!r}")
         if not 0.5 <= self.allocation_confidence < 1:
             raise ValueError(f"allocation_confidence must be in [0.5, 1), got {self.allocation_confidence!r}")
-        if self.allocation == "adaptive" and self.annotate != "simulate":
-            raise ValueError("allocation 'adaptive' needs annotate 'simulate' (a Label Studio round asks for a fixed overlap)")
+        if self.allocation == "adaptive" and self.annotate not in ("simulate", "labelstudio"):
+            raise ValueError("allocation 'adaptive' needs annotate 'simulate' or 'labelstudio' (pause mode takes the votes it is given)")
 
     def to_dict(self) -> dict[str, Any]:
         """The file form (JSON-ready; derived keys left out)."""

@@ -14,6 +14,11 @@ the config: :class:`rl.config.LabelStudioSpec`). Each step is kept on disk in
 3. **wait**: poll until every task has ``per_program`` annotations (``wait = "poll"``, up to ``timeout``
    seconds, with a progress bar), or check once (``wait = "exit"``); still missing votes raise
    :class:`WaitingForVotes` (the loop stops with exit status 3; ``rl loop --resume`` continues);
+With ``allocation = "adaptive"`` the push asks for :func:`rl.crowd.ls_adaptive.start_overlap`
+annotations per task (2), and between 3 and 4 come steps of :mod:`rl.crowd.ls_adaptive` (``crowdstat
+next`` raises the overlap of undecided programs' tasks, then 2-3 again for the new annotations),
+until ``vote_budget`` annotations per program on average or every program is decided.
+
 4. **pull**: the votes (``votes_labelstudio.csv`` with Label Studio's columns, ``votes.csv`` for the
    fit) go to the crowd pipeline exactly like simulated ones.
 """
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from crowdstat.io.atomic import atomic_write_csv, atomic_write_json
-from rl.crowd import ls_ops, ls_round
+from rl.crowd import ls_adaptive, ls_ops, ls_round
 
 __all__ = ["WaitingForVotes", "round_votes"]
 
@@ -53,7 +58,7 @@ def _push(cfg, rewarder, items: list[tuple[str, Any, str]], tag: str, ls_dir: Pa
         programs,
         honeypots=honey,
         annotators=annotators,
-        per_program=cfg.per_program,
+        per_program=_start_overlap(cfg),
         seed=cfg.seed,
         title=spec.title or f"rl loop {Path(cfg.out).name}",
         project_id=project,
@@ -66,6 +71,14 @@ def _push(cfg, rewarder, items: list[tuple[str, Any, str]], tag: str, ls_dir: Pa
     return m
 
 
+def _start_overlap(cfg) -> int | None:
+    if cfg.allocation != "adaptive":
+        return cfg.per_program
+    from rl.crowd.population import parse_population
+
+    return ls_adaptive.start_overlap(cfg.vote_budget, len(parse_population(cfg.population).annotators))
+
+
 def _local_crowd(cfg, rewarder, tag: str, ls_dir: Path) -> None:
     """The simulated population's votes (the same draw as the simulated path), posted through the server."""
     import zlib
@@ -76,10 +89,29 @@ def _local_crowd(cfg, rewarder, tag: str, ls_dir: Path) -> None:
 
     progs = [tuple(x) for x in json.loads((ls_dir / "local_truth.json").read_text())]
     key = zlib.crc32(f"{cfg.seed}/{tag}".encode())
-    votes, _ = simulate(progs, rewarder.population, np.random.default_rng([cfg.seed, key]), cfg.per_program)
+    votes, _ = simulate(progs, rewarder.population, np.random.default_rng([cfg.seed, key]), _start_overlap(cfg))
     atomic_write_csv(ls_dir / "crowd_votes.csv", ls_round.VOTE_COLUMNS, votes)
     ls_ops.post_votes(ls_dir, votes)
     (ls_dir / "crowd_posted").write_text("ok\n")
+
+
+def _wait(cfg, ls_dir: Path, rnd: int, progress: bool) -> None:
+    """Wait (or check once) until every task has the annotations it wants; :class:`WaitingForVotes` otherwise."""
+    spec = cfg.labelstudio
+    if spec.wait == "poll":
+        st = ls_ops.wait_round(spec.server, ls_dir, timeout=spec.timeout, poll_seconds=spec.poll_seconds, progress=progress)
+    else:
+        st = ls_ops.round_status(spec.server, ls_dir)
+    if st["done"] < st["tasks"]:
+        m = ls_ops.read_round(ls_dir)
+        want = f"the annotations they want ({st['wanted']} in all)" if "wanted" in st else f"{st['need']}"
+        raise WaitingForVotes(
+            f"Round {rnd} waits for Label Studio annotations: {st['done']}/{st['tasks']} tasks have {want} "
+            f"({st['annotations']} annotations, {st['cancelled']} skipped).\n"
+            f"  project {m['project_id']} at {m['url']} (annotators sign up with {m['invite_url']})\n"
+            f"  check: rl labelstudio status --server {spec.server} --round {ls_dir}\n"
+            f"  then run: rl loop --config <the same config> --resume\n"
+        )
 
 
 def round_votes(cfg, rewarder, items: list[tuple[str, Any, str]], rnd: int, rdir: Path, progress: bool = True) -> tuple[Path, Path | None]:
@@ -91,19 +123,13 @@ def round_votes(cfg, rewarder, items: list[tuple[str, Any, str]], rnd: int, rdir
         _push(cfg, rewarder, items, tag, ls_dir)
     if spec.local_crowd and not (ls_dir / "crowd_posted").exists():
         _local_crowd(cfg, rewarder, tag, ls_dir)
-    if spec.wait == "poll":
-        st = ls_ops.wait_round(spec.server, ls_dir, timeout=spec.timeout, poll_seconds=spec.poll_seconds, progress=progress)
-    else:
-        st = ls_ops.round_status(spec.server, ls_dir)
-    if st["done"] < st["tasks"]:
-        m = ls_ops.read_round(ls_dir)
-        raise WaitingForVotes(
-            f"Round {rnd} waits for Label Studio annotations: {st['done']}/{st['tasks']} tasks have {st['need']} "
-            f"({st['annotations']} annotations, {st['cancelled']} skipped).\n"
-            f"  project {m['project_id']} at {m['url']} (annotators sign up with {m['invite_url']})\n"
-            f"  check: rl labelstudio status --server {spec.server} --round {ls_dir}\n"
-            f"  then run: rl loop --config <the same config> --resume\n"
-        )
+    adaptive = cfg.allocation == "adaptive"
+    while True:
+        if adaptive:
+            ls_adaptive.complete_step(cfg, rewarder, tag, ls_dir)  # a step stopped half-way
+        _wait(cfg, ls_dir, rnd, progress)
+        if not adaptive or not ls_adaptive.next_step(cfg, rewarder, tag, ls_dir):
+            break
     rows, _ = ls_ops.pull_round(spec.server, ls_dir, ls_dir / "votes_labelstudio.csv")
     ls_round.write_votes(rdir / "votes.csv", rows, detail=False)
     truth = ls_dir / "truth.csv"

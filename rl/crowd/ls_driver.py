@@ -23,6 +23,10 @@ Actions (every request has ``url``; the admin ones ``token``, a legacy API token
               "was_cancelled"}]}]``: each annotator logs in with its password, gets its own token and
               posts its annotations as itself; an annotator's second annotation of a task edits the
               first one (PATCH), as the labelling page does. Reply: ``posted``, ``edited``.
+``overlap``   ``overlaps``: ``{task id: n}``: each task wants ``n`` annotations (PATCH ``/api/tasks/<id>/``
+              with ``overlap`` and ``is_labeled``; Label Studio does not recompute ``is_labeled`` when
+              a task's overlap changes, and its label stream hands out only tasks not labeled yet).
+              Reply: ``tasks``: ``[{"id", "overlap", "is_labeled", "total_annotations"}]`` as read back.
 ``browse``    ``email``, ``password``, ``project_id``, ``task_id``, ``screenshot``, ``chromium``: logs in
               with headless Chromium, opens the task's labelling page, counts its choice controls and
               saves a screenshot. Reply: ``n_choice_groups``, ``n_radios``.
@@ -150,8 +154,23 @@ def _task_rows(http, pid: int) -> list[dict]:
 def act_status(req: dict) -> dict:
     http = _http(req["url"], req["token"])
     rows = _task_rows(http, int(req["project_id"]))
-    keys = ("id", "total_annotations", "cancelled_annotations")
+    keys = ("id", "total_annotations", "cancelled_annotations", "overlap", "is_labeled")
     return {"tasks": [{k: t.get(k, 0) for k in keys} for t in rows]}
+
+
+def act_overlap(req: dict) -> dict:
+    http = _http(req["url"], req["token"])
+    out = []
+    for tid, n in req["overlaps"].items():
+        task = _check(http.get(f"/api/tasks/{int(tid)}/"), f"task {tid}").json()
+        body = {"overlap": int(n), "is_labeled": task.get("total_annotations", 0) >= int(n)}
+        _check(http.patch(f"/api/tasks/{int(tid)}/", json=body), f"set overlap of task {tid}")
+        t = _check(http.get(f"/api/tasks/{int(tid)}/"), f"task {tid}").json()
+        if t.get("overlap") != int(n) or t.get("is_labeled") != body["is_labeled"]:
+            raise RuntimeError(f"task {tid}: overlap {t.get('overlap')}, is_labeled {t.get('is_labeled')} after setting {body}")
+        out.append({k: t.get(k) for k in ("id", "overlap", "is_labeled", "total_annotations")})
+    http.close()
+    return {"tasks": out}
 
 
 def act_pull(req: dict) -> dict:
@@ -210,7 +229,7 @@ def act_browse(req: dict) -> dict:
     return {"n_choice_groups": n_groups, "n_radios": n_radios}
 
 
-ACTIONS = {"push": act_push, "status": act_status, "pull": act_pull, "annotate": act_annotate, "browse": act_browse}
+ACTIONS = {"push": act_push, "status": act_status, "overlap": act_overlap, "pull": act_pull, "annotate": act_annotate, "browse": act_browse}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,9 @@ Used by ``rl labelstudio`` (:mod:`rl.crowd.labelstudio_cli`) and by ``rl loop`` 
   project id and each task key's task id (it holds the annotator accounts' passwords: keep it local);
 - ``truth.csv``: the honeypot truth (``program,line,truth``), never sent to the server;
 - ``programs.csv``: ``program,n_lines`` of every pushed program (for ``crowdstat fit --programs``);
-- after ``pull``: ``votes.csv`` (:data:`rl.crowd.ls_round.DETAIL_COLUMNS`) and ``pull.json`` (the report).
+- after ``pull``: ``votes.csv`` (:data:`rl.crowd.ls_round.DETAIL_COLUMNS`) and ``pull.json`` (the report);
+- ``overlap.json`` (adaptive rounds, :func:`set_overlaps`): task key -> annotations wanted, where a task's
+  overlap was raised above the push's ``per_program``.
 
 Annotator accounts (``<id>@crowd.local``) and their passwords are kept in ``accounts.json`` next to the
 server file, so later rounds log in with the same ones.
@@ -24,7 +26,7 @@ from crowdstat.io.atomic import atomic_write_csv, atomic_write_json
 from rl.crowd import ls_round
 from rl.crowd.ls_server import LabelStudioError, call_driver, read_server_json
 
-__all__ = ["accounts", "push_round", "read_round", "round_status", "pull_round", "post_votes", "wait_round"]
+__all__ = ["accounts", "push_round", "read_round", "round_status", "pull_round", "post_votes", "wait_round", "wanted", "set_overlaps"]
 
 
 def accounts(server_file: str | Path, annotators: list[str]) -> dict[str, str]:
@@ -109,21 +111,54 @@ def _server(manifest: dict, server_file: str | Path) -> dict:
     return server
 
 
+def wanted(round_dir: str | Path, manifest: dict | None = None) -> dict[int, int]:
+    """Task id -> annotations wanted: the push's ``per_program`` (None: every annotator), or ``overlap.json``'s."""
+    m = manifest or read_round(round_dir)
+    f = Path(round_dir) / "overlap.json"
+    raised = json.loads(f.read_text()) if f.exists() else {}
+    base = m.get("per_program") or len(m["annotators"])
+    return {tid: int(raised.get(key, base)) for key, tid in m["task_ids"].items()}
+
+
+def set_overlaps(server_file: str | Path, round_dir: str | Path, overlaps: dict[str, int]) -> dict:
+    """Set the annotations wanted of the round's tasks (task key -> overlap) on the server, then in ``overlap.json``.
+
+    Label Studio keeps a task's overlap and its ``is_labeled`` flag (which its label stream reads) per task;
+    the driver sets both (``is_labeled``: the task already has that many annotations).
+    """
+    m = read_round(round_dir)
+    server = _server(m, server_file)
+    unknown = sorted(set(overlaps) - set(m["task_ids"]))
+    if unknown:
+        raise LabelStudioError(f"{round_dir}: set_overlaps: task keys not in the round: {unknown[:5]}")
+    req = {"url": server["url"], "token": server["token"], "overlaps": {str(m["task_ids"][k]): int(n) for k, n in overlaps.items()}}
+    reply = call_driver("overlap", req)
+    f = Path(round_dir) / "overlap.json"
+    atomic_write_json(f, {**(json.loads(f.read_text()) if f.exists() else {}), **{k: int(n) for k, n in overlaps.items()}})
+    return reply
+
+
 def round_status(server_file: str | Path, round_dir: str | Path) -> dict:
-    """``{"tasks", "done", "annotations", "cancelled", "need"}`` of the round's tasks (done: >= need annotations)."""
+    """``{"tasks", "done", "annotations", "cancelled", "need"}`` of the round's tasks (done: >= need annotations).
+
+    An adaptive round (``overlap.json``) adds ``wanted`` (annotations wanted in all); ``need`` is then the
+    largest overlap and a task is done at its own overlap.
+    """
     m = read_round(round_dir)
     server = _server(m, server_file)
     reply = call_driver("status", {"url": server["url"], "token": server["token"], "project_id": m["project_id"]})
-    mine = set(m["task_ids"].values())
-    rows = [t for t in reply["tasks"] if t["id"] in mine]
-    need = m.get("per_program") or len(m["annotators"])
-    return {
-        "tasks": len(mine),
-        "done": sum(t["total_annotations"] >= need for t in rows),
+    need = wanted(round_dir, m)
+    rows = [t for t in reply["tasks"] if t["id"] in need]
+    st = {
+        "tasks": len(need),
+        "done": sum(t["total_annotations"] >= need[t["id"]] for t in rows),
         "annotations": sum(t["total_annotations"] for t in rows),
         "cancelled": sum(t["cancelled_annotations"] for t in rows),
-        "need": need,
+        "need": max(need.values()),
     }
+    if (Path(round_dir) / "overlap.json").exists():
+        st["wanted"] = sum(need.values())
+    return st
 
 
 def wait_round(server_file, round_dir, *, timeout: float, poll_seconds: float, progress: bool = True) -> dict:

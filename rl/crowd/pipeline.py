@@ -219,7 +219,7 @@ class CrowdRewarder:
         return d / "votes.csv", d / "truth.csv"
 
     def _simulate_adaptive(self, scored: list[Scored], tag: str, d: Path, info: dict) -> tuple[Path, Path]:
-        """Votes asked for adaptively: one random review per program, then rounds of ``crowdstat next``
+        """Votes asked for adaptively: two random reviews per program, then rounds of ``crowdstat next``
         (a quarter of the programs per round) until ``vote_budget`` reviews per program on average or every
         program is decided at ``confidence`` (docs/allocation.md)."""
         import math
@@ -231,14 +231,16 @@ class CrowdRewarder:
         key = zlib.crc32(f"{self.seed}/{tag}".encode())
         rng = np.random.default_rng([self.seed, key])
         entries = [(s.program, [ln for ln, _ in s.truths], [1 if t else -1 for _, t in s.truths], s.shown_pass) for s in scored if s.truths]
-        votes, _ = simulate(entries, self.population, rng, 1)
+        # two random reviews per program to start (one makes two-coin EM call every program decided at once)
+        start = max(1, min(2, int(self.vote_budget), len(self.population)))
+        votes, _ = simulate(entries, self.population, rng, start)
         hp_rng = random.Random(f"{self.seed}/{tag}")
         truth = []
         for s in [s for s in scored if s.truths and hp_rng.random() < self.honeypot_fraction]:
             truth.extend((s.program, ln, 1 if t else -1) for ln, t in s.truths)
         atomic_write_csv(d / "truth.csv", _TRUTH_HEADER, truth)
         by_id = {e[0]: e[1:] for e in entries}
-        total, used, rounds = round(self.vote_budget * len(entries)), len(entries), 0
+        total, used, rounds = round(self.vote_budget * len(entries)), start * len(entries), 0
         batch = max(1, math.ceil(0.25 * len(entries)))
         while used < total and entries:
             atomic_write_csv(d / "votes.csv", _VOTES_HEADER, votes)
