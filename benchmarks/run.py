@@ -1,6 +1,6 @@
 """``make bench``: the whole benchmark suite in one run; ``--smoke`` for the tiny CI version.
 
-    python -m benchmarks.run [--smoke] [--out benchmarks/results] [--only k1,k2,k3,agg,e2e,memory]
+    python -m benchmarks.run [--smoke] [--out benchmarks/results] [--only k1,k2,k3,agg,e2e,memory,stream]
     python -m benchmarks.run [--smoke] --only rl   # opt-in: RL trainers' throughput (benchmarks/rl_throughput.py; needs torch + trl)
 
 Prints one table per kernel with ratios measured in this run, then the targets of issue #7
@@ -31,6 +31,9 @@ FULL = {
     "loop_cap": 10**6,
     "streaming_annotators": (1_000, 100_000, 1_000_000),
     "streaming_tasks": 500,
+    "stream_sizes": [10**4, 10**5, 10**6],  # votes of history before a batch (benchmarks/stream.py)
+    "stream_methods": ("em2", "proximal", "sequential"),
+    "stream_batch": 1000,
 }
 SMOKE = {
     "sizes": [10**4],
@@ -44,6 +47,9 @@ SMOKE = {
     "loop_cap": 10**4,
     "streaming_annotators": (1_000,),
     "streaming_tasks": 20,
+    "stream_sizes": [2000],
+    "stream_methods": ("em2", "sequential"),
+    "stream_batch": 200,
 }
 
 
@@ -343,7 +349,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (< 1 min), for CI")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    ap.add_argument("--only", default="k1,k2,k3,agg,e2e,memory")
+    ap.add_argument("--only", default="k1,k2,k3,agg,e2e,memory,stream")
     ap.add_argument("--stem", default=None, help="output file stem (default: results, or smoke with --smoke)")
     args = ap.parse_args(argv)
     cfg = SMOKE if args.smoke else FULL
@@ -364,7 +370,7 @@ def main(argv=None) -> int:
         res[name] = fn()
         timings[name] = time.perf_counter() - t
 
-    from benchmarks import agg, e2e, k1, k2, k3, memory
+    from benchmarks import agg, e2e, k1, k2, k3, memory, stream
 
     section("k1", lambda: k1.run(cfg["sizes"], repeat=cfg["repeat"], python_cap=cfg["loop_cap"]))
     section("k2", lambda: k2.run(cfg["sizes"], repeat=cfg["repeat"], loop_cap=cfg["loop_cap"], check_float32=not args.smoke))
@@ -402,6 +408,7 @@ def main(argv=None) -> int:
 
     section("e2e", _e2e)
     section("memory", lambda: memory.run(cfg["memory_votes"]))
+    section("stream", lambda: stream.run(cfg["stream_sizes"], cfg["stream_methods"], batch=cfg["stream_batch"], repeat=3))
     if "rl" in only:  # opt-in (not in the default --only): torch and TRL, in their own process
         section("rl", lambda: _rl_throughput(out, args.smoke))
     res["section_seconds"] = timings
@@ -410,6 +417,7 @@ def main(argv=None) -> int:
     res["targets"] = targets(res)
 
     print_tables(res)
+    stream.print_table(res.get("stream"))
     _print_targets(res["targets"])
     res["plots"] = plots(res, out, stem)
 

@@ -21,6 +21,10 @@ numbers: float64 and probabilities clipped at 1e-10, as crowd-kit computes them.
 at different iterations; ``tol=0`` runs exactly ``n_iter`` cycles and then equals crowd-kit's
 ``DawidSkene(n_iter, tol=-inf)`` to float rounding (tests/crowdstat/test_aggregation.py). Ties of a
 majority vote go to the first label in sorted order, as crowd-kit's ``idxmax`` on sorted columns.
+
+``GLAD`` and ``MACE`` run crowdstat's ``glad`` and ``mace`` with crowd-kit's defaults; their accuracies on
+the shared sets and where they differ from crowd-kit 1.4.2 (its MACE misaligns workers in its M-step)
+are in docs/baselines.md.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["MajorityVote", "DawidSkene", "OneCoinDawidSkene"]
+__all__ = ["MajorityVote", "DawidSkene", "OneCoinDawidSkene", "GLAD", "MACE"]
 
 _COLUMNS = ("task", "worker", "label")
 
@@ -206,3 +210,157 @@ class OneCoinDawidSkene(DawidSkene):
         errors = pd.DataFrame(rows, columns=["worker", "label", *probas.columns]).set_index(["worker", "label"])
         errors.columns.name = "true_label"
         return errors
+
+
+def _binary_votes(data: pd.DataFrame, where: str) -> tuple[pd.DataFrame, list]:
+    votes, labels = _encode(data, where)
+    if len(labels) == 1:
+        raise ValueError(f"{where}: every vote has the label {labels[0]!r}; the model needs both labels")
+    return votes, labels
+
+
+def _by_original(frame: pd.DataFrame, key: str, column: str, originals: dict, name: tuple[str, str]) -> pd.Series:
+    """``frame[column]`` as a Series indexed by the original ids of ``frame[key]``; ``name`` = (index name, series name)."""
+    s = pd.Series(frame[column].to_numpy(np.float64), index=pd.Index([originals[k] for k in frame[key]], name=name[0]))
+    return s.rename(name[1])
+
+
+@dataclass
+class GLAD:
+    """GLAD by EM (crowd-kit's ``GLAD``; crowdstat's ``glad``): P(right) = sigmoid(alpha_worker * exp(beta_task)).
+
+    ``n_iter``, ``tol``: EM cycles at most, and the gain of the objective per (vote, label) row below which it
+    stops; ``m_step_max_iter``, ``m_step_tol``: the M-step's iterations and gradient tolerance (L-BFGS here,
+    scipy's CG in crowd-kit); ``alphas_priors_mean``, ``betas_priors_mean``: the means of the N(mean, 1) priors
+    (None: 1, crowd-kit's default; a number here, where crowd-kit takes a Series); ``labels_priors``: Series
+    label -> prior (None: uniform). ``silent`` is accepted for crowd-kit compatibility. Fitted: ``labels_``,
+    ``probas_``, ``alphas_`` (Series worker -> alpha), ``betas_`` (Series task -> beta, log inverse difficulty,
+    crowd-kit's scale), ``converged_``."""
+
+    n_iter: int = 100
+    tol: float = 1e-5
+    silent: bool = True
+    labels_priors: pd.Series | None = None
+    alphas_priors_mean: float | None = None
+    betas_priors_mean: float | None = None
+    m_step_max_iter: int = 25
+    m_step_tol: float = 1e-2
+    labels_: pd.Series | None = field(default=None, init=False)
+    probas_: pd.DataFrame | None = field(default=None, init=False)
+    alphas_: pd.Series | None = field(default=None, init=False)
+    betas_: pd.Series | None = field(default=None, init=False)
+    converged_: bool | None = field(default=None, init=False)
+
+    def _prior(self, labels: list, where: str) -> float:
+        if self.labels_priors is None:
+            return 0.5
+        pr = pd.Series(self.labels_priors, dtype=np.float64)
+        if set(pr.index) != set(labels) or not np.isclose(pr.sum(), 1.0):
+            raise ValueError(
+                f"{where}: labels_priors must give a probability to each of the labels {labels} and sum to 1, got {pr.to_dict()}"
+            )
+        return float(pr[labels[1]])
+
+    def fit(self, data: pd.DataFrame) -> GLAD:
+        import crowdstat as cs
+
+        where = "GLAD.fit"
+        votes, labels = _binary_votes(data, where)
+        means = {}
+        for name, v in (("alpha_mean", self.alphas_priors_mean), ("beta_mean", self.betas_priors_mean)):
+            if v is not None and not isinstance(v, (int, float)):
+                raise ValueError(f"{where}: {name[:-5]}s_priors_mean: expected None or a number (one mean for all), got {type(v).__name__}")
+            means[name] = 1.0 if v is None else float(v)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(EM stopped at maxiter|posteriors within).*")
+            res = cs.fit(
+                votes,
+                method="glad",
+                maxiter=int(self.n_iter),
+                tol=float(self.tol),
+                m_step_maxiter=int(self.m_step_max_iter),
+                m_step_tol=float(self.m_step_tol),
+                prior=self._prior(labels, where),
+                x64=True,
+                **means,
+            )
+        self.converged_ = bool(res.diagnostics.get("converged"))
+        self.probas_ = _probas(res, data, labels)
+        self.labels_ = _labels(self.probas_)
+        self.alphas_ = _by_original(res.annotators, "annotator", "ability", _originals(data["worker"]), ("worker", "alpha"))
+        lines = res.lines.assign(beta=np.log(res.lines["inverse_difficulty"].to_numpy(np.float64)))
+        self.betas_ = _by_original(lines, "program", "beta", _originals(data["task"]), ("task", "beta"))
+        return self
+
+    def fit_predict(self, data: pd.DataFrame) -> pd.Series:
+        return self.fit(data).labels_
+
+    def fit_predict_proba(self, data: pd.DataFrame) -> pd.DataFrame:
+        return self.fit(data).probas_
+
+
+@dataclass
+class MACE:
+    """MACE (crowd-kit's ``MACE``; crowdstat's ``mace``): each worker knows the answer with probability theta or
+    answers from a spam strategy.
+
+    ``n_restarts``, ``n_iter``, ``method`` ("vb" or "em"), ``alpha``, ``beta`` (crowd-kit's Beta prior: ``alpha``
+    on spamming, ``beta`` on knowing), ``random_state`` as crowd-kit. ``smoothing`` (em only): None = crowd-kit's
+    effective 0.01 / n_labels (crowd-kit 1.4.2 ignores its own ``smoothing`` argument). ``default_noise``: only
+    crowd-kit's 0.5 (starts uniform on [1, 2.5]). ``verbose`` is accepted for compatibility. Unlike crowd-kit,
+    each restart has its own start (crowd-kit reseeds every restart with ``random_state``), and the M-step keeps
+    each worker's counts with that worker (docs/baselines.md). Fitted: ``labels_``, ``probas_``, ``spamming_``
+    (workers x [P(spam), P(knows)], workers in order of first appearance), ``thetas_`` (workers x labels in sorted
+    order: the spam strategy), ``competence_`` (Series worker -> P(knows))."""
+
+    n_restarts: int = 10
+    n_iter: int = 50
+    method: str = "vb"
+    smoothing: float | None = None
+    default_noise: float = 0.5
+    alpha: float = 0.5
+    beta: float = 0.5
+    random_state: int = 0
+    verbose: int = 0
+    labels_: pd.Series | None = field(default=None, init=False)
+    probas_: pd.DataFrame | None = field(default=None, init=False)
+    spamming_: np.ndarray | None = field(default=None, init=False)
+    thetas_: np.ndarray | None = field(default=None, init=False)
+    competence_: pd.Series | None = field(default=None, init=False)
+
+    def fit(self, data: pd.DataFrame) -> MACE:
+        import crowdstat as cs
+
+        where = "MACE.fit"
+        votes, labels = _binary_votes(data, where)
+        if self.default_noise != 0.5:
+            raise ValueError(f"{where}: default_noise: only crowd-kit's default 0.5 is supported, got {self.default_noise!r}")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*posteriors within.*")
+            res = cs.fit(
+                votes,
+                method="mace",
+                inference=self.method,
+                n_iter=int(self.n_iter),
+                n_restarts=int(self.n_restarts),
+                seed=int(self.random_state),
+                smoothing=0.01 / len(labels) if self.smoothing is None else float(self.smoothing),
+                alpha=float(self.beta),  # the paper's (and crowdstat's) alpha is on knowing, crowd-kit's on spamming
+                beta=float(self.alpha),
+                x64=True,
+            )
+        self.probas_ = _probas(res, data, labels)
+        self.labels_ = _labels(self.probas_)
+        ann = res.annotators
+        theta = ann["competence"].to_numpy(np.float64)
+        xi_pos = ann["spam_positive"].to_numpy(np.float64)
+        self.spamming_ = np.stack([1.0 - theta, theta], axis=1)
+        self.thetas_ = np.stack([1.0 - xi_pos, xi_pos], axis=1)
+        self.competence_ = _by_original(ann, "annotator", "competence", _originals(data["worker"]), ("worker", "competence"))
+        return self
+
+    def fit_predict(self, data: pd.DataFrame) -> pd.Series:
+        return self.fit(data).labels_
+
+    def fit_predict_proba(self, data: pd.DataFrame) -> pd.DataFrame:
+        return self.fit(data).probas_

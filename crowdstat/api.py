@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from crowdstat import __version__
+from crowdstat.estimators import calibration
 from crowdstat.estimators.registry import METHODS, REGISTRY, describe_params, make_configs, parse_gamma
 from crowdstat.io.atomic import atomic_write_dir as save_dir_atomically
 from crowdstat.io.atomic import atomic_write_text
@@ -104,8 +105,11 @@ class FitResult:
             "diagnostics": self.diagnostics,
         }
 
-    def save(self, out_dir: str | os.PathLike, *, force: bool = False, inputs=None) -> Path:
+    def save(self, out_dir: str | os.PathLike, *, force: bool = False, inputs=None, extra=None) -> Path:
         """Write lines.csv, annotators.csv, rewards.jsonl, fit.json (and trajectory.csv for sequential) atomically.
+
+        ``extra``: a function of the temporary directory that writes more files into it (the
+        streaming state of :mod:`crowdstat.online`).
 
         ``out_dir`` gets the manifest of ``crowdstat fit``; a non-empty directory that is not an
         earlier output of it is refused unless ``force``, the current directory, a file and a
@@ -120,6 +124,8 @@ class FitResult:
             if self.trajectory is not None:
                 write_csv(self.trajectory.reset_index(), tmp / "trajectory.csv")
             atomic_write_text(tmp / "fit.json", json.dumps(self.fit_record(), indent=2, allow_nan=False) + "\n")
+            if extra is not None:
+                extra(tmp)
 
         inputs = self.inputs if inputs is None else inputs
         return save_dir_atomically(out_dir, write, tool="crowdstat fit", force=force, inputs=inputs)
@@ -137,7 +143,8 @@ def fit(votes, truth=None, method: str = "auto", programs=None, **params) -> Fit
     method : str
         ``"auto"`` (the default): the one of em1, em2 and proximal (latent) that best predicts held-out
         honeypot truth (5-fold over honeypot programs), or without enough honeypots the EM model with
-        the smaller BIC; ``diagnostics["auto"]`` says what was compared. (Before 0.2 the default was
+        the smaller BIC, leaving out a collapsed fit (class prior within 1e-3 of 0 or 1);
+        ``diagnostics["auto"]`` says what was compared. (Before 0.2 the default was
         ``sequential``, whose defaults give degenerate 0/1 posteriors.) Or one of
         ``crowdstat.estimators.METHODS`` (docs/math.md, docs/baselines.md):
 
@@ -165,6 +172,8 @@ def fit(votes, truth=None, method: str = "auto", programs=None, **params) -> Fit
 
     with jax.enable_x64(bool(common.x64)):
         res = _fit_table(table, method, common, cfg)
+    if common.calibrate != "none":
+        _calibrate(res, table, common, method, params)
     res.inputs = tuple(x for x in (votes, truth, programs) if isinstance(x, (str, os.PathLike)))
     res.diagnostics["seconds_read"] = t_read
     res.diagnostics["seconds_total"] = time.perf_counter() - t0
@@ -175,35 +184,74 @@ def fit(votes, truth=None, method: str = "auto", programs=None, **params) -> Fit
 AUTO_CANDIDATES: dict[str, dict] = {"em1": {}, "em2": {}, "proximal": {"latent": True}}
 #: folds (over honeypot programs) of the held-out comparison; fewer honeypot programs than this: BIC
 AUTO_FOLDS = 5
+#: the BIC comparison leaves out an EM fit whose class prior is within this of 0 or 1 (a collapsed fit)
+AUTO_COLLAPSED_PRIOR = 1e-3
 
 
 def _with_truth(table: VoteTable, truth: np.ndarray) -> VoteTable:
     return dataclasses.replace(table, arrays=table.arrays._replace(truth=truth))
 
 
-def _heldout_loglik(table: VoteTable, method: str, extra: dict, common: dict, folds: list[np.ndarray]) -> float:
-    """Mean log-likelihood of the honeypot truth of each fold's lines, fitted without that fold's truth."""
-    truth = np.asarray(table.arrays.truth)
-    total, n = 0.0, 0
-    for lines in folds:
-        masked = truth.copy()
-        masked[lines] = 0
+def _refit(table: VoteTable, method: str, extra: dict, common: dict):
+    """truth array -> the line posteriors of ``method`` fitted with it (never recalibrated, warnings silenced)."""
+
+    def refit(truth: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = fit(_with_truth(table, masked), method=method, **extra, **common)
-        p = np.clip(res.lines["posterior"].to_numpy(np.float64)[lines], 1e-6, 1 - 1e-6)
-        y = truth[lines] > 0
-        total += float(np.sum(np.where(y, np.log(p), np.log1p(-p))))
-        n += len(lines)
-    return total / max(n, 1)
+            res = fit(_with_truth(table, truth), method=method, **extra, **{**common, "calibrate": "none", "interval": None})
+        return res.lines["posterior"].to_numpy(np.float64)
+
+    return refit
+
+
+def _heldout_posteriors(table: VoteTable, method: str, extra: dict, common: dict, folds: list[np.ndarray]) -> np.ndarray:
+    """Posterior of each fold's lines from a fit without that fold's truth (nan off the folds)."""
+    return calibration.heldout_posteriors(_refit(table, method, extra, common), table.arrays.truth, folds)
+
+
+def _heldout_loglik(table: VoteTable, method: str, extra: dict, common: dict, folds: list[np.ndarray], heldout=None) -> float:
+    """Mean log-likelihood of the honeypot truth of each fold's lines, fitted without that fold's truth
+    (P clipped to [1e-6, 1 - 1e-6]); ``heldout``: those posteriors, already computed."""
+    lines = np.concatenate(folds) if folds else np.zeros(0, np.int64)
+    h = _heldout_posteriors(table, method, extra, common, folds) if heldout is None else heldout
+    return -calibration.log_loss(h[lines], np.asarray(table.arrays.truth)[lines]) if lines.size else 0.0
+
+
+def _calibrate(res: FitResult, table: VoteTable, common, method: str, params: dict, heldout=None, extra=None) -> None:
+    """``calibrate``: replace ``res``'s posteriors of the lines without truth (and its rewards) by the
+    cross-fitted recalibration of :func:`crowdstat.estimators.calibration.recalibrate`, in place; the
+    method's own posteriors stay in ``lines["posterior_raw"]``, the map in ``diagnostics["calibration"]``."""
+    import jax
+    import jax.numpy as jnp
+
+    from crowdstat.estimators import posterior
+
+    a = table.arrays
+    raw = res.lines["posterior"].to_numpy(np.float64)
+    refit = _refit(table, method, extra or {}, params)
+    new, record = calibration.recalibrate(common.calibrate, raw, a.truth, a.line_program, refit, heldout)
+    res.diagnostics["calibration"] = record
+    if new is None:
+        warnings.warn(f"{res.method}: {record['why']}", stacklevel=3)
+        return
+    dtype = jnp.float64 if common.x64 else jnp.float32
+    with jax.enable_x64(bool(common.x64)):
+        rw = posterior.rewards(jnp.asarray(new, dtype), jax.tree.map(jnp.asarray, a), jnp.asarray(common.tau, dtype))
+        fresh = _result(table, res.method, res.params, res.annotators["weight"], res.annotators["reliability"], new, rw, {}, None)
+    res.lines.insert(res.lines.columns.get_loc("posterior") + 1, "posterior_raw", raw)
+    res.lines["posterior"] = new
+    for k, v in calibration.map_intervals({c: res.lines[c] for c in res.lines.columns}, record, a.truth).items():
+        res.lines[k] = v
+    res.rewards = fresh.rewards
 
 
 def _fit_auto(votes, truth, programs, params: dict) -> FitResult:
     """``method="auto"``: the candidate of :data:`AUTO_CANDIDATES` that best predicts held-out honeypot truth
     (K-fold over honeypot programs, mean log-likelihood of the held-out lines), refitted on all the truth;
     with fewer than :data:`AUTO_FOLDS` honeypot programs, the EM model (em1 or em2) with the smaller BIC
-    (-2 log-likelihood + parameters x log votes). fit.json's ``diagnostics["auto"]`` says what was compared
-    and why the choice."""
+    (-2 log-likelihood + parameters x log votes), a collapsed fit (class prior within
+    :data:`AUTO_COLLAPSED_PRIOR` of 0 or 1) left out unless both are. fit.json's ``diagnostics["auto"]``
+    says what was compared and why the choice."""
     table = votes if isinstance(votes, VoteTable) else read_votes(votes, truth=truth, programs=programs)
     common_names = {f.name for f in dataclasses.fields(make_configs("em1", {})[0])}
     bad = sorted(set(params) - common_names)
@@ -212,24 +260,34 @@ def _fit_auto(votes, truth, programs, params: dict) -> FitResult:
     t = np.asarray(table.arrays.truth)
     lp = np.asarray(table.arrays.line_program)
     hp_programs = np.unique(lp[t != 0])
-    rng = np.random.default_rng(0)
+    held: dict[str, np.ndarray] = {}
     if len(hp_programs) >= AUTO_FOLDS:
-        order = rng.permutation(hp_programs)
-        folds = [np.flatnonzero(np.isin(lp, order[k::AUTO_FOLDS]) & (t != 0)) for k in range(AUTO_FOLDS)]
-        scores = {m: _heldout_loglik(table, m, extra, params, folds) for m, extra in AUTO_CANDIDATES.items()}
+        folds = calibration.honeypot_folds(lp, t, AUTO_FOLDS)  # seeded; the folds of calibrate= too
+        held = {m: _heldout_posteriors(table, m, extra, params, folds) for m, extra in AUTO_CANDIDATES.items()}
+        scores = {m: _heldout_loglik(table, m, extra, params, folds, held[m]) for m, extra in AUTO_CANDIDATES.items()}
         chosen = max(scores, key=lambda m: scores[m])
         why = f"largest mean held-out log-likelihood of the honeypot truth ({AUTO_FOLDS}-fold over {len(hp_programs)} honeypot programs)"
     else:
-        scores = {}
+        scores, collapsed = {}, {}
         for m in ("em1", "em2"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                r = fit(table, method=m, **params)
+                r = fit(table, method=m, **{**params, "interval": None})  # no bootstrap for a BIC
             k = table.n_annotators * (1 if m == "em1" else 2) + 1
             scores[m] = -2 * float(r.diagnostics["log_likelihood"]) + k * math.log(max(table.n_votes, 2))
-        chosen = min(scores, key=lambda m: scores[m])
+            pi = float(r.diagnostics.get("class_prior", 0.5))
+            if min(pi, 1 - pi) < AUTO_COLLAPSED_PRIOR:
+                collapsed[m] = pi
+        ok = [m for m in scores if m not in collapsed] or list(scores)
+        chosen = min(ok, key=lambda m: scores[m])
         why = f"smaller BIC of the two EM models ({len(hp_programs)} honeypot programs: too few to hold out {AUTO_FOLDS} folds)"
-    res = fit(table, method=chosen, **AUTO_CANDIDATES[chosen], **params)
+        if collapsed:  # a class prior on the boundary: BIC's regularity assumptions fail, and every line gets one label
+            gone = ", ".join(f"{m} ({p:.4g})" for m, p in collapsed.items())
+            why += f"; collapsed (class prior within {AUTO_COLLAPSED_PRIOR:g} of 0 or 1), not compared: {gone}"
+    res = fit(table, method=chosen, **AUTO_CANDIDATES[chosen], **{**params, "calibrate": "none"})
+    common = make_configs(chosen, params)[0]
+    if common.calibrate != "none":  # the chosen candidate's held-out posteriors serve again
+        _calibrate(res, table, common, chosen, params, held.get(chosen), AUTO_CANDIDATES[chosen])
     res.diagnostics["auto"] = {"chosen": chosen, "params": AUTO_CANDIDATES[chosen], "why": why, "scores": scores}
     res.params = {**res.params, "auto": True}
     return res
@@ -285,11 +343,18 @@ def _fit_table(table: VoteTable, method: str, common, cfg) -> FitResult:
     dtype = jnp.float64 if common.x64 else jnp.float32
     t0 = time.perf_counter()
     est = REGISTRY[method].load()(table, cfg, common, dtype)
+    if common.interval is not None:  # bootstrap intervals (docs/math.md, "Intervals")
+        from crowdstat.estimators import intervals
+
+        est = intervals.attach(table, method, cfg, common, dtype, est)
     arrays = jax.tree.map(jnp.asarray, table.arrays)
     rw = posterior.rewards(jnp.asarray(est.posterior, dtype), arrays, jnp.asarray(common.tau, dtype))
     diagnostics = dict(est.diagnostics)
     diagnostics["seconds_fit"] = time.perf_counter() - t0
     diagnostics["dtype"] = str(jnp.dtype(dtype))
+    from crowdstat.estimators import agreement
+
+    diagnostics["agreement"] = agreement.summary(table.arrays)  # Krippendorff's alpha of the votes (docs/baselines.md)
     found = degeneracy_warnings(
         est.weight, est.posterior, np.asarray(table.arrays.truth), getattr(cfg, "w_max", math.inf), check_posteriors=method != "majority"
     )

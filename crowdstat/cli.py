@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default): em1, em2 or proximal --latent, whichever best predicts held-out honeypot truth "
         "(5-fold), or without enough honeypots em1 vs em2 by BIC; fit.json says what was compared",
     )
+    f.add_argument(
+        "--warm-start",
+        metavar="PREVIOUS_OUT",
+        help="continue the streaming fit saved in PREVIOUS_OUT (an earlier --out with state.npz) with VOTES, the new votes "
+        "(docs/streaming.md); its method and parameters carry on, a different --method or option given is an error",
+    )
+    f.add_argument("--save-state", action="store_true", help="also write state.npz, for a later --warm-start (docs/streaming.md)")
     _add_out(f)
     _add_config_options(f)
     _add_simulate(sub)
@@ -404,8 +411,18 @@ def _main_fit(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda msg, *a, **k: print(f"crowdstat fit: warning: {msg}", file=sys.stderr)
-        res = fit(args.votes, truth=args.truth, method=args.method, programs=args.programs, **params)
-        out = res.save(args.out, force=args.force, inputs=inputs)
+        if args.warm_start is not None or args.save_state:  # streaming (crowdstat.online)
+            from crowdstat.online import fit_command
+
+            flags = getattr(args, "_given", [])
+            given = {fld.name for cls in _config_classes() for fld in dataclasses.fields(cls) if fld.metadata.get("flag") in flags}
+            res, out = fit_command(
+                args.votes, args.truth, args.programs, args.method, params, given, args.warm_start, args.out, args.force, inputs
+            )
+            args.method = res.method  # the state's, for the summary line
+        else:
+            res = fit(args.votes, truth=args.truth, method=args.method, programs=args.programs, **params)
+            out = res.save(args.out, force=args.force, inputs=inputs)
     d = res.diagnostics
     t = res.table
     assert t is not None  # fit() keeps the table it read

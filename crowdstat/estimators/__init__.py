@@ -47,7 +47,23 @@ __all__ = [
 ]
 
 #: the submodules, imported on first attribute access (``crowdstat.estimators.sequential``)
-_SUBMODULES = ("l1", "majority", "sequential", "proximal", "dawid_skene", "bayes", "posterior", "ell", "result", "registry")
+_SUBMODULES: tuple[str, ...] = (
+    "l1",
+    "majority",
+    "sequential",
+    "proximal",
+    "dawid_skene",
+    "bayes",
+    "posterior",
+    "ell",
+    "result",
+    "registry",
+    "glad",
+    "mace",
+    "agreement",
+    "calibration",
+    "intervals",
+)
 
 
 def __getattr__(name: str):

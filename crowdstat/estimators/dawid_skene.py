@@ -84,8 +84,16 @@ def _log_clip(x, delta):
     return jnp.log(x), jnp.log1p(-x)
 
 
-def e_step(votes: VoteArrays, pi, alpha, beta, delta):
+def _real(n_lines: int, n_real):
+    """Mask of the real lines: all (None), or the first ``n_real`` (the padded arrays of :mod:`crowdstat.online`)."""
+    return None if n_real is None else jnp.arange(n_lines) < n_real
+
+
+def e_step(votes: VoteArrays, pi, alpha, beta, delta, n_real=None):
     """Posterior q_j and the observed-data log-likelihood (honeypot lines clamped).
+
+    ``n_real`` (optional, runtime): only the first ``n_real`` lines count in the log-likelihood; the
+    lines after them are padding lines (no votes), as in :mod:`crowdstat.online`.
 
     Returns
     -------
@@ -107,17 +115,19 @@ def e_step(votes: VoteArrays, pi, alpha, beta, delta):
     t = votes.truth
     q = jnp.where(t > 0, 1.0, jnp.where(t < 0, 0.0, jax.nn.sigmoid(lc - lw))).astype(lc.dtype)
     ll_line = jnp.where(t > 0, lc, jnp.where(t < 0, lw, jnp.logaddexp(lc, lw)))
-    return q, jnp.sum(ll_line)
+    real = _real(n_lines, n_real)
+    return q, jnp.sum(ll_line if real is None else jnp.where(real, ll_line, 0.0))
 
 
-def m_step(votes: VoteArrays, q, m: int, two_coin: bool):
-    """Closed-form M-step: (pi, alpha, beta) from the line posteriors q (unclipped)."""
+def m_step(votes: VoteArrays, q, m: int, two_coin: bool, n_real=None):
+    """Closed-form M-step: (pi, alpha, beta) from the line posteriors q (unclipped); pi over the first ``n_real`` lines if given."""
     dtype = q.dtype
     pos = (votes.label > 0).astype(dtype)
     neg = (votes.label < 0).astype(dtype)  # label 0 (an empty slot) is neither
     qv = q[votes.line] * (votes.label != 0).astype(dtype)
     seg = partial(jax.ops.segment_sum, segment_ids=votes.annotator, num_segments=m)
-    pi = jnp.mean(q)
+    real = _real(q.shape[0], n_real)
+    pi = jnp.mean(q) if real is None else jnp.sum(jnp.where(real, q, 0.0)) / n_real
     half = jnp.asarray(0.5, dtype)
 
     def ratio(num, den):
@@ -133,40 +143,46 @@ def m_step(votes: VoteArrays, q, m: int, two_coin: bool):
     return pi, alpha, beta
 
 
-def init(votes: VoteArrays, m: int, prior, delta, two_coin: bool, dtype) -> DSState:
-    """Majority-vote start (crowd-kit's): q_j = fraction of "correct" votes, honeypots clamped; then M and E."""
+def init(votes: VoteArrays, m: int, prior, delta, two_coin: bool, dtype, q_start=None, n_real=None) -> DSState:
+    """Majority-vote start (crowd-kit's): q_j = fraction of "correct" votes, honeypots clamped; then M and E.
+
+    ``q_start`` (optional): start from these line posteriors instead (a warm start, :mod:`crowdstat.online`).
+    """
     n_lines = votes.line_program.shape[0]
-    pos = (votes.label > 0).astype(dtype)
-    seg = partial(jax.ops.segment_sum, segment_ids=votes.line, num_segments=n_lines, indices_are_sorted=True)
-    q0 = seg(pos) / jnp.maximum(seg((votes.label != 0).astype(dtype)), 1.0)
+    if q_start is None:
+        pos = (votes.label > 0).astype(dtype)
+        seg = partial(jax.ops.segment_sum, segment_ids=votes.line, num_segments=n_lines, indices_are_sorted=True)
+        q0 = seg(pos) / jnp.maximum(seg((votes.label != 0).astype(dtype)), 1.0)
+    else:
+        q0 = jnp.asarray(q_start, dtype)
     t = votes.truth
     q0 = jnp.where(t > 0, 1.0, jnp.where(t < 0, 0.0, q0)).astype(dtype)
-    pi, alpha, beta = m_step(votes, q0, m, two_coin)
-    q, ll = e_step(votes, pi, alpha, beta, delta)
+    pi, alpha, beta = m_step(votes, q0, m, two_coin, n_real)
+    q, ll = e_step(votes, pi, alpha, beta, delta, n_real)
     del prior  # the first M-step sets pi (documented in the module docstring)
     return DSState(q, pi, alpha, beta, ll, jnp.asarray(jnp.inf, dtype), jnp.ones((), jnp.int32))
 
 
-def update(state: DSState, votes: VoteArrays, m: int, delta, two_coin: bool) -> DSState:
+def update(state: DSState, votes: VoteArrays, m: int, delta, two_coin: bool, n_real=None) -> DSState:
     """One EM cycle: M-step from ``state.q``, then E-step. Pure."""
-    pi, alpha, beta = m_step(votes, state.q, m, two_coin)
-    q, ll = e_step(votes, pi, alpha, beta, delta)
+    pi, alpha, beta = m_step(votes, state.q, m, two_coin, n_real)
+    q, ll = e_step(votes, pi, alpha, beta, delta, n_real)
     return DSState(q, pi, alpha, beta, ll, ll - state.log_likelihood, state.iter_num + 1)
 
 
 @partial(jax.jit, static_argnames=("m", "two_coin"))
-def run(votes: VoteArrays, prior, delta, maxiter, tol, *, m: int, two_coin: bool) -> DSState:
+def run(votes: VoteArrays, prior, delta, maxiter, tol, q_start=None, n_real=None, *, m: int, two_coin: bool) -> DSState:
     """Jitted driver: ``init`` then ``update`` in a ``lax.while_loop`` until the relative gain < tol or maxiter.
 
     ``maxiter``, ``tol``, ``delta`` and ``prior`` are runtime arguments (no retrace when they change).
     """
     dtype = jnp.asarray(delta).dtype
-    s0 = init(votes, m, prior, delta, two_coin, dtype)
+    s0 = init(votes, m, prior, delta, two_coin, dtype, q_start, n_real)
 
     def cond(s):
         return (s.iter_num < maxiter) & ~(s.gain < tol * jnp.maximum(1.0, jnp.abs(s.log_likelihood)))
 
-    return jax.lax.while_loop(cond, lambda s: update(s, votes, m, delta, two_coin), s0)
+    return jax.lax.while_loop(cond, lambda s: update(s, votes, m, delta, two_coin, n_real), s0)
 
 
 def _check(arrays: VoteArrays, dtype, prior, delta, name: str):

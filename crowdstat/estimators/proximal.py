@@ -6,7 +6,11 @@
   honeypot lines' truth on their votes (:mod:`crowdstat.estimators.l1.solve`), certified by the
   relative duality gap;
 - latent (``latent=True``, or automatic without truth): L1-penalised one-coin EM over all lines
-  (:mod:`crowdstat.estimators.l1.latent`).
+  (:mod:`crowdstat.estimators.l1.latent`), honeypot lines clamped to their truth (semi-supervised).
+
+Choices from the data (:func:`_select`): ``gamma="cv"`` takes the percentage of gamma_max of
+:data:`~crowdstat.estimators.registry.GAMMA_CV_GRID` with the best 5-fold held-out honeypot
+log-likelihood; with ``latent=None`` and partial truth the grid holds both variants (the best pair).
 
 The weights w are the annotators' logits of eq. (7); the line posteriors follow from them with
 the fitted intercept as prior logit when ``intercept=True``, else logit(prior).
@@ -14,6 +18,7 @@ the fitted intercept as prior logit when ``intercept=True``, else logit(prior).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -21,14 +26,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crowdstat.estimators import calibration
 from crowdstat.estimators.l1 import latent as _latent
 from crowdstat.estimators.l1 import problem as _problem
 from crowdstat.estimators.l1 import solve as _solve
 from crowdstat.estimators.posterior import line_posteriors
-from crowdstat.estimators.registry import parse_gamma
+from crowdstat.estimators.registry import GAMMA_CV_GRID, is_gamma_cv, parse_gamma
 from crowdstat.estimators.result import EstimatorFit
 
-__all__ = ["fit"]
+__all__ = ["CV_FOLDS", "fit"]
+
+#: folds over honeypot programs of ``gamma="cv"``
+CV_FOLDS = calibration.FOLDS
 
 _SOLVER_NAMES = {"newton": "proximal Newton", "fista": "FISTA", "ista": "ISTA"}
 # Jitted: one fused kernel. Run op by op, the prior-logit addition and the sigmoid can round
@@ -45,7 +54,8 @@ def fit(table, cfg, common, dtype) -> EstimatorFit:
     cfg : the method's parameters
         ``gamma`` (a number is absolute, ``"X%"`` is X percent of gamma_max), ``accelerated``,
         ``solver``, ``tol`` (None: :func:`~crowdstat.estimators.l1.solve.default_tol`), ``maxiter``,
-        ``intercept``, ``latent`` (None: latent when the table has no honeypot truth),
+        ``intercept``, ``latent`` (None: latent when the table has no honeypot truth; with ``gamma="cv"``
+        and partial truth, chosen with gamma),
         ``stepsize`` (None: 1/L), ``nu`` (the latent EM's starting reliability), ``max_outer``.
     common : the shared parameters
         ``prior``, ``delta`` are read here (``tau``, ``x64``, ``progress`` are the caller's).
@@ -58,36 +68,102 @@ def fit(table, cfg, common, dtype) -> EstimatorFit:
     diagnostics (supervised: the certificate and the solver's figures; latent: the EM's).
     Warns (UserWarning) when the solver or the EM stopped before converging.
     """
-    prior_logit = math.log(common.prior) - math.log1p(-common.prior)
-    latent = cfg.latent if cfg.latent is not None else table.n_honeypots == 0
     tol = cfg.tol if cfg.tol is not None else _solve.default_tol(dtype)
-    arrays = jax.tree.map(jnp.asarray, table.arrays)
-    if latent:
-        w, prior_logit, diagnostics, warning = _fit_latent(arrays, table.n_annotators, cfg, common, dtype, prior_logit, tol)
-    else:
-        w, prior_logit, diagnostics, warning = _fit_supervised(table, cfg, common, dtype, prior_logit, tol)
+    latent, gamma, selection = _select(table, cfg, common, dtype, tol)
+    w, prior_logit, posterior, diagnostics, warning = _fit_once(table, cfg, common, dtype, tol, latent, gamma)
+    if selection is not None:
+        diagnostics["selection"] = selection
     if warning is not None:
         # stacklevel: _fit_supervised / _fit_latent return the message; from here, the caller of crowdstat.fit.
         warnings.warn(warning, stacklevel=4)
-    posterior = np.asarray(_line_posteriors(w, arrays, jnp.asarray(prior_logit, dtype)))
     w = np.asarray(w)
     reliability = 0.5 * (1.0 + np.tanh(0.5 * w.astype(np.float64)))  # stable sigmoid
     return EstimatorFit(posterior=posterior, weight=w, reliability=reliability, diagnostics=diagnostics, prior_logit=float(prior_logit))
 
 
-def _fit_latent(arrays, m: int, cfg, common, dtype, prior_logit: float, tol: float):
+def _fit_once(table, cfg, common, dtype, tol: float, latent: bool, gamma_spec):
+    """One fit of the chosen variant at ``gamma_spec``: (w, prior_logit, line posteriors, diagnostics, warning or None)."""
+    prior_logit = math.log(common.prior) - math.log1p(-common.prior)
+    arrays = jax.tree.map(jnp.asarray, table.arrays)
+    if latent:
+        w, prior_logit, diagnostics, warning = _fit_latent(arrays, table.n_annotators, cfg, common, dtype, prior_logit, tol, gamma_spec)
+    else:
+        w, prior_logit, diagnostics, warning = _fit_supervised(table, cfg, common, dtype, prior_logit, tol, gamma_spec)
+    posterior = np.asarray(_line_posteriors(w, arrays, jnp.asarray(prior_logit, dtype)))
+    return w, prior_logit, posterior, diagnostics, warning
+
+
+def _candidates(table, cfg) -> tuple[list[bool], list]:
+    """The variants (latent or not) and the gammas the data choose among (one of each: nothing to choose)."""
+    n_hp = table.n_honeypots
+    cv = is_gamma_cv(cfg.gamma)
+    if cv and n_hp == 0:
+        raise ValueError("gamma='cv' needs honeypot truth to cross-validate on (none given): give --truth, or a gamma such as 1%")
+    if cfg.latent is not None:
+        variants = [bool(cfg.latent)]
+    elif cv and n_hp < table.n_lines:  # partial truth: the semi-supervised fit is a candidate too
+        variants = [False, True]
+    else:  # no truth: latent; truth (with a fixed gamma, or on every line): supervised
+        variants = [n_hp == 0]
+    return variants, (list(GAMMA_CV_GRID) if cv else [cfg.gamma])
+
+
+def _select(table, cfg, common, dtype, tol: float):
+    """(latent, gamma, record or None): the variant and gamma of the fit, chosen from the data where the
+    configuration leaves a choice (``gamma="cv"``; with ``latent=None`` and partial truth, the variant too).
+
+    Every candidate is scored by the mean held-out log-likelihood of the honeypot truth, K-fold over
+    honeypot programs (:func:`crowdstat.estimators.calibration.honeypot_folds` and
+    :func:`~crowdstat.estimators.calibration.heldout_posteriors`, the folds of ``method="auto"``); the
+    best is refitted on all the truth by the caller. With fewer than K honeypot programs ``gamma="cv"``
+    is an error.
+    """
+    variants, gammas = _candidates(table, cfg)
+    if len(variants) * len(gammas) == 1:
+        return variants[0], gammas[0], None
+    truth = np.asarray(table.arrays.truth)
+    folds = calibration.honeypot_folds(table.arrays.line_program, truth, CV_FOLDS)
+    if len(folds) < CV_FOLDS:
+        raise ValueError(
+            f"gamma='cv' needs at least {CV_FOLDS} programs with honeypot truth ({CV_FOLDS}-fold cross-validation), got {len(folds)}"
+        )
+    lines = np.concatenate(folds)
+    scores = []
+    for latent in variants:
+        for g in gammas:
+
+            def refit(t, latent=latent, g=g):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return _fit_once(_with_truth(table, t), cfg, common, dtype, tol, latent, g)[2]
+
+            held = calibration.heldout_posteriors(refit, truth, folds)
+            scores.append({"latent": latent, "gamma": g, "heldout_loglik": -calibration.log_loss(held[lines], truth[lines])})
+    top = max(scores, key=lambda r: r["heldout_loglik"])  # the first of equals: supervised, smaller gamma
+    why = f"largest mean held-out log-likelihood of the honeypot truth ({CV_FOLDS}-fold over honeypot programs)"
+    record = {"chosen": {"latent": top["latent"], "gamma": top["gamma"]}, "why": why, "scores": scores}
+    if len(gammas) > 1:
+        record["gamma_grid"] = gammas
+    return top["latent"], top["gamma"], record
+
+
+def _with_truth(table, truth: np.ndarray):
+    return dataclasses.replace(table, arrays=table.arrays._replace(truth=truth))
+
+
+def _fit_latent(arrays, m: int, cfg, common, dtype, prior_logit: float, tol: float, gamma_spec):
     """The latent-truth variant: L1-penalised one-coin EM from w_i = logit(nu) (docs/math.md explains the choice).
 
     Returns (w, prior_logit, diagnostics, warning message or None).
     """
     delta = float(common.delta)
-    gamma_val, rel = parse_gamma(cfg.gamma)
+    gamma_val, rel = parse_gamma(gamma_spec)
     logit_cap = math.log1p(-delta) - math.log(delta)
     nu = min(max(cfg.nu, delta), 1 - delta)
     w0 = jnp.full(m, math.log(nu) - math.log1p(-nu), dtype)
     gmax = float(_latent.latent_gamma_max(arrays, w0, prior_logit))
     gamma = gamma_val * gmax if rel else gamma_val
-    stop = max(tol, 1e-12) ** 0.5
+    stop = max(tol, 1e-24) ** 0.5  # floor 1e-12 on the weight change (crowdstat.online uses the same rule)
     w, _, it, change = _latent.latent_em(
         arrays,
         w0,
@@ -123,14 +199,14 @@ def _step(cfg, solver: str, data, m: int, intercept: bool):
     return eta, lip
 
 
-def _fit_supervised(table, cfg, common, dtype, prior_logit: float, tol: float):
+def _fit_supervised(table, cfg, common, dtype, prior_logit: float, tol: float, gamma_spec):
     """The L1-logistic on the honeypot lines, solved to the relative duality gap ``tol``.
 
     Returns (w, prior_logit, diagnostics, warning message or None); prior_logit is the fitted
     intercept when ``cfg.intercept``.
     """
     m = table.n_annotators
-    gamma_val, rel = parse_gamma(cfg.gamma)
+    gamma_val, rel = parse_gamma(gamma_spec)
     data = _problem.training_data(table.arrays, dtype)
     intercept = bool(cfg.intercept)
     gmax = float(_problem.gamma_max(data, m, intercept))

@@ -38,12 +38,18 @@ __all__ = [
     "ProximalConfig",
     "EMConfig",
     "BayesConfig",
+    "GLADConfig",
+    "MACEConfig",
+    "MACE_METHODS",
     "Method",
     "REGISTRY",
     "METHODS",
     "SOLVERS",
+    "CALIBRATE",
     "TRAJECTORY_AUTO_LIMIT",
     "parse_gamma",
+    "is_gamma_cv",
+    "GAMMA_CV_GRID",
     "make_configs",
     "param_fields",
     "parse_param",
@@ -53,6 +59,7 @@ __all__ = [
 ]
 
 SOLVERS = ("auto", "newton", "fista")
+CALIBRATE = ("none", "auto", "platt", "temperature", "isotonic")  # crowdstat.estimators.calibration, docs/calibration.md
 TRAJECTORY_AUTO_LIMIT = 20_000_000  # sequential keeps its (n_tasks x n_annotators) trajectory up to this many floats
 
 
@@ -90,8 +97,20 @@ def _is_integer(v) -> bool:
         return False
 
 
+#: the grid of ``gamma="cv"`` (percentages of gamma_max), searched by held-out honeypot log-likelihood
+GAMMA_CV_GRID = ("0.1%", "0.3%", "1%", "3%", "10%", "30%")
+
+
+def is_gamma_cv(gamma) -> bool:
+    """Whether ``gamma`` asks for cross-validation (``"cv"``, any case and spacing)."""
+    return isinstance(gamma, str) and gamma.strip().lower() == "cv"
+
+
 def parse_gamma(gamma) -> tuple[float, bool]:
-    """``0.3`` -> (0.3, absolute); ``"5%"`` -> (0.05, fraction of gamma_max)."""
+    """``0.3`` -> (0.3, absolute); ``"5%"`` -> (0.05, fraction of gamma_max); ``"cv"`` -> (nan, True):
+    a fraction of gamma_max chosen from :data:`GAMMA_CV_GRID` by cross-validation when the method runs."""
+    if is_gamma_cv(gamma):
+        return math.nan, True
     if isinstance(gamma, str):
         s = gamma.strip()
         try:
@@ -102,7 +121,7 @@ def parse_gamma(gamma) -> tuple[float, bool]:
                 v = float(s)
                 rel = False
         except ValueError:
-            raise ValueError(f"gamma: expected a number (absolute) or 'X%' (percent of gamma_max), got {gamma!r}") from None
+            raise ValueError(f"gamma: expected a number (absolute), 'X%' (percent of gamma_max) or 'cv', got {gamma!r}") from None
     else:
         v, rel = float(gamma), False
     if not math.isfinite(v) or v < 0:
@@ -133,11 +152,36 @@ class CommonConfig(Config):
     delta: float = _param(1e-6, "probabilities are clipped to [delta, 1-delta]", "--delta")
     x64: bool = _param(False, "compute in float64 instead of float32", "--x64", switch={"x64": True})
     progress: bool = _param(False, "a tqdm bar over tasks for long sequential runs (the CLI sets it on a terminal)")
+    calibrate: str = _param(
+        "none",
+        "recalibrate the posteriors of the lines without truth by a map fitted on cross-fitted honeypot posteriors "
+        "(5 refits; docs/calibration.md): auto = isotonic from 1000 honeypot lines or for posteriors of <= 10 distinct "
+        "values, platt from 50 lines, temperature below, none with under 5 lines of a class",
+        "--calibrate",
+        choices=CALIBRATE,
+    )
+    interval: float | None = _param(
+        None,
+        "level of per-line and per-annotator intervals (e.g. 0.9): a parametric bootstrap of n_boot vmapped refits "
+        "(em1, em2, proximal, sequential; bayes: its credible intervals; docs/math.md, Intervals)",
+        "--interval",
+        default_doc="off: intervals cost n_boot refits",
+    )
+    n_boot: int = _param(200, "bootstrap replicates of --interval", "--n-boot")
+    boot_seed: int = _param(0, "seed of the bootstrap replicates", "--boot-seed")
 
     def __post_init__(self):
         _prob("delta", self.delta, hi=0.5)
         _prob("prior", self.prior)
         _prob("tau", self.tau, lo_open=False, hi_open=False)
+        if self.interval is not None:
+            _prob("interval", self.interval)
+        if not _is_integer(self.n_boot) or self.n_boot < 20:
+            raise ValueError(f"n_boot: expected an integer >= 20, got {self.n_boot!r}")
+        if not _is_integer(self.boot_seed) or self.boot_seed < 0:
+            raise ValueError(f"boot_seed: expected an integer >= 0, got {self.boot_seed!r}")
+        if self.calibrate not in CALIBRATE:
+            raise ValueError(f"calibrate: expected one of {CALIBRATE}, got {self.calibrate!r}")
 
 
 @dataclass(frozen=True)
@@ -167,8 +211,15 @@ class SequentialConfig(Config):
         "keep the weights after every task (FitResult.trajectory, trajectory.csv)",
         default_doc=f"kept while n_tasks x n_annotators <= {TRAJECTORY_AUTO_LIMIT:.0e}".replace("e+0", "e"),
     )
+    flip_check: bool = _param(
+        True,
+        "without honeypot truth, refuse (ValueError) a fit whose labels agree with majority vote on significantly fewer "
+        "than half (binomial p <= 0.01) of the (>= 50) lines majority decides: the flipped solution (docs/math.md)",
+    )
 
     def __post_init__(self):
+        if not isinstance(self.flip_check, bool):
+            raise ValueError(f"flip_check: expected True or False, got {self.flip_check!r}")
         _prob("nu", self.nu)
         _prob("pbar_honeypot", self.pbar_honeypot, lo=0.5, lo_open=False, hi_open=False)
         if not (_number(self.lam) and self.lam >= 0 and math.isfinite(self.lam)):
@@ -183,7 +234,13 @@ class ProximalConfig(Config):
 
     cli_group: ClassVar[str] = "proximal (one-shot L1-logistic)"
 
-    gamma: float | str = _param("1%", "L1 weight: a number (absolute) or 'X%' = X percent of gamma_max, e.g. '5%'", "--gamma")
+    gamma: float | str = _param(
+        "1%",
+        "L1 weight: a number (absolute), 'X%' = X percent of gamma_max (e.g. '5%'), or 'cv' = the percentage of "
+        f"{', '.join(GAMMA_CV_GRID)} with the best 5-fold held-out honeypot log-likelihood (needs >= 5 honeypot programs; "
+        "with latent=None and partial truth the supervised and latent variants are both on the grid)",
+        "--gamma",
+    )
     accelerated: bool = _param(
         True,
         "True = FISTA, False = ISTA, for the first-order solvers",
@@ -202,10 +259,10 @@ class ProximalConfig(Config):
     intercept: bool = _param(False, "fit an unpenalised intercept b (used as logit(p0))", "--intercept", switch={"intercept": True})
     latent: bool | None = _param(
         None,
-        "latent-truth variant (one-coin EM with an L1-penalised M-step)",
+        "latent-truth variant (one-coin EM with an L1-penalised M-step, honeypot lines clamped: semi-supervised)",
         "--latent",
         switch={"latent": True},
-        default_doc="automatic when there is no honeypot truth",
+        default_doc="supervised with honeypot truth, latent without; with gamma='cv' and partial truth, chosen with gamma",
     )
     stepsize: float | None = _param(None, "ISTA/FISTA step eta; ISTA needs 0 < eta < 2/L", "--stepsize", default_doc="1/L")
     nu: float = _param(0.7, "initial reliability of the latent EM; w0 = logit(nu)", "--nu")
@@ -268,6 +325,65 @@ class BayesConfig(Config):
             raise ValueError(f"credible: expected a number in (0, 1), got {self.credible!r}")
 
 
+def _check_ranges(cfg, ints: dict, floats: dict) -> None:
+    """``name -> lower bound`` checks: integers >= bound, finite numbers > bound (>= for a bound of None: any)."""
+    for name, lo in ints.items():
+        v = getattr(cfg, name)
+        if not _is_integer(v) or v < lo:
+            raise ValueError(f"{name}: expected an integer >= {lo}, got {v!r}")
+    for name, lo in floats.items():
+        v = getattr(cfg, name)
+        if not (_number(v) and math.isfinite(v) and (lo is None or v > lo)):
+            raise ValueError(f"{name}: expected a finite number{'' if lo is None else f' > {lo}'}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class GLADConfig(Config):
+    """GLAD by EM (docs/baselines.md); defaults are crowd-kit 1.4.2's."""
+
+    cli_group: ClassVar[str] = "glad (ability x difficulty, EM)"
+
+    maxiter: int = _param(100, "EM iterations cap", "--glad-maxiter")
+    tol: float = _param(1e-5, "EM stops when the objective per (vote, label) row gains less than tol", "--glad-tol")
+    m_step_maxiter: int = _param(25, "L-BFGS iterations cap of each M-step", "--glad-m-maxiter")
+    m_step_tol: float = _param(1e-2, "an M-step stops when max |gradient| < m_step_tol", "--glad-m-tol")
+    alpha_mean: float = _param(1.0, "mean of the N(mean, 1) prior of the abilities alpha_i", "--glad-alpha-mean")
+    beta_mean: float = _param(1.0, "mean of the N(mean, 1) prior of the log inverse difficulties beta_j", "--glad-beta-mean")
+
+    def __post_init__(self):
+        _check_ranges(self, {"maxiter": 1, "m_step_maxiter": 1}, {"m_step_tol": 0.0, "alpha_mean": None, "beta_mean": None})
+        if not (_number(self.tol) and math.isfinite(self.tol)):
+            raise ValueError(f"tol: expected a finite number, got {self.tol!r}")
+
+
+MACE_METHODS = ("vb", "em")
+
+
+@dataclass(frozen=True)
+class MACEConfig(Config):
+    """MACE (docs/baselines.md); defaults are crowd-kit 1.4.2's."""
+
+    cli_group: ClassVar[str] = "mace (competence + spam strategy)"
+
+    inference: str = _param(
+        "vb", "vb = variational Bayes with the Beta / Dirichlet priors; em = EM", "--mace-inference", choices=MACE_METHODS
+    )
+    n_iter: int = _param(50, "iterations of every restart (no other stopping rule, as crowd-kit)", "--mace-iter")
+    n_restarts: int = _param(10, "random starts; the one with the largest marginal likelihood is kept", "--mace-restarts")
+    seed: int = _param(0, "random seed of the starts", "--seed")
+    smoothing: float = _param(0.005, "em: added to every expected count (crowd-kit's 0.01 / n_labels)", "--mace-smoothing")
+    alpha: float = _param(0.5, "vb: the Beta(alpha, beta) prior of theta_i = P(annotator knows the answer)", "--mace-alpha")
+    beta: float = _param(0.5, "vb: beta of that Beta prior", "--mace-beta")
+    strategy_prior: float = _param(10.0, "vb: the symmetric Dirichlet prior of the spam strategy xi_i", "--mace-strategy-prior")
+
+    def __post_init__(self):
+        if self.inference not in MACE_METHODS:
+            raise ValueError(f"inference: expected one of {MACE_METHODS}, got {self.inference!r}")
+        _check_ranges(self, {"n_iter": 1, "n_restarts": 1, "seed": 0}, {"alpha": 0.0, "beta": 0.0, "strategy_prior": 0.0})
+        if not (_number(self.smoothing) and math.isfinite(self.smoothing) and self.smoothing >= 0):
+            raise ValueError(f"smoothing: expected a finite number >= 0, got {self.smoothing!r}")
+
+
 # ---------------------------------------------------------------------------------------------
 # the registry
 
@@ -312,6 +428,9 @@ REGISTRY: dict[str, Method] = {
         Method("em1", "one-coin Dawid-Skene by EM", EMConfig, _EST + "dawid_skene", "fit_one_coin"),
         Method("em2", "two-coin Dawid-Skene by EM (sensitivity / specificity)", EMConfig, _EST + "dawid_skene", "fit_two_coin"),
         Method("bayes", "one-coin full Bayes by NUTS (numpyro), with credible intervals", BayesConfig, _EST + "bayes"),
+        Method("bayes2", "two-coin full Bayes by NUTS (numpyro), with credible intervals", BayesConfig, _EST + "bayes", "fit_two_coin"),
+        Method("glad", "GLAD by EM: annotator ability x line difficulty (Whitehill et al. 2009)", GLADConfig, _EST + "glad"),
+        Method("mace", "MACE: competence + spam strategy per annotator, VB or EM (Hovy et al. 2013)", MACEConfig, _EST + "mace"),
     )
 }
 METHODS: tuple[str, ...] = tuple(REGISTRY)

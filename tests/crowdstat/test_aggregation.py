@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crowdstat.aggregation import DawidSkene, MajorityVote, OneCoinDawidSkene
+from crowdstat.aggregation import GLAD, MACE, DawidSkene, MajorityVote, OneCoinDawidSkene
 from crowdstat.io.datasets import DatasetError, find_dataset_dir
 
 
@@ -135,4 +135,84 @@ def test_against_crowd_kit_itself():  # pragma: no cover - runs in .venv-bench
     assert np.max(np.abs(mine[1].to_numpy() - ck[1].to_numpy())) < 1e-6
     ck = CKMajorityVote().fit_predict_proba(df)
     mine = MajorityVote().fit_predict_proba(df).reindex(ck.index)
+    assert np.max(np.abs(mine[1].to_numpy() - ck[1].to_numpy())) < 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# GLAD and MACE: the classes are crowdstat.fit(method="glad" / "mace") with crowd-kit's names and defaults
+
+
+def _set(name: str) -> pd.DataFrame:
+    try:
+        d = find_dataset_dir(name, ["answers.csv"])
+    except DatasetError as e:
+        pytest.skip(str(e))
+    return pd.read_csv(d / "answers.csv").rename(columns={"item": "task"})
+
+
+def _as_votes(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"program": df["task"].astype(str), "line": 1, "annotator": df["worker"].astype(str), "label": np.where(df["label"] > 0, 1, -1)}
+    )
+
+
+@pytest.mark.filterwarnings("ignore:glad")
+def test_glad_class_is_the_glad_method_with_crowd_kits_names():
+    import crowdstat
+
+    df = _set("bluebirds")
+    g = GLAD().fit(df)
+    res = crowdstat.fit(_as_votes(df), method="glad", x64=True)
+    post = res.lines.set_index("program")["posterior"]
+    np.testing.assert_allclose(g.probas_[1].to_numpy(), post.reindex(g.probas_.index.astype(str)).to_numpy(), atol=1e-12)
+    np.testing.assert_allclose(g.probas_.sum(axis=1), 1.0)
+    assert (g.labels_ == g.probas_.idxmax(axis=1)).all() and g.converged_
+    assert set(g.alphas_.index) == set(df["worker"]) and g.alphas_.name == "alpha" and g.alphas_.index.name == "worker"
+    inv = res.lines.set_index("program")["inverse_difficulty"].reindex(g.betas_.index.astype(str)).to_numpy()
+    np.testing.assert_allclose(np.exp(g.betas_.to_numpy()), inv, rtol=1e-12)
+    ab = res.annotators.set_index("annotator")["ability"].reindex(g.alphas_.index.astype(str)).to_numpy()
+    np.testing.assert_allclose(g.alphas_.to_numpy(), ab)
+
+
+def test_glad_class_bad_input():
+    df = _set("bluebirds")
+    with pytest.raises(ValueError, match="labels_priors"):
+        GLAD(labels_priors=pd.Series({0: 0.3, 1: 0.3})).fit(df)
+    with pytest.raises(ValueError, match="alphas_priors_mean"):
+        GLAD(alphas_priors_mean=pd.Series({"w": 1.0})).fit(df)
+    with pytest.raises(ValueError, match="both labels"):
+        GLAD().fit(df.assign(label=1))
+
+
+@pytest.mark.filterwarnings("ignore:mace")
+def test_mace_class_is_the_mace_method_with_crowd_kits_names():
+    import crowdstat
+
+    df = _rte()
+    mc = MACE(alpha=2.0, beta=0.5).fit(df)  # crowd-kit's alpha is on spamming: crowdstat's beta
+    res = crowdstat.fit(_as_votes(df), method="mace", alpha=0.5, beta=2.0, smoothing=0.005, x64=True)
+    post = res.lines.set_index("program")["posterior"]
+    np.testing.assert_allclose(mc.probas_[1].to_numpy(), post.reindex(mc.probas_.index.astype(str)).to_numpy(), atol=1e-12)
+    np.testing.assert_allclose(mc.spamming_.sum(axis=1), 1.0)
+    np.testing.assert_allclose(mc.thetas_.sum(axis=1), 1.0)
+    np.testing.assert_allclose(mc.spamming_[:, 1], res.annotators["competence"].to_numpy())
+    assert list(mc.competence_.index) == list(pd.unique(df["worker"]))
+    with pytest.raises(ValueError, match="default_noise"):
+        MACE(default_noise=0.3).fit(df)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("crowdkit") is None, reason="crowd-kit is installed in the bench venv only (make bench)")
+def test_glad_and_mace_against_crowd_kit_itself():  # pragma: no cover - runs in .venv-bench
+    from crowdkit.aggregation import GLAD as CKGLAD
+    from crowdkit.aggregation import MACE as CKMACE
+
+    df = _set("bluebirds")
+    ck = CKGLAD().fit_predict(df)
+    mine = GLAD().fit_predict(df).reindex(ck.index)
+    assert (mine == ck).mean() > 0.98  # scipy CG vs L-BFGS M-steps: the same fixed point, a line or two may differ
+    # crowd-kit's MACE pairs its strategy counts with the right worker only when the rows come sorted by worker and label
+    srt = df.sort_values(["worker", "label"], kind="stable").reset_index(drop=True)
+    ck = CKMACE(n_restarts=1).fit_predict_proba(srt)
+    mine = MACE(n_restarts=1).fit_predict_proba(srt).reindex(ck.index)
     assert np.max(np.abs(mine[1].to_numpy() - ck[1].to_numpy())) < 1e-6

@@ -56,7 +56,7 @@ def sim():
 
 
 def test_methods_in_order_and_each_implementation_loads():
-    assert R.METHODS == ("majority", "sequential", "proximal", "em1", "em2", "bayes") == tuple(R.REGISTRY)
+    assert R.METHODS == ("majority", "sequential", "proximal", "em1", "em2", "bayes", "bayes2", "glad", "mace") == tuple(R.REGISTRY)
     assert cs.METHODS is R.METHODS and cs.parse_gamma is R.parse_gamma
     for name, m in R.REGISTRY.items():
         assert m.name == name and m.summary and "\n" not in m.summary
@@ -138,7 +138,7 @@ def test_fit_help_shows_every_flag_with_its_default():
             else:
                 want = f"(default {R.format_default(f.default)})"
             assert want in entries[flag], (flag, entries[flag])
-    assert n == 26  # the 25 flags of crowdstat fit, --nu counted for both sequential and proximal
+    assert n == 44  # the 43 flags of crowdstat fit, --nu counted for both sequential and proximal
     assert "%%" not in r.stdout and "(default 1%)" in entries["--gamma"]
     r = subprocess.run([sys.executable, "-m", "crowdstat", "compare", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0 and "gamma=5%'" in r.stdout and "%%" not in r.stdout
@@ -180,6 +180,10 @@ def test_field_metadata_is_consistent():
         "--tau",
         "--delta",
         "--x64",
+        "--calibrate",
+        "--interval",
+        "--n-boot",
+        "--boot-seed",
         "--lam",
         "--nu",
         "--pbar-honeypot",
@@ -201,6 +205,8 @@ def test_field_metadata_is_consistent():
         "--beta-b",
         "--seed",
         "--credible",
+        *("--glad-maxiter", "--glad-tol", "--glad-m-maxiter", "--glad-m-tol", "--glad-alpha-mean", "--glad-beta-mean"),
+        *("--mace-inference", "--mace-iter", "--mace-restarts", "--mace-smoothing", "--mace-alpha", "--mace-beta", "--mace-strategy-prior"),
     }
 
 
@@ -240,8 +246,22 @@ def test_fit_docstring_is_generated_from_the_fields():
 
 # A bad value for every validated field; the fields left out take any value (switches, flags).
 BAD = {
-    R.CommonConfig: {"prior": [0.0, 1.0, "0.5"], "tau": [-0.1, 1.5], "delta": [0.0, 0.5, None]},
-    R.SequentialConfig: {"lam": [-1.0, math.inf, "1"], "nu": [0.0, 1.0], "pbar_honeypot": [0.4, 1.01], "w_max": [0.0, -1.0]},
+    R.CommonConfig: {
+        "prior": [0.0, 1.0, "0.5"],
+        "tau": [-0.1, 1.5],
+        "delta": [0.0, 0.5, None],
+        "calibrate": ["sigmoid", None],
+        "interval": [0.0, 1.0, "0.9"],
+        "n_boot": [5, 2.5, True],
+        "boot_seed": [-1, 1.5],
+    },
+    R.SequentialConfig: {
+        "lam": [-1.0, math.inf, "1"],
+        "nu": [0.0, 1.0],
+        "pbar_honeypot": [0.4, 1.01],
+        "w_max": [0.0, -1.0],
+        "flip_check": ["yes", 1],
+    },
     R.ProximalConfig: {
         "gamma": ["x%", -1.0, math.nan],
         "solver": ["ista"],
@@ -260,6 +280,24 @@ BAD = {
         "b": [-1.0],
         "seed": [-1],
         "credible": [0.0, 1.0],
+    },
+    R.GLADConfig: {
+        "maxiter": [0, 2.5],
+        "tol": [math.nan, "1e-5"],
+        "m_step_maxiter": [0],
+        "m_step_tol": [0.0, math.inf],
+        "alpha_mean": [math.inf],
+        "beta_mean": [math.nan],
+    },
+    R.MACEConfig: {
+        "inference": ["gibbs"],
+        "n_iter": [0, 1.5],
+        "n_restarts": [0],
+        "seed": [-1],
+        "smoothing": [-0.1, math.inf],
+        "alpha": [0.0, math.inf],
+        "beta": [-1.0],
+        "strategy_prior": [0.0],
     },
 }
 UNVALIDATED = {"x64", "progress", "keep_trajectory", "accelerated", "intercept", "latent"}

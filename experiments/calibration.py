@@ -1,0 +1,269 @@
+"""Recalibration (``crowdstat.fit(calibrate="auto")``): ECE and log-loss before and after, every method.
+
+    .venv/bin/python experiments/calibration.py [--quick] [--sets a,b] [--splits 5] [--replicates 10] [--report-only]
+
+Issue 17's acceptance check (docs/calibration.md): ECE (10 equal-width bins) after recalibration at
+most 0.03 on the shared real sets with at least 1,000 gold items and in the simulation scenarios of
+docs/study.md, for every method, and never worse than before on the small sets.
+
+- real sets (``crowdstat.io.datasets``): 20% of the gold as honeypots (``honeypot_split``, seeds
+  0..splits-1, honeypot items first as in experiments/real_data.py), scored on the other 80%;
+- simulations: the scenarios of docs/study.md exp2 (12 and 24 honeypot programs) and exp4 (6
+  adversaries, 6 two-coin optimists, fatigue d = 0.01; 12 honeypot programs), their populations,
+  sizes and seeds, ``--replicates`` replicates each, scored on the non-honeypot lines;
+- methods: majority, em1, em2, proximal (latent), sequential (defaults, lam = 1), auto; one fit each with
+  ``calibrate="auto"`` and ``x64=True``: ``posterior_raw`` is "before", ``posterior`` "after";
+- ``floor``: the ECE a perfectly calibrated predictor with the "after" posteriors would show on
+  the same number of lines (mean over 200 draws of y ~ Bernoulli(P)): the noise level of ECE itself.
+
+Each (data set, split or replicate, method) is cached as JSON under experiments/cache/calibration/
+(a rerun only computes what is missing); a full run writes experiments/results/calibration.json,
+--quick / custom runs write under experiments/cache/calibration/. Tables: printed, and by
+--report-only from the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import crowdstat  # noqa: E402
+from crowdstat.estimators import calibration as C  # noqa: E402
+from crowdstat.io import datasets  # noqa: E402
+
+METHODS = {
+    "majority": ("majority", {}),
+    "em1": ("em1", {}),
+    "em2": ("em2", {}),
+    "proximal latent": ("proximal", {"latent": True}),
+    "sequential": ("sequential", {"keep_trajectory": False}),
+    "auto": ("auto", {}),
+}
+REAL_SETS = ["bluebirds", "welinder_ducks", "rte", "possent", "zencrowd_all", "sp", "jn_product", "trec2011"]
+BIG_GOLD = 1000
+TARGET = 0.03
+SIM_SETTINGS = dict(n_programs=60, lines_per_program=5, annotators_per_item=5, design="program", honeypot_placement="first")
+SCENARIOS = {
+    "exp2, 12 honeypot programs": ("expert:2@0.9,novice:5@0.7,spammer:3,adversary:2@0.3", 2, 0.2),
+    "exp2, 24 honeypot programs": ("expert:2@0.9,novice:5@0.7,spammer:3,adversary:2@0.3", 2, 0.4),
+    "exp4, 6 adversaries": ("expert:2@0.9,novice:6@0.7,adversary:6@0.25", 4, 0.2),
+    "exp4, 6 two-coin optimists": ("expert:2@0.9,novice:4@0.75,twocoin:6@0.95/0.5", 1004, 0.2),
+    "exp4, fatigue d = 0.01": ("expert:2@0.95~0.01,novice:6@0.75", 2004, 0.2),
+}
+CACHE = ROOT / "experiments" / "cache" / "calibration"
+#: --cached-only: summarize the cells already computed, compute nothing (the missing ones are listed)
+CACHED_ONLY = {"on": False, "missing": []}
+
+
+def ece_floor(p: np.ndarray, draws: int = 200, seed: int = 0) -> float:
+    """Mean ECE of a perfectly calibrated predictor with posteriors ``p`` (y ~ Bernoulli(p))."""
+    rng = np.random.default_rng(seed)
+    return float(np.mean([C.ece(p, np.where(rng.random(p.size) < p, 1, -1)) for _ in range(draws)]))
+
+
+def score(res, truth: np.ndarray, rows: np.ndarray) -> dict:
+    """Before / after metrics of the lines ``rows`` (``truth``: their truth, +1/-1)."""
+    after = res.lines["posterior"].to_numpy(np.float64)[rows]
+    before = res.lines["posterior_raw"].to_numpy(np.float64)[rows] if "posterior_raw" in res.lines else after
+    cal = res.diagnostics.get("calibration", {})
+    out = {"kind": cal.get("kind"), "n_honeypot_lines": cal.get("n_honeypot_lines"), "n_eval": int(rows.size)}
+    for tag, p in (("before", before), ("after", after)):
+        out[f"ece_{tag}"] = C.ece(p, truth)
+        out[f"log_loss_{tag}"] = C.log_loss(p, truth)
+        out[f"accuracy_{tag}"] = float(np.mean((p > 0.5) == (truth > 0)))
+    out["floor"] = ece_floor(after)
+    out["crossfit"] = {k: cal[k] for k in ("ece_before", "ece_after", "log_loss_before", "log_loss_after") if k in cal}
+    return out
+
+
+def run_fit(table, method: str):
+    name, extra = METHODS[method]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        res = crowdstat.fit(table, method=name, calibrate="auto", x64=True, **extra)
+    return res, time.perf_counter() - t0
+
+
+def cached(key: str, compute) -> dict:
+    path = CACHE / "cells" / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    if CACHED_ONLY["on"]:
+        CACHED_ONLY["missing"].append(key)
+        return None
+    out = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def real_cells(name: str, splits: int, methods, bar) -> list[dict]:
+    votes, truth, info = datasets.load(name)
+    rows = []
+    for seed in range(splits):
+        hp, ev = datasets.honeypot_split(truth, 0.2, seed)
+        first = votes["program"].isin(set(hp["program"]))
+        table = crowdstat.read_votes(pd.concat([votes[first], votes[~first]], ignore_index=True), truth=hp)
+        for m in methods:
+
+            def compute(table=table, ev=ev, m=m):
+                res, sec = run_fit(table, m)
+                lines = res.lines[["program", "line"]].reset_index().merge(ev, on=["program", "line"], how="inner")
+                if len(lines) != len(ev):
+                    raise RuntimeError(f"{name}: {len(ev) - len(lines)} evaluation items have no posterior")
+                return {**score(res, lines["truth"].to_numpy(), lines["index"].to_numpy()), "seconds": sec}
+
+            cell = cached(f"real__{name}__{seed}__{m.replace(' ', '_')}", compute)
+            if cell is not None:
+                rows.append({"data": name, "kind_of_data": "real", "n_gold": info["n_gold"], "split": seed, "method": m, **cell})
+            bar.update()
+    return rows
+
+
+def sim_cells(scenario: str, replicates: int, methods, bar) -> list[dict]:
+    import importlib
+
+    study = importlib.import_module("_study")
+    pop, seed, frac = SCENARIOS[scenario]
+    sims = study.replicates(seed, replicates, pop, honeypot_fraction=frac, **SIM_SETTINGS)
+    rows = []
+    for r, sim in enumerate(sims):
+        table = crowdstat.read_votes(sim.votes, truth=sim.truth)
+        for m in methods:
+
+            def compute(table=table, sim=sim, m=m):
+                res, sec = run_fit(table, m)
+                lines = res.lines[["program", "line"]].reset_index().merge(sim.true_lines, on=["program", "line"])
+                lines = lines[np.asarray(table.arrays.truth)[lines["index"].to_numpy()] == 0]
+                return {**score(res, lines["truth"].to_numpy(), lines["index"].to_numpy()), "seconds": sec}
+
+            key = f"sim__{scenario}__{replicates}__{r}__{m}".replace(" ", "_").replace(",", "").replace("=", "")
+            cell = cached(key, compute)
+            if cell is not None:
+                rows.append({"data": scenario, "kind_of_data": "simulated", "split": r, "method": m, **cell})
+            bar.update()
+    return rows
+
+
+def interval(v) -> dict:
+    from crowdstat.study.metrics import replicate_interval
+
+    iv = replicate_interval(np.asarray(v, np.float64), bounds=(0.0, 1.0))
+    return {"mean": float(iv["mean"]), "lo": float(iv["lo"]), "hi": float(iv["hi"]), "n": int(iv["n"])}
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    df = pd.DataFrame(rows)
+    out = []
+    for (data, m), g in df.groupby(["data", "method"], sort=False):
+        s = {"data": data, "method": m, "kind_of_data": g["kind_of_data"].iloc[0], "n_gold": g.get("n_gold", pd.Series([None])).iloc[0]}
+        for k in ("ece_before", "ece_after", "floor", "log_loss_before", "log_loss_after", "accuracy_before", "accuracy_after"):
+            s[k] = interval(g[k]) if k.startswith(("ece", "floor", "accuracy")) else {"mean": float(g[k].mean())}
+        s["maps"] = g["kind"].value_counts().to_dict()
+        s["n_honeypot_lines"] = float(g["n_honeypot_lines"].mean())
+        s["seconds"] = float(g["seconds"].mean())
+        out.append(s)
+    return out
+
+
+def _f(x, nd=3):
+    return "—" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
+
+
+def _iv(d):
+    return f"{_f(d['mean'])} [{_f(d['lo'])}, {_f(d['hi'])}]"
+
+
+def table(summary: list[dict], which: str) -> str:
+    """The markdown before/after table of the real (``which="real"``) or simulated cells."""
+    head = "| data | method | maps | ECE before | ECE after | floor | log-loss before → after | accuracy before → after | check |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for s in summary:
+        if s["kind_of_data"] != which:
+            continue
+        big = which == "simulated" or (s["n_gold"] or 0) >= BIG_GOLD
+        ok = s["ece_after"]["mean"] <= TARGET if big else s["ece_after"]["mean"] <= s["ece_before"]["mean"]
+        rule = "<= 0.03" if big else "after <= before"
+        maps = ", ".join(f"{k} {v}" for k, v in s["maps"].items())
+        name = s["data"] + (f" ({int(s['n_gold'])} gold)" if which == "real" else "")
+        cells = [
+            name,
+            s["method"],
+            maps,
+            _iv(s["ece_before"]),
+            _iv(s["ece_after"]),
+            _f(s["floor"]["mean"]),
+            f"{_f(s['log_loss_before']['mean'])} → {_f(s['log_loss_after']['mean'])}",
+            f"{_f(s['accuracy_before']['mean'])} → {_f(s['accuracy_after']['mean'])}",
+            f"{'met' if ok else 'MISSED'} ({rule})",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 splits / replicates, small sets and 2 scenarios")
+    ap.add_argument("--sets", help="comma-separated real sets (default: the 8 binary sets)")
+    ap.add_argument("--scenarios", type=int, help="the first N simulation scenarios (default: all)")
+    ap.add_argument("--splits", type=int, default=None)
+    ap.add_argument("--replicates", type=int, default=None)
+    ap.add_argument("--methods", help="comma-separated (default: all six)")
+    ap.add_argument("--report-only", action="store_true", help="print the tables of the results already written")
+    ap.add_argument("--cached-only", action="store_true", help="summarize the cached cells only (a run cut short); lists the missing")
+    args = ap.parse_args(argv)
+    CACHED_ONLY["on"] = args.cached_only
+    custom = args.quick or any(x is not None for x in (args.sets, args.scenarios, args.splits, args.replicates, args.methods))
+    out_path = (CACHE / "quick.json") if custom else ROOT / "experiments" / "results" / "calibration.json"
+    if args.report_only:
+        res = json.loads(out_path.read_text())
+        print(table(res["summary"], "real") + "\n\n" + table(res["summary"], "simulated"))
+        return 0
+    sets = args.sets.split(",") if args.sets else (["bluebirds", "rte"] if args.quick else REAL_SETS)
+    scen = list(SCENARIOS)[: args.scenarios if args.scenarios is not None else (2 if args.quick else None)]
+    splits = args.splits or (2 if args.quick else 5)
+    reps = args.replicates or (2 if args.quick else 10)
+    methods = args.methods.split(",") if args.methods else list(METHODS)
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(methods) * (len(sets) * splits + len(scen) * reps), desc="calibration", unit="fit")
+    rows = []
+    for s in scen:
+        rows += sim_cells(s, reps, methods, bar)
+    for name in sets:
+        rows += real_cells(name, splits, methods, bar)
+    bar.close()
+    summary = summarize(rows)
+    meta = {
+        "missing_cells": CACHED_ONLY["missing"],
+        "splits": splits,
+        "replicates": reps,
+        "sets": sets,
+        "scenarios": {s: SCENARIOS[s] for s in scen},
+        "methods": methods,
+    }
+    meta.update(
+        seconds=time.perf_counter() - t0, nice=os.nice(0), load=os.getloadavg(), cores=os.cpu_count(), date=time.strftime("%Y-%m-%d")
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps({"meta": meta, "summary": summary, "cells": rows}, indent=1, default=float) + "\n")
+    print(table(summary, "real") + "\n\n" + table(summary, "simulated"))
+    print(f"wrote {out_path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
