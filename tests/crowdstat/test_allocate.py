@@ -188,11 +188,15 @@ def test_cli_next(tmp_path, capsys):
 def test_unanimous_round_has_a_usable_prior(tmp_path):
     """Every annotator at reliability 1 (a small unanimous round): new annotators get a prior below 1, not an error."""
     votes = pd.DataFrame(
-        {"program": ["p1", "p1", "p2", "p2", "p3", "p3"], "line": [1] * 6, "annotator": ["a", "b", "a", "b", "c", "a"], "label": [1, 1, -1, -1, 1, 1]}
+        {
+            "program": ["p1", "p1", "p2", "p2", "p3", "p3"],
+            "line": [1] * 6,
+            "annotator": ["a", "b", "a", "b", "c", "a"],
+            "label": [1, 1, -1, -1, 1, 1],
+        }
     )
     votes.to_csv(tmp_path / "v.csv", index=False)
     assert main(["next", str(tmp_path / "v.csv"), "--budget", "2", "--method", "em1", "--out", str(tmp_path / "nx")]) == 0
     res = crowdstat.fit(votes, method="em1")
     assert res.annotators["reliability"].median() > 0.99
     assert len(A.propose(res, 2, annotators=["a", "b", "c", "new"], confidence=0.999999).assignments) <= 2
-
