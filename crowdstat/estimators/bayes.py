@@ -59,7 +59,7 @@ import numpy as np
 
 from crowdstat._typing import VoteArrays
 from crowdstat.estimators.registry import BayesConfig, CommonConfig
-from crowdstat.estimators.result import EstimatorFit
+from crowdstat.estimators.result import EstimatorFit, check_inputs
 
 __all__ = ["model", "nuts", "fit", "fit_two_coin"]
 
@@ -94,19 +94,6 @@ def _init_strategy(site=None, pi0=0.5):
     if site["name"] == "pi":
         return pi0
     return init_to_median(site, num_samples=15)
-
-
-def _check(arrays, dtype, prior, delta):
-    """Host-side validation of what :class:`BayesConfig` does not hold."""
-    import jax.numpy as jnp
-
-    if not (isinstance(prior, (int, float)) and 0 < prior < 1):
-        raise ValueError(f"nuts: prior: expected a number in (0, 1), got {prior!r}")
-    eps = float(jnp.finfo(dtype).eps)
-    if not (isinstance(delta, (int, float)) and eps <= delta < 0.5):
-        raise ValueError(f"nuts: delta: expected a number in [finfo({jnp.dtype(dtype).name}).eps = {eps:.3g}, 0.5), got {delta!r}")
-    if np.asarray(arrays.line).shape[0] == 0:
-        raise ValueError("nuts: the vote arrays are empty (no votes)")
 
 
 def _annotator_summary(sens, spec, two_coin: bool, lo_q: float, hi_q: float) -> tuple[np.ndarray, dict]:
@@ -151,7 +138,7 @@ def nuts(arrays: VoteArrays, cfg: BayesConfig | None = None, *, dtype, prior, de
         and the annotator columns ``sensitivity, specificity`` with their ``*_ci_low, *_ci_high``.
     """
     cfg = cfg or BayesConfig()
-    _check(arrays, dtype, prior, delta)
+    check_inputs(arrays, dtype, prior, delta, "nuts")
     num_warmup, num_samples, num_chains, credible = cfg.num_warmup, cfg.num_samples, cfg.num_chains, cfg.credible
     import jax
     import jax.numpy as jnp

@@ -62,7 +62,7 @@ import numpy as np
 
 from crowdstat._typing import VoteArrays
 from crowdstat.estimators.registry import CommonConfig, EMConfig
-from crowdstat.estimators.result import EstimatorFit
+from crowdstat.estimators.result import EstimatorFit, check_inputs
 
 __all__ = ["DSState", "init", "update", "e_step", "m_step", "run", "em_one_coin", "em_two_coin", "fit_one_coin", "fit_two_coin"]
 
@@ -185,20 +185,9 @@ def run(votes: VoteArrays, prior, delta, maxiter, tol, q_start=None, n_real=None
     return jax.lax.while_loop(cond, lambda s: update(s, votes, m, delta, two_coin, n_real), s0)
 
 
-def _check(arrays: VoteArrays, dtype, prior, delta, name: str):
-    """Host-side validation of what :class:`EMConfig` does not hold; each message says what was expected and what came."""
-    if not (isinstance(prior, (int, float)) and 0 < prior < 1):
-        raise ValueError(f"{name}: prior: expected a number in (0, 1), got {prior!r}")
-    eps = float(jnp.finfo(dtype).eps)
-    if not (isinstance(delta, (int, float)) and eps <= delta < 0.5):
-        raise ValueError(f"{name}: delta: expected a number in [finfo({jnp.dtype(dtype).name}).eps = {eps:.3g}, 0.5), got {delta!r}")
-    if np.asarray(arrays.line).shape[0] == 0:
-        raise ValueError(f"{name}: the vote arrays are empty (no votes)")
-
-
 def _fit(arrays: VoteArrays, dtype, prior, delta, cfg: EMConfig, two_coin: bool) -> EstimatorFit:
     name = "em_two_coin" if two_coin else "em_one_coin"
-    _check(arrays, dtype, prior, delta, name)
+    check_inputs(arrays, dtype, prior, delta, name)
     maxiter, tol = cfg.maxiter, cfg.tol
     m = int(np.max(np.asarray(arrays.annotator))) + 1
     votes = VoteArrays(*(jnp.asarray(x) for x in arrays))

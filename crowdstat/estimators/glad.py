@@ -55,7 +55,7 @@ import optax
 
 from crowdstat._typing import VoteArrays
 from crowdstat.estimators.registry import CommonConfig, GLADConfig
-from crowdstat.estimators.result import EstimatorFit
+from crowdstat.estimators.result import EstimatorFit, check_inputs
 
 __all__ = ["GladState", "e_step", "objective", "m_step", "run", "glad", "fit"]
 
@@ -156,16 +156,6 @@ def run(votes: VoteArrays, mu_alpha, mu_beta, prior_logit, maxiter, tol, m_maxit
     return s._replace(q=e_step(votes, s.alpha, s.beta, prior_logit))
 
 
-def _check(arrays: VoteArrays, dtype, prior, delta):
-    if not (isinstance(prior, (int, float)) and 0 < prior < 1):
-        raise ValueError(f"glad: prior: expected a number in (0, 1), got {prior!r}")
-    eps = float(jnp.finfo(dtype).eps)
-    if not (isinstance(delta, (int, float)) and eps <= delta < 0.5):
-        raise ValueError(f"glad: delta: expected a number in [finfo({jnp.dtype(dtype).name}).eps = {eps:.3g}, 0.5), got {delta!r}")
-    if np.asarray(arrays.line).shape[0] == 0:
-        raise ValueError("glad: the vote arrays are empty (no votes)")
-
-
 def glad(arrays: VoteArrays, cfg: GLADConfig | None = None, *, dtype, prior, delta) -> EstimatorFit:
     """GLAD by EM (module docstring).
 
@@ -190,7 +180,7 @@ def glad(arrays: VoteArrays, cfg: GLADConfig | None = None, *, dtype, prior, del
         ``objective``, ``last_gain``, ``converged``, ``m_step_iterations``.
     """
     cfg = cfg or GLADConfig()
-    _check(arrays, dtype, prior, delta)
+    check_inputs(arrays, dtype, prior, delta, "glad")
     m = int(np.max(np.asarray(arrays.annotator))) + 1
     votes = VoteArrays(*(jnp.asarray(x) for x in arrays))
     d = partial(jnp.asarray, dtype=dtype)

@@ -59,7 +59,7 @@ from jax.scipy.special import digamma
 
 from crowdstat._typing import VoteArrays
 from crowdstat.estimators.registry import CommonConfig, MACEConfig
-from crowdstat.estimators.result import EstimatorFit
+from crowdstat.estimators.result import EstimatorFit, check_inputs
 
 __all__ = ["MaceParams", "init_params", "e_step", "m_step", "run", "mace", "fit"]
 
@@ -148,16 +148,6 @@ def run(votes: VoteArrays, p0: MaceParams, log_prior, n_iter, smoothing, alpha, 
     return jax.vmap(one)(p0)
 
 
-def _check(arrays: VoteArrays, dtype, prior, delta):
-    if not (isinstance(prior, (int, float)) and 0 < prior < 1):
-        raise ValueError(f"mace: prior: expected a number in (0, 1), got {prior!r}")
-    eps = float(jnp.finfo(dtype).eps)
-    if not (isinstance(delta, (int, float)) and eps <= delta < 0.5):
-        raise ValueError(f"mace: delta: expected a number in [finfo({jnp.dtype(dtype).name}).eps = {eps:.3g}, 0.5), got {delta!r}")
-    if np.asarray(arrays.line).shape[0] == 0:
-        raise ValueError("mace: the vote arrays are empty (no votes)")
-
-
 def mace(arrays: VoteArrays, cfg: MACEConfig | None = None, *, dtype, prior, delta) -> EstimatorFit:
     """MACE by VB or EM with restarts (module docstring).
 
@@ -182,7 +172,7 @@ def mace(arrays: VoteArrays, cfg: MACEConfig | None = None, *, dtype, prior, del
         ``restart``, ``restart_log_likelihoods``, ``iterations``.
     """
     cfg = cfg or MACEConfig()
-    _check(arrays, dtype, prior, delta)
+    check_inputs(arrays, dtype, prior, delta, "mace")
     m = int(np.max(np.asarray(arrays.annotator))) + 1
     votes = VoteArrays(*(jnp.asarray(x) for x in arrays))
     d = partial(jnp.asarray, dtype=dtype)

@@ -34,7 +34,7 @@ from crowdstat.estimators.posterior import line_posteriors
 from crowdstat.estimators.registry import GAMMA_CV_GRID, is_gamma_cv, parse_gamma
 from crowdstat.estimators.result import EstimatorFit
 
-__all__ = ["CV_FOLDS", "fit"]
+__all__ = ["CV_FOLDS", "fit", "supervised_diagnostics"]
 
 #: folds over honeypot programs of ``gamma="cv"``
 CV_FOLDS = calibration.FOLDS
@@ -226,6 +226,15 @@ def _fit_supervised(table, cfg, common, dtype, prior_logit: float, tol: float, g
         maxiter=int(cfg.maxiter),
         solver="fista" if solver == "ista" else solver,
     )
+    diagnostics, warning = supervised_diagnostics(st, solver, tol, gamma, gmax, lip, eta, intercept, int(data.q.shape[0]), np.asarray(st.w))
+    return st.w, (float(st.b) if intercept else prior_logit), diagnostics, warning
+
+
+def supervised_diagnostics(
+    st, solver: str, tol, gamma, gmax, lip, eta, intercept: bool, n_training_lines: int, w
+) -> tuple[dict, str | None]:
+    """fit.json's diagnostics of a supervised solve (state ``st`` of the solver; ``w`` the real annotators'
+    weights), and the not-converged warning or None; shared with the streaming update (crowdstat.online)."""
     converged = bool(float(st.rel_gap) <= tol)
     diagnostics = {
         "variant": "supervised (honeypot lines)",
@@ -242,10 +251,10 @@ def _fit_supervised(table, cfg, common, dtype, prior_logit: float, tol: float, g
         "lipschitz": lip,
         "stepsize": float(eta) if lip is not None else None,
         "intercept": float(st.b) if intercept else 0.0,
-        "n_training_lines": int(data.q.shape[0]),
-        "n_filtered_out": int(np.sum(np.asarray(st.w) == 0)),
+        "n_training_lines": n_training_lines,
+        "n_filtered_out": int(np.sum(w == 0)),
     }
     warning = None
     if not converged:
         warning = f"proximal: not converged after {int(st.iter_num)} iterations (relative gap {float(st.rel_gap):.3g} > tol {tol:.3g})"
-    return st.w, (float(st.b) if intercept else prior_logit), diagnostics, warning
+    return diagnostics, warning

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EstimatorFit"]
+__all__ = ["EstimatorFit", "check_inputs"]
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,15 @@ class EstimatorFit:
     line_columns: dict[str, np.ndarray] = field(default_factory=dict)
     trajectory: np.ndarray | None = None
     prior_logit: float = 0.0
+
+
+def check_inputs(arrays, dtype, prior, delta, name: str) -> None:
+    """Host-side validation shared by the likelihood methods (what their configs do not hold): ``prior`` in
+    (0, 1), ``delta`` in [eps of ``dtype``, 0.5), and at least one vote; each message names the method."""
+    if not (isinstance(prior, (int, float)) and 0 < prior < 1):
+        raise ValueError(f"{name}: prior: expected a number in (0, 1), got {prior!r}")
+    eps = float(np.finfo(dtype).eps)
+    if not (isinstance(delta, (int, float)) and eps <= delta < 0.5):
+        raise ValueError(f"{name}: delta: expected a number in [finfo({np.dtype(dtype).name}).eps = {eps:.3g}, 0.5), got {delta!r}")
+    if np.asarray(arrays.line).shape[0] == 0:
+        raise ValueError(f"{name}: the vote arrays are empty (no votes)")

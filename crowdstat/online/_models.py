@@ -237,32 +237,12 @@ class ProximalModel:
             maxiter=int(cfg.maxiter),
             solver="fista" if solver == "ista" else solver,
         )
-        converged = bool(float(st.rel_gap) <= tol)
-        names = {"newton": "proximal Newton", "fista": "FISTA", "ista": "ISTA"}
-        diagnostics = {
-            "variant": "supervised (honeypot lines)",
-            "solver": names[solver],
-            "objective": float(st.objective),
-            "dual_value": float(st.dual_value),
-            "gap": float(st.gap),
-            "rel_gap": float(st.rel_gap),
-            "tol": tol,
-            "iterations": int(st.iter_num),
-            "converged": converged,
-            "gamma": gamma,
-            "gamma_max": gmax,
-            "lipschitz": lip,
-            "stepsize": float(eta) if lip is not None else None,
-            "intercept": float(st.b) if intercept else 0.0,
-            "n_training_lines": int(np.count_nonzero(store.truth.view())),
-            "n_filtered_out": int(np.sum(np.asarray(st.w)[:m] == 0)),
-            "_warm": k > 0,
-        }
-        if not converged:
-            warnings.warn(
-                f"proximal: not converged after {int(st.iter_num)} iterations (relative gap {float(st.rel_gap):.3g} > tol {tol:.3g})",
-                stacklevel=4,
-            )
+        diagnostics, warning = _prox.supervised_diagnostics(
+            st, solver, tol, gamma, gmax, lip, eta, intercept, int(np.count_nonzero(store.truth.view())), np.asarray(st.w)[:m]
+        )
+        diagnostics["_warm"] = k > 0
+        if warning:
+            warnings.warn(warning, stacklevel=4)
         self.b = float(st.b) if intercept else None
         return st.w, (float(st.b) if intercept else prior_logit), diagnostics
 
