@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 
-from crowdstat.estimators.registry import METHODS, REGISTRY, CommonConfig, Config, format_default
+from crowdstat.estimators.registry import CALIBRATE, METHODS, REGISTRY, CommonConfig, Config, format_default
 from crowdstat.io.atomic import check_output_dir
 from crowdstat.spec import DEFAULT_HONEYPOT_FRACTION
 
@@ -210,6 +210,12 @@ def _add_next(sub) -> None:
     n.add_argument("--per-annotator", type=int, default=None, help="at most this many assignments per annotator (default: no limit)")
     n.add_argument("--annotators", default=None, help="comma-separated ids of who can be asked (default: every annotator in the votes)")
     n.add_argument("--method", default="auto", choices=("auto", *METHODS), help="the fit the proposal starts from (default auto)")
+    n.add_argument(
+        "--calibrate",
+        default="none",
+        choices=CALIBRATE,
+        help="recalibrate the fit's posteriors on the honeypots first (docs/calibration.md): the stopping rule reads them (default none)",
+    )
     _add_out(n)
 
 
@@ -238,7 +244,7 @@ def _main_next(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda msg, *a, **k: print(f"crowdstat next: warning: {msg}", file=sys.stderr)
-        res = fit(args.votes, truth=args.truth, method=args.method, programs=args.programs)
+        res = fit(args.votes, truth=args.truth, method=args.method, programs=args.programs, calibrate=args.calibrate)
     prop = propose(
         res,
         args.budget,
@@ -253,7 +259,8 @@ def _main_next(args) -> int:
     def write(tmp):
         prop.assignments.to_csv(tmp / "next.csv", index=False, float_format="%.6g")
         prop.programs.to_csv(tmp / "programs.csv", index=False, float_format="%.6g")
-        record = {**prop.summary, "method": res.method, "votes": args.votes, "truth": args.truth}
+        cal = res.diagnostics.get("calibration", {})
+        record = {**prop.summary, "method": res.method, "calibration": cal.get("kind"), "votes": args.votes, "truth": args.truth}
         (tmp / "next.json").write_text(json.dumps(record, indent=2) + "\n")
 
     out = save_dir_atomically(args.out, write, tool="crowdstat next", force=args.force, inputs=inputs)

@@ -4,6 +4,7 @@ invariants, the stopping rule, bad input, and ``crowdstat next``."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -176,6 +177,9 @@ def test_cli_next(tmp_path, capsys):
     got = pd.read_csv(out / "next.csv")
     assert len(got) == 15 and (got["kind"] == "honeypot").sum() == 2
     assert "new" in set(pd.read_csv(out / "programs.csv")["program"])
+    cal = tmp_path / "cal"
+    assert main(["next", *args[:-1], str(cal), "--method", "em1", "--calibrate", "platt"]) == 0
+    assert json.loads((cal / "next.json").read_text())["calibration"] == "platt"  # the map the fit applied
     capsys.readouterr()
     assert main(["next", *args[:-1], str(tmp_path / "n2"), "--budget", "-2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
