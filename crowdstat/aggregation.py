@@ -109,8 +109,18 @@ def _labels(probas: pd.DataFrame) -> pd.Series:
     return probas.idxmax(axis=1).rename("agg_label")
 
 
+class _Predictor:
+    """``fit_predict`` / ``fit_predict_proba`` of every class here: ``fit`` then its ``labels_`` / ``probas_``."""
+
+    def fit_predict(self, data: pd.DataFrame, *args, **kwargs) -> pd.Series:
+        return self.fit(data, *args, **kwargs).labels_  # type: ignore[attr-defined]
+
+    def fit_predict_proba(self, data: pd.DataFrame, *args, **kwargs) -> pd.DataFrame:
+        return self.fit(data, *args, **kwargs).probas_  # type: ignore[attr-defined]
+
+
 @dataclass
-class MajorityVote:
+class MajorityVote(_Predictor):
     """Majority vote (crowd-kit's ``MajorityVote`` without worker weights): ``probas_`` = the share of
     each label among a task's votes; ``skills_`` = each worker's agreement with the majority labels."""
 
@@ -130,15 +140,9 @@ class MajorityVote:
         self.skills_.index.name = "worker"
         return self
 
-    def fit_predict(self, data: pd.DataFrame) -> pd.Series:
-        return self.fit(data).labels_
-
-    def fit_predict_proba(self, data: pd.DataFrame) -> pd.DataFrame:
-        return self.fit(data).probas_
-
 
 @dataclass
-class DawidSkene:
+class DawidSkene(_Predictor):
     """Dawid-Skene by EM with a full 2 x 2 confusion matrix per worker (crowd-kit's ``DawidSkene`` on
     two labels; crowdstat's ``em2``). ``n_iter``: EM cycles at most; ``tol``: relative log-likelihood gain
     at which EM stops (0: run ``n_iter`` cycles; module docstring); ``delta``: probability clip.
@@ -226,7 +230,7 @@ def _by_original(frame: pd.DataFrame, key: str, column: str, originals: dict, na
 
 
 @dataclass
-class GLAD:
+class GLAD(_Predictor):
     """GLAD by EM (crowd-kit's ``GLAD``; crowdstat's ``glad``): P(right) = sigmoid(alpha_worker * exp(beta_task)).
 
     ``n_iter``, ``tol``: EM cycles at most, and the gain of the objective per (vote, label) row below which it
@@ -292,15 +296,9 @@ class GLAD:
         self.betas_ = _by_original(lines, "program", "beta", _originals(data["task"]), ("task", "beta"))
         return self
 
-    def fit_predict(self, data: pd.DataFrame) -> pd.Series:
-        return self.fit(data).labels_
-
-    def fit_predict_proba(self, data: pd.DataFrame) -> pd.DataFrame:
-        return self.fit(data).probas_
-
 
 @dataclass
-class MACE:
+class MACE(_Predictor):
     """MACE (crowd-kit's ``MACE``; crowdstat's ``mace``): each worker knows the answer with probability theta or
     answers from a spam strategy.
 
@@ -358,9 +356,3 @@ class MACE:
         self.thetas_ = np.stack([1.0 - xi_pos, xi_pos], axis=1)
         self.competence_ = _by_original(ann, "annotator", "competence", _originals(data["worker"]), ("worker", "competence"))
         return self
-
-    def fit_predict(self, data: pd.DataFrame) -> pd.Series:
-        return self.fit(data).labels_
-
-    def fit_predict_proba(self, data: pd.DataFrame) -> pd.DataFrame:
-        return self.fit(data).probas_
