@@ -30,3 +30,29 @@ def reward_record(program: str, lines: list[int], post: list[float], n_lines: in
         "tau": 0.5,
         "method": method,
     }
+
+
+def labelstudio_prepared(venv):
+    """The prepared Label Studio data directory ``venv/prepared-data`` (migrations take minutes), made on first
+    use by starting a server once in a temporary directory, renamed when complete (a failed start leaves none;
+    another pytest worker may win the rename). Shared by the real-server tests."""
+    import os
+    import shutil
+    import sys
+    import time
+
+    from rl.crowd import ls_server
+
+    prepared = venv / "prepared-data"
+    if not (prepared / "rl-server.json").exists():
+        t0 = time.time()
+        tmp = prepared.with_name(f"prepared-data.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        with ls_server.Server(venv, tmp, timeout=1200):
+            pass
+        try:
+            tmp.rename(prepared)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"prepared a Label Studio data directory in {time.time() - t0:.0f} s", file=sys.stderr)
+    return prepared

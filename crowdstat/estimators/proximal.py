@@ -34,7 +34,7 @@ from crowdstat.estimators.posterior import line_posteriors
 from crowdstat.estimators.registry import GAMMA_CV_GRID, is_gamma_cv, parse_gamma
 from crowdstat.estimators.result import EstimatorFit
 
-__all__ = ["CV_FOLDS", "fit", "supervised_diagnostics"]
+__all__ = ["CV_FOLDS", "fit", "latent_diagnostics", "supervised_diagnostics"]
 
 #: folds over honeypot programs of ``gamma="cv"``
 CV_FOLDS = calibration.FOLDS
@@ -173,6 +173,12 @@ def _fit_latent(arrays, m: int, cfg, common, dtype, prior_logit: float, tol: flo
         jnp.asarray(stop, dtype),
         max_outer=int(cfg.max_outer),
     )
+    diagnostics, warning = latent_diagnostics(gamma, gmax, it, change, stop)
+    return w, prior_logit, diagnostics, warning
+
+
+def latent_diagnostics(gamma, gmax, it, change, stop) -> tuple[dict, str | None]:
+    """fit.json's diagnostics of a latent solve, and the not-converged warning or None (shared with crowdstat.online)."""
     diagnostics = {
         "variant": "latent (one-coin EM, L1-penalised M-step)",
         "gamma": gamma,
@@ -184,7 +190,7 @@ def _fit_latent(arrays, m: int, cfg, common, dtype, prior_logit: float, tol: flo
     warning = None
     if not diagnostics["converged"]:
         warning = f"proximal (latent): EM stopped after {int(it)} iterations with max weight change {float(change):.3g}"
-    return w, prior_logit, diagnostics, warning
+    return diagnostics, warning
 
 
 def _step(cfg, solver: str, data, m: int, intercept: bool):

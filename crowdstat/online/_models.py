@@ -185,19 +185,10 @@ class ProximalModel:
             jnp.asarray(stop, dtype),
             max_outer=int(self.cfg.max_outer),
         )
-        diagnostics = {
-            "variant": "latent (one-coin EM, L1-penalised M-step)",
-            "gamma": gamma,
-            "gamma_max": gmax,
-            "iterations": int(it),
-            "last_change": float(change),
-            "converged": bool(float(change) <= stop),
-            "_warm": k > 0,
-        }
-        if not diagnostics["converged"]:
-            warnings.warn(
-                f"proximal (latent): EM stopped after {int(it)} iterations with max weight change {float(change):.3g}", stacklevel=4
-            )
+        diagnostics, warning = _prox.latent_diagnostics(gamma, gmax, it, change, stop)
+        diagnostics["_warm"] = k > 0
+        if warning:
+            warnings.warn(warning, stacklevel=4)
         self.b = None
         return w, prior_logit, diagnostics
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -26,6 +24,7 @@ from hypothesis import strategies as st
 
 from rl.crowd import ls_adaptive, ls_ops, ls_server
 from rl.crowd.ls_adaptive import all_decided, plan_raise, read_proposal, round_budget
+from tests.rl_helpers import labelstudio_prepared
 
 
 def _write_proposal(d: Path, rows: list[tuple], decided: dict[str, bool]) -> Path:
@@ -257,17 +256,7 @@ NOISY = "novice:3@0.7,spammer:2"  # the loop test: no annotator that the small r
 def server(tmp_path_factory):
     if not (VENV / "bin" / "label-studio").exists():
         pytest.skip(f"no Label Studio venv at {VENV} (build it with `make labelstudio-venv`)")
-    prepared = VENV / "prepared-data"
-    if not (prepared / "rl-server.json").exists():  # made once, as tests/rl/test_labelstudio_server.py makes it
-        tmp = prepared.with_name(f"prepared-data.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with ls_server.Server(VENV, tmp, timeout=1200):
-            pass
-        try:
-            tmp.rename(prepared)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    srv = ls_server.Server(VENV, prepared=prepared, timeout=600)
+    srv = ls_server.Server(VENV, prepared=labelstudio_prepared(VENV), timeout=600)
     try:
         info = srv.start()
         f = tmp_path_factory.mktemp("ls") / "server.json"

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 from crowdstat.io.rewards import write_rewards
 from rl.cli import main as rl_main
 from rl.crowd import ls_server
+from tests.rl_helpers import labelstudio_prepared
 
 pytestmark = pytest.mark.slow
 
@@ -47,17 +46,7 @@ POST = {"sum#canonical": [0.97, 0.9, 0.88, 0.95], "sum#m1": [0.2, 0.9, 0.7, 0.6]
 
 @pytest.fixture(scope="module")
 def server():
-    prepared = VENV / "prepared-data"
-    if not (prepared / "rl-server.json").exists():  # made once, as tests/rl/test_labelstudio_server.py makes it
-        tmp = prepared.with_name(f"prepared-data.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with ls_server.Server(VENV, tmp, timeout=1200):
-            pass
-        try:
-            tmp.rename(prepared)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    srv = ls_server.Server(VENV, prepared=prepared, timeout=600)
+    srv = ls_server.Server(VENV, prepared=labelstudio_prepared(VENV), timeout=600)
     try:
         yield srv.start()
     finally:

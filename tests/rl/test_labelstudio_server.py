@@ -14,7 +14,6 @@ import csv
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 
 from rl.cli import main as rl_main
 from rl.crowd import ls_ops, ls_server
+from tests.rl_helpers import labelstudio_prepared
 
 pytestmark = pytest.mark.slow
 
@@ -33,27 +33,11 @@ if not (VENV / "bin" / "label-studio").exists():
     pytest.skip(f"no Label Studio venv at {VENV} (build it with `make labelstudio-venv`)", allow_module_level=True)
 
 POPULATION = "expert:2@0.9,novice:2@0.7,spammer:1"  # 5 annotators, 5 accounts
-PREPARED = VENV / "prepared-data"
-
-
-def _prepared() -> Path:
-    if not (PREPARED / "rl-server.json").exists():
-        t0 = time.time()
-        tmp = PREPARED.with_name(f"prepared-data.tmp{os.getpid()}")  # renamed when complete: a failed start leaves none
-        shutil.rmtree(tmp, ignore_errors=True)
-        with ls_server.Server(VENV, tmp, timeout=1200):
-            pass
-        try:
-            tmp.rename(PREPARED)
-        except OSError:  # another pytest worker prepared it first
-            shutil.rmtree(tmp, ignore_errors=True)
-        print(f"prepared a Label Studio data directory in {time.time() - t0:.0f} s", file=sys.stderr)
-    return PREPARED
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    srv = ls_server.Server(VENV, prepared=_prepared(), timeout=600)
+    srv = ls_server.Server(VENV, prepared=labelstudio_prepared(VENV), timeout=600)
     try:
         info = srv.start()
         print(f"Label Studio up in {srv.startup_seconds:.1f} s (prepared data directory)", file=sys.stderr)
