@@ -50,6 +50,8 @@ from rl.train.sft import SFTConfig  # noqa: E402
 TRAINERS = ("ppo", "grpo")
 ADVANTAGES = {"ppo": ("lines", "gae"), "grpo": ("scalar", "lines")}
 REWARD_MODES = ("lines", "program")
+#: the loop settings an arm may override (how the crowd's votes are asked for)
+ARM_LOOP_KEYS = {"per_program", "allocation", "vote_budget", "allocation_confidence"}
 
 
 @dataclass
@@ -60,7 +62,10 @@ class Arm:
     ``crowds`` (used by crowd sources only). crowd_args: extra ``crowdstat fit`` options (e.g.
     ``["--latent"]``). trainer: ``ppo`` or ``grpo``. advantage: ``lines`` or ``gae`` (ppo), ``scalar``
     or ``lines`` (grpo). reward_mode: ppo's ``lines`` (one reward per line) or ``program`` (one reward
-    per completion: the same truth as one number).
+    per completion: the same truth as one number). loop: overrides of the crowd's allocation for
+    this arm's loop (``per_program``, ``allocation``, ``vote_budget``, ``allocation_confidence``;
+    e.g. ``{"allocation": "adaptive", "vote_budget": 3}`` against ``{"per_program": 3}``: the
+    same number of reviews per program, asked adaptively or at random).
     """
 
     name: str
@@ -70,6 +75,7 @@ class Arm:
     trainer: str = "ppo"
     advantage: str = "lines"
     reward_mode: str = "lines"
+    loop: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -126,6 +132,10 @@ class StudyConfig:
                 raise ValueError(f"arms: {a.name}: reward_mode {a.reward_mode!r} (grpo arms: 'lines' only)")
             if a.crowd not in self.crowds:
                 raise ValueError(f"arms: {a.name}: crowd {a.crowd!r} is not one of the crowds {sorted(self.crowds)}")
+            if set(a.loop) - ARM_LOOP_KEYS:
+                raise ValueError(f"arms: {a.name}: loop keys {sorted(set(a.loop) - ARM_LOOP_KEYS)} are not among {sorted(ARM_LOOP_KEYS)}")
+            if a.loop and a.trainer != "ppo":
+                raise ValueError(f"arms: {a.name}: loop overrides apply to ppo arms only")
         for p, arms in self.parts.items():
             if not isinstance(arms, list) or set(arms) - set(names):
                 raise ValueError(f"parts: {p}: {arms} must be a list of arm names ({names})")
@@ -192,6 +202,7 @@ def arm_loop_config(arm: Arm, scfg: StudyConfig, model: str, out: str, seed: int
         crowd_args=list(arm.crowd_args),
         population=scfg.crowds[arm.crowd],
         ppo=ppo,
+        **arm.loop,
     )
 
 
@@ -372,13 +383,45 @@ def _command(args) -> str:
 
 def _results_base(path: Path, scfg: StudyConfig, quick: bool) -> dict:
     """The results file so far (the parts run before), or a new one; settings must match."""
-    settings = to_dict(scfg)
+    settings = json.loads(json.dumps(to_dict(scfg)))
     if path.exists():
         old = json.loads(path.read_text())
-        if old.get("settings") == json.loads(json.dumps(settings)):
+        if old.get("settings") == settings:
+            return old
+        if _extends(old.get("settings") or {}, settings):
+            print(f"{path}: the config adds arms, parts or comparisons; keeping the runs of the earlier arms", flush=True)
+            old["settings"] = settings
             return old
         print(f"{path}: written with other settings; starting a new results file", flush=True)
     return {"label": "QUICK (reduced settings)" if quick else "full", "settings": settings, "runs": {}, "calls": []}
+
+
+def _extends(old: dict, new: dict) -> bool:
+    """Whether settings ``new`` only add to ``old``: the same study (every setting but arms, parts
+    and comparisons equal), every old arm unchanged, parts and comparisons only added."""
+    grow = ("arms", "parts", "comparisons")
+    # a setting added to the code since the old runs: equal at its default, or at the value that does
+    # what the code did before it existed (sft.eval_n: the warm start ran no held-out evaluation)
+    default = json.loads(
+        json.dumps({"loop": to_dict(LoopConfig()), "sft": {**to_dict(SFTConfig()), "eval_n": 0}, "grpo": to_dict(GRPOSettings())})
+    )
+
+    def same(o, n, d) -> bool:
+        if isinstance(o, dict) and isinstance(n, dict):
+            d = d if isinstance(d, dict) else {}
+            return all(k in n and same(o[k], n[k], d.get(k)) for k in o) and all(k in d and n[k] == d[k] for k in set(n) - set(o))
+        return o == n
+
+    if not same({k: v for k, v in old.items() if k not in grow}, {k: v for k, v in new.items() if k not in grow}, default):
+        return False
+    arms = {a["name"]: a for a in new.get("arms", [])}
+    # an old arm (written before the arm's ``loop`` field existed) equals its new self without overrides
+    if any(arms.get(a["name"], {}) != {"loop": {}, **a} for a in old.get("arms", [])):
+        return False
+    parts = new.get("parts", {})
+    if any(not set(v) <= set(parts.get(k, [])) for k, v in old.get("parts", {}).items()):
+        return False
+    return all(c in new.get("comparisons", []) for c in old.get("comparisons", []))
 
 
 def main(argv=None) -> int:

@@ -363,6 +363,8 @@ def _round(run: _Run, state: dict, rnd: int) -> dict:
             "exec_pass_rate": sum(s.passed for s in scored) / len(scored),
             "line_accuracy": info.get("line_accuracy", float("nan")),
             "reliability": info.get("reliability"),
+            # annotator reviews asked for this round (simulated crowd): fixed or adaptive allocation
+            "allocation": info.get("allocation"),
             "ppo": {k: v for k, v in stats.items() if isinstance(v, (int, float))},
             "seconds": time.time() - t0,
         }

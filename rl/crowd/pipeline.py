@@ -276,6 +276,9 @@ class CrowdRewarder:
                 votes_file, truth_file = self._simulate_adaptive(scored, tag, d, info)
             else:
                 votes_file, truth_file = self._simulate(scored, tag, d)
+                with open(votes_file, newline="") as f:
+                    reviews = len({(r["program"], r["annotator"]) for r in csv.DictReader(f)})
+                info["allocation"] = {"reviews": reviews, "programs": sum(1 for s in scored if s.truths)}
         fit_votes, fit_truth = self._accumulate(votes_file, truth_file, tag)
         info.update(self._fit(fit_votes, fit_truth, d / "fit"))
         pre = f"{tag}:"

@@ -139,3 +139,60 @@ def test_grpo_lengths_are_grouped_into_rounds_and_the_summary_line_is_skipped(re
     (v,) = rep.length_targets(res, 0.2).values()
     # 8 steps in 2 "rounds" of 4: mean 11.5 then 15.5
     assert v["mean"] == pytest.approx(15.5 / 11.5) and v["verdict"] == "missed"
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return _module("rl_synthetic", "rl_synthetic.py")
+
+
+def _settings(synth, edit=None) -> dict:
+    import json
+
+    from rl.config import to_dict
+
+    cfg = synth.load_study_config(ROOT / "experiments/configs/rl_synthetic.json", False)
+    s = json.loads(json.dumps(to_dict(cfg)))
+    if edit:
+        edit(s)
+    return s
+
+
+def test_a_results_file_keeps_its_runs_when_the_config_only_adds_arms(synth, tmp_path):
+    import json
+
+    new = _settings(synth)
+    old = _settings(synth)
+    old["arms"] = [
+        {k: v for k, v in a.items() if k != "loop"} for a in old["arms"] if not a["loop"]
+    ]  # as written before arms had loop overrides
+    old["parts"] = {k: [a for a in v if a in {x["name"] for x in old["arms"]}] for k, v in old["parts"].items() if k != "allocation"}
+    old["comparisons"] = [
+        c for c in old["comparisons"] if c["a"] in {x["name"] for x in old["arms"]} and c["b"] in {x["name"] for x in old["arms"]}
+    ]
+    del old["loop"]["allocation"], old["loop"]["vote_budget"]  # settings the code gained later, at their defaults
+    assert synth._extends(old, new)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"settings": old, "runs": {"majority-s0": {"x": 1}}, "calls": []}))
+    cfg = synth.load_study_config(ROOT / "experiments/configs/rl_synthetic.json", False)
+    kept = synth._results_base(path, cfg, False)
+    assert kept["runs"] == {"majority-s0": {"x": 1}} and kept["settings"] == new
+    # anything else that differs starts a new file: a changed loop setting, a changed arm, a new setting off its default
+    for edit in (
+        lambda s: s["loop"].__setitem__("rounds", 5),
+        lambda s: s["arms"][0].__setitem__("source", "execution"),
+        lambda s: s["loop"].__setitem__("allocation", "adaptive"),
+        lambda s: s["parts"]["crowd"].remove("majority"),
+    ):
+        assert not synth._extends(old, _settings(synth, edit))
+
+
+def test_arm_loop_overrides_reach_the_loop_config_and_bad_keys_are_refused(synth):
+    cfg = synth.load_study_config(ROOT / "experiments/configs/rl_synthetic.json", False)
+    arms = {a.name: a for a in cfg.arms}
+    lc = synth.arm_loop_config(arms["proximal_latent_adaptive3"], cfg, "m", "o", 0)
+    assert (lc.allocation, lc.vote_budget, lc.per_program) == ("adaptive", 3, None)
+    lc = synth.arm_loop_config(arms["proximal_latent_uniform3"], cfg, "m", "o", 0)
+    assert (lc.allocation, lc.per_program) == ("fixed", 3)
+    with pytest.raises(ValueError, match="loop keys \\['rounds'\\]"):
+        synth.StudyConfig(arms=[synth.Arm(name="x", source="em2", loop={"rounds": 2})], crowds={"biased": "expert:3@0.9"})
