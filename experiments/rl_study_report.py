@@ -114,6 +114,13 @@ def summarize(results: dict) -> dict:
             }
             for t in temps
         }
+        revs = [
+            h["allocation"]["reviews"] / h["allocation"]["programs"]
+            for s in seeds
+            for h in runs[s]["history"][1:]
+            if (h.get("allocation") or {}).get("programs")
+        ]
+        d["reviews_per_program"] = float(np.mean(revs)) if revs else None
         d["line_accuracy"] = [_nanmean([runs[s]["history"][i].get("line_accuracy", float("nan")) for s in seeds]) for i in range(1, n_r)]
         out[arm] = d
     return out
@@ -261,7 +268,8 @@ def _setup_lines(results: dict) -> list[str]:
         f"- GRPO arms: TRL 1.16 GRPOTrainer (`rl.train.grpo`), {G['steps']} steps x {G['batch_size']} completions "
         f"({G['num_generations']} per prompt; the same {G['steps'] * G['batch_size']} completions as a PPO run), lr {G['lr']}, "
         "beta 0; `scalar`: one advantage per completion; `lines`: per-line advantages (`rl.train.grpo_lines`).",
-        f"- Crowds (`rl.crowd.population`, every annotator votes on every completion line; honeypot fraction {L['honeypot_fraction']}): "
+        f"- Crowds (`rl.crowd.population`, every annotator votes on every completion line unless the arm asks for fewer "
+        f"reviews per program; honeypot fraction {L['honeypot_fraction']}): "
         + "; ".join(f"**{k}** `{v}`" for k, v in s["crowds"].items())
         + ". The biased crowd's `examples` rater approves every line of a program whose shown examples pass; its `lazy` "
         "rater accepts 80 % of lines unseen; its adversaries answer right 20 % of the time.",
@@ -273,6 +281,7 @@ def _setup_lines(results: dict) -> list[str]:
             + (f" {' '.join(a['crowd_args'])}" if a["crowd_args"] else "")
             + (f", {a['crowd']} crowd" if a["source"] not in ("true_lines", "execution") else "")
             + (", program reward" if a["reward_mode"] == "program" else "")
+            + _allocation_words(a.get("loop") or {})
             for a in s["arms"]
         )
         + ".",
@@ -281,20 +290,32 @@ def _setup_lines(results: dict) -> list[str]:
     return lines
 
 
+def _allocation_words(loop: dict) -> str:
+    """How an arm asks for votes, when it overrides the default (every annotator on every program)."""
+    if loop.get("allocation") == "adaptive":
+        budget, conf = loop.get("vote_budget", 3.0), loop.get("allocation_confidence", 0.95)
+        return f", {budget:g} reviews per program asked adaptively (`crowdstat next`, stop at {conf:g})"
+    if loop.get("per_program"):
+        return f", {loop['per_program']} random annotators per program"
+    return ""
+
+
 def _arm_table(summ: dict, lt: dict) -> list[str]:
     lines = [
         "## Every arm (held-out pass@1; mean over seeds, 95 % bootstrap interval of the gain)",
         "",
         "| arm | seeds | pass@1 before | pass@1 after | gain | pass@10 before -> after | length last/first round "
-        "| crowd line accuracy (last round) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| crowd line accuracy (last round) | reviews per program |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, d in summ.items():
         p10 = f"{d['pass@10_before']:.3f} -> {d['pass@10_after']['mean']:.3f}" if "pass@10_after" in d else "-"
+        rv = d.get("reviews_per_program")
         la = d["line_accuracy"][-1] if d["line_accuracy"] and not math.isnan(d["line_accuracy"][-1]) else None
         lines.append(
             f"| {arm} | {len(d['seeds'])} | {d['pass@1_before']:.3f} | {d['pass@1_after']['mean']:.3f} | {_iv(d['pass@1_gain'])} | {p10} | "
-            f"{_iv(lt[arm], 2, sign=False) if arm in lt else '-'} | {'-' if la is None else f'{la:.3f}'} |"
+            f"{_iv(lt[arm], 2, sign=False) if arm in lt else '-'} | {'-' if la is None else f'{la:.3f}'} | "
+            f"{'-' if rv is None else f'{rv:.2f}'} |"
         )
     return lines + [""]
 
@@ -358,6 +379,7 @@ COMMANDS = """## Commands
 
     nice -n 10 python experiments/rl_synthetic.py --part crowd      # 10 PPO arms x 8 seeds (+ the warm start)
     nice -n 10 python experiments/rl_synthetic.py --part trainers   # GAE and the two GRPO arms x 8 seeds
+    nice -n 10 python experiments/rl_synthetic.py --part allocation # 3 reviews per program: random vs adaptive x 8 seeds
     python experiments/rl_synthetic.py --quick                      # smoke run: every arm, 1 seed (experiments/cache/rl_synthetic/quick)
     python experiments/rl_synthetic.py --report-only                # this page and its figures from the results JSON
 
