@@ -341,9 +341,13 @@ def _fit_table(table: VoteTable, method: str, common, cfg) -> FitResult:
     from crowdstat.estimators import posterior
 
     dtype = jnp.float64 if common.x64 else jnp.float32
+    if method == "sequential" and common.interval is not None:  # refused before the fit, not after it
+        from crowdstat.estimators.intervals import SEQUENTIAL_REFUSAL
+
+        raise ValueError(SEQUENTIAL_REFUSAL)
     t0 = time.perf_counter()
     est = REGISTRY[method].load()(table, cfg, common, dtype)
-    if common.interval is not None:  # bootstrap intervals (docs/math.md, "Intervals")
+    if common.interval is not None:  # Laplace or bootstrap intervals (docs/math.md, "Intervals")
         from crowdstat.estimators import intervals
 
         est = intervals.attach(table, method, cfg, common, dtype, est)

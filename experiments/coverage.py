@@ -1,25 +1,26 @@
-"""Coverage of the bootstrap intervals (``crowdstat.fit(..., interval=0.9)``) by simulation; docs/study.md, "Interval coverage".
+"""Coverage of the intervals of ``crowdstat.fit(..., interval=0.9)`` by simulation; docs/study.md, "Interval coverage".
 
-    .venv/bin/python experiments/coverage.py [--quick] [--datasets R] [--n-boot B] [--seed 17] [--out DIR] [--plot-only]
+    .venv/bin/python experiments/coverage.py [--quick] [--datasets R] [--seed 17] [--out DIR] [--plot-only]
 
-For each method (em1, em2, proximal supervised, proximal latent, sequential) and data-set size
-(20 and 80 programs of 6 lines, 4 annotators per program, 20% honeypot programs first), R simulated
-data sets each get one fit with nominal 90% intervals (B parametric-bootstrap replicates). What is
-covered:
+For each method (em1, em2, proximal supervised, proximal latent; sequential refuses ``interval``) and
+data-set size (20 and 80 programs of 6 lines, 4 annotators per program, 20% honeypot programs first),
+R simulated data sets each get one fit with nominal 90% intervals (the Laplace approximation of the
+posterior, crowdstat.estimators.intervals.laplace_intervals). What is covered:
 
 - per annotator: the simulated annotator's true reliability p (one-coin population, 8 annotators,
   p = 0.95 ... 0.6); for em2 (two-coin population) its true sensitivity and specificity, and the
   balanced accuracy (sens + spec) / 2 that em2's ``reliability`` column estimates;
 - per line (lines without honeypot truth): the *oracle posterior*, the method's own posterior formula
   evaluated on the observed votes at the true annotator parameters: EM: the Dawid-Skene E-step with the
-  true p (em2: sens / spec) and the true class prior pi = 1 - 0.5 x 0.4 = 0.8; proximal and
-  sequential: sigmoid(logit(p0) + sum_i label_ij logit(p_i)) with the fit's p0 = 1/2.
+  true p (em2: sens / spec) and the true class prior pi = 1 - 0.5 x 0.4 = 0.8; proximal (both
+  variants): sigmoid(logit(p0) + sum_i label_ij logit(p_i)) with the fit's p0 = 1/2.
 
 Coverage = the fraction of intervals that contain their target, with a Wilson 95% interval over all
 intervals and a 95% bootstrap interval over data sets (intervals of one data set are not independent;
 the data-set bootstrap is the honest one). Nothing is tuned: the defaults of every method are used.
-A full run writes experiments/results/coverage.json and docs/figures/coverage.png; --quick and
-other sizes write under experiments/cache/coverage/; --plot-only redraws the figure from the results.
+A full run writes experiments/results/coverage.json, docs/figures/coverage.png and the table of
+docs/study.md (between its coverage-table markers); --quick and other sizes write under
+experiments/cache/coverage/; --plot-only redraws the figure (and the docs table) from the results.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import crowdstat  # noqa: E402
+from crowdstat.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from crowdstat.study import simulate as S  # noqa: E402
 
 NAME = "coverage"
@@ -65,8 +67,14 @@ METHODS = {
     "em2": ("em2", {}, "two-coin"),
     "proximal": ("proximal", {}, "one-coin"),
     "proximal latent": ("proximal", {"latent": True}, "one-coin"),
-    "sequential": ("sequential", {}, "one-coin"),
 }
+#: the interval construction measured (recorded in the results)
+INTERVAL_KIND = (
+    "Laplace approximation of the posterior: Beta(1, 1) priors on every probability, Gaussian on the logit scale "
+    "at the posterior mode, lines by the delta method, widened to contain the estimate (crowdstat.estimators.intervals)"
+)
+DOC = ROOT / "docs" / "study.md"
+TABLE_START, TABLE_END = "<!-- coverage-table:start (experiments/coverage.py) -->", "<!-- coverage-table:end -->"
 
 
 def population(kind: str) -> S.Population:
@@ -119,12 +127,12 @@ def oracle_posteriors(sim: S.Simulation, res, method: str) -> pd.DataFrame:
     return out
 
 
-def one_dataset(method: str, extra: dict, pop_kind: str, n_programs: int, key: int, n_boot: int, truth_kw: dict) -> dict[str, np.ndarray]:
+def one_dataset(method: str, extra: dict, pop_kind: str, n_programs: int, key: int, truth_kw: dict) -> dict[str, np.ndarray]:
     """Hit vectors (target inside the interval) of one simulated data set, and the interval widths."""
     sim = S.simulate(key, population(pop_kind), n_programs=n_programs, **SIM, **truth_kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = crowdstat.fit(sim.votes, truth=sim.truth, method=method, interval=LEVEL, n_boot=n_boot, boot_seed=key, **extra)
+        res = crowdstat.fit(sim.votes, truth=sim.truth, method=method, interval=LEVEL, **extra)
     a = res.annotators.merge(sim.reliability, on="annotator")
     out = {}
     targets = (
@@ -168,7 +176,7 @@ def _rows(per: list[dict], scenario: str, label: str, n_programs: int, seed: int
     return rows
 
 
-def run(n_datasets: int, n_boot: int, seed: int, methods=tuple(METHODS)) -> dict:
+def run(n_datasets: int, seed: int, methods=tuple(METHODS)) -> dict:
     from tqdm.auto import tqdm
 
     rows = []
@@ -181,13 +189,12 @@ def run(n_datasets: int, n_boot: int, seed: int, methods=tuple(METHODS)) -> dict
                     t0 = time.perf_counter()
                     per = []
                     for r in range(n_datasets):
-                        per.append(one_dataset(method, extra, pop_kind, n_programs, seed + 1000 * r, n_boot, truth_kw))
+                        per.append(one_dataset(method, extra, pop_kind, n_programs, seed + 1000 * r, truth_kw))
                         bar.update(1)
                     rows += _rows(per, scenario, label, n_programs, seed, time.perf_counter() - t0)
     return {
         "level": LEVEL,
         "n_datasets": n_datasets,
-        "n_boot": n_boot,
         "seed": seed,
         "simulation": {
             **SIM,
@@ -197,7 +204,7 @@ def run(n_datasets: int, n_boot: int, seed: int, methods=tuple(METHODS)) -> dict
             "spec_two_coin": SPEC,
             "class_prior": PI_TRUE,
         },
-        "interval_kind": "parametric bootstrap, percentile, widened to contain the estimate (crowdstat.estimators.intervals)",
+        "interval_kind": INTERVAL_KIND,
         "rows": rows,
     }
 
@@ -214,6 +221,15 @@ def table(payload: dict) -> str:
         for r in payload["rows"]
     ]
     return "\n".join([head, *body])
+
+
+def write_doc_table(payload: dict, path: Path = DOC) -> None:
+    """Replace the table between the coverage-table markers of docs/study.md (atomic write)."""
+    text = path.read_text()
+    i, j = text.find(TABLE_START), text.find(TABLE_END)
+    if i < 0 or j < i:
+        raise SystemExit(f"{path}: the markers {TABLE_START!r} ... {TABLE_END!r} are missing; the table was not written")
+    atomic_write_text(path, text[: i + len(TABLE_START)] + "\n\n" + table(payload) + "\n\n" + text[j:])
 
 
 def plot(payload: dict, path: Path) -> None:
@@ -237,34 +253,32 @@ def plot(payload: dict, path: Path) -> None:
     ax.set_yticks(np.arange(len(labels)), labels)
     ax.invert_yaxis()
     ax.set_xlim(-0.02, 1.02)
-    style_axes(
-        ax, xlabel="coverage of nominal 90% intervals (bars: 95% data-set bootstrap)", title="Bootstrap interval coverage by simulation"
-    )
+    style_axes(ax, xlabel="coverage of nominal 90% intervals (bars: 95% data-set bootstrap)", title="Interval coverage by simulation")
     legend_outside(ax)
     save_figure(fig, path)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="5 data sets x 50 replicates (a smoke run, under experiments/cache)")
+    ap.add_argument("--quick", action="store_true", help="5 data sets per cell (a smoke run, under experiments/cache)")
     ap.add_argument("--datasets", type=int, default=None, help="simulated data sets per method and size (default 40)")
-    ap.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates per fit (default 200)")
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--out", type=Path, default=None, help="directory of the results (default: experiments/results for a full run)")
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure from the saved results")
     args = ap.parse_args(argv)
-    full = not args.quick and args.datasets is None and args.n_boot is None and args.seed == 17
+    full = not args.quick and args.datasets is None and args.seed == 17
     n_datasets = args.datasets or (5 if args.quick else 40)
-    n_boot = args.n_boot or (50 if args.quick else 200)
     out = args.out or (RESULTS.parent if full else CACHE / ("quick" if args.quick else "custom"))
     out.mkdir(parents=True, exist_ok=True)
     res_path, fig_path = out / f"{NAME}.json", (FIGURE if full and args.out is None else out / f"{NAME}.png")
     if args.plot_only:
         payload = json.loads(res_path.read_text())
     else:
-        payload = run(n_datasets, n_boot, args.seed)
-        res_path.write_text(json.dumps(payload, indent=2) + "\n")
+        payload = run(n_datasets, args.seed)
+        atomic_write_json(res_path, payload)
     plot(payload, fig_path)
+    if full and args.out is None:
+        write_doc_table(payload)
     print(table(payload))
     print(f"results: {res_path}\nfigure: {fig_path}")
 

@@ -60,6 +60,7 @@ __all__ = [
 
 SOLVERS = ("auto", "newton", "fista")
 CALIBRATE = ("none", "auto", "platt", "temperature", "isotonic")  # crowdstat.estimators.calibration, docs/calibration.md
+INTERVAL_METHODS = ("laplace", "bootstrap")  # crowdstat.estimators.intervals
 TRAJECTORY_AUTO_LIMIT = 20_000_000  # sequential keeps its (n_tasks x n_annotators) trajectory up to this many floats
 
 
@@ -162,13 +163,20 @@ class CommonConfig(Config):
     )
     interval: float | None = _param(
         None,
-        "level of per-line and per-annotator intervals (e.g. 0.9): a parametric bootstrap of n_boot vmapped refits "
-        "(em1, em2, proximal, sequential; bayes: its credible intervals; docs/math.md, Intervals)",
+        "level of per-line and per-annotator intervals (e.g. 0.9) for em1, em2 and proximal (sequential refuses; "
+        "bayes: its credible intervals; docs/math.md, Intervals)",
         "--interval",
-        default_doc="off: intervals cost n_boot refits",
+        default_doc="off",
     )
-    n_boot: int = _param(200, "bootstrap replicates of --interval", "--n-boot")
-    boot_seed: int = _param(0, "seed of the bootstrap replicates", "--boot-seed")
+    interval_method: str = _param(
+        "laplace",
+        "laplace: the Laplace approximation of the method's posterior (Beta(1,1) priors); bootstrap: the parametric "
+        "bootstrap of n_boot vmapped refits, which under-covers for EM (docs/study.md, Interval coverage)",
+        "--interval-method",
+        choices=INTERVAL_METHODS,
+    )
+    n_boot: int = _param(200, "replicates of --interval-method bootstrap", "--n-boot")
+    boot_seed: int = _param(0, "seed of --interval-method bootstrap", "--boot-seed")
 
     def __post_init__(self):
         _prob("delta", self.delta, hi=0.5)
@@ -180,6 +188,10 @@ class CommonConfig(Config):
             raise ValueError(f"n_boot: expected an integer >= 20, got {self.n_boot!r}")
         if not _is_integer(self.boot_seed) or self.boot_seed < 0:
             raise ValueError(f"boot_seed: expected an integer >= 0, got {self.boot_seed!r}")
+        if self.interval_method not in INTERVAL_METHODS:
+            raise ValueError(f"interval_method: expected one of {INTERVAL_METHODS}, got {self.interval_method!r}")
+        if self.interval_method != "bootstrap" and (self.n_boot, self.boot_seed) != (200, 0):
+            raise ValueError("n_boot, boot_seed: used by interval_method='bootstrap' only (--interval-method bootstrap)")
         if self.calibrate not in CALIBRATE:
             raise ValueError(f"calibrate: expected one of {CALIBRATE}, got {self.calibrate!r}")
 

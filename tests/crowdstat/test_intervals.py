@@ -1,7 +1,10 @@
-"""Bootstrap intervals (crowdstat.estimators.intervals, ``fit(..., interval=)``): the vmapped refits against
-the registry loop and against a plain NumPy EM, the per-line values against a loop over lines, the
-percentile rule, properties of the output (lower <= estimate <= upper, in [0, 1], narrower with more
-votes, deterministic given the seed), a small coverage check and bad input."""
+"""Intervals (crowdstat.estimators.intervals, ``fit(..., interval=)``). The Laplace intervals that ``fit``
+reports: the posterior mode and inverse Hessian against a NumPy log posterior written line by line and
+differentiated by finite differences, the line-logit variances against a finite-difference Jacobian,
+properties of the output (lower <= estimate <= upper, in [0, 1], narrower with more votes,
+deterministic), a small coverage check, sequential's refusal and bad input. The parametric bootstrap
+(kept as a reference): the vmapped refits against the registry loop and a plain NumPy EM, the per-line
+values against a loop over lines, the percentile rule."""
 
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ def _replicates(method, extra, n_boot=12, seed=3, model=None):
     ``model`` = (sens, spec, pi) for every annotator."""
     sim = _sim(1)
     table = read_votes(sim.votes, truth=sim.truth)
-    common, cfg = make_configs(method, {**extra, "interval": 0.9, "n_boot": max(n_boot, 20), "x64": True})
+    common, cfg = make_configs(method, {**extra, "interval": 0.9, "interval_method": "bootstrap", "n_boot": max(n_boot, 20), "x64": True})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = REGISTRY[method].load()(table, cfg, common, jnp.float64)
@@ -184,25 +187,29 @@ def _check_bounds(res, method):
 
 @pytest.mark.slow  # ~50 s: a compilation per method
 @settings(max_examples=4, deadline=None)
-@given(
-    st.lists(st.floats(0.55, 0.97), min_size=5, max_size=5), st.integers(0, 1000), st.sampled_from(["em1", "em2", "proximal", "sequential"])
-)
+@given(st.lists(st.floats(0.55, 0.97), min_size=5, max_size=5), st.integers(0, 1000), st.sampled_from(["em1", "em2", "proximal"]))
 def test_fit_intervals_contain_the_estimate(p, seed, method):
-    res = _fit(_sim(seed, p=p), method, interval=0.8, n_boot=30, boot_seed=seed)
+    res = _fit(_sim(seed, p=p), method, interval=0.8)
     _check_bounds(res, method)
     rec = res.diagnostics["intervals"]
-    assert rec["level"] == 0.8 and rec["replicates"] == 30 and rec["seed"] == seed
+    assert rec["level"] == 0.8 and rec["converged"] and rec["method"].startswith("Laplace")
 
 
-def test_deterministic_given_the_seed_and_off_by_default():
+def test_deterministic_and_off_by_default():
+    """The Laplace intervals draw nothing: the same on every call; a higher level gives wider intervals; the
+    bootstrap's seed and replicates are refused with them (an option that would do nothing)."""
     sim = _sim(5)
-    a, b = (_fit(sim, "em2", interval=0.9, n_boot=40, boot_seed=7) for _ in range(2))
-    c = _fit(sim, "em2", interval=0.9, n_boot=40, boot_seed=8)
+    a, b = (_fit(sim, "em2", interval=0.9) for _ in range(2))
+    for kw in ({"boot_seed": 7}, {"n_boot": 50}):
+        with pytest.raises(ValueError, match="used by interval_method='bootstrap' only"):
+            _fit(sim, "em2", interval=0.9, **kw)
+    c = _fit(sim, "em2", interval=0.95)
     _check_bounds(a, "em2")
     cols = ["reliability_lower", "reliability_upper", "sensitivity_lower", "specificity_upper"]
     np.testing.assert_array_equal(a.annotators[cols], b.annotators[cols])
     np.testing.assert_array_equal(a.lines["posterior_upper"], b.lines["posterior_upper"])
-    assert not np.array_equal(a.annotators[cols], c.annotators[cols])
+    assert np.all(c.annotators["sensitivity_lower"] <= a.annotators["sensitivity_lower"])
+    assert np.all(c.annotators["sensitivity_upper"] >= a.annotators["sensitivity_upper"])
     plain = _fit(sim, "em2")
     assert "reliability_lower" not in plain.annotators and "intervals" not in plain.diagnostics
     np.testing.assert_array_equal(plain.annotators["reliability"], a.annotators["reliability"])  # the point fit is unchanged
@@ -215,13 +222,13 @@ def test_small_coverage_check_and_narrower_with_more_votes():
     hits, widths = [], []
     for seed in range(10):
         sim = _sim(100 + seed, n_programs=60)
-        res = _fit(sim, "em1", interval=0.9, n_boot=100, boot_seed=seed)
+        res = _fit(sim, "em1", interval=0.9)
         _check_bounds(res, "em1")
         r = res.annotators.merge(sim.reliability, on="annotator")
         hits += list((r["reliability_lower"] <= r["p"]) & (r["p"] <= r["reliability_upper"]))
         widths.append(float(np.mean(r["reliability_upper"] - r["reliability_lower"])))
     assert 0.75 <= np.mean(hits) <= 1.0, np.mean(hits)
-    small = _fit(_sim(100, n_programs=12), "em1", interval=0.9, n_boot=100).annotators
+    small = _fit(_sim(100, n_programs=12), "em1", interval=0.9).annotators
     small_width = small["reliability_upper"] - small["reliability_lower"]
     assert np.mean(widths) < 0.7 * float(np.mean(small_width))  # 5x the votes: ~1/sqrt(5) = 0.45 the width
 
@@ -247,8 +254,8 @@ def test_bayes_intervals_are_its_credible_intervals():
 
 def test_saved_columns_and_fit_json(tmp_path):
     sim = _sim(7, n_programs=12)
-    res = _fit(sim, "sequential", interval=0.9, n_boot=25, lam=0.1, w_max=2.0)
-    _check_bounds(res, "sequential")
+    res = _fit(sim, "em1", interval=0.9)
+    _check_bounds(res, "em1")
     res.save(tmp_path / "out")
     import pandas as pd
 
@@ -257,8 +264,8 @@ def test_saved_columns_and_fit_json(tmp_path):
     assert {"posterior_lower", "posterior_upper"} <= set(lines.columns)
     assert {"reliability_lower", "reliability_upper"} <= set(ann.columns)
     rec = json.loads((tmp_path / "out" / "fit.json").read_text())
-    assert rec["params"]["interval"] == 0.9 and rec["params"]["n_boot"] == 25
-    assert rec["diagnostics"]["intervals"]["replicates"] == 25 and rec["diagnostics"]["intervals"]["level"] == 0.9
+    assert rec["params"]["interval"] == 0.9
+    assert rec["diagnostics"]["intervals"]["model"] == "one_coin" and rec["diagnostics"]["intervals"]["level"] == 0.9
 
 
 @pytest.mark.parametrize(
@@ -269,6 +276,7 @@ def test_saved_columns_and_fit_json(tmp_path):
         ({"n_boot": 5}, "n_boot"),
         ({"boot_seed": -1}, "boot_seed"),
         ({"n_boot": 2.5}, "n_boot"),
+        ({"interval_method": "wald"}, "interval_method"),
     ],
 )
 def test_bad_parameters(kw, match):
@@ -306,3 +314,152 @@ def test_chunked_batches_equal_one_loop(monkeypatch):
     plo, phi = I.percentile(I.observed_posteriors(table.arrays, reps, clamp=True).astype(np.float32), est.posterior, common.interval)
     np.testing.assert_allclose(lines["posterior_lower"], plo, atol=1e-6)
     assert rec["replicates"] == 20
+
+
+# ---------------------------------------------------------------------------------------------
+# the Laplace intervals against finite differences of a NumPy log posterior
+
+
+def _sig(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _numpy_log_posterior(theta, kind, line, ann, lab, truth, m, prior_logit, intercept):
+    """The log posterior written line by line (no JAX): the likelihood of the method's model plus log p + log(1 - p)
+    per probability on the logit scale."""
+    theta = np.asarray(theta, np.float64)
+    lp = float(np.sum(np.log(_sig(theta)) + np.log(_sig(-theta))))
+    for j in range(truth.shape[0]):
+        vs = np.flatnonzero(line == j)
+        if kind == "logistic":
+            if truth[j] == 0:
+                continue
+            z = (theta[m] if intercept else 0.0) + sum(lab[v] * theta[ann[v]] for v in vs)
+            lp += np.log(_sig(truth[j] * z))
+            continue
+        if kind == "two_coin":
+            sens, spec, c = _sig(theta[:m]), _sig(theta[m : 2 * m]), theta[2 * m]
+        else:
+            sens = spec = _sig(theta[:m])
+            c = theta[m] if kind == "one_coin" else prior_logit
+        pc = _sig(c) * np.prod([sens[ann[v]] if lab[v] > 0 else 1 - sens[ann[v]] for v in vs])
+        pw = _sig(-c) * np.prod([1 - spec[ann[v]] if lab[v] > 0 else spec[ann[v]] for v in vs])
+        lp += np.log(pc if truth[j] > 0 else pw if truth[j] < 0 else pc + pw)
+    return lp
+
+
+def _numpy_line_logits(theta, kind, line, ann, lab, n_lines, m, prior_logit, intercept):
+    """Each line's posterior logit, line by line: prior logit + sum of log P(vote | correct) / P(vote | wrong)."""
+    out = np.zeros(n_lines)
+    for j in range(n_lines):
+        if kind == "two_coin":
+            sens, spec, c = _sig(theta[:m]), _sig(theta[m : 2 * m]), theta[2 * m]
+        else:
+            sens = spec = _sig(theta[:m])
+            c = theta[m] if kind == "one_coin" or (kind == "logistic" and intercept) else prior_logit
+        s = c
+        for v in np.flatnonzero(line == j):
+            i = ann[v]
+            s += np.log(sens[i] / (1 - spec[i])) if lab[v] > 0 else np.log((1 - sens[i]) / spec[i])
+        out[j] = s
+    return out
+
+
+LAPLACE_CASES = [
+    ("em1", {}, "one_coin"),
+    ("em2", {}, "two_coin"),
+    ("proximal", {}, "logistic"),
+    ("proximal", {"intercept": True}, "logistic"),
+    ("proximal", {"latent": True}, "one_coin_fixed_prior"),
+]
+
+
+@pytest.mark.parametrize("method, extra, kind", LAPLACE_CASES)
+def test_laplace_mode_and_hessian_match_finite_differences(method, extra, kind):
+    """At the mode the finite-difference gradient of the NumPy log posterior vanishes, and the covariance is the
+    inverse of its finite-difference Hessian."""
+    sim = simulate(3, P, n_programs=8, lines_per_program=4, honeypot_fraction=0.25, annotators_per_item=3, **IID)
+    table = read_votes(sim.votes, truth=sim.truth)
+    common, cfg = make_configs(method, {**extra, "interval": 0.9, "x64": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = REGISTRY[method].load()(table, cfg, common, jnp.float64)
+    lf = I.laplace(table, method, cfg, common, est)
+    assert lf.kind == kind and lf.converged
+    a = table.arrays
+    line, ann, lab, truth = (np.asarray(x) for x in (a.line, a.annotator, a.label, a.truth))
+    m, intercept = table.n_annotators, bool(extra.get("intercept"))
+    assert lf.mode.shape[0] == {"one_coin": m + 1, "two_coin": 2 * m + 1, "one_coin_fixed_prior": m, "logistic": m + intercept}[kind]
+    f = lambda th: _numpy_log_posterior(th, kind, line, ann, lab, truth, m, lf.prior_logit, intercept)  # noqa: E731
+    d, h = lf.mode.shape[0], 1e-4
+    eye = np.eye(d)
+    grad = np.array([(f(lf.mode + 1e-6 * eye[i]) - f(lf.mode - 1e-6 * eye[i])) / 2e-6 for i in range(d)])
+    assert np.max(np.abs(grad)) < 1e-5, grad
+
+    def d2(i, j):
+        pp, pm, mp, mm = (f(lf.mode + h * (si * eye[i] + sj * eye[j])) for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)))
+        return (pp - pm - mp + mm) / (4 * h * h)
+
+    hess = np.array([[d2(i, j) for j in range(d)] for i in range(d)])
+    np.testing.assert_allclose(lf.cov, np.linalg.inv(-hess), rtol=1e-4, atol=1e-6)
+    # the line logits' mean and variance: the NumPy line logits and their finite-difference Jacobian G, G cov G'
+    mean, var = I.line_logit_moments(lf, a, m)
+    g = lambda th: _numpy_line_logits(th, kind, line, ann, lab, truth.shape[0], m, lf.prior_logit, intercept)  # noqa: E731
+    np.testing.assert_allclose(mean, g(lf.mode), atol=1e-9)
+    jac = np.stack([(g(lf.mode + 1e-6 * eye[i]) - g(lf.mode - 1e-6 * eye[i])) / 2e-6 for i in range(d)], axis=1)
+    np.testing.assert_allclose(var, np.einsum("jd,de,je->j", jac, lf.cov, jac), rtol=1e-5, atol=1e-8)
+
+
+def test_laplace_interval_columns_are_the_gaussian_quantiles():
+    """em1: reliability interval = sigmoid(mode +- z sd) widened to the estimate; line interval = sigmoid(mean +- z sd),
+    honeypot lines clamped to their truth."""
+    with jax.enable_x64(True):
+        table, cfg, common, est, _ = _replicates("em1", {})
+    ann, lines, rec = I.laplace_intervals(table, "em1", cfg, common, est)
+    lf = I.laplace(table, "em1", cfg, common, est)
+    m, z = table.n_annotators, 1.6448536269514722
+    sd = np.sqrt(np.diag(lf.cov))[:m]
+    lo = np.minimum(_sig(lf.mode[:m] - z * sd), est.reliability)
+    hi = np.maximum(_sig(lf.mode[:m] + z * sd), est.reliability)
+    np.testing.assert_allclose(ann["reliability_lower"], lo, atol=1e-12)
+    np.testing.assert_allclose(ann["reliability_upper"], hi, atol=1e-12)
+    mean, var = I.line_logit_moments(lf, table.arrays, m)
+    truth = np.asarray(table.arrays.truth)
+    free = truth == 0
+    np.testing.assert_allclose(lines["posterior_lower"][free], np.minimum(_sig(mean - z * np.sqrt(var)), est.posterior)[free], atol=1e-12)
+    assert np.all(lines["posterior_lower"][truth > 0] == 1) and np.all(lines["posterior_upper"][truth < 0] == 0)
+    assert rec["parameters"] == m + 1 and rec["model"] == "one_coin"
+
+
+def test_sequential_refuses_intervals(tmp_path, capsys):
+    """sequential has no honest interval (its weights are not an estimate with a sampling distribution): fit raises
+    and the CLI prints one line and exits non-zero."""
+    sim = _sim(9, n_programs=8)
+    with pytest.raises(ValueError, match="sequential: no intervals"):
+        _fit(sim, "sequential", interval=0.9)
+    from crowdstat.cli import main
+
+    sim.votes.to_csv(tmp_path / "votes.csv", index=False)
+    sim.truth.to_csv(tmp_path / "truth.csv", index=False)
+    args = ["fit", str(tmp_path / "votes.csv"), "--truth", str(tmp_path / "truth.csv"), "--method", "sequential", "--interval", "0.9"]
+    rc = main([*args, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1 and "sequential: no intervals" in err, err
+
+
+def test_interval_method_bootstrap_gives_the_reference_bootstrap(tmp_path):
+    """``interval_method="bootstrap"`` reaches the parametric bootstrap (replicates recorded, seeded: the
+    same seed gives the same intervals, another seed other ones) and the CLI takes ``--interval-method``."""
+    from crowdstat.cli import main
+
+    sim = _sim(5)
+    a, b, c = (_fit(sim, "em1", interval=0.9, interval_method="bootstrap", n_boot=40, boot_seed=s) for s in (1, 1, 2))
+    assert a.diagnostics["intervals"]["replicates"] == 40 and a.diagnostics["intervals"]["seed"] == 1
+    np.testing.assert_array_equal(a.annotators["reliability_lower"], b.annotators["reliability_lower"])
+    assert not np.array_equal(a.annotators["reliability_lower"], c.annotators["reliability_lower"])
+    _check_bounds(a, "em1")
+    sim.votes.to_csv(tmp_path / "v.csv", index=False)
+    argv = ["fit", str(tmp_path / "v.csv"), "--method", "em1", "--interval", "0.9", "--interval-method", "bootstrap", "--n-boot", "20"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 0
+    rec = json.loads((tmp_path / "o" / "fit.json").read_text())
+    assert rec["params"]["interval_method"] == "bootstrap" and rec["diagnostics"]["intervals"]["replicates"] == 20

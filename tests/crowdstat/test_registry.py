@@ -138,7 +138,7 @@ def test_fit_help_shows_every_flag_with_its_default():
             else:
                 want = f"(default {R.format_default(f.default)})"
             assert want in entries[flag], (flag, entries[flag])
-    assert n == 44  # the 43 flags of crowdstat fit, --nu counted for both sequential and proximal
+    assert n == 45  # the 44 flags of crowdstat fit, --nu counted for both sequential and proximal
     assert "%%" not in r.stdout and "(default 1%)" in entries["--gamma"]
     r = subprocess.run([sys.executable, "-m", "crowdstat", "compare", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0 and "gamma=5%'" in r.stdout and "%%" not in r.stdout
@@ -182,6 +182,7 @@ def test_field_metadata_is_consistent():
         "--x64",
         "--calibrate",
         "--interval",
+        "--interval-method",
         "--n-boot",
         "--boot-seed",
         "--lam",
@@ -254,6 +255,7 @@ BAD = {
         "interval": [0.0, 1.0, "0.9"],
         "n_boot": [5, 2.5, True],
         "boot_seed": [-1, 1.5],
+        "interval_method": ["wald", None],
     },
     R.SequentialConfig: {
         "lam": [-1.0, math.inf, "1"],
