@@ -121,7 +121,7 @@ labelstudio-browser:
 	fi
 
 test-labelstudio: $(STAMP) $(LS_STAMP) labelstudio-browser
-	$(PY) -m pytest -q -m slow tests/rl/test_labelstudio_server.py tests/rl/test_labelstudio_file_server.py tests/rl/test_labelstudio_adaptive.py
+	$(PY) -m pytest -q -m slow tests/rl/test_labelstudio_server.py tests/rl/test_labelstudio_file_server.py tests/rl/test_labelstudio_adaptive.py tests/rl/test_labelstudio_stream_server.py
 
 # verl (docs/verl.md): verl 0.9.1 needs transformers <5.11 (the rl extra pins 5.23), so it lives in its
 # own venv, built from the project and its `verl` extra (torch's CPU build first, as for .venv).

@@ -1,4 +1,4 @@
-"""``rl labelstudio serve|push|status|pull|crowd|browse``: annotation rounds on a real Label Studio server.
+"""``rl labelstudio serve|push|status|pull|crowd|listen|browse``: annotation rounds on a real Label Studio server.
 
 Label Studio runs from its own venv (``make labelstudio-venv``); see docs/annotation.md, "Real annotators
 (Label Studio server)", for a team's walk-through.
@@ -18,6 +18,12 @@ Label Studio runs from its own venv (``make labelstudio-venv``); see docs/annota
 ``crowd``   the local crowd: ``--population`` simulated on the round's programs with their line truth
             (``--true-lines``, e.g. ``true_lines.csv`` of ``rl annotate``), each annotator posting its
             votes through the API as its own account; the simulated table goes to ``crowd_votes.csv``.
+``listen``  per-annotation-event streaming (:mod:`rl.crowd.ls_stream`): a webhook listener on
+            ``--host``/``--port`` registered on the round's project (the secret header from
+            ``--secret`` or ``$RL_LS_WEBHOOK_SECRET``, else generated); every annotation saved becomes
+            votes and one crowdstat ``OnlineFit`` update (``--method``, fit options), the outputs of
+            ``crowdstat fit`` rewritten in ``--out`` after each; one line per event; Ctrl-C / SIGTERM
+            applies the events received, removes the webhook and stops. ``--resume`` continues ``--out``.
 ``browse``  headless Chromium (the system ``chromium``) opens one task's labelling page, counts its
             choice controls and saves a screenshot.
 """
@@ -193,6 +199,94 @@ def _browse(args) -> int:
     return 0 if rep["n_choice_groups"] == len(lines) else 1
 
 
+def _fit_params(args) -> dict:
+    """The OnlineFit parameters of ``listen``: --x64, --tol, --maxiter, --tau and every --param NAME=VALUE."""
+    import json
+
+    params: dict = {}
+    if args.x64:
+        params["x64"] = True
+    for name in ("tol", "maxiter", "tau"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    for item in args.param or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise ValueError(f"--param {item!r}: expected NAME=VALUE (e.g. --param prior=0.6)")
+        try:
+            params[name.strip()] = json.loads(value)
+        except ValueError:
+            params[name.strip()] = value
+    return params
+
+
+def _listen(args) -> int:
+    import os
+    import secrets as _secrets
+
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the fit is small; leave an accelerator to training
+    from rl.crowd import ls_stream
+    from rl.crowd.ls_ops import read_round
+    from rl.crowd.ls_server import call_driver, read_server_json
+
+    m = read_round(args.round)
+    server = read_server_json(args.server)
+    if server["url"] != m["url"]:
+        raise ValueError(f"{args.server}: server {server['url']} is not the round's server {m['url']}")
+    secret = args.secret or os.environ.get(ls_stream.SECRET_ENV) or _secrets.token_urlsafe(32)
+    rnd = ls_stream.StreamRound(args.round, truth=args.truth, programs=args.programs)
+    params = _fit_params(args)
+    out = args.out or Path(args.round) / "stream"
+
+    def users(uid: int) -> str | None:
+        reply = call_driver("users", {"url": server["url"], "token": server["token"]})
+        rnd.emails.update({int(u["id"]): u["email"] for u in reply["users"]})
+        return rnd.emails.get(uid)
+
+    def log(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    lis = ls_stream.Listener(rnd, out, args.method or "em1", params, secret=secret, resume=args.resume, users=users, log=log)
+    if args.resume and ((args.method and args.method != lis.method) or any(lis.params.get(k) != v for k, v in params.items())):
+        raise ValueError(f"--resume {out}: the state is a --method {lis.method} fit with {lis.params}; drop --method and the fit options")
+    stop = {"now": False}
+
+    def _stop(*_):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    host, port = lis.serve(args.host, args.port or 0)
+    target = args.public_url or f"http://{host}:{port}{ls_stream.WEBHOOK_PATH}"
+    hook = None
+    try:
+        if not args.no_register:
+            req = {"url": server["url"], "token": server["token"], "project_id": rnd.project_id, "target": target}
+            req.update(headers={ls_stream.SECRET_HEADER: secret}, actions=list(ls_stream.ACTIONS))
+            hook = call_driver("webhook", req)["id"]
+        log(
+            f"rl labelstudio listen: {target} "
+            + (f"(webhook {hook} on project {rnd.project_id}) " if hook is not None else "(not registered: --no-register) ")
+            + f"-> {lis.method} fit in {out}; {len(lis.votes)} votes so far; Ctrl-C stops"
+        )
+        while not stop["now"]:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        lis.stop(drain=True)
+        if hook is not None:
+            try:
+                call_driver("webhook", {"url": server["url"], "token": server["token"], "delete": hook})
+            except ValueError as e:
+                print(f"rl labelstudio listen: warning: webhook {hook} not removed: {e}", file=sys.stderr)
+        st = lis.status()
+        log(
+            f"rl labelstudio listen: stopped; {st['events']} events ({st['online']} online updates, {st['refits']} refits, "
+            f"{st['unchanged']} without change, {st['errors']} errors), {st['refused']} posts refused; {st['votes']} votes in {out}"
+        )
+    return 0
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="ls_command", required=True, metavar="ACTION")
     s = sub.add_parser("serve", help="start a Label Studio server and write its server file")
@@ -203,6 +297,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the server to answer")
     s.add_argument("--venv", type=Path, default=None, help="the Label Studio venv (default .venv-labelstudio)")
     s.add_argument("--stop-when-up", action="store_true", help="stop once it answers (prepares --data-dir)")
+    q = sub.add_parser("listen", help="per-annotation-event streaming: a webhook listener that keeps a crowdstat fit current")
+    q.add_argument("--server", type=Path, default=Path("server.json"), help="server file of `rl labelstudio serve`")
+    q.add_argument("--round", type=Path, required=True, help="the pushed round directory (round.json, truth.csv, programs.csv)")
+    q.add_argument("--out", type=Path, default=None, help="output directory, rewritten after every event (default ROUND/stream)")
+    q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    q.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    q.add_argument("--secret", default=None, help="shared secret of the webhook header (default $RL_LS_WEBHOOK_SECRET, else generated)")
+    q.add_argument("--public-url", default=None, help="the URL Label Studio posts to, when not http://HOST:PORT/webhook (a proxy)")
+    q.add_argument("--no-register", action="store_true", help="do not register the webhook (one set up by hand, with the secret header)")
+    q.add_argument("--method", choices=("em1", "em2", "proximal", "sequential"), default=None, help="the fit (default em1)")
+    q.add_argument("--x64", action="store_true", help="fit in float64")
+    q.add_argument("--tol", type=float, default=None, help="the method's tol (EM: log-likelihood gain; proximal: duality gap)")
+    q.add_argument("--maxiter", type=int, default=None, help="the method's maxiter")
+    q.add_argument("--tau", type=float, default=None, help="reward threshold on the posteriors")
+    q.add_argument("--param", action="append", default=None, metavar="NAME=VALUE", help="any other crowdstat.fit parameter (repeatable)")
+    q.add_argument("--truth", type=Path, default=None, help="honeypot truth (default ROUND/truth.csv)")
+    q.add_argument("--programs", type=Path, default=None, help="program sizes program,n_lines (default ROUND/programs.csv)")
+    q.add_argument("--resume", action="store_true", help="continue the listener state in --out")
     for name, help_ in (
         ("push", "push a round of programs as tasks"),
         ("status", "how many tasks have enough annotations"),
@@ -238,7 +350,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             q.add_argument("--screenshot", type=Path, default=Path("labelstudio_task.png"))
 
 
-_ACTIONS = {"serve": _serve, "push": _push, "status": _status, "pull": _pull, "crowd": _crowd, "browse": _browse}
+_ACTIONS = {"serve": _serve, "push": _push, "status": _status, "pull": _pull, "crowd": _crowd, "listen": _listen, "browse": _browse}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,6 +27,12 @@ Actions (every request has ``url``; the admin ones ``token``, a legacy API token
               with ``overlap`` and ``is_labeled``; Label Studio does not recompute ``is_labeled`` when
               a task's overlap changes, and its label stream hands out only tasks not labeled yet).
               Reply: ``tasks``: ``[{"id", "overlap", "is_labeled", "total_annotations"}]`` as read back.
+``webhook``   ``project_id``, ``target`` (the listener's URL), ``headers`` (sent with every post: the
+              shared secret), ``actions``: registers a project webhook that sends the payload
+              (``client.webhooks.create``). Reply: ``id``, ``url``, ``actions``. With ``delete``: a
+              webhook id, removes that webhook instead (``client.webhooks.delete``). Reply: ``deleted``.
+``users``     -> ``users``: ``[{"id", "email"}]`` (for the listener: the e-mail of a user id that is not
+              one of the round's accounts).
 ``browse``    ``email``, ``password``, ``project_id``, ``task_id``, ``screenshot``, ``chromium``: logs in
               with headless Chromium, opens the task's labelling page, counts its choice controls and
               saves a screenshot. Reply: ``n_choice_groups``, ``n_radios``.
@@ -182,6 +188,33 @@ def act_pull(req: dict) -> dict:
     return {"tasks": r.json(), "users": [{"id": u["id"], "email": u["email"]} for u in users]}
 
 
+def act_webhook(req: dict) -> dict:
+    ls = _client(req["url"], req["token"])
+    if req.get("delete") is not None:
+        ls.webhooks.delete(id=int(req["delete"]))
+        return {"deleted": int(req["delete"])}
+    wh = ls.webhooks.create(
+        url=req["target"],
+        project=int(req["project_id"]),
+        headers=dict(req.get("headers") or {}),
+        actions=list(req["actions"]),
+        send_payload=True,
+        send_for_all_actions=False,
+        is_active=True,
+    )
+    return {"id": wh.id, "url": wh.url, "actions": sorted(wh.actions or [])}
+
+
+def act_users(req: dict) -> dict:
+    http = _http(req["url"], req["token"])
+    try:  # the e-mails as stored (the pull names annotators by them)
+        body = _check(http.get("/api/users/", params={"page_size": 100000}), "list users").json()
+    finally:
+        http.close()
+    rows = body["results"] if isinstance(body, dict) and "results" in body else body
+    return {"users": [{"id": u["id"], "email": u["email"]} for u in rows]}
+
+
 def act_annotate(req: dict) -> dict:
     url, posted, edited = req["url"], 0, 0
     for a in req["annotators"]:
@@ -229,7 +262,16 @@ def act_browse(req: dict) -> dict:
     return {"n_choice_groups": n_groups, "n_radios": n_radios}
 
 
-ACTIONS = {"push": act_push, "status": act_status, "overlap": act_overlap, "pull": act_pull, "annotate": act_annotate, "browse": act_browse}
+ACTIONS = {
+    "push": act_push,
+    "status": act_status,
+    "overlap": act_overlap,
+    "pull": act_pull,
+    "annotate": act_annotate,
+    "webhook": act_webhook,
+    "users": act_users,
+    "browse": act_browse,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
