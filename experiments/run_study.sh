@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-for e in exp1_trajectories exp2_honeypots exp3_l1_path exp4_robustness exp5_compute_time; do
+for e in exp1_trajectories exp2_honeypots exp3_l1_path exp4_robustness exp5_compute_time exp6_allocation; do
   echo "== $e $*"
   nice -n 10 "$PY" "experiments/$e.py" "$@"
 done
