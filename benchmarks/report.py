@@ -156,6 +156,32 @@ def _agg(res: dict) -> list[str]:
     return out
 
 
+def _stream(res: dict) -> list[str]:
+    st = res.get("stream") or {}
+    if st.get("skipped"):
+        return ["", f"Streaming: skipped ({st['skipped']})."]
+    rows = st.get("rows") or []
+    if not rows:
+        return []
+    out = [
+        "",
+        f"**Streaming** (`crowdstat.online.OnlineFit`): one batch of ~{st['batch_votes']} new votes, update vs full refit "
+        f"of all the votes so far, same data, same run (median of {st['repeat']}; float64). *refit first*: a refit that "
+        "compiles for the new size, as a fresh `crowdstat.fit` does.",
+        "",
+        "| method | history votes | update | state only | refit | refit first | update / refit | update / refit first "
+        "| max abs dP vs refit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['method']} | {r['history_votes']:.0e} | {r['update_s'] * 1e3:.1f} ms | {r['update_state_s'] * 1e3:.1f} ms | "
+            f"{r['refit_s'] * 1e3:.0f} ms | {r['refit_first_s'] * 1e3:.0f} ms | {r['update_over_refit']:.3f} | "
+            f"{r['update_over_refit_first']:.3f} | {r['max_abs_dposterior_vs_refit']:.0e} |"
+        )
+    return out
+
+
 def _e2e(res: dict) -> list[str]:
     e2e = res.get("e2e") or {}
     if not e2e.get("methods"):
@@ -203,7 +229,7 @@ def _memory_and_targets(res: dict) -> list[str]:
 
 
 def markdown(res: dict) -> str:
-    sections = (_run_line, _k1, _k2, _k3, _agg, _e2e, _memory_and_targets)
+    sections = (_run_line, _k1, _k2, _k3, _agg, _stream, _e2e, _memory_and_targets)
     return "\n".join(line for section in sections for line in section(res)) + "\n"
 
 

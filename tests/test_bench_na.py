@@ -25,3 +25,20 @@ def test_e2e_row_without_rss_says_na():
     )
     text = "\n".join(lines)
     assert "nan" not in text and "n/a" in text
+
+
+def test_stream_section_renders_the_ratio_rows():
+    row = {
+        "method": "em2",
+        "history_votes": 10**5,
+        "update_s": 0.02,
+        "update_state_s": 0.01,
+        "refit_s": 0.05,
+        "refit_first_s": 1.0,
+        "update_over_refit": 0.4,
+        "update_over_refit_first": 0.02,
+        "max_abs_dposterior_vs_refit": 3e-9,
+    }
+    text = "\n".join(report._stream({"stream": {"batch_votes": 1000, "repeat": 3, "rows": [row]}}))
+    assert "| em2 | 1e+05 | 20.0 ms | 10.0 ms | 50 ms | 1000 ms | 0.400 | 0.020 | 3e-09 |" in text
+    assert report._stream({}) == [] and "skipped (no jax)" in report._stream({"stream": {"skipped": "no jax"}})[1]
