@@ -301,7 +301,11 @@ class EMConfig(Config):
     cli_group: ClassVar[str] = "baselines (em1, em2: Dawid-Skene EM; bayes: NUTS)"
 
     maxiter: int = _param(100, "EM iterations cap", "--em-maxiter")
-    tol: float = _param(1e-6, "EM stops when the log-likelihood gain is below tol * max(1, |log-likelihood|)", "--em-tol")
+    tol: float = _param(
+        1e-6,
+        "EM stops when the log-likelihood gain is at most tol * max(1, |log-likelihood|); 0 = to the fixed point (EM, then Newton)",
+        "--em-tol",
+    )
 
     def __post_init__(self):
         if not _is_integer(self.maxiter) or self.maxiter < 1:

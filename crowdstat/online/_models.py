@@ -78,6 +78,7 @@ class EMModel:
             jnp.asarray(n, jnp.int32),
             m=m_cap,
             two_coin=self.two_coin,
+            polish=self.cfg.tol == 0,  # as the refit (crowdstat.estimators.dawid_skene._fit)
         )
         m = store.n_annotators
         self.q = np.asarray(s.q, np.float64)[:n].copy()
@@ -88,7 +89,8 @@ class EMModel:
         rel_c = np.clip(b64 if not self.two_coin else 0.5 * (a64 + b64), delta, 1 - delta)
         weight = np.log(rel_c) - np.log1p(-rel_c)
         it, gain, ll = int(s.iter_num), float(s.gain), float(s.log_likelihood)
-        converged = bool(gain < self.cfg.tol * max(1.0, abs(ll)))
+        converged = bool(gain <= self.cfg.tol * max(1.0, abs(ll)))
+        grad_norm = float(s.grad_norm)
         name = "em_two_coin" if self.two_coin else "em_one_coin"
         diagnostics = {
             "model": "two-coin Dawid-Skene (EM)" if self.two_coin else "one-coin Dawid-Skene (EM)",
@@ -97,6 +99,8 @@ class EMModel:
             "last_gain": gain if math.isfinite(gain) else None,
             "converged": converged,
             "class_prior": float(s.pi),
+            "gradient_norm": grad_norm if math.isfinite(grad_norm) else None,
+            "newton_steps": int(s.newton_steps),
             "n_honeypot_lines_clamped": int(np.count_nonzero(store.truth.view())),
             "warm_start": q_start is not None,
         }

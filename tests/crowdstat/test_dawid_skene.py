@@ -8,6 +8,7 @@ M-step, same E-step, same stopping rule (relative log-likelihood gain).
 
 import math
 from collections import defaultdict
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -178,6 +179,92 @@ def test_log_likelihood_monotone_and_converges():
     assert bf.diagnostics["converged"] and bf.diagnostics["iterations"] < 100
 
 
+def _long_oracle(votes, truth, two_coin, table, cycles=3000):
+    """The dict-loop EM run ``cycles`` cycles (no stopping rule): its fixed point, to float rounding, on these crowds."""
+    ref = oracle_em(votes, truth if len(truth) else None, two_coin, maxiter=cycles, tol=-math.inf)
+    keys = list(zip(table.lines_frame()["program"], table.lines_frame()["line"]))
+    return ref, np.array([ref["q"][k] for k in keys])
+
+
+@pytest.mark.parametrize("two_coin,seed,honeypot,perfect", [(True, 30, 0.0, False), (True, 31, 0.25, True), (False, 31, 0.25, False)])
+def test_tol_zero_is_the_fixed_point_not_a_point_near_it(two_coin, seed, honeypot, perfect):
+    """tol = 0: EM to float noise, then Newton on L: the fixed point of the oracle's EM run 3000 cycles, to 1e-10.
+
+    EM's gain alone stops ~1e-7..1e-6 short of it (L is quadratic there; the run with tol = 1e-300 is
+    that stop): that is what the Newton polish removes. A perfect annotator (alpha = beta = 1, at the
+    clip bound: not a free parameter) stays where EM puts it."""
+    rng = np.random.default_rng(100 + seed)
+    m = 7
+    alpha, beta = rng.uniform(0.55, 0.85, m), rng.uniform(0.55, 0.85, m)
+    votes, truth, y = simulate(seed, 60, m, 0.5, alpha, beta, pi=0.4, honeypot=honeypot)
+    if perfect:
+        lines = votes[["program", "line"]].drop_duplicates().iloc[::3]
+        yl = y[(lines["program"].str[1:].astype(int) * 4 + lines["line"] - 1).to_numpy()]
+        votes = pd.concat([votes, lines.assign(annotator="ap", label=yl)], ignore_index=True)
+    table, bf = run_ds(votes, truth, two_coin, tol=0.0, maxiter=20_000)
+    _, short = run_ds(votes, truth, two_coin, tol=1e-300, maxiter=20_000)
+    ref, q_ref = _long_oracle(votes, truth, two_coin, table)
+    np.testing.assert_allclose(bf.posterior, q_ref, rtol=0, atol=1e-10)
+    assert abs(bf.diagnostics["class_prior"] - ref["pi"]) < 1e-10
+    anns = list(table.annotators)
+    cols = {"sensitivity": "beta", "specificity": "alpha"} if two_coin else {}
+    for col, key in cols.items():
+        np.testing.assert_allclose(bf.annotator_columns[col], [ref[key][a] for a in anns], rtol=0, atol=1e-10, err_msg=col)
+    if not two_coin:
+        np.testing.assert_allclose(bf.reliability, [ref["beta"][a] for a in anns], rtol=0, atol=1e-10)
+    if perfect:
+        k = anns.index("ap")
+        assert bf.annotator_columns["sensitivity"][k] > 1 - DELTA and bf.annotator_columns["specificity"][k] > 1 - DELTA
+    assert bf.diagnostics["converged"] and bf.diagnostics["newton_steps"] >= 1 and bf.diagnostics["gradient_norm"] < 1e-12
+    # the gain-only stop: the same log-likelihood to 1e-12, posteriors further than 1e-8 from the fixed point
+    assert short.diagnostics["newton_steps"] == 0 and short.diagnostics["gradient_norm"] is None  # no polish with tol > 0
+    assert abs(short.diagnostics["log_likelihood"] - ref["ll"]) < 1e-12 * abs(ref["ll"])
+    assert np.abs(short.posterior - q_ref).max() > 1e-8
+
+
+@pytest.mark.parametrize("two_coin", [False, True])
+def test_newton_derivatives_are_those_of_the_log_likelihood(two_coin):
+    """The closed-form gradient and information-vector products of the polish (Louis' identity) against
+    autodiff of the E-step's log-likelihood, with honeypot lines, empty slots and padding lines (n_real)."""
+    rng = np.random.default_rng(40)
+    m = 6
+    votes, truth, _ = simulate(40, 50, m, 0.5, rng.uniform(0.6, 0.9, m), rng.uniform(0.6, 0.9, m), honeypot=0.2)
+    a = crowdstat.read_votes(votes, truth=truth).arrays
+    n = a.n_lines
+    pad = 7  # padding lines after the real ones, and empty slots (label 0) on them
+    arrays = a._replace(
+        line=np.concatenate([a.line, np.full(5, n + pad - 1, np.int32)]),
+        annotator=np.concatenate([a.annotator, np.arange(5, dtype=np.int32)]),
+        label=np.concatenate([a.label, np.zeros(5, np.int8)]),
+        line_program=np.concatenate([a.line_program, np.full(pad, a.line_program[-1], np.int32)]),
+        truth=np.concatenate([a.truth, np.zeros(pad, np.int8)]),
+    )
+    with jax.enable_x64(True):
+        v = ds.VoteArrays(*map(jnp.asarray, arrays))
+        k = 1 + (2 * m if two_coin else m)
+        theta = jnp.asarray(rng.uniform(0.2, 0.9, k))
+        n_real = jnp.asarray(n, jnp.int32)
+        d = ds._derivatives(theta, v, m, DELTA, two_coin, n_real)
+        f = partial(ds.log_likelihood, votes=v, m=m, delta=DELTA, two_coin=two_coin, n_real=n_real)
+        assert float(d.log_likelihood) == pytest.approx(float(f(theta)), rel=1e-14)
+        np.testing.assert_allclose(np.asarray(d.grad), np.asarray(jax.grad(f)(theta)), rtol=1e-11, atol=1e-11)
+        hess = np.asarray(jax.hessian(f)(theta))
+        for u in (np.eye(k)[0], np.eye(k)[k - 1], rng.standard_normal(k)):
+            got = np.asarray(ds._information_times(d, jnp.asarray(u), v, m, two_coin))
+            np.testing.assert_allclose(got, -hess @ u, rtol=1e-10, atol=1e-9)
+
+
+def test_tol_zero_float32_keeps_dtype_and_agrees():
+    rng = np.random.default_rng(9)
+    votes, _, _ = simulate(9, 200, 8, 0.5, rng.uniform(0.6, 0.9, 8), rng.uniform(0.6, 0.9, 8))
+    _, b64 = run_ds(votes, None, True, tol=0.0, maxiter=5000)
+    _, b32 = run_ds(votes, None, True, dtype=jnp.float32, tol=0.0, maxiter=5000)
+    assert b32.posterior.dtype == np.float32 and b32.reliability.dtype == np.float32
+    assert np.all(np.isfinite(b32.posterior)) and math.isfinite(b32.diagnostics["gradient_norm"])
+    np.testing.assert_allclose(b32.posterior, b64.posterior, atol=2e-3)
+    assert b64.diagnostics["gradient_norm"] < 1e-12
+
+
 def test_one_compile_for_new_tol_and_maxiter():
     votes, _, _ = simulate(6, 50, 5, 0.6, np.full(5, 0.8), np.full(5, 0.8))
     table = crowdstat.read_votes(votes)
@@ -302,8 +389,9 @@ def test_fit_facade_columns(method):
         crowdstat.fit(votes, method=method, maxiter=0)
 
 
+@pytest.mark.parametrize("tol", [1e-10, 0.0])
 @pytest.mark.parametrize("two_coin", [False, True])
-def test_empty_slots_change_nothing(two_coin):
+def test_empty_slots_change_nothing(two_coin, tol):
     """Label-0 slots (padding to a fixed shape) add nothing: the same state as without them, and the
     padded run is one compilation for any number of real votes in the grid."""
     rng = np.random.default_rng(21)
@@ -317,9 +405,12 @@ def test_empty_slots_change_nothing(two_coin):
     jj, ii = np.divmod(np.arange(n_lines * m), m)
     padded = a._replace(line=jj.astype(np.int32), annotator=ii.astype(np.int32), label=grid.ravel())
     with jax.enable_x64(True):
-        args = (jnp.asarray(0.5), jnp.asarray(DELTA), jnp.asarray(200, jnp.int32), jnp.asarray(1e-10))
-        s_real = ds.run(ds.VoteArrays(*map(jnp.asarray, a)), *args, m=m, two_coin=two_coin)
-        s_pad = ds.run(ds.VoteArrays(*map(jnp.asarray, padded)), *args, m=m, two_coin=two_coin)
+        args = (jnp.asarray(0.5), jnp.asarray(DELTA), jnp.asarray(200, jnp.int32), jnp.asarray(tol))
+        s_real = ds.run(ds.VoteArrays(*map(jnp.asarray, a)), *args, m=m, two_coin=two_coin, polish=tol == 0)
+        s_pad = ds.run(ds.VoteArrays(*map(jnp.asarray, padded)), *args, m=m, two_coin=two_coin, polish=tol == 0)
     for name in ("q", "pi", "alpha", "beta", "log_likelihood"):
         np.testing.assert_allclose(np.asarray(getattr(s_pad, name)), np.asarray(getattr(s_real, name)), atol=1e-12, err_msg=name)
-    assert int(s_pad.iter_num) == int(s_real.iter_num)
+    if tol > 0:  # with tol = 0 EM stops on the sign of a gain at float noise: the cycle can differ by one, not the point
+        assert int(s_pad.iter_num) == int(s_real.iter_num)
+    # the polish ran on both (how many steps it keeps once at float noise can differ by one)
+    assert (int(s_pad.newton_steps) > 0) == (int(s_real.newton_steps) > 0) == (tol == 0)
