@@ -179,7 +179,66 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_compare(sub)
     _add_next(sub)
+    _add_stream(sub)
     return parser
+
+
+def _add_stream(sub) -> None:
+    s = sub.add_parser(
+        "stream",
+        help="keep a streaming fit in a long-running process: JSON requests on stdin, one reply line each on stdout",
+        description="Keep one streaming fit (crowdstat.online.OnlineFit) and read requests as JSON lines on stdin: "
+        '{"op": "update", "votes": [[program, line, annotator, label], ...], "truth": [[program, line, truth], ...]} '
+        'adds votes, {"op": "refit", ...} starts a new fit on exactly the votes given, {"op": "status"} reports. After '
+        "each update or refit --out gets what crowdstat fit --save-state writes (one atomic swap), then one reply line "
+        '{"ok": true, ...} or {"ok": false, "error": ...} (the fit unchanged). End of input ends it (docs/cli.md, '
+        "'crowdstat stream'; docs/streaming.md).",
+    )
+    s.add_argument(
+        "--method",
+        default=None,
+        choices=METHODS,
+        help="em1, em2 or proximal (sequential is refused: docs/streaming.md); with --warm-start, the state's",
+    )
+    s.add_argument("--programs", help="program sizes: program,n_lines (for coverage), as crowdstat fit takes them")
+    s.add_argument(
+        "--warm-start",
+        metavar="PREVIOUS_OUT",
+        help="continue the fit saved in PREVIOUS_OUT (state.npz of crowdstat fit --save-state or of an earlier stream; "
+        "may be --out itself); its method and parameters carry on, a different --method or option given is an error",
+    )
+    _add_out(s)
+    _add_config_options(s)
+
+
+def _main_stream(args) -> int:
+    from crowdstat.online.serve import open_fit, read_programs, run
+
+    flags = getattr(args, "_given", [])
+    if args.method is not None:
+        from crowdstat.online.serve import check_method
+
+        check_method(args.method)  # sequential: one line, before anything is read
+        _check_options_apply(args.method, args)
+    inputs = [args.programs]
+    check_output_dir(args.out, tool="crowdstat fit", force=args.force, inputs=inputs)
+
+    def options(method: str) -> tuple[dict, set]:
+        _check_options_apply(method, args)
+        params = _fit_params(method, args)
+        pbar = params.get("pbar_honeypot")
+        if pbar is not None and not pbar < 1:
+            raise ValueError(f"--pbar-honeypot: expected a number >= 0.5 and < 1 (1 has an infinite logit), got {pbar!r}")
+        given = {fld.name for cls in _config_classes() for fld in dataclasses.fields(cls) if fld.metadata.get("flag") in flags}
+        return params, given
+
+    programs = read_programs(args.programs) if args.programs else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, *a, **k: print(f"crowdstat stream: warning: {msg}", file=sys.stderr)
+        fit = open_fit(args.method, options, args.warm_start)
+    name = args.programs or "--programs"
+    return run(fit, args.out, programs=programs, programs_name=name, warm_start=args.warm_start, force=args.force, inputs=inputs)
 
 
 def _add_next(sub) -> None:
@@ -470,7 +529,7 @@ def _error_lines(e: BaseException) -> tuple[list[str], int]:
     return [f"internal error: {type(e).__name__}: {_flat(e)} (--debug or CROWDSTAT_DEBUG=1 shows the traceback)"], 1
 
 
-_COMMANDS = {"fit": _main_fit, "simulate": _main_simulate, "compare": _main_compare, "next": _main_next}
+_COMMANDS = {"fit": _main_fit, "simulate": _main_simulate, "compare": _main_compare, "next": _main_next, "stream": _main_stream}
 
 
 def main(argv: list[str] | None = None) -> int:

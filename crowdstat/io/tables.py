@@ -563,7 +563,7 @@ def _read_programs(programs: Source, prog_ids: np.ndarray, annotated: np.ndarray
     missing = prog_ids[idx < 0]
     for p in missing:
         problems.append((None, "program", f"program {p!r} of the vote table has no size here"))
-    size = np.where(idx >= 0, n[np.maximum(idx, 0)], 0).astype(np.int32)
+    size = np.where(idx >= 0, n[np.maximum(idx, 0)] if len(n) else 0, 0).astype(np.int32)
     short = (idx >= 0) & (size < annotated)
     for i in np.flatnonzero(short):
         problems.append((int(rows[idx[i]]), "n_lines", f"program {prog_ids[i]!r} has {annotated[i]} annotated lines but n_lines={size[i]}"))

@@ -7,6 +7,8 @@ Label Studio runs from its own venv (``make labelstudio-venv``); see docs/annota
             ``--server-file`` (URL, admin login and API token); runs until Ctrl-C / SIGTERM, then stops
             the server and removes the server file. ``--stop-when-up``: start, wait until it answers,
             stop (prepares a data directory: migrations take minutes on the first start).
+            ``--allow-local-webhooks``: let it post webhooks to a listener on this host (its SSRF
+            protection off: :mod:`rl.crowd.ls_server`).
 ``push``    one round: one task per program (``--programs`` JSONL as for ``rl export``), honeypot
             programs (``--truth`` CSV, e.g. ``truth.csv`` of ``rl annotate``) shuffled in and their truth
             kept in the round directory only, annotator accounts signed up (``--annotators`` ids or the
@@ -21,9 +23,10 @@ Label Studio runs from its own venv (``make labelstudio-venv``); see docs/annota
 ``listen``  per-annotation-event streaming (:mod:`rl.crowd.ls_stream`): a webhook listener on
             ``--host``/``--port`` registered on the round's project (the secret header from
             ``--secret`` or ``$RL_LS_WEBHOOK_SECRET``, else generated); every annotation saved becomes
-            votes and one crowdstat ``OnlineFit`` update (``--method``, fit options), the outputs of
-            ``crowdstat fit`` rewritten in ``--out`` after each; one line per event; Ctrl-C / SIGTERM
-            applies the events received, removes the webhook and stops. ``--resume`` continues ``--out``.
+            votes and one request to a ``crowdstat stream`` subprocess (``--method``, fit options), the
+            outputs of ``crowdstat fit`` rewritten in ``--out`` after each; one line per event; Ctrl-C /
+            SIGTERM applies the events received, removes the webhook and stops. ``--resume`` continues
+            ``--out``.
 ``browse``  headless Chromium (the system ``chromium``) opens one task's labelling page, counts its
             choice controls and saves a screenshot.
 """
@@ -75,7 +78,8 @@ def _annotators(args) -> list[str]:
 def _serve(args) -> int:
     from rl.crowd.ls_server import Server
 
-    srv = Server(args.venv, args.data_dir, prepared=args.prepared, port=args.port, timeout=args.timeout)
+    local = args.allow_local_webhooks
+    srv = Server(args.venv, args.data_dir, prepared=args.prepared, port=args.port, timeout=args.timeout, allow_local_webhooks=local)
     stop = {"now": False}
 
     def _stop(*_):
@@ -84,7 +88,8 @@ def _serve(args) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         info = srv.start()
-        print(f"rl labelstudio: server up at {info['url']} after {srv.startup_seconds:.0f} s (data: {srv.data_dir})", flush=True)
+        note = "; webhooks to local addresses allowed (SSRF protection off)" if local else ""
+        print(f"rl labelstudio: server up at {info['url']} after {srv.startup_seconds:.0f} s (data: {srv.data_dir}){note}", flush=True)
         if args.stop_when_up:
             return 0
         atomic_write_json(args.server_file, info, parents=True)
@@ -224,7 +229,6 @@ def _listen(args) -> int:
     import os
     import secrets as _secrets
 
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the fit is small; leave an accelerator to training
     from rl.crowd import ls_stream
     from rl.crowd.ls_ops import read_round
     from rl.crowd.ls_server import call_driver, read_server_json
@@ -248,6 +252,7 @@ def _listen(args) -> int:
 
     lis = ls_stream.Listener(rnd, out, args.method or "em1", params, secret=secret, resume=args.resume, users=users, log=log)
     if args.resume and ((args.method and args.method != lis.method) or any(lis.params.get(k) != v for k, v in params.items())):
+        lis.stop(drain=False)  # its crowdstat stream process
         raise ValueError(f"--resume {out}: the state is a --method {lis.method} fit with {lis.params}; drop --method and the fit options")
     stop = {"now": False}
 
@@ -262,7 +267,13 @@ def _listen(args) -> int:
         if not args.no_register:
             req = {"url": server["url"], "token": server["token"], "project_id": rnd.project_id, "target": target}
             req.update(headers={ls_stream.SECRET_HEADER: secret}, actions=list(ls_stream.ACTIONS))
-            hook = call_driver("webhook", req)["id"]
+            try:
+                hook = call_driver("webhook", req)["id"]
+            except ValueError as e:
+                hint = ""
+                if not server.get("allow_local_webhooks") and host in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+                    hint = " (Label Studio refuses local webhook URLs: start it with rl labelstudio serve --allow-local-webhooks)"
+                raise ValueError(f"{e}{hint}") from None
         log(
             f"rl labelstudio listen: {target} "
             + (f"(webhook {hook} on project {rnd.project_id}) " if hook is not None else "(not registered: --no-register) ")
@@ -297,6 +308,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the server to answer")
     s.add_argument("--venv", type=Path, default=None, help="the Label Studio venv (default .venv-labelstudio)")
     s.add_argument("--stop-when-up", action="store_true", help="stop once it answers (prepares --data-dir)")
+    s.add_argument(
+        "--allow-local-webhooks",
+        action="store_true",
+        help="post webhooks to loopback/private addresses (rl labelstudio listen on this host): Label Studio's "
+        "SSRF_PROTECTION_ENABLED=false, which also lets its storages and ML backends reach them",
+    )
     q = sub.add_parser("listen", help="per-annotation-event streaming: a webhook listener that keeps a crowdstat fit current")
     q.add_argument("--server", type=Path, default=Path("server.json"), help="server file of `rl labelstudio serve`")
     q.add_argument("--round", type=Path, required=True, help="the pushed round directory (round.json, truth.csv, programs.csv)")

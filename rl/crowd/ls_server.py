@@ -14,6 +14,14 @@ The admin account and its API token come from the environment Label Studio reads
 are kept in ``rl-server.json`` inside the data directory, so a later start on the same (or a copied)
 data directory uses them again. Sign-up needs the organisation's invite link, the version check and
 the analytics are off.
+
+Webhooks to a listener on this host (``rl labelstudio listen``): Label Studio 1.23 refuses a webhook
+URL on a loopback or private address, when it is created (``webhooks/serializers.py``) and at every
+post (``core/utils/io.py`` ``ssrf_safe_request``), unless ``SSRF_PROTECTION_ENABLED`` is false.
+``Server(allow_local_webhooks=True)`` (``rl labelstudio serve --allow-local-webhooks``) starts it so;
+the default starts it with the protection on, whatever the environment says. The setting also lets
+the server's cloud storages and ML backends reach local addresses: use it on a machine whose local
+network you trust. ``server.json`` records it.
 """
 
 from __future__ import annotations
@@ -95,6 +103,8 @@ class Server:
 
     ``data_dir``: the server's data directory (kept); None: a temporary one, removed at :meth:`stop`.
     ``prepared``: a data directory to copy first (migrations done: a start takes seconds, not minutes).
+    ``allow_local_webhooks``: start it with ``SSRF_PROTECTION_ENABLED=false``, so that it posts webhooks to
+    a listener on 127.0.0.1 or a private address (module docstring); off by default.
     """
 
     def __init__(
@@ -106,8 +116,10 @@ class Server:
         port: int | None = None,
         timeout: float = 600.0,
         progress=None,
+        allow_local_webhooks: bool = False,
     ):
         self.venv = check_venv(venv)
+        self.allow_local_webhooks = bool(allow_local_webhooks)
         self.own_dir = data_dir is None
         self.data_dir = Path(tempfile.mkdtemp(prefix="ls-data-")) if data_dir is None else Path(data_dir)
         self.prepared = Path(prepared) if prepared else None
@@ -144,6 +156,7 @@ class Server:
             LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
             LATEST_VERSION_CHECK="false",
             COLLECT_ANALYTICS="false",
+            SSRF_PROTECTION_ENABLED="false" if self.allow_local_webhooks else "true",
         )
         cmd = [str(self.venv / "bin" / "label-studio"), "start", "--no-browser", "--port", str(self.port), "--internal-host", "127.0.0.1"]
         log = open(self.data_dir / "server.log", "ab")
@@ -156,7 +169,14 @@ class Server:
             self.stop()
             raise
         self.startup_seconds = time.time() - t0
-        self.info = {"url": self.url, **cred, "pid": self.proc.pid, "data_dir": str(self.data_dir), "temporary": self.own_dir}
+        self.info = {
+            "url": self.url,
+            **cred,
+            "pid": self.proc.pid,
+            "data_dir": str(self.data_dir),
+            "temporary": self.own_dir,
+            "allow_local_webhooks": self.allow_local_webhooks,
+        }
         return self.info
 
     def _wait(self, t0: float) -> None:

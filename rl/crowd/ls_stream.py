@@ -2,7 +2,9 @@
 
 Label Studio posts a webhook for every annotation saved (docs/streaming.md, "Per annotation event
 (Label Studio webhooks)"). The listener turns each event of the round's project into votes and one
-:class:`crowdstat.online.OnlineFit` update, and writes the outputs of ``crowdstat fit`` after each:
+request to a ``crowdstat stream`` subprocess (an :class:`crowdstat.online.OnlineFit` in its own
+process: rl reaches crowdstat only through its host-only I/O and its command line), and writes the
+outputs of ``crowdstat fit`` after each:
 
 - Payloads (Label Studio 1.23.2, ``label_studio/webhooks``): ``{"action", "project": {...}, ...}`` with
   ``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED``: ``"annotation"`` (every field of the annotation:
@@ -16,17 +18,24 @@ Label Studio posts a webhook for every annotation saved (docs/streaming.md, "Per
   annotation gives no vote. Per task and annotator the latest annotation counts, as in the pull.
 - The fit: the listener keeps every annotation it saw (id -> task, annotator, time, votes) and the
   vote log the fit was made on. After an event it compares the votes the annotations now give with
-  the log: only new votes -> one ``OnlineFit.update`` with them (the online path); a vote changed or
-  removed (an edit that changes a choice, a skip after an answer, a deletion) -> a new
-  ``OnlineFit`` on the whole changed log (crowdstat does not rewrite history: a **refit**, said so in
-  the log line and counted in ``listener.json``); nothing different -> no update.
+  the log: only new votes -> one ``update`` request with them (the online path); a vote changed or
+  removed (an edit that changes a choice, a skip after an answer, a deletion) -> a ``refit`` request
+  on the whole changed log (crowdstat does not rewrite history: a **refit**, said so in the log line
+  and counted in ``listener.json``); nothing different -> no request.
+- The subprocess (:class:`StreamProcess`): ``python -m crowdstat stream --method M OPTIONS --out
+  WORK`` (``--warm-start OUT`` when the log is not empty), JSON lines on its stdin and stdout, JAX on
+  the CPU (``JAX_PLATFORMS=cpu`` and single-threaded XLA unless the environment says otherwise), in
+  its own session (Ctrl-C reaches the listener only, which drains and then closes its stdin). A
+  refused request (``{"ok": false}``) leaves its fit as it was; a crash fails the event, and the next
+  event starts a new one with ``--warm-start OUT`` (the last event written). ``WORK`` is the hidden
+  sibling ``.NAME.crowdstat-stream`` of ``OUT``, removed at :meth:`Listener.stop`.
 - Outputs (``--out``, one atomic directory swap per event, :func:`crowdstat.io.atomic.atomic_write_dir`):
-  lines.csv, annotators.csv, rewards.jsonl, fit.json (as ``crowdstat fit``), state.npz (the
-  ``OnlineFit`` state), ``listener.json`` (annotations seen, vote log, counts), and the inputs that
-  reproduce the fit: ``votes.csv`` (the log, in the order fitted), ``truth.csv`` (honeypot truth of
-  the voted lines), ``programs.csv``. ``crowdstat fit OUT/votes.csv --truth OUT/truth.csv --programs
-  OUT/programs.csv`` with the same method is the refit the outputs equal. ``resume=True`` continues
-  from them.
+  the files ``crowdstat stream`` wrote in WORK (lines.csv, annotators.csv, rewards.jsonl, fit.json
+  and state.npz, as ``crowdstat fit --save-state``: hard links), ``listener.json`` (annotations seen,
+  vote log, counts), and the inputs that reproduce the fit: ``votes.csv`` (the log, in the order
+  fitted), ``truth.csv`` (honeypot truth of the voted lines), ``programs.csv``. ``crowdstat fit
+  OUT/votes.csv --truth OUT/truth.csv --programs OUT/programs.csv`` with the same method is the
+  refit the outputs equal. ``resume=True`` continues from them.
 - HTTP (standard library ``ThreadingHTTPServer``): ``POST /webhook`` needs the shared secret in the
   ``X-Crowdstat-Secret`` header (403 otherwise, nothing read); a body that is not JSON, or lacks a
   field, is 400; an event of another project, of a task that is not in the round, or an action not
@@ -38,19 +47,24 @@ Label Studio posts a webhook for every annotation saved (docs/streaming.md, "Per
 
 from __future__ import annotations
 
+import collections
 import copy
 import csv
 import hmac
 import json
+import os
 import queue
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-from crowdstat.io.atomic import atomic_write_csv, atomic_write_dir, atomic_write_json
+from crowdstat.io.atomic import MANIFEST, atomic_write_csv, atomic_write_dir, atomic_write_json
 from rl.crowd import ls_ops, ls_round
 
 __all__ = [
@@ -61,8 +75,12 @@ __all__ = [
     "WEBHOOK_PATH",
     "STREAM_METHODS",
     "SEQUENTIAL_REFUSED",
+    "STREAM_COMMAND",
     "Refused",
+    "StreamError",
     "StreamRound",
+    "StreamProcess",
+    "stream_flags",
     "parse_event",
     "Listener",
 ]
@@ -84,6 +102,10 @@ SEQUENTIAL_REFUSED = (
     "use em1, em2 or proximal, or pull the round and run crowdstat fit --warm-start per round"
 )
 MAX_BODY = 32 * 2**20
+#: the fit process: ``crowdstat stream`` run by this interpreter (method, options and --out are added)
+STREAM_COMMAND = (sys.executable, "-m", "crowdstat", "stream")
+#: as rl.crowd.pipeline runs crowdstat: JAX on the CPU, one XLA thread (set where the environment does not)
+STREAM_ENV = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 _LISTENER_VERSION = 1
 
 
@@ -93,6 +115,151 @@ class Refused(ValueError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+class StreamError(ValueError):
+    """The ``crowdstat stream`` process refused a request (``refused=True``: its fit is unchanged) or is gone."""
+
+    def __init__(self, message: str, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
+
+
+def _value_text(value) -> str:
+    if isinstance(value, float):
+        return repr(value)  # round-trips: 1e-15, inf
+    return str(value)
+
+
+def stream_flags(method: str, params: dict) -> list[str]:
+    """The ``crowdstat fit`` options (``crowdstat stream`` takes the same) that give ``params`` for ``method``.
+
+    Only the option *names* come from :mod:`crowdstat.estimators.registry` (standard library): the
+    values are checked by ``crowdstat stream`` itself. A parameter without an option, or a switch
+    given a value it cannot set, is a one-line ValueError.
+    """
+    from crowdstat.estimators.registry import param_fields
+
+    fields = param_fields(method)
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        allowed = sorted(n for n, f in fields.items() if "flag" in f.metadata)
+        raise ValueError(f"--method {method}: unknown parameter(s) {unknown}; allowed: {allowed}")
+    out: list[str] = []
+    for name, value in params.items():
+        fld = fields[name]
+        flag, switch = fld.metadata.get("flag"), fld.metadata.get("switch")
+        if value == fld.default and type(value) is type(fld.default):
+            continue
+        if flag is None:
+            raise ValueError(f"{name} = {value!r}: not an option of crowdstat stream (only its default {fld.default!r} is)")
+        if switch is not None:
+            if switch.get(name) != value:
+                raise ValueError(f"{name} = {value!r}: the option {flag} sets {switch}, and its absence {name} = {fld.default!r}")
+            out.append(flag)
+        elif value is None:
+            raise ValueError(f"{name} = None: {flag} takes a value (its default is {fld.default!r})")
+        else:
+            out += [flag, _value_text(value)]
+    return out
+
+
+class StreamProcess:
+    """One ``crowdstat stream`` subprocess: a request is a JSON line on its stdin, the reply a line on its stdout.
+
+    ``argv``: the whole command; its stderr is drained by a thread (the last lines are kept for the
+    error of a crash). Used by one thread at a time (the listener's lock).
+    """
+
+    def __init__(self, argv: Sequence[str], env: dict | None = None):
+        self.argv = [os.fspath(a) for a in argv]
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+            env=env,
+            start_new_session=True,  # Ctrl-C in a terminal goes to the listener, which drains before it closes stdin
+        )
+        self._drain = threading.Thread(target=self._read_stderr, name="crowdstat-stream-stderr", daemon=True)
+        self._drain.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if line.strip():
+                self.stderr_tail.append(line.rstrip())
+
+    def exit_error(self) -> StreamError:
+        """The error of a process that is gone: its exit status and last error line."""
+        try:
+            rc = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            rc = None
+        self._drain.join(timeout=5)
+        errors = [x for x in self.stderr_tail if "error" in x.lower()] or list(self.stderr_tail)[-1:]
+        why = errors[-1] if errors else "no message"
+        return StreamError(f"crowdstat stream exited (status {rc}): {why}")
+
+    def request(self, req: dict) -> dict:
+        """Send one request, wait for its reply; a StreamError when refused (``refused``) or the process is gone."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError, ValueError):
+            line = ""
+        if not line:
+            raise self.exit_error()
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise StreamError(f"crowdstat stream: not a reply: {line.strip()[:200]!r}") from None
+        if not reply.get("ok"):
+            raise StreamError(f"crowdstat stream: {reply.get('error', 'refused')}", refused=True)
+        return reply
+
+    def close(self, timeout: float = 30.0) -> int | None:
+        """End of input (the process exits 0), then SIGTERM, then SIGKILL; the exit status."""
+        if self.alive():
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        for sig, wait in ((None, timeout), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            if sig is not None and self.alive():
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError:
+                pass
+        self._drain.join(timeout=5)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+        self.close(timeout=10)
 
 
 def _is_int(x) -> bool:
@@ -209,10 +376,14 @@ def _label(x: int) -> str:
 class Listener:
     """The streaming fit of one round (module docstring); :meth:`serve` puts it behind HTTP.
 
-    ``method`` / ``params``: as :class:`crowdstat.online.OnlineFit` takes them (a fresh start);
-    ``resume=True`` continues the listener state in ``out`` (its method and parameters). ``users``:
-    a function ``uid -> e-mail or None`` asked once for a user id that is not one of the round's
-    accounts (``rl labelstudio listen``: the server's user list); ``log``: one line per event.
+    ``method`` / ``params``: the method and :func:`crowdstat.fit` parameters of the fit (a fresh
+    start), passed to ``crowdstat stream`` as its options (:func:`stream_flags`); ``resume=True``
+    continues the listener state in ``out`` (its method and parameters). ``users``: a function
+    ``uid -> e-mail or None`` asked once for a user id that is not one of the round's accounts
+    (``rl labelstudio listen``: the server's user list); ``log``: one line per event.
+    ``stream_command``: the fit process (default :data:`STREAM_COMMAND`); ``env``: its environment
+    (default this one, with :data:`STREAM_ENV` where unset). The process starts here: a bad option
+    is the ValueError of its one error line.
     """
 
     def __init__(
@@ -226,18 +397,25 @@ class Listener:
         resume: bool = False,
         users: Callable[[int], str | None] | None = None,
         log: Callable[[str], None] = print,
+        stream_command: Sequence[str] = STREAM_COMMAND,
+        env: dict | None = None,
     ):
         if not secret:
             raise ValueError(f"the shared secret is empty (give --secret or ${SECRET_ENV})")
         self.rnd, self.out, self.secret = rnd, Path(out), secret
         self.users, self.log = users, log
         self.lock = threading.Lock()  # around every change of the fit and of the state below
-        self.fit: Any = None
         self.votes: list[tuple[str, int, str, int]] = []  # the vote log the fit was made on, in order
         self.annotations: dict[int, dict] = {}  # annotation id -> {task, uid, who, updated_at, created_at, cancelled, votes}
         self.stats = {"events": 0, "online": 0, "refits": 0, "unchanged": 0, "errors": 0}
         self.refused = 0  # posts refused (4xx), counted apart from the applied events' stats
         self.inputs = tuple(p for p in (rnd.dir / "round.json", rnd.truth_path, rnd.programs_path) if p.exists())
+        self.stream_command = list(stream_command)
+        self.env = env if env is not None else {**STREAM_ENV, **os.environ}
+        #: where ``crowdstat stream`` writes (a hidden sibling of ``out``; its files are linked into ``out``)
+        self.work = self.out.parent / f".{self.out.name}.crowdstat-stream"
+        self.stream: StreamProcess | None = None  # holds a fit of exactly self.votes while it runs
+        self.restarts = 0
         state = self.out / LISTENER_FILE
         if resume:
             self._load()
@@ -250,21 +428,16 @@ class Listener:
         self.received = self.applied = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
+        with self.lock:
+            self._start_stream()
 
     # -- method, state -------------------------------------------------------------------------
     def _set_method(self, method: str, params: dict) -> None:
-        from crowdstat.estimators.registry import make_configs
-
         if method == "sequential":
             raise ValueError(SEQUENTIAL_REFUSED)
         if method not in STREAM_METHODS:
             raise ValueError(f"--method: the listener fits {', '.join(STREAM_METHODS)}, got {method!r}")
-        try:
-            common, _ = make_configs(method, params)
-        except TypeError as e:
-            raise ValueError(str(e)) from None
-        if common.calibrate != "none" or common.interval is not None:
-            raise ValueError("calibrate / interval: not available when streaming (they refit the whole table)")
+        self.flags = stream_flags(method, params)
         self.method, self.params = method, params
 
     def _state(self) -> dict:
@@ -281,8 +454,6 @@ class Listener:
         }
 
     def _load(self) -> None:
-        from crowdstat.online import OnlineFit
-
         f = self.out / LISTENER_FILE
         try:
             st = json.loads(f.read_text(encoding="utf-8"))
@@ -300,15 +471,78 @@ class Listener:
         self.rnd.emails.update({int(k): v for k, v in st["emails"].items()})
         self.annotations = {int(k): v for k, v in st["annotations"].items()}
         self.votes = [(str(p), int(ln), str(w), int(lab)) for p, ln, w, lab in st["votes"]]
-        self.fit = OnlineFit.load(self.out) if self.votes else None
-        if self.fit is not None and self.fit.store.n_votes != len(self.votes):
-            raise ValueError(f"{self.out}: state.npz holds {self.fit.store.n_votes} votes, {LISTENER_FILE} {len(self.votes)}")
 
+    # -- the crowdstat stream process -------------------------------------------------------------
+    def _start_stream(self) -> None:
+        """Start ``crowdstat stream``: on the fit saved in ``out`` (state.npz) when the log has votes, else a new one."""
+        argv = [*self.stream_command]
+        if self.votes:
+            argv += ["--warm-start", str(self.out)]
+        else:
+            argv += ["--method", self.method, *self.flags]
+        argv += ["--out", str(self.work)]
+        if self.rnd.sizes is not None:
+            argv += ["--programs", str(self.rnd.programs_path)]
+        proc = StreamProcess(argv, env=self.env)
+        try:
+            st = proc.request({"op": "status"})
+        except StreamError as e:
+            proc.kill()
+            raise ValueError(str(e)) from None
+        if st["n_votes"] != len(self.votes):
+            proc.kill()
+            raise ValueError(f"{self.out}: state.npz holds {st['n_votes']} votes, {LISTENER_FILE} {len(self.votes)}")
+        self.stream = proc
+
+    def _stop_stream(self, kill: bool = False) -> None:
+        if self.stream is not None:
+            self.stream.kill() if kill else self.stream.close()
+            self.stream = None
+
+    def _request(self, op: str, votes: list[tuple]) -> dict:
+        """One update or refit of the fit process; a process that is gone is started again from the
+        last saved state (``--warm-start OUT``: the log before this event) and asked once more."""
+        req = {"op": op, **self._rows(votes)}
+        for attempt in (1, 2):
+            if self.stream is not None and not self.stream.alive():
+                e = self.stream.exit_error()
+                self._restarted(e)
+            if self.stream is None:
+                self._start_stream()
+            assert self.stream is not None
+            try:
+                return self.stream.request(req)
+            except StreamError as e:
+                if e.refused or attempt == 2:
+                    raise
+                self._restarted(e)
+        raise AssertionError("unreachable")
+
+    def _restarted(self, why: StreamError) -> None:
+        pid = self.stream.pid if self.stream is not None else None
+        self._stop_stream(kill=True)
+        self.restarts += 1
+        self.log(f"crowdstat stream (pid {pid}) is gone ({why}); starting a new one with --warm-start {self.out}")
+
+    def stream_status(self) -> dict:
+        """The fit process's own report (method, parameters, votes)."""
+        with self.lock:
+            if self.stream is not None and not self.stream.alive():
+                self._restarted(self.stream.exit_error())
+            if self.stream is None:
+                self._start_stream()
+            assert self.stream is not None
+            return self.stream.request({"op": "status"})
+
+    # -- outputs ---------------------------------------------------------------------------------
     def _write(self, tmp: Path) -> None:
-        from crowdstat.online import STATE_FILE
-
-        if self.fit is not None:
-            self.fit.save(tmp / STATE_FILE)
+        if self.votes:  # the fit crowdstat stream wrote (it waits for the next request: its files stay put)
+            for f in sorted(self.work.iterdir()):
+                if f.is_file() and f.name != MANIFEST:
+                    try:
+                        os.link(f, tmp / f.name)
+                    except OSError:  # a file system without hard links
+                        shutil.copy2(f, tmp / f.name)
         atomic_write_json(tmp / LISTENER_FILE, self._state())
         atomic_write_csv(tmp / "votes.csv", ls_round.VOTE_COLUMNS, [(p, ln, w, _label(lab)) for p, ln, w, lab in self.votes])
         voted = {(p, ln) for p, ln, _, _ in self.votes}
@@ -319,10 +553,7 @@ class Listener:
             atomic_write_csv(tmp / "programs.csv", ["program", "n_lines"], [(p, self.rnd.sizes[p]) for p in progs])
 
     def _save(self) -> None:
-        if self.fit is not None:
-            self.fit.result.save(self.out, inputs=self.inputs, extra=self._write)
-        else:
-            atomic_write_dir(self.out, self._write, tool="crowdstat fit", inputs=self.inputs)
+        atomic_write_dir(self.out, self._write, tool="crowdstat fit", inputs=self.inputs)
 
     # -- votes -----------------------------------------------------------------------------------
     def _email(self, uid: int) -> str | None:
@@ -367,23 +598,14 @@ class Listener:
                     out.update({(prog, ln, rec["who"]): lab for ln, lab in rec["votes"]})
         return out
 
-    def _frames(self, votes: list[tuple]):
-        import pandas as pd
-
-        v = pd.DataFrame(votes, columns=ls_round.VOTE_COLUMNS)
+    def _rows(self, votes: list[tuple]) -> dict:
+        """The ``votes`` and ``truth`` rows of a request: the honeypot truth of the lines these votes are on."""
         pairs = dict.fromkeys((p, ln) for p, ln, _, _ in votes)
-        t = [(p, ln, self.rnd.truth[p][ln]) for p, ln in pairs if ln in self.rnd.truth.get(p, {})]
-        truth = pd.DataFrame(t, columns=["program", "line", "truth"]) if t else None
-        progs = None
-        if self.rnd.sizes is not None:
-            names = list(dict.fromkeys(p for p, _, _, _ in votes))
-            progs = pd.DataFrame({"program": names, "n_lines": [self.rnd.sizes[p] for p in names]})
-        return v, truth, progs
+        truth = [[p, ln, self.rnd.truth[p][ln]] for p, ln in pairs if ln in self.rnd.truth.get(p, {})]
+        return {"votes": [list(v) for v in votes], "truth": truth}
 
     def _refresh(self) -> tuple[str, int, int]:
         """Bring the fit to the votes the annotations give (not saved): ``(kind, votes added, votes changed or removed)``."""
-        from crowdstat.online import OnlineFit
-
         old = {(p, ln, w): lab for p, ln, w, lab in self.votes}
         new = self.current_votes()
         changed = [k for k, lab in old.items() if new.get(k) != lab]
@@ -393,16 +615,15 @@ class Listener:
             return "unchanged", 0, 0
         fresh = [(*k, new[k]) for k in added]
         if not changed:
-            fit = self.fit if self.fit is not None else OnlineFit(self.method, **self.params)
-            fit.update(*self._frames(fresh), result=False)
-            self.fit, self.votes, kind = fit, self.votes + fresh, "online"
+            self._request("update", fresh)
+            self.votes, kind = self.votes + fresh, "online"
         else:  # crowdstat does not rewrite history: a new fit on the changed log
             votes = [v for v in self.votes if new.get(v[:3]) == v[3]] + fresh
-            fit = None
             if votes:
-                fit = OnlineFit(self.method, **self.params)
-                fit.update(*self._frames(votes), result=False)
-            self.fit, self.votes, kind = fit, votes, "refit"
+                self._request("refit", votes)
+            else:  # no vote left: the next vote starts a new fit
+                self._stop_stream()
+            self.votes, kind = votes, "refit"
         return kind, len(added), len(changed)
 
     def apply(self, action: str, anns: list[dict], deleted: list[int]) -> str:
@@ -441,6 +662,8 @@ class Listener:
             except Exception as e:  # the event is dropped, the last saved state comes back
                 self.annotations, self.stats = saved
                 self.stats["errors"] += 1
+                if not (isinstance(e, StreamError) and e.refused):
+                    self._stop_stream(kill=True)  # it may hold the dropped votes: the next event starts it from the saved state
                 self._restore()
                 line = f"{action}: error, event not applied ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})"
         self.log(line)
@@ -452,7 +675,7 @@ class Listener:
             self._load()
             self.stats = stats
         else:
-            self.fit, self.votes, self.annotations = None, [], {}
+            self.votes, self.annotations = [], {}
 
     # -- HTTP ------------------------------------------------------------------------------------
     def authorised(self, headers) -> bool:
@@ -486,6 +709,8 @@ class Listener:
                 "method": self.method,
                 **self.stats,
                 "refused": self.refused,
+                "stream_pid": self.stream.pid if self.stream is not None else None,
+                "stream_restarts": self.restarts,
             }
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
@@ -539,6 +764,10 @@ class Listener:
         for t in self._threads:
             t.join(timeout=600)
         self._threads = []
+        with self.lock:
+            self._stop_stream()
+            if self.work.is_dir() and (self.work / MANIFEST).is_file():  # crowdstat stream's own output only
+                shutil.rmtree(self.work, ignore_errors=True)
 
 
 class _Server(ThreadingHTTPServer):

@@ -166,6 +166,7 @@ def test_bad_truth_table(tmp_path, fmt, case):
         ("program_missing", [["p", 3]], None),  # q is not listed
         ("fewer_lines_than_annotated", [["p", 1], ["q", 5]], 1),  # p has 2 annotated lines
         ("zero_lines", [["p", 2], ["q", 0]], 2),
+        ("empty", [], None),  # a header and no rows: every program is missing (was an IndexError)
     ],
 )
 def test_bad_programs_table(tmp_path, case, rows, row):

@@ -1,24 +1,31 @@
-"""Integration: per-annotation-event streaming from a real Label Studio 1.23.2 (``make test-labelstudio``; slow).
+"""Integration: ``rl labelstudio listen`` against a real Label Studio 1.23.2 (``make test-labelstudio``; slow).
 
-A round is pushed, the listener (rl.crowd.ls_stream) runs on a free port, its webhook is registered on
-the project through the SDK (``ls_driver.py webhook``), and annotations are created through the API one
-by one, each by its annotator's own account. After each, the listener's outputs equal ``crowdstat.fit``
-on the votes posted so far (em1, float64, EM to a tight tolerance), the votes written here from what was
-posted, not read back from the listener. An edit that flips a vote (Label Studio sends
-ANNOTATION_UPDATED) gives the refit on the changed votes. The honeypot programs are annotated first: with
-a few votes and no truth yet, EM from a warm start and EM from scratch can end on different maxima
-(docs/streaming.md).
+A round is pushed, and the real command runs as a subprocess (``python -m rl labelstudio listen``): it
+registers its webhook on the project through the SDK (``ls_driver.py webhook``) and fits through its own
+``crowdstat stream`` subprocess. Annotations are created through the API one by one, each by its
+annotator's own account; after each, the listener's outputs equal ``crowdstat.fit`` on the votes posted
+so far (em1, float64, EM to a tight tolerance), the votes written here from what was posted, not read
+back from the listener. An edit that flips a vote (Label Studio sends ANNOTATION_UPDATED) gives the
+refit on the changed votes. SIGINT stops it: exit status 0, the webhook gone from the server, the fit
+process gone. The honeypot programs are annotated first: with a few votes and no truth yet, EM from a
+warm start and EM from scratch can end on different maxima (docs/streaming.md).
 
-Label Studio refuses webhooks to 127.0.0.1 unless its SSRF protection is off (``SSRF_PROTECTION_ENABLED``,
-on by default in 1.23): the server of this test is started with it off.
+Label Studio refuses webhooks to 127.0.0.1 unless its SSRF protection is off: the server of this test is
+started with ``Server(allow_local_webhooks=True)`` (``rl labelstudio serve --allow-local-webhooks``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,10 +49,7 @@ SECRET = "real-server-secret-0123456789"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    prepared = labelstudio_prepared(VENV)
-    old = os.environ.get("SSRF_PROTECTION_ENABLED")
-    os.environ["SSRF_PROTECTION_ENABLED"] = "false"  # the listener is on 127.0.0.1
-    srv = ls_server.Server(VENV, prepared=prepared, timeout=600)
+    srv = ls_server.Server(VENV, prepared=labelstudio_prepared(VENV), timeout=600, allow_local_webhooks=True)
     try:
         info = srv.start()
         f = tmp_path_factory.mktemp("ls") / "server.json"
@@ -53,10 +57,6 @@ def server(tmp_path_factory):
         yield f
     finally:
         srv.stop()
-        if old is None:
-            os.environ.pop("SSRF_PROTECTION_ENABLED", None)
-        else:
-            os.environ["SSRF_PROTECTION_ENABLED"] = old
 
 
 def _round(tmp_path, n: int = 8, n_honeypots: int = 3, seed: int = 0):
@@ -89,23 +89,68 @@ def _check(out, votes, rd) -> float:
     return gap
 
 
-def test_webhook_events_from_a_real_server_keep_the_fit_equal_to_a_refit(server, tmp_path):
+def _webhooks(srv: dict, project_id: int) -> list[dict]:
+    """The project's webhooks, read with the REST API (``GET /api/webhooks/``), not through the listener."""
+    req = urllib.request.Request(f"{srv['url']}/api/webhooks/?project={project_id}", headers={"Authorization": f"Token {srv['token']}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return [h for h in json.loads(r.read()) if h.get("project") == project_id]
+
+
+class Lines:
+    """The stdout lines of a process, read by a thread; :meth:`wait` for one that matches."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+        self.t = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.t.start()
+
+    def _read(self, proc):
+        for line in proc.stdout:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+
+    def wait(self, pattern: str, timeout: float = 300) -> re.Match:
+        with self.cond:
+            found = None
+
+            def hit():
+                nonlocal found
+                found = next((m for m in map(re.compile(pattern).search, self.lines) if m), None)
+                return found is not None
+
+            assert self.cond.wait_for(hit, timeout), self.lines[-5:]
+        return found
+
+
+def _status(port: int) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/status", headers={ls_stream.SECRET_HEADER: SECRET})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _wait_applied(port: int, n: int, timeout: float = 120) -> dict:
+    t0 = time.time()
+    while True:
+        st = _status(port)
+        if st["applied"] >= n and st["pending"] == 0:
+            return st
+        assert time.time() - t0 < timeout, st
+        time.sleep(0.1)
+
+
+def test_the_listen_command_keeps_the_fit_equal_to_a_refit_and_stops_on_sigint(server, tmp_path):
     programs, true, honey = _round(tmp_path)
-    rd = tmp_path / "round"
+    rd, out = tmp_path / "round", tmp_path / "round" / "stream"
     m = ls_ops.push_round(server, rd, programs, honeypots=honey, annotators=ANNOTATORS, per_program=3, seed=0)
     srv = ls_server.read_server_json(server)
-    rnd = ls_stream.StreamRound(rd)
-    logs: list[str] = []
-
-    def users(uid):
-        reply = ls_server.call_driver("users", {"url": srv["url"], "token": srv["token"]})
-        return {u["id"]: u["email"] for u in reply["users"]}.get(uid)
-
-    lis = ls_stream.Listener(rnd, tmp_path / "out", "em1", PARAMS, secret=SECRET, users=users, log=logs.append)
-    _, port = lis.serve("127.0.0.1", 0)
-    req = {"url": srv["url"], "token": srv["token"], "project_id": m["project_id"], "target": f"http://127.0.0.1:{port}/webhook"}
-    hook = ls_server.call_driver("webhook", {**req, "headers": {ls_stream.SECRET_HEADER: SECRET}, "actions": list(ls_stream.ACTIONS)})
-    assert hook["actions"] == sorted(ls_stream.ACTIONS)
+    cmd = [sys.executable, "-m", "rl", "labelstudio", "listen", "--server", str(server), "--round", str(rd), "--method", "em1"]
+    cmd += ["--x64", "--tol", str(PARAMS["tol"]), "--maxiter", str(PARAMS["maxiter"])]
+    env = {**os.environ, ls_stream.SECRET_ENV: SECRET}
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = Lines(proc)
     rng = np.random.default_rng(3)
     arrivals = []  # (program, annotator, {line: label}); honeypot programs first
     for t in sorted(m["tasks"], key=lambda t: (t["program"] not in honey, t["key"])):
@@ -117,31 +162,57 @@ def test_webhook_events_from_a_real_server_keep_the_fit_equal_to_a_refit(server,
     votes: list[tuple] = []
     gaps, t0 = [], time.time()
     try:
+        up = log.wait(r"listen: (http://127\.0\.0\.1:(\d+)/webhook) \(webhook (\d+) on project (\d+)\)")
+        target, port, hook = up.group(1), int(up.group(2)), int(up.group(3))
+        assert int(up.group(4)) == m["project_id"]
+        # registered through the SDK: the server holds it, with the secret header and the four actions
+        (wh,) = [h for h in _webhooks(srv, m["project_id"]) if h["id"] == hook]
+        assert wh["url"] == target and sorted(wh["actions"]) == sorted(ls_stream.ACTIONS) and wh["send_payload"]
+        assert wh["headers"] == {ls_stream.SECRET_HEADER: SECRET}
+        stream_pid = _status(port)["stream_pid"]
+        assert stream_pid is not None
         for k, (prog, who, marks) in enumerate(arrivals, 1):
             mine = [(prog, ln, who, lab) for ln, lab in sorted(marks.items())]
             assert ls_ops.post_votes(rd, mine) == {"posted": 1, "edited": 0}
-            assert lis.wait_idle(120)
+            st = _wait_applied(port, k)
             votes += mine
-            st = lis.status()
-            assert st["applied"] == k and st["online"] == k and st["errors"] == 0 and st["refused"] == 0, (st, logs[-3:])
-            gaps.append(_check(tmp_path / "out", votes, rd))
+            assert st["online"] == k and st["errors"] == 0 and st["refused"] == 0 and st["votes"] == len(votes), (st, log.lines[-3:])
+            gaps.append(_check(out, votes, rd))
         # an edit through the API (Label Studio: ANNOTATION_UPDATED) that flips one vote: the refit on the changed votes
         prog, who, marks = arrivals[-1]
         ln = min(marks)
         edited = [(prog, x, who, -lab if x == ln else lab) for x, lab in sorted(marks.items())]
         assert ls_ops.post_votes(rd, edited) == {"posted": 0, "edited": 1}
-        assert lis.wait_idle(120)
+        st = _wait_applied(port, len(arrivals) + 1)
         votes = [v for v in votes if v[:3] != (prog, ln, who)] + [(prog, ln, who, -marks[ln])]
-        gaps.append(_check(tmp_path / "out", votes, rd))
-        assert lis.status()["refits"] == 1 and "refit on" in logs[-1]
+        gaps.append(_check(out, votes, rd))
+        assert st["refits"] == 1 and st["stream_restarts"] == 0 and st["stream_pid"] == stream_pid
+        log.wait(r"ANNOTATION_UPDATED .*refit on \d+ votes")
         # the votes the listener logged are the pull's votes (same annotator names, same labels)
         rows, _ = ls_ops.pull_round(server, rd, tmp_path / "pulled.csv")
         assert sorted((p, ln, w, lab) for p, ln, w, lab, *_ in rows) == sorted(votes)
+        logged = pd.read_csv(out / "votes.csv")
+        assert sorted((p, int(ln), w, int(lab)) for p, ln, w, lab in logged.itertuples(index=False, name=None)) == sorted(votes)
+        # SIGINT (Ctrl-C): the events received are applied, the webhook is removed, the fit process ends
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0, log.lines[-5:]
+        log.t.join(timeout=10)
+        stopped = log.wait(r"listen: stopped; (\d+) events \((\d+) online updates, (\d+) refits, 0 without change, 0 errors\)")
+        assert stopped.groups() == (str(len(arrivals) + 1), str(len(arrivals)), "1")
+        assert hook not in [h["id"] for h in _webhooks(srv, m["project_id"])]
+        with pytest.raises(ProcessLookupError):
+            os.kill(stream_pid, 0)
+        assert not any("Traceback" in line or ": error" in line or "warning" in line for line in log.lines), log.lines
+        assert not (out.parent / f".{out.name}.crowdstat-stream").exists()
+        gaps.append(_check(out, votes, rd))  # the outputs stay
     finally:
-        lis.stop()
-        ls_server.call_driver("webhook", {"url": srv["url"], "token": srv["token"], "delete": hook["id"]})
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+            for h in _webhooks(srv, m["project_id"]):
+                ls_server.call_driver("webhook", {"url": srv["url"], "token": srv["token"], "delete": h["id"]})
     print(
-        f"{len(arrivals)} annotation events + 1 edit from Label Studio in {time.time() - t0:.0f} s; "
+        f"rl labelstudio listen: {len(arrivals)} annotation events + 1 edit from Label Studio in {time.time() - t0:.0f} s; "
         f"largest |posterior - refit| {max(gaps):.1e}",
         file=sys.stderr,
     )

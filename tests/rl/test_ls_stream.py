@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -308,7 +312,7 @@ def test_events_one_by_one_equal_a_refit_then_edit_delete_and_restart(setup):
     n_logs = len(logs)
     lis, port = start(resume=True)
     try:
-        assert lis.status()["votes"] == len(changed) and lis.fit.store.n_votes == len(changed)
+        assert lis.status()["votes"] == len(changed) and lis.stream_status()["n_votes"] == len(changed)
         for prog, who, marks in arrivals[half:]:
             assert post(port, ev.body("ANNOTATION_CREATED", ev.annotation(prog, who, marks)))[0] == 200
         assert lis.wait_idle(300)
@@ -320,6 +324,45 @@ def test_events_one_by_one_equal_a_refit_then_edit_delete_and_restart(setup):
     st = json.loads((out / ls_stream.LISTENER_FILE).read_text())["stats"]
     assert st["online"] == len(arrivals) + 1 and st["refits"] == 3 and st["errors"] == 0, (st, [x for x in logs if "online" not in x])
     print(f"{len(arrivals)} events, {len(final)} votes: largest |posterior - refit| {gap:.1e}")
+
+
+def test_a_killed_fit_process_is_restarted_from_the_saved_state(setup):
+    """SIGKILL to ``crowdstat stream`` between events: the next event starts a new one (--warm-start OUT) and is applied."""
+    rd, manifest, true, rnd, start, logs, out = setup
+    arrivals = simulate(manifest, true)[:36]
+    ev = Events(manifest)
+    lis, port = start()
+    try:
+        for prog, who, marks in arrivals[:30]:
+            assert post(port, ev.body("ANNOTATION_CREATED", ev.annotation(prog, who, marks)))[0] == 200
+        assert lis.wait_idle(300)
+        first = lis.status()["stream_pid"]
+        os.kill(first, signal.SIGKILL)
+        lis.stream.proc.wait(timeout=30)
+        for prog, who, marks in arrivals[30:]:
+            assert post(port, ev.body("ANNOTATION_CREATED", ev.annotation(prog, who, marks)))[0] == 200
+        assert lis.wait_idle(300)
+        st = lis.status()
+        assert st["stream_restarts"] == 1 and st["stream_pid"] not in (None, first), st
+        assert st["online"] == len(arrivals) and st["errors"] == 0, (st, logs[-3:])
+        assert sum("is gone" in line and "--warm-start" in line for line in logs) == 1
+        assert_equal_to_refit(out, rows(arrivals, rnd.order), rd)
+        work = lis.work
+        assert work.is_dir()
+    finally:
+        lis.stop()
+    assert lis.stream is None and not work.exists()
+
+
+def test_the_listener_process_never_loads_jax_or_the_fit():
+    """The seam: rl.crowd.ls_stream runs crowdstat as a subprocess (the import-linter contract checks the imports)."""
+    code = (
+        "import sys, rl.crowd.ls_stream, rl.crowd.labelstudio_cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'numpy', 'pandas') "
+        "or m.startswith(('crowdstat.online', 'crowdstat.api', 'crowdstat.io.tables'))))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
 
 
 def test_forged_malformed_and_foreign_posts_are_refused_with_one_line(setup):
