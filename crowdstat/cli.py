@@ -212,11 +212,11 @@ def _add_stream(sub) -> None:
 
 
 def _main_stream(args) -> int:
-    from crowdstat.online.serve import open_fit, read_programs, run
+    from crowdstat.online._serve import open_fit, read_programs, run
 
     flags = getattr(args, "_given", [])
     if args.method is not None:
-        from crowdstat.online.serve import check_method
+        from crowdstat.online._serve import check_method
 
         check_method(args.method)  # sequential: one line, before anything is read
         _check_options_apply(args.method, args)

@@ -5,7 +5,7 @@
 For each method (em1, em2, proximal supervised, proximal latent; sequential refuses ``interval``) and
 data-set size (20 and 80 programs of 6 lines, 4 annotators per program, 20% honeypot programs first),
 R simulated data sets each get one fit with nominal 90% intervals (the Laplace approximation of the
-posterior, crowdstat.estimators.intervals.laplace_intervals). What is covered:
+posterior, crowdstat.estimators.laplace.laplace_intervals). What is covered:
 
 - per annotator: the simulated annotator's true reliability p (one-coin population, 8 annotators,
   p = 0.95 ... 0.6); for em2 (two-coin population) its true sensitivity and specificity, and the

@@ -56,3 +56,20 @@ def labelstudio_prepared(venv):
             shutil.rmtree(tmp, ignore_errors=True)
         print(f"prepared a Label Studio data directory in {time.time() - t0:.0f} s", file=sys.stderr)
     return prepared
+
+
+def labelstudio_server_json(tmp_path_factory, venv, **server_kw):
+    """A real Label Studio server (from :func:`labelstudio_prepared`) for a fixture's lifetime: yields the path of
+    its ``server.json`` (what ``rl labelstudio serve`` writes); stopped, its data directory removed, after."""
+    import json
+
+    from rl.crowd import ls_server
+
+    srv = ls_server.Server(venv, prepared=labelstudio_prepared(venv), timeout=600, **server_kw)
+    try:
+        info = srv.start()
+        f = tmp_path_factory.mktemp("ls") / "server.json"
+        f.write_text(json.dumps(info))
+        yield f
+    finally:
+        srv.stop()

@@ -231,7 +231,8 @@ def _unpack(theta, m: int, two_coin: bool):
 
 def log_likelihood(theta, votes: VoteArrays, m: int, delta, two_coin: bool, n_real=None):
     """The observed-data log-likelihood L at theta = (pi, alpha, beta) (two-coin) or (pi, p) (one-coin)."""
-    return e_step(votes, *_unpack(theta, m, two_coin), delta, n_real)[1]
+    pi, alpha, beta = _unpack(theta, m, two_coin)
+    return e_step(votes, pi, alpha, beta, delta, n_real)[1]
 
 
 class _Derivatives(NamedTuple):

@@ -34,34 +34,15 @@ Label Studio runs from its own venv (``make labelstudio-venv``); see docs/annota
 from __future__ import annotations
 
 import argparse
-import csv
 import signal
 import sys
 import time
 from pathlib import Path
 
 from crowdstat.io.atomic import atomic_write_csv, atomic_write_json
+from rl.crowd.ls_events import read_truth
 
-__all__ = ["add_arguments", "run", "read_truth"]
-
-
-def read_truth(path: str | Path) -> dict[str, dict[int, int]]:
-    """``program,line,truth`` (+1/-1, 1/0, correct/wrong) -> program -> {line: +1|-1}."""
-    codes = {"+1": 1, "1": 1, "correct": 1, "-1": -1, "0": -1, "wrong": -1}
-    out: dict[str, dict[int, int]] = {}
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: truth file not found")
-    with path.open(encoding="utf-8", newline="") as f:
-        r = csv.DictReader(f)
-        if not {"program", "line", "truth"} <= set(r.fieldnames or []):
-            raise ValueError(f"{path}: expected columns program,line,truth, got {r.fieldnames}")
-        for i, row in enumerate(r, 2):
-            v = codes.get((row["truth"] or "").strip().lower())
-            if v is None or not (row["line"] or "").strip().isdigit():
-                raise ValueError(f"{path}:{i}: bad line {row['line']!r} or truth {row['truth']!r}")
-            out.setdefault(row["program"], {})[int(row["line"])] = v
-    return out
+__all__ = ["add_arguments", "run"]
 
 
 def _annotators(args) -> list[str]:
@@ -229,7 +210,7 @@ def _listen(args) -> int:
     import os
     import secrets as _secrets
 
-    from rl.crowd import ls_stream
+    from rl.crowd import ls_events, ls_stream
     from rl.crowd.ls_ops import read_round
     from rl.crowd.ls_server import call_driver, read_server_json
 
@@ -238,7 +219,7 @@ def _listen(args) -> int:
     if server["url"] != m["url"]:
         raise ValueError(f"{args.server}: server {server['url']} is not the round's server {m['url']}")
     secret = args.secret or os.environ.get(ls_stream.SECRET_ENV) or _secrets.token_urlsafe(32)
-    rnd = ls_stream.StreamRound(args.round, truth=args.truth, programs=args.programs)
+    rnd = ls_events.StreamRound(args.round, truth=args.truth, programs=args.programs)
     params = _fit_params(args)
     out = args.out or Path(args.round) / "stream"
 
@@ -266,7 +247,7 @@ def _listen(args) -> int:
     try:
         if not args.no_register:
             req = {"url": server["url"], "token": server["token"], "project_id": rnd.project_id, "target": target}
-            req.update(headers={ls_stream.SECRET_HEADER: secret}, actions=list(ls_stream.ACTIONS))
+            req.update(headers={ls_stream.SECRET_HEADER: secret}, actions=list(ls_events.ACTIONS))
             try:
                 hook = call_driver("webhook", req)["id"]
             except ValueError as e:

@@ -6,12 +6,8 @@ request to a ``crowdstat stream`` subprocess (an :class:`crowdstat.online.Online
 process: rl reaches crowdstat only through its host-only I/O and its command line), and writes the
 outputs of ``crowdstat fit`` after each:
 
-- Payloads (Label Studio 1.23.2, ``label_studio/webhooks``): ``{"action", "project": {...}, ...}`` with
-  ``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED``: ``"annotation"`` (every field of the annotation:
-  ``id``, ``task``, ``completed_by`` (a user id), ``result``, ``was_cancelled``, ``created_at``,
-  ``updated_at``, ...) and ``"task"`` (every field of the task, ``data`` among them);
-  ``ANNOTATIONS_CREATED`` (bulk): lists under the same keys; ``ANNOTATIONS_DELETED``:
-  ``"annotations": [{"id"}]`` only.
+- Payloads (Label Studio 1.23.2, ``label_studio/webhooks``): parsed and checked against the round by
+  :func:`rl.crowd.ls_events.parse_event` (the round: :class:`rl.crowd.ls_events.StreamRound`).
 - Votes: the annotation's ``line_<i>`` choices, read by :func:`rl.crowd.ls_round.votes_from_export`
   (the parser of ``rl labelstudio pull``), so the annotator is named as the pull names it (the
   round's annotator id of the account, else its e-mail, else the user id) and a cancelled (skipped)
@@ -22,11 +18,9 @@ outputs of ``crowdstat fit`` after each:
   removed (an edit that changes a choice, a skip after an answer, a deletion) -> a ``refit`` request
   on the whole changed log (crowdstat does not rewrite history: a **refit**, said so in the log line
   and counted in ``listener.json``); nothing different -> no request.
-- The subprocess (:class:`StreamProcess`): ``python -m crowdstat stream --method M OPTIONS --out
-  WORK`` (``--warm-start OUT`` when the log is not empty), JSON lines on its stdin and stdout, JAX on
-  the CPU (``JAX_PLATFORMS=cpu`` and single-threaded XLA unless the environment says otherwise), in
-  its own session (Ctrl-C reaches the listener only, which drains and then closes its stdin). A
-  refused request (``{"ok": false}``) leaves its fit as it was; a crash fails the event, and the next
+- The subprocess (:class:`rl.crowd.ls_stream_proc.StreamProcess`): ``python -m crowdstat stream
+  --method M OPTIONS --out WORK`` (``--warm-start OUT`` when the log is not empty), JSON lines on its
+  stdin and stdout. A refused request leaves its fit as it was; a crash fails the event, and the next
   event starts a new one with ``--warm-start OUT`` (the last event written). ``WORK`` is the hidden
   sibling ``.NAME.crowdstat-stream`` of ``OUT``, removed at :meth:`Listener.stop`.
 - Outputs (``--out``, one atomic directory swap per event, :func:`crowdstat.io.atomic.atomic_write_dir`):
@@ -47,17 +41,12 @@ outputs of ``crowdstat fit`` after each:
 
 from __future__ import annotations
 
-import collections
 import copy
-import csv
 import hmac
 import json
 import os
 import queue
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -65,28 +54,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from crowdstat.io.atomic import MANIFEST, atomic_write_csv, atomic_write_dir, atomic_write_json
-from rl.crowd import ls_ops, ls_round
+from rl.crowd import ls_round
+from rl.crowd.ls_events import Refused, StreamRound, parse_event
+from rl.crowd.ls_stream_proc import STREAM_COMMAND, STREAM_ENV, StreamError, StreamProcess, stream_flags
 
 __all__ = [
-    "ACTIONS",
     "SECRET_HEADER",
     "SECRET_ENV",
     "LISTENER_FILE",
     "WEBHOOK_PATH",
     "STREAM_METHODS",
     "SEQUENTIAL_REFUSED",
-    "STREAM_COMMAND",
-    "Refused",
-    "StreamError",
-    "StreamRound",
-    "StreamProcess",
-    "stream_flags",
-    "parse_event",
     "Listener",
 ]
 
-#: the webhook actions the listener takes (and registers)
-ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 #: the header that carries the shared secret (Label Studio sends a webhook's ``headers`` with every post)
 SECRET_HEADER = "X-Crowdstat-Secret"
 #: the environment variable ``rl labelstudio listen`` reads the secret from
@@ -102,271 +83,7 @@ SEQUENTIAL_REFUSED = (
     "use em1, em2 or proximal, or pull the round and run crowdstat fit --warm-start per round"
 )
 MAX_BODY = 32 * 2**20
-#: the fit process: ``crowdstat stream`` run by this interpreter (method, options and --out are added)
-STREAM_COMMAND = (sys.executable, "-m", "crowdstat", "stream")
-#: as rl.crowd.pipeline runs crowdstat: JAX on the CPU, one XLA thread (set where the environment does not)
-STREAM_ENV = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 _LISTENER_VERSION = 1
-
-
-class Refused(ValueError):
-    """An event refused with an HTTP status (4xx) and a one-line reason."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-class StreamError(ValueError):
-    """The ``crowdstat stream`` process refused a request (``refused=True``: its fit is unchanged) or is gone."""
-
-    def __init__(self, message: str, refused: bool = False):
-        super().__init__(message)
-        self.refused = refused
-
-
-def _value_text(value) -> str:
-    if isinstance(value, float):
-        return repr(value)  # round-trips: 1e-15, inf
-    return str(value)
-
-
-def stream_flags(method: str, params: dict) -> list[str]:
-    """The ``crowdstat fit`` options (``crowdstat stream`` takes the same) that give ``params`` for ``method``.
-
-    Only the option *names* come from :mod:`crowdstat.estimators.registry` (standard library): the
-    values are checked by ``crowdstat stream`` itself. A parameter without an option, or a switch
-    given a value it cannot set, is a one-line ValueError.
-    """
-    from crowdstat.estimators.registry import param_fields
-
-    fields = param_fields(method)
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        allowed = sorted(n for n, f in fields.items() if "flag" in f.metadata)
-        raise ValueError(f"--method {method}: unknown parameter(s) {unknown}; allowed: {allowed}")
-    out: list[str] = []
-    for name, value in params.items():
-        fld = fields[name]
-        flag, switch = fld.metadata.get("flag"), fld.metadata.get("switch")
-        if value == fld.default and type(value) is type(fld.default):
-            continue
-        if flag is None:
-            raise ValueError(f"{name} = {value!r}: not an option of crowdstat stream (only its default {fld.default!r} is)")
-        if switch is not None:
-            if switch.get(name) != value:
-                raise ValueError(f"{name} = {value!r}: the option {flag} sets {switch}, and its absence {name} = {fld.default!r}")
-            out.append(flag)
-        elif value is None:
-            raise ValueError(f"{name} = None: {flag} takes a value (its default is {fld.default!r})")
-        else:
-            out += [flag, _value_text(value)]
-    return out
-
-
-class StreamProcess:
-    """One ``crowdstat stream`` subprocess: a request is a JSON line on its stdin, the reply a line on its stdout.
-
-    ``argv``: the whole command; its stderr is drained by a thread (the last lines are kept for the
-    error of a crash). Used by one thread at a time (the listener's lock).
-    """
-
-    def __init__(self, argv: Sequence[str], env: dict | None = None):
-        self.argv = [os.fspath(a) for a in argv]
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            bufsize=1,
-            env=env,
-            start_new_session=True,  # Ctrl-C in a terminal goes to the listener, which drains before it closes stdin
-        )
-        self._drain = threading.Thread(target=self._read_stderr, name="crowdstat-stream-stderr", daemon=True)
-        self._drain.start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            if line.strip():
-                self.stderr_tail.append(line.rstrip())
-
-    def exit_error(self) -> StreamError:
-        """The error of a process that is gone: its exit status and last error line."""
-        try:
-            rc = self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            rc = None
-        self._drain.join(timeout=5)
-        errors = [x for x in self.stderr_tail if "error" in x.lower()] or list(self.stderr_tail)[-1:]
-        why = errors[-1] if errors else "no message"
-        return StreamError(f"crowdstat stream exited (status {rc}): {why}")
-
-    def request(self, req: dict) -> dict:
-        """Send one request, wait for its reply; a StreamError when refused (``refused``) or the process is gone."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        try:
-            self.proc.stdin.write(json.dumps(req) + "\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-        except (BrokenPipeError, OSError, ValueError):
-            line = ""
-        if not line:
-            raise self.exit_error()
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            raise StreamError(f"crowdstat stream: not a reply: {line.strip()[:200]!r}") from None
-        if not reply.get("ok"):
-            raise StreamError(f"crowdstat stream: {reply.get('error', 'refused')}", refused=True)
-        return reply
-
-    def close(self, timeout: float = 30.0) -> int | None:
-        """End of input (the process exits 0), then SIGTERM, then SIGKILL; the exit status."""
-        if self.alive():
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        for sig, wait in ((None, timeout), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-            if sig is not None and self.alive():
-                self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                if f is not None:
-                    f.close()
-            except OSError:
-                pass
-        self._drain.join(timeout=5)
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-        self.close(timeout=10)
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _read_sizes(path: Path) -> dict[str, int]:
-    """``program,n_lines`` (``programs.csv`` of ``rl labelstudio push``) -> program -> n_lines."""
-    out: dict[str, int] = {}
-    with path.open(encoding="utf-8", newline="") as f:
-        r = csv.DictReader(f)
-        if not {"program", "n_lines"} <= set(r.fieldnames or []):
-            raise ValueError(f"{path}: expected columns program,n_lines, got {r.fieldnames}")
-        for i, row in enumerate(r, 2):
-            n = (row["n_lines"] or "").strip()
-            if not n.isdigit() or int(n) < 1:
-                raise ValueError(f"{path}:{i}: column n_lines: {row['n_lines']!r} is not a positive integer")
-            out[row["program"]] = int(n)
-    return out
-
-
-class StreamRound:
-    """A pushed round (``round.json`` of ``rl labelstudio push``), its honeypot truth and program sizes.
-
-    ``truth``: ``program,line,truth`` (default ``ROUND/truth.csv``, as the pull's fit reads it);
-    ``programs``: ``program,n_lines`` (default ``ROUND/programs.csv`` when present).
-    """
-
-    def __init__(self, round_dir: str | Path, truth: str | Path | None = None, programs: str | Path | None = None):
-        from rl.crowd.labelstudio_cli import read_truth
-
-        self.dir = Path(round_dir)
-        self.manifest = m = ls_ops.read_round(self.dir)
-        self.project_id = int(m["project_id"])
-        self.task_key = {int(tid): key for key, tid in m["task_ids"].items()}
-        self.by_key = {t["key"]: t for t in m["tasks"]}
-        self.order = {t["program"]: i for i, t in enumerate(m["tasks"])}
-        self.truth_path = Path(truth) if truth is not None else self.dir / "truth.csv"
-        self.truth = read_truth(self.truth_path) if (truth is not None or self.truth_path.exists()) else {}
-        self.programs_path = Path(programs) if programs is not None else self.dir / "programs.csv"
-        if programs is not None and not self.programs_path.is_file():
-            raise ValueError(f"{self.programs_path}: programs file not found")
-        self.sizes = _read_sizes(self.programs_path) if self.programs_path.is_file() else None
-        #: user id -> e-mail: the round's accounts (push reply), more from ``users`` callbacks
-        self.emails = {int(uid): email for email, uid in (m.get("users") or {}).items()}
-        self.names = {a["email"].lower(): a["annotator"] for a in m.get("annotators", [])}
-
-    def annotator(self, uid, email: str | None) -> str:
-        """The annotator id of a Label Studio user, as :func:`rl.crowd.ls_round.votes_from_export` names it."""
-        return self.names.get((email or "").lower(), email or str(uid))
-
-    def program(self, task_id: int) -> str:
-        return self.by_key[self.task_key[task_id]]["program"]
-
-
-def _project_id(payload: dict):
-    p = payload.get("project")
-    return p.get("id") if isinstance(p, dict) else p
-
-
-def parse_event(body: bytes, rnd: StreamRound) -> tuple[str, list[dict], list[int]]:
-    """``(action, annotations, deleted ids)`` of a webhook body, or :class:`Refused` (400: malformed, 422: not ours)."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise Refused(400, f"malformed JSON: {str(e).splitlines()[0][:200]}") from None
-    if not isinstance(payload, dict):
-        raise Refused(400, f"expected a JSON object, got {type(payload).__name__}")
-    action = payload.get("action")
-    if action not in ACTIONS:
-        raise Refused(422, f"action {str(action)[:80]!r} is not handled (this listener takes {', '.join(ACTIONS)})")
-    pid = _project_id(payload)
-    if not _is_int(pid):
-        raise Refused(400, f"{action}: no project id (field 'project')")
-    if pid != rnd.project_id:
-        raise Refused(422, f"{action}: project {pid} is not the round's project {rnd.project_id}")
-    if action == "ANNOTATIONS_DELETED":
-        anns = payload.get("annotations")
-        if not isinstance(anns, list) or not all(isinstance(a, dict) and _is_int(a.get("id")) for a in anns):
-            raise Refused(400, f"{action}: 'annotations' must be a list of objects with an integer id")
-        return action, [], [a["id"] for a in anns]
-    anns = payload.get("annotation")
-    tasks = payload.get("task")
-    if action == "ANNOTATIONS_CREATED":
-        if not isinstance(anns, list):
-            raise Refused(400, f"{action}: 'annotation' must be a list")
-        tasks = tasks if isinstance(tasks, list) else []
-    else:
-        anns, tasks = [anns], [tasks] if isinstance(tasks, dict) else []
-    task_data = {t.get("id"): t.get("data") for t in tasks if isinstance(t, dict)}
-    for a in anns:
-        if not isinstance(a, dict) or not _is_int(a.get("id")) or not _is_int(a.get("task")):
-            raise Refused(400, f"{action}: 'annotation' must be an object with integer 'id' and 'task'")
-        cb = a.get("completed_by")
-        if not (_is_int(cb) or (isinstance(cb, dict) and _is_int(cb.get("id")))):
-            raise Refused(400, f"{action}: annotation {a['id']}: 'completed_by' must be a user id")
-        if not isinstance(a.get("result", []), list):
-            raise Refused(400, f"{action}: annotation {a['id']}: 'result' must be a list")
-        if _is_int(a.get("project")) and a["project"] != rnd.project_id:
-            raise Refused(422, f"{action}: annotation {a['id']} is of project {a['project']}, not the round's project {rnd.project_id}")
-        tid = a["task"]
-        if tid not in rnd.task_key:
-            raise Refused(422, f"{action}: annotation {a['id']}: task {tid} is not a task of the round {rnd.dir}")
-        data = task_data.get(tid)
-        if isinstance(data, dict) and data.get("key") != rnd.task_key[tid]:
-            raise Refused(422, f"{action}: task {tid} has key {data.get('key')!r}, the round's task {tid} is {rnd.task_key[tid]!r}")
-    return action, anns, []
 
 
 def _label(x: int) -> str:
@@ -377,12 +94,13 @@ class Listener:
     """The streaming fit of one round (module docstring); :meth:`serve` puts it behind HTTP.
 
     ``method`` / ``params``: the method and :func:`crowdstat.fit` parameters of the fit (a fresh
-    start), passed to ``crowdstat stream`` as its options (:func:`stream_flags`); ``resume=True``
-    continues the listener state in ``out`` (its method and parameters). ``users``: a function
-    ``uid -> e-mail or None`` asked once for a user id that is not one of the round's accounts
-    (``rl labelstudio listen``: the server's user list); ``log``: one line per event.
-    ``stream_command``: the fit process (default :data:`STREAM_COMMAND`); ``env``: its environment
-    (default this one, with :data:`STREAM_ENV` where unset). The process starts here: a bad option
+    start), passed to ``crowdstat stream`` as its options
+    (:func:`rl.crowd.ls_stream_proc.stream_flags`); ``resume=True`` continues the listener state in
+    ``out`` (its method and parameters). ``users``: a function ``uid -> e-mail or None`` asked once
+    for a user id that is not one of the round's accounts (``rl labelstudio listen``: the server's
+    user list); ``log``: one line per event. ``stream_command``: the fit process (default
+    :data:`rl.crowd.ls_stream_proc.STREAM_COMMAND`); ``env``: its environment (default this one, with
+    :data:`rl.crowd.ls_stream_proc.STREAM_ENV` where unset). The process starts here: a bad option
     is the ValueError of its one error line.
     """
 

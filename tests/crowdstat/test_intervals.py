@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import crowdstat as cs
 from crowdstat.estimators import intervals as I
+from crowdstat.estimators import laplace as L
 from crowdstat.estimators.registry import REGISTRY, make_configs
 from crowdstat.io.tables import read_votes
 from crowdstat.study.simulate import simulate
@@ -384,7 +385,7 @@ def test_laplace_mode_and_hessian_match_finite_differences(method, extra, kind):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = REGISTRY[method].load()(table, cfg, common, jnp.float64)
-    lf = I.laplace(table, method, cfg, common, est)
+    lf = L.laplace(table, method, cfg, common, est)
     assert lf.kind == kind and lf.converged
     a = table.arrays
     line, ann, lab, truth = (np.asarray(x) for x in (a.line, a.annotator, a.label, a.truth))
@@ -403,7 +404,7 @@ def test_laplace_mode_and_hessian_match_finite_differences(method, extra, kind):
     hess = np.array([[d2(i, j) for j in range(d)] for i in range(d)])
     np.testing.assert_allclose(lf.cov, np.linalg.inv(-hess), rtol=1e-4, atol=1e-6)
     # the line logits' mean and variance: the NumPy line logits and their finite-difference Jacobian G, G cov G'
-    mean, var = I.line_logit_moments(lf, a, m)
+    mean, var = L.line_logit_moments(lf, a, m)
     g = lambda th: _numpy_line_logits(th, kind, line, ann, lab, truth.shape[0], m, lf.prior_logit, intercept)  # noqa: E731
     np.testing.assert_allclose(mean, g(lf.mode), atol=1e-9)
     jac = np.stack([(g(lf.mode + 1e-6 * eye[i]) - g(lf.mode - 1e-6 * eye[i])) / 2e-6 for i in range(d)], axis=1)
@@ -415,15 +416,15 @@ def test_laplace_interval_columns_are_the_gaussian_quantiles():
     honeypot lines clamped to their truth."""
     with jax.enable_x64(True):
         table, cfg, common, est, _ = _replicates("em1", {})
-    ann, lines, rec = I.laplace_intervals(table, "em1", cfg, common, est)
-    lf = I.laplace(table, "em1", cfg, common, est)
+    ann, lines, rec = L.laplace_intervals(table, "em1", cfg, common, est)
+    lf = L.laplace(table, "em1", cfg, common, est)
     m, z = table.n_annotators, 1.6448536269514722
     sd = np.sqrt(np.diag(lf.cov))[:m]
     lo = np.minimum(_sig(lf.mode[:m] - z * sd), est.reliability)
     hi = np.maximum(_sig(lf.mode[:m] + z * sd), est.reliability)
     np.testing.assert_allclose(ann["reliability_lower"], lo, atol=1e-12)
     np.testing.assert_allclose(ann["reliability_upper"], hi, atol=1e-12)
-    mean, var = I.line_logit_moments(lf, table.arrays, m)
+    mean, var = L.line_logit_moments(lf, table.arrays, m)
     truth = np.asarray(table.arrays.truth)
     free = truth == 0
     np.testing.assert_allclose(lines["posterior_lower"][free], np.minimum(_sig(mean - z * np.sqrt(var)), est.posterior)[free], atol=1e-12)

@@ -273,7 +273,7 @@ def test_refused_at_the_start_in_one_line(tmp_path, args, want):
 def test_an_error_inside_the_estimator_leaves_the_last_written_fit(tmp_path, monkeypatch):
     """The store is updated before the estimator runs: an estimator error must not leave those votes in the fit."""
     from crowdstat.online import OnlineFit
-    from crowdstat.online.serve import Stream as Server
+    from crowdstat.online._serve import Stream as Server
 
     votes, truth, sizes = crowd()
     a, b, c = (votes[votes["program"].isin([f"p{i:02d}" for i in r])] for r in (range(0, 10), range(10, 16), range(16, P)))

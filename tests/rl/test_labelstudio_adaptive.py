@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from rl.crowd import ls_adaptive, ls_ops, ls_server
 from rl.crowd.ls_adaptive import all_decided, plan_raise, read_proposal, round_budget
-from tests.rl_helpers import labelstudio_prepared
+from tests.rl_helpers import labelstudio_server_json
 
 
 def _write_proposal(d: Path, rows: list[tuple], decided: dict[str, bool]) -> Path:
@@ -256,14 +256,7 @@ NOISY = "novice:3@0.7,spammer:2"  # the loop test: no annotator that the small r
 def server(tmp_path_factory):
     if not (VENV / "bin" / "label-studio").exists():
         pytest.skip(f"no Label Studio venv at {VENV} (build it with `make labelstudio-venv`)")
-    srv = ls_server.Server(VENV, prepared=labelstudio_prepared(VENV), timeout=600)
-    try:
-        info = srv.start()
-        f = tmp_path_factory.mktemp("ls") / "server.json"
-        f.write_text(json.dumps(info))
-        yield f
-    finally:
-        srv.stop()
+    yield from labelstudio_server_json(tmp_path_factory, VENV)
 
 
 class _Problem:

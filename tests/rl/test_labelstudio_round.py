@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rl.crowd import ls_round
-from rl.crowd.labelstudio_cli import read_truth
+from rl.crowd.ls_events import read_truth
 from rl.crowd.ls_server import LabelStudioError, check_venv, read_server_json
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "labelstudio"

@@ -32,8 +32,8 @@ import pandas as pd
 import pytest
 
 import crowdstat as cs
-from rl.crowd import ls_ops, ls_server, ls_stream
-from tests.rl_helpers import labelstudio_prepared
+from rl.crowd import ls_events, ls_ops, ls_server, ls_stream
+from tests.rl_helpers import labelstudio_server_json
 
 pytestmark = pytest.mark.slow
 
@@ -49,14 +49,7 @@ SECRET = "real-server-secret-0123456789"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = ls_server.Server(VENV, prepared=labelstudio_prepared(VENV), timeout=600, allow_local_webhooks=True)
-    try:
-        info = srv.start()
-        f = tmp_path_factory.mktemp("ls") / "server.json"
-        f.write_text(json.dumps(info))
-        yield f
-    finally:
-        srv.stop()
+    yield from labelstudio_server_json(tmp_path_factory, VENV, allow_local_webhooks=True)
 
 
 def _round(tmp_path, n: int = 8, n_honeypots: int = 3, seed: int = 0):
@@ -167,7 +160,7 @@ def test_the_listen_command_keeps_the_fit_equal_to_a_refit_and_stops_on_sigint(s
         assert int(up.group(4)) == m["project_id"]
         # registered through the SDK: the server holds it, with the secret header and the four actions
         (wh,) = [h for h in _webhooks(srv, m["project_id"]) if h["id"] == hook]
-        assert wh["url"] == target and sorted(wh["actions"]) == sorted(ls_stream.ACTIONS) and wh["send_payload"]
+        assert wh["url"] == target and sorted(wh["actions"]) == sorted(ls_events.ACTIONS) and wh["send_payload"]
         assert wh["headers"] == {ls_stream.SECRET_HEADER: SECRET}
         stream_pid = _status(port)["stream_pid"]
         assert stream_pid is not None

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 
 import crowdstat as cs
-from rl.crowd import ls_round, ls_stream
+from rl.crowd import ls_events, ls_round, ls_stream
 
 PID = 7
 SECRET = "s3cret-for-tests-0123456789"
@@ -223,14 +223,14 @@ def digest(d: Path) -> dict[str, str]:
 def setup(tmp_path):
     rd, manifest, true, honey = make_round(tmp_path)
     logs: list[str] = []
-    rnd = ls_stream.StreamRound(rd)
+    rnd = ls_events.StreamRound(rd)
 
     def users(uid):
         return "guest@example.org" if uid == GUEST else None
 
     def start(resume=False):
         lis = ls_stream.Listener(
-            ls_stream.StreamRound(rd),
+            ls_events.StreamRound(rd),
             tmp_path / "out",
             FIT["method"],
             FIT["params"],
@@ -355,9 +355,12 @@ def test_a_killed_fit_process_is_restarted_from_the_saved_state(setup):
 
 
 def test_the_listener_process_never_loads_jax_or_the_fit():
-    """The seam: rl.crowd.ls_stream runs crowdstat as a subprocess (the import-linter contract checks the imports)."""
+    """The seam: rl.crowd.ls_stream runs crowdstat as a subprocess (the import-linter contract checks the imports).
+
+    Its parts too: the payload parsing (rl.crowd.ls_events) and the subprocess client (rl.crowd.ls_stream_proc).
+    """
     code = (
-        "import sys, rl.crowd.ls_stream, rl.crowd.labelstudio_cli; "
+        "import sys, rl.crowd.ls_events, rl.crowd.ls_stream_proc, rl.crowd.ls_stream, rl.crowd.labelstudio_cli; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'numpy', 'pandas') "
         "or m.startswith(('crowdstat.online', 'crowdstat.api', 'crowdstat.io.tables'))))"
     )
@@ -420,7 +423,7 @@ def test_forged_malformed_and_foreign_posts_are_refused_with_one_line(setup):
 
 def test_sequential_and_bad_options_are_refused_in_one_line(setup, tmp_path):
     rd = setup[0]
-    rnd = ls_stream.StreamRound(rd)
+    rnd = ls_events.StreamRound(rd)
     with pytest.raises(ValueError, match="--method sequential: not per annotation event"):
         ls_stream.Listener(rnd, tmp_path / "o", "sequential", secret=SECRET)
     with pytest.raises(ValueError, match="unknown parameter"):

@@ -28,6 +28,7 @@ batch, and a stream's batches are one annotator's votes on one program.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -324,11 +325,13 @@ def run(
 ) -> int:
     """Serve requests from ``stdin`` until its end (module docstring); exit status 0."""
     if stdin is None:
+        if isinstance(sys.stdin, io.TextIOWrapper):  # a bad byte spoils its request (not JSON), not the process
+            sys.stdin.reconfigure(encoding="utf-8", errors="replace")
         stdin = sys.stdin
-        stdin.reconfigure(encoding="utf-8", errors="replace")  # a bad byte spoils its request (not JSON), not the process
     if stdout is None:
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(encoding="utf-8")
         stdout = sys.stdout
-        stdout.reconfigure(encoding="utf-8")
     stderr = stderr if stderr is not None else sys.stderr
     s = Stream(fit, out, programs, programs_name=programs_name, force=force, inputs=inputs)
     s._warm_start = Path(warm_start) if warm_start is not None else None
