@@ -13,13 +13,16 @@ docs/study.md, for every method, and never worse than before on the small sets.
   sizes and seeds, ``--replicates`` replicates each, scored on the non-honeypot lines;
 - methods: majority, em1, em2, proximal (latent), sequential (defaults, lam = 1), auto; one fit each with
   ``calibrate="auto"`` and ``x64=True``: ``posterior_raw`` is "before", ``posterior`` "after";
+  ``auto`` chooses the map (none, temperature, platt, isotonic) by held-out log-loss on the
+  honeypots (``calibration.select_map``); each cell records every candidate's held-out score;
 - ``floor``: the ECE a perfectly calibrated predictor with the "after" posteriors would show on
   the same number of lines (mean over 200 draws of y ~ Bernoulli(P)): the noise level of ECE itself.
 
 Each (data set, split or replicate, method) is cached as JSON under experiments/cache/calibration/
-(a rerun only computes what is missing); a full run writes experiments/results/calibration.json,
---quick / custom runs write under experiments/cache/calibration/. Tables: printed, and by
---report-only from the results.
+(a rerun only computes what is missing; the folder is named after :data:`RULE`, so cells of an older
+``auto`` rule are never reused); a full run writes experiments/results/calibration.json and the two
+tables of docs/calibration.md (between the calibration-table markers), --quick / custom runs write
+under experiments/cache/calibration/. Tables: printed, and by --report-only from the results.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 import crowdstat  # noqa: E402
 from crowdstat.estimators import calibration as C  # noqa: E402
 from crowdstat.io import datasets  # noqa: E402
+from crowdstat.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 METHODS = {
     "majority": ("majority", {}),
@@ -62,6 +66,13 @@ SCENARIOS = {
     "exp4, fatigue d = 0.01": ("expert:2@0.95~0.01,novice:6@0.75", 2004, 0.2),
 }
 CACHE = ROOT / "experiments" / "cache" / "calibration"
+#: the ``auto`` rule the cells were computed with (names the cache folder of the cells)
+RULE = "select-heldout-logloss"
+DOC = ROOT / "docs" / "calibration.md"
+MARKERS = {
+    which: (f"<!-- calibration-table:{which}:start (experiments/calibration.py) -->", f"<!-- calibration-table:{which}:end -->")
+    for which in ("real", "simulated")
+}
 #: --cached-only: summarize the cells already computed, compute nothing (the missing ones are listed)
 CACHED_ONLY = {"on": False, "missing": []}
 
@@ -84,6 +95,9 @@ def score(res, truth: np.ndarray, rows: np.ndarray) -> dict:
         out[f"accuracy_{tag}"] = float(np.mean((p > 0.5) == (truth > 0)))
     out["floor"] = ece_floor(after)
     out["crossfit"] = {k: cal[k] for k in ("ece_before", "ece_after", "log_loss_before", "log_loss_after") if k in cal}
+    sel = cal.get("selection")
+    if sel:  # auto's choice: every candidate's held-out log-loss on the honeypots
+        out["selection"] = {k: v["log_loss"] for k, v in sel["candidates"].items()}
     return out
 
 
@@ -97,15 +111,14 @@ def run_fit(table, method: str):
 
 
 def cached(key: str, compute) -> dict:
-    path = CACHE / "cells" / f"{key}.json"
+    path = CACHE / f"cells-{RULE}" / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
     if CACHED_ONLY["on"]:
         CACHED_ONLY["missing"].append(key)
         return None
     out = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
+    atomic_write_json(path, out, parents=True)
     return out
 
 
@@ -213,6 +226,17 @@ def table(summary: list[dict], which: str) -> str:
     return "\n".join(lines)
 
 
+def write_doc_tables(summary: list[dict], path: Path = DOC) -> None:
+    """Replace the two tables between the calibration-table markers of docs/calibration.md (atomic write)."""
+    text = path.read_text()
+    for which, (start, end) in MARKERS.items():
+        i, j = text.find(start), text.find(end)
+        if i < 0 or j < i:
+            raise SystemExit(f"{path}: the markers {start!r} ... {end!r} are missing; the tables were not written")
+        text = text[: i + len(start)] + "\n\n" + table(summary, which) + "\n\n" + text[j:]
+    atomic_write_text(path, text)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 splits / replicates, small sets and 2 scenarios")
@@ -221,12 +245,24 @@ def main(argv=None) -> int:
     ap.add_argument("--splits", type=int, default=None)
     ap.add_argument("--replicates", type=int, default=None)
     ap.add_argument("--methods", help="comma-separated (default: all six)")
+    ap.add_argument(
+        "--isotonic-min-per-class",
+        type=int,
+        help="sensitivity run: auto's isotonic guard (calibration.ISOTONIC_MIN_PER_CLASS) set to N; written under the cache only",
+    )
     ap.add_argument("--report-only", action="store_true", help="print the tables of the results already written")
     ap.add_argument("--cached-only", action="store_true", help="summarize the cached cells only (a run cut short); lists the missing")
     args = ap.parse_args(argv)
     CACHED_ONLY["on"] = args.cached_only
-    custom = args.quick or any(x is not None for x in (args.sets, args.scenarios, args.splits, args.replicates, args.methods))
-    out_path = (CACHE / "quick.json") if custom else ROOT / "experiments" / "results" / "calibration.json"
+    global RULE
+    if args.isotonic_min_per_class is not None:  # a sensitivity run: its own cells, never the results or the docs
+        C.ISOTONIC_MIN_PER_CLASS = args.isotonic_min_per_class
+        RULE = f"{RULE}-isotonic-from-{args.isotonic_min_per_class}"
+    settings = (args.sets, args.scenarios, args.splits, args.replicates, args.methods, args.isotonic_min_per_class)
+    custom = args.quick or any(x is not None for x in settings)
+    out_path = ROOT / "experiments" / "results" / "calibration.json"
+    if custom:
+        out_path = CACHE / ("quick.json" if args.isotonic_min_per_class is None else f"{RULE}.json")
     if args.report_only:
         res = json.loads(out_path.read_text())
         print(table(res["summary"], "real") + "\n\n" + table(res["summary"], "simulated"))
@@ -258,10 +294,13 @@ def main(argv=None) -> int:
     meta.update(
         seconds=time.perf_counter() - t0, nice=os.nice(0), load=os.getloadavg(), cores=os.cpu_count(), date=time.strftime("%Y-%m-%d")
     )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps({"meta": meta, "summary": summary, "cells": rows}, indent=1, default=float) + "\n")
+    meta.update(rule=RULE, isotonic_min_per_class=C.ISOTONIC_MIN_PER_CLASS)
+    atomic_write_text(out_path, json.dumps({"meta": meta, "summary": summary, "cells": rows}, indent=1, default=float) + "\n", parents=True)
     print(table(summary, "real") + "\n\n" + table(summary, "simulated"))
     print(f"wrote {out_path.relative_to(ROOT)}")
+    if not custom and not CACHED_ONLY["missing"]:
+        write_doc_tables(summary)
+        print(f"wrote the tables of {DOC.relative_to(ROOT)}")
     return 0
 
 

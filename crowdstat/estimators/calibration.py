@@ -18,9 +18,16 @@ usable inputs. Cross-fitting (:func:`heldout_posteriors`): the honeypot programs
 folds (:func:`honeypot_folds`, the folds of ``method="auto"``), the method is refitted K times with
 one fold's truth masked (a callback: this module never imports :mod:`crowdstat.api`), and every
 honeypot line contributes the posterior of the fit that did not see its truth. :func:`recalibrate`
-chooses the map (``calibrate="auto"``: :func:`choose_kind`), fits it on all the held-out pairs,
-applies it, and reports the cross-fitted ECE (10 equal-width bins) and log-loss before and after
-(the "after" figures fit the map on K - 1 folds of held-out pairs and score the K-th).
+fits the map on all the held-out pairs, applies it, and reports the cross-fitted ECE (10 equal-width
+bins) and log-loss before and after (the "after" figures fit the map on K - 1 folds of held-out
+pairs and score the K-th).
+
+``calibrate="auto"`` chooses the map from the data (:func:`select_map`): each candidate of
+:data:`CANDIDATES` (``none``, the identity, always among them; ``isotonic`` only with
+:data:`ISOTONIC_MIN_PER_CLASS` honeypot lines of each class) is scored by the held-out log-loss of
+the same K-fold over honeypot programs run on the held-out pairs (:func:`map_scores`: a map fitted on
+K - 1 folds' pairs scores the K-th, so no honeypot scores a map fitted on itself), and the smallest
+score wins, a tie going to the simpler map. Choosing ``none`` leaves the posteriors as they are.
 
 NumPy only: the maps are fitted on at most a few thousand pairs.
 """
@@ -37,10 +44,9 @@ from crowdstat.estimators.registry import CALIBRATE
 __all__ = [
     "KINDS",
     "FOLDS",
-    "ISOTONIC_MIN_LINES",
-    "PLATT_MIN_LINES",
+    "CANDIDATES",
     "MIN_PER_CLASS",
-    "DISCRETE_MAX_VALUES",
+    "ISOTONIC_MIN_PER_CLASS",
     "CalibrationMap",
     "ece",
     "log_loss",
@@ -50,6 +56,9 @@ __all__ = [
     "fit_isotonic",
     "fit_map",
     "choose_kind",
+    "auto_candidates",
+    "map_scores",
+    "select_map",
     "honeypot_folds",
     "heldout_posteriors",
     "crossfit_scores",
@@ -63,17 +72,17 @@ __all__ = [
 KINDS = CALIBRATE
 #: folds over honeypot programs (fewer honeypot programs: one fold per program, at least 2)
 FOLDS = 5
-#: ``auto`` fits isotonic from this many honeypot lines on (Niculescu-Mizil & Caruana 2005: isotonic
-#: overfits below ~1,000 calibration points and beats Platt above)
-ISOTONIC_MIN_LINES = 1000
-#: ``auto`` fits Platt (2 parameters) from this many honeypot lines on, temperature (1) below
-PLATT_MIN_LINES = 50
-#: ``auto`` calibrates only when each truth class has this many honeypot lines
+#: ``auto``'s candidate maps, simplest first: the smallest held-out log-loss wins, a tie the simpler
+#: (``none`` is the identity, so ``auto`` never has a worse held-out score than not calibrating)
+CANDIDATES = ("none", "temperature", "platt", "isotonic")
+#: ``auto`` calibrates only when each truth class has this many honeypot lines (else: not calibrated)
 MIN_PER_CLASS = 5
-#: ``auto`` fits isotonic (a step per value) to posteriors with at most this many distinct values, e.g.
-#: vote shares and 0/1 posteriors, where sigmoid(a logit(p) + b) is misspecified: the clipped logits
-#: of exact 0/1 values (+-13.8) set its slope and squash the values in between
-DISCRETE_MAX_VALUES = 10
+#: ``auto`` has isotonic among its candidates only when each truth class has this many honeypot lines:
+#: a step function fitted on fewer is mostly noise, and its held-out score (on a handful of lines per
+#: fold) too noisy to be told from Platt's
+ISOTONIC_MIN_PER_CLASS = 20
+#: two held-out scores closer than this (relative) are a tie
+TIE_RTOL = 1e-9
 #: posteriors are clipped to [LOGIT_EPS, 1 - LOGIT_EPS] before a logit (|logit| <= 13.8)
 LOGIT_EPS = 1e-6
 N_BINS = 10
@@ -112,7 +121,8 @@ def log_loss(p, y, eps: float = LOGIT_EPS) -> float:
 
 @dataclass(frozen=True)
 class CalibrationMap:
-    """A fitted map: ``platt`` / ``temperature`` (a, b) or ``isotonic`` (knots x -> y, clipped to [lo, hi])."""
+    """A fitted map: ``platt`` / ``temperature`` (a, b), ``isotonic`` (knots x -> y, clipped to [lo, hi]) or
+    ``none`` (the identity, ``auto``'s choice when no map beats it)."""
 
     kind: str
     a: float = 1.0
@@ -124,11 +134,15 @@ class CalibrationMap:
 
     def __call__(self, p) -> np.ndarray:
         p = np.asarray(p, np.float64)
+        if self.kind == "none":  # auto's identity map
+            return p.copy()
         if self.kind == "isotonic":
             return np.clip(np.interp(p, self.x, self.y), self.lo, self.hi)
         return _sigmoid(self.a * clipped_logit(p) + self.b)
 
     def record(self) -> dict:
+        if self.kind == "none":
+            return {"kind": "none", "formula": "p (the identity)"}
         if self.kind == "isotonic":
             return {"kind": self.kind, "knots_posterior": list(self.x), "knots_calibrated": list(self.y), "clip": [self.lo, self.hi]}
         return {"kind": self.kind, "a": self.a, "b": self.b, "formula": "sigmoid(a * logit(clip(p, 1e-6, 1 - 1e-6)) + b)"}
@@ -229,13 +243,12 @@ def fit_map(kind: str, p, y) -> CalibrationMap:
     raise ValueError(f"calibration map: expected platt, temperature or isotonic, got {kind!r}")
 
 
-def choose_kind(requested: str, n_lines: int, n_pos: int, n_programs: int, n_distinct: int | None = None) -> tuple[str | None, str]:
-    """The map to fit (None: none) and why, from the honeypot lines at hand.
+def choose_kind(requested: str, n_lines: int, n_pos: int, n_programs: int) -> tuple[str | None, str]:
+    """The map to fit (None: none) and why, from the counts of honeypot lines at hand; ``"auto"``:
+    choose among :func:`auto_candidates` by :func:`select_map` once the held-out posteriors exist.
 
-    Always none without two honeypot programs or without both truth classes. ``auto`` also needs
-    :data:`MIN_PER_CLASS` lines of each class, then fits isotonic from :data:`ISOTONIC_MIN_LINES`
-    lines or when the held-out posteriors take at most :data:`DISCRETE_MAX_VALUES` distinct values
-    (``n_distinct``, to 6 decimals), Platt from :data:`PLATT_MIN_LINES` lines, temperature below."""
+    Always none without two honeypot programs or without both truth classes; ``auto`` also needs
+    :data:`MIN_PER_CLASS` lines of each class."""
     if requested not in KINDS:
         raise ValueError(f"calibrate: expected one of {KINDS}, got {requested!r}")
     if requested == "none":
@@ -249,13 +262,60 @@ def choose_kind(requested: str, n_lines: int, n_pos: int, n_programs: int, n_dis
         return requested, f"calibrate={requested!r}"
     if min(n_pos, n_neg) < MIN_PER_CLASS:
         return None, f"not calibrated: auto needs {MIN_PER_CLASS} honeypot lines of each class ({n_pos} correct, {n_neg} wrong)"
-    if n_lines >= ISOTONIC_MIN_LINES:
-        return "isotonic", f"auto: isotonic ({n_lines} >= {ISOTONIC_MIN_LINES} honeypot lines)"
-    if n_distinct is not None and n_distinct <= DISCRETE_MAX_VALUES:
-        return "isotonic", f"auto: isotonic (the held-out posteriors take {n_distinct} <= {DISCRETE_MAX_VALUES} distinct values)"
-    if n_lines >= PLATT_MIN_LINES:
-        return "platt", f"auto: platt ({PLATT_MIN_LINES} <= {n_lines} < {ISOTONIC_MIN_LINES} honeypot lines)"
-    return "temperature", f"auto: temperature ({n_lines} < {PLATT_MIN_LINES} honeypot lines)"
+    return "auto", f"auto: to be chosen among {', '.join(auto_candidates(n_pos, n_neg)[0])} by held-out log-loss"
+
+
+def auto_candidates(n_pos: int, n_neg: int) -> tuple[list[str], dict[str, str]]:
+    """``auto``'s candidate maps (in :data:`CANDIDATES` order) and, for each one left out, why."""
+    excluded = {}
+    if min(n_pos, n_neg) < ISOTONIC_MIN_PER_CLASS:
+        excluded["isotonic"] = f"needs {ISOTONIC_MIN_PER_CLASS} honeypot lines of each class ({n_pos} correct, {n_neg} wrong)"
+    return [k for k in CANDIDATES if k not in excluded], excluded
+
+
+def _out_of_fold(kind: str, h: np.ndarray, t: np.ndarray, folds: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """``h`` with each fold's lines replaced by a ``kind`` map fitted on the other folds' pairs (a fold
+    whose complement has one truth class only keeps ``h``), and the number of such folds."""
+    out = h.copy()
+    if kind == "none":
+        return out, 0
+    skipped = 0
+    for i, fold in enumerate(folds):
+        rest = np.concatenate([f for j, f in enumerate(folds) if j != i])
+        yr = t[rest] > 0
+        if rest.size == 0 or yr.all() or not yr.any():
+            skipped += 1
+            continue
+        out[fold] = fit_map(kind, h[rest], t[rest])(h[fold])
+    return out, skipped
+
+
+def map_scores(kinds, heldout, truth, folds: list[np.ndarray]) -> dict[str, dict]:
+    """Held-out score of each map kind (``none``: the identity) on the held-out pairs of ``folds``'s
+    lines: every fold's lines are mapped by a map fitted on the other folds' pairs, then the mean
+    log-loss and the ECE of all the fold lines. Returns ``{kind: {"log_loss", "ece", "folds_uncalibrated"}}``."""
+    t = np.asarray(truth)
+    h = np.asarray(heldout, np.float64)
+    lines = np.concatenate(folds)
+    y = t[lines]
+    out = {}
+    for kind in kinds:
+        mapped, skipped = _out_of_fold(kind, h, t, folds)
+        out[kind] = {"log_loss": log_loss(mapped[lines], y), "ece": ece(mapped[lines], y), "folds_uncalibrated": skipped}
+    return out
+
+
+def select_map(scores: dict[str, dict]) -> str:
+    """The kind of smallest held-out log-loss in ``scores`` (:func:`map_scores`); of two within
+    :data:`TIE_RTOL` (relative), the one earlier in :data:`CANDIDATES` (the simpler)."""
+    best = None
+    for kind in sorted(scores, key=CANDIDATES.index):
+        s = scores[kind]["log_loss"]
+        if best is None or s < scores[best]["log_loss"] - TIE_RTOL * max(1.0, abs(s)):
+            best = kind
+    if best is None:
+        raise ValueError("select_map: no candidate scores")
+    return best
 
 
 def honeypot_folds(line_program, truth, k: int = FOLDS, seed: int = 0) -> list[np.ndarray]:
@@ -285,19 +345,11 @@ def heldout_posteriors(refit: Callable[[np.ndarray], np.ndarray], truth, folds: 
 def crossfit_scores(kind: str, heldout, truth, folds: list[np.ndarray]) -> dict:
     """ECE and log-loss of the held-out posteriors of the fold lines, raw (``before``) and after a map
     of ``kind`` fitted on the other folds' pairs (``after``; a fold whose complement has one class only
-    keeps its raw posteriors and is counted in ``folds_uncalibrated``)."""
+    keeps its raw posteriors and is counted in ``folds_uncalibrated``; ``none``: after = before)."""
     t = np.asarray(truth)
     h = np.asarray(heldout, np.float64)
     lines = np.concatenate(folds)
-    after = h.copy()
-    skipped = 0
-    for i, fold in enumerate(folds):
-        rest = np.concatenate([f for j, f in enumerate(folds) if j != i])
-        yr = t[rest] > 0
-        if rest.size == 0 or yr.all() or not yr.any():
-            skipped += 1
-            continue
-        after[fold] = fit_map(kind, h[rest], t[rest])(h[fold])
+    after, skipped = _out_of_fold(kind, h, t, folds)
     y = t[lines]
     return {
         "ece_before": ece(h[lines], y),
@@ -316,7 +368,9 @@ def recalibrate(
 
     The lines without truth get g(posterior); honeypot lines keep their posterior. ``heldout``: the
     held-out posteriors already computed on :func:`honeypot_folds` (``method="auto"``), else
-    ``refit`` (masked truth -> posteriors) is called once per fold."""
+    ``refit`` (masked truth -> posteriors) is called once per fold. ``auto`` records every
+    candidate's held-out score in ``record["selection"]``; when it chooses ``none`` the posteriors
+    come back unchanged (the identity map), not None."""
     t = np.asarray(truth)
     lp = np.asarray(line_program)
     hp = t != 0
@@ -337,11 +391,27 @@ def recalibrate(
     if not np.all(np.isfinite(h[hp])) or np.any((h[hp] < 0) | (h[hp] > 1)):
         record.update(kind="none", why="not calibrated: held-out posteriors outside [0, 1] or not finite")
         return None, record
-    n_distinct = int(np.unique(np.round(h[hp], 6)).size)
-    kind, why = choose_kind(requested, n_lines, n_pos, n_programs, n_distinct)
-    record.update(kind=kind, why=why, n_distinct_heldout=n_distinct)
-    assert kind is not None  # the conditions that skip did not change
-    g = fit_map(kind, h[hp], t[hp])
+    record["n_distinct_heldout"] = int(np.unique(np.round(h[hp], 6)).size)
+    if kind == "auto":
+        kinds, excluded = auto_candidates(n_pos, n_lines - n_pos)
+        scores = map_scores(kinds, h, t, folds)
+        kind = select_map(scores)
+        listed = ", ".join(f"{k} {v['log_loss']:.4f}" for k, v in scores.items())
+        why = (
+            f"auto: {kind}, the smallest held-out log-loss of the honeypot truth ({listed}; "
+            f"{len(folds)}-fold over {n_programs} honeypot programs of the cross-fitted posteriors)"
+        )
+        if excluded:
+            why += "; not compared: " + "; ".join(f"{k} ({v})" for k, v in excluded.items())
+        record["selection"] = {
+            "score": "mean held-out log-loss: each fold's held-out posteriors mapped by a map fitted on the other folds' pairs",
+            "folds": len(folds),
+            "candidates": scores,
+            "excluded": excluded,
+            "chosen": kind,
+        }
+        record.update(kind=kind, why=why)
+    g = CalibrationMap("none") if kind == "none" else fit_map(kind, h[hp], t[hp])
     p = np.asarray(posterior, np.float64)
     out = np.where(hp, p, g(p))
     record.update({"map": g.record(), "folds": len(folds), "n_bins": N_BINS, **crossfit_scores(kind, h, t, folds)})
@@ -350,6 +420,8 @@ def recalibrate(
 
 def from_record(rec: dict) -> CalibrationMap:
     """The map of :meth:`CalibrationMap.record` (fit.json's ``diagnostics["calibration"]["map"]``)."""
+    if rec["kind"] == "none":
+        return CalibrationMap("none")
     if rec["kind"] == "isotonic":
         lo, hi = rec["clip"]
         return CalibrationMap("isotonic", x=tuple(rec["knots_posterior"]), y=tuple(rec["knots_calibrated"]), lo=lo, hi=hi)

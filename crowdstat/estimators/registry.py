@@ -156,8 +156,8 @@ class CommonConfig(Config):
     calibrate: str = _param(
         "none",
         "recalibrate the posteriors of the lines without truth by a map fitted on cross-fitted honeypot posteriors "
-        "(5 refits; docs/calibration.md): auto = isotonic from 1000 honeypot lines or for posteriors of <= 10 distinct "
-        "values, platt from 50 lines, temperature below, none with under 5 lines of a class",
+        "(5 refits; docs/calibration.md): auto = the map (none, temperature, platt, isotonic with >= 20 lines of each "
+        "class) of smallest held-out log-loss on the honeypots, none with under 5 lines of a class",
         "--calibrate",
         choices=CALIBRATE,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 import warnings
@@ -133,12 +134,11 @@ def test_ece_and_log_loss_match_the_study_metrics():
 
 
 def test_choose_kind_thresholds():
-    assert C.choose_kind("auto", 2000, 900, 400)[0] == "isotonic"
-    assert C.choose_kind("auto", C.ISOTONIC_MIN_LINES - 1, 500, 400)[0] == "platt"
-    assert C.choose_kind("auto", C.PLATT_MIN_LINES - 1, 20, 10)[0] == "temperature"
-    assert C.choose_kind("auto", 200, 100, 40, n_distinct=C.DISCRETE_MAX_VALUES)[0] == "isotonic"  # vote shares, 0/1
-    assert C.choose_kind("auto", 200, 100, 40, n_distinct=C.DISCRETE_MAX_VALUES + 1)[0] == "platt"
+    """The counts that skip calibration, and ``auto`` handed on to the data-driven choice."""
+    kind, why = C.choose_kind("auto", 2000, 900, 400)
+    assert kind == "auto" and "none, temperature, platt, isotonic" in why
     assert C.choose_kind("auto", 100, C.MIN_PER_CLASS - 1, 20)[0] is None
+    assert C.choose_kind("auto", 100, C.MIN_PER_CLASS, 20)[0] == "auto"
     assert C.choose_kind("isotonic", 10, 3, 2)[0] == "isotonic"  # asked for: fitted even when small
     kind, why = C.choose_kind("platt", 50, 50, 10)
     assert kind is None and "one truth class" in why
@@ -146,6 +146,185 @@ def test_choose_kind_thresholds():
     assert C.choose_kind("none", 5000, 2000, 1000) == (None, "calibrate='none'")
     with pytest.raises(ValueError, match="calibrate: expected one of"):
         C.choose_kind("sigmoid", 10, 5, 5)
+
+
+def test_auto_candidates_leave_out_isotonic_on_few_lines_of_a_class():
+    m = C.ISOTONIC_MIN_PER_CLASS
+    assert C.auto_candidates(m, m) == (["none", "temperature", "platt", "isotonic"], {})
+    kinds, excluded = C.auto_candidates(500, m - 1)
+    assert kinds == ["none", "temperature", "platt"] and f"({500} correct, {m - 1} wrong)" in excluded["isotonic"]
+    assert C.auto_candidates(m - 1, 500)[0] == ["none", "temperature", "platt"]
+
+
+def _reference_scores(kinds, p, y, lp, k=C.FOLDS):
+    """Slow plain-numpy nested score: folds of whole honeypot programs (seeded permutation dealt
+    round-robin), each kind fitted by scikit-learn on the other folds' pairs, then a per-line loop."""
+    progs = np.random.default_rng(0).permutation(np.unique(lp))
+    k = min(k, len(progs))
+    fold_of = {int(g): i % k for i, g in enumerate(progs)}
+    fold = np.array([fold_of[int(g)] for g in lp])
+    out = {}
+    for kind in kinds:
+        q = np.empty(len(p))
+        for f in range(k):
+            train, test = fold != f, fold == f
+            if kind == "none" or len(set((y[train] > 0).tolist())) < 2:
+                q[test] = p[test]
+            elif kind == "isotonic":
+                iso = IsotonicRegression(out_of_bounds="clip").fit(p[train], (y[train] > 0).astype(float))
+                eps = 0.5 / (train.sum() + 1)
+                q[test] = np.clip(iso.predict(p[test]), eps, 1 - eps)
+            else:
+                a, b = _platt_reference(p[train], y[train], kind == "temperature")
+                q[test] = [1 / (1 + math.exp(-(a * C.clipped_logit(v) + b))) for v in p[test]]
+        losses = []
+        for qi, yi in zip(q.tolist(), y.tolist()):
+            qi = min(max(qi, 1e-6), 1 - 1e-6)
+            losses.append(-math.log(qi) if yi > 0 else -math.log(1 - qi))
+        bins = [[] for _ in range(10)]
+        for qi, yi in zip(q.tolist(), y.tolist()):
+            bins[min(int(qi * 10), 9)].append((qi, yi > 0))
+        ece = sum(abs(sum(c for _, c in b) - sum(v for v, _ in b)) for b in bins) / len(q)
+        out[kind] = (sum(losses) / len(losses), ece)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_map_scores_match_a_slow_reference(seed):
+    """The nested held-out score of every candidate against an independent per-line loop (sklearn maps)."""
+    rng = np.random.default_rng(seed)
+    n_prog = [7, 23][seed]  # 7 programs: uneven folds
+    lp = np.repeat(np.arange(n_prog), rng.integers(2, 6, n_prog))
+    z = rng.normal(0, 2.5, lp.size)
+    p = np.round(1 / (1 + np.exp(-z)), [2, 6][seed])  # seed 0: tied posteriors
+    y = np.where(rng.random(lp.size) < 1 / (1 + np.exp(-(0.5 * z - 0.3))), 1, -1)  # over-confident, biased
+    folds = C.honeypot_folds(lp, y)
+    got = C.map_scores(C.CANDIDATES, p, y, folds)
+    ref = _reference_scores(C.CANDIDATES, p, y, lp)
+    for kind in C.CANDIDATES:
+        assert got[kind]["log_loss"] == pytest.approx(ref[kind][0], rel=1e-6), kind
+        assert got[kind]["ece"] == pytest.approx(ref[kind][1], abs=1e-6), kind
+    assert got["none"]["log_loss"] == pytest.approx(C.log_loss(p, y))
+    chosen = C.select_map(got)
+    assert chosen == min(ref, key=lambda k: ref[k][0])
+
+
+def test_map_scores_skip_a_fold_whose_complement_has_one_class():
+    lp = np.repeat(np.arange(4), 3)
+    y = np.array([1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1, -1])  # program 0 holds every correct line
+    p = np.linspace(0.1, 0.9, 12)
+    folds = C.honeypot_folds(lp, y)
+    got = C.map_scores(["none", "platt"], p, y, folds)
+    assert got["platt"]["folds_uncalibrated"] == 1 and got["none"]["folds_uncalibrated"] == 0
+    ref = _reference_scores(["platt"], p, y, lp)
+    assert got["platt"]["log_loss"] == pytest.approx(ref["platt"][0], rel=1e-6)
+
+
+def test_select_map_takes_the_smallest_score_and_the_simpler_on_a_tie():
+    s = lambda **kw: {k: {"log_loss": v} for k, v in kw.items()}  # noqa: E731
+    assert C.select_map(s(none=0.5, temperature=0.4, platt=0.3, isotonic=0.31)) == "platt"
+    assert C.select_map(s(isotonic=0.2, platt=0.2, none=0.2)) == "none"  # a tie: the simplest
+    assert C.select_map(s(isotonic=0.2, platt=0.2 + 1e-13)) == "platt"
+    assert C.select_map(s(isotonic=0.2, platt=0.2 + 1e-6)) == "isotonic"
+    with pytest.raises(ValueError, match="no candidate"):
+        C.select_map({})
+
+
+def _calibrated(seed, n_prog=80, lines=5, sharpen=1.0):
+    """Honeypot-like pairs: y ~ Bernoulli(p) exactly (sharpen = 1) or p made over-confident (logit x sharpen)."""
+    rng = np.random.default_rng(seed)
+    lp = np.repeat(np.arange(n_prog), lines)
+    p = rng.beta(2, 1, lp.size)
+    y = np.where(rng.random(lp.size) < p, 1, -1)
+    return lp, 1 / (1 + np.exp(-sharpen * C.clipped_logit(p))), y
+
+
+def test_auto_keeps_perfectly_calibrated_posteriors():
+    """y ~ Bernoulli(p): no map can help on held-out lines. ``none`` is chosen in most of 40 draws (the
+    old size rule fitted Platt every time), a map chosen beats ``none`` only by noise, and the same
+    procedure on over-confident posteriors (logit x 3) never keeps them."""
+    chosen, gain = [], []
+    for seed in range(40):
+        lp, p, y = _calibrated(seed)
+        sc = C.map_scores(C.CANDIDATES, p, y, C.honeypot_folds(lp, y))
+        chosen.append(C.select_map(sc))
+        gain.append(sc["none"]["log_loss"] - sc[chosen[-1]]["log_loss"])
+    assert chosen.count("none") >= 20 and max(gain) < 0.02 and min(gain) >= 0
+    over = []
+    for seed in range(40):
+        lp, p, y = _calibrated(seed, sharpen=3.0)
+        over.append(C.select_map(C.map_scores(C.CANDIDATES, p, y, C.honeypot_folds(lp, y))))
+    assert "none" not in over
+    # one draw through recalibrate: the posteriors come back unchanged, the identity recorded
+    lp, p, y = _calibrated(next(s for s, c in enumerate(chosen) if c == "none"))
+    truth = np.concatenate([y, np.zeros(50, int)])
+    post = np.concatenate([p, np.linspace(0, 1, 50)])
+    out, rec = C.recalibrate(
+        "auto", post, truth, np.concatenate([lp, np.repeat(1000, 50)]), None, heldout=np.concatenate([p, np.full(50, np.nan)])
+    )
+    assert rec["kind"] == "none" and rec["map"] == {"kind": "none", "formula": "p (the identity)"}
+    assert np.array_equal(out, post) and rec["ece_after"] == rec["ece_before"] and rec["log_loss_after"] == rec["log_loss_before"]
+    assert np.array_equal(C.from_record(rec["map"])(post), post)
+
+
+def test_auto_prefers_isotonic_on_a_step_miscalibration():
+    """P(correct | p) a step (0.3 below p = 0.6, 0.9 above) on 600 lines: no sigmoid fits it, isotonic
+    does; the old size rule fitted Platt below 1,000 lines."""
+    rng = np.random.default_rng(4)
+    lp = np.repeat(np.arange(150), 4)
+    p = rng.random(lp.size)
+    y = np.where(rng.random(lp.size) < np.where(p < 0.6, 0.3, 0.9), 1, -1)
+    truth = np.concatenate([y, np.zeros(3, int)])
+    post = np.concatenate([p, [0.2, 0.5, 0.95]])
+    held = np.concatenate([p, np.full(3, np.nan)])
+    out, rec = C.recalibrate("auto", post, truth, np.concatenate([lp, [999] * 3]), None, heldout=held)
+    cand = rec["selection"]["candidates"]
+    assert rec["kind"] == "isotonic" and cand["platt"]["log_loss"] - cand["isotonic"]["log_loss"] > 0.02
+    assert out[-3:] == pytest.approx([0.3, 0.3, 0.9], abs=0.08) and np.array_equal(out[:-3], p)
+
+
+def test_auto_record_fields():
+    """recalibrate's record under auto: every candidate's held-out score, the choice and why."""
+    rng = np.random.default_rng(2)
+    lp = np.repeat(np.arange(40), 5)
+    z = rng.normal(0, 3, lp.size)
+    y = np.where(rng.random(lp.size) < 1 / (1 + np.exp(-0.4 * z)), 1, -1)
+    y[:15] = -1  # enough of the smaller class either way
+    truth = np.concatenate([y, np.zeros(10, int)])
+    line_program = np.concatenate([lp, np.repeat([100, 101], 5)])
+    post = 1 / (1 + np.exp(-np.concatenate([z, np.linspace(-4, 4, 10)])))
+    calls = []
+
+    def refit(masked):
+        calls.append(masked.copy())
+        return post
+
+    out, rec = C.recalibrate("auto", post, truth, line_program, refit)
+    assert len(calls) == C.FOLDS
+    sel = rec["selection"]
+    assert set(sel) == {"score", "folds", "candidates", "excluded", "chosen"} and sel["folds"] == C.FOLDS
+    assert list(sel["candidates"]) == list(C.CANDIDATES) and sel["excluded"] == {}
+    for v in sel["candidates"].values():
+        assert set(v) == {"log_loss", "ece", "folds_uncalibrated"}
+    best = min(sel["candidates"], key=lambda k: sel["candidates"][k]["log_loss"])
+    assert rec["kind"] == sel["chosen"] == best != "none"
+    assert rec["log_loss_after"] == sel["candidates"][best]["log_loss"] and rec["ece_after"] == sel["candidates"][best]["ece"]
+    assert rec["log_loss_before"] == sel["candidates"]["none"]["log_loss"] <= C.log_loss(post[:200], y) + 1e-12
+    assert rec["why"].startswith(f"auto: {best}, the smallest held-out log-loss")
+    for k, v in sel["candidates"].items():
+        assert f"{k} {v['log_loss']:.4f}" in rec["why"]
+    assert rec["n_honeypot_lines"] == 200 and rec["n_honeypot_programs"] == 40 and rec["map"]["kind"] == best
+    assert np.array_equal(out[:200], post[:200]) and np.allclose(out[200:], C.from_record(rec["map"])(post[200:]))
+    json.dumps(rec)  # fit.json can hold it
+    # few lines of a class: isotonic left out, and why says so
+    y2 = y.copy()
+    y2[np.flatnonzero(y2 < 0)[C.ISOTONIC_MIN_PER_CLASS - 1 :]] = 1
+    _, rec2 = C.recalibrate("auto", post, np.concatenate([y2, np.zeros(10, int)]), line_program, refit)
+    assert "isotonic" not in rec2["selection"]["candidates"] and "isotonic" in rec2["selection"]["excluded"]
+    assert "not compared: isotonic (needs 20 honeypot lines of each class" in rec2["why"]
+    # explicit maps: no selection
+    _, rec3 = C.recalibrate("platt", post, truth, line_program, refit)
+    assert rec3["kind"] == "platt" and "selection" not in rec3
 
 
 def test_bad_pairs_and_kinds():
@@ -277,13 +456,32 @@ def test_outputs_carry_the_raw_posterior_and_the_map(sim, tmp_path):
     assert list(lines.columns[:4]) == ["program", "line", "posterior", "posterior_raw"]
     rec = json.loads((tmp_path / "out" / "fit.json").read_text())
     cal = rec["diagnostics"]["calibration"]
-    # sequential's posteriors are 0/1: two distinct values, so auto fits a two-step isotonic map
-    assert rec["params"]["calibrate"] == "auto" and cal["kind"] == "isotonic" and cal["n_distinct_heldout"] <= 2
-    assert len(cal["map"]["knots_posterior"]) <= 4
+    # sequential's posteriors are 0/1 (two distinct values): a map that moves them wins the held-out score
+    assert rec["params"]["calibrate"] == "auto" and cal["n_distinct_heldout"] <= 2
+    cand = cal["selection"]["candidates"]
+    assert cal["kind"] == cal["selection"]["chosen"] == min(cand, key=lambda k: cand[k]["log_loss"]) != "none"
     assert cal["log_loss_after"] < cal["log_loss_before"] / 2  # sequential's 0/1 posteriors: the map must help
     first = json.loads((tmp_path / "out" / "rewards.jsonl").read_text().splitlines()[-1])
     last = lines[lines["program"] == first["program"]]
     assert np.allclose(first["posteriors"], last["posterior"]) and not np.allclose(last["posterior"], last["posterior_raw"])
+
+
+def test_auto_keeps_an_already_calibrated_method(sim, tmp_path):
+    """em1 on the simulated crowd is calibrated on held-out honeypots: auto keeps its posteriors and
+    rewards (the old size rule fitted a map on 120 lines) and fit.json says why, with every score."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = cs.fit(str(sim / "votes.csv"), str(sim / "truth.csv"), method="em1", calibrate="auto", x64=True)
+        plain = cs.fit(str(sim / "votes.csv"), str(sim / "truth.csv"), method="em1", x64=True)
+    r.save(tmp_path / "out")
+    cal = json.loads((tmp_path / "out" / "fit.json").read_text())["diagnostics"]["calibration"]
+    cand = cal["selection"]["candidates"]
+    assert cal["kind"] == "none" and list(cand) == [k for k in C.CANDIDATES if k not in cal["selection"]["excluded"]]
+    assert {"none", "temperature", "platt"} <= set(cand)
+    assert all(cand["none"]["log_loss"] < v["log_loss"] for k, v in cand.items() if k != "none")
+    assert cal["why"].startswith("auto: none, the smallest held-out log-loss") and cal["map"]["kind"] == "none"
+    assert np.array_equal(r.lines["posterior"], plain.lines["posterior"]) and np.array_equal(r.lines["posterior_raw"], r.lines["posterior"])
+    assert np.allclose(r.rewards["reward_soft"], plain.rewards["reward_soft"])
 
 
 def test_bad_calibrate_values(sim, tmp_path):
