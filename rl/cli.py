@@ -81,17 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     parser, module = _parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)  # --help and unknown commands exit here, nothing imported
     runner = getattr(module, f"run_{args.command}", None) or module.run
-    if getattr(args, "debug", False) or os.environ.get("RL_DEBUG", "0") not in ("", "0"):
-        return int(runner(args) or 0)
     try:
-        return int(runner(args) or 0)
-    except KeyboardInterrupt:
-        print(f"rl {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        msg, status = error_message(e)
-        print(f"rl {args.command}: error: {msg}", file=sys.stderr)
-        return status
+        if getattr(args, "debug", False) or os.environ.get("RL_DEBUG", "0") not in ("", "0"):
+            return int(runner(args) or 0)
+        try:
+            return int(runner(args) or 0)
+        except KeyboardInterrupt:
+            print(f"rl {args.command}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as e:
+            msg, status = error_message(e)
+            print(f"rl {args.command}: error: {msg}", file=sys.stderr)
+            return status
+    finally:
+        if "torch.distributed" in sys.modules:  # under torchrun: leave the process group before exit
+            from rl.train.ppo_dist import shutdown
+
+            shutdown()
 
 
 if __name__ == "__main__":

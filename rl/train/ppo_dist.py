@@ -21,10 +21,22 @@ import torch
 
 from rl.train.ppo_math import kl_penalty, masked_mean, masked_var
 
-__all__ = ["Collectives", "step_summary", "LOSS_KEYS"]
+__all__ = ["Collectives", "step_summary", "shutdown", "LOSS_KEYS"]
 
 #: the loss statistics, in the order of the per-minibatch sums of :meth:`rl.train.ppo.PPOTrainer._minibatch`
 LOSS_KEYS = ("loss/policy", "loss/value", "policy/clipfrac", "policy/approx_kl", "policy/entropy")
+
+
+def shutdown() -> None:
+    """Leave the process group (torchrun / accelerate launch) before the interpreter exits:
+    ``destroy_process_group``, local (no barrier, so a rank that failed does not wait for the others). A
+    process that exits with the group alive can abort in gloo's threads at exit ("terminate called without
+    an active exception", SIGABRT) after its work is done, failing the whole launch. A no-op without a
+    process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class Collectives:

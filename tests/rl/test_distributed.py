@@ -133,6 +133,9 @@ def worker(spec_file: str) -> None:
     record["n_steps"] = again.n_steps
     record["world"] = again.accelerator.num_processes
     torch.save(record, out / f"rank{rank}.pt")
+    from rl.train.ppo_dist import shutdown
+
+    shutdown()  # without it a rank could abort in gloo's threads at exit (SIGABRT seen once in CI)
 
 
 # ---------------------------------------------------------------------------------------------
