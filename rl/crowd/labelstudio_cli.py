@@ -26,7 +26,8 @@ Label Studio runs from its own venv (``make labelstudio-venv``); see docs/annota
             votes and one request to a ``crowdstat stream`` subprocess (``--method``, fit options), the
             outputs of ``crowdstat fit`` rewritten in ``--out`` after each; one line per event; Ctrl-C /
             SIGTERM applies the events received, removes the webhook and stops. ``--resume`` continues
-            ``--out``.
+            ``--out``. At start, once the webhook is registered, it catches up with the annotations
+            saved while no listener ran (the project's export, as ``pull`` reads it; ``--no-sync``: not).
 ``browse``  headless Chromium (the system ``chromium``) opens one task's labelling page, counts its
             choice controls and saves a screenshot.
 """
@@ -223,10 +224,16 @@ def _listen(args) -> int:
     params = _fit_params(args)
     out = args.out or Path(args.round) / "stream"
 
+    auth = {"url": server["url"], "token": server["token"]}
+
     def users(uid: int) -> str | None:
-        reply = call_driver("users", {"url": server["url"], "token": server["token"]})
+        reply = call_driver("users", auth)
         rnd.emails.update({int(u["id"]): u["email"] for u in reply["users"]})
         return rnd.emails.get(uid)
+
+    def export() -> tuple[list, list]:  # the project's JSON export and users, as rl labelstudio pull reads them
+        reply = call_driver("pull", {**auth, "project_id": rnd.project_id})
+        return reply["tasks"], reply["users"]
 
     def log(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
@@ -260,6 +267,8 @@ def _listen(args) -> int:
             + (f"(webhook {hook} on project {rnd.project_id}) " if hook is not None else "(not registered: --no-register) ")
             + f"-> {lis.method} fit in {out}; {len(lis.votes)} votes so far; Ctrl-C stops"
         )
+        if not args.no_sync:  # after the webhook is registered: an annotation saved meanwhile is in the export or an event
+            lis.sync(export)
         while not stop["now"]:
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -274,7 +283,8 @@ def _listen(args) -> int:
         st = lis.status()
         log(
             f"rl labelstudio listen: stopped; {st['events']} events ({st['online']} online updates, {st['refits']} refits, "
-            f"{st['unchanged']} without change, {st['errors']} errors), {st['refused']} posts refused; {st['votes']} votes in {out}"
+            f"{st['unchanged']} without change, {st['errors']} errors), {st['syncs']} syncs, {st['refused']} posts refused; "
+            f"{st['votes']} votes in {out}"
         )
     return 0
 
@@ -313,6 +323,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--truth", type=Path, default=None, help="honeypot truth (default ROUND/truth.csv)")
     q.add_argument("--programs", type=Path, default=None, help="program sizes program,n_lines (default ROUND/programs.csv)")
     q.add_argument("--resume", action="store_true", help="continue the listener state in --out")
+    q.add_argument("--no-sync", action="store_true", help="do not catch up at start with the annotations saved while no listener ran")
     for name, help_ in (
         ("push", "push a round of programs as tasks"),
         ("status", "how many tasks have enough annotations"),

@@ -10,6 +10,9 @@
   ``result``, ``was_cancelled``, ``created_at``, ``updated_at``, ...) and ``"task"`` (every field of
   the task, ``data`` among them); ``ANNOTATIONS_CREATED`` (bulk): lists under the same keys;
   ``ANNOTATIONS_DELETED``: ``"annotations": [{"id"}]`` only.
+- :func:`make_server`: the listener's HTTP side (``POST /webhook``, ``GET /status``, the secret header).
+- :func:`export_annotations`: the annotations of the round's tasks in a JSON export (the ``pull``
+  action of ``ls_driver.py``, as ``rl labelstudio pull`` reads it), for the listener's catch-up sync.
 
 Importing it loads nothing of the fit (no JAX, numpy or pandas; tests/rl/test_ls_stream.py checks it).
 """
@@ -18,12 +21,29 @@ from __future__ import annotations
 
 import csv
 import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from rl.crowd import ls_ops
 
-__all__ = ["ACTIONS", "Refused", "StreamRound", "parse_event", "read_truth"]
+__all__ = [
+    "ACTIONS",
+    "MAX_BODY",
+    "SECRET_HEADER",
+    "WEBHOOK_PATH",
+    "Refused",
+    "StreamRound",
+    "export_annotations",
+    "make_server",
+    "parse_event",
+    "read_truth",
+]
 
+#: the header that carries the shared secret (Label Studio sends a webhook's ``headers`` with every post)
+SECRET_HEADER = "X-Crowdstat-Secret"
+WEBHOOK_PATH = "/webhook"
+MAX_BODY = 32 * 2**20
 #: the webhook actions the listener takes (and registers)
 ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 
@@ -159,3 +179,103 @@ def parse_event(body: bytes, rnd: StreamRound) -> tuple[str, list[dict], list[in
         if isinstance(data, dict) and data.get("key") != rnd.task_key[tid]:
             raise Refused(422, f"{action}: task {tid} has key {data.get('key')!r}, the round's task {tid} is {rnd.task_key[tid]!r}")
     return action, anns, []
+
+
+def export_annotations(export, rnd: StreamRound) -> list[dict]:
+    """The annotations of the round's tasks in Label Studio's JSON export (a list of tasks, each with
+    ``data.key`` and every annotation), as webhook events carry them (``task``: the task id).
+
+    Tasks are matched by ``data.key`` as :func:`rl.crowd.ls_round.votes_from_export` matches them
+    (tasks of other rounds in the project are left out); a task of the round under another id, or an
+    annotation without an integer ``id`` or a user, is a one-line ValueError.
+    """
+    if not isinstance(export, list):
+        raise ValueError(f"export: expected a list of tasks, got {type(export).__name__}")
+    out = []
+    ids = rnd.manifest["task_ids"]
+    for i, t in enumerate(export):
+        key = ((t.get("data") if isinstance(t, dict) else None) or {}).get("key")
+        if key not in rnd.by_key:
+            continue
+        if t.get("id") != ids[key]:
+            raise ValueError(f"export: task {key!r} has id {t.get('id')!r}, the round's task {key!r} is {ids[key]} (another server?)")
+        for a in t.get("annotations") or []:
+            cb = a.get("completed_by") if isinstance(a, dict) else None
+            if not (isinstance(a, dict) and _is_int(a.get("id")) and (_is_int(cb) or (isinstance(cb, dict) and _is_int(cb.get("id"))))):
+                raise ValueError(f"export: task {ids[key]} (item {i}): an annotation without an integer 'id' and 'completed_by'")
+            if not isinstance(a.get("result") or [], list):
+                raise ValueError(f"export: annotation {a['id']}: 'result' must be a list")
+            out.append({**a, "task": ids[key]})
+    return out
+
+
+def make_server(listener, host: str, port: int) -> ThreadingHTTPServer:
+    """The HTTP side of a :class:`rl.crowd.ls_stream.Listener`: ``POST`` :data:`WEBHOOK_PATH` -> its
+    ``submit``, ``GET /status`` -> its ``status``, both behind its ``authorised`` (the secret header);
+    each refusal through its ``refuse`` (one log line)."""
+
+    class Handler(_Handler):
+        pass
+
+    Handler.listener = listener
+    return _Server((host, port), Handler)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    listener: Any  # rl.crowd.ls_stream.Listener: authorised, refuse, submit, status
+    server_version = "rl-labelstudio-listen"
+
+    def log_message(self, format, *args):  # noqa: A002 - the listener logs its own one line per request
+        pass
+
+    def _reply(self, status: int, obj: dict) -> None:
+        body = (json.dumps(obj) + "\n").encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:  # the sender gave up (Label Studio waits 1 s): the event is queued all the same
+            pass
+
+    def _check(self, method: str) -> bool:
+        lis, client = self.listener, self.client_address[0]
+        path = self.path.split("?", 1)[0]
+        want = WEBHOOK_PATH if method == "POST" else "/status"
+        if path != want:
+            self._reply(*lis.refuse(404, f"{method} {path[:100]}: not found (POST {WEBHOOK_PATH}, GET /status)", client))
+            return False
+        if not lis.authorised(self.headers):
+            self._reply(*lis.refuse(403, f"{method} {path}: missing or wrong {SECRET_HEADER} header", client))
+            return False
+        return True
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        if self._check("GET"):
+            self._reply(200, self.listener.status())
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        lis, client = self.listener, self.client_address[0]
+        if not self._check("POST"):
+            return
+        n = self.headers.get("Content-Length")
+        if n is None or not n.strip().isdigit():
+            self._reply(*lis.refuse(411, "POST without a Content-Length", client))
+            return
+        if int(n) > MAX_BODY:
+            self._reply(*lis.refuse(413, f"body of {int(n)} bytes, over the {MAX_BODY} allowed", client))
+            return
+        try:
+            body = self.rfile.read(int(n))
+        except OSError as e:
+            self._reply(*lis.refuse(400, f"body not read: {e}", client))
+            return
+        status, reply = lis.submit(body, client)
+        self._reply(status, reply)

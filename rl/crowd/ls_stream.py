@@ -18,6 +18,13 @@ outputs of ``crowdstat fit`` after each:
   removed (an edit that changes a choice, a skip after an answer, a deletion) -> a ``refit`` request
   on the whole changed log (crowdstat does not rewrite history: a **refit**, said so in the log line
   and counted in ``listener.json``); nothing different -> no request.
+- Catch-up (:meth:`Listener.sync`): Label Studio does not resend events, so annotations saved while
+  no listener ran are read from the project's JSON export (the ``pull`` of ``rl labelstudio pull``,
+  :func:`rl.crowd.ls_events.export_annotations`) and reconciled with the annotations seen: the
+  export's become the record, and the fit follows as after an event (new votes only: one online
+  update; a vote changed or removed: a refit; nothing: no request, no write). One log line
+  ``sync: N annotations, K new, C changed, D removed: ...``. ``rl labelstudio listen`` syncs once at
+  start, after registering its webhook; while serving, the sync is a step of the event worker.
 - The subprocess (:class:`rl.crowd.ls_stream_proc.StreamProcess`): ``python -m crowdstat stream
   --method M OPTIONS --out WORK`` (``--warm-start OUT`` when the log is not empty), JSON lines on its
   stdin and stdout. A refused request leaves its fit as it was; a crash fails the event, and the next
@@ -30,7 +37,7 @@ outputs of ``crowdstat fit`` after each:
   fitted), ``truth.csv`` (honeypot truth of the voted lines), ``programs.csv``. ``crowdstat fit
   OUT/votes.csv --truth OUT/truth.csv --programs OUT/programs.csv`` with the same method is the
   refit the outputs equal. ``resume=True`` continues from them.
-- HTTP (standard library ``ThreadingHTTPServer``): ``POST /webhook`` needs the shared secret in the
+- HTTP (:func:`rl.crowd.ls_events.make_server`, a ``ThreadingHTTPServer``): ``POST /webhook`` needs the shared secret in the
   ``X-Crowdstat-Secret`` header (403 otherwise, nothing read); a body that is not JSON, or lacks a
   field, is 400; an event of another project, of a task that is not in the round, or an action not
   handled is 422; every refusal is one log line. An accepted event is answered at once (Label
@@ -50,12 +57,12 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from crowdstat.io.atomic import MANIFEST, atomic_write_csv, atomic_write_dir, atomic_write_json
 from rl.crowd import ls_round
-from rl.crowd.ls_events import Refused, StreamRound, parse_event
+from rl.crowd.ls_events import SECRET_HEADER, WEBHOOK_PATH, Refused, StreamRound, export_annotations, make_server, parse_event
 from rl.crowd.ls_stream_proc import STREAM_COMMAND, STREAM_ENV, StreamError, StreamProcess, stream_flags
 
 __all__ = [
@@ -68,13 +75,10 @@ __all__ = [
     "Listener",
 ]
 
-#: the header that carries the shared secret (Label Studio sends a webhook's ``headers`` with every post)
-SECRET_HEADER = "X-Crowdstat-Secret"
 #: the environment variable ``rl labelstudio listen`` reads the secret from
 SECRET_ENV = "RL_LS_WEBHOOK_SECRET"
 #: the listener's own state in the output directory
 LISTENER_FILE = "listener.json"
-WEBHOOK_PATH = "/webhook"
 #: the methods the listener fits (sequential: see SEQUENTIAL_REFUSED)
 STREAM_METHODS = ("em1", "em2", "proximal")
 SEQUENTIAL_REFUSED = (
@@ -82,7 +86,7 @@ SEQUENTIAL_REFUSED = (
     "annotation is one annotator's votes (a task of one voter only teaches it to agree with itself); "
     "use em1, em2 or proximal, or pull the round and run crowdstat fit --warm-start per round"
 )
-MAX_BODY = 32 * 2**20
+_SYNC = object()  # a sync's place in the worker's queue
 _LISTENER_VERSION = 1
 
 
@@ -125,7 +129,7 @@ class Listener:
         self.lock = threading.Lock()  # around every change of the fit and of the state below
         self.votes: list[tuple[str, int, str, int]] = []  # the vote log the fit was made on, in order
         self.annotations: dict[int, dict] = {}  # annotation id -> {task, uid, who, updated_at, created_at, cancelled, votes}
-        self.stats = {"events": 0, "online": 0, "refits": 0, "unchanged": 0, "errors": 0}
+        self.stats = {"events": 0, "online": 0, "refits": 0, "unchanged": 0, "syncs": 0, "errors": 0}
         self.refused = 0  # posts refused (4xx), counted apart from the applied events' stats
         self.inputs = tuple(p for p in (rnd.dir / "round.json", rnd.truth_path, rnd.programs_path) if p.exists())
         self.stream_command = list(stream_command)
@@ -346,44 +350,91 @@ class Listener:
 
     def apply(self, action: str, anns: list[dict], deleted: list[int]) -> str:
         """Apply one accepted event (the worker's step; callable directly); returns its log line."""
+
+        def step() -> tuple[str, bool]:
+            what, unseen = [], 0
+            for a in anns:
+                rec = self.annotations[a["id"]] = self._record(a)
+                what.append(f"program {self.rnd.program(rec['task'])} by {rec['who']} ({len(rec['votes'])} votes"
+                            + (", skipped)" if rec["cancelled"] else ")"))  # fmt: skip
+            for aid in deleted:
+                gone = self.annotations.pop(aid, None)
+                if gone is None:
+                    unseen += 1
+                else:
+                    what.append(f"program {self.rnd.program(gone['task'])} by {gone['who']} (annotation {aid} deleted)")
+            if unseen:
+                what.append(f"{unseen} annotation(s) never seen by this listener")
+            return f"{action} {'; '.join(what) or '(no annotation)'}", False
+
+        return self._change(action, step, event=True)
+
+    def sync(self, fetch: Callable[[], tuple[list, list]]) -> str:
+        """Catch up with the annotations Label Studio holds (module docstring); returns the log line.
+
+        ``fetch() -> (export, users)``: the project's JSON export and its users (the ``pull`` action of
+        ``ls_driver.py``). While serving, the sync is a step of the worker: after the events queued
+        before it, before those that arrive while the export is read (an event the export already
+        holds is then an unchanged save).
+        """
+        if not self._threads:
+            return self._sync(fetch)
+        done: queue.Queue = queue.Queue()
+        self._queue.put((_SYNC, fetch, done))
+        return done.get()
+
+    def _sync(self, fetch: Callable[[], tuple[list, list]]) -> str:
+        try:
+            export, users = fetch()
+            anns = export_annotations(export, self.rnd)
+        except Exception as e:  # the export is not read: nothing changes
+            with self.lock:
+                self.stats["errors"] += 1
+            line = f"sync: error, export not read ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})"
+            self.log(line)
+            return line
+
+        def step() -> tuple[str, bool]:
+            self.rnd.emails.update({int(u["id"]): u["email"] for u in users if u.get("email")})
+            old, recs = self.annotations, {a["id"]: self._record(a) for a in anns}
+            for k, rec in recs.items():  # an edit applied after the export was read stays
+                if k in old and str(old[k].get("updated_at") or "") > str(rec.get("updated_at") or ""):
+                    recs[k] = old[k]
+            new = sum(k not in old for k in recs)
+            changed = sum(k in old and old[k] != rec for k, rec in recs.items())
+            removed = sum(k not in recs for k in old)
+            self.annotations = recs
+            return f"sync: {len(recs)} annotations, {new} new, {changed} changed, {removed} removed", bool(new or changed or removed)
+
+        return self._change("sync", step, event=False)
+
+    def _change(self, action: str, step: Callable[[], tuple[str, bool]], *, event: bool) -> str:
+        """Under the lock: ``step()`` changes the annotations (returns the line's head and whether to
+        save them whatever the votes), the fit follows (:meth:`_refresh`), the outputs are written when
+        anything changed; on an error the last saved state comes back. Returns the log line."""
         t0 = time.perf_counter()
         with self.lock:
             saved = (copy.deepcopy(self.annotations), dict(self.stats))
             try:
-                what, unseen = [], 0
-                for a in anns:
-                    rec = self._record(a)
-                    self.annotations[a["id"]] = rec
-                    what.append(f"program {self.rnd.program(rec['task'])} by {rec['who']} ({len(rec['votes'])} votes"
-                                + (", skipped)" if rec["cancelled"] else ")"))  # fmt: skip
-                for aid in deleted:
-                    rec = self.annotations.pop(aid, None)
-                    if rec is None:
-                        unseen += 1
-                    else:
-                        what.append(f"program {self.rnd.program(rec['task'])} by {rec['who']} (annotation {aid} deleted)")
-                if unseen:
-                    what.append(f"{unseen} annotation(s) never seen by this listener")
+                head, keep = step()
                 kind, n_add, n_chg = self._refresh()
-                self.stats["events"] += 1
-                self.stats[{"online": "online", "refit": "refits", "unchanged": "unchanged"}[kind]] += 1
-                if kind != "unchanged":
+                self.stats["events"] += event
+                self.stats[{"online": "online", "refit": "refits", "unchanged": "unchanged"}[kind] if event else "syncs"] += 1
+                if kind != "unchanged" or keep:
                     self._save()
-                if kind == "unchanged":
-                    fit = "no change in the votes, no update"
-                elif kind == "online":
-                    fit = f"online update (+{n_add} votes)"
-                else:
-                    fit = f"refit on {len(self.votes)} votes ({n_chg} changed or removed, {n_add} new: crowdstat does not rewrite history)"
+                fit = {"unchanged": "no change in the votes, no update", "online": f"online update (+{n_add} votes)"}.get(kind) or (
+                    f"refit on {len(self.votes)} votes ({n_chg} changed or removed, {n_add} new: crowdstat does not rewrite history)"
+                )
                 took = time.perf_counter() - t0
-                line = f"{action} {'; '.join(what) or '(no annotation)'}: {fit}; {len(self.votes)} votes in all; {took:.2f} s"
+                line = f"{head}: {fit}; {len(self.votes)} votes in all; {took:.2f} s"
             except Exception as e:  # the event is dropped, the last saved state comes back
                 self.annotations, self.stats = saved
                 self.stats["errors"] += 1
                 if not (isinstance(e, StreamError) and e.refused):
                     self._stop_stream(kill=True)  # it may hold the dropped votes: the next event starts it from the saved state
                 self._restore()
-                line = f"{action}: error, event not applied ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})"
+                what = "event" if event else "sync"
+                line = f"{action}: error, {what} not applied ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})"
         self.log(line)
         return line
 
@@ -441,6 +492,9 @@ class Listener:
             item = self._queue.get()
             if item is None:
                 return
+            if item[0] is _SYNC:
+                item[2].put(self._sync(item[1]))
+                continue
             try:
                 self.apply(*item)
             finally:
@@ -450,19 +504,14 @@ class Listener:
 
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Start the HTTP server and the worker in background threads; the address bound."""
-        listener = self
-
-        class Handler(_Handler):
-            pass
-
-        Handler.listener = listener
-        self._httpd = _Server((host, port), Handler)
+        self._httpd = make_server(self, host, port)
         worker = threading.Thread(target=self._work, name="ls-stream-worker", daemon=True)
         server = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="ls-stream-http", daemon=True)
         self._threads = [worker, server]
         worker.start()
         server.start()
-        return self._httpd.server_address[:2]
+        host_, port_ = self._httpd.server_address[:2]
+        return str(host_), int(port_)
 
     def stop(self, drain: bool = True) -> None:
         """Stop taking events; with ``drain``, apply the queued ones first."""
@@ -473,11 +522,14 @@ class Listener:
         if not drain:
             while True:
                 try:
-                    self._queue.get_nowait()
-                    with self._cond:
-                        self.applied += 1
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if item is not None and item[0] is _SYNC:
+                    item[2].put("sync: not run, the listener stopped")
+                    continue
+                with self._cond:
+                    self.applied += 1
         self._queue.put(None)
         for t in self._threads:
             t.join(timeout=600)
@@ -486,63 +538,3 @@ class Listener:
             self._stop_stream()
             if self.work.is_dir() and (self.work / MANIFEST).is_file():  # crowdstat stream's own output only
                 shutil.rmtree(self.work, ignore_errors=True)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _Handler(BaseHTTPRequestHandler):
-    listener: Listener
-    server_version = "rl-labelstudio-listen"
-
-    def log_message(self, format, *args):  # noqa: A002 - the listener logs its own one line per request
-        pass
-
-    def _reply(self, status: int, obj: dict) -> None:
-        body = (json.dumps(obj) + "\n").encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:  # the sender gave up (Label Studio waits 1 s): the event is queued all the same
-            pass
-
-    def _check(self, method: str) -> bool:
-        lis, client = self.listener, self.client_address[0]
-        path = self.path.split("?", 1)[0]
-        want = WEBHOOK_PATH if method == "POST" else "/status"
-        if path != want:
-            self._reply(*lis.refuse(404, f"{method} {path[:100]}: not found (POST {WEBHOOK_PATH}, GET /status)", client))
-            return False
-        if not lis.authorised(self.headers):
-            self._reply(*lis.refuse(403, f"{method} {path}: missing or wrong {SECRET_HEADER} header", client))
-            return False
-        return True
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        if self._check("GET"):
-            self._reply(200, self.listener.status())
-
-    def do_POST(self):  # noqa: N802 - http.server's name
-        lis, client = self.listener, self.client_address[0]
-        if not self._check("POST"):
-            return
-        n = self.headers.get("Content-Length")
-        if n is None or not n.strip().isdigit():
-            self._reply(*lis.refuse(411, "POST without a Content-Length", client))
-            return
-        if int(n) > MAX_BODY:
-            self._reply(*lis.refuse(413, f"body of {int(n)} bytes, over the {MAX_BODY} allowed", client))
-            return
-        try:
-            body = self.rfile.read(int(n))
-        except OSError as e:
-            self._reply(*lis.refuse(400, f"body not read: {e}", client))
-            return
-        status, reply = lis.submit(body, client)
-        self._reply(status, reply)

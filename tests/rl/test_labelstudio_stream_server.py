@@ -158,6 +158,8 @@ def test_the_listen_command_keeps_the_fit_equal_to_a_refit_and_stops_on_sigint(s
         up = log.wait(r"listen: (http://127\.0\.0\.1:(\d+)/webhook) \(webhook (\d+) on project (\d+)\)")
         target, port, hook = up.group(1), int(up.group(2)), int(up.group(3))
         assert int(up.group(4)) == m["project_id"]
+        # the start-up sync (after the webhook is registered) finds nothing; the events below come after it
+        assert log.wait(r"sync: 0 annotations, 0 new, 0 changed, 0 removed: no change")
         # registered through the SDK: the server holds it, with the secret header and the four actions
         (wh,) = [h for h in _webhooks(srv, m["project_id"]) if h["id"] == hook]
         assert wh["url"] == target and sorted(wh["actions"]) == sorted(ls_events.ACTIONS) and wh["send_payload"]
@@ -198,6 +200,52 @@ def test_the_listen_command_keeps_the_fit_equal_to_a_refit_and_stops_on_sigint(s
         assert not any("Traceback" in line or ": error" in line or "warning" in line for line in log.lines), log.lines
         assert not (out.parent / f".{out.name}.crowdstat-stream").exists()
         gaps.append(_check(out, votes, rd))  # the outputs stay
+
+        # while no listener runs: 3 new annotations, an edit that flips a vote, a deletion (Label Studio resends none)
+        order = ls_events.StreamRound(rd).order
+        done = {(p, w) for p, w, _ in arrivals}
+        new = []
+        for t in sorted(m["tasks"], key=lambda t: t["key"])[:3]:
+            who = next(a for a in ANNOTATORS if (t["program"], a) not in done)
+            new += [(t["program"], ln, who, true[t["program"]][ln]) for ln in t["lines"]]
+        assert ls_ops.post_votes(rd, new) == {"posted": 3, "edited": 0}
+        p1, w1, marks1 = arrivals[0]
+        ln1 = min(marks1)
+        assert ls_ops.post_votes(rd, [(p1, x, w1, -lab if x == ln1 else lab) for x, lab in sorted(marks1.items())]) == {
+            "posted": 0,
+            "edited": 1,
+        }
+        p2, w2, _ = arrivals[1]
+        reply = ls_server.call_driver("pull", {"url": srv["url"], "token": srv["token"], "project_id": m["project_id"]})
+        uid2 = next(u["id"] for u in reply["users"] if u["email"] == f"{w2}@crowd.local")
+        key2 = next(t["key"] for t in m["tasks"] if t["program"] == p2)
+        (aid,) = [a["id"] for t in reply["tasks"] if t["data"]["key"] == key2 for a in t["annotations"] if a["completed_by"] == uid2]
+        req = urllib.request.Request(
+            f"{srv['url']}/api/annotations/{aid}/", method="DELETE", headers={"Authorization": f"Token {srv['token']}"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 204
+        # --resume: the webhook first, then the sync: 3 new, 1 changed, 1 removed -> one refit; outputs = the refit on all votes
+        kept = [v for v in votes if v[:3] != (p1, ln1, w1) and (v[0], v[2]) != (p2, w2)]
+        votes = kept + sorted([(p1, ln1, w1, -marks1[ln1]), *new], key=lambda v: (order[v[0]], v[1], v[2]))
+        proc = subprocess.Popen([*cmd, "--resume"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = Lines(proc)
+        up = log.wait(r"listen: (http://127\.0\.0\.1:(\d+)/webhook) \(webhook (\d+) on project")
+        port = int(up.group(2))
+        synced = log.wait(r"sync: (\d+) annotations, (\d+) new, (\d+) changed, (\d+) removed: refit on (\d+) votes")
+        assert synced.groups() == (str(len(arrivals) + 2), "3", "1", "1", str(len(votes))), synced.group(0)
+        gaps.append(_check(out, votes, rd))
+        rows, _ = ls_ops.pull_round(server, rd, tmp_path / "pulled.csv")
+        assert sorted((p, ln, w, lab) for p, ln, w, lab, *_ in rows) == sorted(votes)
+        st = _status(port)
+        # the first run's start-up sync (counted in listener.json with its later events) and this one
+        assert st["syncs"] == 2 and st["errors"] == 0 and st["votes"] == len(votes), st
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0, log.lines[-5:]
+        log.t.join(timeout=10)
+        assert int(up.group(3)) not in [h["id"] for h in _webhooks(srv, m["project_id"])]
+        assert not any("Traceback" in line or ": error" in line or "warning" in line for line in log.lines), log.lines
+        gaps.append(_check(out, votes, rd))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -205,7 +253,7 @@ def test_the_listen_command_keeps_the_fit_equal_to_a_refit_and_stops_on_sigint(s
             for h in _webhooks(srv, m["project_id"]):
                 ls_server.call_driver("webhook", {"url": srv["url"], "token": srv["token"], "delete": h["id"]})
     print(
-        f"rl labelstudio listen: {len(arrivals)} annotation events + 1 edit from Label Studio in {time.time() - t0:.0f} s; "
-        f"largest |posterior - refit| {max(gaps):.1e}",
+        f"rl labelstudio listen: {len(arrivals)} annotation events + 1 edit from Label Studio, then a --resume catching up "
+        f"3 new, 1 changed, 1 removed in {time.time() - t0:.0f} s; largest |posterior - refit| {max(gaps):.1e}",
         file=sys.stderr,
     )

@@ -445,3 +445,219 @@ def test_listen_cli_refuses_sequential_with_one_line(setup, tmp_path, capsys):
     rc = rl_main(["labelstudio", "listen", "--server", str(server), "--round", str(rd), "--method", "sequential", "--secret", SECRET])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("rl labelstudio listen: error: --method sequential")
+
+
+class Project:
+    """The annotations Label Studio holds, and its JSON export (the ``pull`` action's reply, shaped as the
+    recorded tests/data/labelstudio/pull_reply.json: every task, its annotations with ``completed_by`` a user id)."""
+
+    def __init__(self, manifest: dict):
+        self.m = manifest
+        self.anns: dict[int, dict] = {}
+        self.pulls = 0
+
+    def save(self, ann: dict) -> dict:
+        self.anns[ann["id"]] = ann
+        return ann
+
+    def export(self) -> tuple[list, list]:
+        self.pulls += 1
+        tasks = []
+        for k, t in enumerate(self.m["tasks"]):
+            tid = self.m["task_ids"][t["key"]]
+            anns = []
+            for a in self.anns.values():
+                if a["task"] == tid:
+                    anns.append(
+                        {
+                            **{f: v for f, v in a.items() if f not in ("created_username", "created_ago")},
+                            **{"prediction": {}, "result_count": len(a["result"]), "unique_id": f"u-{a['id']}"},
+                        }
+                    )
+            data = {"key": t["key"], "code": "1 | def f(x):", "lines": [{"n": ln, "text": "..."} for ln in t["lines"]]}
+            tasks.append({"id": tid, "annotations": anns, "drafts": [], "predictions": [], "data": data, "meta": {}, "inner_id": k + 1})
+        # a task of another round in the same project (another key prefix): left out, as by the pull
+        other = {"id": 9000, "data": {"key": "r2-t0001"}, "drafts": [], "predictions": []}
+        other["annotations"] = [{"id": 9001, "completed_by": UIDS["a1"], "result": [], "was_cancelled": False, "task": 9000}]
+        users = [{"id": 1, "email": "admin@crowd.local"}, *({"id": u, "email": f"{a}@crowd.local"} for a, u in UIDS.items())]
+        return [*tasks, other], [*users, {"id": GUEST, "email": "guest@example.org"}]
+
+
+def pulled(project: Project, order: dict[str, int]) -> list[tuple[str, int, str, int]]:
+    """The votes the pull reads from the project (ls_round.votes_from_export), in its order."""
+    export, users = project.export()
+    project.pulls -= 1
+    rows_, _ = ls_round.votes_from_export(export, users, project.m)
+    return [r[:4] for r in rows_]
+
+
+def test_a_listener_started_after_20_annotations_catches_up_equal_to_a_refit(setup):
+    """20 annotations saved before the listener: the sync applies them as one online update (the refit's
+    posteriors within 1e-6); a webhook for one of them is then an unchanged save; a second sync writes nothing."""
+    rd, manifest, true, rnd, start, logs, out = setup
+    arrivals = simulate(manifest, true)
+    ev, project = Events(manifest), Project(manifest)
+    for prog, who, marks in arrivals[:20]:
+        project.save(ev.annotation(prog, who, marks))
+    # one batch in the pull's order (program as pushed, line, annotator)
+    want = sorted(rows(arrivals[:20], rnd.order), key=lambda v: (rnd.order[v[0]], v[1], v[2]))
+    assert pulled(project, rnd.order) == want  # the fake export holds what was annotated
+    lis, port = start()
+    try:
+        line = lis.sync(project.export)
+        assert project.pulls == 1
+        assert line.startswith(f"sync: 20 annotations, 20 new, 0 changed, 0 removed: online update (+{len(want)} votes)"), line
+        assert logs[-1] == line
+        st = lis.status()
+        assert st["votes"] == len(want) and st["syncs"] == 1 and st["events"] == 0 and st["errors"] == 0
+        gap = assert_equal_to_refit(out, want, rd)
+        logged = pd.read_csv(out / "votes.csv")
+        assert sorted(logged.itertuples(index=False, name=None)) == sorted(want)
+        # the webhook of an annotation the sync applied (registered before the sync, delivered after it): no change
+        before = digest(out)
+        prog, who, _ = arrivals[19]
+        assert post(port, ev.body("ANNOTATION_CREATED", project.anns[ev.ids[(prog, who)]]))[0] == 200
+        assert lis.wait_idle(60) and lis.status()["unchanged"] == 1 and "no change in the votes" in logs[-1]
+        assert digest(out) == before
+        # nothing new: the second sync makes no request and rewrites nothing
+        line = lis.sync(project.export)
+        assert line.startswith("sync: 20 annotations, 0 new, 0 changed, 0 removed: no change in the votes, no update"), line
+        assert digest(out) == before and lis.status()["syncs"] == 2
+        # later events go on from the synced fit
+        for prog, who, marks in arrivals[20:40]:
+            assert post(port, ev.body("ANNOTATION_CREATED", project.save(ev.annotation(prog, who, marks))))[0] == 200
+        assert lis.wait_idle(300)
+        assert_equal_to_refit(out, want + rows(arrivals[20:40], rnd.order), rd)
+    finally:
+        lis.stop()
+    print(f"sync of 20 annotations ({len(want)} votes): largest |posterior - refit| {gap:.1e}")
+
+
+def test_a_resume_catches_up_with_new_changed_and_deleted_annotations(setup):
+    """Stopped after 30 events; meanwhile 6 annotations are saved, one is edited (a vote flipped) and one
+    deleted: the sync at --resume sees 6 new, 1 changed, 1 removed and refits; the outputs equal the refit
+    on the votes the pull reads from the project, and a sync with nothing new writes nothing."""
+    rd, manifest, true, rnd, start, logs, out = setup
+    arrivals = simulate(manifest, true)
+    ev, project = Events(manifest), Project(manifest)
+    lis, port = start()
+    try:
+        for prog, who, marks in arrivals[:30]:
+            assert post(port, ev.body("ANNOTATION_CREATED", project.save(ev.annotation(prog, who, marks))))[0] == 200
+        assert lis.wait_idle(300)
+        before = digest(out)
+        line = lis.sync(project.export)  # the export holds exactly what the events brought
+        assert line.startswith("sync: 30 annotations, 0 new, 0 changed, 0 removed: no change"), line
+        assert digest(out) == before
+    finally:
+        lis.stop()
+    # while no listener runs
+    for prog, who, marks in arrivals[30:36]:
+        project.save(ev.annotation(prog, who, marks))
+    prog, who, marks = arrivals[0]
+    ln = min(marks)
+    project.save(ev.annotation(prog, who, {**marks, ln: -marks[ln]}, ann_id=ev.ids[(prog, who)]))
+    p2, w2, _ = arrivals[1]
+    del project.anns[ev.ids[(p2, w2)]]
+    # the refit's log: the votes kept in their order, then the changed and new ones in the pull's order
+    kept = [v for v in rows(arrivals[:30], rnd.order) if v[:3] != (prog, ln, who) and (v[0], v[2]) != (p2, w2)]
+    fresh = [(prog, ln, who, -marks[ln]), *rows(arrivals[30:36], rnd.order)]
+    want = kept + sorted(fresh, key=lambda v: (rnd.order[v[0]], v[1], v[2]))
+    assert sorted(want) == sorted(pulled(project, rnd.order))
+    n = len(logs)
+    lis, port = start(resume=True)
+    try:
+        line = lis.sync(project.export)
+        assert line.startswith("sync: 35 annotations, 6 new, 1 changed, 1 removed: refit on"), line
+        assert logs[n:] == [line]
+        st = lis.status()
+        # syncs and events count apart (a sync without a change is not saved: the first run's is not counted)
+        assert st["votes"] == len(want) and st["syncs"] == 1 and st["refits"] == 0 and st["errors"] == 0, st
+        assert_equal_to_refit(out, want, rd)
+        assert sorted(pd.read_csv(out / "votes.csv").itertuples(index=False, name=None)) == sorted(want)
+        before = digest(out)
+        line = lis.sync(project.export)
+        assert line.startswith("sync: 35 annotations, 0 new, 0 changed, 0 removed: no change"), line
+        assert digest(out) == before
+        # the edit's webhook, delivered late: no change
+        assert post(port, ev.body("ANNOTATION_UPDATED", project.anns[ev.ids[(prog, who)]]))[0] == 200
+        assert lis.wait_idle(60) and "no change in the votes" in logs[-1] and digest(out) == before
+    finally:
+        lis.stop()
+    saved = json.loads((out / ls_stream.LISTENER_FILE).read_text())
+    assert saved["stats"]["syncs"] == 1 and sorted(map(int, saved["annotations"])) == sorted(project.anns)
+
+
+def test_a_stale_or_unreadable_export_changes_nothing(setup):
+    """An edit applied from its webhook is newer than the export's copy (read before the save): it stays.
+    An export that cannot be read, or is of another server, is one error line and no change."""
+    rd, manifest, true, rnd, start, logs, out = setup
+    ev, project = Events(manifest), Project(manifest)
+    lis, port = start()
+    try:
+        ann = project.save(ev.annotation("p03", "a1", {2: 1, 3: -1}))
+        assert post(port, ev.body("ANNOTATION_CREATED", ann))[0] == 200
+        assert post(port, ev.body("ANNOTATION_UPDATED", ev.annotation("p03", "a1", {2: -1, 3: -1}, ann_id=ann["id"])))[0] == 200
+        assert lis.wait_idle(120) and lis.status()["refits"] == 1
+        before = digest(out)
+        line = lis.sync(project.export)
+        assert line.startswith("sync: 1 annotations, 0 new, 0 changed, 0 removed: no change"), line
+        assert digest(out) == before
+
+        def down():
+            raise ValueError("http://127.0.0.1:1: Connection refused")
+
+        def moved():  # the round's task under another id: another server
+            export, users = project.export()
+            export[0]["id"] = 4242
+            return export, users
+
+        assert lis.sync(down) == "sync: error, export not read (ValueError: http://127.0.0.1:1: Connection refused)"
+        line = lis.sync(moved)
+        assert line.startswith("sync: error, export not read (ValueError: export: task 't0001' has id 4242"), line
+        assert digest(out) == before and lis.status()["errors"] == 2 and lis.status()["votes"] == 2
+    finally:
+        lis.stop()
+
+
+def test_listen_cli_registers_the_webhook_before_the_sync(setup, tmp_path, monkeypatch, capsys):
+    """``rl labelstudio listen``: webhook, then the pull (the sync), then Ctrl-C/SIGTERM removes the webhook;
+    ``--no-sync`` pulls nothing."""
+    import threading
+
+    from rl.cli import main as rl_main
+    from rl.crowd import ls_server
+
+    rd, manifest, true, rnd, start, logs, out = setup
+    ev, project = Events(manifest), Project(manifest)
+    for prog, who, marks in simulate(manifest, true)[:5]:
+        project.save(ev.annotation(prog, who, marks))
+    server = tmp_path / "server.json"
+    server.write_text(json.dumps({"url": manifest["url"], "token": "t"}))
+    calls, stop_after = [], ["pull"]
+
+    def fake(action, req, **_):  # SIGTERM (as Ctrl-C) once the listener's signal handler is in place
+        calls.append(action)
+        if action == stop_after[0] and "delete" not in req:
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        if action == "webhook":
+            return {"deleted": req["delete"]} if "delete" in req else {"id": 77}
+        if action == "pull":
+            export, users = project.export()
+            return {"tasks": export, "users": users}
+        raise AssertionError(action)
+
+    monkeypatch.setattr(ls_server, "call_driver", fake)
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        argv = ["labelstudio", "listen", "--server", str(server), "--round", str(rd), "--secret", SECRET, "--out", str(tmp_path / "o")]
+        assert rl_main(argv) == 0
+        assert calls == ["webhook", "pull", "webhook"]
+        text = capsys.readouterr().out
+        assert "sync: 5 annotations, 5 new, 0 changed, 0 removed: online update" in text and "1 syncs" in text
+        calls.clear()
+        stop_after[0] = "webhook"
+        assert rl_main([*argv, "--resume", "--no-sync"]) == 0
+        assert calls == ["webhook", "webhook"] and "sync:" not in capsys.readouterr().out
+    finally:
+        signal.signal(signal.SIGTERM, old)
