@@ -249,12 +249,12 @@ def _listen(args) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     host, port = lis.serve(args.host, args.port or 0)
-    target = args.public_url or f"http://{host}:{port}{ls_stream.WEBHOOK_PATH}"
+    target = args.public_url or f"http://{host}:{port}{ls_events.WEBHOOK_PATH}"
     hook = None
     try:
         if not args.no_register:
             req = {"url": server["url"], "token": server["token"], "project_id": rnd.project_id, "target": target}
-            req.update(headers={ls_stream.SECRET_HEADER: secret}, actions=list(ls_events.ACTIONS))
+            req.update(headers={ls_events.SECRET_HEADER: secret}, actions=list(ls_events.ACTIONS))
             try:
                 hook = call_driver("webhook", req)["id"]
             except ValueError as e:

@@ -62,14 +62,12 @@ from pathlib import Path
 
 from crowdstat.io.atomic import MANIFEST, atomic_write_csv, atomic_write_dir, atomic_write_json
 from rl.crowd import ls_round
-from rl.crowd.ls_events import SECRET_HEADER, WEBHOOK_PATH, Refused, StreamRound, export_annotations, make_server, parse_event
+from rl.crowd.ls_events import SECRET_HEADER, Refused, StreamRound, export_annotations, make_server, parse_event
 from rl.crowd.ls_stream_proc import STREAM_COMMAND, STREAM_ENV, StreamError, StreamProcess, stream_flags
 
 __all__ = [
-    "SECRET_HEADER",
     "SECRET_ENV",
     "LISTENER_FILE",
-    "WEBHOOK_PATH",
     "STREAM_METHODS",
     "SEQUENTIAL_REFUSED",
     "Listener",

@@ -118,7 +118,7 @@ class Lines:
 
 
 def _status(port: int) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/status", headers={ls_stream.SECRET_HEADER: SECRET})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/status", headers={ls_events.SECRET_HEADER: SECRET})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
@@ -163,7 +163,7 @@ def test_the_listen_command_keeps_the_fit_equal_to_a_refit_and_stops_on_sigint(s
         # registered through the SDK: the server holds it, with the secret header and the four actions
         (wh,) = [h for h in _webhooks(srv, m["project_id"]) if h["id"] == hook]
         assert wh["url"] == target and sorted(wh["actions"]) == sorted(ls_events.ACTIONS) and wh["send_payload"]
-        assert wh["headers"] == {ls_stream.SECRET_HEADER: SECRET}
+        assert wh["headers"] == {ls_events.SECRET_HEADER: SECRET}
         stream_pid = _status(port)["stream_pid"]
         assert stream_pid is not None
         for k, (prog, who, marks) in enumerate(arrivals, 1):

@@ -175,7 +175,7 @@ class Events:
 def post(port: int, body: bytes, secret: str | None = SECRET, path: str = "/webhook") -> tuple[int, dict]:
     headers = {"Content-Type": "application/json"}
     if secret is not None:
-        headers[ls_stream.SECRET_HEADER] = secret
+        headers[ls_events.SECRET_HEADER] = secret
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
@@ -414,7 +414,7 @@ def test_forged_malformed_and_foreign_posts_are_refused_with_one_line(setup):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req, timeout=10)
         assert e.value.code == 403
-        req.add_header(ls_stream.SECRET_HEADER, SECRET)
+        req.add_header(ls_events.SECRET_HEADER, SECRET)
         with urllib.request.urlopen(req, timeout=10) as r:
             assert json.loads(r.read())["votes"] == 4
     finally:
