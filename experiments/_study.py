@@ -37,14 +37,14 @@ ALL_METHODS = [
     "majority",
     "sequential:lam=1",
     "sequential:lam=0.1",
-    "proximal:gamma=1%",
+    "proximal:gamma=1%:center=zero",
     "em1",
     "em2",
     "bayes:num_warmup=300:num_samples=300:num_chains=1",
 ]
 SHORT = {
     "bayes:num_warmup=300:num_samples=300:num_chains=1": "bayes",
-    "proximal:gamma=1%": "proximal",
+    "proximal:gamma=1%:center=zero": "proximal",
 }
 
 

@@ -38,7 +38,7 @@ from _study import (
 from crowdstat.study.plotting import figure_legend, log_axis, new_figure, save_figure, series_style, style_axes
 
 NAME = "exp4_robustness"
-METHODS = ["majority", "sequential:lam=0.1", "proximal:gamma=1%", "em1", "em2"]
+METHODS = ["majority", "sequential:lam=0.1", "proximal:gamma=1%:center=zero", "em1", "em2"]
 ADV = [0, 2, 4, 6]
 TWO = [0, 3, 6]
 DECAY = [0.0, 0.01, 0.03]

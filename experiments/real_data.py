@@ -171,7 +171,7 @@ def run_set(name: str, splits: int, quick: bool, log) -> dict:
         v2 = pd.concat([votes[first], votes[~first]], ignore_index=True)
         t2 = crowdstat.read_votes(v2, truth=hp)
         for key, method, kw in [
-            ("proximal_hp", "proximal", {"latent": False}),
+            ("proximal_hp", "proximal", {"latent": False, "center": "zero", "gamma": "1%"}),
             ("em1_hp", "em1", {}),
             ("em2_hp", "em2", {}),
             ("sequential_lam0.1", "sequential", {"lam": 0.1, "keep_trajectory": False}),

@@ -173,6 +173,7 @@ def _replicate_cfg(table, method: str, cfg, est: EstimatorFit | None = None):
     that gamma as an absolute value: the selection is not repeated per replicate. sequential drops its
     trajectory."""
     if method == "proximal":
+        from crowdstat.estimators.proximal import centre_of
         from crowdstat.estimators.registry import parse_gamma
 
         latent, gamma = cfg.latent, cfg.gamma
@@ -184,11 +185,18 @@ def _replicate_cfg(table, method: str, cfg, est: EstimatorFit | None = None):
             fixed = math.isfinite(parse_gamma(gamma)[0])
         except ValueError:
             fixed = False
+        if not fixed and gamma is None and est is None:  # the default: cross-validated only where it can be
+            from crowdstat.estimators.proximal import _candidates
+
+            variants, gammas = _candidates(table, dataclasses.replace(cfg, latent=latent))
+            if len(gammas) == 1:
+                gamma, fixed = gammas[0], True
         if not fixed:  # chosen from the data ("cv"): the point fit's absolute gamma
             if est is None:
                 raise ValueError(f"proximal: gamma={gamma!r} is chosen from the data; the bootstrap needs the point fit to fix it")
             gamma = float(est.diagnostics["gamma"])
-        return dataclasses.replace(cfg, latent=latent, gamma=gamma)
+        center = None if latent else str(est.diagnostics.get("centre", centre_of(cfg))) if est is not None else cfg.center
+        return dataclasses.replace(cfg, latent=latent, gamma=gamma, center=center)
     if method == "sequential":
         return dataclasses.replace(cfg, keep_trajectory=False)
     return cfg
@@ -264,9 +272,12 @@ def _latent_batch(votes, labs, w0, gamma, prior_logit, cap, stop, *, relative: b
     return jax.vmap(one)(labs)
 
 
-@partial(jax.jit, static_argnames=("m", "relative", "intercept", "accelerated", "maxiter", "solver", "fixed_step"))
-def _supervised_batch(data, labs, gamma, b0, stepsize, tol, *, m, relative, intercept, accelerated, maxiter, solver, fixed_step):
-    """The supervised L1-logistic (:func:`crowdstat.estimators.l1.solve.solve`) per training-label vector; (w, b)."""
+@partial(jax.jit, static_argnames=("m", "relative", "intercept", "accelerated", "maxiter", "solver", "fixed_step", "centred"))
+def _supervised_batch(
+    data, labs, gamma, b0, stepsize, tol, *, m, relative, intercept, accelerated, maxiter, solver, fixed_step, centred=False
+):
+    """The supervised L1-logistic (:func:`crowdstat.estimators.l1.solve.solve`) per training-label vector; (w, b).
+    ``centred``: each replicate's own separable centre (the problem in d = w - centre)."""
     from crowdstat.estimators.l1 import problem as _problem
     from crowdstat.estimators.l1 import solve as _solve
 
@@ -274,6 +285,9 @@ def _supervised_batch(data, labs, gamma, b0, stepsize, tol, *, m, relative, inte
 
     def one(lab):
         d = data._replace(label=lab)
+        centre = _problem.separable_centre(d, m) if centred else jnp.zeros(m, dtype)
+        if centred:
+            d = _problem.with_centre(d, centre)
         g = gamma * _problem.gamma_max(d, m, intercept) if relative else gamma
         if solver == "newton" or fixed_step:
             eta = stepsize
@@ -291,7 +305,7 @@ def _supervised_batch(data, labs, gamma, b0, stepsize, tol, *, m, relative, inte
             maxiter=maxiter,
             solver="fista" if solver == "ista" else solver,
         )
-        return st.w, st.b
+        return centre + st.w, st.b
 
     return jax.vmap(one)(labs)
 
@@ -300,6 +314,7 @@ def _proximal_vmapped(table, cfg, common, dtype, labs) -> tuple[jax.Array, jax.A
     """(w, prior logit) of every replicate: the latent EM or the supervised L1-logistic, as :mod:`.proximal` runs them."""
     from crowdstat.estimators.l1 import problem as _problem
     from crowdstat.estimators.l1 import solve as _solve
+    from crowdstat.estimators.proximal import centre_of
     from crowdstat.estimators.registry import parse_gamma
 
     m, delta = table.n_annotators, float(common.delta)
@@ -338,6 +353,7 @@ def _proximal_vmapped(table, cfg, common, dtype, labs) -> tuple[jax.Array, jax.A
         maxiter=int(cfg.maxiter),
         solver=solver,
         fixed_step=cfg.stepsize is not None,
+        centred=centre_of(cfg) == "separable",
     )
     return w, (b if intercept else jnp.full(labs.shape[0], prior_logit))
 

@@ -8,9 +8,17 @@
 - latent (``latent=True``, or automatic without truth): L1-penalised one-coin EM over all lines
   (:mod:`crowdstat.estimators.l1.latent`), honeypot lines clamped to their truth (semi-supervised).
 
+The supervised fit is centred (``center="separable"``, the default): the L1 penalty shrinks each
+weight towards the annotator's own honeypot record, logit((agreements + 1) / (votes + 2)), instead of
+towards 0 (``center="zero"``, the paper's estimate). An annotator with few honeypot votes then keeps
+the weight its record supports instead of being zeroed; the penalised part corrects the separable
+estimate where the joint fit has the evidence (docs/math.md, "Centred fit").
+
 Choices from the data (:func:`_select`): ``gamma="cv"`` takes the percentage of gamma_max of
-:data:`~crowdstat.estimators.registry.GAMMA_CV_GRID` with the best 5-fold held-out honeypot
-log-likelihood; with ``latent=None`` and partial truth the grid holds both variants (the best pair).
+:data:`~crowdstat.estimators.registry.GAMMA_CV_GRID` (centred: also 100%) with the best 5-fold held-out
+honeypot log-likelihood; with ``latent=None`` and partial truth the grid holds both variants (the best
+pair). The default ``gamma=None`` is "cv" on the supervised variant's grid when there are at least 5
+honeypot programs, else 1%.
 
 The weights w are the annotators' logits of eq. (7); the line posteriors follow from them with
 the fitted intercept as prior logit when ``intercept=True``, else logit(prior).
@@ -31,10 +39,13 @@ from crowdstat.estimators.l1 import latent as _latent
 from crowdstat.estimators.l1 import problem as _problem
 from crowdstat.estimators.l1 import solve as _solve
 from crowdstat.estimators.posterior import line_posteriors
-from crowdstat.estimators.registry import GAMMA_CV_GRID, is_gamma_cv, parse_gamma
+from crowdstat.estimators.registry import GAMMA_CV_GRID, GAMMA_CV_GRID_CENTRED, is_gamma_cv, parse_gamma
 from crowdstat.estimators.result import EstimatorFit
 
-__all__ = ["CV_FOLDS", "fit", "latent_diagnostics", "supervised_diagnostics"]
+__all__ = ["CV_FOLDS", "DEFAULT_GAMMA", "centre_of", "fit", "latent_diagnostics", "supervised_diagnostics"]
+
+#: gamma of the default (``gamma=None``) where it cannot be cross-validated (latent, or < 5 honeypot programs)
+DEFAULT_GAMMA = "1%"
 
 #: folds over honeypot programs of ``gamma="cv"``
 CV_FOLDS = calibration.FOLDS
@@ -93,9 +104,24 @@ def _fit_once(table, cfg, common, dtype, tol: float, latent: bool, gamma_spec):
     return w, prior_logit, posterior, diagnostics, warning
 
 
+def centre_of(cfg) -> str:
+    """The supervised fit's centre: ``cfg.center``, or "separable" by default."""
+    return cfg.center if cfg.center is not None else "separable"
+
+
+def _n_honeypot_programs(table) -> int:
+    truth = np.asarray(table.arrays.truth)
+    return int(np.unique(np.asarray(table.arrays.line_program)[truth != 0]).shape[0])
+
+
 def _candidates(table, cfg) -> tuple[list[bool], list]:
     """The variants (latent or not) and the gammas the data choose among (one of each: nothing to choose)."""
     n_hp = table.n_honeypots
+    if cfg.gamma is None:  # the default: cv on the supervised fit's own grid where it can be, else 1%
+        latent = bool(cfg.latent) if cfg.latent is not None else n_hp == 0
+        if latent or _n_honeypot_programs(table) < CV_FOLDS:
+            return [latent], [DEFAULT_GAMMA]
+        return [False], list(GAMMA_CV_GRID_CENTRED if centre_of(cfg) == "separable" else GAMMA_CV_GRID)
     cv = is_gamma_cv(cfg.gamma)
     if cv and n_hp == 0:
         raise ValueError("gamma='cv' needs honeypot truth to cross-validate on (none given): give --truth, or a gamma such as 1%")
@@ -105,7 +131,10 @@ def _candidates(table, cfg) -> tuple[list[bool], list]:
         variants = [False, True]
     else:  # no truth: latent; truth (with a fixed gamma, or on every line): supervised
         variants = [n_hp == 0]
-    return variants, (list(GAMMA_CV_GRID) if cv else [cfg.gamma])
+    if not cv:
+        return variants, [cfg.gamma]
+    centred = [g for g in GAMMA_CV_GRID_CENTRED if g not in GAMMA_CV_GRID] if centre_of(cfg) == "separable" else []
+    return variants, list(GAMMA_CV_GRID) + centred
 
 
 def _select(table, cfg, common, dtype, tol: float):
@@ -131,6 +160,8 @@ def _select(table, cfg, common, dtype, tol: float):
     scores = []
     for latent in variants:
         for g in gammas:
+            if latent and g not in GAMMA_CV_GRID:  # 100% is the centred supervised fit's; the latent EM has no centre
+                continue
 
             def refit(t, latent=latent, g=g):
                 with warnings.catch_warnings():
@@ -141,6 +172,8 @@ def _select(table, cfg, common, dtype, tol: float):
             scores.append({"latent": latent, "gamma": g, "heldout_loglik": -calibration.log_loss(held[lines], truth[lines])})
     top = max(scores, key=lambda r: r["heldout_loglik"])  # the first of equals: supervised, smaller gamma
     why = f"largest mean held-out log-likelihood of the honeypot truth ({CV_FOLDS}-fold over honeypot programs)"
+    if cfg.gamma is None:
+        why += " (gamma=None, the default: cv on the supervised fit's grid)"
     record = {"chosen": {"latent": top["latent"], "gamma": top["gamma"]}, "why": why, "scores": scores}
     if len(gammas) > 1:
         record["gamma_grid"] = gammas
@@ -214,6 +247,10 @@ def _fit_supervised(table, cfg, common, dtype, prior_logit: float, tol: float, g
     m = table.n_annotators
     gamma_val, rel = parse_gamma(gamma_spec)
     data = _problem.training_data(table.arrays, dtype)
+    centre = None
+    if centre_of(cfg) == "separable":
+        centre = _problem.separable_centre(data, m)
+        data = _problem.with_centre(data, centre)
     intercept = bool(cfg.intercept)
     gmax = float(_problem.gamma_max(data, m, intercept))
     gamma = gamma_val * gmax if rel else gamma_val
@@ -232,18 +269,23 @@ def _fit_supervised(table, cfg, common, dtype, prior_logit: float, tol: float, g
         maxiter=int(cfg.maxiter),
         solver="fista" if solver == "ista" else solver,
     )
-    diagnostics, warning = supervised_diagnostics(st, solver, tol, gamma, gmax, lip, eta, intercept, int(data.q.shape[0]), np.asarray(st.w))
-    return st.w, (float(st.b) if intercept else prior_logit), diagnostics, warning
+    w = st.w if centre is None else centre + st.w
+    diagnostics, warning = supervised_diagnostics(
+        st, solver, tol, gamma, gmax, lip, eta, intercept, int(data.q.shape[0]), np.asarray(w), centre
+    )
+    return w, (float(st.b) if intercept else prior_logit), diagnostics, warning
 
 
 def supervised_diagnostics(
-    st, solver: str, tol, gamma, gmax, lip, eta, intercept: bool, n_training_lines: int, w
+    st, solver: str, tol, gamma, gmax, lip, eta, intercept: bool, n_training_lines: int, w, centre=None
 ) -> tuple[dict, str | None]:
     """fit.json's diagnostics of a supervised solve (state ``st`` of the solver; ``w`` the real annotators'
-    weights), and the not-converged warning or None; shared with the streaming update (crowdstat.online)."""
+    weights; ``centre`` the separable centre of a centred fit, the real annotators'), and the
+    not-converged warning or None; shared with the streaming update (crowdstat.online)."""
     converged = bool(float(st.rel_gap) <= tol)
     diagnostics = {
         "variant": "supervised (honeypot lines)",
+        "centre": "zero" if centre is None else "separable",
         "solver": _SOLVER_NAMES[solver],
         "objective": float(st.objective),
         "dual_value": float(st.dual_value),
@@ -260,6 +302,9 @@ def supervised_diagnostics(
         "n_training_lines": n_training_lines,
         "n_filtered_out": int(np.sum(w == 0)),
     }
+    if centre is not None:
+        # annotators whose weight the penalty left at their separable estimate (d = 0)
+        diagnostics["n_at_centre"] = int(np.sum(np.asarray(st.w)[: np.asarray(w).shape[0]] == 0))
     warning = None
     if not converged:
         warning = f"proximal: not converged after {int(st.iter_num)} iterations (relative gap {float(st.rel_gap):.3g} > tol {tol:.3g})"

@@ -100,6 +100,10 @@ def _is_integer(v) -> bool:
 
 #: the grid of ``gamma="cv"`` (percentages of gamma_max), searched by held-out honeypot log-likelihood
 GAMMA_CV_GRID = ("0.1%", "0.3%", "1%", "3%", "10%", "30%")
+#: the grid of the centred fit (``center="separable"``): also 100%, where w is the separable estimate itself
+GAMMA_CV_GRID_CENTRED = (*GAMMA_CV_GRID, "100%")
+#: proximal's centres: shrink the weights towards each annotator's own honeypot record, or towards 0 (the paper)
+CENTRES = ("separable", "zero")
 
 
 def is_gamma_cv(gamma) -> bool:
@@ -108,9 +112,9 @@ def is_gamma_cv(gamma) -> bool:
 
 
 def parse_gamma(gamma) -> tuple[float, bool]:
-    """``0.3`` -> (0.3, absolute); ``"5%"`` -> (0.05, fraction of gamma_max); ``"cv"`` -> (nan, True):
-    a fraction of gamma_max chosen from :data:`GAMMA_CV_GRID` by cross-validation when the method runs."""
-    if is_gamma_cv(gamma):
+    """``0.3`` -> (0.3, absolute); ``"5%"`` -> (0.05, fraction of gamma_max); ``"cv"`` or None (the
+    default) -> (nan, True): a fraction of gamma_max chosen from the data when the method runs."""
+    if gamma is None or is_gamma_cv(gamma):
         return math.nan, True
     if isinstance(gamma, str):
         s = gamma.strip()
@@ -246,12 +250,23 @@ class ProximalConfig(Config):
 
     cli_group: ClassVar[str] = "proximal (one-shot L1-logistic)"
 
-    gamma: float | str = _param(
-        "1%",
+    gamma: float | str | None = _param(
+        None,
         "L1 weight: a number (absolute), 'X%' = X percent of gamma_max (e.g. '5%'), or 'cv' = the percentage of "
-        f"{', '.join(GAMMA_CV_GRID)} with the best 5-fold held-out honeypot log-likelihood (needs >= 5 honeypot programs; "
-        "with latent=None and partial truth the supervised and latent variants are both on the grid)",
+        f"{', '.join(GAMMA_CV_GRID)} (and 100% for the centred fit) with the best 5-fold held-out honeypot "
+        "log-likelihood (needs >= 5 honeypot programs; with latent=None and partial truth the supervised and latent "
+        "variants are both on the grid)",
         "--gamma",
+        default_doc="the supervised fit with >= 5 honeypot programs: 'cv' over its own variant's grid; else 1%",
+    )
+    center: str | None = _param(
+        None,
+        "what the supervised fit's L1 penalty shrinks the weights towards: 'separable' = each annotator's own "
+        "honeypot record, logit((agreements + 1) / (votes + 2)) (so gamma >= gamma_max gives that estimate), "
+        "'zero' = the paper's L1-logistic (docs/math.md, 'Centred fit')",
+        "--center",
+        choices=CENTRES,
+        default_doc="separable (supervised); the latent variant has no centre",
     )
     accelerated: bool = _param(
         True,
@@ -282,6 +297,12 @@ class ProximalConfig(Config):
 
     def __post_init__(self):
         parse_gamma(self.gamma)
+        if self.center is not None and self.center not in CENTRES:
+            raise ValueError(f"center: expected one of {CENTRES}, got {self.center!r}")
+        if self.center is not None and self.latent is True:
+            raise ValueError(
+                "center: the latent variant has no centre (its M-step is already separable per annotator); drop center or latent"
+            )
         _prob("nu", self.nu)
         if self.tol is not None and not (_number(self.tol) and self.tol > 0):
             raise ValueError(f"tol: expected a number > 0, got {self.tol!r}")

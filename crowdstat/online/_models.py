@@ -200,6 +200,10 @@ class ProximalModel:
         cfg = self.cfg
         train = _training(store.arrays())
         data, self.l1_caps = _pad_l1(train, m_cap, self.l1_caps, dtype)
+        centre = None
+        if _prox.centre_of(cfg) == "separable":  # the refit's centre, from the same training votes (padding has label 0)
+            centre = _problem.separable_centre(data, m_cap)
+            data = _problem.with_centre(data, centre)
         intercept = bool(cfg.intercept)
         gamma_val, rel = parse_gamma(gamma_spec)
         gmax = float(_problem.gamma_max(data, m_cap, intercept))
@@ -214,6 +218,8 @@ class ProximalModel:
             if solver == "ista" and not 0 < eta < 2.0 / lip:
                 raise ValueError(f"stepsize: ISTA needs eta in (0, 2/L) = (0, {2.0 / lip:.6g}), got {eta}")
         w0, k = self._start(m_cap, 0.0, dtype)
+        if centre is not None:  # the solver's unknown is d = w - centre: warm start from the last w
+            w0 = w0 - np.asarray(centre, np.float64) if k else np.zeros_like(w0)
         if not intercept:
             b0 = 0.0
         elif self.b is not None and k:
@@ -232,14 +238,15 @@ class ProximalModel:
             maxiter=int(cfg.maxiter),
             solver="fista" if solver == "ista" else solver,
         )
+        w = st.w if centre is None else centre + st.w
         diagnostics, warning = _prox.supervised_diagnostics(
-            st, solver, tol, gamma, gmax, lip, eta, intercept, int(np.count_nonzero(store.truth.view())), np.asarray(st.w)[:m]
+            st, solver, tol, gamma, gmax, lip, eta, intercept, int(np.count_nonzero(store.truth.view())), np.asarray(w)[:m], centre
         )
         diagnostics["_warm"] = k > 0
         if warning:
             warnings.warn(warning, stacklevel=4)
         self.b = float(st.b) if intercept else None
-        return st.w, (float(st.b) if intercept else prior_logit), diagnostics
+        return w, (float(st.b) if intercept else prior_logit), diagnostics
 
 
 def _room(n: int, cap: int) -> int:

@@ -21,6 +21,10 @@ W_ATOL = 1e-6
 
 def _fit(votes, truth, method, **kw):
     truth = truth if truth is not None and len(truth) else None
+    if method == "proximal" and truth is not None and not kw.get("latent"):
+        # This file checks the paper's L1-logistic (shrinkage towards 0); the default centred fit has
+        # its own oracles in test_centred_fit.py.
+        kw.setdefault("center", "zero")
     return cs.fit(votes, truth=truth, method=method, x64=True, **kw)
 
 
@@ -213,9 +217,14 @@ def test_proximal_gamma_percent_of_gamma_max(pct):
     _check_proximal(res, votes, E, t, gamma)
 
 
-def test_proximal_default_gamma_is_one_percent():
-    votes_df, truth_df, votes, truth, E, t = _prox_problem(0)
-    res = _fit(votes_df, truth_df, "proximal", tol=1e-12)
+def test_proximal_default_gamma_is_one_percent_below_five_honeypot_programs():
+    # gamma=None (the default) cross-validates with >= 5 honeypot programs (test_centred_fit.py); with
+    # fewer there is nothing to cross-validate on and it is 1% of gamma_max.
+    votes_df, truth_df, votes, _, _, _ = _prox_problem(0)
+    keep = truth_df[truth_df["program"].isin(pd.unique(truth_df["program"])[:4])]
+    E, t, _ = O.design(votes, O.frame_to_truth(keep))
+    res = _fit(votes_df, keep, "proximal", tol=1e-12)
+    assert "selection" not in res.diagnostics
     assert res.diagnostics["gamma"] == pytest.approx(0.01 * O.gamma_max(E, t), rel=1e-12)
 
 
@@ -460,7 +469,7 @@ def test_programs_keep_first_appearance_order_not_sorted_order(method):
     votes_df, truth_df = random_tables(16, n_programs=6, max_lines=5, n_annotators=5, p_honeypot=0.5, program_names=names)
     assert list(dict.fromkeys(votes_df["program"])) == names
     votes, truth = O.frame_to_votes(votes_df), O.frame_to_truth(truth_df)
-    res = _fit(votes_df, truth_df, method, **({"lam": 0.5} if method == "sequential" else {}))
+    res = _fit(votes_df, truth_df, method, **({"lam": 0.5} if method == "sequential" else {"gamma": "1%"} if method == "proximal" else {}))
     assert list(dict.fromkeys(res.lines["program"])) == names
     assert res.rewards["program"].tolist() == names
     if method == "sequential":

@@ -32,12 +32,12 @@ REWARD_FIELDS = {
 RUNS = {
     "majority": [],
     "sequential": ["--lam", "0.5", "--w-max", "6", "--nu", "0.65", "--pbar-honeypot", "0.95"],
-    "proximal": ["--gamma", "10%", "--tol", "1e-12"],
+    "proximal": ["--gamma", "10%", "--center", "zero", "--tol", "1e-12"],
 }
 PY_KW = {
     "majority": {},
     "sequential": dict(lam=0.5, w_max=6.0, nu=0.65, pbar_honeypot=0.95),
-    "proximal": dict(gamma="10%", tol=1e-12),
+    "proximal": dict(gamma="10%", center="zero", tol=1e-12),
 }
 
 
@@ -193,7 +193,7 @@ def test_result_save_writes_the_same_files(run, tmp_path):
 def test_cli_absolute_gamma_and_ista(data, tmp_path):
     """`--gamma 0.3` is absolute; `--ista` converges to the same minimiser as the dense oracle."""
     out = tmp_path / "ista"
-    args = ["--method", "proximal", "--x64", "--gamma", "0.3", "--ista", "--tol", "1e-12", "--maxiter", "100000"]
+    args = ["--method", "proximal", "--x64", "--gamma", "0.3", "--center", "zero", "--ista", "--tol", "1e-12", "--maxiter", "100000"]
     _fit_cli(data / "votes.csv", "--truth", data / "truth.csv", *args, "--out", out)
     fj = json.loads((out / "fit.json").read_text())
     diag = fj.get("diagnostics", fj)

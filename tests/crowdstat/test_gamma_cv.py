@@ -1,4 +1,5 @@
-"""gamma="cv" and the data-chosen default variant of the proximal method, against an independent loop."""
+"""gamma="cv" and the data-chosen default variant of the proximal method, against an independent loop
+(the paper's fit, center="zero"; the default centred fit's cv is in test_centred_fit.py)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,11 @@ def _independent_scores(votes, truth, candidates) -> dict:
             tab = dataclasses.replace(table, arrays=table.arrays._replace(truth=held))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                p = cs.fit(tab, method="proximal", latent=latent, gamma=g, x64=True).lines["posterior"].to_numpy()[lines]
+                p = (
+                    cs.fit(tab, method="proximal", latent=latent, gamma=g, center=None if latent else "zero", x64=True)
+                    .lines["posterior"]
+                    .to_numpy()[lines]
+                )
             p = np.clip(p, 1e-6, 1 - 1e-6)
             ll += float(np.sum(np.where(t[lines] > 0, np.log(p), np.log1p(-p))))
             n += len(lines)
@@ -51,7 +56,7 @@ def _independent_scores(votes, truth, candidates) -> dict:
 @pytest.fixture(scope="module")
 def supervised_cv(crowd):
     votes, truth = crowd
-    return cs.fit(votes, truth, method="proximal", gamma="cv", latent=False, x64=True)
+    return cs.fit(votes, truth, method="proximal", gamma="cv", latent=False, center="zero", x64=True)
 
 
 def test_gamma_cv_picks_what_an_independent_loop_over_the_grid_picks(crowd, supervised_cv):
@@ -67,7 +72,7 @@ def test_gamma_cv_picks_what_an_independent_loop_over_the_grid_picks(crowd, supe
     best = max(want, key=want.get)
     assert (sel["chosen"]["latent"], sel["chosen"]["gamma"]) == best
     # refitted on all the truth at the chosen gamma: a direct fit there gives the same weights
-    direct = cs.fit(votes, truth, method="proximal", gamma=best[1], latent=False, x64=True)
+    direct = cs.fit(votes, truth, method="proximal", gamma=best[1], latent=False, center="zero", x64=True)
     np.testing.assert_array_equal(direct.annotators["weight"], res.annotators["weight"])
     assert res.diagnostics["gamma"] == pytest.approx(float(best[1][:-1]) / 100 * res.diagnostics["gamma_max"], rel=1e-12)
     assert res.params["gamma"] == "cv"
@@ -77,7 +82,7 @@ def test_gamma_cv_with_latent_left_open_chooses_the_pair(crowd, supervised_cv):
     """latent=None and partial truth: both variants on the grid; the supervised half scores as above,
     the latent half as the independent loop, and the best pair is the one refitted."""
     votes, truth = crowd
-    res = cs.fit(votes, truth, method="proximal", gamma="cv", x64=True)
+    res = cs.fit(votes, truth, method="proximal", gamma="cv", center="zero", x64=True)
     scores = {(r["latent"], r["gamma"]): r["heldout_loglik"] for r in res.diagnostics["selection"]["scores"]}
     assert len(scores) == 2 * len(R.GAMMA_CV_GRID)
     for r in supervised_cv.diagnostics["selection"]["scores"]:
@@ -108,7 +113,23 @@ def test_gamma_cv_is_recorded_in_fit_json(crowd, tmp_path):
     truth.to_csv(t, index=False)
     out = tmp_path / "fit"
     r = subprocess.run(
-        [sys.executable, "-m", "crowdstat", "fit", str(v), "--truth", str(t), "--method", "proximal", "--gamma", "cv", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "crowdstat",
+            "fit",
+            str(v),
+            "--truth",
+            str(t),
+            "--method",
+            "proximal",
+            "--gamma",
+            "cv",
+            "--center",
+            "zero",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
     )

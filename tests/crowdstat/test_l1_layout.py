@@ -114,6 +114,7 @@ _PARAMS = dict(
     maxiter=10000,
     intercept=False,
     latent=None,
+    center=None,
     stepsize=None,
     nu=0.7,
     max_outer=100,

@@ -63,10 +63,16 @@ class DualInfo(NamedTuple):
     rel_gap: jax.Array  # gap / max(objective, tiny)
 
 
-def gap(primal_objective, alpha, q, et_alpha_fn, gamma, intercept: bool, mask=None) -> DualInfo:
-    """Duality gap at a primal point whose objective and dual candidate alpha are given."""
+def gap(primal_objective, alpha, q, et_alpha_fn, gamma, intercept: bool, mask=None, offset=None) -> DualInfo:
+    """Duality gap at a primal point whose objective and dual candidate alpha are given.
+
+    With a row offset o (the problem in d = w - w_c, o = E w_c) the dual gains the linear term
+    alpha . o: D(alpha) = sum_j H(q_j + alpha_j) + alpha . o (docs/math.md, "Centred fit").
+    """
     a, _, _ = feasible_point(alpha, et_alpha_fn, gamma, intercept, mask)
     d = dual_value(a, q, mask)
+    if offset is not None:
+        d = d + jnp.sum(a * (offset if mask is None else jnp.where(mask, offset, 0.0)))
     # Weak duality makes f - D >= 0 exactly; in floating point it can come out a few ulps below 0
     # when the point is optimal (f and D agree to rounding). Report the certificate as >= 0.
     g = jnp.maximum(primal_objective - d, 0.0)

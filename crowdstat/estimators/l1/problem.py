@@ -34,6 +34,8 @@ __all__ = [
     "vote_pairs",
     "matvec",
     "rmatvec",
+    "predictor",
+    "separable_centre",
     "softplus",
     "loss_rows",
     "objective",
@@ -64,6 +66,9 @@ class L1Data(NamedTuple):
     # the Hessian E^T D E from it with one sorted segment sum; None when there would be too many
     # pairs or too many annotators for the dense Hessian (Newton then falls back to FISTA).
     pairs: jax.Array | None = None
+    # shape=(n_rows,), float: a fixed part of each row's logit, E w_c for a centre w_c (the fit is
+    # then of d = w - w_c, and the penalty gamma ||d||_1 shrinks w towards w_c); None = 0.
+    offset: jax.Array | None = None
 
 
 def native_available() -> bool:
@@ -80,7 +85,8 @@ def native_available() -> bool:
 
 
 def training_data(votes: VoteArrays, dtype=jnp.float32, rows: np.ndarray | None = None, q: np.ndarray | None = None) -> L1Data:
-    """Restrict votes to training lines (default: the honeypot lines, q from their truth)."""
+    """Restrict votes to training lines (default: the honeypot lines, q from their truth). No offset:
+    :func:`with_centre` adds one."""
     truth = np.asarray(votes.truth)
     if rows is None:
         rows = np.flatnonzero(truth != 0)
@@ -144,6 +150,36 @@ def vote_pairs(
     return jnp.asarray(np.stack([u[order], v[order]]).astype(np.int32))
 
 
+def separable_centre(data: L1Data, m: int):
+    """Each annotator's own logit from its training votes alone: logit((a_i + 1) / (n_i + 2)).
+
+    a_i is the (soft) number of training votes of annotator i that agree with the label (a vote +1
+    agrees with probability q, a vote -1 with 1 - q), n_i its number of training votes: the posterior
+    mean of a Beta(1, 1) reliability, the supervised one-coin estimate that treats annotators
+    separately (the one-coin logit-weighted vote of shared/datasets/ANCHORS.md). 0 for annotators
+    without training votes (and for padding votes, whose label is 0). Traceable (the bootstrap runs
+    it under ``jax.vmap``); the data's dtype.
+    """
+    cast = (data.label != 0).astype(data.q.dtype)
+    q = data.q[data.row]
+    agree = jnp.where(data.label > 0, q, 1.0 - q) * cast
+    a = jax.ops.segment_sum(agree, data.annotator, num_segments=m)
+    n = jax.ops.segment_sum(cast, data.annotator, num_segments=m)
+    return jnp.log1p(a) - jnp.log1p(n - a)
+
+
+def with_centre(data: L1Data, centre) -> L1Data:
+    """``data`` with offset E centre: the problem in d = w - centre."""
+    centre = jnp.asarray(centre, data.q.dtype)
+    return data._replace(offset=jnp.where(data.row_mask, matvec(centre, data), 0.0))
+
+
+def predictor(w, b, data: L1Data):
+    """z = E w + b (+ the offset, when there is one)."""
+    z = matvec(w, data) + b
+    return z if data.offset is None else z + data.offset
+
+
 def matvec(w, data: L1Data):
     """E w (length n_rows)."""
     return jax.ops.segment_sum(data.label * w[data.annotator], data.row, num_segments=data.q.shape[0], indices_are_sorted=True)
@@ -170,30 +206,31 @@ def loss_rows(z, q, mask):
 
 
 def objective(w, b, data: L1Data, gamma):
-    """f(w, b) = sum_j loss_j((E w)_j + b) + gamma ||w||_1."""
-    z = matvec(w, data) + b
+    """f(w, b) = sum_j loss_j((E w)_j + b + offset_j) + gamma ||w||_1."""
+    z = predictor(w, b, data)
     return jnp.sum(loss_rows(z, data.q, data.row_mask)) + gamma * jnp.sum(jnp.abs(w))
 
 
 def gradient(w, b, data: L1Data):
     """(grad_w, grad_b) of the smooth part."""
-    r = jnp.where(data.row_mask, jax.nn.sigmoid(matvec(w, data) + b) - data.q, 0.0)
+    r = jnp.where(data.row_mask, jax.nn.sigmoid(predictor(w, b, data)) - data.q, 0.0)
     return rmatvec(r, data, w.shape[0]), jnp.sum(r)
 
 
 @partial(jax.jit, static_argnames=("m", "intercept"))
 def gamma_max(data: L1Data, m: int, intercept: bool = False):
-    """Smallest gamma with w* = 0: ||E^T (sigmoid(b0) - q)||_inf (b0 = 0, or the optimal intercept at w = 0).
+    """Smallest gamma with w* = 0: ||E^T (sigmoid(b0 + offset) - q)||_inf (b0 = 0, or the optimal intercept at w = 0).
 
-    For hard labels without intercept this is ||E^T t||_inf / 2 (docs/math.md, "gamma_max").
+    For hard labels without intercept and offset this is ||E^T t||_inf / 2 (docs/math.md, "gamma_max").
     """
-    dtype = data.q.dtype
-    if intercept:
+    if intercept and data.offset is None:
         n = jnp.sum(data.row_mask)
         qbar = jnp.sum(jnp.where(data.row_mask, data.q, 0.0)) / jnp.maximum(n, 1)
         s0 = qbar
+    elif intercept:
+        s0 = jax.nn.sigmoid(b_at_zero(data) + data.offset)
     else:
-        s0 = jnp.asarray(0.5, dtype)
+        s0 = jax.nn.sigmoid(jnp.zeros_like(data.q) if data.offset is None else data.offset)
     r = jnp.where(data.row_mask, s0 - data.q, 0.0)
     return jnp.max(jnp.abs(rmatvec(r, data, m)), initial=0.0)
 
@@ -201,11 +238,24 @@ def gamma_max(data: L1Data, m: int, intercept: bool = False):
 def b_at_zero(data: L1Data, delta=1e-6):
     """The optimal intercept at w = 0: logit(mean q), the mean clipped to [delta, 1 - delta].
 
-    The warm start of the intercept (and the b0 of :func:`gamma_max` with an intercept).
+    With an offset, the root of sum_j (sigmoid(b + offset_j) - q_j) = 0 by 60 safeguarded Newton
+    steps from logit(mean q) (the loss is convex in b; steps are clipped to +-5). The warm start of
+    the intercept (and the b0 of :func:`gamma_max` with an intercept).
     """
     n = jnp.sum(data.row_mask)
     qbar = jnp.clip(jnp.sum(jnp.where(data.row_mask, data.q, 0.0)) / jnp.maximum(n, 1), delta, 1 - delta)
-    return jnp.log(qbar) - jnp.log1p(-qbar)
+    b0 = jnp.log(qbar) - jnp.log1p(-qbar)
+    if data.offset is None:
+        return b0
+    lim = jnp.log1p(-delta) - jnp.log(delta)
+
+    def newton(_, b):
+        s = jax.nn.sigmoid(b + data.offset)
+        g = jnp.sum(jnp.where(data.row_mask, s - data.q, 0.0))
+        h = jnp.sum(jnp.where(data.row_mask, s * (1.0 - s), 0.0))
+        return jnp.clip(b - jnp.clip(g / jnp.maximum(h, jnp.finfo(b.dtype).tiny), -5.0, 5.0), -lim - 50.0, lim + 50.0)
+
+    return jax.lax.fori_loop(0, 60, newton, b0)
 
 
 @partial(jax.jit, static_argnames=("m", "intercept", "iters"))
