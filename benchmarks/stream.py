@@ -33,7 +33,7 @@ from benchmarks.data import synth
 SIZES = (10**4, 10**5, 10**6)
 SMOKE_SIZES = (10**4,)
 # EM to convergence (the default tol 1e-6 / maxiter 100 stops both runs near the fixed point, apart).
-METHODS = {"em2": {"tol": 1e-10, "maxiter": 1000}, "proximal": {"latent": False}, "sequential": {}}
+METHODS = {"em2": {"tol": 1e-10, "maxiter": 1000}, "proximal": {"latent": False, "gamma": "1%"}, "sequential": {}}
 BATCH = 1000  # votes a batch (one round): 20 programs of 10 lines x 5 votes
 # An identifiable crowd (each annotator has >= 100 votes at 10^4): with 1000 annotators at 10^4 votes
 # (10 votes each) EM has several optima and the L1 problem several minimisers (1000 weights, 200

@@ -56,7 +56,8 @@ def main(argv=None) -> int:
         "sequential lam=1": ("sequential", {"lam": 1.0}),
         "sequential lam=0.1": ("sequential", {"lam": 0.1}),
         "sequential lam=0.01": ("sequential", {"lam": 0.01}),
-        "proximal gamma=1%": ("proximal", {"gamma": "1%"}),
+        "proximal": ("proximal", {}),  # the default: centred on each annotator's own record, gamma by cv
+        "proximal paper gamma=1%": ("proximal", {"gamma": "1%", "center": "zero"}),  # the paper's L1-logistic
         "proximal latent (no truth)": ("proximal", {"gamma": "1%", "latent": True}),
     }
     results, rows = {}, []
@@ -88,17 +89,23 @@ def main(argv=None) -> int:
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "summary.csv", index=False)
     rel_tab = pd.DataFrame({"annotator": sim.reliability["annotator"], "true p": true_p})
-    for name in ("majority", "sequential lam=1", "sequential lam=0.01", "proximal gamma=1%"):
+    for name in ("majority", "sequential lam=1", "sequential lam=0.01", "proximal", "proximal paper gamma=1%"):
         rel_tab[name] = results[name].annotators["reliability"].to_numpy()
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
         print("\nEstimated reliabilities (p = sigmoid(w)):")
         print(rel_tab.to_string(index=False))
         print("\nLine-level results against the simulated truth:")
         print(summary.to_string(index=False))
-    d = results["proximal gamma=1%"].diagnostics
+    d = results["proximal"].diagnostics
     print(
-        f"\nproximal: objective {d['objective']:.6g}, dual {d['dual_value']:.6g}, relative gap {d['rel_gap']:.2e}, "
-        f"{d['iterations']} {d['solver']} iterations; {d['n_filtered_out']} annotators filtered out (w = 0)"
+        f"\nproximal (default): centred on each annotator's own honeypot record, gamma {d['selection']['chosen']['gamma']} of "
+        f"gamma_max by 5-fold cross-validation; objective {d['objective']:.6g}, dual {d['dual_value']:.6g}, relative gap "
+        f"{d['rel_gap']:.2e}; {d['n_at_centre']} annotators left at their own record"
+    )
+    d = results["proximal paper gamma=1%"].diagnostics
+    print(
+        f"proximal paper (center=zero, gamma=1%): relative gap {d['rel_gap']:.2e}, {d['iterations']} {d['solver']} iterations; "
+        f"{d['n_filtered_out']} annotators filtered out (w = 0)"
     )
     print(
         "Note: with lam = 1 the sequential weights grow with every vote (docs/math.md: the update feeds on |l_j|); "
@@ -107,7 +114,7 @@ def main(argv=None) -> int:
     plot_trajectories(
         {k.replace("sequential ", ""): results[k] for k in ("sequential lam=1", "sequential lam=0.1", "sequential lam=0.01")},
         {
-            "proximal (honeypots)": results["proximal gamma=1%"],
+            "proximal (honeypots)": results["proximal"],
             "proximal latent": results["proximal latent (no truth)"],
             "majority": results["majority"],
         },

@@ -18,7 +18,8 @@ Choices from the data (:func:`_select`): ``gamma="cv"`` takes the percentage of 
 :data:`~crowdstat.estimators.registry.GAMMA_CV_GRID` (centred: also 100%) with the best 5-fold held-out
 honeypot log-likelihood; with ``latent=None`` and partial truth the grid holds both variants (the best
 pair). The default ``gamma=None`` is "cv" on the supervised variant's grid when there are at least 5
-honeypot programs, else 1%.
+honeypot programs; else 100% for the centred fit (each annotator's own record), 1% for the paper's
+fit and the latent EM.
 
 The weights w are the annotators' logits of eq. (7); the line posteriors follow from them with
 the fitted intercept as prior logit when ``intercept=True``, else logit(prior).
@@ -44,8 +45,11 @@ from crowdstat.estimators.result import EstimatorFit
 
 __all__ = ["CV_FOLDS", "DEFAULT_GAMMA", "centre_of", "fit", "latent_diagnostics", "supervised_diagnostics"]
 
-#: gamma of the default (``gamma=None``) where it cannot be cross-validated (latent, or < 5 honeypot programs)
-DEFAULT_GAMMA = "1%"
+#: gamma of the default (``gamma=None``) where it cannot be cross-validated (latent, or < 5 honeypot programs),
+#: per centre: the centred fit then keeps each annotator's own record (100%: no joint correction that the
+#: data could not check; at 1% it would be close to the unpenalised logistic MLE), the paper's fit and the
+#: latent EM take 1%
+DEFAULT_GAMMA = {"separable": "100%", "zero": "1%", "latent": "1%"}
 
 #: folds over honeypot programs of ``gamma="cv"``
 CV_FOLDS = calibration.FOLDS
@@ -120,7 +124,7 @@ def _candidates(table, cfg) -> tuple[list[bool], list]:
     if cfg.gamma is None:  # the default: cv on the supervised fit's own grid where it can be, else 1%
         latent = bool(cfg.latent) if cfg.latent is not None else n_hp == 0
         if latent or _n_honeypot_programs(table) < CV_FOLDS:
-            return [latent], [DEFAULT_GAMMA]
+            return [latent], [DEFAULT_GAMMA["latent" if latent else centre_of(cfg)]]
         return [False], list(GAMMA_CV_GRID_CENTRED if centre_of(cfg) == "separable" else GAMMA_CV_GRID)
     cv = is_gamma_cv(cfg.gamma)
     if cv and n_hp == 0:
@@ -169,12 +173,34 @@ def _select(table, cfg, common, dtype, tol: float):
                     return _fit_once(_with_truth(table, t), cfg, common, dtype, tol, latent, g)[2]
 
             held = calibration.heldout_posteriors(refit, truth, folds)
-            scores.append({"latent": latent, "gamma": g, "heldout_loglik": -calibration.log_loss(held[lines], truth[lines])})
-    top = max(scores, key=lambda r: r["heldout_loglik"])  # the first of equals: supervised, smaller gamma
-    why = f"largest mean held-out log-likelihood of the honeypot truth ({CV_FOLDS}-fold over honeypot programs)"
+            per_fold = [-calibration.log_loss(held[f], truth[f]) for f in folds]
+            scores.append(
+                {
+                    "latent": latent,
+                    "gamma": g,
+                    "heldout_loglik": -calibration.log_loss(held[lines], truth[lines]),
+                    "se": float(np.std(per_fold, ddof=1) / math.sqrt(len(folds))),
+                }
+            )
+    best = max(scores, key=lambda r: r["heldout_loglik"])  # the first of equals: supervised, smaller gamma
+    # The one-standard-error rule (Hastie, Tibshirani & Friedman, sec. 7.10; glmnet's lambda.1se): the
+    # largest gamma of the best's variant whose score is within one standard error (over folds) of the
+    # best. Seven noisy scores on a few hundred honeypot lines: the argmax over-fits the choice, and
+    # near-ties (separable honeypots) would pick the least shrunk, worst-conditioned fit.
+    near = [r for r in scores if r["latent"] == best["latent"] and r["heldout_loglik"] >= best["heldout_loglik"] - best["se"]]
+    top = max(near, key=lambda r: parse_gamma(r["gamma"])[0])
+    why = (
+        f"largest gamma within one standard error of the largest mean held-out log-likelihood of the honeypot truth "
+        f"({CV_FOLDS}-fold over honeypot programs; best {best['gamma']}{' latent' if best['latent'] else ''})"
+    )
     if cfg.gamma is None:
         why += " (gamma=None, the default: cv on the supervised fit's grid)"
-    record = {"chosen": {"latent": top["latent"], "gamma": top["gamma"]}, "why": why, "scores": scores}
+    record = {
+        "chosen": {"latent": top["latent"], "gamma": top["gamma"]},
+        "why": why,
+        "scores": scores,
+        "best": {"latent": best["latent"], "gamma": best["gamma"]},
+    }
     if len(gammas) > 1:
         record["gamma_grid"] = gammas
     return top["latent"], top["gamma"], record
@@ -308,4 +334,13 @@ def supervised_diagnostics(
     warning = None
     if not converged:
         warning = f"proximal: not converged after {int(st.iter_num)} iterations (relative gap {float(st.rel_gap):.3g} > tol {tol:.3g})"
+        # a near-separable fit (objective near 0): the certificate itself is rounding, not a distance to the optimum
+        eps = float(np.finfo(np.asarray(st.gap).dtype).eps)
+        floor = 4.0 * max(n_training_lines, 1) * eps
+        diagnostics["at_rounding_floor"] = bool(float(st.gap) <= floor)
+        if diagnostics["at_rounding_floor"]:
+            warning += (
+                f": the absolute gap {float(st.gap):.2g} on an objective of {float(st.objective):.3g} is at the rounding floor of "
+                f"{np.asarray(st.gap).dtype} ({n_training_lines} lines); x64=True (--x64) certifies it"
+            )
     return diagnostics, warning

@@ -257,7 +257,7 @@ class ProximalConfig(Config):
         "log-likelihood (needs >= 5 honeypot programs; with latent=None and partial truth the supervised and latent "
         "variants are both on the grid)",
         "--gamma",
-        default_doc="the supervised fit with >= 5 honeypot programs: 'cv' over its own variant's grid; else 1%",
+        default_doc="'cv' on the supervised fit's grid with >= 5 honeypot programs; else 100% centred, 1% with center='zero' or latent",
     )
     center: str | None = _param(
         None,

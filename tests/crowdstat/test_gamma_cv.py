@@ -31,9 +31,9 @@ def _independent_scores(votes, truth, candidates) -> dict:
     table = cs.read_votes(votes, truth=truth)
     t, lp = np.asarray(table.arrays.truth), np.asarray(table.arrays.line_program)
     order = np.random.default_rng(0).permutation(np.unique(lp[t != 0]))
-    out = {}
+    out, se = {}, {}
     for latent, g in candidates:
-        ll, n = 0.0, 0
+        ll, n, per_fold = 0.0, 0, []
         for k in range(5):
             lines = np.flatnonzero(np.isin(lp, order[k::5]) & (t != 0))
             held = t.copy()
@@ -47,10 +47,21 @@ def _independent_scores(votes, truth, candidates) -> dict:
                     .to_numpy()[lines]
                 )
             p = np.clip(p, 1e-6, 1 - 1e-6)
-            ll += float(np.sum(np.where(t[lines] > 0, np.log(p), np.log1p(-p))))
+            fold = float(np.sum(np.where(t[lines] > 0, np.log(p), np.log1p(-p))))
+            ll += fold
             n += len(lines)
+            per_fold.append(fold / len(lines))
         out[(latent, g)] = ll / n
+        se[(latent, g)] = float(np.std(per_fold, ddof=1) / np.sqrt(5))
+    _independent_scores.se = se  # type: ignore[attr-defined]
     return out
+
+
+def _one_se_choice(scores: dict, se: dict):
+    """The one-standard-error rule: the largest gamma of the best's variant within one SE of the best."""
+    best = max(scores, key=scores.get)
+    near = [k for k in scores if k[0] == best[0] and scores[k] >= scores[best] - se[best]]
+    return max(near, key=lambda k: float(k[1].rstrip("%")))
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +78,13 @@ def test_gamma_cv_picks_what_an_independent_loop_over_the_grid_picks(crowd, supe
     want = _independent_scores(votes, truth, [(False, g) for g in R.GAMMA_CV_GRID])
     got = {(r["latent"], r["gamma"]): r["heldout_loglik"] for r in sel["scores"]}
     assert got.keys() == want.keys()
+    se = {(r["latent"], r["gamma"]): r["se"] for r in sel["scores"]}
     for k in want:
         assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-12), k
-    best = max(want, key=want.get)
+        assert se[k] == pytest.approx(_independent_scores.se[k], rel=1e-9, abs=1e-12), k
+    best = _one_se_choice(want, _independent_scores.se)
     assert (sel["chosen"]["latent"], sel["chosen"]["gamma"]) == best
+    assert (sel["best"]["latent"], sel["best"]["gamma"]) == max(want, key=want.get)
     # refitted on all the truth at the chosen gamma: a direct fit there gives the same weights
     direct = cs.fit(votes, truth, method="proximal", gamma=best[1], latent=False, center="zero", x64=True)
     np.testing.assert_array_equal(direct.annotators["weight"], res.annotators["weight"])
@@ -90,7 +104,8 @@ def test_gamma_cv_with_latent_left_open_chooses_the_pair(crowd, supervised_cv):
     want = _independent_scores(votes, truth, [(True, g) for g in R.GAMMA_CV_GRID])
     for k in want:
         assert scores[k] == pytest.approx(want[k], rel=1e-9, abs=1e-12), k
-    best = max(scores, key=scores.get)
+    se = {(r["latent"], r["gamma"]): r["se"] for r in res.diagnostics["selection"]["scores"]}
+    best = _one_se_choice(scores, se)
     chosen = res.diagnostics["selection"]["chosen"]
     assert (chosen["latent"], chosen["gamma"]) == best
     assert res.diagnostics["variant"].startswith("latent" if best[0] else "supervised")

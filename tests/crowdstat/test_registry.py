@@ -139,7 +139,7 @@ def test_fit_help_shows_every_flag_with_its_default():
                 want = f"(default {R.format_default(f.default)})"
             assert want in entries[flag], (flag, entries[flag])
     assert n == 46  # the 45 flags of crowdstat fit, --nu counted for both sequential and proximal
-    assert "%%" not in r.stdout and "else 1%)" in entries["--gamma"]
+    assert "%%" not in r.stdout and "else 100% centred" in entries["--gamma"]
     r = subprocess.run([sys.executable, "-m", "crowdstat", "compare", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0 and "gamma=5%'" in r.stdout and "%%" not in r.stdout
 

@@ -33,8 +33,13 @@ def binary_entropy(v):
 
 
 def dual_value(alpha, q, mask=None):
-    """D(alpha) = sum_j H(q_j + alpha_j) (masked rows contribute 0)."""
-    h = binary_entropy(jnp.clip(q + alpha, 0.0, 1.0))
+    """D(alpha) = sum_j H(q_j + alpha_j) (masked rows contribute 0).
+
+    For hard labels H(q + alpha) is evaluated as H(|alpha|) (H(1 - u) = H(u)): 1 + alpha would round
+    a small alpha away in float32, and with it the whole dual value of a near-separable fit.
+    """
+    v = jnp.where(q >= 1.0, -alpha, jnp.where(q <= 0.0, alpha, q + alpha))
+    h = binary_entropy(jnp.clip(v, 0.0, 1.0))
     if mask is not None:
         h = jnp.where(mask, h, 0.0)
     return jnp.sum(h)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from crowdstat.estimators.l1 import dual as _dual
-from crowdstat.estimators.l1.problem import L1Data, gradient, loss_rows, predictor, rmatvec, soft_threshold
+from crowdstat.estimators.l1.problem import L1Data, gradient, loss_rows, predictor, residual, rmatvec, soft_threshold
 
 __all__ = ["ProxState", "certificate", "run"]
 
@@ -43,7 +43,7 @@ def certificate(w, b, data: L1Data, gamma, intercept: bool) -> _dual.DualInfo:
     """f(w, b), the dual value of the feasible point built from sigmoid(z) - q, and the gap."""
     z = predictor(w, b, data)
     obj = jnp.sum(loss_rows(z, data.q, data.row_mask)) + gamma * jnp.sum(jnp.abs(w))
-    alpha = jnp.where(data.row_mask, jax.nn.sigmoid(z) - data.q, 0.0)
+    alpha = jnp.where(data.row_mask, residual(z, data.q), 0.0)
     m = w.shape[0]
     return _dual.gap(obj, alpha, data.q, lambda a: rmatvec(a, data, m), gamma, intercept, data.row_mask, data.offset)
 

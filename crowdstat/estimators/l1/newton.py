@@ -28,7 +28,17 @@ import jax
 import jax.numpy as jnp
 
 from crowdstat.estimators.l1 import dual as _dual
-from crowdstat.estimators.l1.problem import DENSE_E_MAX, DENSE_MAX, loss_rows, matvec, native_available, predictor, rmatvec, soft_threshold
+from crowdstat.estimators.l1.problem import (
+    DENSE_E_MAX,
+    DENSE_MAX,
+    loss_rows,
+    matvec,
+    native_available,
+    predictor,
+    residual,
+    rmatvec,
+    soft_threshold,
+)
 
 __all__ = ["DENSE_MAX", "DENSE_E_MAX", "HESSIAN_DTYPE", "hessian_mode", "native_available", "prepare", "hessian", "solve"]
 
@@ -241,7 +251,7 @@ def solve(data, gamma, w0, b0, tol, *, intercept: bool, maxiter: int, max_sweeps
         z = predictor(w, b, data) if z is None else z
         rows = loss_rows(z, q, mask) if rows is None else rows
         obj = jnp.sum(rows) + gamma * jnp.sum(jnp.abs(w))
-        alpha = jnp.where(mask, jax.nn.sigmoid(z) - q, 0.0)
+        alpha = jnp.where(mask, residual(z, q), 0.0)
         gw = rmatvec(alpha, data, m)
         fn = (lambda a: rmatvec(a, data, m)) if intercept else (lambda a: gw)
         info = _dual.gap(obj, alpha, q, fn, gamma, intercept, mask, data.offset)

@@ -35,6 +35,7 @@ __all__ = [
     "matvec",
     "rmatvec",
     "predictor",
+    "residual",
     "separable_centre",
     "softplus",
     "loss_rows",
@@ -200,9 +201,17 @@ def softplus(z):
 
 
 def loss_rows(z, q, mask):
-    """Per-row loss q softplus(-z) + (1 - q) softplus(z), written as softplus(z) - q z (the same
-    function, one log and one exp a row instead of two); 0 on masked rows."""
-    return jnp.where(mask, softplus(z) - q * z, 0.0)
+    """Per-row loss q softplus(-z) + (1 - q) softplus(z), written as log1p(exp(-|z|)) + q max(-z, 0)
+    + (1 - q) max(z, 0) (the same function, one log and one exp a row instead of two, and no
+    cancellation: softplus(z) - q z loses every digit of a loss near 0 when q = 1 and z is large,
+    where the centred fit's rows live); 0 on masked rows."""
+    return jnp.where(mask, jnp.log1p(jnp.exp(-jnp.abs(z))) + q * jnp.maximum(-z, 0.0) + (1.0 - q) * jnp.maximum(z, 0.0), 0.0)
+
+
+def residual(z, q):
+    """sigmoid(z) - q, written as (1 - q) sigmoid(z) - q sigmoid(-z): exact for hard labels, where
+    sigmoid(z) - 1 would round to 0 in float32 once z > 17."""
+    return (1.0 - q) * jax.nn.sigmoid(z) - q * jax.nn.sigmoid(-z)
 
 
 def objective(w, b, data: L1Data, gamma):
@@ -213,7 +222,7 @@ def objective(w, b, data: L1Data, gamma):
 
 def gradient(w, b, data: L1Data):
     """(grad_w, grad_b) of the smooth part."""
-    r = jnp.where(data.row_mask, jax.nn.sigmoid(predictor(w, b, data)) - data.q, 0.0)
+    r = jnp.where(data.row_mask, residual(predictor(w, b, data), data.q), 0.0)
     return rmatvec(r, data, w.shape[0]), jnp.sum(r)
 
 
@@ -226,12 +235,11 @@ def gamma_max(data: L1Data, m: int, intercept: bool = False):
     if intercept and data.offset is None:
         n = jnp.sum(data.row_mask)
         qbar = jnp.sum(jnp.where(data.row_mask, data.q, 0.0)) / jnp.maximum(n, 1)
-        s0 = qbar
-    elif intercept:
-        s0 = jax.nn.sigmoid(b_at_zero(data) + data.offset)
+        r = qbar - data.q
     else:
-        s0 = jax.nn.sigmoid(jnp.zeros_like(data.q) if data.offset is None else data.offset)
-    r = jnp.where(data.row_mask, s0 - data.q, 0.0)
+        z0 = jnp.zeros_like(data.q) if data.offset is None else data.offset
+        r = residual(z0 + b_at_zero(data) if intercept else z0, data.q)
+    r = jnp.where(data.row_mask, r, 0.0)
     return jnp.max(jnp.abs(rmatvec(r, data, m)), initial=0.0)
 
 
@@ -251,7 +259,7 @@ def b_at_zero(data: L1Data, delta=1e-6):
 
     def newton(_, b):
         s = jax.nn.sigmoid(b + data.offset)
-        g = jnp.sum(jnp.where(data.row_mask, s - data.q, 0.0))
+        g = jnp.sum(jnp.where(data.row_mask, residual(b + data.offset, data.q), 0.0))
         h = jnp.sum(jnp.where(data.row_mask, s * (1.0 - s), 0.0))
         return jnp.clip(b - jnp.clip(g / jnp.maximum(h, jnp.finfo(b.dtype).tiny), -5.0, 5.0), -lim - 50.0, lim + 50.0)
 
