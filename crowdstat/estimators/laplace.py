@@ -40,8 +40,10 @@ __all__ = [
 #: the models whose posterior :func:`laplace` approximates; parameter layout of theta in brackets
 #: one_coin: Dawid-Skene one-coin, latent truth [w (m), c];  two_coin: [b = logit sens (m), a = logit spec (m), c];
 #: one_coin_fixed_prior: one-coin with c fixed (proximal latent) [w (m)];  logistic: eq. (7) on the honeypot lines
-#: (proximal supervised) [w (m)] or [w (m), b] with an intercept
-LAPLACE_KINDS = ("one_coin", "two_coin", "one_coin_fixed_prior", "logistic")
+#: (proximal supervised, center="zero") [w (m)] or [w (m), b] with an intercept;  separable: each annotator's own
+#: honeypot votes, Bernoulli(p_i) per vote (proximal supervised, centred, no intercept) [w (m)]: its mode is the
+#: centre logit((a_i + 1) / (n_i + 2)) exactly
+LAPLACE_KINDS = ("one_coin", "two_coin", "one_coin_fixed_prior", "logistic", "separable")
 
 
 def _sigmoid(x):
@@ -71,12 +73,16 @@ def laplace_kind(method: str, est: EstimatorFit, cfg) -> str:
     if method == "em2":
         return "two_coin"
     if method == "proximal":
-        return "one_coin_fixed_prior" if str(est.diagnostics.get("variant", "")).startswith("latent") else "logistic"
+        if str(est.diagnostics.get("variant", "")).startswith("latent"):
+            return "one_coin_fixed_prior"
+        if est.diagnostics.get("centre") == "separable" and not bool(getattr(cfg, "intercept", False)):
+            return "separable"
+        return "logistic"
     raise ValueError(f"interval: no Laplace approximation for method {method!r}; expected em1, em2 or proximal")
 
 
 def _n_params(kind: str, m: int, intercept: bool) -> int:
-    return {"one_coin": m + 1, "two_coin": 2 * m + 1, "one_coin_fixed_prior": m, "logistic": m + int(intercept)}[kind]
+    return {"one_coin": m + 1, "two_coin": 2 * m + 1, "one_coin_fixed_prior": m, "logistic": m + int(intercept), "separable": m}[kind]
 
 
 def _log_beta11(x):
@@ -92,6 +98,9 @@ def log_posterior(theta, votes, prior_logit, *, kind: str, m: int, intercept: bo
     The mixture kinds sum the latent truth out of every line without truth (honeypot lines clamped, as the
     EM E-step does); ``logistic`` is eq. (7)'s conditional likelihood of the honeypot truths given their
     votes, the supervised fit's loss (offset 0 without an intercept, as :func:`crowdstat.estimators.l1.problem.objective`).
+    ``separable`` (the centred supervised fit) is the one-coin likelihood of each annotator's own honeypot
+    votes, a vote agreeing with its line's truth with probability p_i: the posterior of p_i is
+    Beta(a_i + 1, n_i - a_i + 1), whose logit-scale mode is the fit's centre.
     Empty slots (label 0) add nothing. Pure and differentiable: :func:`laplace` takes its Hessian by
     ``jax.hessian``."""
     n_lines = votes.truth.shape[0]
@@ -100,6 +109,10 @@ def log_posterior(theta, votes, prior_logit, *, kind: str, m: int, intercept: bo
     a = votes.annotator
     seg = partial(jax.ops.segment_sum, segment_ids=votes.line, num_segments=n_lines)
     t = votes.truth
+    if kind == "separable":  # each honeypot vote is Bernoulli(p_i) of agreeing with the truth, annotators apart
+        agree = jnp.where(cast & (t[votes.line] != 0), votes.label * t[votes.line], 0.0)
+        ll = jnp.sum(jnp.where(agree != 0, jax.nn.log_sigmoid(agree * theta[:m][a]), 0.0))
+        return ll + jnp.sum(_log_beta11(theta))
     if kind == "logistic":
         w = theta[:m]
         b = theta[m] if intercept else jnp.zeros((), theta.dtype)
@@ -146,7 +159,7 @@ def laplace(table, method: str, cfg, common, est: EstimatorFit, maxiter: int = 2
     inverse Hessian there."""
     kind = laplace_kind(method, est, cfg)
     m, intercept = table.n_annotators, bool(getattr(cfg, "intercept", False)) and kind == "logistic"
-    fixed = kind in ("one_coin_fixed_prior", "logistic") and not intercept
+    fixed = kind in ("one_coin_fixed_prior", "logistic", "separable") and not intercept
     prior_logit = float(est.prior_logit) if fixed else math.nan
     with jax.enable_x64(True):
         votes = jax.tree.map(jnp.asarray, table.arrays)

@@ -332,6 +332,10 @@ def _numpy_log_posterior(theta, kind, line, ann, lab, truth, m, prior_logit, int
     lp = float(np.sum(np.log(_sig(theta)) + np.log(_sig(-theta))))
     for j in range(truth.shape[0]):
         vs = np.flatnonzero(line == j)
+        if kind == "separable":  # each honeypot vote on its own: right with probability p_i
+            if truth[j] != 0:
+                lp += sum(np.log(_sig(truth[j] * lab[v] * theta[ann[v]])) for v in vs)
+            continue
         if kind == "logistic":
             if truth[j] == 0:
                 continue
@@ -369,8 +373,10 @@ def _numpy_line_logits(theta, kind, line, ann, lab, n_lines, m, prior_logit, int
 LAPLACE_CASES = [
     ("em1", {}, "one_coin"),
     ("em2", {}, "two_coin"),
-    ("proximal", {}, "logistic"),
-    ("proximal", {"intercept": True}, "logistic"),
+    ("proximal", {"center": "zero"}, "logistic"),
+    ("proximal", {"center": "zero", "intercept": True}, "logistic"),
+    ("proximal", {"intercept": True}, "logistic"),  # the centred fit with an intercept: eq. (7)'s likelihood
+    ("proximal", {}, "separable"),
     ("proximal", {"latent": True}, "one_coin_fixed_prior"),
 ]
 
@@ -390,7 +396,15 @@ def test_laplace_mode_and_hessian_match_finite_differences(method, extra, kind):
     a = table.arrays
     line, ann, lab, truth = (np.asarray(x) for x in (a.line, a.annotator, a.label, a.truth))
     m, intercept = table.n_annotators, bool(extra.get("intercept"))
-    assert lf.mode.shape[0] == {"one_coin": m + 1, "two_coin": 2 * m + 1, "one_coin_fixed_prior": m, "logistic": m + intercept}[kind]
+    assert (
+        lf.mode.shape[0]
+        == {"one_coin": m + 1, "two_coin": 2 * m + 1, "one_coin_fixed_prior": m, "logistic": m + intercept, "separable": m}[kind]
+    )
+    if kind == "separable":  # the mode is the centre: logit((a + 1) / (n + 2)) of each annotator's honeypot votes
+        agree = (truth[line] != 0) & (lab != 0)
+        a_ = np.bincount(ann[agree], weights=(lab * truth[line])[agree] > 0, minlength=m)
+        n_ = np.bincount(ann[agree], minlength=m)
+        np.testing.assert_allclose(lf.mode, np.log((a_ + 1) / (n_ - a_ + 1)), atol=1e-8)
     f = lambda th: _numpy_log_posterior(th, kind, line, ann, lab, truth, m, lf.prior_logit, intercept)  # noqa: E731
     d, h = lf.mode.shape[0], 1e-4
     eye = np.eye(d)
