@@ -273,6 +273,9 @@ def _fit_supervised(table, cfg, common, dtype, prior_logit: float, tol: float, g
     m = table.n_annotators
     gamma_val, rel = parse_gamma(gamma_spec)
     data = _problem.training_data(table.arrays, dtype)
+    n_training_lines = int(data.q.shape[0])
+    solver = _solve.resolve_solver(cfg.solver, data, m, bool(cfg.accelerated))  # from the real sizes
+    data = _problem.pad_to_bucket(data, m)  # one compile for nearby sizes (the folds of gamma="cv")
     centre = None
     if centre_of(cfg) == "separable":
         centre = _problem.separable_centre(data, m)
@@ -280,7 +283,6 @@ def _fit_supervised(table, cfg, common, dtype, prior_logit: float, tol: float, g
     intercept = bool(cfg.intercept)
     gmax = float(_problem.gamma_max(data, m, intercept))
     gamma = gamma_val * gmax if rel else gamma_val
-    solver = _solve.resolve_solver(cfg.solver, data, m, bool(cfg.accelerated))
     eta, lip = _step(cfg, solver, data, m, intercept)
     b0 = _problem.b_at_zero(data, float(common.delta)) if intercept else jnp.asarray(0.0, dtype)
     st = _solve.solve(
@@ -297,7 +299,7 @@ def _fit_supervised(table, cfg, common, dtype, prior_logit: float, tol: float, g
     )
     w = st.w if centre is None else centre + st.w
     diagnostics, warning = supervised_diagnostics(
-        st, solver, tol, gamma, gmax, lip, eta, intercept, int(data.q.shape[0]), np.asarray(w), centre
+        st, solver, tol, gamma, gmax, lip, eta, intercept, n_training_lines, np.asarray(w), centre
     )
     return w, (float(st.b) if intercept else prior_logit), diagnostics, warning
 

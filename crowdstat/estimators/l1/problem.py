@@ -37,6 +37,8 @@ __all__ = [
     "predictor",
     "residual",
     "separable_centre",
+    "pad_to_bucket",
+    "with_centre",
     "softplus",
     "loss_rows",
     "objective",
@@ -167,6 +169,30 @@ def separable_centre(data: L1Data, m: int):
     a = jax.ops.segment_sum(agree, data.annotator, num_segments=m)
     n = jax.ops.segment_sum(cast, data.annotator, num_segments=m)
     return jnp.log1p(a) - jnp.log1p(n - a)
+
+
+def pad_to_bucket(data: L1Data, m: int) -> L1Data:
+    """``data`` with its rows and votes padded to the next power of two (at least 8): masked rows (q = 1/2)
+    and label-0 votes on the last padded row. Problems of nearby sizes (the folds of a cross-validation)
+    then share one compiled solver. Nothing changes in the solution: masked rows add nothing to the
+    loss, the gradient or the certificate, and label-0 votes nothing to E w or E^T v. Not with
+    ``pairs`` (returned unchanged)."""
+    if data.pairs is not None:
+        return data
+    n_rows, n_votes = int(data.q.shape[0]), int(data.label.shape[0])
+    cr, cv = (max(8, 1 << max(0, n).bit_length()) for n in (n_rows, n_votes))  # > n: room for the padding row
+
+    def pad(x, n, fill):
+        return jnp.concatenate([x, jnp.full((n - x.shape[0],), fill, x.dtype)])
+
+    out = data._replace(
+        row=pad(data.row, cv, cr - 1),
+        annotator=pad(data.annotator, cv, m - 1),
+        label=pad(data.label, cv, 0),
+        q=pad(data.q, cr, 0.5),
+        row_mask=pad(data.row_mask, cr, False),
+    )
+    return out if data.offset is None else out._replace(offset=pad(data.offset, cr, 0))
 
 
 def with_centre(data: L1Data, centre) -> L1Data:
