@@ -11,7 +11,8 @@ docs/study.md, for every method, and never worse than before on the small sets.
 - simulations: the scenarios of docs/study.md exp2 (12 and 24 honeypot programs) and exp4 (6
   adversaries, 6 two-coin optimists, fatigue d = 0.01; 12 honeypot programs), their populations,
   sizes and seeds, ``--replicates`` replicates each, scored on the non-honeypot lines;
-- methods: majority, em1, em2, proximal (latent), sequential (defaults, lam = 1), auto; one fit each with
+- methods: majority, em1, em2, proximal (latent; and supervised, centred, the default), sequential (defaults,
+  lam = 1), auto; one fit each with
   ``calibrate="auto"`` and ``x64=True``: ``posterior_raw`` is "before", ``posterior`` "after";
   ``auto`` chooses the map (none, temperature, platt, isotonic) by held-out log-loss on the
   honeypots (``calibration.select_map``); each cell records every candidate's held-out score;
@@ -51,6 +52,8 @@ METHODS = {
     "em1": ("em1", {}),
     "em2": ("em2", {}),
     "proximal latent": ("proximal", {"latent": True}),
+    # the default with honeypots since issue 17: supervised, centred on each annotator's own record, gamma by cv
+    "proximal": ("proximal", {}),
     "sequential": ("sequential", {"keep_trajectory": False}),
     "auto": ("auto", {}),
 }
