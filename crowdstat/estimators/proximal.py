@@ -121,7 +121,7 @@ def _n_honeypot_programs(table) -> int:
 def _candidates(table, cfg) -> tuple[list[bool], list]:
     """The variants (latent or not) and the gammas the data choose among (one of each: nothing to choose)."""
     n_hp = table.n_honeypots
-    if cfg.gamma is None:  # the default: cv on the supervised fit's own grid where it can be, else 1%
+    if cfg.gamma is None:  # the default: cv on the supervised fit's own grid where it can be, else DEFAULT_GAMMA
         latent = bool(cfg.latent) if cfg.latent is not None else n_hp == 0
         if latent or _n_honeypot_programs(table) < CV_FOLDS:
             return [latent], [DEFAULT_GAMMA["latent" if latent else centre_of(cfg)]]

@@ -42,10 +42,11 @@ from crowdstat.estimators.l1.problem import (
 
 __all__ = ["DENSE_MAX", "DENSE_E_MAX", "HESSIAN_DTYPE", "hessian_mode", "native_available", "prepare", "hessian", "solve"]
 
-#: floor of the IRLS weights sigmoid(z)(1 - sigmoid(z)) in the Hessian (glmnet floors them at 1e-5): rows the
-#: model predicts almost surely (the centred fit's, |z| ~ 20-30) give the quadratic model no curvature, and
-#: its steps along such annotators are then huge and cut by the line search to nothing. The direction only
-#: changes; the line search and the duality gap still decide.
+#: floor of the IRLS weights sigmoid(z)(1 - sigmoid(z)) in the Hessian, as glmnet floors them at 1e-5: an
+#: annotator whose votes all sit on rows predicted almost surely (the centred fit's, |z| ~ 20-30) would give
+#: the CD a diagonal of ~1e-12 and a step of -g / 1e-12. A safeguard: on the one flat valley measured
+#: (bluebirds, docs/math.md) it changed nothing; the stall rule below is what ends that solve. Only the
+#: direction changes; the line search and the duality gap still decide.
 _DW_FLOOR = 1e-5
 
 _DENSE_E_CELLS = 2**25  # 'dense_e' only if n_rows x (m + 1) stays below this
