@@ -142,9 +142,10 @@ def fit(votes, truth=None, method: str = "auto", programs=None, **params) -> Fit
         Honeypot truth ``program, line, truth``.
     method : str
         ``"auto"`` (the default): the one of em1, em2 and proximal (latent) that best predicts held-out
-        honeypot truth (5-fold over honeypot programs), or without enough honeypots the EM model with
-        the smaller BIC, leaving out a collapsed fit (class prior within 1e-3 of 0 or 1);
-        ``diagnostics["auto"]`` says what was compared. (Before 0.2 the default was
+        honeypot truth (5-fold over honeypot programs) after the calibration map each would get, and
+        calibrated by default (``calibrate="auto"``: the held-out posteriors are already there), or
+        without enough honeypots the EM model with the smaller BIC, leaving out a collapsed fit (class
+        prior within 1e-3 of 0 or 1); ``diagnostics["auto"]`` says what was compared. (Before 0.2 the default was
         ``sequential``, whose defaults give degenerate 0/1 posteriors.) Or one of
         ``crowdstat.estimators.METHODS`` (docs/math.md, docs/baselines.md):
 
@@ -247,7 +248,9 @@ def _calibrate(res: FitResult, table: VoteTable, common, method: str, params: di
 
 def _fit_auto(votes, truth, programs, params: dict) -> FitResult:
     """``method="auto"``: the candidate of :data:`AUTO_CANDIDATES` that best predicts held-out honeypot truth
-    (K-fold over honeypot programs, mean log-likelihood of the held-out lines), refitted on all the truth;
+    (K-fold over honeypot programs, mean log-likelihood of the held-out lines after the map ``calibrate``
+    gives that candidate's held-out posteriors: ``"auto"`` unless the caller says otherwise, since no
+    refit is needed), refitted on all the truth and calibrated;
     with fewer than :data:`AUTO_FOLDS` honeypot programs, the EM model (em1 or em2) with the smaller BIC
     (-2 log-likelihood + parameters x log votes), a collapsed fit (class prior within
     :data:`AUTO_COLLAPSED_PRIOR` of 0 or 1) left out unless both are. fit.json's ``diagnostics["auto"]``
@@ -261,18 +264,30 @@ def _fit_auto(votes, truth, programs, params: dict) -> FitResult:
     lp = np.asarray(table.arrays.line_program)
     hp_programs = np.unique(lp[t != 0])
     held: dict[str, np.ndarray] = {}
+    requested = params.get("calibrate")  # None: auto's default, below
+    record: dict = {}
     if len(hp_programs) >= AUTO_FOLDS:
+        # With held-out posteriors at hand calibration is free, so it is on by default (calibrate="auto"), and each
+        # candidate is scored as it would be delivered: after the map calibrate= would give it (docs/calibration.md).
+        calibrate = "auto" if requested is None else requested
         folds = calibration.honeypot_folds(lp, t, AUTO_FOLDS)  # seeded; the folds of calibrate= too
         held = {m: _heldout_posteriors(table, m, extra, params, folds) for m, extra in AUTO_CANDIDATES.items()}
-        scores = {m: _heldout_loglik(table, m, extra, params, folds, held[m]) for m, extra in AUTO_CANDIDATES.items()}
+        raw = {m: _heldout_loglik(table, m, extra, params, folds, held[m]) for m, extra in AUTO_CANDIDATES.items()}
+        scored = {m: calibration.heldout_score(calibrate, held[m], t, folds) for m in AUTO_CANDIDATES}
+        scores = {m: s for m, (s, _) in scored.items()}
         chosen = max(scores, key=lambda m: scores[m])
-        why = f"largest mean held-out log-likelihood of the honeypot truth ({AUTO_FOLDS}-fold over {len(hp_programs)} honeypot programs)"
+        why = (
+            f"largest mean held-out log-likelihood of the honeypot truth ({AUTO_FOLDS}-fold over {len(hp_programs)} honeypot "
+            f"programs), {'raw' if calibrate == 'none' else f'after the calibration map calibrate={calibrate!r} gives each candidate'}"
+        )
+        record = {"scores_raw": raw, "maps": {m: k for m, (_, k) in scored.items()}, "calibrate": calibrate}
     else:
+        calibrate = "none" if requested is None else requested
         scores, collapsed = {}, {}
         for m in ("em1", "em2"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                r = fit(table, method=m, **{**params, "interval": None})  # no bootstrap for a BIC
+                r = fit(table, method=m, **{**params, "calibrate": "none", "interval": None})  # no bootstrap for a BIC
             k = table.n_annotators * (1 if m == "em1" else 2) + 1
             scores[m] = -2 * float(r.diagnostics["log_likelihood"]) + k * math.log(max(table.n_votes, 2))
             pi = float(r.diagnostics.get("class_prior", 0.5))
@@ -285,10 +300,10 @@ def _fit_auto(votes, truth, programs, params: dict) -> FitResult:
             gone = ", ".join(f"{m} ({p:.4g})" for m, p in collapsed.items())
             why += f"; collapsed (class prior within {AUTO_COLLAPSED_PRIOR:g} of 0 or 1), not compared: {gone}"
     res = fit(table, method=chosen, **AUTO_CANDIDATES[chosen], **{**params, "calibrate": "none"})
-    common = make_configs(chosen, params)[0]
+    common = make_configs(chosen, {**params, "calibrate": calibrate})[0]
     if common.calibrate != "none":  # the chosen candidate's held-out posteriors serve again
         _calibrate(res, table, common, chosen, params, held.get(chosen), AUTO_CANDIDATES[chosen])
-    res.diagnostics["auto"] = {"chosen": chosen, "params": AUTO_CANDIDATES[chosen], "why": why, "scores": scores}
+    res.diagnostics["auto"] = {"chosen": chosen, "params": AUTO_CANDIDATES[chosen], "why": why, "scores": scores, **record}
     res.params = {**res.params, "auto": True}
     return res
 

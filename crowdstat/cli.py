@@ -271,9 +271,10 @@ def _add_next(sub) -> None:
     n.add_argument("--method", default="auto", choices=("auto", *METHODS), help="the fit the proposal starts from (default auto)")
     n.add_argument(
         "--calibrate",
-        default="none",
+        default=None,
         choices=CALIBRATE,
-        help="recalibrate the fit's posteriors on the honeypots first (docs/calibration.md): the stopping rule reads them (default none)",
+        help="recalibrate the fit's posteriors on the honeypots first (docs/calibration.md): the stopping rule reads them "
+        "(default: the method's, none except for auto with >= 5 honeypot programs)",
     )
     _add_out(n)
 
@@ -303,7 +304,8 @@ def _main_next(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda msg, *a, **k: print(f"crowdstat next: warning: {msg}", file=sys.stderr)
-        res = fit(args.votes, truth=args.truth, method=args.method, programs=args.programs, calibrate=args.calibrate)
+        cal = {} if args.calibrate is None else {"calibrate": args.calibrate}
+        res = fit(args.votes, truth=args.truth, method=args.method, programs=args.programs, **cal)
     prop = propose(
         res,
         args.budget,
@@ -471,6 +473,8 @@ def _main_fit(args) -> int:
     inputs = [args.votes, args.truth, args.programs]
     check_output_dir(args.out, tool="crowdstat fit", force=args.force, inputs=inputs)
     params = {**_fit_params(args.method, args), "progress": sys.stderr.isatty()}
+    if args.method == "auto" and "--calibrate" not in getattr(args, "_given", []):
+        params.pop("calibrate", None)  # auto's own default: calibrated when it has held-out posteriors
     pbar = params.get("pbar_honeypot")
     if pbar is not None and not pbar < 1:  # the config accepts 1 (clipped to 1 - delta); the option says < 1
         raise ValueError(f"--pbar-honeypot: expected a number >= 0.5 and < 1 (1 has an infinite logit), got {pbar!r}")

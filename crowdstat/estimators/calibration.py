@@ -318,6 +318,26 @@ def select_map(scores: dict[str, dict]) -> str:
     return best
 
 
+def heldout_score(requested: str, heldout, truth, folds: list[np.ndarray]) -> tuple[float, str]:
+    """The mean held-out log-likelihood of the honeypot truth of ``folds``'s lines after the map that
+    ``calibrate=requested`` would give these held-out posteriors (``auto``: :func:`select_map`'s choice among
+    :func:`auto_candidates`, scored by :func:`map_scores`), and that map's kind. ``none``, or too few
+    honeypots for a map (:func:`choose_kind`): the raw held-out posteriors, kind ``"none"``."""
+    t = np.asarray(truth)
+    h = np.asarray(heldout, np.float64)
+    lines = np.concatenate(folds) if folds else np.zeros(0, np.int64)
+    if not lines.size:
+        return 0.0, "none"
+    n_pos = int((t[lines] > 0).sum())
+    kind, _ = choose_kind(requested, int(lines.size), n_pos, len(folds))  # every fold holds >= 1 program
+    if kind is None:
+        return -log_loss(h[lines], t[lines]), "none"
+    kinds = auto_candidates(n_pos, int(lines.size) - n_pos)[0] if kind == "auto" else [kind]
+    scores = map_scores(kinds, h, t, folds)
+    best = select_map(scores) if kind == "auto" else kind
+    return -scores[best]["log_loss"], best
+
+
 def honeypot_folds(line_program, truth, k: int = FOLDS, seed: int = 0) -> list[np.ndarray]:
     """K folds of the honeypot lines, whole programs per fold: a seeded permutation of the honeypot
     programs dealt round-robin (``method="auto"``'s folds). Fewer than k programs: one fold each."""

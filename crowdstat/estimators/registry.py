@@ -161,7 +161,8 @@ class CommonConfig(Config):
         "none",
         "recalibrate the posteriors of the lines without truth by a map fitted on cross-fitted honeypot posteriors "
         "(5 refits; docs/calibration.md): auto = the map (none, temperature, platt, isotonic with >= 20 lines of each "
-        "class) of smallest held-out log-loss on the honeypots, none with under 5 lines of a class",
+        "class) of smallest held-out log-loss on the honeypots, none with under 5 lines of a class; method auto with >= 5 "
+        "honeypot programs calibrates (auto) unless told otherwise, its held-out posteriors being already there",
         "--calibrate",
         choices=CALIBRATE,
     )
