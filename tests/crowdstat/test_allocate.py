@@ -180,6 +180,9 @@ def test_cli_next(tmp_path, capsys):
     cal = tmp_path / "cal"
     assert main(["next", *args[:-1], str(cal), "--method", "em1", "--calibrate", "platt"]) == 0
     assert json.loads((cal / "next.json").read_text())["calibration"] == "platt"  # the map the fit applied
+    assert json.loads((out / "next.json").read_text())["calibration"] is None  # em1's default: none
+    assert main(["next", *args[:-1], str(tmp_path / "few")]) == 0  # auto with 3 honeypot programs: BIC, no map
+    assert sim.truth["program"].nunique() == 3 and json.loads((tmp_path / "few" / "next.json").read_text())["calibration"] is None
     capsys.readouterr()
     assert main(["next", *args[:-1], str(tmp_path / "n2"), "--budget", "-2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -187,6 +190,22 @@ def test_cli_next(tmp_path, capsys):
     pd.DataFrame({"program": ["x"], "lines": [3]}).to_csv(tmp_path / "bad.csv", index=False)
     assert main(["next", *args[:-1], str(tmp_path / "n3"), "--programs", str(tmp_path / "bad.csv")]) == 2
     assert "bad.csv: missing column(s) n_lines" in capsys.readouterr().err
+
+
+def test_cli_next_auto_reads_calibrated_posteriors_by_default(tmp_path):
+    """method auto with >= 5 honeypot programs calibrates unless --calibrate says otherwise (docs/cli.md)."""
+    sim = simulate(4, "expert:3@0.9,novice:4@0.7", n_programs=40, lines_per_program=4, annotators_per_item=3, honeypot_fraction=0.3)
+    sim.votes.to_csv(tmp_path / "votes.csv", index=False)
+    sim.truth.to_csv(tmp_path / "truth.csv", index=False)
+    assert sim.truth["program"].nunique() >= 5
+    args = [str(tmp_path / "votes.csv"), "--truth", str(tmp_path / "truth.csv"), "--budget", "10", "--out"]
+    assert main(["next", *args, str(tmp_path / "a")]) == 0
+    assert main(["next", *args, str(tmp_path / "b"), "--calibrate", "none"]) == 0
+    a = json.loads((tmp_path / "a" / "next.json").read_text())
+    b = json.loads((tmp_path / "b" / "next.json").read_text())
+    assert a["calibration"] in ("none", "temperature", "platt", "isotonic") and b["calibration"] is None
+    fit = crowdstat.fit(str(tmp_path / "votes.csv"), str(tmp_path / "truth.csv"))
+    assert a["calibration"] == fit.diagnostics["calibration"]["kind"] and a["method"] == fit.method
 
 
 def test_unanimous_round_has_a_usable_prior(tmp_path):
