@@ -73,9 +73,11 @@ def _calibrated_score(sim, method, extra):
         masked[lines] = 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            held[lines] = cs.fit(dataclasses.replace(table, arrays=table.arrays._replace(truth=masked)), method=method, **extra).lines[
-                "posterior"
-            ].to_numpy()[lines]
+            held[lines] = (
+                cs.fit(dataclasses.replace(table, arrays=table.arrays._replace(truth=masked)), method=method, **extra)
+                .lines["posterior"]
+                .to_numpy()[lines]
+            )
     best = {}
     n_pos = int((t[t != 0] > 0).sum())
     kinds = ["none", "temperature", "platt"] + (["isotonic"] if min(n_pos, int((t != 0).sum()) - n_pos) >= 20 else [])
