@@ -184,6 +184,7 @@ class _Run:
     sandbox: Any
     rewarder: CrowdRewarder
     tb: Any
+    warned: set = dataclasses.field(default_factory=set)  # crowdstat's warnings already shown
 
     def commit(self, state: dict) -> None:
         atomic_write_json(self.out / "state.json", state)
@@ -306,6 +307,10 @@ def _reward(run: _Run, rnd: int, rdir: Path, rollouts: list) -> tuple[dict, list
     votes_file, truth_file = _human_votes(run, rnd, rdir)
     items = [(r.program, run.by_task[r.task_id], r.completion) for r in rollouts]
     _, scored, info = run.rewarder.rewards(items, f"r{rnd:03d}", votes_file, truth_file)
+    for w in info.get("fit_warnings", []):  # a degenerate fit says so (once per message; every round's are in metrics.jsonl)
+        if w not in run.warned:
+            run.warned.add(w)
+            print(f"rl loop: warning: round {rnd}: crowdstat fit ({info.get('fit_method', run.cfg.reward_source)}): {w}", file=sys.stderr)
     shutil.copyfile(run.out / "crowdwork" / f"r{rnd:03d}" / "rewards.jsonl", rdir / "rewards.jsonl")
     return load_rewards(rdir / "rewards.jsonl", rollouts), scored, info
 
@@ -365,6 +370,10 @@ def _round(run: _Run, state: dict, rnd: int) -> dict:
             "reliability": info.get("reliability"),
             # annotator reviews asked for this round (simulated crowd): fixed or adaptive allocation
             "allocation": info.get("allocation"),
+            # what the crowdstat fit said of itself: the method auto chose, the calibration map, degeneracy warnings
+            "fit_method": info.get("fit_method"),
+            "fit_calibration": info.get("fit_calibration"),
+            "fit_warnings": info.get("fit_warnings", []),
             "ppo": {k: v for k, v in stats.items() if isinstance(v, (int, float))},
             "seconds": time.time() - t0,
         }

@@ -91,10 +91,10 @@ DEFAULT_POPULATION = "expert:2@0.9,novice:2@0.65,examples:1@0.9,lazy:1@0.8,spamm
 
 
 def reward_sources() -> tuple[str, ...]:
-    """Every reward source: the crowdstat methods (``crowdstat.estimators.METHODS``), then the non-crowd ones."""
+    """Every reward source: ``auto`` and the crowdstat methods (``crowdstat.estimators.METHODS``), then the non-crowd ones."""
     from crowdstat.estimators import METHODS
 
-    return tuple(METHODS) + NON_CROWD_SOURCES
+    return ("auto", *METHODS) + NON_CROWD_SOURCES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,8 +414,10 @@ class LoopConfig:
         ``["\\ndef", "\\nclass", "\\nif __name__"]`` for a pretrained code LLM; also used by the
         evaluation). Top-level ``temperature``, ``max_new_tokens`` and ``stop`` are accepted as
         shorthands for ``sampling.*``.
-    reward_source: a crowdstat method (``crowdstat.estimators.METHODS``), ``true_lines`` or
-        ``execution``. crowd_args: extra ``crowdstat fit`` options.
+    reward_source: ``auto`` (the default: ``crowdstat fit``'s default, a method chosen from the data and,
+        with 5 or more honeypot programs in the fit, calibrated on them), a crowdstat method
+        (``crowdstat.estimators.METHODS``; ``sequential`` is the paper's), ``true_lines`` or ``execution``.
+        crowd_args: extra ``crowdstat fit`` options.
     annotate: ``simulate``, ``pause`` (human round trip) or ``labelstudio`` (a Label Studio server,
         section ``labelstudio``: :class:`LabelStudioSpec`). population (a ``crowdstat.spec``
         population: compact string or list of objects), per_program (annotators per program; None =
@@ -436,7 +438,7 @@ class LoopConfig:
     prompts_per_round: int = 16
     samples: int = 8
     sampling: SamplingConfig = field(default_factory=_default_sampling)
-    reward_source: str = "sequential"
+    reward_source: str = "auto"
     crowd_args: list[str | int | float] = field(default_factory=list)
     annotate: str = "simulate"
     population: str | list[dict] = DEFAULT_POPULATION

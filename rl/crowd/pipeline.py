@@ -42,8 +42,9 @@ __all__ = ["ALLOCATIONS", "CROWD_METHODS", "SOURCES", "DEFAULT_POPULATION", "Sco
 #: how votes are asked for: ``fixed`` (``per_program`` annotators per program) or ``adaptive`` (``crowdstat next``)
 ALLOCATIONS = ("fixed", "adaptive")
 
-#: the crowdstat methods (its registry), each a reward source through ``crowdstat fit``
-CROWD_METHODS: tuple[str, ...] = tuple(METHODS)
+#: the crowdstat methods (its registry) and ``auto`` (its default: a method chosen from the data, calibrated
+#: with enough honeypots), each a reward source through ``crowdstat fit``
+CROWD_METHODS: tuple[str, ...] = ("auto", *METHODS)
 #: every reward source
 SOURCES: tuple[str, ...] = CROWD_METHODS + NON_CROWD_SOURCES
 
@@ -341,7 +342,13 @@ class CrowdRewarder:
             cmd += ["--truth", str(truth)]
         t0 = time.time()
         self._crowdstat(cmd[3:], votes)
-        info = {"fit_seconds": time.time() - t0}
+        info: dict = {"fit_seconds": time.time() - t0}
+        fit_json = out / "fit.json"
+        if fit_json.exists():  # what the fit said of itself: the method auto chose, its map, its warnings
+            d = json.loads(fit_json.read_text(encoding="utf-8")).get("diagnostics", {})
+            info["fit_method"] = (d.get("auto") or {}).get("chosen", self.source)
+            info["fit_calibration"] = (d.get("calibration") or {}).get("kind")
+            info["fit_warnings"] = [str(w) for w in d.get("warnings", [])]
         ann = out / "annotators.csv"
         if ann.exists():
             with open(ann, newline="") as f:

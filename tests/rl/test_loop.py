@@ -114,8 +114,27 @@ def test_crowd_rewarder_sources(tmp_path):
 
 
 def test_methods_come_from_the_crowdstat_registry():
-    assert CROWD_METHODS == tuple(METHODS)
-    assert SOURCES == tuple(METHODS) + ("true_lines", "execution")
+    assert CROWD_METHODS == ("auto", *METHODS)
+    assert SOURCES == ("auto", *METHODS) + ("true_lines", "execution")
+    assert LoopConfig(model="m").reward_source == "auto"  # crowdstat's default, calibrated with enough honeypots
+
+
+def test_crowd_rewarder_reports_what_the_fit_said(tmp_path):
+    b = make_benchmark(seed=0, n_train_per_template=4, n_heldout_per_template=1)
+    probs = b.train[:16]
+    items = [(f"p{i}", p, p.canonical_solution if i % 2 == 0 else b.buggy_completions(p)[0]) for i, p in enumerate(probs)]
+    pop = "expert:3@0.9,novice:3@0.7"
+    _, _, info = CrowdRewarder("auto", tmp_path / "a", population=pop, honeypot_fraction=0.5, seed=2).rewards(items, "b1")
+    d = json.loads((tmp_path / "a" / "b1" / "fit" / "fit.json").read_text())["diagnostics"]
+    truth = (tmp_path / "a" / "b1").glob("**/truth*.csv")
+    assert info["fit_method"] == d["auto"]["chosen"] and info["fit_method"] in ("em1", "em2", "proximal")
+    assert any(truth) and d["auto"].get("calibrate") == "auto"  # >= 5 honeypot programs: calibrated by default
+    assert info["fit_calibration"] == d["calibration"]["kind"] and info["fit_warnings"] == d.get("warnings", [])
+    # the paper's sequential update (lam = 1) saturates its weights: the warning reaches the rewarder's info
+    _, _, info = CrowdRewarder("sequential", tmp_path / "s", population=pop, honeypot_fraction=0.5, seed=2).rewards(items, "b1")
+    d = json.loads((tmp_path / "s" / "b1" / "fit" / "fit.json").read_text())["diagnostics"]
+    assert info["fit_method"] == "sequential" and info["fit_calibration"] is None
+    assert info["fit_warnings"] == d["warnings"] and any("|weight| >= 20" in w for w in info["fit_warnings"])
 
 
 def test_config_files(tmp_path):
@@ -148,9 +167,12 @@ def _check_tensorboard_tags(tb_dir):
     assert all(e.value > 0 for e in ea.Scalars("ppo/tokens/mean_len") + ea.Scalars("ppo/policy/entropy"))
 
 
-def test_loop_end_to_end_and_resume_equals_uninterrupted(tiny_model, tmp_path, monkeypatch):
+def test_loop_end_to_end_and_resume_equals_uninterrupted(tiny_model, tmp_path, monkeypatch, capsys):
     a = tmp_path / "a"
     st_a = run_rounds(_cfg(tiny_model, a), progress=False)
+    err = capsys.readouterr().err
+    said = {w for h in st_a["history"] for w in h.get("fit_warnings") or []}
+    assert st_a["history"][1]["fit_method"] == "sequential" and all(w in err for w in said)  # said once on stderr
     assert st_a["round"] == 2 and [h["round"] for h in st_a["history"]] == [0, 1, 2]
     lines = (a / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["round"] for x in lines] == [0, 1, 2]
