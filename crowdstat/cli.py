@@ -501,6 +501,14 @@ def _main_fit(args) -> int:
         f"crowdstat fit --method {args.method}{chose}: {t.n_votes} votes, {t.n_lines} lines, {t.n_programs} programs, "
         f"{t.n_annotators} annotators, {t.n_honeypots} honeypot lines -> {out}"
     )
+    cal = d.get("calibration") or {}
+    if "log_loss_after" in cal and cal.get("kind") == "none":
+        print(f"  calibration ({cal['requested']}): no map beat the raw posteriors on held-out honeypots; posteriors unchanged")
+    elif "log_loss_after" in cal:  # a map was fitted (calibrate=, or auto's default): say so, with its held-out effect
+        print(
+            f"  calibrated on the honeypots ({cal['kind']}): cross-fitted honeypot log-loss {cal['log_loss_before']:.4g} -> "
+            f"{cal['log_loss_after']:.4g}, ECE {cal['ece_before']:.3g} -> {cal['ece_after']:.3g}; lines.csv keeps posterior_raw"
+        )
     if res.method == "proximal" and "gap" in d:
         print(
             f"  objective {d['objective']:.6g}, dual {d['dual_value']:.6g}, gap {d['gap']:.3g} "

@@ -122,12 +122,16 @@ def test_auto_cli_calibrates_by_default_and_obeys_calibrate_none(sim, tmp_path):
     import sys
 
     base = [sys.executable, "-m", "crowdstat", "fit", str(sim / "votes.csv"), "--truth", str(sim / "truth.csv")]
-    subprocess.run([*base, "--out", str(tmp_path / "a")], check=True, capture_output=True)
-    subprocess.run([*base, "--calibrate", "none", "--out", str(tmp_path / "b")], check=True, capture_output=True)
+    ra = subprocess.run([*base, "--out", str(tmp_path / "a")], check=True, capture_output=True, text=True)
+    rb = subprocess.run([*base, "--calibrate", "none", "--out", str(tmp_path / "b")], check=True, capture_output=True, text=True)
+    said = [ln for ln in ra.stdout.splitlines() if ln.startswith("  calibrat")]
+    assert len(said) == 1 and not [ln for ln in rb.stdout.splitlines() if ln.startswith("  calibrat")]
     a = json.loads((tmp_path / "a" / "fit.json").read_text())
     b = json.loads((tmp_path / "b" / "fit.json").read_text())
     assert a["diagnostics"]["auto"]["calibrate"] == "auto" and "calibration" in a["diagnostics"]
     assert b["diagnostics"]["auto"]["calibrate"] == "none" and "calibration" not in b["diagnostics"]
+    kind = a["diagnostics"]["calibration"]["kind"]
+    assert (f"calibrated on the honeypots ({kind})" in said[0]) if kind != "none" else ("no map beat" in said[0])
 
 
 def test_auto_without_honeypots_compares_bic_of_the_em_models(sim):
