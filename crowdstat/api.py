@@ -270,6 +270,10 @@ def _fit_auto(votes, truth, programs, params: dict) -> FitResult:
         # With held-out posteriors at hand calibration is free, so it is on by default (calibrate="auto"), and each
         # candidate is scored as it would be delivered: after the map calibrate= would give it (docs/calibration.md).
         calibrate = "auto" if requested is None else requested
+        skipped = None
+        if requested is None:  # the default calibrates only where a map can be fitted, silently otherwise
+            kind, skipped = calibration.choose_kind("auto", int((t != 0).sum()), int((t > 0).sum()), len(hp_programs))
+            calibrate = "none" if kind is None else calibrate
         folds = calibration.honeypot_folds(lp, t, AUTO_FOLDS)  # seeded; the folds of calibrate= too
         held = {m: _heldout_posteriors(table, m, extra, params, folds) for m, extra in AUTO_CANDIDATES.items()}
         raw = {m: _heldout_loglik(table, m, extra, params, folds, held[m]) for m, extra in AUTO_CANDIDATES.items()}
@@ -281,6 +285,8 @@ def _fit_auto(votes, truth, programs, params: dict) -> FitResult:
             f"programs), {'raw' if calibrate == 'none' else f'after the calibration map calibrate={calibrate!r} gives each candidate'}"
         )
         record = {"scores_raw": raw, "maps": {m: k for m, (_, k) in scored.items()}, "calibrate": calibrate}
+        if requested is None and calibrate == "none":
+            record["calibrate_why"] = f"auto's default calibration skipped: {skipped}"
     else:
         calibrate = "none" if requested is None else requested
         scores, collapsed = {}, {}

@@ -147,3 +147,21 @@ def test_auto_without_honeypots_compares_bic_of_the_em_models(sim):
 def test_auto_rejects_method_parameters(sim):
     with pytest.raises(TypeError, match="takes only the common parameters"):
         cs.fit(str(sim / "votes.csv"), method="auto", lam=0.1)
+
+
+def test_auto_default_calibration_is_skipped_silently_where_no_map_can_be_fitted(sim, tmp_path):
+    """>= 5 honeypot programs but one truth class: the default does not calibrate and does not warn;
+    calibrate="auto" asked for explicitly still says why it did nothing."""
+    import pandas as pd
+
+    truth = pd.read_csv(sim / "truth.csv").assign(truth=1)
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    assert truth["program"].nunique() >= AUTO_FOLDS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = cs.fit(str(sim / "votes.csv"), str(tmp_path / "truth.csv"))
+    auto = r.diagnostics["auto"]
+    assert auto["calibrate"] == "none" and "one truth class" in auto["calibrate_why"] and "calibration" not in r.diagnostics
+    assert auto["scores"] == pytest.approx(auto["scores_raw"])
+    with pytest.warns(UserWarning, match="one truth class"):
+        cs.fit(str(sim / "votes.csv"), str(tmp_path / "truth.csv"), calibrate="auto")
