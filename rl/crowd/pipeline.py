@@ -33,20 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crowdstat.estimators import METHODS
 from crowdstat.io.atomic import atomic_write_csv, atomic_write_json
-from rl.config import DEFAULT_POPULATION, NON_CROWD_SOURCES
+from rl.config import DEFAULT_POPULATION, NON_CROWD_SOURCES, reward_sources
 
 __all__ = ["ALLOCATIONS", "CROWD_METHODS", "SOURCES", "DEFAULT_POPULATION", "Scored", "CrowdRewarder"]
 
 #: how votes are asked for: ``fixed`` (``per_program`` annotators per program) or ``adaptive`` (``crowdstat next``)
 ALLOCATIONS = ("fixed", "adaptive")
 
-#: the crowdstat methods (its registry) and ``auto`` (its default: a method chosen from the data, calibrated
-#: with enough honeypots), each a reward source through ``crowdstat fit``
-CROWD_METHODS: tuple[str, ...] = ("auto", *METHODS)
-#: every reward source
-SOURCES: tuple[str, ...] = CROWD_METHODS + NON_CROWD_SOURCES
+#: every reward source (``rl.config.reward_sources``)
+SOURCES: tuple[str, ...] = reward_sources()
+#: those through ``crowdstat fit``: ``auto`` (its default: a method chosen from the data, calibrated with
+#: enough honeypots) and the crowdstat methods (its registry)
+CROWD_METHODS: tuple[str, ...] = tuple(s for s in SOURCES if s not in NON_CROWD_SOURCES)
 
 _VOTES_HEADER = ["program", "line", "annotator", "label"]
 _TRUTH_HEADER = ["program", "line", "truth"]
