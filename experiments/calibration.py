@@ -14,7 +14,7 @@ docs/study.md, for every method, and never worse than before on the small sets.
 - methods: majority, em1, em2, proximal (latent; and supervised, centred, the default), sequential (defaults,
   lam = 1), auto; one fit each with
   ``calibrate="auto"`` and ``x64=True``: ``posterior_raw`` is "before", ``posterior`` "after";
-  ``auto`` chooses the map (none, temperature, platt, isotonic) by held-out log-loss on the
+  ``auto`` chooses the map (none, temperature, platt, affine, isotonic) by held-out log-loss on the
   honeypots (``calibration.select_map``); each cell records every candidate's held-out score;
 - ``floor``: the ECE a perfectly calibrated predictor with the "after" posteriors would show on
   the same number of lines (mean over 200 draws of y ~ Bernoulli(P)): the noise level of ECE itself.
@@ -70,7 +70,7 @@ SCENARIOS = {
 }
 CACHE = ROOT / "experiments" / "cache" / "calibration"
 #: the ``auto`` rule the cells were computed with (names the cache folder of the cells)
-RULE = "select-heldout-logloss"
+RULE = "select-heldout-logloss-affine"
 DOC = ROOT / "docs" / "calibration.md"
 MARKERS = {
     which: (f"<!-- calibration-table:{which}:start (experiments/calibration.py) -->", f"<!-- calibration-table:{which}:end -->")

@@ -8,6 +8,13 @@ applied to the posteriors of the lines without truth:
   when the posteriors separate the truth (the 0/1 posteriors of ``sequential``);
 - ``temperature``: the one-parameter special case b = 0 (g(1/2) = 1/2: the decisions at tau = 1/2
   and the ranking are unchanged);
+- ``affine``: g(p) = b + a p with g(0) = b and g(1) = a + b in [1e-6, 1 - 1e-6], the maximum-likelihood
+  fit (concave; projected Newton on the box) with Platt's smoothed targets. Written as
+  a p + (1 - a) c, c = b / (1 - a), it is a linear pool of the posterior and a constant: the
+  posterior is taken at face value with weight a and replaced by a base rate otherwise. It is the
+  shape of over-confident posteriors whose saturated ends are wrong at a fixed rate (EM with many
+  annotators of few votes each, whose estimated confusions sit at 0 or 1), which a sigmoid of the
+  logit cannot fit: logits of +-13.8 map to a constant only if the whole map is flat;
 - ``isotonic``: the monotone step function of pool-adjacent-violators (PAV), tied posteriors pooled
   first, linear between knots and constant beyond them (scikit-learn's ``IsotonicRegression`` with
   ``out_of_bounds="clip"``), then clipped to [1 / (2 (n + 1)), 1 - 1 / (2 (n + 1))] with n the
@@ -52,6 +59,7 @@ __all__ = [
     "log_loss",
     "clipped_logit",
     "fit_platt",
+    "fit_affine",
     "pav",
     "fit_isotonic",
     "fit_map",
@@ -74,7 +82,7 @@ KINDS = CALIBRATE
 FOLDS = 5
 #: ``auto``'s candidate maps, simplest first: the smallest held-out log-loss wins, a tie the simpler
 #: (``none`` is the identity, so ``auto`` never has a worse held-out score than not calibrating)
-CANDIDATES = ("none", "temperature", "platt", "isotonic")
+CANDIDATES = ("none", "temperature", "platt", "affine", "isotonic")
 #: ``auto`` calibrates only when each truth class has this many honeypot lines (else: not calibrated)
 MIN_PER_CLASS = 5
 #: ``auto`` has isotonic among its candidates only when each truth class has this many honeypot lines:
@@ -121,8 +129,9 @@ def log_loss(p, y, eps: float = LOGIT_EPS) -> float:
 
 @dataclass(frozen=True)
 class CalibrationMap:
-    """A fitted map: ``platt`` / ``temperature`` (a, b), ``isotonic`` (knots x -> y, clipped to [lo, hi]) or
-    ``none`` (the identity, ``auto``'s choice when no map beats it)."""
+    """A fitted map: ``platt`` / ``temperature`` (a, b: sigmoid(a logit(p) + b)), ``affine`` (a, b: b + a p),
+    ``isotonic`` (knots x -> y, clipped to [lo, hi]) or ``none`` (the identity, ``auto``'s choice when no
+    map beats it)."""
 
     kind: str
     a: float = 1.0
@@ -138,6 +147,8 @@ class CalibrationMap:
             return p.copy()
         if self.kind == "isotonic":
             return np.clip(np.interp(p, self.x, self.y), self.lo, self.hi)
+        if self.kind == "affine":
+            return self.b + self.a * np.clip(p, 0.0, 1.0)
         return _sigmoid(self.a * clipped_logit(p) + self.b)
 
     def record(self) -> dict:
@@ -145,6 +156,8 @@ class CalibrationMap:
             return {"kind": "none", "formula": "p (the identity)"}
         if self.kind == "isotonic":
             return {"kind": self.kind, "knots_posterior": list(self.x), "knots_calibrated": list(self.y), "clip": [self.lo, self.hi]}
+        if self.kind == "affine":
+            return {"kind": self.kind, "a": self.a, "b": self.b, "formula": "b + a * p"}
         return {"kind": self.kind, "a": self.a, "b": self.b, "formula": "sigmoid(a * logit(clip(p, 1e-6, 1 - 1e-6)) + b)"}
 
 
@@ -196,6 +209,50 @@ def fit_platt(p, y, temperature: bool = False, max_iter: int = 100) -> Calibrati
     return CalibrationMap("temperature" if temperature else "platt", a=a, b=b)
 
 
+def fit_affine(p, y, max_iter: int = 100) -> CalibrationMap:
+    """The map g(p) = b + a p maximising the log-likelihood of Platt's smoothed targets (module
+    docstring) over g(0) = b and g(1) = a + b in [LOGIT_EPS, 1 - LOGIT_EPS] (a < 0 allowed, as Platt's).
+
+    Every g(p) is a convex combination of g(0) and g(1), so the log-likelihood is finite and concave on
+    that box: projected Newton (variables at a bound whose gradient points out of the box held fixed),
+    with a backtracking search along the projected path that never lets the log-likelihood decrease."""
+    p, yy = _check_pairs(p, y)
+    n_pos, n_neg = yy.sum(), yy.size - yy.sum()
+    target = np.where(yy > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    X = np.stack([1 - p, p], 1)  # g(p) = X @ (g(0), g(1))
+    lb, ub = LOGIT_EPS, 1 - LOGIT_EPS
+
+    def nll(th):
+        q = X @ th
+        return float(-np.sum(target * np.log(q) + (1 - target) * np.log1p(-q)))
+
+    theta = np.clip(np.linalg.lstsq(X, target, rcond=None)[0], lb, ub)  # least squares: a feasible start
+    f = nll(theta)
+    for _ in range(max_iter):
+        q = X @ theta
+        grad = -X.T @ (target / q - (1 - target) / (1 - q))
+        hess = (X * (target / q**2 + (1 - target) / (1 - q) ** 2)[:, None]).T @ X + 1e-10 * np.eye(2)
+        free = ~(((theta <= lb) & (grad > 0)) | ((theta >= ub) & (grad < 0)))
+        if not free.any():
+            break
+        step = np.zeros(2)
+        step[free] = np.linalg.solve(hess[np.ix_(free, free)], grad[free])
+        t, fn, new = 1.0, f, theta
+        while t > 1e-10:  # backtracking along the projected path: the log-likelihood never decreases
+            new = np.clip(theta - t * step, lb, ub)
+            fn = nll(new)
+            if fn <= f:
+                break
+            t *= 0.5
+        else:
+            break
+        done = abs(f - fn) <= 1e-13 * max(1.0, abs(f)) or np.max(np.abs(new - theta)) < 1e-12
+        theta, f = new, fn
+        if done:
+            break
+    return CalibrationMap("affine", a=float(theta[1] - theta[0]), b=float(theta[0]))
+
+
 def pav(x, y, w=None) -> tuple[np.ndarray, np.ndarray]:
     """Weighted isotonic (non-decreasing) least-squares fit of y on x by pool-adjacent-violators.
 
@@ -235,12 +292,14 @@ def fit_isotonic(p, y) -> CalibrationMap:
 
 
 def fit_map(kind: str, p, y) -> CalibrationMap:
-    """Fit a map of ``kind`` (``platt``, ``temperature`` or ``isotonic``) on (posterior, truth) pairs."""
+    """Fit a map of ``kind`` (``platt``, ``temperature``, ``affine`` or ``isotonic``) on (posterior, truth) pairs."""
     if kind == "isotonic":
         return fit_isotonic(p, y)
+    if kind == "affine":
+        return fit_affine(p, y)
     if kind in ("platt", "temperature"):
         return fit_platt(p, y, temperature=kind == "temperature")
-    raise ValueError(f"calibration map: expected platt, temperature or isotonic, got {kind!r}")
+    raise ValueError(f"calibration map: expected platt, temperature, affine or isotonic, got {kind!r}")
 
 
 def choose_kind(requested: str, n_lines: int, n_pos: int, n_programs: int) -> tuple[str | None, str]:

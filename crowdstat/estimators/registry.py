@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 SOLVERS = ("auto", "newton", "fista")
-CALIBRATE = ("none", "auto", "platt", "temperature", "isotonic")  # crowdstat.estimators.calibration, docs/calibration.md
+CALIBRATE = ("none", "auto", "platt", "temperature", "affine", "isotonic")  # crowdstat.estimators.calibration, docs/calibration.md
 INTERVAL_METHODS = ("laplace", "bootstrap")  # crowdstat.estimators.intervals
 TRAJECTORY_AUTO_LIMIT = 20_000_000  # sequential keeps its (n_tasks x n_annotators) trajectory up to this many floats
 
@@ -160,7 +160,7 @@ class CommonConfig(Config):
     calibrate: str = _param(
         "none",
         "recalibrate the posteriors of the lines without truth by a map fitted on cross-fitted honeypot posteriors "
-        "(5 refits; docs/calibration.md): auto = the map (none, temperature, platt, isotonic with >= 20 lines of each "
+        "(5 refits; docs/calibration.md): auto = the map (none, temperature, platt, affine, isotonic with >= 20 lines of each "
         "class) of smallest held-out log-loss on the honeypots, none with under 5 lines of a class; method auto with >= 5 "
         "honeypot programs calibrates (auto) unless told otherwise, its held-out posteriors being already there",
         "--calibrate",

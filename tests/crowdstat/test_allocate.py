@@ -203,7 +203,7 @@ def test_cli_next_auto_reads_calibrated_posteriors_by_default(tmp_path):
     assert main(["next", *args, str(tmp_path / "b"), "--calibrate", "none"]) == 0
     a = json.loads((tmp_path / "a" / "next.json").read_text())
     b = json.loads((tmp_path / "b" / "next.json").read_text())
-    assert a["calibration"] in ("none", "temperature", "platt", "isotonic") and b["calibration"] is None
+    assert a["calibration"] in ("none", "temperature", "platt", "affine", "isotonic") and b["calibration"] is None
     fit = crowdstat.fit(str(tmp_path / "votes.csv"), str(tmp_path / "truth.csv"))
     assert a["calibration"] == fit.diagnostics["calibration"]["kind"] and a["method"] == fit.method
 

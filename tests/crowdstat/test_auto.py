@@ -80,7 +80,7 @@ def _calibrated_score(sim, method, extra):
             )
     best = {}
     n_pos = int((t[t != 0] > 0).sum())
-    kinds = ["none", "temperature", "platt"] + (["isotonic"] if min(n_pos, int((t != 0).sum()) - n_pos) >= 20 else [])
+    kinds = ["none", "temperature", "platt", "affine"] + (["isotonic"] if min(n_pos, int((t != 0).sum()) - n_pos) >= 20 else [])
     for kind in kinds:
         p = held.copy()
         for i, lines in enumerate(folds):

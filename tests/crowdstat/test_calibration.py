@@ -96,7 +96,7 @@ def test_platt_stays_finite_on_separable_zero_one_posteriors():
 
 
 @settings(max_examples=40, deadline=None)
-@given(pairs(min_size=4), st.sampled_from(["platt", "temperature", "isotonic"]))
+@given(pairs(min_size=4), st.sampled_from(["platt", "temperature", "affine", "isotonic"]))
 def test_maps_are_monotone_and_in_unit_interval(data, kind):
     p, y = data
     g = C.fit_map(kind, p, y)
@@ -104,12 +104,12 @@ def test_maps_are_monotone_and_in_unit_interval(data, kind):
     out = g(grid)
     assert np.all((out >= 0) & (out <= 1)) and np.all(np.isfinite(out))
     d = np.diff(out)
-    assert np.all(d >= -1e-12) or np.all(d <= 1e-12)  # Platt may turn a map around (a < 0), never bends it
+    assert np.all(d >= -1e-12) or np.all(d <= 1e-12)  # Platt / affine may turn a map around (a < 0), never bend it
     if kind == "isotonic":
         assert np.all(d >= -1e-12)
 
 
-@pytest.mark.parametrize("kind", ["platt", "temperature", "isotonic"])
+@pytest.mark.parametrize("kind", ["platt", "temperature", "affine", "isotonic"])
 def test_maps_are_near_identity_on_calibrated_data(kind):
     rng = np.random.default_rng(7)
     p = rng.beta(0.7, 0.7, 20_000)
@@ -117,8 +117,56 @@ def test_maps_are_near_identity_on_calibrated_data(kind):
     g = C.fit_map(kind, p, y)
     grid = np.linspace(0.02, 0.98, 49)
     assert np.max(np.abs(g(grid) - grid)) < (0.06 if kind == "isotonic" else 0.02)
-    if kind != "isotonic":
+    if kind != "isotonic":  # the identity: a = 1, b = 0 for platt / temperature (logit) and affine (probability)
         assert g.a == pytest.approx(1, abs=0.05) and g.b == pytest.approx(0, abs=0.05)
+
+
+def _affine_reference(p, y):
+    """scipy's bounded L-BFGS-B from three starts on the same objective: (g(0), g(1)) in [1e-6, 1 - 1e-6]^2
+    maximising the log-likelihood of Platt's smoothed targets."""
+    from scipy.optimize import minimize
+
+    yy = (np.asarray(y) > 0).astype(float)
+    n_pos, n_neg = yy.sum(), yy.size - yy.sum()
+    tgt = np.where(yy > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    X = np.stack([1 - p, p], 1)
+
+    def nll(th):
+        q = X @ th
+        return -np.sum(tgt * np.log(q) + (1 - tgt) * np.log1p(-q))
+
+    runs = [
+        minimize(nll, x0, method="L-BFGS-B", bounds=[(1e-6, 1 - 1e-6)] * 2, options={"ftol": 1e-15, "gtol": 1e-12})
+        for x0 in ([0.3, 0.7], [0.7, 0.3], [0.5, 0.5])
+    ]
+    return nll, min(runs, key=lambda r: r.fun)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pairs(min_size=2, max_size=200))
+def test_affine_reaches_the_bounded_maximum_likelihood(data):
+    """fit_affine's projected Newton against scipy's L-BFGS-B on the same concave problem: never a worse
+    log-likelihood (and the same map where the optimum is unique, i.e. two distinct posteriors)."""
+    p, y = data
+    g = C.fit_affine(p, y)
+    nll, ref = _affine_reference(p, y)
+    ours = nll(np.array([g.b, g.a + g.b]))
+    assert ours <= ref.fun + 1e-7 * max(1.0, abs(ref.fun))
+    assert 1e-6 <= g.b <= 1 - 1e-6 and 1e-6 - 1e-15 <= g.a + g.b <= 1 - 1e-6 + 1e-15
+    if np.unique(p).size >= 2 and np.all((ref.x > 1e-4) & (ref.x < 1 - 1e-4)):
+        assert np.allclose([g.b, g.a + g.b], ref.x, atol=1e-4)
+
+
+def test_affine_recovers_a_planted_linear_pool():
+    """P(correct | p) = 0.2 + 0.6 p (a posterior right as it stands with weight 0.6, else a coin of 0.5):
+    the fit finds a = 0.6, b = 0.2; Platt cannot (no sigmoid of the logit is linear in p)."""
+    rng = np.random.default_rng(5)
+    p = rng.random(40_000)
+    y = np.where(rng.random(p.size) < 0.2 + 0.6 * p, 1, -1)
+    g = C.fit_affine(p, y)
+    assert g.a == pytest.approx(0.6, abs=0.02) and g.b == pytest.approx(0.2, abs=0.01)
+    grid = np.linspace(0, 1, 11)
+    assert np.max(np.abs(C.fit_platt(p, y)(grid) - (0.2 + 0.6 * grid))) > 0.03
 
 
 def test_ece_and_log_loss_match_the_study_metrics():
@@ -136,7 +184,7 @@ def test_ece_and_log_loss_match_the_study_metrics():
 def test_choose_kind_thresholds():
     """The counts that skip calibration, and ``auto`` handed on to the data-driven choice."""
     kind, why = C.choose_kind("auto", 2000, 900, 400)
-    assert kind == "auto" and "none, temperature, platt, isotonic" in why
+    assert kind == "auto" and "none, temperature, platt, affine, isotonic" in why
     assert C.choose_kind("auto", 100, C.MIN_PER_CLASS - 1, 20)[0] is None
     assert C.choose_kind("auto", 100, C.MIN_PER_CLASS, 20)[0] == "auto"
     assert C.choose_kind("isotonic", 10, 3, 2)[0] == "isotonic"  # asked for: fitted even when small
@@ -150,15 +198,15 @@ def test_choose_kind_thresholds():
 
 def test_auto_candidates_leave_out_isotonic_on_few_lines_of_a_class():
     m = C.ISOTONIC_MIN_PER_CLASS
-    assert C.auto_candidates(m, m) == (["none", "temperature", "platt", "isotonic"], {})
+    assert C.auto_candidates(m, m) == (["none", "temperature", "platt", "affine", "isotonic"], {})
     kinds, excluded = C.auto_candidates(500, m - 1)
-    assert kinds == ["none", "temperature", "platt"] and f"({500} correct, {m - 1} wrong)" in excluded["isotonic"]
-    assert C.auto_candidates(m - 1, 500)[0] == ["none", "temperature", "platt"]
+    assert kinds == ["none", "temperature", "platt", "affine"] and f"({500} correct, {m - 1} wrong)" in excluded["isotonic"]
+    assert C.auto_candidates(m - 1, 500)[0] == ["none", "temperature", "platt", "affine"]
 
 
 def _reference_scores(kinds, p, y, lp, k=C.FOLDS):
     """Slow plain-numpy nested score: folds of whole honeypot programs (seeded permutation dealt
-    round-robin), each kind fitted by scikit-learn on the other folds' pairs, then a per-line loop."""
+    round-robin), each kind fitted by scikit-learn (affine: scipy) on the other folds' pairs, then a per-line loop."""
     progs = np.random.default_rng(0).permutation(np.unique(lp))
     k = min(k, len(progs))
     fold_of = {int(g): i % k for i, g in enumerate(progs)}
@@ -174,6 +222,9 @@ def _reference_scores(kinds, p, y, lp, k=C.FOLDS):
                 iso = IsotonicRegression(out_of_bounds="clip").fit(p[train], (y[train] > 0).astype(float))
                 eps = 0.5 / (train.sum() + 1)
                 q[test] = np.clip(iso.predict(p[test]), eps, 1 - eps)
+            elif kind == "affine":
+                g0, g1 = _affine_reference(p[train], y[train])[1].x
+                q[test] = [g0 + (g1 - g0) * v for v in p[test]]
             else:
                 a, b = _platt_reference(p[train], y[train], kind == "temperature")
                 q[test] = [1 / (1 + math.exp(-(a * C.clipped_logit(v) + b))) for v in p[test]]
@@ -283,6 +334,28 @@ def test_auto_prefers_isotonic_on_a_step_miscalibration():
     assert out[-3:] == pytest.approx([0.3, 0.3, 0.9], abs=0.08) and np.array_equal(out[:-3], p)
 
 
+def test_auto_prefers_affine_on_saturated_over_confident_posteriors():
+    """The shape of EM on a crowd of many annotators with few votes each (trec2011, docs/calibration.md):
+    most posteriors saturated at 0 or 1 but wrong at a fixed rate there, and P(correct | p) = 0.25 + 0.5 p
+    throughout. A sigmoid of the (clipped) logit cannot send +-13.8 to 0.75 / 0.25 without flattening
+    the middle; the affine map can, and auto picks it by held-out log-loss (before it, auto had no
+    such candidate and picked temperature)."""
+    rng = np.random.default_rng(8)
+    lp = np.repeat(np.arange(500), 3)
+    u = rng.random(lp.size)
+    p = np.where(u < 0.35, rng.random(lp.size) * 1e-8, np.where(u < 0.7, 1 - rng.random(lp.size) * 1e-8, rng.random(lp.size)))
+    y = np.where(rng.random(lp.size) < 0.25 + 0.5 * p, 1, -1)
+    truth = np.concatenate([y, np.zeros(3, int)])
+    post = np.concatenate([p, [0.0, 0.5, 1.0]])
+    held = np.concatenate([p, np.full(3, np.nan)])
+    out, rec = C.recalibrate("auto", post, truth, np.concatenate([lp, [999] * 3]), None, heldout=held)
+    cand = rec["selection"]["candidates"]
+    sigmoid_or_step = min(cand[k]["log_loss"] for k in ("temperature", "platt", "isotonic"))
+    assert rec["kind"] == "affine" and sigmoid_or_step - cand["affine"]["log_loss"] > 0.005
+    assert out[-3:] == pytest.approx([0.25, 0.5, 0.75], abs=0.035)
+    assert rec["map"]["formula"] == "b + a * p" and rec["ece_after"] < rec["ece_before"]
+
+
 def test_auto_record_fields():
     """recalibrate's record under auto: every candidate's held-out score, the choice and why."""
     rng = np.random.default_rng(2)
@@ -332,7 +405,7 @@ def test_bad_pairs_and_kinds():
         C.fit_platt([0.2, 0.3], [1])
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         C.fit_isotonic([0.2, np.nan], [1, -1])
-    with pytest.raises(ValueError, match="expected platt, temperature or isotonic"):
+    with pytest.raises(ValueError, match="expected platt, temperature, affine or isotonic"):
         C.fit_map("auto", [0.2, 0.3], [1, -1])
 
 
@@ -496,7 +569,7 @@ def test_bad_calibrate_values(sim, tmp_path):
     assert r.returncode == 2 and "--calibrate" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("kind", ["platt", "temperature", "isotonic"])
+@pytest.mark.parametrize("kind", ["platt", "temperature", "affine", "isotonic"])
 def test_record_round_trip_and_interval_columns(kind):
     rng = np.random.default_rng(11)
     p = rng.random(300)
