@@ -36,6 +36,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -184,7 +185,7 @@ class _Run:
     sandbox: Any
     rewarder: CrowdRewarder
     tb: Any
-    warned: set = dataclasses.field(default_factory=set)  # crowdstat's warnings already shown
+    warned: set = dataclasses.field(default_factory=set)  # the kinds of crowdstat warnings already shown (say_fit_warnings)
 
     def commit(self, state: dict) -> None:
         atomic_write_json(self.out / "state.json", state)
@@ -300,6 +301,25 @@ def _human_votes(run: _Run, rnd: int, rdir: Path) -> tuple[Path | None, Path | N
     return votes_file, (rdir / "truth.csv" if (rdir / "truth.csv").exists() else None)
 
 
+def warning_kind(message: str) -> str:
+    """A warning with its numbers replaced by ``#``: the same degeneracy with other figures is the same kind."""
+    return re.sub(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", "#", message)
+
+
+def say_fit_warnings(warned: set, rnd: int, method: str, messages: list[str]) -> list[str]:
+    """Print each kind (:func:`warning_kind`) of crowdstat fit warning once per run on stderr (every round's
+    warnings, with their figures, are in metrics.jsonl); ``warned`` holds the kinds already said. Returns the
+    lines printed."""
+    said = []
+    for w in messages:
+        kind = warning_kind(w)
+        if kind not in warned:
+            warned.add(kind)
+            said.append(f"rl loop: warning: round {rnd}: crowdstat fit ({method}): {w} (said once per run; each round's in metrics.jsonl)")
+            print(said[-1], file=sys.stderr)
+    return said
+
+
 def _reward(run: _Run, rnd: int, rdir: Path, rollouts: list) -> tuple[dict, list, dict]:
     """Stages 2-3: annotate + aggregate; the round's reward records (``rdir/rewards.jsonl``), scored programs, info."""
     from rl.crowd.rewards import load_rewards
@@ -307,10 +327,7 @@ def _reward(run: _Run, rnd: int, rdir: Path, rollouts: list) -> tuple[dict, list
     votes_file, truth_file = _human_votes(run, rnd, rdir)
     items = [(r.program, run.by_task[r.task_id], r.completion) for r in rollouts]
     _, scored, info = run.rewarder.rewards(items, f"r{rnd:03d}", votes_file, truth_file)
-    for w in info.get("fit_warnings", []):  # a degenerate fit says so (once per message; every round's are in metrics.jsonl)
-        if w not in run.warned:
-            run.warned.add(w)
-            print(f"rl loop: warning: round {rnd}: crowdstat fit ({info.get('fit_method', run.cfg.reward_source)}): {w}", file=sys.stderr)
+    say_fit_warnings(run.warned, rnd, info.get("fit_method", run.cfg.reward_source), info.get("fit_warnings", []))
     shutil.copyfile(run.out / "crowdwork" / f"r{rnd:03d}" / "rewards.jsonl", rdir / "rewards.jsonl")
     return load_rewards(rdir / "rewards.jsonl", rollouts), scored, info
 
