@@ -263,6 +263,53 @@ def write_doc_tables(summary: list[dict], path: Path = DOC) -> None:
     atomic_write_text(path, text)
 
 
+FIGURE = ROOT / "docs" / "figures" / "calibration_ece.png"
+
+
+def plot(summary: list[dict], path: Path = FIGURE) -> None:
+    """ECE before (open) and after (filled) recalibration per data set and method, with the noise floor
+    (grey dash) and the 0.03 target; simulations: the ECE pooled over the replicates (docs/calibration.md)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(s["method"] for s in summary))
+    colors = dict(zip(methods, plt.get_cmap("tab10").colors, strict=False))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True, gridspec_kw={"width_ratios": [8, 5]})
+    for ax, kind in zip(axes, ("real", "simulated"), strict=True):
+        rows = [s for s in summary if (s["kind_of_data"] == "real") == (kind == "real")]
+        datas = list(dict.fromkeys(s["data"] for s in rows))
+        width = 0.8 / len(methods)
+        for s in rows:
+            x = datas.index(s["data"]) - 0.4 + (methods.index(s["method"]) + 0.5) * width
+            after = s["ece_after"]["mean"] if kind == "real" else s["ece_after_pooled"]
+            floor = s["floor"]["mean"] if kind == "real" else s["floor_pooled"]
+            c = colors[s["method"]]
+            ax.plot([x, x], [s["ece_before"]["mean"], after], color=c, lw=0.8, alpha=0.6)
+            ax.scatter([x], [s["ece_before"]["mean"]], facecolors="none", edgecolors=[c], s=22, lw=0.9)
+            ax.scatter([x], [after], color=c, s=22, label=s["method"] if datas.index(s["data"]) == 0 else None)
+            ax.plot([x - width / 2, x + width / 2], [floor, floor], color="0.55", lw=1.2)
+        ax.axhline(0.03, color="crimson", ls="--", lw=1, label="target 0.03" if kind == "real" else None)
+        ax.set_xticks(range(len(datas)))
+        labels = [f"{d}\n({int(next(s['n_gold'] for s in rows if s['data'] == d))} gold)" for d in datas] if kind == "real" else datas
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7.5)
+        ax.set_yscale("log")
+        ax.set_title(
+            "real sets: mean ECE over 5 splits" if kind == "real" else "simulations: ECE pooled over 10 replicates (before: per replicate)",
+            fontsize=9,
+        )
+        ax.grid(axis="y", alpha=0.3, which="both")
+    axes[0].set_ylabel("ECE (10 bins), eval lines")
+    axes[0].legend(fontsize=7, ncol=4, loc="lower left")
+    title = "Recalibration from honeypots (calibrate='auto'): open = raw posteriors, filled = after the map, grey = noise floor"
+    fig.suptitle(title, fontsize=9.5)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 splits / replicates, small sets and 2 scenarios")
@@ -292,6 +339,9 @@ def main(argv=None) -> int:
     if args.report_only:
         res = json.loads(out_path.read_text())
         print(table(res["summary"], "real") + "\n\n" + table(res["summary"], "simulated"))
+        if not custom:
+            plot(res["summary"])
+            print(f"wrote {FIGURE.relative_to(ROOT)}")
         return 0
     sets = args.sets.split(",") if args.sets else (["bluebirds", "rte"] if args.quick else REAL_SETS)
     scen = list(SCENARIOS)[: args.scenarios if args.scenarios is not None else (2 if args.quick else None)]
@@ -328,7 +378,8 @@ def main(argv=None) -> int:
     print(f"wrote {out_path.relative_to(ROOT)}")
     if not custom and not CACHED_ONLY["missing"]:
         write_doc_tables(summary)
-        print(f"wrote the tables of {DOC.relative_to(ROOT)}")
+        plot(summary)
+        print(f"wrote the tables of {DOC.relative_to(ROOT)} and {FIGURE.relative_to(ROOT)}")
     return 0
 
 
