@@ -226,7 +226,12 @@ def fit_affine(p, y, max_iter: int = 100) -> CalibrationMap:
         q = X @ th
         return float(-np.sum(target * np.log(q) + (1 - target) * np.log1p(-q)))
 
-    theta = np.clip(np.linalg.lstsq(X, target, rcond=None)[0], lb, ub)  # least squares: a feasible start
+    # start: least squares with a tiny ridge towards the identity (g(0), g(1)) = (0, 1), clipped into the box.
+    # Where the data identify g it changes nothing (the optimum is unique); an end they do not identify (every
+    # posterior 0, say) stays at the identity's instead of an arbitrary value that could turn the map around.
+    ridge = 1e-8 * max(1.0, float(p.size))
+    theta = np.linalg.solve(X.T @ X + ridge * np.eye(2), X.T @ target + ridge * np.array([0.0, 1.0]))
+    theta = np.clip(theta, lb, ub)
     f = nll(theta)
     for _ in range(max_iter):
         q = X @ theta

@@ -157,6 +157,15 @@ def test_affine_reaches_the_bounded_maximum_likelihood(data):
         assert np.allclose([g.b, g.a + g.b], ref.x, atol=1e-4)
 
 
+def test_affine_leaves_an_end_without_data_at_the_identity():
+    """Every held-out posterior 0: g(0) is fitted, g(1) is not identified and stays at 1 - 1e-6 (a least-squares
+    start put it at 1e-6 and turned the map around)."""
+    g = C.fit_affine(np.zeros(3), np.array([1, -1, 1]))  # Platt's targets 3/4, 1/3, 3/4: their mean at p = 0
+    assert g.b == pytest.approx((3 / 4 + 1 / 3 + 3 / 4) / 3, rel=1e-6) and g.a + g.b == pytest.approx(1 - 1e-6)
+    h = C.fit_affine(np.ones(4), np.array([1, 1, 1, -1]))  # targets 4/5 (x3), 1/3 at p = 1; g(0) stays at 1e-6
+    assert h.b == pytest.approx(1e-6) and h.a + h.b == pytest.approx((3 * 4 / 5 + 1 / 3) / 4, rel=1e-6)
+
+
 def test_affine_recovers_a_planted_linear_pool():
     """P(correct | p) = 0.2 + 0.6 p (a posterior right as it stands with weight 0.6, else a coin of 0.5):
     the fit finds a = 0.6, b = 0.2; Platt cannot (no sigmoid of the logit is linear in p)."""
