@@ -40,7 +40,8 @@ study = importlib.import_module("calibration")  # experiments/calibration.py: it
 
 #: the calibration study's methods (experiments/calibration.py) but auto, whose candidates are these
 METHODS = {k: v for k, v in study.METHODS.items() if k != "auto"}
-WITHOUT = ("none", "temperature", "platt", "isotonic")
+#: auto's candidates before the affine map joined them
+WITHOUT = tuple(k for k in C.CANDIDATES if k != "affine")
 OUT = ROOT / "experiments" / "results" / "calibration_affine.json"
 #: where a run other than the committed configuration (10 replicates, offset 1000, every method) writes
 CUSTOM = ROOT / "experiments" / "cache" / "calibration_affine" / "custom.json"
