@@ -76,6 +76,9 @@ MARKERS = {
     which: (f"<!-- calibration-table:{which}:start (experiments/calibration.py) -->", f"<!-- calibration-table:{which}:end -->")
     for which in ("real", "simulated")
 }
+#: --small-sets N: the sets with < BIG_GOLD gold items on N splits, paired after - before per split
+SMALL_RESULTS = ROOT / "experiments" / "results" / "calibration_small.json"
+SMALL_MARKERS = ("<!-- calibration-table:small:start (experiments/calibration.py --small-sets) -->", "<!-- calibration-table:small:end -->")
 #: --cached-only: summarize the cells already computed, compute nothing (the missing ones are listed)
 CACHED_ONLY = {"on": False, "missing": []}
 
@@ -284,6 +287,73 @@ def write_doc_tables(summary: list[dict], path: Path = DOC) -> None:
     atomic_write_text(path, text)
 
 
+def paired(rows: list[dict]) -> list[dict]:
+    """Per (set, method): ECE and log-loss after - before on the same split, mean with a 95% interval
+    (percentile bootstrap for ECE, in [-1, 1]; Student t for log-loss), and the means themselves."""
+    from crowdstat.study.metrics import replicate_interval
+
+    out = []
+    for (data, m), g in pd.DataFrame(rows).groupby(["data", "method"], sort=False):
+        g = g.sort_values("split")
+        d_ece = replicate_interval((g["ece_after"] - g["ece_before"]).to_numpy(np.float64), bounds=(-1.0, 1.0))
+        d_ll = replicate_interval((g["log_loss_after"] - g["log_loss_before"]).to_numpy(np.float64))
+        rec = {"data": data, "method": m, "n_gold": int(g["n_gold"].iloc[0]), "splits": len(g), "maps": g["kind"].value_counts().to_dict()}
+        for k in ("ece_before", "ece_after", "log_loss_before", "log_loss_after"):
+            rec[k] = float(g[k].mean())
+        rec["d_ece"] = {k: float(d_ece[k]) for k in ("mean", "lo", "hi")}
+        rec["d_log_loss"] = {k: float(d_ll[k]) for k in ("mean", "lo", "hi")}
+        out.append(rec)
+    return out
+
+
+def small_table(rows: list[dict]) -> str:
+    """The small sets' paired table: the check (after <= before in the means) and whether a difference is measurable."""
+    head = "| data | method | maps | ECE before → after | ECE after - before [95%] | log-loss before → after | "
+    head += "log-loss after - before [95%] | check | the difference |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        d = r["d_ece"]
+        verdict = "lower" if d["hi"] < 0 else ("HIGHER" if d["lo"] > 0 else "not measurable (interval holds 0)")
+        maps = ", ".join(f"{k} {v}" for k, v in r["maps"].items())
+        dl = r["d_log_loss"]
+        lines.append(
+            f"| {r['data']} ({r['n_gold']} gold) | {r['method']} | {maps} | {_f(r['ece_before'])} → {_f(r['ece_after'])} | "
+            f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] | {_f(r['log_loss_before'])} → {_f(r['log_loss_after'])} | "
+            f"{dl['mean']:+.3f} [{dl['lo']:+.3f}, {dl['hi']:+.3f}] | "
+            f"{'met' if r['ece_after'] <= r['ece_before'] else 'MISSED'} (after <= before) | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def write_small_table(rows: list[dict], splits: int, path: Path = DOC) -> None:
+    text = path.read_text()
+    start, end = SMALL_MARKERS
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise SystemExit(f"{path}: the markers {start!r} ... {end!r} are missing; the table was not written")
+    body = f"Command: `.venv/bin/python experiments/calibration.py --small-sets {splits}` "
+    body += f"({splits} seeded splits per set, seeds 0..{splits - 1}).\n\n"
+    atomic_write_text(path, text[: i + len(start)] + "\n\n" + body + small_table(rows) + "\n\n" + text[j:])
+
+
+def small_sets(splits: int, report_only: bool) -> int:
+    """--small-sets: the sets with fewer than BIG_GOLD gold items, ``splits`` splits, every method (cells cached as usual)."""
+    if report_only:
+        res = json.loads(SMALL_RESULTS.read_text())
+    else:
+        from tqdm.auto import tqdm
+
+        sets = [s for s in REAL_SETS if len(datasets.load(s)[1]) < BIG_GOLD]
+        bar = tqdm(total=len(METHODS) * len(sets) * splits, desc="calibration, small sets", unit="fit")
+        rows = [r for s in sets for r in real_cells(s, splits, list(METHODS), bar)]
+        bar.close()
+        res = {"meta": {"splits": splits, "sets": sets, "rule": RULE, "date": time.strftime("%Y-%m-%d")}, "paired": paired(rows)}
+        atomic_write_text(SMALL_RESULTS, json.dumps(res, indent=1) + "\n")
+    write_small_table(res["paired"], res["meta"]["splits"])
+    print(small_table(res["paired"]))
+    return 0
+
+
 FIGURE = ROOT / "docs" / "figures" / "calibration_ece.png"
 
 
@@ -344,10 +414,21 @@ def main(argv=None) -> int:
         type=int,
         help="sensitivity run: auto's isotonic guard (calibration.ISOTONIC_MIN_PER_CLASS) set to N; written under the cache only",
     )
+    ap.add_argument(
+        "--small-sets",
+        type=int,
+        metavar="N",
+        help="the sets with < 1,000 gold items on N splits, ECE after - before paired per split "
+        "(experiments/results/calibration_small.json, its table in docs/calibration.md)",
+    )
     ap.add_argument("--report-only", action="store_true", help="print the tables of the results already written")
     ap.add_argument("--cached-only", action="store_true", help="summarize the cached cells only (a run cut short); lists the missing")
     args = ap.parse_args(argv)
     CACHED_ONLY["on"] = args.cached_only
+    if args.small_sets is not None:
+        if args.small_sets < 3:
+            ap.error("--small-sets: at least 3 splits (an interval needs 3)")
+        return small_sets(args.small_sets, args.report_only)
     global RULE
     if args.isotonic_min_per_class is not None:  # a sensitivity run: its own cells, never the results or the docs
         C.ISOTONIC_MIN_PER_CLASS = args.isotonic_min_per_class
