@@ -236,28 +236,39 @@ def report(results: dict, anchors: dict, sets: list[str], splits: int) -> str:
     return "\n".join(L) + "\n"
 
 
-def write_page(block: str) -> None:
-    begin, end = "<!-- BEGIN ACCEPTANCE -->", "<!-- END ACCEPTANCE -->"
-    text = PAGE.read_text()
-    if begin not in text:
-        raise SystemExit(f"{PAGE}: no {begin} marker; add the Acceptance section first")
+def write_page(block: str, name: str = "ACCEPTANCE", page: Path = PAGE) -> None:
+    """Replace what lies between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` of ``page`` (atomic write)."""
+    from crowdstat.io.atomic import atomic_write_text
+
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    text = page.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{page}: no {begin} ... {end} markers; the table was not written")
     pre, rest = text.split(begin, 1)
     _, post = rest.split(end, 1)
-    PAGE.write_text(pre + begin + "\n" + block + end + post)
+    atomic_write_text(page, pre + begin + "\n" + block + end + post)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_common(doc: str, splits: int, results_path: Path, argv=None) -> tuple[argparse.Namespace, list[str], dict]:
+    """The command line shared with experiments/anchor_splits.py: --sets, --splits, --report-only; the cached results."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of the 8 binary sets")
-    ap.add_argument("--splits", type=int, default=5, help="seeded honeypot splits (default 5)")
+    ap.add_argument("--splits", type=int, default=splits, help=f"seeded honeypot splits per set (default {splits})")
     ap.add_argument("--report-only", action="store_true", help="rewrite the page's table from the cached results, fit nothing")
     args = ap.parse_args(argv)
     sets = [s for s in args.sets.split(",") if s]
     unknown = sorted(set(sets) - set(SETS))
     if unknown:
         ap.error(f"unknown set(s) {unknown}; the binary sets: {SETS}")
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
+    if args.splits < 1:
+        ap.error("--splits: at least 1")
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
     results.setdefault("date", time.strftime("%Y-%m-%d"))
+    return args, sets, results
+
+
+def main(argv=None) -> None:
+    args, sets, results = parse_common(__doc__, 5, RESULTS, argv)
     from experiments.real_data import parse_anchors
 
     anchors = parse_anchors(datasets.datasets_root() / "ANCHORS.md")

@@ -27,7 +27,6 @@ between the ANCHOR-SPLITS markers and the figure into docs/figures/anchor_splits
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -48,7 +47,6 @@ from crowdstat.io.atomic import atomic_write_text  # noqa: E402
 from crowdstat.study.metrics import replicate_interval  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results" / "anchor_splits.json"
-PAGE = ROOT / "docs" / "real_data.md"
 FIGURE = ROOT / "docs" / "figures" / "anchor_splits.png"
 SETS = ["bluebirds", "welinder_ducks", "rte", "jn_product", "possent", "sp", "zencrowd_all", "trec2011"]
 TOL = 0.005
@@ -220,30 +218,12 @@ def plot(S: dict, path: Path = FIGURE) -> None:
     P.save_figure(fig, path)
 
 
-def write_page(block: str) -> None:
-    begin, end = "<!-- BEGIN ANCHOR-SPLITS -->", "<!-- END ANCHOR-SPLITS -->"
-    text = PAGE.read_text()
-    if begin not in text:
-        raise SystemExit(f"{PAGE}: no {begin} marker")
-    pre, rest = text.split(begin, 1)
-    _, post = rest.split(end, 1)
-    atomic_write_text(PAGE, pre + begin + "\n" + block + end + post)
-
-
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of the 8 binary sets")
-    ap.add_argument("--splits", type=int, default=100, help="seeded honeypot splits per set (default 100)")
-    ap.add_argument("--report-only", action="store_true", help="rewrite the page's table and the figure from the cached results")
-    args = ap.parse_args(argv)
-    sets = [s for s in args.sets.split(",") if s]
-    unknown = sorted(set(sets) - set(SETS))
-    if unknown:
-        ap.error(f"unknown set(s) {unknown}; the binary sets: {SETS}")
+    from experiments.acceptance import parse_common, write_page
+
+    args, sets, results = parse_common(__doc__, 100, RESULTS, argv)
     if args.splits < GROUP:
-        ap.error(f"--splits: at least {GROUP} (the published anchor is a mean over {GROUP} splits)")
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
-    results.setdefault("date", time.strftime("%Y-%m-%d"))
+        raise SystemExit(f"--splits: at least {GROUP} (the published anchor is a mean over {GROUP} splits)")
     if not args.report_only:
         todo = [(s, k) for s in sets for k in range(args.splits) if f"{s}|{k}" not in results["runs"]]
         loaded: dict = {}
@@ -260,7 +240,7 @@ def main(argv=None) -> None:
     root = datasets.datasets_root()
     anchors, sds = parse_anchors(root / "ANCHORS.md"), published_sd(root / "ANCHORS.md")
     block, S = report(results, anchors, sds, [s for s in SETS if s in sets], args.splits)
-    write_page(block)
+    write_page(block, "ANCHOR-SPLITS")
     if S:
         plot(S)
     print(block)

@@ -1,6 +1,7 @@
 """Recalibration (``crowdstat.fit(calibrate="auto")``): ECE and log-loss before and after, every method.
 
     .venv/bin/python experiments/calibration.py [--quick] [--sets a,b] [--splits 5] [--replicates 10] [--report-only]
+    .venv/bin/python experiments/calibration.py --small-sets 50 | --large-sets 50 [--sets a,b] [--report-only]
 
 Issue 17's acceptance check (docs/calibration.md): ECE (10 equal-width bins) after recalibration at
 most 0.03 on the shared real sets with at least 1,000 gold items and in the simulation scenarios of
@@ -24,6 +25,9 @@ Each (data set, split or replicate, method) is cached as JSON under experiments/
 ``auto`` rule are never reused); a full run writes experiments/results/calibration.json and the two
 tables of docs/calibration.md (between the calibration-table markers), --quick / custom runs write
 under experiments/cache/calibration/. Tables: printed, and by --report-only from the results.
+--small-sets N / --large-sets N: the same cells on N splits of the small sets (ECE after - before
+paired per split) or of the large sets of --sets (ECE after against 0.03, with the interval of its
+mean), written to experiments/results/calibration_{small,large}.json and their tables in the doc.
 """
 
 from __future__ import annotations
@@ -76,9 +80,16 @@ MARKERS = {
     which: (f"<!-- calibration-table:{which}:start (experiments/calibration.py) -->", f"<!-- calibration-table:{which}:end -->")
     for which in ("real", "simulated")
 }
-#: --small-sets N: the sets with < BIG_GOLD gold items on N splits, paired after - before per split
-SMALL_RESULTS = ROOT / "experiments" / "results" / "calibration_small.json"
-SMALL_MARKERS = ("<!-- calibration-table:small:start (experiments/calibration.py --small-sets) -->", "<!-- calibration-table:small:end -->")
+#: --small-sets N: the sets with < BIG_GOLD gold items on N splits, paired after - before per split;
+#: --large-sets N: the large sets whose 5-split ECE after is within noise of the target (default) on N splits
+MANY = {
+    kind: (
+        ROOT / "experiments" / "results" / f"calibration_{kind}.json",
+        (f"<!-- calibration-table:{kind}:start (experiments/calibration.py --{kind}-sets) -->", f"<!-- calibration-table:{kind}:end -->"),
+    )
+    for kind in ("small", "large")
+}
+LARGE_DEFAULT = ["possent", "zencrowd_all"]
 #: --cached-only: summarize the cells already computed, compute nothing (the missing ones are listed)
 CACHED_ONLY = {"on": False, "missing": []}
 
@@ -300,6 +311,9 @@ def paired(rows: list[dict]) -> list[dict]:
         rec = {"data": data, "method": m, "n_gold": int(g["n_gold"].iloc[0]), "splits": len(g), "maps": g["kind"].value_counts().to_dict()}
         for k in ("ece_before", "ece_after", "log_loss_before", "log_loss_after"):
             rec[k] = float(g[k].mean())
+        after = replicate_interval(g["ece_after"].to_numpy(np.float64), bounds=(0.0, 1.0))
+        rec["ece_after_iv"] = {k: float(after[k]) for k in ("mean", "lo", "hi")}
+        rec["floor"] = float(g["floor"].mean())
         rec["d_ece"] = {k: float(d_ece[k]) for k in ("mean", "lo", "hi")}
         rec["d_log_loss"] = {k: float(d_ll[k]) for k in ("mean", "lo", "hi")}
         out.append(rec)
@@ -325,32 +339,57 @@ def small_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_small_table(rows: list[dict], splits: int, path: Path = DOC) -> None:
+def large_table(rows: list[dict]) -> str:
+    """The large sets' table on many splits: ECE after with the interval of its mean against the 0.03 target."""
+    head = "| data | method | maps | ECE before | ECE after [95%] | floor | log-loss before → after | check | against 0.03 |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        a = r["ece_after_iv"]
+        verdict = "below" if a["hi"] < TARGET else ("ABOVE" if a["lo"] > TARGET else "not measurable (interval holds 0.03)")
+        maps = ", ".join(f"{k} {v}" for k, v in r["maps"].items())
+        lines.append(
+            f"| {r['data']} ({r['n_gold']} gold) | {r['method']} | {maps} | {_f(r['ece_before'])} | "
+            f"{a['mean']:.4f} [{a['lo']:.4f}, {a['hi']:.4f}] | {_f(r['floor'])} | {_f(r['log_loss_before'])} → {_f(r['log_loss_after'])} | "
+            f"{'met' if a['mean'] <= TARGET else 'MISSED'} (<= 0.03) | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def write_many_table(kind: str, rows: list[dict], splits: int, path: Path = DOC) -> None:
     text = path.read_text()
-    start, end = SMALL_MARKERS
+    start, end = MANY[kind][1]
     i, j = text.find(start), text.find(end)
     if i < 0 or j < i:
         raise SystemExit(f"{path}: the markers {start!r} ... {end!r} are missing; the table was not written")
-    body = f"Command: `.venv/bin/python experiments/calibration.py --small-sets {splits}` "
+    body = f"Command: `.venv/bin/python experiments/calibration.py --{kind}-sets {splits}` "
     body += f"({splits} seeded splits per set, seeds 0..{splits - 1}).\n\n"
-    atomic_write_text(path, text[: i + len(start)] + "\n\n" + body + small_table(rows) + "\n\n" + text[j:])
+    tab = small_table(rows) if kind == "small" else large_table(rows)
+    atomic_write_text(path, text[: i + len(start)] + "\n\n" + body + tab + "\n\n" + text[j:])
 
 
-def small_sets(splits: int, report_only: bool) -> int:
-    """--small-sets: the sets with fewer than BIG_GOLD gold items, ``splits`` splits, every method (cells cached as usual)."""
+def many_splits(kind: str, splits: int, report_only: bool, sets: list[str] | None) -> int:
+    """--small-sets / --large-sets: the sets of that size (large: --sets, default :data:`LARGE_DEFAULT`) on
+    ``splits`` splits, every method (cells cached as usual); the paired table into docs/calibration.md."""
+    path = MANY[kind][0]
     if report_only:
-        res = json.loads(SMALL_RESULTS.read_text())
+        res = json.loads(path.read_text())
     else:
         from tqdm.auto import tqdm
 
-        sets = [s for s in REAL_SETS if len(datasets.load(s)[1]) < BIG_GOLD]
-        bar = tqdm(total=len(METHODS) * len(sets) * splits, desc="calibration, small sets", unit="fit")
+        if kind == "small":
+            sets = [s for s in REAL_SETS if len(datasets.load(s)[1]) < BIG_GOLD]
+        else:
+            sets = sets or LARGE_DEFAULT
+            small = [s for s in sets if s not in REAL_SETS or len(datasets.load(s)[1]) < BIG_GOLD]
+            if small:
+                raise SystemExit(f"--large-sets: {small} are not sets with >= {BIG_GOLD} gold items")
+        bar = tqdm(total=len(METHODS) * len(sets) * splits, desc=f"calibration, {kind} sets", unit="fit")
         rows = [r for s in sets for r in real_cells(s, splits, list(METHODS), bar)]
         bar.close()
         res = {"meta": {"splits": splits, "sets": sets, "rule": RULE, "date": time.strftime("%Y-%m-%d")}, "paired": paired(rows)}
-        atomic_write_text(SMALL_RESULTS, json.dumps(res, indent=1) + "\n")
-    write_small_table(res["paired"], res["meta"]["splits"])
-    print(small_table(res["paired"]))
+        atomic_write_text(path, json.dumps(res, indent=1) + "\n")
+    write_many_table(kind, res["paired"], res["meta"]["splits"])
+    print(small_table(res["paired"]) if kind == "small" else large_table(res["paired"]))
     return 0
 
 
@@ -421,14 +460,22 @@ def main(argv=None) -> int:
         help="the sets with < 1,000 gold items on N splits, ECE after - before paired per split "
         "(experiments/results/calibration_small.json, its table in docs/calibration.md)",
     )
+    ap.add_argument(
+        "--large-sets",
+        type=int,
+        metavar="N",
+        help=f"the large sets of --sets (default {','.join(LARGE_DEFAULT)}) on N splits, ECE after against 0.03 "
+        "(experiments/results/calibration_large.json, its table in docs/calibration.md)",
+    )
     ap.add_argument("--report-only", action="store_true", help="print the tables of the results already written")
     ap.add_argument("--cached-only", action="store_true", help="summarize the cached cells only (a run cut short); lists the missing")
     args = ap.parse_args(argv)
     CACHED_ONLY["on"] = args.cached_only
-    if args.small_sets is not None:
-        if args.small_sets < 3:
-            ap.error("--small-sets: at least 3 splits (an interval needs 3)")
-        return small_sets(args.small_sets, args.report_only)
+    for kind, n in (("small", args.small_sets), ("large", args.large_sets)):
+        if n is not None:
+            if n < 3:
+                ap.error(f"--{kind}-sets: at least 3 splits (an interval needs 3)")
+            return many_splits(kind, n, args.report_only, args.sets.split(",") if args.sets else None)
     global RULE
     if args.isotonic_min_per_class is not None:  # a sensitivity run: its own cells, never the results or the docs
         C.ISOTONIC_MIN_PER_CLASS = args.isotonic_min_per_class
