@@ -119,8 +119,7 @@ def run(sets: list[str], splits: int, results: dict) -> None:
             ]
         else:
             hp, ev = datasets.honeypot_split(truth, 0.2, seed)
-            first = votes["program"].isin(set(hp["program"]))
-            table = crowdstat.read_votes(pd.concat([votes[first], votes[~first]], ignore_index=True), truth=hp)
+            table = crowdstat.read_votes(datasets.honeypots_first(votes, hp), truth=hp)
             res, rec = run_one(table, key)
             rec["accuracy"] = None if res is None else accuracy(res, ev)
         results["runs"][_key(s, seed, setting, key)] = rec

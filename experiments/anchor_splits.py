@@ -88,8 +88,7 @@ def fit_predictions(table, ev: pd.DataFrame, **kw) -> tuple[np.ndarray, dict]:
 
 def run_split(votes: pd.DataFrame, truth: pd.DataFrame, seed: int) -> dict:
     hp, ev = datasets.honeypot_split(truth, 0.2, seed)
-    first = votes["program"].isin(set(hp["program"]))
-    table = crowdstat.read_votes(pd.concat([votes[first], votes[~first]], ignore_index=True), truth=hp)
+    table = crowdstat.read_votes(datasets.honeypots_first(votes, hp), truth=hp)
     y = ev["truth"].to_numpy()
     t0 = time.perf_counter()
     default, info = fit_predictions(table, ev, method="proximal")

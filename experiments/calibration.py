@@ -162,8 +162,7 @@ def real_cells(name: str, splits: int, methods, bar) -> list[dict]:
     rows = []
     for seed in range(splits):
         hp, ev = datasets.honeypot_split(truth, 0.2, seed)
-        first = votes["program"].isin(set(hp["program"]))
-        table = crowdstat.read_votes(pd.concat([votes[first], votes[~first]], ignore_index=True), truth=hp)
+        table = crowdstat.read_votes(datasets.honeypots_first(votes, hp), truth=hp)
         for m in methods:
 
             def compute(table=table, ev=ev, m=m):

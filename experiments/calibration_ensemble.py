@@ -77,8 +77,7 @@ def main() -> int:
         votes, truth, _ = datasets.load(name)
         for seed in range(args.splits):
             hp, ev = datasets.honeypot_split(truth, 0.2, seed)
-            first = votes["program"].isin(set(hp["program"]))
-            table = crowdstat.read_votes(pd.concat([votes[first], votes[~first]], ignore_index=True), truth=hp)
+            table = crowdstat.read_votes(datasets.honeypots_first(votes, hp), truth=hp)
             for m in args.methods.split(","):
                 rows.append({"data": name, "split": seed, "method": m, **one(table, ev, m)})
                 r = rows[-1]

@@ -166,10 +166,7 @@ def run_set(name: str, splits: int, quick: bool, log) -> dict:
     per = {k: [] for k in SUP}
     for seed in range(splits):
         hp, ev = datasets.honeypot_split(truth, 0.2, seed)
-        # Algorithm 1 order: honeypot tasks first (matters for the sequential update only)
-        first = votes["program"].isin(set(hp["program"]))
-        v2 = pd.concat([votes[first], votes[~first]], ignore_index=True)
-        t2 = crowdstat.read_votes(v2, truth=hp)
+        t2 = crowdstat.read_votes(datasets.honeypots_first(votes, hp), truth=hp)  # Algorithm 1's order
         for key, method, kw in [
             ("proximal_hp", "proximal", {"latent": False, "center": "zero", "gamma": "1%"}),
             ("em1_hp", "em1", {}),

@@ -51,6 +51,7 @@ __all__ = [
     "list_datasets",
     "load",
     "honeypot_split",
+    "honeypots_first",
 ]
 
 #: The environment variable naming a folder of data sets; searched first.
@@ -286,3 +287,15 @@ def honeypot_split(truth: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.
     mask = np.zeros(n, bool)
     mask[rng.choice(n, size=k, replace=False)] = True
     return truth[mask].reset_index(drop=True), truth[~mask].reset_index(drop=True)
+
+
+def honeypots_first(votes: pd.DataFrame, honeypots: pd.DataFrame) -> pd.DataFrame:
+    """The vote rows of the programs in ``honeypots`` first, then the others, each part in its input order.
+
+    Algorithm 1's task order (honeypot tasks first): it matters to the sequential update only, and the
+    studies use it for every method so that all see the same table. The rows are kept, not changed.
+    """
+    import pandas as pd
+
+    first = votes["program"].isin(set(honeypots["program"]))
+    return pd.concat([votes[first], votes[~first]], ignore_index=True)

@@ -190,6 +190,21 @@ def test_honeypot_split():
         datasets.honeypot_split(truth, 1.5, 0)
 
 
+def test_honeypots_first_moves_the_honeypot_programs_rows_first_and_keeps_every_row():
+    votes = pd.DataFrame(
+        {"program": ["a", "b", "a", "c", "b", "d"], "line": 1, "annotator": ["x", "x", "y", "y", "z", "z"], "label": [1, -1, 1, 1, -1, 1]}
+    )
+    hp = pd.DataFrame({"program": ["b", "d"], "line": 1, "truth": [-1, 1]})
+    out = datasets.honeypots_first(votes, hp)
+    # honeypot programs' rows first, each part in input order; the same rows, not one changed
+    assert out["program"].tolist() == ["b", "b", "d", "a", "a", "c"]
+    assert out["annotator"].tolist() == ["x", "z", "z", "x", "y", "y"]
+    pd.testing.assert_frame_equal(
+        out.sort_values(["program", "annotator"]).reset_index(drop=True), votes.sort_values(["program", "annotator"]).reset_index(drop=True)
+    )
+    assert datasets.honeypots_first(votes, hp.iloc[:0])["program"].tolist() == votes["program"].tolist()
+
+
 def test_import_loads_no_jax():
     import subprocess
     import sys
