@@ -81,7 +81,7 @@ MARKERS = {
     for which in ("real", "simulated")
 }
 #: --small-sets N: the sets with < BIG_GOLD gold items on N splits, paired after - before per split;
-#: --large-sets N: the large sets whose 5-split ECE after is within noise of the target (default) on N splits
+#: --large-sets N: the large sets (--sets, default all of them) on N splits, ECE after against the target
 MANY = {
     kind: (
         ROOT / "experiments" / "results" / f"calibration_{kind}.json",
@@ -89,7 +89,6 @@ MANY = {
     )
     for kind in ("small", "large")
 }
-LARGE_DEFAULT = ["possent", "zencrowd_all"]
 #: --cached-only: summarize the cells already computed, compute nothing (the missing ones are listed)
 CACHED_ONLY = {"on": False, "missing": []}
 
@@ -367,7 +366,7 @@ def write_many_table(kind: str, rows: list[dict], splits: int, path: Path = DOC)
 
 
 def many_splits(kind: str, splits: int, report_only: bool, sets: list[str] | None) -> int:
-    """--small-sets / --large-sets: the sets of that size (large: --sets, default :data:`LARGE_DEFAULT`) on
+    """--small-sets / --large-sets: the sets of that size (large: --sets, default all) on
     ``splits`` splits, every method (cells cached as usual); the paired table into docs/calibration.md."""
     path = MANY[kind][0]
     if report_only:
@@ -375,13 +374,13 @@ def many_splits(kind: str, splits: int, report_only: bool, sets: list[str] | Non
     else:
         from tqdm.auto import tqdm
 
+        large = [s for s in REAL_SETS if len(datasets.load(s)[1]) >= BIG_GOLD]
         if kind == "small":
-            sets = [s for s in REAL_SETS if len(datasets.load(s)[1]) < BIG_GOLD]
+            sets = [s for s in REAL_SETS if s not in large]
         else:
-            sets = sets or LARGE_DEFAULT
-            small = [s for s in sets if s not in REAL_SETS or len(datasets.load(s)[1]) < BIG_GOLD]
-            if small:
-                raise SystemExit(f"--large-sets: {small} are not sets with >= {BIG_GOLD} gold items")
+            sets = sets or large
+            if set(sets) - set(large):
+                raise SystemExit(f"--large-sets: {sorted(set(sets) - set(large))} are not sets with >= {BIG_GOLD} gold items")
         bar = tqdm(total=len(METHODS) * len(sets) * splits, desc=f"calibration, {kind} sets", unit="fit")
         rows = [r for s in sets for r in real_cells(s, splits, list(METHODS), bar)]
         bar.close()
@@ -463,7 +462,7 @@ def main(argv=None) -> int:
         "--large-sets",
         type=int,
         metavar="N",
-        help=f"the large sets of --sets (default {','.join(LARGE_DEFAULT)}) on N splits, ECE after against 0.03 "
+        help="the sets with >= 1,000 gold items (or those of --sets) on N splits, ECE after against 0.03 "
         "(experiments/results/calibration_large.json, its table in docs/calibration.md)",
     )
     ap.add_argument("--report-only", action="store_true", help="print the tables of the results already written")
